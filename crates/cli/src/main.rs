@@ -1,0 +1,62 @@
+//! `proxyfleet`: the one binary of the fleet. Each subcommand lives in its own file; this
+//! file parses the command line, sets up logging and maps failures to exit codes
+//! (0 ok, 1 runtime failure, 2 bad configuration or usage).
+
+mod proxy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "proxyfleet",
+    version,
+    about = "A highly available forward-proxy tier in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a forward proxy configured by a squid.conf file.
+    Proxy(proxy::ProxyArgs),
+}
+
+/// A failure and the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Proxy(args) => proxy::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("proxyfleet: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

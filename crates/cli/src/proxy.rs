@@ -1,0 +1,75 @@
+//! `proxyfleet proxy -f FILE [--check]`: the forward proxy every instance runs.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use proxyfleet_proxy::config::{self, Config};
+use proxyfleet_proxy::{Proxy, Stop};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The squid.conf to read.
+    #[arg(short = 'f', long = "config", default_value = "/etc/squid/squid.conf")]
+    file: PathBuf,
+    /// Validate the configuration and exit (Squid's `-k parse`).
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn run(args: ProxyArgs) -> Result<(), Failure> {
+    let config = config::parse_file(&args.file).map_err(|e| Failure {
+        code: 2,
+        error: anyhow::anyhow!("{e}"),
+    })?;
+    if args.check {
+        println!(
+            "{}: configuration OK ({} http_port)",
+            args.file.display(),
+            config.http_ports.len()
+        );
+        return Ok(());
+    }
+    announce_ignored(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+/// Says once, at start-up, which directives have no effect here.
+fn announce_ignored(config: &Config) {
+    if config.ignored.is_empty() {
+        return;
+    }
+    let names: Vec<String> = config
+        .ignored
+        .iter()
+        .map(|(name, at)| format!("{name} ({at})"))
+        .collect();
+    tracing::info!(
+        "this proxy never caches; accepted without effect: {}",
+        names.join(", ")
+    );
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    let proxy = Proxy::bind(config)?;
+    for addr in proxy.local_addrs() {
+        // Tests and the group controller wait for this line.
+        println!("proxyfleet proxy: serving on {addr}");
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: graceful stop"); Stop::Graceful }
+            _ = int.recv() => { tracing::info!("SIGINT: fast stop"); Stop::Fast }
+        }
+    };
+    proxy.serve(stop).await;
+    tracing::info!("stopped");
+    Ok(())
+}

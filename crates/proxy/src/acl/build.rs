@@ -1,0 +1,399 @@
+//! Turning `acl NAME TYPE VALUE...` values into a ready-to-evaluate [`Acl`].
+//!
+//! Several `acl` lines with one name add values, and an ACL may be referenced before its last
+//! line is read, so values accumulate in an [`AclBuilder`] and the config parser builds the
+//! final [`Acl`]s once the whole file is read. All per-value work (parsing addresses,
+//! lowercasing, compiling regexes) happens here so that evaluation does none of it.
+
+use regex::{Regex, RegexSet};
+
+use super::domain::DomainSet;
+use super::ip::{self, IpSet};
+use super::{Acl, Kind};
+
+/// The ACL types proxyfleet supports, by their squid.conf names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclType {
+    Src,
+    Dst,
+    DstDomain,
+    DstDomRegex,
+    Port,
+    Method,
+    Proto,
+    /// Only the built-in `manager` ACL has it (Squid 5 defines it with `url_regex`, which
+    /// squid.conf files here cannot use).
+    Manager,
+}
+
+impl AclType {
+    /// The types an `acl` line may name, in the order error messages list them.
+    pub const USABLE: &'static [AclType] = &[
+        AclType::Src,
+        AclType::Dst,
+        AclType::DstDomain,
+        AclType::DstDomRegex,
+        AclType::Port,
+        AclType::Method,
+        AclType::Proto,
+    ];
+
+    pub fn from_name(name: &str) -> Option<AclType> {
+        Self::USABLE.iter().copied().find(|t| t.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AclType::Src => "src",
+            AclType::Dst => "dst",
+            AclType::DstDomain => "dstdomain",
+            AclType::DstDomRegex => "dstdom_regex",
+            AclType::Port => "port",
+            AclType::Method => "method",
+            AclType::Proto => "proto",
+            AclType::Manager => "url_regex",
+        }
+    }
+
+    /// Whether `opt` (a leading `-x` / `+x` flag) is accepted for this type, as in Squid 5.
+    /// `-n` (no DNS lookups) is how proxyfleet always behaves, so it is accepted and changes
+    /// nothing.
+    pub fn accepts_flag(self, opt: &str) -> bool {
+        match self {
+            AclType::DstDomRegex => matches!(opt, "-i" | "+i" | "-n"),
+            AclType::Dst | AclType::DstDomain => opt == "-n",
+            _ => false,
+        }
+    }
+
+    /// Whether `-i` / `+i` between values switch case sensitivity for the following values.
+    pub fn is_regex(self) -> bool {
+        self == AclType::DstDomRegex
+    }
+}
+
+/// The values of one ACL as they accumulate over its `acl` lines.
+#[derive(Debug, Clone)]
+pub struct AclBuilder {
+    name: String,
+    ty: AclType,
+    values: Values,
+}
+
+#[derive(Debug, Clone)]
+enum Values {
+    Ip(IpSet),
+    Domain(DomainSet),
+    /// Patterns, each already wrapped for its case sensitivity.
+    Regex(Vec<String>),
+    Ports(Vec<(u16, u16)>),
+    Words(Vec<Box<str>>),
+    Manager,
+}
+
+impl AclBuilder {
+    pub fn new(name: &str, ty: AclType) -> AclBuilder {
+        let values = match ty {
+            AclType::Src | AclType::Dst => Values::Ip(IpSet::default()),
+            AclType::DstDomain => Values::Domain(DomainSet::default()),
+            AclType::DstDomRegex => Values::Regex(Vec::new()),
+            AclType::Port => Values::Ports(Vec::new()),
+            AclType::Method | AclType::Proto => Values::Words(Vec::new()),
+            AclType::Manager => Values::Manager,
+        };
+        AclBuilder {
+            name: name.to_owned(),
+            ty,
+            values,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn ty(&self) -> AclType {
+        self.ty
+    }
+
+    /// Adds one value. `icase` only matters for regex types. The error describes the value's
+    /// problem; the caller adds where it is.
+    pub fn add(&mut self, value: &str, icase: bool) -> Result<(), String> {
+        match &mut self.values {
+            Values::Ip(set) => set.add(value),
+            Values::Domain(set) => set.add(value),
+            Values::Regex(patterns) => {
+                let pattern = if icase {
+                    format!("(?i:{value})")
+                } else {
+                    format!("(?:{value})")
+                };
+                Regex::new(&pattern).map_err(|e| {
+                    format!(
+                        "'{value}' is not a valid regular expression: {}",
+                        regex_reason(&e)
+                    )
+                })?;
+                patterns.push(pattern);
+                Ok(())
+            }
+            Values::Ports(ranges) => {
+                ranges.push(parse_port_range(value)?);
+                Ok(())
+            }
+            Values::Words(words) => {
+                let word = match self.ty {
+                    AclType::Proto => proto_value(value)?,
+                    // Squid compares methods case-sensitively (RFC 9110 says they are).
+                    _ => value.into(),
+                };
+                words.push(word);
+                Ok(())
+            }
+            Values::Manager => Err("the built-in 'manager' ACL takes no values".to_owned()),
+        }
+    }
+
+    pub fn build(self) -> Result<Acl, String> {
+        let kind = match (self.ty, self.values) {
+            (AclType::Src, Values::Ip(set)) => Kind::Src(set),
+            (AclType::Dst, Values::Ip(set)) => Kind::Dst(set),
+            (_, Values::Domain(set)) => Kind::DstDomain(set),
+            (_, Values::Regex(patterns)) => Kind::DstDomRegex(
+                RegexSet::new(&patterns)
+                    .map_err(|e| format!("acl '{}': {}", self.name, regex_reason(&e)))?,
+            ),
+            (_, Values::Ports(ranges)) => Kind::Port(ranges.into()),
+            (AclType::Method, Values::Words(words)) => Kind::Method(words.into()),
+            (_, Values::Words(words)) => Kind::Proto(words.into()),
+            (_, Values::Manager) => Kind::Manager,
+            (ty, values) => unreachable!("acl type {ty:?} built with {values:?}"),
+        };
+        Ok(Acl {
+            name: self.name,
+            kind,
+        })
+    }
+
+    /// Squid 5's predefined ACLs. A user `acl` line with one of these names and the same type
+    /// adds values to it.
+    pub fn builtins() -> Vec<AclBuilder> {
+        let ip = |name: &str, ty, values: &[&str]| AclBuilder {
+            name: name.to_owned(),
+            ty,
+            values: Values::Ip(ip::builtin(values)),
+        };
+        vec![
+            ip("all", AclType::Src, &["0.0.0.0/0", "::/0"]),
+            ip("localhost", AclType::Src, &["127.0.0.1/32", "::1"]),
+            ip(
+                "to_localhost",
+                AclType::Dst,
+                &["127.0.0.0/8", "0.0.0.0/32", "::1/128", "::/128"],
+            ),
+            ip(
+                "to_linklocal",
+                AclType::Dst,
+                &["169.254.0.0/16", "fe80::/10"],
+            ),
+            AclBuilder {
+                name: "CONNECT".to_owned(),
+                ty: AclType::Method,
+                values: Values::Words(vec!["CONNECT".into()]),
+            },
+            AclBuilder::new("manager", AclType::Manager),
+        ]
+    }
+}
+
+/// `N` or `N-M`, both within 0-65535.
+fn parse_port_range(value: &str) -> Result<(u16, u16), String> {
+    let port = |s: &str| -> Result<u16, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "'{value}' is not a port or port range (expected N or N-M)"
+            ));
+        }
+        s.parse()
+            .map_err(|_| format!("'{value}': port numbers go up to 65535"))
+    };
+    let (lo, hi) = match value.split_once('-') {
+        Some((lo, hi)) => (port(lo)?, port(hi)?),
+        None => {
+            let p = port(value)?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return Err(format!("'{value}': the range ends before it starts"));
+    }
+    Ok((lo, hi))
+}
+
+/// URL schemes compare case-insensitively. CONNECT requests have no scheme; Squid names
+/// that `NONE` (up to 4) or `AUTHORITY_FORM` (5), so both stand for "no scheme" here.
+fn proto_value(value: &str) -> Result<Box<str>, String> {
+    let valid = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_'));
+    if value.is_empty() || !valid {
+        return Err(format!("'{value}' is not a protocol (URL scheme) name"));
+    }
+    let lower = value.to_ascii_lowercase();
+    Ok(match lower.as_str() {
+        "none" | "authority_form" => "".into(),
+        _ => lower.into(),
+    })
+}
+
+/// The regex crate's syntax errors span several lines (pattern, caret, reason); keep the
+/// reason so the config error stays on one line.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or(text.lines().last().unwrap_or_default())
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acl::Facts;
+
+    fn facts<'a>(host: &'a str, scheme: &'a str, method: &'a str, port: u16) -> Facts<'a> {
+        Facts {
+            client: "127.0.0.1".parse().unwrap(),
+            method,
+            scheme,
+            host,
+            port,
+            path: "/",
+            dst_ips: &[],
+        }
+    }
+
+    fn acl(ty: AclType, values: &[(&str, bool)]) -> Acl {
+        let mut b = AclBuilder::new("t", ty);
+        for (v, icase) in values {
+            b.add(v, *icase).unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn type_names_round_trip() {
+        for ty in AclType::USABLE {
+            assert_eq!(AclType::from_name(ty.name()), Some(*ty));
+        }
+        assert_eq!(AclType::from_name("url_regex"), None);
+        assert_eq!(AclType::from_name("SRC"), None);
+    }
+
+    #[test]
+    fn regex_case_follows_the_flag_in_force() {
+        let a = acl(
+            AclType::DstDomRegex,
+            &[(r"^www\.Example\.", true), (r"\.Org$", false)],
+        );
+        assert!(a.matches(&facts("www.example.com", "http", "GET", 80)));
+        assert!(!a.matches(&facts("example.org", "http", "GET", 80)));
+        assert!(a.matches(&facts("example.Org", "http", "GET", 80)));
+        // Unknown host (connection-level checks) never matches a pattern, even `.*`.
+        let any = acl(AclType::DstDomRegex, &[(".*", false)]);
+        assert!(!any.matches(&facts("", "", "", 0)));
+    }
+
+    #[test]
+    fn bad_regex_is_reported_on_one_line() {
+        let mut b = AclBuilder::new("t", AclType::DstDomRegex);
+        assert_eq!(
+            b.add("(foo", false).unwrap_err(),
+            "'(foo' is not a valid regular expression: unclosed group"
+        );
+    }
+
+    #[test]
+    fn ports_and_ranges() {
+        let a = acl(AclType::Port, &[("80", false), ("1025-65535", false)]);
+        assert!(a.matches(&facts("h", "http", "GET", 80)));
+        assert!(a.matches(&facts("h", "http", "GET", 1025)));
+        assert!(a.matches(&facts("h", "http", "GET", 65535)));
+        assert!(!a.matches(&facts("h", "http", "GET", 443)));
+        assert!(!a.matches(&facts("h", "http", "GET", 0)));
+        let mut b = AclBuilder::new("t", AclType::Port);
+        assert_eq!(
+            b.add("80-70", false).unwrap_err(),
+            "'80-70': the range ends before it starts"
+        );
+        assert_eq!(
+            b.add("65536", false).unwrap_err(),
+            "'65536': port numbers go up to 65535"
+        );
+        assert_eq!(
+            b.add("http", false).unwrap_err(),
+            "'http' is not a port or port range (expected N or N-M)"
+        );
+    }
+
+    #[test]
+    fn methods_are_case_sensitive() {
+        let a = acl(AclType::Method, &[("GET", false)]);
+        assert!(a.matches(&facts("h", "http", "GET", 80)));
+        assert!(!a.matches(&facts("h", "http", "get", 80)));
+    }
+
+    #[test]
+    fn proto_is_case_insensitive_and_none_means_connect() {
+        let a = acl(AclType::Proto, &[("HTTP", false)]);
+        assert!(a.matches(&facts("h", "http", "GET", 80)));
+        assert!(!a.matches(&facts("h", "ftp", "GET", 21)));
+        assert!(!a.matches(&facts("h", "", "CONNECT", 443)));
+        let a = acl(AclType::Proto, &[("NONE", false)]);
+        assert!(a.matches(&facts("h", "", "CONNECT", 443)));
+        let a = acl(AclType::Proto, &[("authority_form", false)]);
+        assert!(a.matches(&facts("h", "", "CONNECT", 443)));
+        let mut b = AclBuilder::new("t", AclType::Proto);
+        assert_eq!(
+            b.add("ht tp", false).unwrap_err(),
+            "'ht tp' is not a protocol (URL scheme) name"
+        );
+    }
+
+    #[test]
+    fn builtins_are_squid5s() {
+        let built: Vec<Acl> = AclBuilder::builtins()
+            .into_iter()
+            .map(|b| b.build().unwrap())
+            .collect();
+        let names: Vec<&str> = built.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "all",
+                "localhost",
+                "to_localhost",
+                "to_linklocal",
+                "CONNECT",
+                "manager"
+            ]
+        );
+        let manager = &built[5];
+        let mut f = facts("h", "cache_object", "GET", 80);
+        assert!(manager.matches(&f));
+        f.scheme = "http";
+        assert!(!manager.matches(&f));
+        f.path = "/squid-internal-mgr/info";
+        assert!(manager.matches(&f));
+        assert_eq!(built[5].type_name(), "url_regex");
+    }
+
+    #[test]
+    fn flags_per_type() {
+        assert!(AclType::DstDomRegex.accepts_flag("-i"));
+        assert!(AclType::DstDomain.accepts_flag("-n"));
+        assert!(!AclType::DstDomain.accepts_flag("-i"));
+        assert!(!AclType::Port.accepts_flag("-n"));
+    }
+}

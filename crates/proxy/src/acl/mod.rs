@@ -1,0 +1,360 @@
+//! ACLs and the access rule lists that use them, with Squid's semantics.
+//!
+//! - [`Facts`]: what is known about one transaction (or connection);
+//! - [`Acl`]: one named ACL (`acl NAME TYPE VALUE...`), built by [`AclBuilder`];
+//! - [`AclList`]: the ANDed, possibly negated ACL names on one directive line;
+//! - [`AccessRules`]: `http_access`-style allow/deny lines, first match wins.
+//!
+//! Everything is precomputed when the configuration is read; evaluation allocates nothing.
+
+mod build;
+mod domain;
+mod ip;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use regex::RegexSet;
+
+use crate::config::Location;
+
+pub use build::{AclBuilder, AclType};
+pub use domain::DomainSet;
+pub use ip::IpSet;
+
+/// What ACLs are evaluated against: one transaction (or, for proxy_protocol_access, just a
+/// connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// Already normalized (IPv4-mapped IPv6 -> IPv4 done by caller).
+    pub client: IpAddr,
+    /// `""` when unknown (connection-level checks).
+    pub method: &'a str,
+    /// Lowercase URL scheme, `""` for CONNECT / unknown.
+    pub scheme: &'a str,
+    /// Lowercase host without brackets/port; `""` when unknown.
+    pub host: &'a str,
+    /// 0 when unknown.
+    pub port: u16,
+    /// URL path, `""` when unknown.
+    pub path: &'a str,
+    /// Resolved destination addresses (an IP-literal host's own address); empty when unknown.
+    pub dst_ips: &'a [IpAddr],
+}
+
+/// One named ACL.
+pub struct Acl {
+    pub name: String,
+    kind: Kind,
+}
+
+enum Kind {
+    Src(IpSet),
+    Dst(IpSet),
+    DstDomain(DomainSet),
+    DstDomRegex(RegexSet),
+    Port(Box<[(u16, u16)]>),
+    Method(Box<[Box<str>]>),
+    /// Lowercase schemes; `""` stands for CONNECT's missing scheme.
+    Proto(Box<[Box<str>]>),
+    Manager,
+    /// Internal: several ACLs ANDed, so that a whole list can be negated (used to express
+    /// `access_log none A B` as `!(A B)` on the lines after it).
+    AllOf(AclList),
+}
+
+impl Acl {
+    /// An internal ACL matching when every ACL of `list` does.
+    pub fn all_of(name: String, list: AclList) -> Acl {
+        Acl {
+            name,
+            kind: Kind::AllOf(list),
+        }
+    }
+
+    pub fn matches(&self, f: &Facts) -> bool {
+        match &self.kind {
+            Kind::Src(set) => set.contains(f.client),
+            // No addresses known means no match, never "match anything".
+            Kind::Dst(set) => f.dst_ips.iter().any(|ip| set.contains(*ip)),
+            Kind::DstDomain(set) => set.contains(f.host),
+            Kind::DstDomRegex(set) => !f.host.is_empty() && set.is_match(f.host),
+            Kind::Port(ranges) => {
+                f.port != 0 && ranges.iter().any(|&(lo, hi)| lo <= f.port && f.port <= hi)
+            }
+            Kind::Method(methods) => {
+                !f.method.is_empty() && methods.iter().any(|m| **m == *f.method)
+            }
+            Kind::Proto(schemes) => schemes.iter().any(|s| **s == *f.scheme),
+            // Squid 5: `url_regex -i ^cache_object:// +i ^[^:]+://[^/]+/squid-internal-mgr/`.
+            Kind::Manager => {
+                f.scheme == "cache_object" || f.path.starts_with("/squid-internal-mgr/")
+            }
+            Kind::AllOf(list) => list.matches(f),
+        }
+    }
+
+    /// Whether evaluating this ACL needs the destination's resolved addresses, so callers
+    /// resolve the host only when some rule can use the result.
+    pub fn needs_dst_ips(&self) -> bool {
+        match &self.kind {
+            Kind::Dst(_) => true,
+            Kind::AllOf(list) => list.needs_dst_ips(),
+            _ => false,
+        }
+    }
+
+    /// The squid.conf type name (`url_regex` for the built-in `manager`).
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            Kind::Src(_) => AclType::Src.name(),
+            Kind::Dst(_) => AclType::Dst.name(),
+            Kind::DstDomain(_) => AclType::DstDomain.name(),
+            Kind::DstDomRegex(_) => AclType::DstDomRegex.name(),
+            Kind::Port(_) => AclType::Port.name(),
+            Kind::Method(_) => AclType::Method.name(),
+            Kind::Proto(_) => AclType::Proto.name(),
+            Kind::Manager => AclType::Manager.name(),
+            Kind::AllOf(_) => "all-of",
+        }
+    }
+}
+
+impl std::fmt::Debug for Acl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = f.debug_struct("Acl");
+        s.field("name", &self.name).field("type", &self.type_name());
+        if let Kind::AllOf(list) = &self.kind {
+            s.field("all_of", list);
+        }
+        s.finish()
+    }
+}
+
+/// One ACL name on a directive line, possibly negated with `!`.
+#[derive(Clone, Debug)]
+pub struct AclRef {
+    pub negate: bool,
+    pub acl: Arc<Acl>,
+}
+
+impl AclRef {
+    pub fn matches(&self, f: &Facts) -> bool {
+        self.acl.matches(f) != self.negate
+    }
+}
+
+/// An ANDed list of ACLs (used by access_log and tcp_outgoing_address lines). Empty matches
+/// everything.
+#[derive(Clone, Debug, Default)]
+pub struct AclList(pub Vec<AclRef>);
+
+impl AclList {
+    pub fn matches(&self, f: &Facts) -> bool {
+        self.0.iter().all(|r| r.matches(f))
+    }
+
+    pub fn needs_dst_ips(&self) -> bool {
+        self.0.iter().any(|r| r.acl.needs_dst_ips())
+    }
+}
+
+/// One `http_access allow|deny ...` (or `proxy_protocol_access`) line.
+#[derive(Clone, Debug)]
+pub struct AccessRule {
+    pub allow: bool,
+    pub acls: AclList,
+    pub location: Location,
+}
+
+/// The lines of one access directive, in file order.
+#[derive(Clone, Debug, Default)]
+pub struct AccessRules {
+    pub rules: Vec<AccessRule>,
+}
+
+impl AccessRules {
+    /// Squid's http_access semantics: lines in order, first line whose ACLs all match decides;
+    /// when no line matches, the opposite of the last line's action; no lines at all = deny.
+    pub fn allows(&self, f: &Facts) -> bool {
+        self.decide(f).0
+    }
+
+    /// Same, but also returns the deciding line (None for the default) for debug logs.
+    pub fn decide(&self, f: &Facts) -> (bool, Option<&AccessRule>) {
+        if let Some(rule) = self.rules.iter().find(|r| r.acls.matches(f)) {
+            return (rule.allow, Some(rule));
+        }
+        match self.rules.last() {
+            Some(last) => (!last.allow, None),
+            None => (false, None),
+        }
+    }
+
+    /// Whether any referenced ACL (built-ins such as `to_localhost` included) is a `dst` ACL.
+    pub fn needs_dst_ips(&self) -> bool {
+        self.rules.iter().any(|r| r.acls.needs_dst_ips())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(name: &str, ty: AclType, values: &[&str]) -> Arc<Acl> {
+        let mut b = AclBuilder::new(name, ty);
+        for v in values {
+            b.add(v, false).unwrap();
+        }
+        Arc::new(b.build().unwrap())
+    }
+
+    fn list(refs: &[(bool, &Arc<Acl>)]) -> AclList {
+        AclList(
+            refs.iter()
+                .map(|(negate, acl)| AclRef {
+                    negate: *negate,
+                    acl: Arc::clone(acl),
+                })
+                .collect(),
+        )
+    }
+
+    fn rule(line: usize, allow: bool, acls: AclList) -> AccessRule {
+        AccessRule {
+            allow,
+            acls,
+            location: Location {
+                file: "t.conf".into(),
+                line,
+                column: 1,
+            },
+        }
+    }
+
+    fn from(client: &str) -> Facts<'static> {
+        Facts {
+            client: client.parse().unwrap(),
+            method: "GET",
+            scheme: "http",
+            host: "example.com",
+            port: 80,
+            path: "/",
+            dst_ips: &[],
+        }
+    }
+
+    #[test]
+    fn first_matching_line_decides() {
+        let lan = build("lan", AclType::Src, &["10.0.0.0/8"]);
+        let bad = build("bad", AclType::Src, &["10.0.0.66"]);
+        let rules = AccessRules {
+            rules: vec![
+                rule(1, false, list(&[(false, &bad)])),
+                rule(2, true, list(&[(false, &lan)])),
+            ],
+        };
+        let (allowed, by) = rules.decide(&from("10.0.0.66"));
+        assert!(!allowed);
+        assert_eq!(by.unwrap().location.line, 1);
+        let (allowed, by) = rules.decide(&from("10.0.0.5"));
+        assert!(allowed);
+        assert_eq!(by.unwrap().location.line, 2);
+    }
+
+    #[test]
+    fn no_match_means_opposite_of_last_line() {
+        let lan = build("lan", AclType::Src, &["10.0.0.0/8"]);
+        let allow_last = AccessRules {
+            rules: vec![rule(1, true, list(&[(false, &lan)]))],
+        };
+        let (allowed, by) = allow_last.decide(&from("192.0.2.1"));
+        assert!(!allowed);
+        assert!(by.is_none());
+        let deny_last = AccessRules {
+            rules: vec![rule(1, false, list(&[(false, &lan)]))],
+        };
+        let (allowed, by) = deny_last.decide(&from("192.0.2.1"));
+        assert!(allowed);
+        assert!(by.is_none());
+    }
+
+    #[test]
+    fn no_lines_deny() {
+        let rules = AccessRules::default();
+        assert!(rules.is_empty());
+        assert!(!rules.allows(&from("127.0.0.1")));
+    }
+
+    #[test]
+    fn negation_and_conjunction() {
+        let lan = build("lan", AclType::Src, &["10.0.0.0/8"]);
+        let safe = build("safe", AclType::Port, &["80", "443"]);
+        // deny lan !safe; allow lan
+        let rules = AccessRules {
+            rules: vec![
+                rule(1, false, list(&[(false, &lan), (true, &safe)])),
+                rule(2, true, list(&[(false, &lan)])),
+            ],
+        };
+        let mut f = from("10.1.1.1");
+        assert!(rules.allows(&f));
+        f.port = 8080;
+        assert!(!rules.allows(&f));
+        assert!(list(&[]).matches(&f), "an empty list matches everything");
+    }
+
+    #[test]
+    fn dst_needs_addresses_and_does_not_match_without_them() {
+        let to_lo = build("to_lo", AclType::Dst, &["127.0.0.0/8"]);
+        let lan = build("lan", AclType::Src, &["10.0.0.0/8"]);
+        let mut f = from("10.0.0.1");
+        assert!(!to_lo.matches(&f));
+        let ips = ["192.0.2.1".parse().unwrap(), "127.0.0.1".parse().unwrap()];
+        f.dst_ips = &ips;
+        assert!(to_lo.matches(&f), "any resolved address may match");
+
+        let rules = AccessRules {
+            rules: vec![rule(1, false, list(&[(true, &to_lo)]))],
+        };
+        assert!(rules.needs_dst_ips());
+        let rules = AccessRules {
+            rules: vec![rule(1, false, list(&[(false, &lan)]))],
+        };
+        assert!(!rules.needs_dst_ips());
+    }
+
+    #[test]
+    fn all_of_negates_a_whole_list() {
+        let lan = build("lan", AclType::Src, &["10.0.0.0/8"]);
+        let get = build("get", AclType::Method, &["GET"]);
+        let to_lo = build("to_lo", AclType::Dst, &["127.0.0.0/8"]);
+        let both = Arc::new(Acl::all_of(
+            "none".into(),
+            list(&[(false, &lan), (false, &get), (true, &to_lo)]),
+        ));
+        let not_both = list(&[(true, &both)]);
+        let mut f = from("10.0.0.1");
+        assert!(!not_both.matches(&f));
+        f.method = "POST";
+        assert!(not_both.matches(&f));
+        assert!(not_both.needs_dst_ips());
+        assert!(format!("{:?}", both).contains("all_of"));
+    }
+
+    #[test]
+    fn dstdomain_on_ip_literal_compares_text() {
+        let d = build("d", AclType::DstDomain, &[".example.com", "192.0.2.7"]);
+        let mut f = from("10.0.0.1");
+        f.host = "www.example.com";
+        assert!(d.matches(&f));
+        f.host = "192.0.2.7";
+        assert!(d.matches(&f));
+        f.host = "192.0.2.8";
+        assert!(!d.matches(&f));
+    }
+}

@@ -1,0 +1,111 @@
+//! The validated configuration: what the rest of the proxy reads. Built by `parse.rs` from
+//! squid.conf text; every value here already has Squid's default applied.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::acl::{AccessRules, AclList};
+
+/// Where a directive came from, for error messages and start-up notices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters, of the first character of the token the message is about.
+    pub column: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One `http_port` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPort {
+    /// `http_port 3128` listens on every address: `0.0.0.0:3128` (and `[::]` is not added).
+    pub addr: SocketAddr,
+    /// `require-proxy-header`: every connection must start with a PROXY v1/v2 header.
+    pub require_proxy_header: bool,
+    pub location: Location,
+}
+
+/// `forwarded_for on|off|transparent|delete|truncate` (Squid's semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedFor {
+    /// Append the client address to X-Forwarded-For (default).
+    On,
+    /// Append the word `unknown` instead of the address.
+    Off,
+    /// Leave the header exactly as received.
+    Transparent,
+    /// Remove the header.
+    Delete,
+    /// Replace the header with just the client address.
+    Truncate,
+}
+
+/// One `access_log` line that logs (lines of `access_log none` produce no entry).
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    /// The file, with any `stdio:` or `daemon:` module prefix removed.
+    pub path: PathBuf,
+    /// Only transactions matching all of these are logged (empty = all).
+    pub acls: AclList,
+    pub location: Location,
+}
+
+/// One `tcp_outgoing_address ADDR [[!]acl ...]` line.
+#[derive(Debug, Clone)]
+pub struct OutgoingAddress {
+    pub addr: IpAddr,
+    /// Used when all of these match (empty = always). First matching line of the right
+    /// address family wins.
+    pub acls: AclList,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file that was parsed (for messages).
+    pub file: PathBuf,
+    pub http_ports: Vec<HttpPort>,
+    pub http_access: Arc<AccessRules>,
+    pub proxy_protocol_access: Arc<AccessRules>,
+    pub tcp_outgoing_address: Vec<OutgoingAddress>,
+    /// Empty when logging is off (`access_log none` and no other line).
+    /// With no access_log line at all: Squid's default, `/var/log/squid/access.log`.
+    pub access_logs: Vec<AccessLog>,
+    pub forwarded_for: ForwardedFor,
+    pub via: bool,
+    /// Default 64 KB.
+    pub request_header_max_size: usize,
+    /// Default 64 KB.
+    pub reply_header_max_size: usize,
+    /// Default 1 minute.
+    pub connect_timeout: Duration,
+    /// Default 15 minutes.
+    pub read_timeout: Duration,
+    /// Default 5 minutes.
+    pub request_timeout: Duration,
+    /// Default 2 minutes.
+    pub client_idle_pconn_timeout: Duration,
+    /// Default 1 day.
+    pub client_lifetime: Duration,
+    /// Default 30 seconds.
+    pub shutdown_lifetime: Duration,
+    /// Default: the machine's host name.
+    pub visible_hostname: String,
+    /// `dns_nameservers`: empty = the system's /etc/resolv.conf.
+    pub dns_nameservers: Vec<IpAddr>,
+    /// `max_filedescriptors` (default 16384). At most half of it is used for client
+    /// connections: each client connection may need a second descriptor for its origin.
+    pub max_filedescriptors: usize,
+    /// Directives accepted without effect (cache and other Squid-only tuning), with where
+    /// they were seen, so start-up can say once that they are ignored.
+    pub ignored: Vec<(String, Location)>,
+}

@@ -1,0 +1,454 @@
+//! The parse driver: reads files (following `include`), dispatches each directive line to
+//! its parser in `directives`, and assembles the final [`Config`] with Squid's defaults.
+//!
+//! ACLs are built only at the end: Squid lets later `acl` lines add values to an ACL that an
+//! earlier `http_access` line already references, so references are checked when seen but
+//! resolved to the finished [`Acl`]s after the last line.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lex::{self, Token};
+use super::model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
+use super::{ConfigError, IGNORED_DIRECTIVES};
+use crate::acl::{AccessRule, AccessRules, Acl, AclBuilder, AclList, AclRef};
+
+/// Squid's limit, which also stops a file that includes itself.
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// Squid's default when no `access_log` line exists.
+const DEFAULT_ACCESS_LOG: &str = "/var/log/squid/access.log";
+
+/// Squid's default is "whatever ulimit allows"; a fixed number keeps capacity predictable.
+pub(super) const DEFAULT_MAX_FILEDESCRIPTORS: usize = 16_384;
+
+/// One directive line, as handed to the directive parsers.
+pub(super) struct Directive<'a> {
+    pub file: &'a Path,
+    pub name: &'a Token,
+    pub args: &'a [Token],
+    /// Where a missing argument would start.
+    pub end: (usize, usize),
+}
+
+impl Directive<'_> {
+    pub fn location_of(&self, t: &Token) -> Location {
+        Location {
+            file: self.file.to_path_buf(),
+            line: t.line,
+            column: t.column,
+        }
+    }
+
+    pub fn location(&self) -> Location {
+        self.location_of(self.name)
+    }
+
+    /// An error about token `t`, prefixed with the directive name.
+    pub fn error(&self, t: &Token, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError::new(
+            self.location_of(t),
+            format!("{}: {message}", self.name.text),
+        )
+    }
+
+    /// An error about something missing at the end of the line.
+    pub fn missing(&self, what: &str) -> ConfigError {
+        let location = Location {
+            file: self.file.to_path_buf(),
+            line: self.end.0,
+            column: self.end.1,
+        };
+        ConfigError::new(location, format!("{}: missing {what}", self.name.text))
+    }
+
+    pub fn arg(&self, index: usize, what: &str) -> Result<&Token, ConfigError> {
+        self.args.get(index).ok_or_else(|| self.missing(what))
+    }
+
+    /// Fails on the first argument from `index` on.
+    pub fn no_more(&self, index: usize) -> Result<(), ConfigError> {
+        match self.args.get(index) {
+            Some(t) => Err(self.error(t, format!("unexpected extra argument '{}'", t.raw()))),
+            None => Ok(()),
+        }
+    }
+
+    /// The directory relative paths on this line are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new(""))
+    }
+}
+
+/// An ACL with the values read so far.
+pub(super) struct AclSlot {
+    pub builder: AclBuilder,
+    /// Where it was first defined; `None` for the built-ins.
+    pub defined_at: Option<Location>,
+}
+
+/// `[!]name` on a rule line; the name is known to exist.
+pub(super) struct PendingRef {
+    pub negate: bool,
+    pub name: String,
+}
+
+pub(super) struct PendingRule {
+    pub allow: bool,
+    pub refs: Vec<PendingRef>,
+    pub location: Location,
+}
+
+pub(super) enum PendingLog {
+    /// `access_log none [acl...]`: transactions matching it are not logged by later lines.
+    None {
+        refs: Vec<PendingRef>,
+        location: Location,
+    },
+    File {
+        path: PathBuf,
+        refs: Vec<PendingRef>,
+        location: Location,
+    },
+}
+
+/// Everything read so far, defaults already in place.
+pub(super) struct Parser {
+    pub root: PathBuf,
+    pub acls: HashMap<String, AclSlot>,
+    pub http_ports: Vec<HttpPort>,
+    pub http_access: Vec<PendingRule>,
+    pub proxy_protocol_access: Vec<PendingRule>,
+    pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
+    pub logs: Vec<PendingLog>,
+    pub saw_access_log: bool,
+    pub forwarded_for: ForwardedFor,
+    pub via: bool,
+    pub request_header_max_size: usize,
+    pub reply_header_max_size: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub client_idle_pconn_timeout: Duration,
+    pub client_lifetime: Duration,
+    pub shutdown_lifetime: Duration,
+    pub visible_hostname: Option<String>,
+    pub dns_nameservers: Vec<IpAddr>,
+    pub max_filedescriptors: usize,
+    pub ignored: Vec<(String, Location)>,
+}
+
+impl Parser {
+    pub fn new(root: PathBuf) -> Parser {
+        let acls = AclBuilder::builtins()
+            .into_iter()
+            .map(|builder| {
+                let slot = AclSlot {
+                    builder,
+                    defined_at: None,
+                };
+                (slot.builder.name().to_owned(), slot)
+            })
+            .collect();
+        Parser {
+            root,
+            acls,
+            http_ports: Vec::new(),
+            http_access: Vec::new(),
+            proxy_protocol_access: Vec::new(),
+            outgoing: Vec::new(),
+            logs: Vec::new(),
+            saw_access_log: false,
+            forwarded_for: ForwardedFor::On,
+            via: true,
+            request_header_max_size: 64 * 1024,
+            reply_header_max_size: 64 * 1024,
+            connect_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(15 * 60),
+            request_timeout: Duration::from_secs(5 * 60),
+            client_idle_pconn_timeout: Duration::from_secs(2 * 60),
+            client_lifetime: Duration::from_secs(24 * 60 * 60),
+            shutdown_lifetime: Duration::from_secs(30),
+            visible_hostname: None,
+            dns_nameservers: Vec::new(),
+            max_filedescriptors: DEFAULT_MAX_FILEDESCRIPTORS,
+            ignored: Vec::new(),
+        }
+    }
+
+    /// Parses one file's text; `depth` counts the includes that led here.
+    pub fn parse_text(&mut self, text: &str, file: &Path, depth: usize) -> Result<(), ConfigError> {
+        for line in lex::lines(text) {
+            let d = Directive {
+                file,
+                name: &line.tokens[0],
+                args: &line.tokens[1..],
+                end: line.end,
+            };
+            self.directive(&d, depth)?;
+        }
+        Ok(())
+    }
+
+    fn directive(&mut self, d: &Directive, depth: usize) -> Result<(), ConfigError> {
+        let name = if d.name.quoted {
+            ""
+        } else {
+            d.name.text.as_str()
+        };
+        if IGNORED_DIRECTIVES.iter().any(|(n, _)| *n == name) {
+            self.ignored.push((name.to_owned(), d.location()));
+            return Ok(());
+        }
+        // Only ACL values may be quoted (Squid's "read the values from this file").
+        if name != "acl" {
+            if let Some(t) = d.args.iter().find(|t| t.quoted) {
+                return Err(d.error(
+                    t,
+                    format!(
+                        "quoted value {} (only acl lines take \"/path\" value files)",
+                        t.raw()
+                    ),
+                ));
+            }
+        }
+        match name {
+            "include" => self.include(d, depth),
+            "acl" => self.acl(d),
+            "http_port" => self.http_port(d),
+            "http_access" => self.access_rule(d, false),
+            "proxy_protocol_access" => self.access_rule(d, true),
+            "tcp_outgoing_address" => self.tcp_outgoing_address(d),
+            "access_log" => self.access_log(d),
+            "forwarded_for" => self.forwarded_for(d),
+            "via" => self.via(d),
+            "request_header_max_size" | "reply_header_max_size" => self.size(d),
+            "connect_timeout"
+            | "read_timeout"
+            | "request_timeout"
+            | "client_idle_pconn_timeout"
+            | "client_lifetime"
+            | "shutdown_lifetime" => self.time(d),
+            "visible_hostname" => self.visible_hostname(d),
+            "dns_nameservers" => self.dns_nameservers(d),
+            "max_filedescriptors" => self.max_filedescriptors(d),
+            _ => Err(ConfigError::new(
+                d.location(),
+                format!(
+                    "unknown directive '{}': proxyfleet does not support it (see the README's \
+                     directive table)",
+                    d.name.raw()
+                ),
+            )),
+        }
+    }
+
+    pub fn duration_mut(&mut self, name: &str) -> &mut Duration {
+        match name {
+            "connect_timeout" => &mut self.connect_timeout,
+            "read_timeout" => &mut self.read_timeout,
+            "request_timeout" => &mut self.request_timeout,
+            "client_idle_pconn_timeout" => &mut self.client_idle_pconn_timeout,
+            "client_lifetime" => &mut self.client_lifetime,
+            "shutdown_lifetime" => &mut self.shutdown_lifetime,
+            _ => unreachable!("not a time directive: {name}"),
+        }
+    }
+
+    /// `include PATH-or-GLOB...`. Squid resolves relative names against its working
+    /// directory; here they are relative to the including file's directory, which gives the
+    /// same answer for the usual absolute paths and a predictable one otherwise. A pattern
+    /// that matches nothing includes nothing (an empty conf.d is normal), while a plain path
+    /// that does not exist is an error.
+    fn include(&mut self, d: &Directive, depth: usize) -> Result<(), ConfigError> {
+        d.arg(0, "file name or pattern")?;
+        if depth >= MAX_INCLUDE_DEPTH {
+            return Err(ConfigError::new(
+                d.location(),
+                format!(
+                    "include: includes nest more than {MAX_INCLUDE_DEPTH} levels deep (does a \
+                     file include itself?)"
+                ),
+            ));
+        }
+        for t in d.args {
+            let is_pattern = t.text.contains(['*', '?', '[']);
+            let files = if is_pattern {
+                let base = glob::Pattern::escape(&d.base_dir().to_string_lossy());
+                let pattern = if Path::new(&t.text).is_absolute() || base.is_empty() {
+                    t.text.clone()
+                } else {
+                    format!("{base}/{}", t.text)
+                };
+                let paths = glob::glob(&pattern)
+                    .map_err(|e| d.error(t, format!("invalid pattern '{}': {e}", t.text)))?;
+                paths
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| d.error(t, format!("cannot read '{}': {e}", t.text)))?
+            } else {
+                vec![d.base_dir().join(&t.text)]
+            };
+            for path in files {
+                let text = read_text(&path)
+                    .map_err(|e| d.error(t, format!("cannot read '{}': {e}", path.display())))?;
+                self.parse_text(&text, &path, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the ACLs, resolves every reference and applies the remaining defaults.
+    pub fn finish(self) -> Result<Config, ConfigError> {
+        if self.http_ports.is_empty() {
+            // Squid 5 has no default port either ("No forward-proxy ports configured").
+            return Err(ConfigError::whole_file(
+                &self.root,
+                "no http_port configured",
+            ));
+        }
+        let mut acls = HashMap::with_capacity(self.acls.len());
+        for (name, slot) in self.acls {
+            let acl = slot.builder.build().map_err(|message| {
+                let location = slot.defined_at.unwrap_or_else(|| Location {
+                    file: self.root.clone(),
+                    line: 0,
+                    column: 0,
+                });
+                ConfigError::new(location, message)
+            })?;
+            acls.insert(name, Arc::new(acl));
+        }
+        let resolve = |refs: Vec<PendingRef>| {
+            AclList(
+                refs.into_iter()
+                    .map(|r| AclRef {
+                        negate: r.negate,
+                        acl: Arc::clone(&acls[&r.name]),
+                    })
+                    .collect(),
+            )
+        };
+        let rules = |pending: Vec<PendingRule>| AccessRules {
+            rules: pending
+                .into_iter()
+                .map(|p| AccessRule {
+                    allow: p.allow,
+                    acls: resolve(p.refs),
+                    location: p.location,
+                })
+                .collect(),
+        };
+        let http_access = Arc::new(rules(self.http_access));
+        let proxy_protocol_access = Arc::new(rules(self.proxy_protocol_access));
+        let tcp_outgoing_address = self
+            .outgoing
+            .into_iter()
+            .map(|(addr, refs)| OutgoingAddress {
+                addr,
+                acls: resolve(refs),
+            })
+            .collect();
+        let mut access_logs = Vec::new();
+        // Squid stops at the first matching `access_log none` line, so each log line only
+        // sees transactions that no earlier `none` line matched.
+        let mut not_silenced: Vec<AclRef> = Vec::new();
+        for log in self.logs {
+            match log {
+                PendingLog::None { refs, location } => {
+                    let list = resolve(refs);
+                    match list.0.len() {
+                        // Nothing after an unconditional `none` can ever log.
+                        0 => break,
+                        1 => {
+                            let mut only = list.0[0].clone();
+                            only.negate = !only.negate;
+                            not_silenced.push(only);
+                        }
+                        _ => not_silenced.push(AclRef {
+                            negate: true,
+                            acl: Arc::new(Acl::all_of(
+                                format!("access_log none at {location}"),
+                                list,
+                            )),
+                        }),
+                    }
+                }
+                PendingLog::File {
+                    path,
+                    refs,
+                    location,
+                } => {
+                    let mut acls = resolve(refs);
+                    acls.0.extend(not_silenced.iter().cloned());
+                    access_logs.push(AccessLog {
+                        path,
+                        acls,
+                        location,
+                    });
+                }
+            }
+        }
+        if !self.saw_access_log {
+            access_logs.push(AccessLog {
+                path: PathBuf::from(DEFAULT_ACCESS_LOG),
+                acls: AclList::default(),
+                location: Location {
+                    file: self.root.clone(),
+                    line: 0,
+                    column: 0,
+                },
+            });
+        }
+        Ok(Config {
+            file: self.root,
+            http_ports: self.http_ports,
+            http_access,
+            proxy_protocol_access,
+            tcp_outgoing_address,
+            access_logs,
+            forwarded_for: self.forwarded_for,
+            via: self.via,
+            request_header_max_size: self.request_header_max_size,
+            reply_header_max_size: self.reply_header_max_size,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            request_timeout: self.request_timeout,
+            client_idle_pconn_timeout: self.client_idle_pconn_timeout,
+            client_lifetime: self.client_lifetime,
+            shutdown_lifetime: self.shutdown_lifetime,
+            visible_hostname: self.visible_hostname.unwrap_or_else(host_name),
+            dns_nameservers: self.dns_nameservers,
+            max_filedescriptors: self.max_filedescriptors,
+            ignored: self.ignored,
+        })
+    }
+}
+
+/// Reads a configuration or ACL value file. Invalid UTF-8 is replaced rather than refused:
+/// squid.conf is ASCII in practice and a stray Latin-1 comment should not stop the proxy.
+pub(super) fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Squid's `visible_hostname` default is the machine's name.
+fn host_name() -> String {
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let name = name.trim();
+        if !name.is_empty() {
+            return name.to_owned();
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}

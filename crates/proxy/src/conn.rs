@@ -1,0 +1,395 @@
+//! One client connection: the optional PROXY header, then requests one after another
+//! (keep-alive), each dispatched to forwarding, a CONNECT tunnel, the health answer, or an
+//! error page.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::access_log::LogEntry;
+use crate::acl::Facts;
+use crate::config::HttpPort;
+use crate::errors::SquidError;
+use crate::http::body::{read_some, write_all, CopyError};
+use crate::http::head::{request_framing, Head, HeadError};
+use crate::http::target::Target;
+use crate::proxy_protocol::{self, peer_ip};
+use crate::server::Shared;
+
+/// A transaction's identity for ACLs and the access log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub method: String,
+    /// `%ru`: the URL as logged.
+    pub url: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    pub dst_ips: Vec<IpAddr>,
+}
+
+impl RequestInfo {
+    pub fn facts(&self, client: IpAddr) -> Facts<'_> {
+        Facts {
+            client,
+            method: &self.method,
+            scheme: &self.scheme,
+            host: &self.host,
+            port: self.port,
+            path: &self.path,
+            dst_ips: &self.dst_ips,
+        }
+    }
+}
+
+/// Whether the client connection may carry another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+pub struct ClientConn {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stream: TcpStream,
+    /// Bytes read from the client and not yet used.
+    pub(crate) buf: BytesMut,
+    /// The client as ACLs and logs see it (the PROXY header's source, if any).
+    pub(crate) client: IpAddr,
+    peer: SocketAddr,
+    port: Arc<HttpPort>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Buffers larger than this are released while a connection is idle, so idle keep-alive
+/// connections cost little memory.
+const IDLE_BUFFER_KEEP: usize = 4096;
+
+impl ClientConn {
+    pub fn new(
+        shared: Arc<Shared>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        port: Arc<HttpPort>,
+        shutdown: watch::Receiver<bool>,
+    ) -> ClientConn {
+        let _ = stream.set_nodelay(true);
+        ClientConn {
+            shared,
+            stream,
+            buf: BytesMut::new(),
+            client: peer_ip(peer),
+            peer,
+            port,
+            shutdown,
+        }
+    }
+
+    /// Serves the connection until it closes, bounded by `client_lifetime`.
+    pub async fn serve(mut self) {
+        let lifetime = self.shared.config.client_lifetime;
+        if tokio::time::timeout(lifetime, self.serve_inner())
+            .await
+            .is_err()
+        {
+            tracing::debug!(client = %self.client, "client_lifetime reached: connection closed");
+        }
+    }
+
+    async fn serve_inner(&mut self) {
+        let config = &self.shared.config;
+        if self.port.require_proxy_header {
+            match proxy_protocol::read_header(
+                &mut self.stream,
+                &mut self.buf,
+                peer_ip(self.peer),
+                &config.proxy_protocol_access,
+                config.request_timeout,
+            )
+            .await
+            {
+                Ok(client) => self.client = client,
+                Err(e) => {
+                    tracing::info!(peer = %self.peer, port = %self.port.addr, error = %e, "connection refused: PROXY protocol");
+                    return;
+                }
+            }
+        }
+        let mut wait = self.shared.config.request_timeout;
+        loop {
+            let Some(head) = self.read_request_head(wait).await else {
+                return;
+            };
+            self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+            if self.transaction(head).await == Next::Close || self.draining() {
+                return;
+            }
+            wait = self.shared.config.client_idle_pconn_timeout;
+            if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_KEEP {
+                self.buf = BytesMut::new();
+            }
+        }
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    /// The next request head; `None` when the connection is done (closed, timed out,
+    /// shutting down, or answered with an error).
+    async fn read_request_head(&mut self, wait: Duration) -> Option<Head> {
+        let start = SystemTime::now();
+        let t0 = Instant::now();
+        let max = self.shared.config.request_header_max_size;
+        loop {
+            match Head::parse_request(&mut self.buf, max) {
+                Ok(Some(head)) => return Some(head),
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => {
+                    self.reply_error(SquidError::TooBig, "error:request-too-large", "", start, t0)
+                        .await;
+                    return None;
+                }
+                Err(HeadError::Invalid(why)) => {
+                    tracing::debug!(client = %self.client, why, "invalid request");
+                    self.reply_error(
+                        SquidError::InvalidReq,
+                        "error:invalid-request",
+                        "",
+                        start,
+                        t0,
+                    )
+                    .await;
+                    return None;
+                }
+            }
+            let idle = self.buf.is_empty();
+            if idle && *self.shutdown.borrow() {
+                return None;
+            }
+            let read = read_some(&mut self.stream, &mut self.buf, wait);
+            let result = if idle {
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    r = read => r,
+                    _ = shutdown.changed() => return None,
+                }
+            } else {
+                read.await
+            };
+            match result {
+                Ok(0) | Err(_) => {
+                    if !self.buf.is_empty() {
+                        self.log_plain(
+                            "NONE_NONE",
+                            0,
+                            0,
+                            "",
+                            "error:transaction-end-before-headers",
+                            start,
+                            t0,
+                        )
+                        .await;
+                    }
+                    return None;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn transaction(&mut self, head: Head) -> Next {
+        let start = SystemTime::now();
+        let t0 = Instant::now();
+        let method = head.method().to_string();
+        let target = match Target::parse(&method, head.target()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(client = %self.client, why = e.0, "invalid URL");
+                let url = head.target().to_string();
+                self.reply_error(SquidError::InvalidUrl, &url, &method, start, t0)
+                    .await;
+                return Next::Close;
+            }
+        };
+        let framing = match request_framing(&head) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::info!(client = %self.client, error = ?e, "request framing rejected");
+                let url = head.target().to_string();
+                self.reply_error(SquidError::InvalidReq, &url, &method, start, t0)
+                    .await;
+                return Next::Close;
+            }
+        };
+        match target {
+            Target::Origin { path } => self.answer_origin_form(&head, &path, start, t0).await,
+            Target::Authority { host, port } => {
+                let info = RequestInfo {
+                    url: format!("{}:{port}", bracket(&host)),
+                    method,
+                    host,
+                    port,
+                    ..Default::default()
+                };
+                self.tunnel(info, start, t0).await
+            }
+            Target::Absolute {
+                scheme,
+                host,
+                port,
+                path_and_query,
+            } => {
+                let info = RequestInfo {
+                    url: head.target().to_string(),
+                    method,
+                    scheme,
+                    host,
+                    port,
+                    path: path_and_query,
+                    dst_ips: Vec::new(),
+                };
+                if info.scheme != "http" {
+                    self.reply_error(
+                        SquidError::UnsupportedRequest,
+                        &info.url,
+                        &info.method,
+                        start,
+                        t0,
+                    )
+                    .await;
+                    return Next::Close;
+                }
+                self.forward(head, info, framing, start, t0).await
+            }
+        }
+    }
+
+    /// `GET /healthz` is the load balancer's HTTP health check; any other origin-form request
+    /// is not for a forward proxy (Squid: ERR_INVALID_URL).
+    async fn answer_origin_form(
+        &mut self,
+        head: &Head,
+        path: &str,
+        start: SystemTime,
+        t0: Instant,
+    ) -> Next {
+        let route = path.split('?').next().unwrap_or("");
+        if route == "/healthz" && matches!(head.method(), "GET" | "HEAD") {
+            let (status, body) = if self.draining() {
+                ("503 Service Unavailable", "draining\n")
+            } else {
+                ("200 OK", "ok\n")
+            };
+            let keep = head.wants_keep_alive() && !self.draining();
+            let text = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n{}",
+                body.len(),
+                if keep { "keep-alive" } else { "close" },
+                if head.method() == "HEAD" { "" } else { body },
+            );
+            let ok = write_all(
+                &mut self.stream,
+                text.as_bytes(),
+                self.shared.config.read_timeout,
+            )
+            .await
+            .is_ok();
+            return if ok && keep {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            };
+        }
+        self.reply_error(SquidError::InvalidUrl, path, head.method(), start, t0)
+            .await;
+        Next::Close
+    }
+
+    /// Sends an error page, logs `NONE_NONE/status`, and leaves the connection to be closed.
+    pub(crate) async fn reply_error(
+        &mut self,
+        error: SquidError,
+        url: &str,
+        method: &str,
+        start: SystemTime,
+        t0: Instant,
+    ) {
+        let bytes = self.send_error(error, url, true).await;
+        self.log_plain("NONE_NONE", error.status(), bytes, method, url, start, t0)
+            .await;
+    }
+
+    /// Writes an error page; returns the bytes sent (0 when the client is gone).
+    pub(crate) async fn send_error(&mut self, error: SquidError, url: &str, close: bool) -> u64 {
+        let page = error.response(url, &self.shared.config.visible_hostname, close);
+        match write_all(&mut self.stream, &page, self.shared.config.read_timeout).await {
+            Ok(()) => page.len() as u64,
+            Err(CopyError::Sink(_) | CopyError::SinkTimeout) | Err(_) => 0,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn log_plain(
+        &self,
+        squid_status: &'static str,
+        http_status: u16,
+        bytes: u64,
+        method: &str,
+        url: &str,
+        start: SystemTime,
+        t0: Instant,
+    ) {
+        let info = RequestInfo {
+            method: method.to_string(),
+            url: url.to_string(),
+            ..Default::default()
+        };
+        let entry = LogEntry {
+            start,
+            elapsed: t0.elapsed(),
+            client: self.client,
+            squid_status,
+            http_status,
+            bytes,
+            method: info.method.clone(),
+            url: info.url.clone(),
+            hierarchy: "HIER_NONE",
+            server: None,
+            mime: (bytes > 0).then(|| "text/html".to_string()),
+        };
+        self.shared.log.log(&info.facts(self.client), &entry).await;
+    }
+
+    /// Logs a transaction that got as far as access control.
+    pub(crate) async fn log_transaction(&self, info: &RequestInfo, entry: LogEntry) {
+        self.shared.log.log(&info.facts(self.client), &entry).await;
+    }
+
+    /// Whether `http_access` allows the request; resolves the host first when a `dst` ACL
+    /// needs its addresses.
+    pub(crate) async fn allowed(&self, info: &mut RequestInfo) -> bool {
+        let rules = &self.shared.config.http_access;
+        if rules.needs_dst_ips() && info.dst_ips.is_empty() {
+            if let Ok(ips) = self.shared.resolver.resolve(&info.host).await {
+                info.dst_ips = ips;
+            }
+        }
+        rules.allows(&info.facts(self.client))
+    }
+}
+
+/// An IPv6 host in brackets, as it appears in a URL authority.
+pub fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}

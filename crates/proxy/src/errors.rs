@@ -1,0 +1,151 @@
+//! Error responses the way Squid sends them: the status, an `X-Squid-Error: CODE ERRNO`
+//! header that tools key on, and a short HTML page.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use bytes::{BufMut, BytesMut};
+
+/// The Squid error pages this proxy produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SquidError {
+    AccessDenied,
+    /// With the connect(2) errno (111 = refused, 110 = timed out).
+    ConnectFail(i32),
+    DnsFail,
+    ReadTimeout,
+    ReadError,
+    InvalidReq,
+    InvalidUrl,
+    InvalidResp,
+    /// Request head larger than `request_header_max_size`.
+    TooBig,
+    UnsupportedRequest,
+    ShuttingDown,
+}
+
+impl SquidError {
+    pub fn status(self) -> u16 {
+        match self {
+            SquidError::AccessDenied => 403,
+            SquidError::ConnectFail(_) | SquidError::DnsFail | SquidError::ShuttingDown => 503,
+            SquidError::ReadTimeout => 504,
+            SquidError::ReadError | SquidError::InvalidResp => 502,
+            SquidError::InvalidReq | SquidError::InvalidUrl => 400,
+            SquidError::TooBig => 431,
+            SquidError::UnsupportedRequest => 501,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            SquidError::AccessDenied => "ERR_ACCESS_DENIED",
+            SquidError::ConnectFail(_) => "ERR_CONNECT_FAIL",
+            SquidError::DnsFail => "ERR_DNS_FAIL",
+            SquidError::ReadTimeout => "ERR_READ_TIMEOUT",
+            SquidError::ReadError => "ERR_READ_ERROR",
+            SquidError::InvalidReq => "ERR_INVALID_REQ",
+            SquidError::InvalidUrl => "ERR_INVALID_URL",
+            SquidError::InvalidResp => "ERR_INVALID_RESP",
+            SquidError::TooBig => "ERR_TOO_BIG",
+            SquidError::UnsupportedRequest => "ERR_UNSUP_REQ",
+            SquidError::ShuttingDown => "ERR_SHUTTING_DOWN",
+        }
+    }
+
+    fn errno(self) -> i32 {
+        match self {
+            SquidError::ConnectFail(errno) => errno,
+            _ => 0,
+        }
+    }
+
+    fn explanation(self) -> &'static str {
+        match self {
+            SquidError::AccessDenied => "Access control configuration prevents your request from being allowed at this time.",
+            SquidError::ConnectFail(_) => "The system returned an error while connecting to the remote host.",
+            SquidError::DnsFail => "Unable to determine IP address from host name.",
+            SquidError::ReadTimeout => "The system timed out while waiting for the remote host.",
+            SquidError::ReadError => "The system returned an error while reading from the remote host.",
+            SquidError::InvalidReq => "Some aspect of the HTTP request is invalid.",
+            SquidError::InvalidUrl => "Some aspect of the requested URL is incorrect.",
+            SquidError::InvalidResp => "The HTTP response message received from the contacted server could not be understood or was otherwise malformed.",
+            SquidError::TooBig => "The request or reply is too large.",
+            SquidError::UnsupportedRequest => "This proxy does not support the request method or URL scheme.",
+            SquidError::ShuttingDown => "This proxy is in the process of shutting down.",
+        }
+    }
+
+    /// The whole response, head and body. `close` adds `Connection: close`.
+    pub fn response(self, url: &str, hostname: &str, close: bool) -> BytesMut {
+        let body = format!(
+            "<!DOCTYPE html>\n<html><head><title>ERROR: The requested URL could not be retrieved</title></head>\n<body>\n<h1>ERROR</h1>\n<h2>The requested URL could not be retrieved</h2>\n<p>While trying to retrieve the URL: <a href=\"{url}\">{url}</a></p>\n<p><b>{code}</b>: {text}</p>\n<hr>\n<p>Generated {date} by {host} (proxyfleet/{version})</p>\n</body></html>\n",
+            url = html_escape(url),
+            code = self.code(),
+            text = self.explanation(),
+            date = httpdate::fmt_http_date(SystemTime::now()),
+            host = html_escape(hostname),
+            version = env!("CARGO_PKG_VERSION"),
+        );
+        let mut out = BytesMut::with_capacity(body.len() + 400);
+        let _ = write!(
+            (&mut out).writer(),
+            "HTTP/1.1 {status} {reason}\r\nServer: proxyfleet/{version}\r\nMime-Version: 1.0\r\nDate: {date}\r\nContent-Type: text/html;charset=utf-8\r\nContent-Length: {len}\r\nX-Squid-Error: {code} {errno}\r\nVary: Accept-Language\r\nContent-Language: en\r\nConnection: {conn}\r\n\r\n",
+            status = self.status(),
+            reason = reason_phrase(self.status()),
+            version = env!("CARGO_PKG_VERSION"),
+            date = httpdate::fmt_http_date(SystemTime::now()),
+            len = body.len(),
+            code = self.code(),
+            errno = self.errno(),
+            conn = if close { "close" } else { "keep-alive" },
+        );
+        out.put_slice(body.as_bytes());
+        out
+    }
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown")
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_has_squid_headers_and_escaped_url() {
+        let r = SquidError::ConnectFail(111).response("http://a/<x>", "px", true);
+        let text = String::from_utf8(r.to_vec()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(text.contains("\r\nX-Squid-Error: ERR_CONNECT_FAIL 111\r\n"));
+        assert!(text.contains("Connection: close\r\n\r\n"));
+        assert!(text.contains("http://a/&lt;x&gt;"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, body.len());
+    }
+}

@@ -1,0 +1,323 @@
+//! Forwarding one absolute-form request: access control, resolution, an origin connection
+//! (pooled or new, from the configured source address), the exchange, the log line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use bytes::BytesMut;
+
+use crate::access_log::LogEntry;
+use crate::acl::Facts;
+use crate::config::OutgoingAddress;
+use crate::conn::{ClientConn, Next, RequestInfo};
+use crate::errors::SquidError;
+use crate::exchange::{exchange, ExchangeRequest, Failure, Outcome};
+use crate::http::body::write_all;
+use crate::http::head::{Framing, Head};
+use crate::http::rewrite::origin_request;
+use crate::http::target::Target;
+use crate::origin::{connect, PoolKey};
+
+/// The source addresses for IPv4 and IPv6 destinations: the first `tcp_outgoing_address`
+/// line of each family whose ACLs match.
+pub fn outgoing_addresses(
+    lines: &[OutgoingAddress],
+    facts: &Facts,
+) -> (Option<IpAddr>, Option<IpAddr>) {
+    let pick = |v4: bool| {
+        lines
+            .iter()
+            .find(|l| l.addr.is_ipv4() == v4 && l.acls.matches(facts))
+            .map(|l| l.addr)
+    };
+    (pick(true), pick(false))
+}
+
+/// What a finished forward logs.
+struct Logged<'a> {
+    status: &'static str,
+    http_status: u16,
+    bytes: u64,
+    server: Option<IpAddr>,
+    mime: Option<String>,
+    info: &'a RequestInfo,
+}
+
+impl ClientConn {
+    pub(crate) async fn forward(
+        &mut self,
+        head: Head,
+        mut info: RequestInfo,
+        framing: Framing,
+        start: SystemTime,
+        t0: Instant,
+    ) -> Next {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        // An unread request body would be taken for the next request: close instead.
+        let may_keep = framing == Framing::Length(0) && head.wants_keep_alive() && !self.draining();
+        let next = if may_keep {
+            Next::KeepAlive
+        } else {
+            Next::Close
+        };
+
+        if !self.allowed(&mut info).await {
+            let bytes = self
+                .send_error(SquidError::AccessDenied, &info.url, !may_keep)
+                .await;
+            self.log_forward(
+                start,
+                t0,
+                Logged {
+                    status: "TCP_DENIED",
+                    http_status: 403,
+                    bytes,
+                    server: None,
+                    mime: html(bytes),
+                    info: &info,
+                },
+            )
+            .await;
+            return next;
+        }
+        if info.dst_ips.is_empty() {
+            match shared.resolver.resolve(&info.host).await {
+                Ok(ips) => info.dst_ips = ips,
+                Err(e) => {
+                    tracing::info!(host = %info.host, error = %e, "DNS failure");
+                    let bytes = self
+                        .send_error(SquidError::DnsFail, &info.url, !may_keep)
+                        .await;
+                    self.log_forward(
+                        start,
+                        t0,
+                        Logged {
+                            status: "TCP_MISS",
+                            http_status: 503,
+                            bytes,
+                            server: None,
+                            mime: html(bytes),
+                            info: &info,
+                        },
+                    )
+                    .await;
+                    return next;
+                }
+            }
+        }
+        let (local_v4, local_v6) =
+            outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));
+        let local_for = |ip: IpAddr| if ip.is_ipv4() { local_v4 } else { local_v6 };
+
+        let mut request_head = BytesMut::with_capacity(head.wire_len() + 256);
+        let host_header = Target::host_header(&info.host, info.port, "http");
+        origin_request(
+            &head,
+            &info.path,
+            &host_header,
+            self.client,
+            &shared.rewrite,
+            &mut request_head,
+        );
+        let req = ExchangeRequest {
+            method: head.method(),
+            framing,
+            client_keep_alive: head.wants_keep_alive() && !self.draining(),
+            via: shared.rewrite.via.as_deref(),
+            idle: config.read_timeout,
+            max_reply_header: config.reply_header_max_size,
+        };
+
+        let mut may_reuse = true;
+        loop {
+            let pooled = if may_reuse {
+                info.dst_ips.iter().find_map(|&ip| {
+                    let key = PoolKey {
+                        origin: SocketAddr::new(ip, info.port),
+                        local: local_for(ip),
+                    };
+                    shared.pool.take(&key).map(|s| (s, ip, key))
+                })
+            } else {
+                None
+            };
+            let reused = pooled.is_some();
+            let (mut origin, ip, key) = match pooled {
+                Some(p) => p,
+                None => match connect(&info.dst_ips, info.port, local_for, config.connect_timeout)
+                    .await
+                {
+                    Ok((stream, ip)) => {
+                        let key = PoolKey {
+                            origin: SocketAddr::new(ip, info.port),
+                            local: local_for(ip),
+                        };
+                        (stream, ip, key)
+                    }
+                    Err(e) => {
+                        tracing::info!(url = %info.url, error = %e.error, "connect to origin failed");
+                        let bytes = self
+                            .send_error(SquidError::ConnectFail(e.errno), &info.url, !may_keep)
+                            .await;
+                        self.log_forward(
+                            start,
+                            t0,
+                            Logged {
+                                status: "TCP_MISS",
+                                http_status: 503,
+                                bytes,
+                                server: e.last_addr,
+                                mime: html(bytes),
+                                info: &info,
+                            },
+                        )
+                        .await;
+                        return next;
+                    }
+                },
+            };
+            if write_all(&mut origin, &request_head, config.read_timeout)
+                .await
+                .is_err()
+            {
+                if reused {
+                    may_reuse = false;
+                    continue;
+                }
+                let bytes = self
+                    .send_error(SquidError::ReadError, &info.url, true)
+                    .await;
+                self.log_forward(
+                    start,
+                    t0,
+                    Logged {
+                        status: "TCP_MISS",
+                        http_status: 502,
+                        bytes,
+                        server: Some(ip),
+                        mime: html(bytes),
+                        info: &info,
+                    },
+                )
+                .await;
+                return Next::Close;
+            }
+            let outcome = exchange(&mut self.stream, &mut self.buf, &mut origin, &req).await;
+            return match outcome {
+                Outcome::Done(d) => {
+                    if d.origin_reusable {
+                        shared.pool.put(key, origin);
+                    }
+                    self.log_forward(
+                        start,
+                        t0,
+                        Logged {
+                            status: "TCP_MISS",
+                            http_status: d.status,
+                            bytes: d.bytes,
+                            server: Some(ip),
+                            mime: d.mime,
+                            info: &info,
+                        },
+                    )
+                    .await;
+                    if d.client_reusable {
+                        Next::KeepAlive
+                    } else {
+                        Next::Close
+                    }
+                }
+                Outcome::Aborted(d) => {
+                    self.log_forward(
+                        start,
+                        t0,
+                        Logged {
+                            status: "TCP_MISS_ABORTED",
+                            http_status: d.status,
+                            bytes: d.bytes,
+                            server: Some(ip),
+                            mime: d.mime,
+                            info: &info,
+                        },
+                    )
+                    .await;
+                    Next::Close
+                }
+                // A pooled connection the origin had closed: the request never reached it,
+                // so a fresh connection may safely carry it (no body was consumed).
+                Outcome::NoResponse(Failure::ClosedEarly)
+                    if reused && framing == Framing::Length(0) =>
+                {
+                    may_reuse = false;
+                    continue;
+                }
+                Outcome::NoResponse(Failure::ClientGone) => {
+                    self.log_forward(
+                        start,
+                        t0,
+                        Logged {
+                            status: "TCP_MISS_ABORTED",
+                            http_status: 0,
+                            bytes: 0,
+                            server: Some(ip),
+                            mime: None,
+                            info: &info,
+                        },
+                    )
+                    .await;
+                    Next::Close
+                }
+                Outcome::NoResponse(failure) => {
+                    let error = match failure {
+                        Failure::Timeout => SquidError::ReadTimeout,
+                        Failure::InvalidResponse => SquidError::InvalidResp,
+                        _ => SquidError::ReadError,
+                    };
+                    tracing::info!(url = %info.url, ?failure, "no response from origin");
+                    let bytes = self.send_error(error, &info.url, true).await;
+                    self.log_forward(
+                        start,
+                        t0,
+                        Logged {
+                            status: "TCP_MISS",
+                            http_status: error.status(),
+                            bytes,
+                            server: Some(ip),
+                            mime: html(bytes),
+                            info: &info,
+                        },
+                    )
+                    .await;
+                    Next::Close
+                }
+            };
+        }
+    }
+
+    async fn log_forward(&self, start: SystemTime, t0: Instant, l: Logged<'_>) {
+        let entry = LogEntry {
+            start,
+            elapsed: t0.elapsed(),
+            client: self.client,
+            squid_status: l.status,
+            http_status: l.http_status,
+            bytes: l.bytes,
+            method: l.info.method.clone(),
+            url: l.info.url.clone(),
+            hierarchy: if l.server.is_some() {
+                "HIER_DIRECT"
+            } else {
+                "HIER_NONE"
+            },
+            server: l.server,
+            mime: l.mime,
+        };
+        self.log_transaction(l.info, entry).await;
+    }
+}
+
+/// Error pages are HTML; nothing sent, nothing to type.
+fn html(bytes: u64) -> Option<String> {
+    (bytes > 0).then(|| "text/html".to_string())
+}

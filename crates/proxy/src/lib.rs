@@ -1,0 +1,28 @@
+//! proxyfleet's forward proxy: the program every instance of the fleet runs.
+//!
+//! Data flows through the modules in this order:
+//! - [`config`] reads a squid.conf subset into a validated [`config::Config`];
+//! - [`acl`] holds the ACLs and the `http_access`-style rule lists evaluated per transaction;
+//! - [`server`] binds the `http_port`s and owns start and stop; each accepted socket becomes a
+//!   [`conn::ClientConn`], which reads an optional [`proxy_protocol`] header and then requests;
+//! - a request is parsed by [`http`], then either forwarded ([`forward`]: [`resolve`], an
+//!   [`origin`] connection, one [`exchange`]), tunnelled ([`tunnel`], for CONNECT), answered
+//!   as the health check, or refused with a Squid-style page from [`errors`];
+//! - every transaction ends as one [`access_log`] line in Squid's native format.
+
+pub mod access_log;
+pub mod acl;
+pub mod config;
+pub mod conn;
+pub mod errors;
+pub mod exchange;
+pub mod forward;
+pub mod http;
+pub mod origin;
+pub mod proxy_protocol;
+pub mod resolve;
+pub mod server;
+pub mod tunnel;
+
+pub use config::Config;
+pub use server::{Proxy, StartError, Stop};

@@ -1,0 +1,148 @@
+//! Connections to origins: connecting from the configured source address, and a pool of idle
+//! keep-alive connections for reuse.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Idle connections kept per (origin, source address).
+const MAX_IDLE_PER_KEY: usize = 256;
+/// How long an idle origin connection is kept (Squid's server_idle_pconn_timeout default).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which idle connections can serve a request: same origin, same source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub origin: SocketAddr,
+    pub local: Option<IpAddr>,
+}
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// Idle keep-alive connections to origins.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+impl Pool {
+    /// The most recently used idle connection for `key` that is still open.
+    pub fn take(&self, key: &PoolKey) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(key)?;
+        while let Some(entry) = list.pop() {
+            if entry.since.elapsed() < IDLE_TIMEOUT && is_open_and_quiet(&entry.stream) {
+                return Some(entry.stream);
+            }
+        }
+        None
+    }
+
+    pub fn put(&self, key: PoolKey, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(key).or_default();
+        if list.len() >= MAX_IDLE_PER_KEY {
+            list.remove(0);
+        }
+        list.push(Idle {
+            stream,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes connections idle longer than [`IDLE_TIMEOUT`] or closed by the origin.
+    pub fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|e| e.since.elapsed() < IDLE_TIMEOUT && is_open_and_quiet(&e.stream));
+            !list.is_empty()
+        });
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+/// An idle connection must have nothing to read: EOF means the origin closed it, and data
+/// would be a stray response that would corrupt the next exchange.
+fn is_open_and_quiet(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// A failed connect: the errno for the error page, and what happened for the log.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub errno: i32,
+    pub last_addr: Option<IpAddr>,
+    pub error: io::Error,
+}
+
+/// Connects to the first address of `addrs` that answers, from `local` if given (the
+/// matching address family only), within `limit` overall (Squid's connect_timeout).
+pub async fn connect(
+    addrs: &[IpAddr],
+    port: u16,
+    local: impl Fn(IpAddr) -> Option<IpAddr>,
+    limit: Duration,
+) -> Result<(TcpStream, IpAddr), ConnectError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = ConnectError {
+        errno: libc::EHOSTUNREACH,
+        last_addr: None,
+        error: io::Error::new(io::ErrorKind::NotFound, "no address to connect to"),
+    };
+    for &ip in addrs {
+        let attempt = connect_one(SocketAddr::new(ip, port), local(ip));
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(stream)) => return Ok((stream, ip)),
+            Ok(Err(error)) => {
+                let errno = error.raw_os_error().unwrap_or(libc::ECONNREFUSED);
+                last = ConnectError {
+                    errno,
+                    last_addr: Some(ip),
+                    error,
+                };
+            }
+            Err(_) => {
+                return Err(ConnectError {
+                    errno: libc::ETIMEDOUT,
+                    last_addr: Some(ip),
+                    error: io::ErrorKind::TimedOut.into(),
+                })
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn connect_one(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(local) = local {
+        socket.bind(SocketAddr::new(local, 0))?;
+    }
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await
+}

@@ -1,0 +1,257 @@
+//! Listening sockets, the connection limit, and the two ways to stop.
+//!
+//! Graceful stop (SIGTERM): listeners close at once, `/healthz` answers 503, idle keep-alive
+//! connections close, and transactions in flight get up to `shutdown_lifetime` to finish.
+//! Fast stop (SIGINT): the same, with no wait.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access_log::AccessLogger;
+use crate::config::{Config, HttpPort};
+use crate::conn::ClientConn;
+use crate::http::rewrite::RequestRewrite;
+use crate::origin::Pool;
+use crate::resolve::Resolver;
+
+/// Counters for operators (and, later, metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_accepted: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+/// What every connection shares.
+pub struct Shared {
+    pub config: Config,
+    pub resolver: Resolver,
+    pub pool: Pool,
+    pub log: AccessLogger,
+    pub rewrite: RequestRewrite,
+    pub draining: AtomicBool,
+    pub stats: Stats,
+}
+
+/// A start-up failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} (http_port at {location}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        location: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    AccessLog(#[from] crate::access_log::OpenError),
+    #[error(transparent)]
+    Dns(#[from] crate::resolve::DnsError),
+}
+
+/// How the proxy is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Finish transactions in flight, for up to `shutdown_lifetime`.
+    Graceful,
+    /// Close everything now.
+    Fast,
+}
+
+/// A bound, not yet serving proxy: binding is separate so callers learn about port
+/// conflicts before they report readiness.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listeners: Vec<(TcpListener, Arc<HttpPort>)>,
+}
+
+impl Proxy {
+    pub fn bind(config: Config) -> Result<Proxy, StartError> {
+        let mut listeners = Vec::new();
+        for port in &config.http_ports {
+            let listener = bind_port(port.addr).map_err(|source| StartError::Bind {
+                addr: port.addr,
+                location: port.location.to_string(),
+                source,
+            })?;
+            listeners.push((listener, Arc::new(port.clone())));
+        }
+        let log = AccessLogger::open(&config.access_logs)?;
+        let resolver = Resolver::new(&config.dns_nameservers)?;
+        let via = config.via.then(|| {
+            format!(
+                "1.1 {} (proxyfleet/{})",
+                config.visible_hostname,
+                env!("CARGO_PKG_VERSION")
+            )
+        });
+        let rewrite = RequestRewrite {
+            via,
+            forwarded_for: config.forwarded_for,
+        };
+        let shared = Arc::new(Shared {
+            config,
+            resolver,
+            pool: Pool::default(),
+            log,
+            rewrite,
+            draining: AtomicBool::new(false),
+            stats: Stats::default(),
+        });
+        Ok(Proxy { shared, listeners })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until `stop` yields, then stops the way it says.
+    pub async fn serve(self, stop: impl std::future::Future<Output = Stop>) {
+        let shared = self.shared;
+        // Each client connection may hold a second descriptor for its origin.
+        let limit = Arc::new(Semaphore::new(
+            (shared.config.max_filedescriptors / 2).max(1),
+        ));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let connections = Connections {
+            tracker: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+        };
+        let mut acceptors = JoinSet::new();
+        for (listener, port) in self.listeners {
+            acceptors.spawn(accept_loop(
+                listener,
+                port,
+                shared.clone(),
+                limit.clone(),
+                shutdown_rx.clone(),
+                connections.clone(),
+            ));
+        }
+        let sweeper = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    shared.pool.sweep();
+                }
+            }
+        });
+        let how = stop.await;
+        shared.draining.store(true, Ordering::SeqCst);
+        acceptors.abort_all();
+        while acceptors.join_next().await.is_some() {}
+        let _ = shutdown_tx.send(true);
+        let lifetime = if how == Stop::Graceful {
+            shared.config.shutdown_lifetime
+        } else {
+            Duration::ZERO
+        };
+        tracing::info!(
+            active = shared.stats.connections_active.load(Ordering::Relaxed),
+            wait = ?lifetime,
+            "stopping: listeners closed, waiting for transactions in flight"
+        );
+        connections.tracker.close();
+        if tokio::time::timeout(lifetime, connections.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                active = shared.stats.connections_active.load(Ordering::Relaxed),
+                "shutdown_lifetime passed: closing the remaining connections"
+            );
+        }
+        connections.hard_stop.cancel();
+        connections.tracker.wait().await;
+        sweeper.abort();
+        shared.pool.clear();
+        shared.log.flush().await;
+    }
+}
+
+/// Every client connection's task: tracked so stopping can wait for them, and cancelled
+/// together when the wait is over.
+#[derive(Clone)]
+struct Connections {
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+}
+
+/// The listening socket: SO_REUSEADDR so a restart does not wait out TIME_WAIT.
+fn bind_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    port: Arc<HttpPort>,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+    connections: Connections,
+) {
+    loop {
+        // Waiting for a permit before accepting leaves excess clients in the kernel's
+        // backlog instead of costing memory here.
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared
+            .stats
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .connections_active
+            .fetch_add(1, Ordering::SeqCst);
+        let conn = ClientConn::new(shared.clone(), stream, peer, port.clone(), shutdown.clone());
+        let shared = shared.clone();
+        let hard_stop = connections.hard_stop.clone();
+        connections.tracker.spawn(async move {
+            tokio::select! {
+                () = conn.serve() => {}
+                () = hard_stop.cancelled() => {}
+            }
+            shared
+                .stats
+                .connections_active
+                .fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        });
+    }
+}
