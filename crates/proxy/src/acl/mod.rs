@@ -19,8 +19,8 @@ use regex::RegexSet;
 use crate::config::Location;
 
 pub use build::{AclBuilder, AclType};
-pub use domain::DomainSet;
-pub use ip::IpSet;
+use domain::DomainSet;
+use ip::IpSet;
 
 /// What ACLs are evaluated against: one transaction (or, for proxy_protocol_access, just a
 /// connection).
@@ -65,7 +65,7 @@ enum Kind {
 
 impl Acl {
     /// An internal ACL matching when every ACL of `list` does.
-    pub fn all_of(name: String, list: AclList) -> Acl {
+    pub(crate) fn all_of(name: String, list: AclList) -> Acl {
         Acl {
             name,
             kind: Kind::AllOf(list),

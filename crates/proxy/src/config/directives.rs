@@ -1,204 +1,18 @@
-//! Argument parsing for each supported directive, following Squid 5's syntax.
+//! Argument parsing for the scalar and listening directives, following Squid 5's syntax.
 //!
 //! Each function reads one [`Directive`] into the [`Parser`]'s state. Single-value
 //! directives simply overwrite (the last line wins, as in Squid); list directives append.
+//! ACL lines and the rules that use them are in `acl_lines`, `access_log` in `logging`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 
 use super::lex::Token;
-use super::model::{ForwardedFor, HttpPort, Location};
-use super::parse::{
-    read_text, AclSlot, Directive, Parser, PendingLog, PendingRef, PendingRule,
-    DEFAULT_MAX_FILEDESCRIPTORS,
-};
+use super::model::{ForwardedFor, HttpPort};
+use super::parse::{Directive, Parser, DEFAULT_MAX_FILEDESCRIPTORS};
 use super::units::{self, UnitError};
 use super::ConfigError;
-use crate::acl::{AclBuilder, AclType};
-
-/// Squid's limit on ACL names (`ACL_NAME_SZ` minus the terminator).
-const MAX_ACL_NAME: usize = 63;
-
-/// Log formats Squid has built in; only `squid` is written by proxyfleet.
-const SQUID_LOG_FORMATS: &[&str] = &[
-    "squid",
-    "common",
-    "combined",
-    "referrer",
-    "useragent",
-    "icap_squid",
-];
 
 impl Parser {
-    /// `acl NAME TYPE [-i|+i|-n|--] VALUE...`, values possibly from `"/path"` files.
-    pub(super) fn acl(&mut self, d: &Directive) -> Result<(), ConfigError> {
-        let name_tok = d.arg(0, "acl name")?;
-        let name = name_tok.text.as_str();
-        if name_tok.quoted || name.len() > MAX_ACL_NAME {
-            return Err(d.error(
-                name_tok,
-                format!(
-                    "invalid acl name {} (at most {MAX_ACL_NAME} characters, unquoted)",
-                    name_tok.raw()
-                ),
-            ));
-        }
-        let supported = || {
-            AclType::USABLE
-                .iter()
-                .map(|t| t.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let type_tok = d.arg(
-            1,
-            &format!("type of acl '{name}' (supported: {})", supported()),
-        )?;
-        if name == "manager" && type_tok.is("proto") {
-            // The pre-3.2 `acl manager proto cache_object`: Squid 5 says "UPGRADE: ACL
-            // 'manager' is now a built-in ACL" and ignores the line; so do we.
-            self.ignored.push(("acl manager".to_owned(), d.location()));
-            return Ok(());
-        }
-        let ty = AclType::from_name(&type_tok.text)
-            .filter(|_| !type_tok.quoted)
-            .ok_or_else(|| {
-                d.error(
-                    type_tok,
-                    format!(
-                        "unknown acl type {} (supported: {})",
-                        type_tok.raw(),
-                        supported()
-                    ),
-                )
-            })?;
-        let slot = self.acls.entry(name.to_owned()).or_insert_with(|| AclSlot {
-            builder: AclBuilder::new(name, ty),
-            defined_at: Some(d.location_of(name_tok)),
-        });
-        if slot.builder.ty() != ty {
-            let existing = slot.builder.ty().name();
-            let what = match &slot.defined_at {
-                Some(at) => {
-                    format!("acl '{name}' is already defined with type '{existing}' at {at}")
-                }
-                None => format!("acl '{name}' is a built-in acl of type '{existing}'"),
-            };
-            return Err(d.error(
-                type_tok,
-                format!("{what}; it cannot also be of type '{}'", ty.name()),
-            ));
-        }
-
-        let mut values = &d.args[2..];
-        let mut icase = false;
-        while let Some(t) = values.first() {
-            let is_flag = !t.quoted
-                && t.text.len() > 1
-                && (t.text.starts_with('-') || t.text.starts_with('+'));
-            if !is_flag {
-                break;
-            }
-            values = &values[1..];
-            if t.text == "--" {
-                break;
-            }
-            if !ty.accepts_flag(&t.text) {
-                return Err(d.error(
-                    t,
-                    format!(
-                        "option '{}' is not supported for acl type '{}'",
-                        t.text,
-                        ty.name()
-                    ),
-                ));
-            }
-            icase = match t.text.as_str() {
-                "-i" => true,
-                "+i" => false,
-                _ => icase,
-            };
-        }
-        for t in values {
-            if t.quoted {
-                add_file_values(d, t, &mut slot.builder, &mut icase)?;
-            } else {
-                add_value(&mut slot.builder, &t.text, &mut icase)
-                    .map_err(|m| d.error(t, format!("acl '{name}': {m}")))?;
-            }
-        }
-        if values.is_empty() && slot.defined_at.as_ref() == Some(&d.location_of(name_tok)) {
-            // Squid only warns ("empty ACL"); such an ACL matches nothing.
-            tracing::warn!(location = %d.location(), acl = name, "acl without values matches nothing");
-        }
-        Ok(())
-    }
-
-    /// `http_access` / `proxy_protocol_access allow|deny [!]acl...`.
-    pub(super) fn access_rule(
-        &mut self,
-        d: &Directive,
-        proxy_protocol: bool,
-    ) -> Result<(), ConfigError> {
-        let action = d.arg(0, "'allow' or 'deny'")?;
-        let allow = match action.text.as_str() {
-            "allow" => true,
-            "deny" => false,
-            _ => {
-                return Err(d.error(
-                    action,
-                    format!("expected 'allow' or 'deny', found '{}'", action.text),
-                ))
-            }
-        };
-        if d.args.len() < 2 {
-            // Squid skips such a line with a warning; a rule that silently does nothing is
-            // more likely a mistake than intended.
-            return Err(d.missing(&format!(
-                "acl name after '{}' (use 'all' to match everything)",
-                action.text
-            )));
-        }
-        let refs = self.acl_refs(d, &d.args[1..])?;
-        let rule = PendingRule {
-            allow,
-            refs,
-            location: d.location(),
-        };
-        if proxy_protocol {
-            self.proxy_protocol_access.push(rule);
-        } else {
-            self.http_access.push(rule);
-        }
-        Ok(())
-    }
-
-    /// `[!]name...`: every name must already be defined.
-    fn acl_refs(&self, d: &Directive, tokens: &[Token]) -> Result<Vec<PendingRef>, ConfigError> {
-        tokens
-            .iter()
-            .map(|t| {
-                let (negate, name) = match t.text.strip_prefix('!') {
-                    Some(rest) => (true, rest),
-                    None => (false, t.text.as_str()),
-                };
-                if name.is_empty() {
-                    return Err(d.error(t, "missing acl name after '!'"));
-                }
-                if !self.acls.contains_key(name) {
-                    return Err(d.error(
-                        t,
-                        format!("unknown acl '{name}' (acls must be defined before they are used)"),
-                    ));
-                }
-                Ok(PendingRef {
-                    negate,
-                    name: name.to_owned(),
-                })
-            })
-            .collect()
-    }
-
     /// `http_port [ADDR:]PORT [require-proxy-header] [name=...]`.
     pub(super) fn http_port(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let t = d.arg(0, "port (expected [ADDR:]PORT)")?;
@@ -237,64 +51,6 @@ impl Parser {
         let refs = self.acl_refs(d, &d.args[1..])?;
         self.outgoing.push((addr, refs));
         Ok(())
-    }
-
-    /// `access_log none [acl...]` or `access_log [stdio:|daemon:]PATH [squid|option=...]
-    /// [[!]acl...]`. Like Squid, a bare word after the path is a log format when it names
-    /// one and otherwise the first ACL.
-    pub(super) fn access_log(&mut self, d: &Directive) -> Result<(), ConfigError> {
-        self.saw_access_log = true;
-        let t = d.arg(0, "log file path or 'none'")?;
-        if t.text == "none" {
-            let refs = self.acl_refs(d, &d.args[1..])?;
-            self.logs.push(PendingLog::None {
-                refs,
-                location: d.location(),
-            });
-            return Ok(());
-        }
-        let path = log_path(&t.text).map_err(|m| d.error(t, m))?;
-        let mut rest = &d.args[1..];
-        while let Some(next) = rest.first() {
-            let format = match next.text.split_once('=') {
-                Some(("logformat", format)) => format,
-                Some(_) => return Err(d.error(next, format!("unsupported option '{}'", next.text))),
-                None if SQUID_LOG_FORMATS.contains(&next.text.as_str()) => &next.text,
-                None => break,
-            };
-            if format != "squid" {
-                return Err(d.error(
-                    next,
-                    format!("log format '{format}' is not supported (only 'squid' is)"),
-                ));
-            }
-            rest = &rest[1..];
-        }
-        let refs = self.acl_refs(d, rest).map_err(|e| {
-            // A word that is neither: say both possibilities.
-            match rest.first() {
-                Some(first) if !self.is_acl_ref(&first.text) => d.error(
-                    first,
-                    format!(
-                        "'{}' is neither a defined acl nor a supported log format (only \
-                         'squid' is supported)",
-                        first.text
-                    ),
-                ),
-                _ => e,
-            }
-        })?;
-        self.logs.push(PendingLog::File {
-            path,
-            refs,
-            location: d.location(),
-        });
-        Ok(())
-    }
-
-    fn is_acl_ref(&self, text: &str) -> bool {
-        let name = text.strip_prefix('!').unwrap_or(text);
-        self.acls.contains_key(name)
     }
 
     /// `forwarded_for on|off|transparent|delete|truncate` (Squid ignores case here).
@@ -396,58 +152,6 @@ impl Parser {
     }
 }
 
-/// One ACL value; `-i` / `+i` between regex values switch case sensitivity for the
-/// following ones, as in Squid.
-fn add_value(builder: &mut AclBuilder, value: &str, icase: &mut bool) -> Result<(), String> {
-    if builder.ty().is_regex() && (value == "-i" || value == "+i") {
-        *icase = value == "-i";
-        return Ok(());
-    }
-    builder.add(value, *icase)
-}
-
-/// `"/path"`: Squid reads the first word of each line as one value, skipping blank lines
-/// and lines starting with `#`. Relative paths are relative to the configuration file.
-fn add_file_values(
-    d: &Directive,
-    t: &Token,
-    builder: &mut AclBuilder,
-    icase: &mut bool,
-) -> Result<(), ConfigError> {
-    if t.unterminated {
-        return Err(d.error(t, format!("missing closing quote in {}", t.raw())));
-    }
-    let path = d.base_dir().join(&t.text);
-    let text = read_text(&path).map_err(|e| {
-        d.error(
-            t,
-            format!(
-                "acl '{}': cannot read value file '{}': {e}",
-                builder.name(),
-                path.display()
-            ),
-        )
-    })?;
-    for (index, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start_matches([' ', '\t']);
-        let Some(value) = trimmed.split([' ', '\t', '\r']).next() else {
-            continue;
-        };
-        if value.is_empty() || value.starts_with('#') {
-            continue;
-        }
-        add_value(builder, value, icase).map_err(|m| {
-            let location = Location {
-                file: path.clone(),
-                line: index + 1,
-                column: line.chars().count() - trimmed.chars().count() + 1,
-            };
-            ConfigError::new(location, format!("acl '{}': {m}", builder.name()))
-        })?;
-    }
-    Ok(())
-}
-
 /// `PORT`, `IPv4:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
 fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
@@ -480,9 +184,11 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     } else {
         (None, text)
     };
+    // Port 0 (a proxyfleet extension): the kernel picks a free port, and the proxy prints
+    // the address it bound. Tests use it to run many proxies side by side without races.
     let port = match port.parse::<u16>() {
-        Ok(p) if p != 0 && !port.starts_with('+') => p,
-        _ => return Err(format!("invalid port '{port}' (expected 1-65535)")),
+        Ok(p) if !port.starts_with('+') => p,
+        _ => return Err(format!("invalid port '{port}' (expected 0-65535)")),
     };
     Ok(SocketAddr::new(
         host.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -490,28 +196,320 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     ))
 }
 
-/// The file of an `access_log` line, without its logging-module prefix.
-fn log_path(text: &str) -> Result<PathBuf, String> {
-    let path = match text.split_once(':') {
-        Some(("stdio" | "daemon", path)) => path,
-        Some((module @ ("syslog" | "tcp" | "udp"), _)) => {
-            return Err(format!(
-                "the '{module}' logging module is not supported (use a file path, optionally \
-                 with stdio: or daemon:)"
-            ))
-        }
-        _ => text,
-    };
-    if path.is_empty() {
-        return Err(format!("'{text}' names no file"));
-    }
-    Ok(PathBuf::from(path))
-}
-
 /// Points a units error at the token at fault.
 fn unit_error(d: &Directive, n: &Token, unit: Option<&Token>, e: UnitError) -> ConfigError {
     match (e, unit) {
         (UnitError::Unit(m), Some(u)) => d.error(u, m),
         (UnitError::Unit(m) | UnitError::Number(m), _) => d.error(n, m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::super::parse_str;
+    use super::super::test_support::{parse, parse_err, parse_ok, Request};
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn http_port_forms() {
+        let c = parse_ok(
+            "http_port 3128\n\
+             http_port 127.0.0.1:3129 require-proxy-header name=front\n\
+             http_port [::1]:3130\n\
+             http_port localhost:3131\n",
+        );
+        let ports: Vec<_> = c
+            .http_ports
+            .iter()
+            .map(|p| (p.addr, p.require_proxy_header, p.location.line))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (addr("0.0.0.0:3128"), false, 1),
+                (addr("127.0.0.1:3129"), true, 2),
+                (addr("[::1]:3130"), false, 3),
+                (addr("127.0.0.1:3131"), false, 4),
+            ]
+        );
+    }
+
+    #[test]
+    fn http_port_errors() {
+        let cases = [
+            (
+                "http_port",
+                "1:10: http_port: missing port (expected [ADDR:]PORT)",
+            ),
+            (
+                "http_port 127.0.0.1:70000",
+                "1:11: http_port: invalid port '70000' (expected 0-65535)",
+            ),
+            (
+                "http_port proxy.example:3128",
+                "1:11: http_port: cannot listen on 'proxy.example': only IP addresses and \
+                 'localhost' are accepted",
+            ),
+            (
+                "http_port ::1:3128",
+                "1:11: http_port: '::1:3128': an IPv6 address needs brackets, as in [::1]:3128",
+            ),
+            (
+                "http_port 3128 intercept",
+                "1:16: http_port: unsupported option 'intercept' (supported: \
+                 require-proxy-header, name=...)",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_err(text),
+                format!("/etc/test.conf:{expected}"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_http_port_is_an_error() {
+        let e = parse_str("via on\n", Path::new("/etc/test.conf")).unwrap_err();
+        assert_eq!(e.to_string(), "/etc/test.conf: no http_port configured");
+        assert_eq!(e.location().line, 0);
+    }
+
+    #[test]
+    fn defaults_are_squids() {
+        let c = parse_ok("");
+        assert_eq!(c.forwarded_for, ForwardedFor::On);
+        assert!(c.via);
+        assert_eq!(c.request_header_max_size, 65_536);
+        assert_eq!(c.reply_header_max_size, 65_536);
+        assert_eq!(c.connect_timeout, Duration::from_secs(60));
+        assert_eq!(c.read_timeout, Duration::from_secs(900));
+        assert_eq!(c.request_timeout, Duration::from_secs(300));
+        assert_eq!(c.client_idle_pconn_timeout, Duration::from_secs(120));
+        assert_eq!(c.client_lifetime, Duration::from_secs(86_400));
+        assert_eq!(c.shutdown_lifetime, Duration::from_secs(30));
+        assert!(!c.visible_hostname.is_empty());
+        assert!(c.dns_nameservers.is_empty());
+        assert_eq!(c.max_filedescriptors, 16_384);
+        assert!(c.tcp_outgoing_address.is_empty());
+        assert!(c.ignored.is_empty());
+        assert!(c.http_access.is_empty());
+        assert!(c.proxy_protocol_access.is_empty());
+        assert_eq!(c.access_logs.len(), 1);
+        assert_eq!(
+            c.access_logs[0].path,
+            Path::new("/var/log/squid/access.log")
+        );
+        assert!(c.access_logs[0].acls.0.is_empty());
+        // No http_access lines: everything is denied.
+        let r = Request::get("127.0.0.1", "example.com", 80);
+        assert!(!c.http_access.allows(&r.facts()));
+    }
+
+    #[test]
+    fn tcp_outgoing_address_lines() {
+        let c = parse_ok(
+            "acl lan src 10.0.0.0/8\n\
+             tcp_outgoing_address 192.0.2.1 lan !to_localhost\n\
+             tcp_outgoing_address 2001:db8::1\n",
+        );
+        let out = &c.tcp_outgoing_address;
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].addr, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert!(out[0].acls.needs_dst_ips());
+        let r = Request::get("10.1.1.1", "192.0.2.80", 80);
+        assert!(out[0].acls.matches(&r.facts()));
+        let r = Request::get("10.1.1.1", "127.0.0.1", 80);
+        assert!(!out[0].acls.matches(&r.facts()));
+        assert!(out[1].acls.0.is_empty());
+        assert_eq!(
+            parse_err("tcp_outgoing_address eth0"),
+            "/etc/test.conf:1:22: tcp_outgoing_address: 'eth0' is not an IP address"
+        );
+    }
+    #[test]
+    fn forwarded_for_and_via() {
+        for (word, expected) in [
+            ("on", ForwardedFor::On),
+            ("off", ForwardedFor::Off),
+            ("transparent", ForwardedFor::Transparent),
+            ("delete", ForwardedFor::Delete),
+            ("TRUNCATE", ForwardedFor::Truncate),
+        ] {
+            let c = parse_ok(&format!("forwarded_for delete\nforwarded_for {word}"));
+            assert_eq!(c.forwarded_for, expected, "last line wins");
+        }
+        assert!(!parse_ok("via off").via);
+        assert!(parse_ok("via off\nvia enable").via);
+        let cases = [
+            (
+                "forwarded_for maybe",
+                "1:15: forwarded_for: expected 'on', 'off', 'transparent', 'delete' or \
+                 'truncate', found 'maybe'",
+            ),
+            ("via", "1:4: via: missing 'on' or 'off'"),
+            ("via yes", "1:5: via: expected 'on' or 'off', found 'yes'"),
+            ("via on off", "1:8: via: unexpected extra argument 'off'"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_err(text),
+                format!("/etc/test.conf:{expected}"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_and_times() {
+        let c = parse_ok(
+            "request_header_max_size 32 KB\n\
+             reply_header_max_size 1 MB\n\
+             connect_timeout 5 seconds\n\
+             read_timeout 0.5 minutes\n\
+             request_timeout 90\n\
+             client_idle_pconn_timeout 250 msec\n\
+             client_lifetime 2 hours\n\
+             shutdown_lifetime 1 sec\n",
+        );
+        assert_eq!(c.request_header_max_size, 32 * 1024);
+        assert_eq!(c.reply_header_max_size, 1024 * 1024);
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.read_timeout, Duration::from_secs(30));
+        assert_eq!(c.request_timeout, Duration::from_secs(90));
+        assert_eq!(c.client_idle_pconn_timeout, Duration::from_millis(250));
+        assert_eq!(c.client_lifetime, Duration::from_secs(7200));
+        assert_eq!(c.shutdown_lifetime, Duration::from_secs(1));
+        assert_eq!(
+            parse_ok("request_header_max_size 1000").request_header_max_size,
+            1000
+        );
+        let cases = [
+            (
+                "reply_header_max_size 1 TB",
+                "1:25: reply_header_max_size: unknown size unit 'TB' (expected bytes, KB, MB or \
+                 GB)",
+            ),
+            (
+                "request_header_max_size big",
+                "1:25: request_header_max_size: 'big' is not a size value (expected a \
+                 non-negative number)",
+            ),
+            (
+                "connect_timeout 5 parsecs",
+                "1:19: connect_timeout: unknown time unit 'parsecs' (expected milliseconds, \
+                 seconds, minutes, hours, days, weeks, fortnights, months, years or decades)",
+            ),
+            (
+                "read_timeout",
+                "1:13: read_timeout: missing time (e.g. 30 seconds)",
+            ),
+            (
+                "connect_timeout 1 minute extra",
+                "1:26: connect_timeout: unexpected extra argument 'extra'",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_err(text),
+                format!("/etc/test.conf:{expected}"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_servers_and_descriptors() {
+        let c = parse_ok(
+            "visible_hostname proxy.example.com\n\
+             dns_nameservers 192.0.2.53 2001:db8::53\n\
+             dns_nameservers 192.0.2.54\n\
+             max_filedescriptors 4096\n",
+        );
+        assert_eq!(c.visible_hostname, "proxy.example.com");
+        assert_eq!(c.dns_nameservers.len(), 3);
+        assert_eq!(
+            c.dns_nameservers[2],
+            "192.0.2.54".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(c.max_filedescriptors, 4096);
+        assert_eq!(
+            parse_ok("max_filedescriptors 0").max_filedescriptors,
+            16_384
+        );
+        let cases = [
+            (
+                "visible_hostname",
+                "1:17: visible_hostname: missing host name",
+            ),
+            (
+                "dns_nameservers ns1.example",
+                "1:17: dns_nameservers: 'ns1.example' is not an IP address",
+            ),
+            (
+                "max_filedescriptors -1",
+                "1:21: max_filedescriptors: '-1' is not a non-negative whole number",
+            ),
+            (
+                "visible_hostname \"proxy\"",
+                "1:18: visible_hostname: quoted value \"proxy\" (only acl lines take \"/path\" \
+                 value files)",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_err(text),
+                format!("/etc/test.conf:{expected}"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn ignored_directives_never_fail() {
+        let c = parse_ok(
+            "cache_dir ufs /var/spool/squid 100 16 256\n\
+             cache deny all\n\
+             refresh_pattern \"unterminated (\n\
+             workers\n\
+             hosts_file /etc/hosts\n",
+        );
+        let names: Vec<_> = c
+            .ignored
+            .iter()
+            .map(|(n, l)| (n.as_str(), l.line))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("cache_dir", 1),
+                ("cache", 2),
+                ("refresh_pattern", 3),
+                ("workers", 4),
+                ("hosts_file", 5),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_directive_points_at_it() {
+        assert_eq!(
+            parse_err("via on\n  foo_bar 1 2"),
+            "/etc/test.conf:2:3: unknown directive 'foo_bar': proxyfleet does not support it \
+             (see the README's directive table)"
+        );
+        assert!(
+            parse("Via on").is_err(),
+            "directive names are case-sensitive"
+        );
     }
 }

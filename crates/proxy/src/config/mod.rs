@@ -3,7 +3,8 @@
 //! - `lex`: lines, continuations, comments and tokens with their positions;
 //! - `parse`: the per-file driver (includes, directive dispatch) and the final assembly of
 //!   [`Config`], Squid's defaults included;
-//! - `directives`: argument parsing of the individual directives;
+//! - `acl_lines`, `logging`, `directives`: argument parsing of the individual directives
+//!   (ACLs and access rules; `access_log`; everything else);
 //! - `units`: Squid's `N unit` times and sizes;
 //! - `model`: the validated result the rest of the proxy reads.
 //!
@@ -11,10 +12,14 @@
 //! proxyfleet does not have (the cache, SNMP, ...) are accepted and listed in
 //! [`IGNORED_DIRECTIVES`]; anything else unknown is an error rather than silently dropped.
 
+mod acl_lines;
 mod directives;
 mod lex;
+mod logging;
 pub mod model;
 mod parse;
+#[cfg(test)]
+mod test_support;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -130,4 +135,82 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut parser = parse::Parser::new(PathBuf::from(path));
     parser.parse_text(text, path, 0)?;
     parser.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::test_support::{parse_ok, Request};
+    use super::*;
+
+    #[test]
+    fn error_accessors_and_display() {
+        let location = Location {
+            file: "/etc/x.conf".into(),
+            line: 12,
+            column: 1,
+        };
+        let e = ConfigError::new(location.clone(), "unknown directive 'foo_bar'");
+        assert_eq!(
+            e.to_string(),
+            "/etc/x.conf:12:1: unknown directive 'foo_bar'"
+        );
+        assert_eq!(e.location(), &location);
+        assert_eq!(e.message(), "unknown directive 'foo_bar'");
+        let e = ConfigError::whole_file(Path::new("/etc/x.conf"), "no http_port configured");
+        assert_eq!(e.to_string(), "/etc/x.conf: no http_port configured");
+    }
+
+    #[test]
+    fn every_ignored_directive_is_accepted_whatever_its_arguments() {
+        let mut seen = HashSet::new();
+        for (name, reason) in IGNORED_DIRECTIVES {
+            assert!(seen.insert(*name), "{name} listed twice");
+            assert!(!reason.is_empty());
+            let c = parse_ok(&format!("{name} \"odd #args here"));
+            assert_eq!(c.ignored.len(), 1, "{name}");
+            assert_eq!(c.ignored[0].0, *name);
+        }
+    }
+
+    /// Debian's stock file (`include /etc/squid/conf.d/*.conf`, whose debian.conf says
+    /// `logfile_rotate 0`) must read without error and mean what Squid makes of it.
+    #[test]
+    fn debian_stock_squid_conf() {
+        let path = Path::new("/etc/squid/squid.conf");
+        if !path.exists() {
+            eprintln!("note: {} does not exist; nothing to check", path.display());
+            return;
+        }
+        let c = parse_file(path).unwrap_or_else(|e| panic!("{e}"));
+        let ports: Vec<_> = c.http_ports.iter().map(|p| p.addr).collect();
+        assert_eq!(ports, ["0.0.0.0:3128".parse().unwrap()]);
+        assert!(!c.http_ports[0].require_proxy_header);
+
+        let allowed = |r: Request| c.http_access.allows(&r.facts());
+        assert!(allowed(Request::get("127.0.0.1", "127.30.0.10", 80)));
+        assert!(!allowed(Request::get("127.20.0.5", "127.30.0.10", 80)));
+        assert!(!allowed(Request::connect("127.0.0.1", "127.30.0.10", 8443)));
+        assert!(allowed(Request::connect("127.0.0.1", "127.30.0.10", 443)));
+        // deny !Safe_ports comes before allow localhost.
+        assert!(!allowed(Request::get("127.0.0.1", "127.30.0.10", 25)));
+        // The cache manager is for localhost only.
+        let mut manager = Request::get("::1", "localhost", 3128);
+        manager.path = "/squid-internal-mgr/info";
+        assert!(allowed(manager));
+        let mut manager = Request::get("10.0.0.1", "localhost", 3128);
+        manager.scheme = "cache_object";
+        assert!(!allowed(manager));
+
+        assert!(!c.http_access.needs_dst_ips());
+        assert_eq!(c.access_logs.len(), 1);
+        assert_eq!(
+            c.access_logs[0].path,
+            Path::new("/var/log/squid/access.log")
+        );
+        let ignored: HashSet<_> = c.ignored.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(ignored.contains("logfile_rotate"), "conf.d was included");
+        assert!(ignored.contains("refresh_pattern"));
+    }
 }

@@ -55,6 +55,11 @@ impl Directive<'_> {
         )
     }
 
+    /// An error about token `t` with the message as given.
+    pub fn error_plain(&self, t: &Token, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.location_of(t), message)
+    }
+
     /// An error about something missing at the end of the line.
     pub fn missing(&self, what: &str) -> ConfigError {
         let location = Location {
@@ -450,5 +455,132 @@ fn host_name() -> String {
     match std::str::from_utf8(&buf[..len]) {
         Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
         _ => "localhost".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{Request, TempDir};
+    use super::super::{parse_file, parse_str};
+    use super::*;
+
+    #[test]
+    fn include_globs_relative_to_the_including_file() {
+        let dir = TempDir::new("include-glob");
+        dir.write("conf.d/10-a.conf", "http_access allow lan\nvia off\n");
+        dir.write("conf.d/20-b.conf", "via on\nlogfile_rotate 0\n");
+        dir.write("conf.d/notes.txt", "not a directive\n");
+        dir.write("extra.conf", "forwarded_for delete\n");
+        let extra = dir.0.join("extra.conf");
+        let main = dir.write(
+            "squid.conf",
+            &format!(
+                "acl lan src 10.0.0.0/8\n\
+                 include conf.d/*.conf\n\
+                 include empty.d/*.conf {}\n\
+                 http_access deny all\n\
+                 http_port 3128\n",
+                extra.display()
+            ),
+        );
+        let c = parse_file(&main).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.via, "20-b.conf comes after 10-a.conf");
+        assert_eq!(c.forwarded_for, ForwardedFor::Delete);
+        let rules = &c.http_access.rules;
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0].location.file, dir.0.join("conf.d/10-a.conf"));
+        assert_eq!(rules[0].location.line, 1);
+        assert_eq!(rules[1].location.file, main);
+        assert_eq!(c.ignored.len(), 1);
+        assert_eq!(c.ignored[0].1.file, dir.0.join("conf.d/20-b.conf"));
+        assert_eq!(c.ignored[0].1.line, 2);
+        let r = Request::get("10.0.0.9", "example.com", 80);
+        assert!(c.http_access.allows(&r.facts()));
+    }
+
+    #[test]
+    fn include_errors_point_at_the_right_file() {
+        let dir = TempDir::new("include-errors");
+        let main = dir.0.join("squid.conf");
+
+        let e = parse_str("via on\ninclude missing.conf\nhttp_port 3128\n", &main).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:2:9: include: cannot read '{}': No such file or directory (os error 2)",
+                main.display(),
+                dir.0.join("missing.conf").display()
+            )
+        );
+
+        let bad = dir.write("conf.d/bad.conf", "via on\nbogus_directive yes\n");
+        let e = parse_str("include conf.d/*.conf\nhttp_port 3128\n", &main).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:2:1: unknown directive 'bogus_directive': proxyfleet does not support it \
+                 (see the README's directive table)",
+                bad.display()
+            )
+        );
+
+        let e = parse_str("include\n", &main).unwrap_err();
+        assert_eq!(e.message(), "include: missing file name or pattern");
+
+        let e = parse_str("include a***.conf\n", &main).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("include: invalid pattern 'a***.conf'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn include_loops_stop_at_squids_depth_limit() {
+        let dir = TempDir::new("include-loop");
+        let looping = dir.write("loop.conf", "\n  include loop.conf\n");
+        let e = parse_file(&looping).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:2:3: include: includes nest more than 16 levels deep (does a file include \
+                 itself?)",
+                looping.display()
+            )
+        );
+    }
+
+    #[test]
+    fn unreadable_top_level_file() {
+        let e = parse_file(Path::new("/nonexistent/proxyfleet.conf")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent/proxyfleet.conf: cannot read the file: No such file or directory (os \
+             error 2)"
+        );
+        assert_eq!(e.location().line, 0);
+    }
+
+    #[test]
+    fn continuations_and_trailing_comments_end_to_end() {
+        let text = "acl Safe_ports port 80\t\t# http\n\
+                    acl Safe_ports port 21 \\\n    \
+                    443 # https\n\
+                    http_access deny !Safe_ports\n\
+                    http_access allow all\n\
+                    http_port 3128 # the only port\n";
+        let c = parse_str(text, Path::new("/etc/test.conf")).unwrap();
+        for (port, allowed) in [(80, true), (21, true), (443, true), (8080, false)] {
+            let r = Request::get("192.0.2.1", "example.com", port);
+            assert_eq!(c.http_access.allows(&r.facts()), allowed, "{port}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_tolerated() {
+        let dir = TempDir::new("latin1");
+        let path = dir.0.join("squid.conf");
+        std::fs::write(&path, b"# caf\xe9\nhttp_port 3128\n").unwrap();
+        assert_eq!(parse_file(&path).unwrap().http_ports.len(), 1);
     }
 }
