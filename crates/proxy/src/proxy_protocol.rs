@@ -16,7 +16,9 @@ use crate::http::body::read_some;
 
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_SIGNATURE: &[u8] = b"PROXY ";
-/// v1 headers are at most 107 bytes; v2 may carry TLVs, bounded here.
+/// The longest v1 header line, CRLF included (the spec's figure).
+const V1_MAX: usize = 107;
+/// v2 headers may carry TLVs: bounded here.
 const MAX_HEADER: usize = 16 + 4096;
 
 /// Why a connection was refused before its first request.
@@ -83,6 +85,12 @@ fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, ProxyHea
     }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
+        // ppp reports some malformed v1 lines as incomplete; a v1 line ends at its CRLF.
+        let v1_line_done =
+            v1 && (memchr::memmem::find(buf, b"\r\n").is_some() || buf.len() > V1_MAX);
+        if v1_line_done {
+            return Err(ProxyHeaderError::Invalid("malformed v1 header".into()));
+        }
         if buf.len() > MAX_HEADER {
             return Err(ProxyHeaderError::Invalid("header too long".into()));
         }

@@ -10,6 +10,7 @@
 //! Every address is on loopback: 127.20.0.0/16 for clients, 127.30.0.0/16 for origins.
 
 pub mod client;
+pub mod dns;
 pub mod origin;
 pub mod process;
 pub mod wait;
