@@ -127,7 +127,9 @@ impl ClientConn {
                 return;
             };
             self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-            if self.transaction(head).await == Next::Close || self.draining() {
+            // While draining, a request already sent on this connection is still answered
+            // (with `Connection: close`); an idle connection closes in read_request_head.
+            if self.transaction(head).await == Next::Close {
                 return;
             }
             wait = self.shared.config.client_idle_pconn_timeout;
@@ -171,7 +173,12 @@ impl ClientConn {
             }
             let idle = self.buf.is_empty();
             if idle && *self.shutdown.borrow() {
-                return None;
+                // Draining: answer what the client already sent, close if it sent nothing.
+                self.buf.reserve(4096);
+                match self.stream.try_read_buf(&mut self.buf) {
+                    Ok(n) if n > 0 => continue,
+                    _ => return None,
+                }
             }
             let read = read_some(&mut self.stream, &mut self.buf, wait);
             let result = if idle {

@@ -20,6 +20,8 @@ pub struct ExchangeRequest<'a> {
     pub framing: Framing,
     /// The client may keep its connection after this response.
     pub client_keep_alive: bool,
+    /// Set when the proxy starts draining: the response then closes the client connection.
+    pub draining: &'a std::sync::atomic::AtomicBool,
     pub via: Option<&'a str>,
     pub idle: Duration,
     pub max_reply_header: usize,
@@ -168,7 +170,9 @@ where
         Ok(f) => f,
         Err(_) => return Outcome::NoResponse(Failure::InvalidResponse),
     };
-    let client_reusable = req.client_keep_alive && framing != Framing::UntilClose;
+    let client_reusable = req.client_keep_alive
+        && framing != Framing::UntilClose
+        && !req.draining.load(std::sync::atomic::Ordering::Relaxed);
     let mut out = BytesMut::with_capacity(head.wire_len() + 128);
     client_response(&head, req.via, client_reusable, &mut out);
     let mut delivered = Delivered {

@@ -123,7 +123,8 @@ impl ClientConn {
         let req = ExchangeRequest {
             method: head.method(),
             framing,
-            client_keep_alive: head.wants_keep_alive() && !self.draining(),
+            client_keep_alive: head.wants_keep_alive(),
+            draining: &shared.draining,
             via: shared.rewrite.via.as_deref(),
             idle: config.read_timeout,
             max_reply_header: config.reply_header_max_size,

@@ -3,9 +3,10 @@
 //!
 //! Routes: `/small` (100 bytes), `/bytes/N` (N bytes, streamed), `/echo` (the request body
 //! back), `/headers` (the request head as text), `/slow/MS` (answers after MS ms),
-//! `/chunked` (a chunked reply), `/status/N`; anything else: a short HTML page.
+//! `/drip/MS` (the head at once, the 5-byte body after MS ms), `/chunked` (a chunked reply), `/status/N`; anything else: a short HTML page.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -204,6 +205,21 @@ async fn handle(
             r.headers_mut().insert("content-length", n.into());
             r
         }
+        p if p.starts_with("/drip/") => {
+            let ms: u64 = p["/drip/".len()..].parse().unwrap_or(0);
+            let sleep = Box::pin(tokio::time::sleep(Duration::from_millis(ms)));
+            let mut r = response(
+                200,
+                "text/plain",
+                Delayed {
+                    sleep,
+                    data: Some(Bytes::from("drip\n")),
+                }
+                .boxed(),
+            );
+            r.headers_mut().insert("content-length", 5.into());
+            r
+        }
         p if p.starts_with("/slow/") => {
             let ms: u64 = p["/slow/".len()..].parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -233,5 +249,25 @@ impl<I: Iterator<Item = Frame<Bytes>> + Unpin> hyper::body::Body for Frames<I> {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         std::task::Poll::Ready(self.0.next().map(Ok))
+    }
+}
+
+/// A body whose only frame comes after a delay (the head goes out before it).
+struct Delayed {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    data: Option<Bytes>,
+}
+
+impl hyper::body::Body for Delayed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.sleep.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
     }
 }

@@ -1,0 +1,318 @@
+//! Start, check, stop and time limits of the real `proxyfleet proxy` process.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{base_config, start, APP, BIN};
+use testkit::client::{connect_from, read_response, read_to_close};
+use testkit::origin::Origin;
+use testkit::process::run;
+use testkit::wait;
+
+fn write_config(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn check_accepts_a_good_file_and_names_file_line_and_column_of_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(
+        dir.path(),
+        "good.conf",
+        &base_config("http_access allow app\naccess_log none"),
+    );
+    let (status, stdout, _) = run(
+        BIN,
+        &["proxy", "-f", &good, "--check"],
+        Duration::from_secs(10),
+    );
+    assert!(status.success());
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+
+    let bad = write_config(
+        dir.path(),
+        "bad.conf",
+        "http_port 127.0.0.1:0\n\nhttp_acess allow all\n",
+    );
+    let (status, _, stderr) = run(
+        BIN,
+        &["proxy", "-f", &bad, "--check"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains(&format!("{bad}:3:1: unknown directive 'http_acess'")),
+        "{stderr}"
+    );
+
+    let dangling = write_config(
+        dir.path(),
+        "dangling.conf",
+        "http_port 127.0.0.1:0\nhttp_access allow nosuch\n",
+    );
+    let (status, _, stderr) = run(BIN, &["proxy", "-f", &dangling], Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "not even started: {stderr}");
+    assert!(stderr.contains(&format!("{dangling}:2:19:")), "{stderr}");
+    assert!(stderr.contains("nosuch"), "{stderr}");
+}
+
+#[test]
+fn includes_and_cache_directives_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    write_config(
+        &dir.path().join("conf.d"),
+        "10-acl.conf",
+        "acl app src 127.20.0.0/16\n",
+    );
+    write_config(
+        &dir.path().join("conf.d"),
+        "20-rules.conf",
+        "http_access allow app\nhttp_access deny all\n",
+    );
+    let main = format!(
+        "http_port 127.0.0.1:0\ndns_nameservers 127.0.0.1\ninclude {}/conf.d/*.conf\ncache deny all\ncache_dir ufs /var/spool/squid 100 16 256\nrefresh_pattern . 0 20% 4320\naccess_log none\n",
+        dir.path().display()
+    );
+    let file = write_config(dir.path(), "squid.conf", &main);
+    let mut child = testkit::process::Owned::spawn(BIN, &["proxy", "-f", &file]);
+    let addr: std::net::SocketAddr = child.wait_stdout("listening", common::START, |l| {
+        l.strip_prefix("proxyfleet proxy: serving on ")?
+            .parse()
+            .ok()
+    });
+    child.wait_stderr("this proxy never caches", Duration::from_secs(5));
+    let notices: Vec<String> = child
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("never caches"))
+        .collect();
+    assert_eq!(notices.len(), 1, "said once: {notices:?}");
+    assert!(
+        notices[0].contains("cache_dir") && notices[0].contains("refresh_pattern"),
+        "{notices:?}"
+    );
+    // The included ACL and rules are in force.
+    let mut ok = connect_from(APP, addr);
+    ok.write_all(b"GET http://127.30.0.1:1/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(
+        read_response(&mut ok).0.starts_with("HTTP/1.1 503 "),
+        "allowed, origin absent"
+    );
+    let mut no = connect_from("127.99.0.1", addr);
+    no.write_all(b"GET http://127.30.0.1:1/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut no).0.starts_with("HTTP/1.1 403 "));
+}
+
+#[test]
+fn sigterm_finishes_transactions_in_flight_then_exits_0() {
+    let origin = Origin::start("127.30.0.50");
+    let mut proxy = start(&base_config("http_access allow app"));
+    let mut client = connect_from(APP, proxy.addr());
+    // A slow request with a health check pipelined behind it.
+    let request = format!(
+        "GET {}/slow/1500 HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        origin.url()
+    );
+    client.write_all(request.as_bytes()).unwrap();
+    wait::until_true(
+        "the origin to receive the slow request",
+        Duration::from_secs(5),
+        || !origin.seen().is_empty(),
+    );
+    proxy.child.signal(libc::SIGTERM);
+    // New connections are refused at once.
+    wait::until_true("the listener to close", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(proxy.addr()).is_err()
+    });
+    let (head, body) = read_response(&mut client);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("Connection: close\r\n"),
+        "draining: no keep-alive: {head}"
+    );
+    assert_eq!(body, b"slow\n");
+    let status = proxy.child.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    let lines = proxy.access_log(1);
+    assert!(
+        lines[0].contains(" TCP_MISS/200 "),
+        "logged before exit: {lines:?}"
+    );
+}
+
+#[test]
+fn a_request_on_an_open_connection_while_draining_sees_healthz_503() {
+    let origin = Origin::start("127.30.0.51");
+    let mut proxy = start(&base_config("http_access allow app"));
+    let mut client = connect_from(APP, proxy.addr());
+    // The response head (keep-alive) arrives at once, its body after 1 s.
+    client
+        .write_all(format!("GET {}/drip/1000 HTTP/1.1\r\nHost: x\r\n\r\n", origin.url()).as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).contains("Connection: keep-alive"));
+    proxy.child.signal(libc::SIGTERM);
+    wait::until_true("draining", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(proxy.addr()).is_err()
+    });
+    // Sent while draining, on the busy connection: answered after the body, with 503.
+    client
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let rest = String::from_utf8(read_to_close(&mut client, Duration::from_secs(10))).unwrap();
+    assert!(
+        rest.starts_with("drip\nHTTP/1.1 503 Service Unavailable\r\n"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("Connection: close\r\n") && rest.ends_with("draining\n"),
+        "{rest}"
+    );
+    assert_eq!(
+        proxy.child.wait_exit(Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn shutdown_lifetime_bounds_the_wait_and_sigint_does_not_wait() {
+    let origin = Origin::start("127.30.0.52");
+    for (signal, config, limit) in [
+        (
+            libc::SIGTERM,
+            "http_access allow app\nshutdown_lifetime 1 second",
+            Duration::from_millis(3500),
+        ),
+        (
+            libc::SIGINT,
+            "http_access allow app",
+            Duration::from_millis(2500),
+        ),
+    ] {
+        let mut proxy = start(&base_config(config));
+        let mut client = connect_from(APP, proxy.addr());
+        client
+            .write_all(
+                format!("GET {}/slow/8000 HTTP/1.1\r\nHost: x\r\n\r\n", origin.url()).as_bytes(),
+            )
+            .unwrap();
+        let seen = origin.seen().len();
+        wait::until_true("the slow request", Duration::from_secs(5), || {
+            origin.seen().len() > seen
+        });
+        let stopped = Instant::now();
+        proxy.child.signal(signal);
+        let status = proxy.child.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(0), "signal {signal}");
+        assert!(
+            stopped.elapsed() < limit,
+            "signal {signal}: took {:?}",
+            stopped.elapsed()
+        );
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "the unfinished transaction was cut off: {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
+
+#[test]
+fn idle_request_and_lifetime_timeouts_close_connections() {
+    let origin = Origin::start("127.30.0.53");
+    let proxy = start(&base_config(
+        "http_access allow app\nclient_idle_pconn_timeout 1 second\nrequest_timeout 1 second\nclient_lifetime 3 seconds",
+    ));
+    // request_timeout: nothing sent at all, or half a head.
+    for opening in [&b""[..], &b"GET http://127.30.0.53/ HTTP/1.1\r\nHo"[..]] {
+        let mut c = connect_from(APP, proxy.addr());
+        c.write_all(opening).unwrap();
+        let t = Instant::now();
+        assert!(read_to_close(&mut c, Duration::from_secs(10)).is_empty());
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "request_timeout: {:?}",
+            t.elapsed()
+        );
+    }
+    // client_idle_pconn_timeout: idle after one answered request.
+    let mut c = connect_from(APP, proxy.addr());
+    c.write_all(format!("GET {}/small HTTP/1.1\r\nHost: x\r\n\r\n", origin.url()).as_bytes())
+        .unwrap();
+    read_response(&mut c);
+    let t = Instant::now();
+    assert!(read_to_close(&mut c, Duration::from_secs(10)).is_empty());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "idle timeout: {:?}",
+        t.elapsed()
+    );
+    // client_lifetime: busy all the time, closed anyway after 3 s.
+    let mut c = connect_from(APP, proxy.addr());
+    let t = Instant::now();
+    let mut answered = 0;
+    while t.elapsed() < Duration::from_secs(10) {
+        if c.write_all(
+            format!("GET {}/slow/100 HTTP/1.1\r\nHost: x\r\n\r\n", origin.url()).as_bytes(),
+        )
+        .is_err()
+        {
+            break;
+        }
+        let mut byte = [0u8; 1];
+        match c.peek(&mut byte) {
+            Ok(1) => {
+                read_response(&mut c);
+                answered += 1;
+            }
+            _ => break,
+        }
+    }
+    assert!(answered >= 5, "served until the lifetime ended: {answered}");
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "client_lifetime: {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn the_connection_limit_holds_excess_clients_in_the_backlog() {
+    // max_filedescriptors 4: two client connections at a time.
+    let proxy = start(&base_config("http_access allow app\nmax_filedescriptors 4"));
+    let first = connect_from(APP, proxy.addr());
+    let second = connect_from(APP, proxy.addr());
+    let mut third = connect_from(APP, proxy.addr());
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        third.read(&mut byte).is_err(),
+        "a third connection was served beyond the limit"
+    );
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (head, _) = read_response(&mut third);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    drop(second);
+}
