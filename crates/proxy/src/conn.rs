@@ -379,14 +379,15 @@ impl ClientConn {
         self.shared.log.log(&info.facts(self.client), &entry).await;
     }
 
-    /// Whether `http_access` allows the request; resolves the host first when a `dst` ACL
-    /// needs its addresses.
+    /// Whether `http_access` allows the request. The host is resolved only when the rules
+    /// reach a `dst` ACL before deciding.
     pub(crate) async fn allowed(&self, info: &mut RequestInfo) -> bool {
         let rules = &self.shared.config.http_access;
-        if rules.needs_dst_ips() && info.dst_ips.is_empty() {
-            if let Ok(ips) = self.shared.resolver.resolve(&info.host).await {
-                info.dst_ips = ips;
-            }
+        if let Some(decided) = rules.allows_without_lookup(&info.facts(self.client)) {
+            return decided;
+        }
+        if let Ok(ips) = self.shared.resolver.resolve(&info.host).await {
+            info.dst_ips = ips;
         }
         rules.allows(&info.facts(self.client))
     }

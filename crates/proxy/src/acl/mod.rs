@@ -154,6 +154,20 @@ impl AclList {
         self.0.iter().all(|r| r.matches(f))
     }
 
+    /// Like [`AclList::matches`], in order and short-circuiting as Squid does, but `None` when
+    /// it reaches a `dst` ACL while the destination's addresses are not known yet.
+    fn matches_without_lookup(&self, f: &Facts) -> Option<bool> {
+        for r in &self.0 {
+            if f.dst_ips.is_empty() && r.acl.needs_dst_ips() {
+                return None;
+            }
+            if !r.matches(f) {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+
     pub fn needs_dst_ips(&self) -> bool {
         self.0.iter().any(|r| r.acl.needs_dst_ips())
     }
@@ -191,6 +205,19 @@ impl AccessRules {
         }
     }
 
+    /// The decision if it can be made without resolving the destination host: `None` when
+    /// the lines up to the deciding one reach a `dst` ACL and `f.dst_ips` is empty. The
+    /// caller then resolves and asks [`AccessRules::allows`]; names that an earlier line
+    /// already decides are never looked up (Squid's behaviour too).
+    pub fn allows_without_lookup(&self, f: &Facts) -> Option<bool> {
+        for rule in &self.rules {
+            if rule.acls.matches_without_lookup(f)? {
+                return Some(rule.allow);
+            }
+        }
+        Some(self.rules.last().is_some_and(|last| !last.allow))
+    }
+
     /// Whether any referenced ACL (built-ins such as `to_localhost` included) is a `dst` ACL.
     pub fn needs_dst_ips(&self) -> bool {
         self.rules.iter().any(|r| r.acls.needs_dst_ips())
@@ -204,6 +231,41 @@ impl AccessRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_is_needed_only_when_a_dst_acl_is_reached() {
+        let app = build("app", AclType::Src, &["127.20.0.0/16"]);
+        let net = build("net", AclType::Dst, &["127.30.0.0/16"]);
+        let rules = AccessRules {
+            rules: vec![
+                AccessRule { allow: false, acls: list(&[(true, &app)]), location: loc() },
+                AccessRule { allow: true, acls: list(&[(false, &net)]), location: loc() },
+            ],
+        };
+        let mut f = facts_from("127.99.0.1");
+        assert_eq!(rules.allows_without_lookup(&f), Some(false), "decided by the src line");
+        f.client = "127.20.0.1".parse().unwrap();
+        assert_eq!(rules.allows_without_lookup(&f), None, "the dst line is reached");
+        let ips = ["127.30.0.5".parse().unwrap()];
+        f.dst_ips = &ips;
+        assert_eq!(rules.allows_without_lookup(&f), Some(true));
+    }
+
+    fn loc() -> Location {
+        Location { file: "t.conf".into(), line: 1, column: 1 }
+    }
+
+    fn facts_from(client: &str) -> Facts<'static> {
+        Facts {
+            client: client.parse().unwrap(),
+            method: "GET",
+            scheme: "http",
+            host: "h.test",
+            port: 80,
+            path: "/",
+            dst_ips: &[],
+        }
+    }
 
     fn build(name: &str, ty: AclType, values: &[&str]) -> Arc<Acl> {
         let mut b = AclBuilder::new(name, ty);
