@@ -69,7 +69,17 @@ async fn serve(config: Config) -> Result<(), Failure> {
             _ = int.recv() => { tracing::info!("SIGINT: fast stop"); Stop::Fast }
         }
     };
+    // SIGUSR1 reopens the access logs (what `squid -k rotate` does), for logrotate.
+    let shared = proxy.shared();
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let rotate = tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening access logs");
+            shared.log.reopen().await;
+        }
+    });
     proxy.serve(stop).await;
+    rotate.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -316,3 +316,27 @@ fn the_connection_limit_holds_excess_clients_in_the_backlog() {
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     drop(second);
 }
+
+#[test]
+fn sigusr1_reopens_the_access_log_after_rotation() {
+    let origin = Origin::start("127.30.0.54");
+    let proxy = start(&base_config("http_access allow app"));
+    let get = format!(
+        "GET {}/small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        origin.url()
+    );
+    testkit::client::exchange_raw(APP, proxy.addr(), get.as_bytes());
+    proxy.access_log(1);
+    let rotated = proxy.dir.path().join("access.log.1");
+    std::fs::rename(proxy.access_log_path(), &rotated).unwrap();
+    proxy.child.signal(libc::SIGUSR1);
+    // Requests go on; once the reopen has happened, their lines land in a new file.
+    wait::until_true("a new access.log", Duration::from_secs(10), || {
+        testkit::client::exchange_raw(APP, proxy.addr(), get.as_bytes());
+        proxy.access_log_path().exists()
+    });
+    assert!(!proxy.access_log(1).is_empty());
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("TCP_MISS/200"));
+}

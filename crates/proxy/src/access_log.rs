@@ -86,6 +86,8 @@ enum Message {
     Line(String),
     /// Write out everything queued before this, then answer.
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// Close and reopen the file (after logrotate moved it: Squid's `-k rotate`).
+    Reopen,
 }
 
 struct Target {
@@ -121,9 +123,10 @@ impl AccessLogger {
             })?;
             let (tx, rx) = mpsc::channel(QUEUE);
             let name = format!("access-log {}", log.path.display());
+            let path = log.path.clone();
             let handle = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || write_lines(file, rx))
+                .spawn(move || write_lines(path, file, rx))
                 .map_err(|source| OpenError {
                     path: log.path.clone(),
                     location: log.location.to_string(),
@@ -167,6 +170,16 @@ impl AccessLogger {
     }
 }
 
+impl AccessLogger {
+    /// Reopens every log file, so a rotated file is released and a new one started.
+    pub async fn reopen(&self) {
+        for target in &self.targets {
+            let _ = target.tx.send(Message::Reopen).await;
+        }
+        self.flush().await;
+    }
+}
+
 impl Drop for AccessLogger {
     fn drop(&mut self) {
         self.targets.clear();
@@ -180,7 +193,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn write_lines(file: File, mut rx: mpsc::Receiver<Message>) {
+fn write_lines(path: PathBuf, file: File, mut rx: mpsc::Receiver<Message>) {
     let mut out = BufWriter::with_capacity(64 * 1024, file);
     let mut waiting = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -191,6 +204,15 @@ fn write_lines(file: File, mut rx: mpsc::Receiver<Message>) {
             match message {
                 Message::Line(line) => result = result.and_then(|_| out.write_all(line.as_bytes())),
                 Message::Flush(done) => waiting.push(done),
+                Message::Reopen => {
+                    let _ = out.flush();
+                    match open_append(&path) {
+                        Ok(file) => out = BufWriter::with_capacity(64 * 1024, file),
+                        Err(e) => {
+                            tracing::error!(path = %path.display(), error = %e, "cannot reopen the access log: still writing to the old file")
+                        }
+                    }
+                }
             }
             next = rx.try_recv().ok();
         }

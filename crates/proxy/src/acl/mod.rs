@@ -238,21 +238,41 @@ mod tests {
         let net = build("net", AclType::Dst, &["127.30.0.0/16"]);
         let rules = AccessRules {
             rules: vec![
-                AccessRule { allow: false, acls: list(&[(true, &app)]), location: loc() },
-                AccessRule { allow: true, acls: list(&[(false, &net)]), location: loc() },
+                AccessRule {
+                    allow: false,
+                    acls: list(&[(true, &app)]),
+                    location: loc(),
+                },
+                AccessRule {
+                    allow: true,
+                    acls: list(&[(false, &net)]),
+                    location: loc(),
+                },
             ],
         };
         let mut f = facts_from("127.99.0.1");
-        assert_eq!(rules.allows_without_lookup(&f), Some(false), "decided by the src line");
+        assert_eq!(
+            rules.allows_without_lookup(&f),
+            Some(false),
+            "decided by the src line"
+        );
         f.client = "127.20.0.1".parse().unwrap();
-        assert_eq!(rules.allows_without_lookup(&f), None, "the dst line is reached");
+        assert_eq!(
+            rules.allows_without_lookup(&f),
+            None,
+            "the dst line is reached"
+        );
         let ips = ["127.30.0.5".parse().unwrap()];
         f.dst_ips = &ips;
         assert_eq!(rules.allows_without_lookup(&f), Some(true));
     }
 
     fn loc() -> Location {
-        Location { file: "t.conf".into(), line: 1, column: 1 }
+        Location {
+            file: "t.conf".into(),
+            line: 1,
+            column: 1,
+        }
     }
 
     fn facts_from(client: &str) -> Facts<'static> {

@@ -56,7 +56,10 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "no PID file: the supervisor tracks the process",
     ),
     ("cache_log", "diagnostics go to standard error"),
-    ("logfile_rotate", "log rotation is left to logrotate"),
+    (
+        "logfile_rotate",
+        "rotation is logrotate's job: SIGUSR1 reopens the log files",
+    ),
     ("netdb_filename", "no ICMP network database"),
     ("pinger_enable", "no ICMP pinger"),
     ("icp_port", "no ICP: there are no sibling caches"),
