@@ -46,10 +46,10 @@ fn malformed_and_smuggling_requests_are_refused_before_any_origin() {
             "ERR_INVALID_REQ 0",
         ),
         (format!("GET {url} HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), "HTTP/1.1 400 Bad Request", "ERR_INVALID_REQ 0"),
-        ("GET http:/// HTTP/1.1\r\nHost: x\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", "ERR_INVALID_URL 0"),
-        ("GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", "ERR_INVALID_URL 0"),
+        ("GET http:/// HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", "ERR_INVALID_URL 0"),
+        ("GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", "ERR_INVALID_URL 0"),
         ("CONNECT host-without-port HTTP/1.1\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", "ERR_INVALID_URL 0"),
-        (format!("GET ftp://{}/ HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr), "HTTP/1.1 501 Not Implemented", "ERR_UNSUP_REQ 0"),
+        (format!("GET ftp://{}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", origin.addr), "HTTP/1.1 501 Not Implemented", "ERR_UNSUP_REQ 0"),
     ];
     for (request, status, error) in &cases {
         let reply = exchange_raw(APP, proxy.addr(), request.as_bytes());
@@ -104,7 +104,7 @@ fn oversized_request_head_gets_431_too_big() {
     let reply = exchange_raw(
         APP,
         proxy.addr(),
-        format!("GET http://127.30.0.1:1/ HTTP/1.1\r\nX-Big: {ok}\r\n\r\n").as_bytes(),
+        format!("GET http://127.30.0.1:1/ HTTP/1.1\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     assert_eq!(status_and_error(&reply).1, "ERR_CONNECT_FAIL 111");
     let lines = proxy.access_log(2);
@@ -175,7 +175,7 @@ fn names_resolve_through_dns_nameservers_and_unknown_names_get_dns_fail() {
     let reply = exchange_raw(
         APP,
         proxy.addr(),
-        b"GET http://no-such-host.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://no-such-host.test/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         status_and_error(&reply),
@@ -214,7 +214,7 @@ fn connect_failure_and_read_timeout_have_squids_pages() {
     let reply = exchange_raw(
         APP,
         proxy.addr(),
-        b"GET http://127.30.0.21:1/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://127.30.0.21:1/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(
         status_and_error(&reply),
@@ -225,7 +225,7 @@ fn connect_failure_and_read_timeout_have_squids_pages() {
     );
     // The origin answers after 3 s; read_timeout is 1 s.
     let started = Instant::now();
-    let request = format!("GET {}/slow/3000 HTTP/1.1\r\nHost: x\r\n\r\n", origin.url());
+    let request = format!("GET {}/slow/3000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", origin.url());
     let reply = exchange_raw(APP, proxy.addr(), request.as_bytes());
     assert_eq!(
         status_and_error(&reply),
@@ -263,7 +263,7 @@ fn a_malformed_origin_reply_is_a_502_invalid_resp() {
     let reply = exchange_raw(
         APP,
         proxy.addr(),
-        format!("GET http://{addr}/ HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        format!("GET http://{addr}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     assert_eq!(
         status_and_error(&reply),
