@@ -104,7 +104,8 @@ fn oversized_request_head_gets_431_too_big() {
     let reply = exchange_raw(
         APP,
         proxy.addr(),
-        format!("GET http://127.30.0.1:1/ HTTP/1.1\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET http://127.30.0.1:1/ HTTP/1.1\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     );
     assert_eq!(status_and_error(&reply).1, "ERR_CONNECT_FAIL 111");
     let lines = proxy.access_log(2);
@@ -225,7 +226,10 @@ fn connect_failure_and_read_timeout_have_squids_pages() {
     );
     // The origin answers after 3 s; read_timeout is 1 s.
     let started = Instant::now();
-    let request = format!("GET {}/slow/3000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", origin.url());
+    let request = format!(
+        "GET {}/slow/3000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        origin.url()
+    );
     let reply = exchange_raw(APP, proxy.addr(), request.as_bytes());
     assert_eq!(
         status_and_error(&reply),

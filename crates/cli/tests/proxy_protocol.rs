@@ -57,7 +57,9 @@ fn v2_local() -> Vec<u8> {
 fn send(sender: &str, proxy: SocketAddr, header: &[u8], request: &str) -> String {
     let mut s = connect_from(sender, proxy);
     // A refused connection may be closed before the writes: that is the behaviour tested.
-    let _ = s.write_all(header).and_then(|()| s.write_all(request.as_bytes()));
+    let _ = s
+        .write_all(header)
+        .and_then(|()| s.write_all(request.as_bytes()));
     String::from_utf8_lossy(&read_to_close(&mut s, Duration::from_secs(10))).into_owned()
 }
 

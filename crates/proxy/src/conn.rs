@@ -67,9 +67,9 @@ pub struct ClientConn {
     shutdown: watch::Receiver<bool>,
 }
 
-/// Buffers larger than this are released while a connection is idle, so idle keep-alive
-/// connections cost little memory.
-const IDLE_BUFFER_KEEP: usize = 4096;
+/// Room reserved for reading a request head; it grows (doubling) only as a head needs it, up
+/// to `request_header_max_size`, so a slow or idle client costs little memory.
+const HEAD_READ: usize = 4096;
 
 impl ClientConn {
     pub fn new(
@@ -133,7 +133,8 @@ impl ClientConn {
                 return;
             }
             wait = self.shared.config.client_idle_pconn_timeout;
-            if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_KEEP {
+            if self.buf.is_empty() {
+                // An idle keep-alive connection holds no buffer at all.
                 self.buf = BytesMut::new();
             }
         }
@@ -180,6 +181,7 @@ impl ClientConn {
                     _ => return None,
                 }
             }
+            self.buf.reserve(HEAD_READ);
             let read = read_some(&mut self.stream, &mut self.buf, wait);
             let result = if idle {
                 let mut shutdown = self.shutdown.clone();
