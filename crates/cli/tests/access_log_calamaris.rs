@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{start_default, APP};
+use common::{curl_through, start_default, APP};
 use testkit::client::{curl, exchange_raw};
 use testkit::origin::Origin;
 
@@ -25,13 +25,7 @@ fn calamaris_parses_every_line() {
     let tls = Origin::start_tls("127.30.0.72");
     let proxy = start_default();
     for _ in 0..3 {
-        curl(&[
-            "--interface",
-            APP,
-            "-x",
-            &proxy.url(),
-            &format!("{}/small", origin.url()),
-        ]);
+        curl_through(&proxy, &[&format!("{}/small", origin.url())]);
     }
     curl(&[
         "--interface",
@@ -40,14 +34,7 @@ fn calamaris_parses_every_line() {
         &proxy.url(),
         &format!("{}/small", origin.url()),
     ]);
-    curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        "-k",
-        &format!("https://{}/small", tls.addr),
-    ]);
+    curl_through(&proxy, &["-k", &format!("https://{}/small", tls.addr)]);
     exchange_raw(APP, proxy.addr(), b"GARBAGE\r\n\r\n");
     let lines = proxy.access_log(6);
     let out = Command::new("calamaris")

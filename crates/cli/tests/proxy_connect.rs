@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener};
 use std::time::Duration;
 
-use common::{base_config, start, start_default, APP};
-use testkit::client::{connect_from, curl, exchange_raw, read_to_close};
+use common::{base_config, curl_through, start, start_default, APP};
+use testkit::client::{connect_from, exchange_raw, read_to_close};
 use testkit::origin::Origin;
 
 #[test]
@@ -18,15 +18,7 @@ fn https_through_connect_verifies_the_origins_certificate() {
     let cert = proxy.dir.path().join("origin.pem");
     std::fs::write(&cert, origin.cert_pem.as_ref().unwrap()).unwrap();
     let url = format!("https://{}/small", origin.addr);
-    let r = curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        "--cacert",
-        cert.to_str().unwrap(),
-        &url,
-    ]);
+    let r = curl_through(&proxy, &["--cacert", cert.to_str().unwrap(), &url]);
     assert!(r.success, "{r:?}");
     assert_eq!(r.stdout, "x".repeat(100));
     let lines = proxy.access_log(1);

@@ -6,8 +6,8 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{base_config, start, start_default, APP};
-use testkit::client::{connect_from, curl, read_response, read_to_close};
+use common::{base_config, curl_through, start, start_default, APP};
+use testkit::client::{connect_from, read_response, read_to_close};
 use testkit::origin::Origin;
 
 #[test]
@@ -16,13 +16,7 @@ fn get_through_the_proxy_reaches_the_origin_from_the_outgoing_address() {
     let proxy = start(&base_config(
         "http_access allow app\ntcp_outgoing_address 127.30.0.99",
     ));
-    let out = curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        &format!("{}/small", origin.url()),
-    ]);
+    let out = curl_through(&proxy, &[&format!("{}/small", origin.url())]);
     assert!(out.success, "{out:?}");
     assert_eq!(out.stdout, "x".repeat(100));
     let seen = origin.seen();
@@ -83,33 +77,31 @@ fn request_bodies_stream_both_framings() {
     std::fs::write(&body_file, &data).unwrap();
     let out_file = proxy.dir.path().join("echoed");
     let at_file = format!("@{}", body_file.display());
-    let r = curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        "--data-binary",
-        &at_file,
-        "-o",
-        out_file.to_str().unwrap(),
-        &url,
-    ]);
+    let r = curl_through(
+        &proxy,
+        &[
+            "--data-binary",
+            &at_file,
+            "-o",
+            out_file.to_str().unwrap(),
+            &url,
+        ],
+    );
     assert!(r.success, "{r:?}");
     assert_eq!(std::fs::read(&out_file).unwrap(), data);
     // Chunked request body.
-    let r = curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        "-H",
-        "Transfer-Encoding: chunked",
-        "--data-binary",
-        &at_file,
-        "-o",
-        out_file.to_str().unwrap(),
-        &url,
-    ]);
+    let r = curl_through(
+        &proxy,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &at_file,
+            "-o",
+            out_file.to_str().unwrap(),
+            &url,
+        ],
+    );
     assert!(r.success, "{r:?}");
     assert_eq!(std::fs::read(&out_file).unwrap(), data);
     let chunked = origin
@@ -126,21 +118,20 @@ fn expect_100_continue_is_relayed() {
     let proxy = start_default();
     // curl waits for 100 Continue before sending the body; --expect100-timeout makes a lost
     // interim response fail the test instead of silently falling back.
-    let r = curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        "-H",
-        "Expect: 100-continue",
-        "--expect100-timeout",
-        "10",
-        "--data-binary",
-        "hello",
-        "-w",
-        "\n%{time_total}",
-        &format!("{}/upload", origin.url()),
-    ]);
+    let r = curl_through(
+        &proxy,
+        &[
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "10",
+            "--data-binary",
+            "hello",
+            "-w",
+            "\n%{time_total}",
+            &format!("{}/upload", origin.url()),
+        ],
+    );
     assert!(r.success, "{r:?}");
     let (body, secs) = r.stdout.rsplit_once('\n').unwrap();
     assert_eq!(body, "received 5 bytes");
@@ -154,25 +145,18 @@ fn expect_100_continue_is_relayed() {
 fn chunked_and_large_responses_pass_through() {
     let origin = Origin::start("127.30.0.14");
     let proxy = start_default();
-    let r = curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        &format!("{}/chunked", origin.url()),
-    ]);
+    let r = curl_through(&proxy, &[&format!("{}/chunked", origin.url())]);
     assert_eq!(r.stdout, "first second third\n");
-    let r = curl(&[
-        "--interface",
-        APP,
-        "-x",
-        &proxy.url(),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{size_download}",
-        &format!("{}/bytes/30000000", origin.url()),
-    ]);
+    let r = curl_through(
+        &proxy,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &format!("{}/bytes/30000000", origin.url()),
+        ],
+    );
     assert_eq!(r.stdout, "30000000");
 }
 
@@ -260,15 +244,14 @@ fn via_and_forwarded_for_follow_the_config() {
         let proxy = start(&base_config(&format!(
             "http_access allow app\n{directives}"
         )));
-        let r = curl(&[
-            "--interface",
-            APP,
-            "-x",
-            &proxy.url(),
-            "-H",
-            "X-Forwarded-For: 10.0.0.1",
-            &format!("{}/small", origin.url()),
-        ]);
+        let r = curl_through(
+            &proxy,
+            &[
+                "-H",
+                "X-Forwarded-For: 10.0.0.1",
+                &format!("{}/small", origin.url()),
+            ],
+        );
         assert!(r.success, "{r:?}");
         let seen = origin.seen().pop().unwrap();
         assert_eq!(seen.header("via"), via, "{directives}");

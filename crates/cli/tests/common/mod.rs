@@ -106,3 +106,11 @@ pub fn start(config: &str) -> ProxyUnderTest {
 pub fn start_default() -> ProxyUnderTest {
     start(&base_config("http_access allow app\nhttp_access deny all"))
 }
+
+/// `curl` from the admitted client address through `proxy`, with `args` after.
+pub fn curl_through(proxy: &ProxyUnderTest, args: &[&str]) -> testkit::client::Curl {
+    let url = proxy.url();
+    let mut all = vec!["--interface", APP, "-x", url.as_str()];
+    all.extend_from_slice(args);
+    testkit::client::curl(&all)
+}
