@@ -203,7 +203,7 @@ fn client_response_interim(head: &Head, out: &mut BytesMut) {
     out.put_slice(head.reason());
     out.put_slice(b"\r\n");
     for (name, value) in head.fields() {
-        out.put_slice(name.as_bytes());
+        out.put_slice(name);
         out.put_slice(b": ");
         out.put_slice(value);
         out.put_slice(b"\r\n");

@@ -21,11 +21,20 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
-fn is_hop_by_hop(name: &str, head: &Head) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-        || head
-            .values("connection")
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+/// The fields one head's `Connection` header names: hop-by-hop for that message only.
+struct ConnectionTokens<'a>(Vec<&'a [u8]>);
+
+impl<'a> ConnectionTokens<'a> {
+    fn of(head: &'a Head) -> Self {
+        ConnectionTokens(head.values("connection").flat_map(tokens).collect())
+    }
+
+    fn is_hop_by_hop(&self, name: &[u8]) -> bool {
+        HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+            || self.0.iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
 }
 
 /// Per-proxy settings for the request rewrite.
@@ -66,11 +75,12 @@ pub fn origin_request(
     );
     put(out, &[b"\r\nHost: ", host_header.as_bytes(), b"\r\n"]);
     let mut xff: Option<Vec<u8>> = None;
+    let hop = ConnectionTokens::of(head);
     for (name, value) in head.fields() {
-        if name.eq_ignore_ascii_case("host") || is_hop_by_hop(name, head) {
+        if name.eq_ignore_ascii_case(b"host") || hop.is_hop_by_hop(name) {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for")
+        if name.eq_ignore_ascii_case(b"x-forwarded-for")
             && rw.forwarded_for != ForwardedFor::Transparent
         {
             let acc = xff.get_or_insert_with(Vec::new);
@@ -80,7 +90,7 @@ pub fn origin_request(
             acc.extend_from_slice(value);
             continue;
         }
-        put(out, &[name.as_bytes(), b": ", value, b"\r\n"]);
+        put(out, &[name, b": ", value, b"\r\n"]);
     }
     let client_text = client.to_string();
     let appended: Option<&[u8]> = match rw.forwarded_for {
@@ -119,11 +129,12 @@ pub fn client_response(head: &Head, via: Option<&str>, keep_alive: bool, out: &m
     // Like Squid, the proxy speaks HTTP/1.1 to every client.
     let _ = write!((&mut *out).writer(), "HTTP/1.1 {} ", head.status);
     put(out, &[head.reason(), b"\r\n"]);
+    let hop = ConnectionTokens::of(head);
     for (name, value) in head.fields() {
-        if is_hop_by_hop(name, head) {
+        if hop.is_hop_by_hop(name) {
             continue;
         }
-        put(out, &[name.as_bytes(), b": ", value, b"\r\n"]);
+        put(out, &[name, b": ", value, b"\r\n"]);
     }
     if let Some(via) = via {
         put(out, &[b"Via: ", via.as_bytes(), b"\r\n"]);
