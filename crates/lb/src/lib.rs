@@ -1,0 +1,2 @@
+//! proxyfleet's Layer-4 load balancer.
+pub mod spec;
