@@ -1,2 +1,27 @@
-//! proxyfleet's Layer-4 load balancer.
+//! proxyfleet's Layer-4 load balancer, with the semantics of a cloud network load balancer.
+//!
+//! - [`spec`]: what to run (load balancers, nodes, listeners, target groups, health checks);
+//! - [`balancer`]: the control plane — binds every node's listeners, registers and drains
+//!   targets, runs a [`health`] check loop per node per target, reports [`status`];
+//! - [`group`]: a target group's registered targets, their counters, and the [`maglev`]
+//!   table over them;
+//! - [`routes`]: one node's view of one group — target health from its checks and from the
+//!   data path — resolved into the table the data path reads, swapped atomically (ArcSwap);
+//! - [`flow`]: the data path — accept, pick by the flow's 5-tuple, connect from the client's
+//!   address ([`connect`]) with a PROXY v2 header ([`proxy_header`]) if asked, retry a failed
+//!   connect on the next target, then [`relay`] bytes (splice(2) on Linux).
+
+pub mod balancer;
+pub mod connect;
+pub mod flow;
+pub mod group;
+pub mod health;
+pub mod maglev;
+pub mod proxy_header;
+pub mod relay;
+pub mod routes;
 pub mod spec;
+pub mod status;
+
+pub use balancer::{Balancer, LbError};
+pub use health::Health;

@@ -1,0 +1,314 @@
+//! The control plane: builds nodes, listeners and target groups from their specs, runs the
+//! health checks, registers and drains targets at run time, and reports status.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::flow::{Listener, NodeStats};
+use crate::group::{Group, Target};
+use crate::health::Health;
+use crate::routes::{GroupView, Scope};
+use crate::spec::{LoadBalancerSpec, TargetGroupSpec};
+use crate::status::{BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error("load balancer {lb}: listener {port} forwards to unknown target group '{group}'")]
+    UnknownGroup { lb: String, port: u16, group: String },
+    #[error("load balancer {lb} node {zone}: cannot listen on {addr}: {source}")]
+    Bind { lb: String, zone: String, addr: SocketAddr, source: std::io::Error },
+    #[error("no target group '{0}'")]
+    NoSuchGroup(String),
+    #[error("target group '{group}' has no target {target}")]
+    NoSuchTarget { group: String, target: String },
+}
+
+/// One node of one load balancer.
+struct Node {
+    lb: String,
+    zone: String,
+    address: IpAddr,
+    stats: Arc<NodeStats>,
+    /// group name → this node's view of it.
+    views: HashMap<String, Arc<GroupView>>,
+    listeners: Vec<(u16, String)>,
+}
+
+/// Every load balancer of a stack, running.
+pub struct Balancer {
+    groups: HashMap<String, Arc<Group>>,
+    nodes: Vec<Node>,
+    specs: Vec<LoadBalancerSpec>,
+    tasks: TaskTracker,
+    flows: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Balancer {
+    /// Binds every node's listeners and starts checking the static targets. Listening
+    /// sockets are bound before anything is reported ready, so a port conflict fails here.
+    pub async fn start(lbs: &[LoadBalancerSpec], groups: &[TargetGroupSpec]) -> Result<Balancer, LbError> {
+        let groups: HashMap<String, Arc<Group>> =
+            groups.iter().map(|g| (g.name.clone(), Arc::new(Group::new(g.clone())))).collect();
+        let mut balancer = Balancer {
+            groups,
+            nodes: Vec::new(),
+            specs: lbs.to_vec(),
+            tasks: TaskTracker::new(),
+            flows: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        };
+        let mut bound = Vec::new();
+        for lb in lbs {
+            let lb_zones: Vec<String> = lb.nodes.iter().map(|n| n.zone.clone()).collect();
+            for node_spec in &lb.nodes {
+                let mut node = Node {
+                    lb: lb.name.clone(),
+                    zone: node_spec.zone.clone(),
+                    address: node_spec.address,
+                    stats: Arc::new(NodeStats::default()),
+                    views: HashMap::new(),
+                    listeners: Vec::new(),
+                };
+                let limit = Arc::new(Semaphore::new(lb.max_connections.max(1)));
+                for listener in &lb.listeners {
+                    let group = balancer.groups.get(&listener.target_group).cloned().ok_or_else(|| {
+                        LbError::UnknownGroup { lb: lb.name.clone(), port: listener.port, group: listener.target_group.clone() }
+                    })?;
+                    let view = node
+                        .views
+                        .entry(group.spec.name.clone())
+                        .or_insert_with(|| {
+                            let scope = Scope {
+                                node: format!("{}/{}", lb.name, node_spec.zone),
+                                zone: node_spec.zone.clone(),
+                                lb_zones: lb_zones.clone(),
+                                cross_zone: lb.cross_zone,
+                            };
+                            Arc::new(GroupView::new(group.clone(), scope))
+                        })
+                        .clone();
+                    let addr = SocketAddr::new(node_spec.address, listener.port);
+                    let socket = bind(addr).map_err(|source| LbError::Bind {
+                        lb: lb.name.clone(),
+                        zone: node_spec.zone.clone(),
+                        addr,
+                        source,
+                    })?;
+                    let runner = Arc::new(Listener {
+                        node: format!("{}/{}", lb.name, node_spec.zone),
+                        source_check: listener.allowed_cidrs.clone(),
+                        view,
+                        stats: node.stats.clone(),
+                        limit: limit.clone(),
+                        idle: lb.idle_timeout,
+                    });
+                    bound.push((runner, socket));
+                    node.listeners.push((listener.port, listener.target_group.clone()));
+                }
+                balancer.nodes.push(node);
+            }
+        }
+        for (runner, socket) in bound {
+            balancer.tasks.spawn(runner.run(socket, balancer.flows.clone(), balancer.stop.clone()));
+        }
+        let statics: Vec<(String, SocketAddr, String)> = balancer
+            .groups
+            .values()
+            .flat_map(|g| g.spec.targets.iter().map(|t| (g.spec.name.clone(), t.address, t.zone.clone())))
+            .collect();
+        for (group, addr, zone) in statics {
+            balancer.register(&group, addr, &zone)?;
+        }
+        Ok(balancer)
+    }
+
+    /// The listening addresses, as `(load balancer, zone, address)`.
+    pub fn listen_addrs(&self) -> Vec<(String, String, SocketAddr)> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.listeners.iter().map(|(port, _)| (n.lb.clone(), n.zone.clone(), SocketAddr::new(n.address, *port))))
+            .collect()
+    }
+
+    fn group(&self, name: &str) -> Result<&Arc<Group>, LbError> {
+        self.groups.get(name).ok_or_else(|| LbError::NoSuchGroup(name.to_string()))
+    }
+
+    /// Registers a target: every node starts checking it (from the node's own address) and
+    /// routes to it once it is healthy.
+    pub fn register(&self, group: &str, addr: SocketAddr, zone: &str) -> Result<Arc<Target>, LbError> {
+        let g = self.group(group)?.clone();
+        let (target, added) = g.add(addr, zone);
+        if !added {
+            return Ok(target);
+        }
+        tracing::info!(group, target = %target.id, zone, "target registered");
+        for node in &self.nodes {
+            let Some(view) = node.views.get(group) else { continue };
+            view.track(&target);
+            if view.health_of(&target.id).is_some_and(|s| s.health == Health::Unused) {
+                continue;
+            }
+            self.tasks.spawn(check_loop(view.clone(), target.clone(), node.address, self.stop.clone()));
+        }
+        Ok(target)
+    }
+
+    /// Deregisters a target: no new flows at once; its flows continue until they end or the
+    /// group's deregistration delay passes, then are closed and the target is forgotten.
+    /// The returned handle finishes when that has happened.
+    pub fn deregister(&self, group: &str, id: &str) -> Result<tokio::task::JoinHandle<()>, LbError> {
+        let g = self.group(group)?.clone();
+        let target = g
+            .members
+            .load()
+            .find(id)
+            .cloned()
+            .ok_or_else(|| LbError::NoSuchTarget { group: group.to_string(), target: id.to_string() })?;
+        target.draining.store(true, Ordering::SeqCst);
+        let views: Vec<Arc<GroupView>> = self.nodes.iter().filter_map(|n| n.views.get(group).cloned()).collect();
+        for view in &views {
+            view.on_drain(&target);
+        }
+        let delay = g.spec.deregistration_delay;
+        tracing::info!(group, target = %target.id, ?delay, "target deregistered: draining");
+        Ok(tokio::spawn(async move {
+            let flows_ended = async {
+                while target.stats.active_flows.load(Ordering::SeqCst) > 0 {
+                    let ended = target.flow_ended.notified();
+                    if target.stats.active_flows.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    ended.await;
+                }
+            };
+            let early = tokio::time::timeout(delay, flows_ended).await.is_ok();
+            target.gone.cancel();
+            g.remove(&target);
+            for view in &views {
+                view.forget(&target);
+            }
+            tracing::info!(
+                group = %g.spec.name,
+                target = %target.id,
+                "drained: {}",
+                if early { "every flow had ended" } else { "deregistration delay over, remaining flows closed" }
+            );
+        }))
+    }
+
+    /// Every node's view of a target's health (the group controller's "lb" health check).
+    pub fn target_health(&self, group: &str, id: &str) -> Vec<(String, Health)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let state = n.views.get(group)?.health_of(id)?;
+                Some((format!("{}/{}", n.lb, n.zone), state.health))
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> BalancerStatus {
+        let load_balancers = self
+            .specs
+            .iter()
+            .map(|lb| LbStatus {
+                name: lb.name.clone(),
+                cross_zone: lb.cross_zone,
+                nodes: self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.lb == lb.name)
+                    .map(|n| NodeStatus {
+                        zone: n.zone.clone(),
+                        address: n.address,
+                        listeners: n.listeners.clone(),
+                        accepted: n.stats.accepted.load(Ordering::Relaxed),
+                        active: n.stats.active.load(Ordering::Relaxed),
+                        refused: n.stats.refused.load(Ordering::Relaxed),
+                        failed: n.stats.failed.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut targets = Vec::new();
+        let mut names: Vec<&String> = self.groups.keys().collect();
+        names.sort();
+        for name in names {
+            let g = &self.groups[name];
+            for t in &g.members.load().targets {
+                let health = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| {
+                        let s = n.views.get(name)?.health_of(&t.id)?;
+                        Some(TargetHealthStatus {
+                            node: format!("{}/{}", n.lb, n.zone),
+                            health: s.health,
+                            reason: s.reason,
+                            since: s.since,
+                        })
+                    })
+                    .collect();
+                targets.push(TargetStatus::new(name, t, health));
+            }
+        }
+        BalancerStatus { load_balancers, targets }
+    }
+
+    /// Stops accepting, closes every flow and check, and waits for the tasks to end.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.flows.close();
+        self.tasks.wait().await;
+        self.flows.wait().await;
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Checks one target from one node every interval until the target leaves or the balancer
+/// stops.
+async fn check_loop(view: Arc<GroupView>, target: Arc<Target>, source: IpAddr, stop: CancellationToken) {
+    let spec = view.group.spec.health_check.clone();
+    let port = spec.port.unwrap_or(target.addr.port());
+    let addr = SocketAddr::new(target.addr.ip(), port);
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = target.gone.cancelled() => return,
+            () = stop.cancelled() => return,
+        }
+        let result = tokio::select! {
+            r = view.group.check.probe(source, addr, spec.timeout) => r,
+            () = target.gone.cancelled() => return,
+            () = stop.cancelled() => return,
+        };
+        view.on_probe(&target, result);
+    }
+}
+
+/// A listening socket with SO_REUSEADDR (restarts need not wait out TIME_WAIT).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}

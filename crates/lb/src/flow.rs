@@ -1,0 +1,177 @@
+//! The data path: a node's listener accepts a client, the flow's 5-tuple picks a target by
+//! Maglev, a failed connect is retried on the next target of the flow's preference order, and
+//! the bytes are relayed until both sides close.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connect::{connect_from, keepalive};
+use crate::group::{FlowGuard, Target};
+use crate::maglev;
+use crate::relay::relay;
+use crate::routes::GroupView;
+
+/// Connects beyond this fail over to the next target (the peers' `timeout connect 1s`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Targets tried for one flow: the first choice and up to two retries.
+pub const ATTEMPTS: usize = 3;
+
+/// Counters of one node.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    pub accepted: AtomicU64,
+    pub active: AtomicU64,
+    /// Refused by a listener's `allowed_cidrs`.
+    pub refused: AtomicU64,
+    /// No target could be reached after every attempt.
+    pub failed: AtomicU64,
+}
+
+/// One listener of one node.
+pub struct Listener {
+    pub node: String,
+    pub source_check: Option<Vec<IpNet>>,
+    pub view: Arc<GroupView>,
+    pub stats: Arc<NodeStats>,
+    pub limit: Arc<Semaphore>,
+    pub idle: Duration,
+}
+
+/// The flow hash: the 5-tuple (protocol TCP) under the fixed seed, so every node and every
+/// restart sends a flow to the same target.
+pub fn flow_hash(client: SocketAddr, local: SocketAddr) -> u64 {
+    let mut bytes = Vec::with_capacity(37);
+    for addr in [client, local] {
+        match addr.ip() {
+            IpAddr::V4(v4) => bytes.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => bytes.extend_from_slice(&v6.octets()),
+        }
+        bytes.extend_from_slice(&addr.port().to_be_bytes());
+    }
+    bytes.push(6);
+    maglev::hash(maglev::SEED, &bytes)
+}
+
+impl Listener {
+    pub async fn run(self: Arc<Self>, socket: TcpListener, flows: TaskTracker, stop: CancellationToken) {
+        loop {
+            let permit = tokio::select! {
+                p = self.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                () = stop.cancelled() => return,
+            };
+            let (client, peer) = tokio::select! {
+                r = socket.accept() => match r {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => return,
+            };
+            if let Some(allowed) = &self.source_check {
+                if !allowed.iter().any(|net| net.contains(&peer.ip())) {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(node = %self.node, %peer, "refused: source not in allowed_cidrs");
+                    continue;
+                }
+            }
+            self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            self.stats.active.fetch_add(1, Ordering::Relaxed);
+            let me = self.clone();
+            let stop = stop.clone();
+            flows.spawn(async move {
+                tokio::select! {
+                    () = me.serve(client, peer) => {}
+                    () = stop.cancelled() => {}
+                }
+                me.stats.active.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+    }
+
+    async fn serve(&self, client: TcpStream, peer: SocketAddr) {
+        let Ok(local) = client.local_addr() else { return };
+        let hash = flow_hash(peer, local);
+        let spec = &self.view.group.spec;
+        let source = if spec.preserve_client_ip { peer.ip() } else { local.ip() };
+        let mut tried: Vec<Arc<Target>> = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let routes = self.view.routes.load();
+            let Some(target) = routes.pick(hash, &tried) else { break };
+            drop(routes);
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect_from(source, target.addr, spec.transparent)).await;
+            let upstream = match connected {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    self.fail(&target, &e.to_string());
+                    tried.push(target);
+                    continue;
+                }
+                Err(_) => {
+                    self.fail(&target, &format!("connect timed out after {CONNECT_TIMEOUT:?}"));
+                    tried.push(target);
+                    continue;
+                }
+            };
+            self.forward(client, upstream, target, peer, local).await;
+            return;
+        }
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(node = %self.node, %peer, tried = tried.len(), "no target could take the flow: closing it");
+    }
+
+    fn fail(&self, target: &Target, why: &str) {
+        target.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        self.view.on_connect_failure(target, why);
+    }
+
+    async fn forward(&self, client: TcpStream, mut upstream: TcpStream, target: Arc<Target>, peer: SocketAddr, local: SocketAddr) {
+        let guard = FlowGuard::new(target.clone());
+        keepalive(&client);
+        keepalive(&upstream);
+        let _ = client.set_nodelay(true);
+        if self.view.group.spec.proxy_protocol_v2
+            && upstream.write_all(&crate::proxy_header::proxied(peer, local)).await.is_err()
+        {
+            return;
+        }
+        let counters = (&target.stats.bytes_to_target, &target.stats.bytes_to_client);
+        tokio::select! {
+            result = relay(&client, &upstream, self.idle, counters) => {
+                if let Err(e) = result {
+                    tracing::debug!(node = %self.node, target = %target.id, error = %e, "flow ended with an error");
+                }
+            }
+            () = target.gone.cancelled() => {
+                tracing::info!(node = %self.node, target = %target.id, %peer, "deregistration delay over: flow closed");
+            }
+        }
+        drop(guard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_five_tuple_hashes_the_same_and_others_differ() {
+        let c: SocketAddr = "127.20.0.5:40000".parse().unwrap();
+        let l: SocketAddr = "127.10.1.10:3128".parse().unwrap();
+        assert_eq!(flow_hash(c, l), flow_hash(c, l));
+        assert_ne!(flow_hash(c, l), flow_hash("127.20.0.5:40001".parse().unwrap(), l));
+        assert_ne!(flow_hash(c, l), flow_hash(c, "127.10.2.10:3128".parse().unwrap()));
+    }
+}

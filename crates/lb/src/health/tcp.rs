@@ -1,0 +1,30 @@
+//! TCP health check: the target accepts a connection (and, with PROXY v2, its LOCAL header).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{HealthCheck, ProbeFuture};
+use crate::connect::connect_from;
+
+pub struct TcpCheck {
+    pub proxy_protocol_v2: bool,
+}
+
+impl HealthCheck for TcpCheck {
+    fn probe(&self, source: IpAddr, target: SocketAddr, timeout: Duration) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            let attempt = async {
+                let mut stream = connect_from(source, target, false).await.map_err(|e| e.to_string())?;
+                if self.proxy_protocol_v2 {
+                    stream.write_all(&crate::proxy_header::local()).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            };
+            tokio::time::timeout(timeout, attempt)
+                .await
+                .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+        })
+    }
+}

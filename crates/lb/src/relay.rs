@@ -1,0 +1,146 @@
+//! Moves a flow's bytes both ways until each side has closed, passing half-closes on.
+//!
+//! On Linux the bytes never enter user space: splice(2) moves them socket → pipe → socket.
+//! tokio has no splice, and the crates that wrap it are small and unmaintained, so the loop is
+//! here, on tokio's readiness API (`readable`/`try_io`) and rustix's `splice`. Elsewhere a
+//! buffered copy does the same job.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+/// Bytes moved in each direction.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Moved {
+    pub client_to_target: u64,
+    pub target_to_client: u64,
+}
+
+/// Shared by both directions: the flow is idle only when neither moved bytes lately.
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Relays until both directions end, one side fails, or the flow idles for `idle`.
+/// `counters` are updated as bytes move (client→target, target→client), so live statistics
+/// see long flows progress.
+pub async fn relay(
+    client: &TcpStream,
+    target: &TcpStream,
+    idle: Duration,
+    counters: (&AtomicU64, &AtomicU64),
+) -> io::Result<Moved> {
+    let activity = Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0) };
+    let up = one_way(client, target, idle, &activity, counters.0);
+    let down = one_way(target, client, idle, &activity, counters.1);
+    let (up, down) = tokio::try_join!(up, down)?;
+    Ok(Moved { client_to_target: up, target_to_client: down })
+}
+
+/// Waits for `ready` unless the whole flow has been idle for `idle`.
+async fn wait_active<F: std::future::Future<Output = io::Result<()>>>(
+    mut ready: impl FnMut() -> F,
+    idle: Duration,
+    activity: &Activity,
+) -> io::Result<()> {
+    loop {
+        match tokio::time::timeout(idle, ready()).await {
+            Ok(r) => return r,
+            Err(_) if activity.idle_for() < idle => continue,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    idle: Duration,
+    activity: &Activity,
+    counter: &AtomicU64,
+) -> io::Result<u64> {
+    use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
+    use tokio::io::Interest;
+
+    const CHUNK: usize = 1 << 16;
+    let (pipe_r, pipe_w) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let mut total = 0u64;
+    loop {
+        wait_active(|| from.readable(), idle, activity).await?;
+        let filled = match from.try_io(Interest::READABLE, || Ok(splice(from, None, &pipe_w, None, CHUNK, flags)?)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        if filled == 0 {
+            // The sender finished: pass the half-close on, keep the other direction going.
+            let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
+            return Ok(total);
+        }
+        let mut in_pipe = filled;
+        while in_pipe > 0 {
+            wait_active(|| to.writable(), idle, activity).await?;
+            match to.try_io(Interest::WRITABLE, || Ok(splice(&pipe_r, None, to, None, in_pipe, flags)?)) {
+                Ok(n) => {
+                    in_pipe -= n;
+                    total += n as u64;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        activity.touch();
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    idle: Duration,
+    activity: &Activity,
+    counter: &AtomicU64,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        wait_active(|| from.readable(), idle, activity).await?;
+        let n = match from.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+            return Ok(total);
+        }
+        let mut done = 0;
+        while done < n {
+            wait_active(|| to.writable(), idle, activity).await?;
+            match to.try_write(&buf[done..n]) {
+                Ok(m) => done += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        total += n as u64;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+    }
+}

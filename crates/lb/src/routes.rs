@@ -1,0 +1,232 @@
+//! One node's routing for one target group: its view of each target's health, and the
+//! resolved Maglev table built from it, swapped in whole whenever either changes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::group::{Group, Members, Target};
+use crate::health::{Health, HealthState, Transition};
+
+/// Which targets a node may use: its zone, the balancer's zones, and the cross-zone switch.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// `LB/ZONE`, for logs.
+    pub node: String,
+    pub zone: String,
+    pub lb_zones: Vec<String>,
+    pub cross_zone: bool,
+}
+
+/// What the data path reads: for every Maglev slot, the target a new flow takes.
+#[derive(Debug)]
+pub struct Routes {
+    pub members: Arc<Members>,
+    /// Slot → index into `members.targets`; `u32::MAX` = no target at all.
+    pub slots: Vec<u32>,
+    pub eligible: Vec<bool>,
+    /// No target in scope was healthy: every non-draining one is used (as the cloud does).
+    pub fail_open: bool,
+}
+
+impl Routes {
+    /// The target for a flow, skipping `tried` (targets whose connect already failed), in the
+    /// flow's Maglev preference order.
+    pub fn pick(&self, flow_hash: u64, tried: &[Arc<Target>]) -> Option<Arc<Target>> {
+        let table = &self.members.table;
+        if table.is_empty() {
+            return None;
+        }
+        let slot = table.slot(flow_hash);
+        let first = self.slots[slot];
+        let usable = |i: usize| {
+            let t = &self.members.targets[i];
+            self.eligible[i] && !tried.iter().any(|x| Arc::ptr_eq(x, t))
+        };
+        if first != u32::MAX && usable(first as usize) {
+            return Some(self.members.targets[first as usize].clone());
+        }
+        table.walk(slot).find(|&i| usable(i)).map(|i| self.members.targets[i].clone())
+    }
+}
+
+/// A node's view of one group.
+pub struct GroupView {
+    pub group: Arc<Group>,
+    pub scope: Scope,
+    health: Mutex<HashMap<String, HealthState>>,
+    pub routes: ArcSwap<Routes>,
+    failing_open: AtomicBool,
+}
+
+impl GroupView {
+    pub fn new(group: Arc<Group>, scope: Scope) -> GroupView {
+        let members = group.members.load_full();
+        let view = GroupView {
+            group,
+            scope,
+            health: Mutex::new(HashMap::new()),
+            routes: ArcSwap::from_pointee(Routes { members, slots: Vec::new(), eligible: Vec::new(), fail_open: false }),
+            failing_open: AtomicBool::new(false),
+        };
+        view.rebuild();
+        view
+    }
+
+    /// The initial state of a target newly seen by this node.
+    pub fn track(&self, target: &Target) {
+        let state = if self.scope.lb_zones.contains(&target.zone) {
+            HealthState::new(Health::Initial, "registered: waiting for health checks")
+        } else {
+            HealthState::new(Health::Unused, "in a zone the load balancer does not serve")
+        };
+        self.lock().entry(target.id.clone()).or_insert(state);
+        self.rebuild();
+    }
+
+    pub fn forget(&self, target: &Target) {
+        self.lock().remove(&target.id);
+        self.rebuild();
+    }
+
+    pub fn health_of(&self, id: &str) -> Option<HealthState> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Applies an active check's result.
+    pub fn on_probe(&self, target: &Target, result: Result<(), String>) {
+        let transition = {
+            let mut states = self.lock();
+            let Some(state) = states.get_mut(&target.id) else { return };
+            state.on_probe(result, &self.group.spec.health_check)
+        };
+        self.after(target, transition);
+    }
+
+    /// A connect from the data path failed: the target is unhealthy for this node at once.
+    pub fn on_connect_failure(&self, target: &Target, why: &str) {
+        let transition = {
+            let mut states = self.lock();
+            let Some(state) = states.get_mut(&target.id) else { return };
+            state.on_connect_failure(why)
+        };
+        self.after(target, transition);
+    }
+
+    pub fn on_drain(&self, target: &Target) {
+        let transition = {
+            let mut states = self.lock();
+            let Some(state) = states.get_mut(&target.id) else { return };
+            state.drain()
+        };
+        self.after(target, transition);
+    }
+
+    fn after(&self, target: &Target, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        target.stats.health_transitions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            node = %self.scope.node,
+            group = %self.group.spec.name,
+            target = %target.id,
+            zone = %target.zone,
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            reason = %t.reason,
+            "target health changed"
+        );
+        self.rebuild();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HealthState>> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Recomputes which targets take new flows and publishes the resolved table.
+    pub fn rebuild(&self) {
+        let members = self.group.members.load_full();
+        let states = self.lock();
+        let health: Vec<Health> = members
+            .targets
+            .iter()
+            .map(|t| {
+                if t.is_draining() {
+                    Health::Draining
+                } else {
+                    states.get(&t.id).map_or(Health::Initial, |s| s.health)
+                }
+            })
+            .collect();
+        drop(states);
+        let (eligible, fail_open) = eligibility(&members.targets, &health, &self.scope);
+        let slots = members.table.resolve(&eligible);
+        if fail_open && !self.failing_open.swap(true, Ordering::Relaxed) && !members.targets.is_empty() {
+            tracing::error!(
+                node = %self.scope.node,
+                group = %self.group.spec.name,
+                "NO HEALTHY TARGET in scope: failing open to every registered target"
+            );
+        } else if !fail_open && self.failing_open.swap(false, Ordering::Relaxed) {
+            tracing::warn!(node = %self.scope.node, group = %self.group.spec.name, "healthy targets again: fail-open over");
+        }
+        self.routes.store(Arc::new(Routes { members, slots, eligible, fail_open }));
+    }
+}
+
+/// Which targets take new flows, and whether that is the fail-open fallback.
+///
+/// Healthy targets in the node's zone; with `cross_zone`, healthy targets in every zone the
+/// balancer serves; without it, the other zones' healthy targets only when the node's zone
+/// has none. When no target in scope is healthy: every registered, non-draining target in
+/// scope (fail open, like the cloud).
+pub fn eligibility(targets: &[Arc<Target>], health: &[Health], scope: &Scope) -> (Vec<bool>, bool) {
+    let in_scope = |i: usize| scope.lb_zones.contains(&targets[i].zone) && health[i] != Health::Draining;
+    let healthy = |i: usize| in_scope(i) && health[i] == Health::Healthy;
+    let own = |i: usize| healthy(i) && targets[i].zone == scope.zone;
+    let n = targets.len();
+    let pick: Vec<bool> = if scope.cross_zone {
+        (0..n).map(healthy).collect()
+    } else if (0..n).any(own) {
+        (0..n).map(own).collect()
+    } else {
+        (0..n).map(healthy).collect()
+    };
+    if pick.iter().any(|p| *p) {
+        return (pick, false);
+    }
+    ((0..n).map(in_scope).collect(), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(zones: &[&str]) -> Vec<Arc<Target>> {
+        zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| Arc::new(Target::new(format!("127.10.0.{}:3128", i + 1).parse().unwrap(), z)))
+            .collect()
+    }
+
+    fn scope(zone: &str, cross_zone: bool) -> Scope {
+        Scope { node: format!("front/{zone}"), zone: zone.into(), lb_zones: vec!["a".into(), "c".into()], cross_zone }
+    }
+
+    use Health::*;
+
+    #[test]
+    fn own_zone_first_then_other_zones_then_fail_open() {
+        let t = targets(&["a", "a", "c", "x"]);
+        let e = eligibility(&t, &[Healthy, Unhealthy, Healthy, Healthy], &scope("a", false));
+        assert_eq!(e, (vec![true, false, false, false], false), "own zone only; zone x is unused");
+        let e = eligibility(&t, &[Unhealthy, Unhealthy, Healthy, Healthy], &scope("a", false));
+        assert_eq!(e, (vec![false, false, true, false], false), "no healthy target in a: use c");
+        let e = eligibility(&t, &[Healthy, Unhealthy, Healthy, Healthy], &scope("a", true));
+        assert_eq!(e, (vec![true, false, true, false], false), "cross-zone: every served zone");
+        let e = eligibility(&t, &[Unhealthy, Initial, Draining, Healthy], &scope("a", false));
+        assert_eq!(e, (vec![true, true, false, false], true), "fail open, never to draining or unused");
+    }
+}

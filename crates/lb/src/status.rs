@@ -1,0 +1,81 @@
+//! Snapshots of the balancer for the CLI, the admin API and metrics.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::group::Target;
+use crate::health::Health;
+
+#[derive(Debug, Clone)]
+pub struct BalancerStatus {
+    pub load_balancers: Vec<LbStatus>,
+    pub targets: Vec<TargetStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LbStatus {
+    pub name: String,
+    pub cross_zone: bool,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub zone: String,
+    pub address: IpAddr,
+    /// (port, target group)
+    pub listeners: Vec<(u16, String)>,
+    pub accepted: u64,
+    pub active: u64,
+    pub refused: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetHealthStatus {
+    /// `LB/ZONE`
+    pub node: String,
+    pub health: Health,
+    pub reason: String,
+    pub since: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub group: String,
+    pub id: String,
+    pub zone: String,
+    pub draining: bool,
+    pub health: Vec<TargetHealthStatus>,
+    pub active_flows: u64,
+    pub new_flows: u64,
+    pub bytes_to_target: u64,
+    pub bytes_to_client: u64,
+    pub connect_failures: u64,
+    pub health_transitions: u64,
+}
+
+impl TargetStatus {
+    pub fn new(group: &str, t: &Target, health: Vec<TargetHealthStatus>) -> TargetStatus {
+        let s = &t.stats;
+        TargetStatus {
+            group: group.to_string(),
+            id: t.id.clone(),
+            zone: t.zone.clone(),
+            draining: t.is_draining(),
+            health,
+            active_flows: s.active_flows.load(Ordering::Relaxed),
+            new_flows: s.new_flows.load(Ordering::Relaxed),
+            bytes_to_target: s.bytes_to_target.load(Ordering::Relaxed),
+            bytes_to_client: s.bytes_to_client.load(Ordering::Relaxed),
+            connect_failures: s.connect_failures.load(Ordering::Relaxed),
+            health_transitions: s.health_transitions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Healthy on every node that checks it.
+    pub fn healthy_everywhere(&self) -> bool {
+        !self.health.is_empty() && self.health.iter().all(|h| h.health == Health::Healthy)
+    }
+}
