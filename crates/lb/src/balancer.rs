@@ -21,9 +21,18 @@ use crate::status::{BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, Ta
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {
     #[error("load balancer {lb}: listener {port} forwards to unknown target group '{group}'")]
-    UnknownGroup { lb: String, port: u16, group: String },
+    UnknownGroup {
+        lb: String,
+        port: u16,
+        group: String,
+    },
     #[error("load balancer {lb} node {zone}: cannot listen on {addr}: {source}")]
-    Bind { lb: String, zone: String, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        lb: String,
+        zone: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("no target group '{0}'")]
     NoSuchGroup(String),
     #[error("target group '{group}' has no target {target}")]
@@ -54,9 +63,14 @@ pub struct Balancer {
 impl Balancer {
     /// Binds every node's listeners and starts checking the static targets. Listening
     /// sockets are bound before anything is reported ready, so a port conflict fails here.
-    pub async fn start(lbs: &[LoadBalancerSpec], groups: &[TargetGroupSpec]) -> Result<Balancer, LbError> {
-        let groups: HashMap<String, Arc<Group>> =
-            groups.iter().map(|g| (g.name.clone(), Arc::new(Group::new(g.clone())))).collect();
+    pub async fn start(
+        lbs: &[LoadBalancerSpec],
+        groups: &[TargetGroupSpec],
+    ) -> Result<Balancer, LbError> {
+        let groups: HashMap<String, Arc<Group>> = groups
+            .iter()
+            .map(|g| (g.name.clone(), Arc::new(Group::new(g.clone()))))
+            .collect();
         let mut balancer = Balancer {
             groups,
             nodes: Vec::new(),
@@ -79,9 +93,15 @@ impl Balancer {
                 };
                 let limit = Arc::new(Semaphore::new(lb.max_connections.max(1)));
                 for listener in &lb.listeners {
-                    let group = balancer.groups.get(&listener.target_group).cloned().ok_or_else(|| {
-                        LbError::UnknownGroup { lb: lb.name.clone(), port: listener.port, group: listener.target_group.clone() }
-                    })?;
+                    let group = balancer
+                        .groups
+                        .get(&listener.target_group)
+                        .cloned()
+                        .ok_or_else(|| LbError::UnknownGroup {
+                            lb: lb.name.clone(),
+                            port: listener.port,
+                            group: listener.target_group.clone(),
+                        })?;
                     let view = node
                         .views
                         .entry(group.spec.name.clone())
@@ -111,18 +131,26 @@ impl Balancer {
                         idle: lb.idle_timeout,
                     });
                     bound.push((runner, socket));
-                    node.listeners.push((listener.port, listener.target_group.clone()));
+                    node.listeners
+                        .push((listener.port, listener.target_group.clone()));
                 }
                 balancer.nodes.push(node);
             }
         }
         for (runner, socket) in bound {
-            balancer.tasks.spawn(runner.run(socket, balancer.flows.clone(), balancer.stop.clone()));
+            balancer
+                .tasks
+                .spawn(runner.run(socket, balancer.flows.clone(), balancer.stop.clone()));
         }
         let statics: Vec<(String, SocketAddr, String)> = balancer
             .groups
             .values()
-            .flat_map(|g| g.spec.targets.iter().map(|t| (g.spec.name.clone(), t.address, t.zone.clone())))
+            .flat_map(|g| {
+                g.spec
+                    .targets
+                    .iter()
+                    .map(|t| (g.spec.name.clone(), t.address, t.zone.clone()))
+            })
             .collect();
         for (group, addr, zone) in statics {
             balancer.register(&group, addr, &zone)?;
@@ -134,17 +162,32 @@ impl Balancer {
     pub fn listen_addrs(&self) -> Vec<(String, String, SocketAddr)> {
         self.nodes
             .iter()
-            .flat_map(|n| n.listeners.iter().map(|(port, _)| (n.lb.clone(), n.zone.clone(), SocketAddr::new(n.address, *port))))
+            .flat_map(|n| {
+                n.listeners.iter().map(|(port, _)| {
+                    (
+                        n.lb.clone(),
+                        n.zone.clone(),
+                        SocketAddr::new(n.address, *port),
+                    )
+                })
+            })
             .collect()
     }
 
     fn group(&self, name: &str) -> Result<&Arc<Group>, LbError> {
-        self.groups.get(name).ok_or_else(|| LbError::NoSuchGroup(name.to_string()))
+        self.groups
+            .get(name)
+            .ok_or_else(|| LbError::NoSuchGroup(name.to_string()))
     }
 
     /// Registers a target: every node starts checking it (from the node's own address) and
     /// routes to it once it is healthy.
-    pub fn register(&self, group: &str, addr: SocketAddr, zone: &str) -> Result<Arc<Target>, LbError> {
+    pub fn register(
+        &self,
+        group: &str,
+        addr: SocketAddr,
+        zone: &str,
+    ) -> Result<Arc<Target>, LbError> {
         let g = self.group(group)?.clone();
         let (target, added) = g.add(addr, zone);
         if !added {
@@ -152,12 +195,22 @@ impl Balancer {
         }
         tracing::info!(group, target = %target.id, zone, "target registered");
         for node in &self.nodes {
-            let Some(view) = node.views.get(group) else { continue };
+            let Some(view) = node.views.get(group) else {
+                continue;
+            };
             view.track(&target);
-            if view.health_of(&target.id).is_some_and(|s| s.health == Health::Unused) {
+            if view
+                .health_of(&target.id)
+                .is_some_and(|s| s.health == Health::Unused)
+            {
                 continue;
             }
-            self.tasks.spawn(check_loop(view.clone(), target.clone(), node.address, self.stop.clone()));
+            self.tasks.spawn(check_loop(
+                view.clone(),
+                target.clone(),
+                node.address,
+                self.stop.clone(),
+            ));
         }
         Ok(target)
     }
@@ -165,16 +218,27 @@ impl Balancer {
     /// Deregisters a target: no new flows at once; its flows continue until they end or the
     /// group's deregistration delay passes, then are closed and the target is forgotten.
     /// The returned handle finishes when that has happened.
-    pub fn deregister(&self, group: &str, id: &str) -> Result<tokio::task::JoinHandle<()>, LbError> {
+    pub fn deregister(
+        &self,
+        group: &str,
+        id: &str,
+    ) -> Result<tokio::task::JoinHandle<()>, LbError> {
         let g = self.group(group)?.clone();
         let target = g
             .members
             .load()
             .find(id)
             .cloned()
-            .ok_or_else(|| LbError::NoSuchTarget { group: group.to_string(), target: id.to_string() })?;
+            .ok_or_else(|| LbError::NoSuchTarget {
+                group: group.to_string(),
+                target: id.to_string(),
+            })?;
         target.draining.store(true, Ordering::SeqCst);
-        let views: Vec<Arc<GroupView>> = self.nodes.iter().filter_map(|n| n.views.get(group).cloned()).collect();
+        let views: Vec<Arc<GroupView>> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.views.get(group).cloned())
+            .collect();
         for view in &views {
             view.on_drain(&target);
         }
@@ -261,7 +325,10 @@ impl Balancer {
                 targets.push(TargetStatus::new(name, t, health));
             }
         }
-        BalancerStatus { load_balancers, targets }
+        BalancerStatus {
+            load_balancers,
+            targets,
+        }
     }
 
     /// Stops accepting, closes every flow and check, and waits for the tasks to end.
@@ -282,7 +349,12 @@ impl Drop for Balancer {
 
 /// Checks one target from one node every interval until the target leaves or the balancer
 /// stops.
-async fn check_loop(view: Arc<GroupView>, target: Arc<Target>, source: IpAddr, stop: CancellationToken) {
+async fn check_loop(
+    view: Arc<GroupView>,
+    target: Arc<Target>,
+    source: IpAddr,
+    stop: CancellationToken,
+) {
     let spec = view.group.spec.health_check.clone();
     let port = spec.port.unwrap_or(target.addr.port());
     let addr = SocketAddr::new(target.addr.ip(), port);
@@ -305,7 +377,11 @@ async fn check_loop(view: Arc<GroupView>, target: Arc<Target>, source: IpAddr, s
 
 /// A listening socket with SO_REUSEADDR (restarts need not wait out TIME_WAIT).
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -14,11 +14,22 @@ use tokio::net::{TcpSocket, TcpStream};
 /// the client's, across hosts. That needs CAP_NET_ADMIN and policy routing that sends the
 /// target's replies back through this host (see the README). On one machine every 127.x
 /// address is local and a plain bind suffices.
-pub async fn connect_from(source: IpAddr, target: SocketAddr, transparent: bool) -> io::Result<TcpStream> {
+pub async fn connect_from(
+    source: IpAddr,
+    target: SocketAddr,
+    transparent: bool,
+) -> io::Result<TcpStream> {
     if source.is_ipv4() != target.is_ipv4() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "source and target address families differ"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "source and target address families differ",
+        ));
     }
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_nonblocking(true)?;
     socket.set_tcp_nodelay(true)?;
     if transparent {

@@ -62,7 +62,12 @@ pub fn flow_hash(client: SocketAddr, local: SocketAddr) -> u64 {
 }
 
 impl Listener {
-    pub async fn run(self: Arc<Self>, socket: TcpListener, flows: TaskTracker, stop: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        socket: TcpListener,
+        flows: TaskTracker,
+        stop: CancellationToken,
+    ) {
         loop {
             let permit = tokio::select! {
                 p = self.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -102,16 +107,28 @@ impl Listener {
     }
 
     async fn serve(&self, client: TcpStream, peer: SocketAddr) {
-        let Ok(local) = client.local_addr() else { return };
+        let Ok(local) = client.local_addr() else {
+            return;
+        };
         let hash = flow_hash(peer, local);
         let spec = &self.view.group.spec;
-        let source = if spec.preserve_client_ip { peer.ip() } else { local.ip() };
+        let source = if spec.preserve_client_ip {
+            peer.ip()
+        } else {
+            local.ip()
+        };
         let mut tried: Vec<Arc<Target>> = Vec::new();
         for _ in 0..ATTEMPTS {
             let routes = self.view.routes.load();
-            let Some(target) = routes.pick(hash, &tried) else { break };
+            let Some(target) = routes.pick(hash, &tried) else {
+                break;
+            };
             drop(routes);
-            let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect_from(source, target.addr, spec.transparent)).await;
+            let connected = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                connect_from(source, target.addr, spec.transparent),
+            )
+            .await;
             let upstream = match connected {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -120,7 +137,10 @@ impl Listener {
                     continue;
                 }
                 Err(_) => {
-                    self.fail(&target, &format!("connect timed out after {CONNECT_TIMEOUT:?}"));
+                    self.fail(
+                        &target,
+                        &format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+                    );
                     tried.push(target);
                     continue;
                 }
@@ -133,17 +153,30 @@ impl Listener {
     }
 
     fn fail(&self, target: &Target, why: &str) {
-        target.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+        target
+            .stats
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
         self.view.on_connect_failure(target, why);
     }
 
-    async fn forward(&self, client: TcpStream, mut upstream: TcpStream, target: Arc<Target>, peer: SocketAddr, local: SocketAddr) {
+    async fn forward(
+        &self,
+        client: TcpStream,
+        mut upstream: TcpStream,
+        target: Arc<Target>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) {
         let guard = FlowGuard::new(target.clone());
         keepalive(&client);
         keepalive(&upstream);
         let _ = client.set_nodelay(true);
         if self.view.group.spec.proxy_protocol_v2
-            && upstream.write_all(&crate::proxy_header::proxied(peer, local)).await.is_err()
+            && upstream
+                .write_all(&crate::proxy_header::proxied(peer, local))
+                .await
+                .is_err()
         {
             return;
         }
@@ -171,7 +204,13 @@ mod tests {
         let c: SocketAddr = "127.20.0.5:40000".parse().unwrap();
         let l: SocketAddr = "127.10.1.10:3128".parse().unwrap();
         assert_eq!(flow_hash(c, l), flow_hash(c, l));
-        assert_ne!(flow_hash(c, l), flow_hash("127.20.0.5:40001".parse().unwrap(), l));
-        assert_ne!(flow_hash(c, l), flow_hash(c, "127.10.2.10:3128".parse().unwrap()));
+        assert_ne!(
+            flow_hash(c, l),
+            flow_hash("127.20.0.5:40001".parse().unwrap(), l)
+        );
+        assert_ne!(
+            flow_hash(c, l),
+            flow_hash(c, "127.10.2.10:3128".parse().unwrap())
+        );
     }
 }

@@ -87,7 +87,10 @@ impl Members {
     fn new(mut targets: Vec<Arc<Target>>) -> Members {
         targets.sort_by(|a, b| a.id.cmp(&b.id));
         let keys: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
-        Members { table: maglev::Table::build(&keys), targets }
+        Members {
+            table: maglev::Table::build(&keys),
+            targets,
+        }
     }
 
     pub fn find(&self, id: &str) -> Option<&Arc<Target>> {
@@ -107,7 +110,12 @@ pub struct Group {
 impl Group {
     pub fn new(spec: TargetGroupSpec) -> Group {
         let check = health::from_spec(&spec.health_check, spec.proxy_protocol_v2);
-        Group { spec, check, members: ArcSwap::from_pointee(Members::new(Vec::new())), edit: Mutex::new(()) }
+        Group {
+            spec,
+            check,
+            members: ArcSwap::from_pointee(Members::new(Vec::new())),
+            edit: Mutex::new(()),
+        }
     }
 
     /// Adds a target (a no-op returning the existing one if its address is registered).
@@ -120,8 +128,12 @@ impl Group {
             }
         }
         let target = Arc::new(Target::new(addr, zone));
-        let mut targets: Vec<Arc<Target>> =
-            current.targets.iter().filter(|t| t.id != target.id).cloned().collect();
+        let mut targets: Vec<Arc<Target>> = current
+            .targets
+            .iter()
+            .filter(|t| t.id != target.id)
+            .cloned()
+            .collect();
         targets.push(target.clone());
         self.members.store(Arc::new(Members::new(targets)));
         (target, true)
@@ -131,7 +143,12 @@ impl Group {
     pub fn remove(&self, target: &Arc<Target>) {
         let _edit = self.edit.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.members.load();
-        let targets = current.targets.iter().filter(|t| !Arc::ptr_eq(t, target)).cloned().collect();
+        let targets = current
+            .targets
+            .iter()
+            .filter(|t| !Arc::ptr_eq(t, target))
+            .cloned()
+            .collect();
         self.members.store(Arc::new(Members::new(targets)));
     }
 }

@@ -159,7 +159,9 @@ mod tests {
     use super::*;
 
     fn keys(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("127.10.{}.{}:3128", i / 250, i % 250 + 1)).collect()
+        (0..n)
+            .map(|i| format!("127.10.{}.{}:3128", i / 250, i % 250 + 1))
+            .collect()
     }
 
     #[test]
@@ -182,7 +184,11 @@ mod tests {
             let ideal = table.len() as f64 / n as f64;
             for (i, c) in counts.iter().enumerate() {
                 let off = (*c as f64 - ideal).abs() / ideal;
-                assert!(off <= 0.01, "n={n} target {i}: {c} slots, ideal {ideal:.1} ({:.2}%)", off * 100.0);
+                assert!(
+                    off <= 0.01,
+                    "n={n} target {i}: {c} slots, ideal {ideal:.1} ({:.2}%)",
+                    off * 100.0
+                );
             }
         }
     }
@@ -200,7 +206,10 @@ mod tests {
                 let mut moved_to = vec![0usize; n];
                 for s in 0..table.len() {
                     if before[s] as usize != gone {
-                        assert_eq!(before[s], after[s], "n={n}: slot {s} moved though its target stayed");
+                        assert_eq!(
+                            before[s], after[s],
+                            "n={n}: slot {s} moved though its target stayed"
+                        );
                     } else {
                         assert_ne!(after[s] as usize, gone);
                         moved_to[after[s] as usize] += 1;
@@ -209,7 +218,10 @@ mod tests {
                 if n == 50 {
                     // The lost target's flows spread over the others rather than piling on one.
                     let most = *moved_to.iter().max().unwrap();
-                    assert!(most < table.len() / n / 4, "n={n}: {most} of its slots went to one target");
+                    assert!(
+                        most < table.len() / n / 4,
+                        "n={n}: {most} of its slots went to one target"
+                    );
                 }
             }
         }
@@ -226,6 +238,12 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), 7);
-        assert_eq!(a.resolve(&[false; 7]).iter().filter(|s| **s != u32::MAX).count(), 0);
+        assert_eq!(
+            a.resolve(&[false; 7])
+                .iter()
+                .filter(|s| **s != u32::MAX)
+                .count(),
+            0
+        );
     }
 }

@@ -20,9 +20,13 @@ pub fn proxied(client: SocketAddr, local: SocketAddr) -> Vec<u8> {
 
 /// The LOCAL header health checks send: "this connection is the balancer's own".
 pub fn local() -> Vec<u8> {
-    Builder::with_addresses(Version::Two | Command::Local, Protocol::Unspecified, Addresses::Unspecified)
-        .build()
-        .unwrap_or_default()
+    Builder::with_addresses(
+        Version::Two | Command::Local,
+        Protocol::Unspecified,
+        Addresses::Unspecified,
+    )
+    .build()
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -37,11 +41,16 @@ mod tests {
         let header = ppp::v2::Header::try_from(bytes.as_slice()).unwrap();
         assert_eq!(header.command, Command::Proxy);
         match header.addresses {
-            Addresses::IPv4(a) => assert_eq!(SocketAddr::from((a.source_address, a.source_port)), client),
+            Addresses::IPv4(a) => {
+                assert_eq!(SocketAddr::from((a.source_address, a.source_port)), client)
+            }
             other => panic!("{other:?}"),
         }
         let local = local();
         assert_eq!(local.len(), 16);
-        assert_eq!(ppp::v2::Header::try_from(local.as_slice()).unwrap().command, Command::Local);
+        assert_eq!(
+            ppp::v2::Header::try_from(local.as_slice()).unwrap().command,
+            Command::Local
+        );
     }
 }

@@ -26,11 +26,14 @@ struct Activity {
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn idle_for(&self) -> Duration {
-        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
     }
 }
 
@@ -43,11 +46,17 @@ pub async fn relay(
     idle: Duration,
     counters: (&AtomicU64, &AtomicU64),
 ) -> io::Result<Moved> {
-    let activity = Activity { epoch: Instant::now(), last_ms: AtomicU64::new(0) };
+    let activity = Activity {
+        epoch: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
     let up = one_way(client, target, idle, &activity, counters.0);
     let down = one_way(target, client, idle, &activity, counters.1);
     let (up, down) = tokio::try_join!(up, down)?;
-    Ok(Moved { client_to_target: up, target_to_client: down })
+    Ok(Moved {
+        client_to_target: up,
+        target_to_client: down,
+    })
 }
 
 /// Waits for `ready` unless the whole flow has been idle for `idle`.
@@ -82,7 +91,9 @@ async fn one_way(
     let mut total = 0u64;
     loop {
         wait_active(|| from.readable(), idle, activity).await?;
-        let filled = match from.try_io(Interest::READABLE, || Ok(splice(from, None, &pipe_w, None, CHUNK, flags)?)) {
+        let filled = match from.try_io(Interest::READABLE, || {
+            Ok(splice(from, None, &pipe_w, None, CHUNK, flags)?)
+        }) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -95,7 +106,9 @@ async fn one_way(
         let mut in_pipe = filled;
         while in_pipe > 0 {
             wait_active(|| to.writable(), idle, activity).await?;
-            match to.try_io(Interest::WRITABLE, || Ok(splice(&pipe_r, None, to, None, in_pipe, flags)?)) {
+            match to.try_io(Interest::WRITABLE, || {
+                Ok(splice(&pipe_r, None, to, None, in_pipe, flags)?)
+            }) {
                 Ok(n) => {
                     in_pipe -= n;
                     total += n as u64;

@@ -48,7 +48,10 @@ impl Routes {
         if first != u32::MAX && usable(first as usize) {
             return Some(self.members.targets[first as usize].clone());
         }
-        table.walk(slot).find(|&i| usable(i)).map(|i| self.members.targets[i].clone())
+        table
+            .walk(slot)
+            .find(|&i| usable(i))
+            .map(|i| self.members.targets[i].clone())
     }
 }
 
@@ -68,7 +71,12 @@ impl GroupView {
             group,
             scope,
             health: Mutex::new(HashMap::new()),
-            routes: ArcSwap::from_pointee(Routes { members, slots: Vec::new(), eligible: Vec::new(), fail_open: false }),
+            routes: ArcSwap::from_pointee(Routes {
+                members,
+                slots: Vec::new(),
+                eligible: Vec::new(),
+                fail_open: false,
+            }),
             failing_open: AtomicBool::new(false),
         };
         view.rebuild();
@@ -99,7 +107,9 @@ impl GroupView {
     pub fn on_probe(&self, target: &Target, result: Result<(), String>) {
         let transition = {
             let mut states = self.lock();
-            let Some(state) = states.get_mut(&target.id) else { return };
+            let Some(state) = states.get_mut(&target.id) else {
+                return;
+            };
             state.on_probe(result, &self.group.spec.health_check)
         };
         self.after(target, transition);
@@ -109,7 +119,9 @@ impl GroupView {
     pub fn on_connect_failure(&self, target: &Target, why: &str) {
         let transition = {
             let mut states = self.lock();
-            let Some(state) = states.get_mut(&target.id) else { return };
+            let Some(state) = states.get_mut(&target.id) else {
+                return;
+            };
             state.on_connect_failure(why)
         };
         self.after(target, transition);
@@ -118,7 +130,9 @@ impl GroupView {
     pub fn on_drain(&self, target: &Target) {
         let transition = {
             let mut states = self.lock();
-            let Some(state) = states.get_mut(&target.id) else { return };
+            let Some(state) = states.get_mut(&target.id) else {
+                return;
+            };
             state.drain()
         };
         self.after(target, transition);
@@ -126,7 +140,10 @@ impl GroupView {
 
     fn after(&self, target: &Target, transition: Option<Transition>) {
         let Some(t) = transition else { return };
-        target.stats.health_transitions.fetch_add(1, Ordering::Relaxed);
+        target
+            .stats
+            .health_transitions
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             node = %self.scope.node,
             group = %self.group.spec.name,
@@ -162,7 +179,10 @@ impl GroupView {
         drop(states);
         let (eligible, fail_open) = eligibility(&members.targets, &health, &self.scope);
         let slots = members.table.resolve(&eligible);
-        if fail_open && !self.failing_open.swap(true, Ordering::Relaxed) && !members.targets.is_empty() {
+        if fail_open
+            && !self.failing_open.swap(true, Ordering::Relaxed)
+            && !members.targets.is_empty()
+        {
             tracing::error!(
                 node = %self.scope.node,
                 group = %self.group.spec.name,
@@ -171,7 +191,12 @@ impl GroupView {
         } else if !fail_open && self.failing_open.swap(false, Ordering::Relaxed) {
             tracing::warn!(node = %self.scope.node, group = %self.group.spec.name, "healthy targets again: fail-open over");
         }
-        self.routes.store(Arc::new(Routes { members, slots, eligible, fail_open }));
+        self.routes.store(Arc::new(Routes {
+            members,
+            slots,
+            eligible,
+            fail_open,
+        }));
     }
 }
 
@@ -179,10 +204,12 @@ impl GroupView {
 ///
 /// Healthy targets in the node's zone; with `cross_zone`, healthy targets in every zone the
 /// balancer serves; without it, the other zones' healthy targets only when the node's zone
-/// has none. When no target in scope is healthy: every registered, non-draining target in
-/// scope (fail open, like the cloud).
+/// has none. When no target in scope is healthy the node fails open, like the cloud: to the
+/// targets not yet judged (initial), or when every one has been judged unhealthy, to all of
+/// them — never to a draining or unused one.
 pub fn eligibility(targets: &[Arc<Target>], health: &[Health], scope: &Scope) -> (Vec<bool>, bool) {
-    let in_scope = |i: usize| scope.lb_zones.contains(&targets[i].zone) && health[i] != Health::Draining;
+    let in_scope =
+        |i: usize| scope.lb_zones.contains(&targets[i].zone) && health[i] != Health::Draining;
     let healthy = |i: usize| in_scope(i) && health[i] == Health::Healthy;
     let own = |i: usize| healthy(i) && targets[i].zone == scope.zone;
     let n = targets.len();
@@ -196,6 +223,12 @@ pub fn eligibility(targets: &[Arc<Target>], health: &[Health], scope: &Scope) ->
     if pick.iter().any(|p| *p) {
         return (pick, false);
     }
+    let unjudged: Vec<bool> = (0..n)
+        .map(|i| in_scope(i) && health[i] == Health::Initial)
+        .collect();
+    if unjudged.iter().any(|p| *p) {
+        return (unjudged, true);
+    }
     ((0..n).map(in_scope).collect(), true)
 }
 
@@ -207,12 +240,22 @@ mod tests {
         zones
             .iter()
             .enumerate()
-            .map(|(i, z)| Arc::new(Target::new(format!("127.10.0.{}:3128", i + 1).parse().unwrap(), z)))
+            .map(|(i, z)| {
+                Arc::new(Target::new(
+                    format!("127.10.0.{}:3128", i + 1).parse().unwrap(),
+                    z,
+                ))
+            })
             .collect()
     }
 
     fn scope(zone: &str, cross_zone: bool) -> Scope {
-        Scope { node: format!("front/{zone}"), zone: zone.into(), lb_zones: vec!["a".into(), "c".into()], cross_zone }
+        Scope {
+            node: format!("front/{zone}"),
+            zone: zone.into(),
+            lb_zones: vec!["a".into(), "c".into()],
+            cross_zone,
+        }
     }
 
     use Health::*;
@@ -220,13 +263,55 @@ mod tests {
     #[test]
     fn own_zone_first_then_other_zones_then_fail_open() {
         let t = targets(&["a", "a", "c", "x"]);
-        let e = eligibility(&t, &[Healthy, Unhealthy, Healthy, Healthy], &scope("a", false));
-        assert_eq!(e, (vec![true, false, false, false], false), "own zone only; zone x is unused");
-        let e = eligibility(&t, &[Unhealthy, Unhealthy, Healthy, Healthy], &scope("a", false));
-        assert_eq!(e, (vec![false, false, true, false], false), "no healthy target in a: use c");
-        let e = eligibility(&t, &[Healthy, Unhealthy, Healthy, Healthy], &scope("a", true));
-        assert_eq!(e, (vec![true, false, true, false], false), "cross-zone: every served zone");
-        let e = eligibility(&t, &[Unhealthy, Initial, Draining, Healthy], &scope("a", false));
-        assert_eq!(e, (vec![true, true, false, false], true), "fail open, never to draining or unused");
+        let e = eligibility(
+            &t,
+            &[Healthy, Unhealthy, Healthy, Healthy],
+            &scope("a", false),
+        );
+        assert_eq!(
+            e,
+            (vec![true, false, false, false], false),
+            "own zone only; zone x is unused"
+        );
+        let e = eligibility(
+            &t,
+            &[Unhealthy, Unhealthy, Healthy, Healthy],
+            &scope("a", false),
+        );
+        assert_eq!(
+            e,
+            (vec![false, false, true, false], false),
+            "no healthy target in a: use c"
+        );
+        let e = eligibility(
+            &t,
+            &[Healthy, Unhealthy, Healthy, Healthy],
+            &scope("a", true),
+        );
+        assert_eq!(
+            e,
+            (vec![true, false, true, false], false),
+            "cross-zone: every served zone"
+        );
+        let e = eligibility(
+            &t,
+            &[Unhealthy, Initial, Draining, Healthy],
+            &scope("a", false),
+        );
+        assert_eq!(
+            e,
+            (vec![false, true, false, false], true),
+            "fail open to the unjudged first"
+        );
+        let e = eligibility(
+            &t,
+            &[Unhealthy, Unhealthy, Draining, Healthy],
+            &scope("a", false),
+        );
+        assert_eq!(
+            e,
+            (vec![true, true, false, false], true),
+            "then to all, never draining or unused"
+        );
     }
 }

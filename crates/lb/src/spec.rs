@@ -79,7 +79,10 @@ pub struct TargetSpec {
 pub enum HealthCheckProtocol {
     Tcp,
     /// GET `path`; healthy when the status is within `matcher` (default 200-399).
-    Http { path: String, matcher: (u16, u16) },
+    Http {
+        path: String,
+        matcher: (u16, u16),
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

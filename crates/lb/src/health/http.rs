@@ -21,7 +21,9 @@ impl HealthCheck for HttpCheck {
     fn probe(&self, source: IpAddr, target: SocketAddr, timeout: Duration) -> ProbeFuture<'_> {
         Box::pin(async move {
             let attempt = async {
-                let mut stream = connect_from(source, target, false).await.map_err(|e| e.to_string())?;
+                let mut stream = connect_from(source, target, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let mut request = Vec::with_capacity(128);
                 if self.proxy_protocol_v2 {
                     request.extend_from_slice(&crate::proxy_header::local());
@@ -33,12 +35,18 @@ impl HealthCheck for HttpCheck {
                     )
                     .as_bytes(),
                 );
-                stream.write_all(&request).await.map_err(|e| e.to_string())?;
+                stream
+                    .write_all(&request)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 // Only the status line matters: read until it is complete.
                 let mut buf = [0u8; 256];
                 let mut have = 0;
                 while !buf[..have].contains(&b'\n') && have < buf.len() {
-                    let n = stream.read(&mut buf[have..]).await.map_err(|e| e.to_string())?;
+                    let n = stream
+                        .read(&mut buf[have..])
+                        .await
+                        .map_err(|e| e.to_string())?;
                     if n == 0 {
                         return Err("closed before a status line".to_string());
                     }

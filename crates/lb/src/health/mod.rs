@@ -29,9 +29,11 @@ pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Sen
 pub fn from_spec(spec: &HealthCheckSpec, proxy_protocol_v2: bool) -> Box<dyn HealthCheck> {
     match &spec.protocol {
         HealthCheckProtocol::Tcp => Box::new(TcpCheck { proxy_protocol_v2 }),
-        HealthCheckProtocol::Http { path, matcher } => {
-            Box::new(HttpCheck { path: path.clone(), matcher: *matcher, proxy_protocol_v2 })
-        }
+        HealthCheckProtocol::Http { path, matcher } => Box::new(HttpCheck {
+            path: path.clone(),
+            matcher: *matcher,
+            proxy_protocol_v2,
+        }),
     }
 }
 
@@ -80,14 +82,24 @@ pub struct HealthState {
 
 impl HealthState {
     pub fn new(health: Health, reason: &str) -> Self {
-        HealthState { health, reason: reason.to_string(), since: Instant::now(), successes: 0, failures: 0 }
+        HealthState {
+            health,
+            reason: reason.to_string(),
+            since: Instant::now(),
+            successes: 0,
+            failures: 0,
+        }
     }
 
     fn go(&mut self, to: Health, reason: String) -> Option<Transition> {
         if self.health == to {
             return None;
         }
-        let t = Transition { from: self.health, to, reason: reason.clone() };
+        let t = Transition {
+            from: self.health,
+            to,
+            reason: reason.clone(),
+        };
         self.health = to;
         self.reason = reason;
         self.since = Instant::now();
@@ -95,7 +107,11 @@ impl HealthState {
     }
 
     /// Counts one active check result against the thresholds.
-    pub fn on_probe(&mut self, result: Result<(), String>, spec: &HealthCheckSpec) -> Option<Transition> {
+    pub fn on_probe(
+        &mut self,
+        result: Result<(), String>,
+        spec: &HealthCheckSpec,
+    ) -> Option<Transition> {
         if matches!(self.health, Health::Draining | Health::Unused) {
             return None;
         }
@@ -112,7 +128,8 @@ impl HealthState {
                 self.successes = 0;
                 self.failures += 1;
                 if self.health != Health::Unhealthy && self.failures >= spec.unhealthy_threshold {
-                    let reason = format!("{} consecutive health checks failed: {why}", self.failures);
+                    let reason =
+                        format!("{} consecutive health checks failed: {why}", self.failures);
                     return self.go(Health::Unhealthy, reason);
                 }
             }
@@ -122,12 +139,18 @@ impl HealthState {
 
     /// A connect that failed on the data path: unhealthy at once (passive health check).
     pub fn on_connect_failure(&mut self, why: &str) -> Option<Transition> {
-        if matches!(self.health, Health::Draining | Health::Unused | Health::Unhealthy) {
+        if matches!(
+            self.health,
+            Health::Draining | Health::Unused | Health::Unhealthy
+        ) {
             return None;
         }
         self.successes = 0;
         self.failures = 0;
-        self.go(Health::Unhealthy, format!("connection from the data path failed: {why}"))
+        self.go(
+            Health::Unhealthy,
+            format!("connection from the data path failed: {why}"),
+        )
     }
 
     pub fn drain(&mut self) -> Option<Transition> {
@@ -141,7 +164,11 @@ mod tests {
 
     #[test]
     fn thresholds_decide_transitions_and_say_why() {
-        let spec = HealthCheckSpec { healthy_threshold: 2, unhealthy_threshold: 3, ..Default::default() };
+        let spec = HealthCheckSpec {
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            ..Default::default()
+        };
         let mut s = HealthState::new(Health::Initial, "registered");
         assert_eq!(s.on_probe(Ok(()), &spec), None);
         let t = s.on_probe(Ok(()), &spec).unwrap();
@@ -154,8 +181,15 @@ mod tests {
         assert_eq!(s.on_connect_failure("refused"), None, "already unhealthy");
         s.on_probe(Ok(()), &spec);
         assert_eq!(s.on_probe(Ok(()), &spec).unwrap().to, Health::Healthy);
-        assert_eq!(s.on_connect_failure("connection refused").unwrap().to, Health::Unhealthy);
+        assert_eq!(
+            s.on_connect_failure("connection refused").unwrap().to,
+            Health::Unhealthy
+        );
         assert_eq!(s.drain().unwrap().to, Health::Draining);
-        assert_eq!(s.on_probe(Ok(()), &spec), None, "a draining target stays draining");
+        assert_eq!(
+            s.on_probe(Ok(()), &spec),
+            None,
+            "a draining target stays draining"
+        );
     }
 }

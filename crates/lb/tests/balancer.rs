@@ -1,0 +1,487 @@
+//! The balancer on real loopback sockets: targets are TCP servers in this process that say
+//! who they are and who connected, so each test can see where every flow went and as whom.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proxyfleet_lb::spec::{
+    HealthCheckSpec, ListenerSpec, LoadBalancerSpec, NodeSpec, TargetGroupSpec, TargetSpec,
+    TargetType,
+};
+use proxyfleet_lb::{Balancer, Health};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A target: answers every connection with `NAME PEER-ADDRESS\n`, then echoes until EOF.
+/// With `proxy_v2`, it first decodes a PROXY v2 header with the `proxy-header` crate (not the
+/// `ppp` crate the balancer uses) and reports the address inside it instead.
+struct TestTarget {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestTarget {
+    async fn start(addr: &str, name: &'static str, proxy_v2: bool) -> TestTarget {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, peer)) = listener.accept().await else {
+                    return;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut who = peer.to_string();
+                    if proxy_v2 {
+                        let mut buf = vec![0u8; 16];
+                        if s.read_exact(&mut buf).await.is_err() {
+                            return;
+                        }
+                        let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
+                        buf.resize(16 + len, 0);
+                        if s.read_exact(&mut buf[16..]).await.is_err() {
+                            return;
+                        }
+                        let config = proxy_header::ParseConfig::default();
+                        let (header, _) =
+                            proxy_header::ProxyHeader::parse(&buf, config).expect("valid PROXY v2");
+                        who = match header.proxied_address() {
+                            Some(a) => a.source.to_string(),
+                            None => "LOCAL".to_string(),
+                        };
+                    }
+                    log.lock().unwrap().push(who.clone());
+                    if s.write_all(format!("{name} {who}\n").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        TestTarget { addr, task, seen }
+    }
+
+    fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+fn group(name: &str, targets: &[(&TestTarget, &str)], interval_ms: u64) -> TargetGroupSpec {
+    let mut g = TargetGroupSpec::new(name, 0, TargetType::Instance);
+    g.health_check = HealthCheckSpec {
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(interval_ms),
+        ..HealthCheckSpec::default()
+    };
+    g.deregistration_delay = Duration::from_millis(800);
+    g.targets = targets
+        .iter()
+        .map(|(t, zone)| TargetSpec {
+            address: t.addr,
+            zone: zone.to_string(),
+        })
+        .collect();
+    g
+}
+
+fn lb(nodes: &[(&str, &str)], port: u16, group: &str) -> LoadBalancerSpec {
+    LoadBalancerSpec {
+        name: "front".into(),
+        nodes: nodes
+            .iter()
+            .map(|(z, a)| NodeSpec {
+                zone: z.to_string(),
+                address: a.parse().unwrap(),
+            })
+            .collect(),
+        cross_zone: false,
+        listeners: vec![ListenerSpec {
+            port,
+            target_group: group.into(),
+            allowed_cidrs: None,
+        }],
+        max_connections: 1000,
+        idle_timeout: Duration::from_secs(30),
+    }
+}
+
+/// A free port on `ip`, chosen by the kernel.
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects from `source` (port 0 = any) and returns the target's greeting line.
+async fn hello(source: &str, port: u16, node: SocketAddr) -> std::io::Result<String> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(source.parse().unwrap(), port))?;
+    let mut s: TcpStream =
+        tokio::time::timeout(Duration::from_secs(5), socket.connect(node)).await??;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        if s.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8(line).unwrap().trim_end().to_string())
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn health(b: &Balancer, target: &TestTarget) -> Vec<Health> {
+    b.target_health("g", &target.addr.to_string())
+        .into_iter()
+        .map(|(_, h)| h)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_a_target_that_stops_and_starts() {
+    let t1 = TestTarget::start("127.10.1.31:0", "t1", false).await;
+    let t2 = TestTarget::start("127.10.1.32:0", "t2", false).await;
+    let port = free_port("127.10.1.30");
+    let b = Balancer::start(
+        &[lb(&[("a", "127.10.1.30")], port, "g")],
+        &[group("g", &[(&t1, "a"), (&t2, "a")], 100)],
+    )
+    .await
+    .unwrap();
+    wait_for("both healthy", Duration::from_secs(5), || {
+        health(&b, &t1) == [Health::Healthy] && health(&b, &t2) == [Health::Healthy]
+    })
+    .await;
+    t1.stop();
+    wait_for("t1 unhealthy", Duration::from_secs(5), || {
+        health(&b, &t1) == [Health::Unhealthy]
+    })
+    .await;
+    let status = b.status();
+    let t1s = status
+        .targets
+        .iter()
+        .find(|t| t.id == t1.addr.to_string())
+        .unwrap();
+    assert!(
+        t1s.health[0]
+            .reason
+            .contains("consecutive health checks failed"),
+        "{:?}",
+        t1s.health
+    );
+    // Every new flow now reaches t2.
+    let node: SocketAddr = format!("127.10.1.30:{port}").parse().unwrap();
+    for _ in 0..20 {
+        assert!(hello("127.20.0.5", 0, node)
+            .await
+            .unwrap()
+            .starts_with("t2 "));
+    }
+    // The same address comes back.
+    let t1b = TestTarget::start(&t1.addr.to_string(), "t1", false).await;
+    wait_for("t1 healthy again", Duration::from_secs(5), || {
+        health(&b, &t1b) == [Health::Healthy]
+    })
+    .await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_keeps_its_target_and_the_target_sees_the_client() {
+    let targets = [
+        TestTarget::start("127.10.1.41:0", "t1", false).await,
+        TestTarget::start("127.10.1.42:0", "t2", false).await,
+        TestTarget::start("127.10.1.43:0", "t3", false).await,
+    ];
+    let port = free_port("127.10.1.40");
+    // Checks at a relaxed pace: a flap under a loaded test machine would move flows.
+    let g = group(
+        "g",
+        &[(&targets[0], "a"), (&targets[1], "a"), (&targets[2], "a")],
+        300,
+    );
+    let b = Balancer::start(&[lb(&[("a", "127.10.1.40")], port, "g")], &[g])
+        .await
+        .unwrap();
+    wait_for("all healthy", Duration::from_secs(5), || {
+        targets.iter().all(|t| health(&b, t) == [Health::Healthy])
+    })
+    .await;
+    let node: SocketAddr = format!("127.10.1.40:{port}").parse().unwrap();
+    let mut first = Vec::new();
+    for i in 0..30u16 {
+        first.push(hello("127.20.0.7", 41000 + i, node).await.unwrap());
+    }
+    // preserve_client_ip: the target saw the client's own address and port-independent IP.
+    assert!(
+        first
+            .iter()
+            .all(|l| l.split(' ').nth(1).unwrap().starts_with("127.20.0.7:")),
+        "{first:?}"
+    );
+    let names: std::collections::HashSet<&str> =
+        first.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert!(names.len() >= 2, "30 flows spread over targets: {names:?}");
+    // The same 5-tuples again: the same targets.
+    for i in 0..30u16 {
+        let again = hello("127.20.0.7", 41000 + i, node).await.unwrap();
+        assert_eq!(
+            again.split(' ').next(),
+            first[i as usize].split(' ').next(),
+            "flow {i} moved: {:#?}",
+            b.status().targets
+        );
+    }
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_is_retried_on_another_target_before_the_client_notices() {
+    let alive = TestTarget::start("127.10.1.51:0", "alive", false).await;
+    let dead = TestTarget::start("127.10.1.52:0", "dead", false).await;
+    let port = free_port("127.10.1.50");
+    // Checks every 10 s: only the data path can notice the death in time.
+    let mut g = group("g", &[(&alive, "a"), (&dead, "a")], 10_000);
+    g.health_check.healthy_threshold = 2;
+    let b = Balancer::start(&[lb(&[("a", "127.10.1.50")], port, "g")], &[g])
+        .await
+        .unwrap();
+    // Neither target is judged yet: the node fails open to both, which is what this test
+    // needs — the dead one is still a choice until a connect to it fails.
+    dead.stop();
+    let node: SocketAddr = format!("127.10.1.50:{port}").parse().unwrap();
+    for _ in 0..50 {
+        let line = hello("127.20.0.8", 0, node)
+            .await
+            .expect("no client saw a failure");
+        assert!(line.starts_with("alive "), "{line}");
+    }
+    assert_eq!(
+        health(&b, &dead),
+        [Health::Unhealthy],
+        "passive health marked it at once"
+    );
+    let s = b.status();
+    let d = s
+        .targets
+        .iter()
+        .find(|t| t.id == dead.addr.to_string())
+        .unwrap();
+    assert_eq!(
+        d.connect_failures, 1,
+        "one failed connect, then no more flows sent there"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_v2_header_carries_the_client_and_checks_send_local() {
+    let t = TestTarget::start("127.10.1.61:0", "t", true).await;
+    let port = free_port("127.10.1.60");
+    let mut g = group("g", &[(&t, "a")], 100);
+    g.proxy_protocol_v2 = true;
+    g.preserve_client_ip = false;
+    let b = Balancer::start(&[lb(&[("a", "127.10.1.60")], port, "g")], &[g])
+        .await
+        .unwrap();
+    wait_for("healthy", Duration::from_secs(5), || {
+        health(&b, &t) == [Health::Healthy]
+    })
+    .await;
+    let node: SocketAddr = format!("127.10.1.60:{port}").parse().unwrap();
+    let line = hello("127.20.0.9", 42000, node).await.unwrap();
+    assert_eq!(
+        line, "t 127.20.0.9:42000",
+        "the header's source is the client, port included"
+    );
+    assert!(
+        t.seen.lock().unwrap().iter().any(|w| w == "LOCAL"),
+        "health checks send LOCAL"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_keeps_old_flows_avoids_new_ones_then_closes_them() {
+    let t1 = TestTarget::start("127.10.1.71:0", "t1", false).await;
+    let t2 = TestTarget::start("127.10.1.72:0", "t2", false).await;
+    let port = free_port("127.10.1.70");
+    let b = Balancer::start(
+        &[lb(&[("a", "127.10.1.70")], port, "g")],
+        &[group("g", &[(&t1, "a"), (&t2, "a")], 100)],
+    )
+    .await
+    .unwrap();
+    wait_for("healthy", Duration::from_secs(5), || {
+        health(&b, &t1) == [Health::Healthy] && health(&b, &t2) == [Health::Healthy]
+    })
+    .await;
+    let node: SocketAddr = format!("127.10.1.70:{port}").parse().unwrap();
+    // Open flows until one lands on t1, and keep it.
+    let mut kept = None;
+    for i in 0..50u16 {
+        let mut s = TcpStream::connect(node).await.unwrap();
+        let mut greeting = [0u8; 3];
+        s.read_exact(&mut greeting).await.unwrap();
+        if &greeting == b"t1 " {
+            kept = Some(s);
+            break;
+        }
+        assert!(i < 49, "no flow reached t1");
+    }
+    let mut kept = kept.unwrap();
+    let mut rest = [0u8; 64];
+    let n = kept.read(&mut rest).await.unwrap();
+    assert!(rest[..n].ends_with(b"\n"));
+    let drained = b.deregister("g", &t1.addr.to_string()).unwrap();
+    let started = Instant::now();
+    // The existing flow still works...
+    kept.write_all(b"ping\n").await.unwrap();
+    let mut echo = [0u8; 5];
+    kept.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping\n");
+    // ...new flows avoid the draining target...
+    for _ in 0..20 {
+        assert!(hello("127.20.0.10", 0, node)
+            .await
+            .unwrap()
+            .starts_with("t2 "));
+    }
+    assert_eq!(health(&b, &t1), [Health::Draining]);
+    // ...and after the delay (800 ms) the old flow is closed.
+    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed by the balancer");
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    drained.await.unwrap();
+    assert!(
+        b.target_health("g", &t1.addr.to_string()).is_empty(),
+        "forgotten after draining"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_zone_off_keeps_flows_in_zone_until_the_zone_has_none() {
+    let ta = TestTarget::start("127.10.1.81:0", "ta", false).await;
+    let tc = TestTarget::start("127.10.2.81:0", "tc", false).await;
+    let pa = free_port("127.10.1.80");
+    let mut spec = lb(&[("a", "127.10.1.80"), ("c", "127.10.2.80")], pa, "g");
+    // The same port must be free on both nodes' addresses: try the one chosen on a.
+    let _ = free_port("127.10.2.80");
+    for cross in [false, true] {
+        spec.cross_zone = cross;
+        let b = Balancer::start(
+            &[spec.clone()],
+            &[group("g", &[(&ta, "a"), (&tc, "c")], 100)],
+        )
+        .await
+        .unwrap();
+        wait_for("healthy", Duration::from_secs(5), || {
+            health(&b, &ta) == [Health::Healthy, Health::Healthy]
+                && health(&b, &tc) == [Health::Healthy, Health::Healthy]
+        })
+        .await;
+        let node_a: SocketAddr = format!("127.10.1.80:{pa}").parse().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..40 {
+            seen.insert(
+                hello("127.20.0.11", 0, node_a)
+                    .await
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        if cross {
+            assert_eq!(
+                seen.len(),
+                2,
+                "cross-zone on: both zones' targets: {seen:?}"
+            );
+        } else {
+            assert_eq!(
+                seen,
+                ["ta".to_string()].into(),
+                "cross-zone off: own zone only"
+            );
+        }
+        b.shutdown().await;
+    }
+    // Zone a's target fails: node a falls back to zone c.
+    spec.cross_zone = false;
+    let b = Balancer::start(
+        &[spec.clone()],
+        &[group("g", &[(&ta, "a"), (&tc, "c")], 100)],
+    )
+    .await
+    .unwrap();
+    wait_for("healthy", Duration::from_secs(5), || {
+        health(&b, &tc) == [Health::Healthy, Health::Healthy]
+    })
+    .await;
+    ta.stop();
+    wait_for("ta unhealthy", Duration::from_secs(5), || {
+        health(&b, &ta) == [Health::Unhealthy, Health::Unhealthy]
+    })
+    .await;
+    let node_a: SocketAddr = format!("127.10.1.80:{pa}").parse().unwrap();
+    assert!(hello("127.20.0.11", 0, node_a)
+        .await
+        .unwrap()
+        .starts_with("tc "));
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_cidrs_refuse_and_count_other_sources() {
+    let t = TestTarget::start("127.10.1.91:0", "t", false).await;
+    let port = free_port("127.10.1.90");
+    let mut spec = lb(&[("a", "127.10.1.90")], port, "g");
+    spec.listeners[0].allowed_cidrs = Some(vec!["127.20.0.0/16".parse().unwrap()]);
+    let b = Balancer::start(&[spec], &[group("g", &[(&t, "a")], 100)])
+        .await
+        .unwrap();
+    wait_for("healthy", Duration::from_secs(5), || {
+        health(&b, &t) == [Health::Healthy]
+    })
+    .await;
+    let node: SocketAddr = format!("127.10.1.90:{port}").parse().unwrap();
+    assert!(hello("127.20.0.12", 0, node).await.is_ok());
+    assert!(hello("127.99.0.12", 0, node).await.is_err(), "refused");
+    let refused = b.status().load_balancers[0].nodes[0].refused;
+    assert_eq!(refused, 1);
+    b.shutdown().await;
+}
