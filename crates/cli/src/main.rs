@@ -3,6 +3,7 @@
 //! (0 ok, 1 runtime failure, 2 bad configuration or usage).
 
 mod proxy;
+mod up;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run a forward proxy configured by a squid.conf file.
     Proxy(proxy::ProxyArgs),
+    /// Bring a stack up: load balancers, target groups and (soon) self-healing groups.
+    Up(up::UpArgs),
 }
 
 /// A failure and the exit code it maps to.
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(args),
+        Command::Up(args) => up::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,70 +1,96 @@
-//! The stack file.
-#[cfg(test)]
-mod exp {
-    use serde::Deserialize;
-    use serde_saphyr::{MessageFormatter, Spanned};
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Top {
-        n: Option<Spanned<u64>>,
-        s: Option<Spanned<String>>,
-        b: Option<Spanned<bool>>,
-        l: Option<Vec<Spanned<String>>>,
-    }
-    fn show(y: &str) {
-        match serde_saphyr::from_str::<Top>(y) {
-            Ok(t) => println!(
-                "OK {:?} {:?} {:?}",
-                t.n.map(|v| v.value),
-                t.s.map(|s| (
-                    s.value,
-                    s.referenced.line(),
-                    s.referenced.column(),
-                    s.referenced.span()
-                )),
-                t.l.map(|l| l
-                    .into_iter()
-                    .map(|s| (s.value, s.referenced.column()))
-                    .collect::<Vec<_>>())
-            ),
-            Err(e) => {
-                let loc = e.location();
-                println!(
-                    "ERR {:?} user={}",
-                    loc.map(|l| (l.line(), l.column())),
-                    serde_saphyr::UserMessageFormatter.format_message(e.without_snippet())
-                );
-            }
-        }
-    }
-    #[test]
-    fn exp() {
-        for y in [
-            "n: -1",
-            "n: 1.5",
-            "n: abc",
-            "n: 99999999999999999999999",
-            "s: true",
-            "s: [1]",
-            "s: {a: 1}",
-            "s:",
-            "b: 3",
-            "",
-            "# only\n",
-            "s: \"{dir}/x\"",
-            "s: '{dir}/x'",
-            "s: >\n  a {x}\n  b\n",
-            "l: [a, \"{b}\", c]",
-            "l: x",
-            "- a",
-            "n: 1\n\tx: 2",
-            "s: ~",
-            "n: 0x10",
-            "n: 010",
-            "&a n: 1",
-        ] {
-            print!("{y:?} => ");
-            show(y);
-        }
-    }
+//! The stack file: one YAML file declaring zones and their subnets, named networks, security
+//! groups, load balancers with listeners, target groups, launch templates and groups — read
+//! into a validated [`Stack`], or refused with one error naming file, line, column and object:
+//!
+//! ```text
+//! stack.yaml:31:14: groups.proxies: min 3 > desired 2
+//! ```
+//!
+//! Data flows through the modules in one direction:
+//!
+//! - `raw`: file text → serde structs (serde-saphyr, `deny_unknown_fields`), every
+//!   scalar wrapped in `serde_saphyr::Spanned` so that it keeps its line and column; YAML and
+//!   schema errors come out of serde-saphyr with their position, and `raw` records which
+//!   object they arose in;
+//! - `validate` (`network`, `balancer`, `fleet`): raw structs → the model, resolving names
+//!   (zones, networks, `sg:`/`lb:` sources), filling defaults and checking every rule;
+//! - `model`: the validated [`Stack`]; load balancers and target groups are
+//!   `proxyfleet_lb::spec` types, ready for the load balancer;
+//! - `render`: launch template placeholders (`{id}`, `{address}`, ...), checked during
+//!   validation and filled in per instance by [`render`];
+//! - `error`: [`StackError`].
+//!
+//! [`BUILTIN`] is the stack `proxyfleet up` runs without a file: the reference system of
+//! DESIGN.md on loopback addresses.
+
+mod error;
+mod model;
+mod raw;
+mod render;
+mod validate;
+
+use std::path::Path;
+
+use serde_saphyr::MessageFormatter;
+
+pub use error::StackError;
+pub use model::{
+    host_address, Group, HealthCheckType, IngressRule, Launch, LaunchTemplate, Protocol, Scaling,
+    SecurityGroup, Source, Stack, Zone,
+};
+pub use render::{render, Placeholders, PLACEHOLDER_NAMES};
+
+use error::Pos;
+
+/// The built-in stack (also what `proxyfleet example` prints).
+pub const BUILTIN: &str = include_str!("../builtin.yaml");
+
+/// The name the built-in stack has in messages.
+pub const BUILTIN_NAME: &str = "<builtin>";
+
+/// The built-in stack, validated.
+pub fn builtin() -> Stack {
+    parse(BUILTIN, Path::new(BUILTIN_NAME)).expect("the built-in stack is valid (tested)")
 }
+
+/// Reads and validates the stack file at `path`.
+pub fn load(path: &Path) -> Result<Stack, StackError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validates a stack file's text; `path_for_messages` is the file name errors show.
+pub fn parse(text: &str, path_for_messages: &Path) -> Result<Stack, StackError> {
+    raw::reset_failure();
+    let raw: raw::RawStack =
+        serde_saphyr::from_str(text).map_err(|e| yaml_error(path_for_messages, &e))?;
+    let ctx = validate::Ctx {
+        path: path_for_messages,
+        text,
+    };
+    validate::validate(&raw, &ctx)
+}
+
+/// A YAML syntax or schema error (unknown key, wrong type, missing key) at serde-saphyr's
+/// position, in the object `raw` saw it arise in.
+fn yaml_error(path: &Path, e: &serde_saphyr::Error) -> StackError {
+    let at = e.location().map_or(Pos { line: 1, column: 1 }, Pos::of);
+    let object = raw::failed_in().unwrap_or_else(|| "stack".to_string());
+    let message = serde_saphyr::UserMessageFormatter.format_message(e.without_snippet());
+    // Every number in the schema is read as u64; say what was wanted in words.
+    let message = if message == "invalid u64" {
+        "expected a whole number (0 or more)".to_string()
+    } else {
+        message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    StackError::invalid(path, at, &object, message)
+}
+
+#[cfg(test)]
+mod tests;

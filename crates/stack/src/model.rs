@@ -82,7 +82,7 @@ impl fmt::Display for Source {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchTemplate {
     pub name: String,
-    /// argv; `proxyfleet` as argv[0] means the running binary itself.
+    /// argv; `proxyfleet` as `argv[0]` means the running binary itself.
     pub command: Vec<String>,
     pub environment: Vec<(String, String)>,
     /// Relative file names and contents, written into the instance's directory before start.
@@ -212,8 +212,7 @@ pub fn host_address(subnet: &IpNet, offset: u128) -> Option<IpAddr> {
         }
         IpAddr::V6(net) => IpAddr::V6(u128::from(net).checked_add(offset)?.into()),
     };
-    let reserved = addr.is_ipv4()
-        && subnet.prefix_len() < 31
-        && (offset == 0 || addr == subnet.broadcast());
+    let reserved =
+        addr.is_ipv4() && subnet.prefix_len() < 31 && (offset == 0 || addr == subnet.broadcast());
     (subnet.contains(&addr) && !reserved).then_some(addr)
 }

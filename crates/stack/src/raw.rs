@@ -206,8 +206,8 @@ impl<T> Default for Indexed<T> {
 }
 
 thread_local! {
-    /// The object being read: path segments such as `security_groups`, `proxy-sg`,
-    /// `ingress[0]`.
+    /// The object being read, as path segments such as `.security_groups`, `.proxy-sg`,
+    /// `.ingress`, `[0]`.
     static PATH: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// The object the first (innermost) error was raised in.
     static FAILED_IN: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -233,7 +233,8 @@ fn within<R, E>(segment: String, f: impl FnOnce() -> Result<R, E>) -> Result<R, 
         FAILED_IN.with(|failed| {
             let mut failed = failed.borrow_mut();
             if failed.is_none() {
-                *failed = Some(PATH.with(|p| p.borrow().join(".")));
+                let path = PATH.with(|p| p.borrow().concat());
+                *failed = Some(path.trim_start_matches('.').to_string());
             }
         });
     }
@@ -249,21 +250,25 @@ impl<'de, T: Deserialize<'de> + Section> Deserialize<'de> for Named<T> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 write!(f, "a mapping of {} by name", T::SECTION)
             }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            // `zones:` with nothing after it is an empty section.
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
                 Ok(Named(Vec::new()))
             }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(self)
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                within(T::SECTION.to_string(), || {
-                    let mut entries = Vec::new();
-                    while let Some(name) = map.next_key::<Str>()? {
-                        let value = within(name.value.clone(), || map.next_value::<T>())?;
-                        entries.push((name, value));
-                    }
-                    Ok(Named(entries))
-                })
+                let mut entries = Vec::new();
+                while let Some(name) = map.next_key::<Str>()? {
+                    let value = within(format!(".{}", name.value), || map.next_value::<T>())?;
+                    entries.push((name, value));
+                }
+                Ok(Named(entries))
             }
         }
-        deserializer.deserialize_map(V(PhantomData))
+        within(format!(".{}", T::SECTION), || {
+            deserializer.deserialize_option(V(PhantomData))
+        })
     }
 }
 
@@ -275,13 +280,16 @@ impl<'de, T: Deserialize<'de> + Section> Deserialize<'de> for Indexed<T> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 write!(f, "a list of {}", T::SECTION)
             }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
                 Ok(Indexed(Vec::new()))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_seq(self)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 loop {
-                    let segment = format!("{}[{}]", T::SECTION, entries.len());
+                    let segment = format!("[{}]", entries.len());
                     match within(segment, || seq.next_element::<Spanned<T>>())? {
                         Some(entry) => entries.push(entry),
                         None => return Ok(Indexed(entries)),
@@ -289,7 +297,9 @@ impl<'de, T: Deserialize<'de> + Section> Deserialize<'de> for Indexed<T> {
                 }
             }
         }
-        deserializer.deserialize_seq(V(PhantomData))
+        within(format!(".{}", T::SECTION), || {
+            deserializer.deserialize_option(V(PhantomData))
+        })
     }
 }
 
@@ -301,8 +311,11 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a mapping")
             }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
                 Ok(Pairs(Vec::new()))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(self)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
@@ -312,6 +325,6 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Pairs<V> {
                 Ok(Pairs(entries))
             }
         }
-        deserializer.deserialize_map(Vis(PhantomData))
+        deserializer.deserialize_option(Vis(PhantomData))
     }
 }

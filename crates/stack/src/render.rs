@@ -61,7 +61,10 @@ pub fn render(text: &str, values: &Placeholders) -> String {
 pub(crate) fn first_problem(text: &str) -> Option<(usize, String)> {
     tokens(text).into_iter().find_map(|token| match token {
         Token::Placeholder { name, at } if !PLACEHOLDER_NAMES.contains(&name) => {
-            let known: Vec<String> = PLACEHOLDER_NAMES.iter().map(|n| format!("{{{n}}}")).collect();
+            let known: Vec<String> = PLACEHOLDER_NAMES
+                .iter()
+                .map(|n| format!("{{{n}}}"))
+                .collect();
             Some((
                 at,
                 format!(
@@ -82,9 +85,14 @@ pub(crate) fn first_problem(text: &str) -> Option<(usize, String)> {
 enum Token<'a> {
     Text(&'a str),
     /// `{name}` starting at byte `at`.
-    Placeholder { name: &'a str, at: usize },
+    Placeholder {
+        name: &'a str,
+        at: usize,
+    },
     /// A `{` at byte `at` with no `}` after it on its line; the rest of the text follows it.
-    Unclosed { at: usize },
+    Unclosed {
+        at: usize,
+    },
 }
 
 fn tokens(text: &str) -> Vec<Token<'_>> {

@@ -66,10 +66,13 @@ impl Ctx<'_> {
             return Ok(());
         };
         let span = s.referenced.span();
-        let source = span.byte_offset().zip(span.byte_len()).and_then(|(at, len)| {
-            let (at, len) = (usize::try_from(at).ok()?, usize::try_from(len).ok()?);
-            Some((at, self.text.get(at..at.checked_add(len)?)?))
-        });
+        let source = span
+            .byte_offset()
+            .zip(span.byte_len())
+            .and_then(|(at, len)| {
+                let (at, len) = (usize::try_from(at).ok()?, usize::try_from(len).ok()?);
+                Some((at, self.text.get(at..at.checked_add(len)?)?))
+            });
         if let Some((start, source)) = source {
             if let Some((at, again)) = crate::render::first_problem(source) {
                 if again == message {
@@ -150,7 +153,7 @@ impl Ctx<'_> {
             self.err(
                 &s.referenced,
                 object,
-                format!("invalid {field} '{}': {e} (e.g. 5s, 100ms, 2m)", s.value),
+                format!("invalid {field} '{}': {e}", s.value),
             )
         })
     }

@@ -87,7 +87,12 @@ impl Sources<'_> {
         let text = s.value.trim();
         if let Some(name) = text.strip_prefix("sg:") {
             let named = Str::new(name.to_string(), s.referenced, s.defined);
-            let name = ctx.known(object, &named, "security group", &self.known.security_groups)?;
+            let name = ctx.known(
+                object,
+                &named,
+                "security group",
+                &self.known.security_groups,
+            )?;
             return Ok(Source::SecurityGroup(name));
         }
         if let Some(name) = text.strip_prefix("lb:") {
