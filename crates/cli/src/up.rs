@@ -18,10 +18,15 @@ pub struct UpArgs {
 
 pub fn run(args: UpArgs) -> Result<(), Failure> {
     let stack = match &args.file {
-        Some(path) => proxyfleet_stack::load(path).map_err(|e| Failure { code: 2, error: anyhow::anyhow!("{e}") })?,
+        Some(path) => proxyfleet_stack::load(path).map_err(|e| Failure {
+            code: 2,
+            error: anyhow::anyhow!("{e}"),
+        })?,
         None => proxyfleet_stack::builtin(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let balancer = Balancer::start(&stack.load_balancers, &stack.target_groups).await?;
         for (lb, zone, addr) in balancer.listen_addrs() {
