@@ -14,6 +14,9 @@ use common::BIN;
 use testkit::client::connect_from;
 use testkit::process::Owned;
 
+/// (started, ended) of a request, in ms since the test's epoch.
+type Span = (u128, u128);
+
 /// A free port on `ip` (the kernel's choice; the address is this test's own).
 fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
@@ -113,7 +116,7 @@ fn killing_a_target_under_load_fails_no_new_connection() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     // (started, ended) of every failed request, in ms since `epoch`.
-    let failures = Arc::new(Mutex::new(Vec::<(u128, u128)>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<Span>::new()));
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let (stop, ok, failures, node) =
@@ -150,7 +153,7 @@ fn killing_a_target_under_load_fails_no_new_connection() {
         w.join().unwrap();
     }
     let failures = failures.lock().unwrap().clone();
-    let (in_flight, after): (Vec<(u128, u128)>, Vec<(u128, u128)>) = failures
+    let (in_flight, after): (Vec<Span>, Vec<Span>) = failures
         .into_iter()
         .partition(|(started, _)| *started < dead_at);
     println!(
