@@ -26,6 +26,8 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Bring a stack up: load balancers, target groups and (soon) self-healing groups.
     Up(up::UpArgs),
+    /// Print the built-in stack file (what `up` runs without -f).
+    Example,
 }
 
 /// A failure and the exit code it maps to.
@@ -56,6 +58,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::Up(args) => up::run(args),
+        Command::Example => {
+            print!("{}", proxyfleet_stack::BUILTIN);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
