@@ -1,0 +1,3 @@
+//! proxyfleet's group controller.
+pub mod model;
+pub mod store;

@@ -1,0 +1,138 @@
+//! Instances, their lifecycle and health, and activities: what the store keeps and the status
+//! API shows.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// An instance's place in its life (the cloud's lifecycle states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Lifecycle {
+    /// Launched; its process is starting and not yet serving.
+    Pending,
+    /// Serving and registered with its target groups.
+    InService,
+    /// Deregistered and draining, then stopped.
+    Terminating,
+    Terminated,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Pending => "Pending",
+            Lifecycle::InService => "InService",
+            Lifecycle::Terminating => "Terminating",
+            Lifecycle::Terminated => "Terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        Some(match s {
+            "Pending" => Lifecycle::Pending,
+            "InService" => Lifecycle::InService,
+            "Terminating" => Lifecycle::Terminating,
+            "Terminated" => Lifecycle::Terminated,
+            _ => return None,
+        })
+    }
+}
+
+/// The group's verdict on an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum InstanceHealth {
+    Healthy,
+    Unhealthy,
+}
+
+/// One instance, as stored and shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub group: String,
+    pub zone: String,
+    pub address: IpAddr,
+    pub port: u16,
+    /// 0 until the process exists.
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (/proc/PID/stat field 22): with
+    /// the pid, it tells a surviving instance from an unrelated process that reused the pid.
+    pub start_ticks: u64,
+    pub lifecycle: Lifecycle,
+    pub health: InstanceHealth,
+    /// Why it is unhealthy, or what is happening to it.
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub launched_at: f64,
+    /// The instance's own directory (rendered files, logs).
+    pub dir: String,
+    /// Whether a kernel firewall enforces its security groups.
+    pub protected: bool,
+}
+
+/// The status of an activity (the cloud's activity statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ActivityStatus {
+    InProgress,
+    WaitingForConnectionDraining,
+    Successful,
+    Failed,
+    Cancelled,
+}
+
+impl ActivityStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityStatus::InProgress => "InProgress",
+            ActivityStatus::WaitingForConnectionDraining => "WaitingForConnectionDraining",
+            ActivityStatus::Successful => "Successful",
+            ActivityStatus::Failed => "Failed",
+            ActivityStatus::Cancelled => "Cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ActivityStatus> {
+        Some(match s {
+            "InProgress" => ActivityStatus::InProgress,
+            "WaitingForConnectionDraining" => ActivityStatus::WaitingForConnectionDraining,
+            "Successful" => ActivityStatus::Successful,
+            "Failed" => ActivityStatus::Failed,
+            "Cancelled" => ActivityStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One launch, termination or failure, with why it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activity {
+    pub id: i64,
+    pub group: String,
+    /// e.g. "Launching a new instance: i-0a1b2c3d (127.10.1.12, zone a)".
+    pub description: String,
+    /// e.g. "an instance was taken out of service in response to a load balancer health
+    /// check failure".
+    pub cause: String,
+    pub status: ActivityStatus,
+    /// Seconds since the Unix epoch.
+    pub start: f64,
+    pub end: Option<f64>,
+}
+
+/// A group as the status API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+    pub zones: Vec<String>,
+    pub instances: Vec<Instance>,
+    /// Set while launches back off after failures: seconds until the next attempt.
+    pub backoff_seconds: Option<f64>,
+}
+
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
