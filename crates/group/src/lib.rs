@@ -1,3 +1,21 @@
-//! proxyfleet's group controller.
+//! proxyfleet's group controller: keeps N instances of a launch template alive across zones.
+//!
+//! - [`fleet`]: the controller — per group a reconcile loop that launches into the least
+//!   populated zone at the lowest free address, scales in, and replaces unhealthy instances
+//!   (one at a time for load-balancer health); it adopts survivors after a restart;
+//! - [`instance`]: one task per instance — launch ([`process`]), Pending → InService once it
+//!   listens (registered with its target groups), watched for exit and load-balancer health,
+//!   then Terminating (deregister, drain, SIGTERM, SIGKILL) → Terminated;
+//! - [`store`]: instances and the activity history in SQLite, in the state directory;
+//! - [`firewall`]: security groups as one nftables table;
+//! - [`model`] and [`runtime`]: the data they share.
+
+pub mod firewall;
+pub mod fleet;
+pub mod instance;
 pub mod model;
+pub mod process;
+pub mod runtime;
 pub mod store;
+
+pub use fleet::{Fleet, FleetError};

@@ -51,18 +51,28 @@ CREATE TABLE IF NOT EXISTS groups (
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |source| StoreError { path: path.display().to_string(), source };
+        let err = |source| StoreError {
+            path: path.display().to_string(),
+            source,
+        };
         let db = Connection::open(path).map_err(err)?;
         // WAL: readers (status) never wait for the controller's writes.
         db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        db.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        db.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         db.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Store { db: Mutex::new(db), path: path.display().to_string() })
+        Ok(Store {
+            db: Mutex::new(db),
+            path: path.display().to_string(),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        f(&db).map_err(|source| StoreError { path: self.path.clone(), source })
+        f(&db).map_err(|source| StoreError {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     pub fn save_instance(&self, i: &Instance) -> Result<(), StoreError> {
@@ -120,7 +130,10 @@ impl Store {
 
     pub fn desired(&self, group: &str) -> Result<Option<u32>, StoreError> {
         self.with(|db| {
-            db.query_row("SELECT desired FROM groups WHERE name = ?1", [group], |r| r.get(0)).optional()
+            db.query_row("SELECT desired FROM groups WHERE name = ?1", [group], |r| {
+                r.get(0)
+            })
+            .optional()
         })
     }
 
@@ -146,9 +159,17 @@ impl Store {
     }
 
     /// Moves an activity on; a final status also sets its end time.
-    pub fn update(&self, id: i64, status: ActivityStatus, description: Option<&str>) -> Result<(), StoreError> {
-        let end = matches!(status, ActivityStatus::Successful | ActivityStatus::Failed | ActivityStatus::Cancelled)
-            .then(now);
+    pub fn update(
+        &self,
+        id: i64,
+        status: ActivityStatus,
+        description: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let end = matches!(
+            status,
+            ActivityStatus::Successful | ActivityStatus::Failed | ActivityStatus::Cancelled
+        )
+        .then(now);
         self.with(|db| {
             db.execute(
                 "UPDATE activities SET status = ?2, end = COALESCE(?3, end), description = COALESCE(?4, description) WHERE id = ?1",
@@ -159,14 +180,24 @@ impl Store {
     }
 
     /// A finished activity in one step.
-    pub fn record(&self, group: &str, description: &str, cause: &str, status: ActivityStatus) -> Result<i64, StoreError> {
+    pub fn record(
+        &self,
+        group: &str,
+        description: &str,
+        cause: &str,
+        status: ActivityStatus,
+    ) -> Result<i64, StoreError> {
         let id = self.begin(group, description, cause)?;
         self.update(id, status, None)?;
         Ok(id)
     }
 
     /// The newest `limit` activities, newest first.
-    pub fn activities(&self, group: Option<&str>, limit: usize) -> Result<Vec<Activity>, StoreError> {
+    pub fn activities(
+        &self,
+        group: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Activity>, StoreError> {
         self.with(|db| {
             let mut stmt = db.prepare(
                 "SELECT id, grp, description, cause, status, start, end FROM activities
@@ -225,7 +256,9 @@ mod tests {
                 protected: false,
             };
             store.save_instance(&i).unwrap();
-            let a = store.begin("g", "Launching a new instance: i-1", "desired 1, had 0").unwrap();
+            let a = store
+                .begin("g", "Launching a new instance: i-1", "desired 1, had 0")
+                .unwrap();
             store.update(a, ActivityStatus::Successful, None).unwrap();
             store.begin("g", "Terminating i-0", "scale in").unwrap();
             store.set_desired("g", 3).unwrap();
@@ -233,7 +266,10 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let live = store.live_instances().unwrap();
         assert_eq!(live.len(), 1);
-        assert_eq!((live[0].pid, live[0].start_ticks, live[0].lifecycle), (42, 7, Lifecycle::InService));
+        assert_eq!(
+            (live[0].pid, live[0].start_ticks, live[0].lifecycle),
+            (42, 7, Lifecycle::InService)
+        );
         assert_eq!(store.desired("g").unwrap(), Some(3));
         assert_eq!(store.cancel_unfinished().unwrap(), 1);
         let acts = store.activities(Some("g"), 10).unwrap();

@@ -1,0 +1,196 @@
+//! Instances as local processes: render the launch template into the instance's directory,
+//! start the command in its own process group with its output in files, watch it through a
+//! pidfd (which works for processes adopted after a controller restart too), and stop it.
+//!
+//! Instances are deliberately not tied to the controller's life (no PR_SET_PDEATHSIG, no
+//! pipes): if `up` dies, they keep serving, and the next `up` adopts them.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rustix::fd::OwnedFd;
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use tokio::io::unix::AsyncFd;
+
+use proxyfleet_stack::Launch;
+
+/// A running (or adopted) instance process.
+pub struct InstanceProcess {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pidfd: AsyncFd<OwnedFd>,
+    /// Our own child: reaped here when it exits (adopted processes are reaped by init).
+    child: Option<std::process::Child>,
+}
+
+impl InstanceProcess {
+    /// Writes the rendered files into `dir` and starts the command. `self_exe` replaces an
+    /// argv[0] of `proxyfleet`: the template's way of saying "this very binary".
+    pub fn launch(launch: &Launch, dir: &Path, self_exe: &Path) -> io::Result<InstanceProcess> {
+        std::fs::create_dir_all(dir)?;
+        for (name, text) in &launch.files {
+            std::fs::write(dir.join(name), text)?;
+        }
+        let Some((program, args)) = launch.command.split_first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+        };
+        let program: PathBuf = if program == "proxyfleet" {
+            self_exe.to_path_buf()
+        } else {
+            PathBuf::from(program)
+        };
+        let stdout = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stdout.log"))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))?;
+        let child = std::process::Command::new(&program)
+            .args(args)
+            .envs(launch.environment.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            // Its own process group: a Ctrl-C meant for `up` does not reach instances; `up`
+            // stops them itself, in order.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+            })?;
+        let pid = child.id();
+        let start_ticks = start_ticks(pid).unwrap_or(0);
+        let pidfd = open_pidfd(pid)?;
+        Ok(InstanceProcess {
+            pid,
+            start_ticks,
+            pidfd,
+            child: Some(child),
+        })
+    }
+
+    /// Takes over a process a previous controller started, if it is still that process:
+    /// same pid and same start time (a reused pid has another start time).
+    pub fn adopt(pid: u32, expected_ticks: u64) -> Option<InstanceProcess> {
+        if pid == 0 || start_ticks(pid)? != expected_ticks {
+            return None;
+        }
+        let pidfd = open_pidfd(pid).ok()?;
+        // Checked again after opening the pidfd: the process could have been replaced between.
+        if start_ticks(pid)? != expected_ticks {
+            return None;
+        }
+        Some(InstanceProcess {
+            pid,
+            start_ticks: expected_ticks,
+            pidfd,
+            child: None,
+        })
+    }
+
+    /// Resolves when the process has exited.
+    pub async fn exited(&mut self) {
+        // A pidfd becomes readable when its process exits.
+        loop {
+            match self.pidfd.readable().await {
+                Ok(mut guard) => {
+                    guard.retain_ready();
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.wait();
+        }
+    }
+
+    /// The exit status, once exited (our own children only).
+    pub fn exit_status(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten().map(|s| s.to_string())
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let _ = rustix::process::pidfd_send_signal(&*self.pidfd.get_ref(), signal);
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `timeout`.
+    pub async fn stop(&mut self, timeout: Duration) {
+        self.signal(rustix::process::Signal::TERM);
+        // A stopped (SIGSTOP) process cannot act on SIGTERM until continued.
+        self.signal(rustix::process::Signal::CONT);
+        if tokio::time::timeout(timeout, self.exited()).await.is_err() {
+            self.signal(rustix::process::Signal::KILL);
+            self.exited().await;
+        }
+    }
+}
+
+fn open_pidfd(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
+    let pid = Pid::from_raw(pid as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
+    let fd = pidfd_open(pid, PidfdFlags::NONBLOCK)?;
+    // SAFETY: the pidfd is owned by the AsyncFd and neither replaced nor closed while
+    // registered (it closes when the AsyncFd drops).
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: count from the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_ticks_of_this_process_is_stable() {
+        let me = std::process::id();
+        let t = start_ticks(me).unwrap();
+        assert!(t > 0);
+        assert_eq!(start_ticks(me), Some(t));
+        assert_eq!(start_ticks(u32::MAX - 1), None);
+    }
+
+    #[tokio::test]
+    async fn launch_watch_and_stop_a_real_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let launch = Launch {
+            command: vec!["sh".into(), "-c".into(), "cat marker; exec sleep 30".into()],
+            environment: vec![],
+            files: vec![("marker".into(), "rendered\n".into())],
+        };
+        let mut p =
+            InstanceProcess::launch(&launch, dir.path(), Path::new("/nonexistent")).unwrap();
+        let adopted = InstanceProcess::adopt(p.pid, p.start_ticks);
+        assert!(adopted.is_some(), "same pid and start time: adoptable");
+        assert!(
+            InstanceProcess::adopt(p.pid, p.start_ticks + 1).is_none(),
+            "another start time: not ours"
+        );
+        let log = dir.path().join("stdout.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&log).unwrap_or_default().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rendered file was never printed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        p.stop(Duration::from_secs(5)).await;
+        assert!(start_ticks(p.pid).is_none(), "reaped");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "rendered\n");
+    }
+}

@@ -1,0 +1,107 @@
+//! Shared run-time state of the controller: the groups, their instances, and the requests
+//! the reconcile loops and instance tasks exchange.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use proxyfleet_lb::Balancer;
+use proxyfleet_stack::{Group, LaunchTemplate, Stack};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::{Instance, InstanceHealth, Lifecycle};
+use crate::store::Store;
+
+/// What an instance's task can be asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Take the instance out of service and stop it. `cause` goes into the activity history.
+    Terminate { cause: String },
+}
+
+/// One live instance as the controller tracks it.
+pub struct Tracked {
+    pub info: Instance,
+    pub commands: mpsc::UnboundedSender<Command>,
+    /// Why it was taken out of service by health, if it was (for the no-cascade rule).
+    pub replaced_for_lb_health: bool,
+    /// When it became InService (grace period and uptime).
+    pub in_service_at: Option<Instant>,
+}
+
+pub struct GroupState {
+    pub desired: u32,
+    pub instances: Vec<Tracked>,
+    /// Consecutive failed launches, for the back-off.
+    pub failures: u32,
+    pub next_launch_at: Option<Instant>,
+}
+
+pub struct GroupRuntime {
+    pub spec: Group,
+    pub template: LaunchTemplate,
+    pub state: Mutex<GroupState>,
+    /// Wakes the group's reconcile loop.
+    pub wake: Notify,
+}
+
+impl GroupRuntime {
+    pub fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Updates a tracked instance and saves it.
+    pub fn update(&self, store: &Store, id: &str, f: impl FnOnce(&mut Tracked)) {
+        let mut state = self.lock();
+        if let Some(t) = state.instances.iter_mut().find(|t| t.info.id == id) {
+            f(t);
+            if let Err(e) = store.save_instance(&t.info) {
+                tracing::error!(error = %e, "cannot save instance state");
+            }
+        }
+    }
+}
+
+/// Everything the controller's tasks share.
+pub struct Shared {
+    pub stack: Stack,
+    pub balancer: Arc<Balancer>,
+    pub store: Store,
+    pub state_dir: PathBuf,
+    pub self_exe: PathBuf,
+    pub groups: HashMap<String, Arc<GroupRuntime>>,
+    pub stop: CancellationToken,
+    pub tasks: TaskTracker,
+    /// Firewall for security groups (None: not available here).
+    pub firewall: Option<crate::firewall::Firewall>,
+    /// Serialises address allocation across groups.
+    pub allocation: Mutex<()>,
+}
+
+impl Shared {
+    /// Every address held by an instance that is not Terminated, in any group.
+    pub fn addresses_in_use(&self) -> Vec<IpAddr> {
+        self.groups
+            .values()
+            .flat_map(|g| {
+                g.lock()
+                    .instances
+                    .iter()
+                    .map(|t| t.info.address)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    pub fn is_healthy(t: &Tracked) -> bool {
+        t.info.health == InstanceHealth::Healthy
+    }
+
+    pub fn is_live(t: &Tracked) -> bool {
+        matches!(t.info.lifecycle, Lifecycle::Pending | Lifecycle::InService)
+    }
+}
