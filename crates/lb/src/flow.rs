@@ -136,11 +136,17 @@ impl Listener {
                     tried.push(target);
                     continue;
                 }
+                Err(_) if spec.preserve_client_ip => {
+                    // From the client's own address a silent drop may be the target's
+                    // firewall refusing this one client (a security group), not a dead
+                    // target: retry elsewhere, but leave its health to the health checks,
+                    // so one unwelcome client cannot take targets out of service.
+                    tracing::debug!(node = %self.node, target = %target.id, %peer, "connect from the client's address timed out");
+                    tried.push(target);
+                    continue;
+                }
                 Err(_) => {
-                    self.fail(
-                        &target,
-                        &format!("connect timed out after {CONNECT_TIMEOUT:?}"),
-                    );
+                    self.fail(&target, &format!("connect timed out after {CONNECT_TIMEOUT:?}"));
                     tried.push(target);
                     continue;
                 }
