@@ -269,6 +269,7 @@ fn adopt_or_retire(shared: &Arc<Shared>) -> Result<(), FleetError> {
                     ActivityStatus::Successful,
                 )?;
                 info.health = InstanceHealth::Healthy;
+                info.protected = shared.firewall.is_some();
                 spawn_instance(shared, &group, info, Some(process), None);
             }
             (group, process) => {
