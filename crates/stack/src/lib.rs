@@ -23,6 +23,7 @@
 //! [`BUILTIN`] is the stack `proxyfleet up` runs without a file: the reference system of
 //! DESIGN.md on loopback addresses.
 
+pub mod check;
 mod error;
 mod model;
 mod raw;

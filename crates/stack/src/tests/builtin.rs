@@ -91,7 +91,13 @@ fn builtin_load_balancer_and_target_group() {
     assert_eq!(tg.deregistration_delay, Duration::from_secs(5));
     assert!(tg.targets.is_empty());
     let hc = &tg.health_check;
-    assert_eq!(hc.protocol, HealthCheckProtocol::Http { path: "/healthz".into(), matcher: (200, 399) });
+    assert_eq!(
+        hc.protocol,
+        HealthCheckProtocol::Http {
+            path: "/healthz".into(),
+            matcher: (200, 399)
+        }
+    );
     assert_eq!(hc.port, None);
     assert_eq!(hc.interval, Duration::from_millis(500));
     assert_eq!(hc.timeout, Duration::from_millis(500));
