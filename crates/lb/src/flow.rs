@@ -146,7 +146,10 @@ impl Listener {
                     continue;
                 }
                 Err(_) => {
-                    self.fail(&target, &format!("connect timed out after {CONNECT_TIMEOUT:?}"));
+                    self.fail(
+                        &target,
+                        &format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+                    );
                     tried.push(target);
                     continue;
                 }

@@ -1,9 +1,9 @@
 //! Moves a flow's bytes both ways until each side has closed, passing half-closes on.
 //!
-//! On Linux the bytes never enter user space: splice(2) moves them socket → pipe → socket.
-//! tokio has no splice, and the crates that wrap it are small and unmaintained, so the loop is
-//! here, on tokio's readiness API (`readable`/`try_io`) and rustix's `splice`. Elsewhere a
-//! buffered copy does the same job.
+//! Small flows go through a 16 KiB buffer; once a flow shows bulk data, on Linux its bytes
+//! stop entering user space: splice(2) moves them socket → pipe → socket. tokio has no
+//! splice, and the crates that wrap it are small and unmaintained, so the loop is here, on
+//! tokio's readiness API (`readable`/`try_io`) and rustix's `splice`.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +74,9 @@ async fn wait_active<F: std::future::Future<Output = io::Result<()>>>(
     }
 }
 
-#[cfg(target_os = "linux")]
+/// One direction: a buffered copy while the flow is small; on Linux, once a read fills the
+/// whole buffer (bulk data), splice(2) for the rest — as HAProxy's `splice-auto` does, so short
+/// request/response flows never pay for setting up pipes.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
@@ -82,66 +84,46 @@ async fn one_way(
     activity: &Activity,
     counter: &AtomicU64,
 ) -> io::Result<u64> {
-    use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
-    use tokio::io::Interest;
-
-    const CHUNK: usize = 1 << 16;
-    let (pipe_r, pipe_w) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
-    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     let mut total = 0u64;
-    loop {
-        wait_active(|| from.readable(), idle, activity).await?;
-        let filled = match from.try_io(Interest::READABLE, || {
-            Ok(splice(from, None, &pipe_w, None, CHUNK, flags)?)
-        }) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        if filled == 0 {
-            // The sender finished: pass the half-close on, keep the other direction going.
-            let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
-            return Ok(total);
-        }
-        let mut in_pipe = filled;
-        while in_pipe > 0 {
-            wait_active(|| to.writable(), idle, activity).await?;
-            match to.try_io(Interest::WRITABLE, || {
-                Ok(splice(&pipe_r, None, to, None, in_pipe, flags)?)
-            }) {
-                Ok(n) => {
-                    in_pipe -= n;
-                    total += n as u64;
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        activity.touch();
+    let bulk = buffered(from, to, idle, activity, counter, &mut total).await?;
+    #[cfg(target_os = "linux")]
+    if bulk {
+        spliced(from, to, idle, activity, counter, &mut total).await?;
     }
+    #[cfg(not(target_os = "linux"))]
+    debug_assert!(!bulk);
+    Ok(total)
 }
 
-#[cfg(not(target_os = "linux"))]
-async fn one_way(
+/// Bytes read per buffered copy; a read this large means bulk data.
+const BUFFER: usize = 16 * 1024;
+
+/// Copies until the sender finishes (`Ok(false)`) or, on Linux, until bulk data shows
+/// (`Ok(true)`).
+async fn buffered(
     from: &TcpStream,
     to: &TcpStream,
     idle: Duration,
     activity: &Activity,
     counter: &AtomicU64,
-) -> io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
+    total: &mut u64,
+) -> io::Result<bool> {
+    let mut buf = Vec::new();
     loop {
         wait_active(|| from.readable(), idle, activity).await?;
+        if buf.is_empty() {
+            // Allocated only once there is something to read: an idle flow holds no buffer.
+            buf = vec![0u8; BUFFER];
+        }
         let n = match from.try_read(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
         if n == 0 {
+            // The sender finished: pass the half-close on, keep the other direction going.
             let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
-            return Ok(total);
+            return Ok(false);
         }
         let mut done = 0;
         while done < n {
@@ -152,8 +134,58 @@ async fn one_way(
                 Err(e) => return Err(e),
             }
         }
-        total += n as u64;
+        *total += n as u64;
         counter.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+        if n == BUFFER && cfg!(target_os = "linux") {
+            return Ok(true);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn spliced(
+    from: &TcpStream,
+    to: &TcpStream,
+    idle: Duration,
+    activity: &Activity,
+    counter: &AtomicU64,
+    total: &mut u64,
+) -> io::Result<()> {
+    use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
+    use tokio::io::Interest;
+
+    const CHUNK: usize = 1 << 16;
+    let (pipe_r, pipe_w) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    loop {
+        wait_active(|| from.readable(), idle, activity).await?;
+        let filled = match from.try_io(Interest::READABLE, || {
+            Ok(splice(from, None, &pipe_w, None, CHUNK, flags)?)
+        }) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        if filled == 0 {
+            let _ = rustix::net::shutdown(to, rustix::net::Shutdown::Write);
+            return Ok(());
+        }
+        let mut in_pipe = filled;
+        while in_pipe > 0 {
+            wait_active(|| to.writable(), idle, activity).await?;
+            match to.try_io(Interest::WRITABLE, || {
+                Ok(splice(&pipe_r, None, to, None, in_pipe, flags)?)
+            }) {
+                Ok(n) => {
+                    in_pipe -= n;
+                    *total += n as u64;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
         activity.touch();
     }
 }

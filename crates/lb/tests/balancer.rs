@@ -485,3 +485,41 @@ async fn allowed_cidrs_refuse_and_count_other_sources() {
     assert_eq!(refused, 1);
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_data_crosses_intact_both_ways_with_half_close() {
+    let t = TestTarget::start("127.10.1.101:0", "t", false).await;
+    let port = free_port("127.10.1.100");
+    let b = Balancer::start(
+        &[lb(&[("a", "127.10.1.100")], port, "g")],
+        &[group("g", &[(&t, "a")], 100)],
+    )
+    .await
+    .unwrap();
+    let node: SocketAddr = format!("127.10.1.100:{port}").parse().unwrap();
+    let mut s = TcpStream::connect(node).await.unwrap();
+    let mut greeting = Vec::new();
+    let mut byte = [0u8; 1];
+    while !greeting.ends_with(b"\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        greeting.push(byte[0]);
+    }
+    // 4 MiB: well past the 16 KiB that switches a flow to splice.
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let (mut r, mut w) = s.into_split();
+    let send = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&send).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    r.read_to_end(&mut echoed).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "bytes changed on the way");
+    let stats = b.status();
+    assert_eq!(stats.targets[0].bytes_to_target, data.len() as u64);
+    b.shutdown().await;
+}
