@@ -3,9 +3,32 @@
 //!
 //! The API serves whatever implements [`Control`]: `up` implements it over the running
 //! balancer and group controller; tests implement it with fixed data.
+//!
+//! Modules, in the order a request meets them:
+//!
+//! - [`server`]: [`serve`] binds 127.0.0.1:0, publishes `STATE/admin.addr` and a fresh
+//!   bearer token in `STATE/admin.token` (mode 0600), and runs until its shutdown future
+//!   resolves; connections are bounded.
+//! - `api`: the routes. Reads are open to anyone who can reach the loopback address;
+//!   mutating calls need `Authorization: Bearer TOKEN`.
+//! - [`view`]: the JSON the API speaks, built from [`Control`]'s snapshots. The same types
+//!   deserialize on the client side, so the CLI and the server cannot drift apart.
+//! - `metrics`: `GET /metrics`, a fresh Prometheus registry per scrape, filled from the
+//!   same snapshots.
+//! - [`client`]: a one-request-per-connection HTTP/1.1 client for the CLI and tests.
+//! - `token`: token generation, constant-time comparison, private file writes.
+
+mod api;
+pub mod client;
+mod metrics;
+pub mod server;
+mod token;
+pub mod view;
 
 use proxyfleet_group::model::{Activity, GroupStatus};
 use proxyfleet_lb::status::BalancerStatus;
+
+pub use server::{serve, AdminError, AdminHandle, ADDR_FILE, TOKEN_FILE};
 
 /// What the admin API can ask of a running stack. Errors are messages for the caller.
 pub trait Control: Send + Sync + 'static {

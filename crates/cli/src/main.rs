@@ -2,7 +2,14 @@
 //! file parses the command line, sets up logging and maps failures to exit codes
 //! (0 ok, 1 runtime failure, 2 bad configuration or usage).
 
+mod activity;
+mod check;
+mod client;
+mod down;
 mod proxy;
+mod scale;
+mod status;
+mod terminate;
 mod up;
 
 use std::process::ExitCode;
@@ -28,6 +35,18 @@ enum Command {
     Up(up::UpArgs),
     /// Print the built-in stack file (what `up` runs without -f).
     Example,
+    /// Show the running stack: load balancer nodes, targets, groups, instances.
+    Status(status::StatusArgs),
+    /// Show the groups' activity history (launches, terminations, failures), newest first.
+    Activity(activity::ActivityArgs),
+    /// Set a group's desired capacity.
+    Scale(scale::ScaleArgs),
+    /// Terminate an instance (its group replaces it unless --decrement-desired).
+    Terminate(terminate::TerminateArgs),
+    /// Stop the running `up`: deregister, drain and stop every instance.
+    Down(down::DownArgs),
+    /// Validate a stack file and explain what will not work, without starting anything.
+    Check(check::CheckArgs),
 }
 
 /// A failure and the exit code it maps to.
@@ -62,6 +81,12 @@ fn main() -> ExitCode {
             print!("{}", proxyfleet_stack::BUILTIN);
             Ok(())
         }
+        Command::Status(args) => status::run(args),
+        Command::Activity(args) => activity::run(args),
+        Command::Scale(args) => scale::run(args),
+        Command::Terminate(args) => terminate::run(args),
+        Command::Down(args) => down::run(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

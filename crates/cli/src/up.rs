@@ -1,11 +1,17 @@
-//! `proxyfleet up [-f FILE]`: runs a stack — its load balancers now; the self-healing groups
-//! join them with the group controller.
+//! `proxyfleet up [-f FILE] [--state-dir DIR]`: runs a stack in the foreground — its load
+//! balancers, its self-healing groups, the admin API — until SIGINT, SIGTERM or `down`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
+use proxyfleet_group::model::{Activity, GroupStatus, Lifecycle};
+use proxyfleet_group::Fleet;
+use proxyfleet_lb::status::BalancerStatus;
 use proxyfleet_lb::Balancer;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 
 use crate::Failure;
 
@@ -14,32 +20,178 @@ pub struct UpArgs {
     /// The stack file (default: the built-in stack, see `proxyfleet example`).
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
+    /// Where instances, the activity history and the admin API's address and token live.
+    #[arg(long, default_value = crate::client::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+/// The admin API's view of the running stack.
+struct Running {
+    stack_text: String,
+    balancer: Arc<Balancer>,
+    fleet: Arc<Fleet>,
+    stop: CancellationToken,
+}
+
+impl proxyfleet_admin::Control for Running {
+    fn stack_text(&self) -> String {
+        self.stack_text.clone()
+    }
+    fn balancer(&self) -> BalancerStatus {
+        self.balancer.status()
+    }
+    fn groups(&self) -> Vec<GroupStatus> {
+        self.fleet.groups()
+    }
+    fn activities(&self, group: Option<&str>, limit: usize) -> Vec<Activity> {
+        self.fleet.activities(group, limit).unwrap_or_default()
+    }
+    fn scale(&self, group: &str, desired: u32) -> Result<(), String> {
+        self.fleet.scale(group, desired).map_err(|e| e.to_string())
+    }
+    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), String> {
+        self.fleet
+            .terminate(instance, decrement_desired)
+            .map_err(|e| e.to_string())
+    }
+    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), String> {
+        self.fleet
+            .set_instance_health(instance, healthy)
+            .map_err(|e| e.to_string())
+    }
+    fn shutdown(&self) {
+        self.stop.cancel();
+    }
 }
 
 pub fn run(args: UpArgs) -> Result<(), Failure> {
-    let stack = match &args.file {
-        Some(path) => proxyfleet_stack::load(path).map_err(|e| Failure {
-            code: 2,
-            error: anyhow::anyhow!("{e}"),
-        })?,
-        None => proxyfleet_stack::builtin(),
+    let (stack, stack_text) = match &args.file {
+        Some(path) => {
+            let stack = proxyfleet_stack::load(path).map_err(|e| Failure {
+                code: 2,
+                error: anyhow::anyhow!("{e}"),
+            })?;
+            (stack, std::fs::read_to_string(path).unwrap_or_default())
+        }
+        None => (
+            proxyfleet_stack::builtin(),
+            proxyfleet_stack::BUILTIN.to_string(),
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let balancer = Balancer::start(&stack.load_balancers, &stack.target_groups).await?;
-        for (lb, zone, addr) in balancer.listen_addrs() {
-            // Tests and scripts wait for these lines.
-            println!("proxyfleet up: load balancer {lb} node {zone} listening on {addr}");
+    runtime.block_on(serve(stack, stack_text, args.state_dir))
+}
+
+async fn serve(
+    stack: proxyfleet_stack::Stack,
+    stack_text: String,
+    state_dir: PathBuf,
+) -> Result<(), Failure> {
+    std::fs::create_dir_all(&state_dir).map_err(|e| {
+        anyhow::anyhow!("cannot create state directory {}: {e}", state_dir.display())
+    })?;
+    let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
+    let balancer = Arc::new(Balancer::start(&stack.load_balancers, &stack.target_groups).await?);
+    for (lb, zone, addr) in balancer.listen_addrs() {
+        println!("proxyfleet up: load balancer {lb} node {zone} listening on {addr}");
+    }
+    let self_exe = std::env::current_exe()?;
+    let groups = stack.groups.len();
+    let fleet =
+        Arc::new(Fleet::start(stack.clone(), balancer.clone(), &state_dir, self_exe).await?);
+    let stop = CancellationToken::new();
+    let running = Arc::new(Running {
+        stack_text,
+        balancer: balancer.clone(),
+        fleet: fleet.clone(),
+        stop: stop.clone(),
+    });
+    // The API outlives the stop request: `status` keeps answering while instances drain, and
+    // `down` returns only when everything is gone.
+    let admin_stop = CancellationToken::new();
+    let admin = proxyfleet_admin::serve(running, &state_dir, admin_stop.clone().cancelled_owned()).await?;
+    println!(
+        "proxyfleet up: admin API on http://{} (token in {})",
+        admin.addr,
+        state_dir.join("admin.token").display()
+    );
+    if groups > 0 {
+        report_when_ready(&fleet, &balancer, &stop).await;
+    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        () = stop.cancelled() => tracing::info!("down: stopping"),
+    }
+    println!("proxyfleet up: stopping: deregistering, draining and stopping instances");
+    stop.cancel();
+    fleet.shutdown().await;
+    balancer.shutdown().await;
+    admin_stop.cancel();
+    admin.wait().await;
+    println!("proxyfleet up: stopped");
+    Ok(())
+}
+
+/// Prints progress until every group has its desired instances in service, then the
+/// addresses to use as `http_proxy`.
+async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &CancellationToken) {
+    let mut last = String::new();
+    loop {
+        let groups = fleet.groups();
+        let line = groups
+            .iter()
+            .map(|g| {
+                let in_service = g
+                    .instances
+                    .iter()
+                    .filter(|i| i.lifecycle == Lifecycle::InService)
+                    .count();
+                format!("group {}: {in_service}/{} in service", g.name, g.desired)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let healthy = balancer
+            .status()
+            .targets
+            .iter()
+            .filter(|t| t.healthy_everywhere())
+            .count();
+        let line = format!("{line}; {healthy} healthy targets");
+        if line != last {
+            println!("proxyfleet up: {line}");
+            last = line;
         }
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let ready = groups.iter().all(|g| {
+            g.instances
+                .iter()
+                .filter(|i| i.lifecycle == Lifecycle::InService)
+                .count()
+                >= g.desired as usize
+        }) && healthy
+            >= groups
+                .iter()
+                .map(|g| g.desired as usize)
+                .sum::<usize>();
+        if ready {
+            let proxies: Vec<String> = balancer
+                .listen_addrs()
+                .iter()
+                .map(|(_, _, a)| format!("http://{a}"))
+                .collect();
+            println!(
+                "proxyfleet up: ready; use http_proxy={}",
+                proxies.join(" or ")
+            );
+            return;
+        }
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = stop.cancelled() => return,
         }
-        balancer.shutdown().await;
-        Ok(())
-    })
+    }
 }

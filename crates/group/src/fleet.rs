@@ -368,8 +368,13 @@ fn reconcile(shared: &Arc<Shared>, group: &Arc<GroupRuntime>) {
         if waiting.is_some() {
             return;
         }
-        // One launch per pass: a failure then backs off before the next.
-        launch(shared, group, live.len(), desired);
+        // All missing instances at once, unless launches have been failing: then one per
+        // pass, so the back-off paces them.
+        let failing = group.lock().failures > 0;
+        let count = if failing { 1 } else { desired - live.len() };
+        for i in 0..count {
+            launch(shared, group, live.len() + i, desired);
+        }
     } else if live.len() > desired {
         // Scale in: from the most populated zone, the newest instance.
         let mut by_zone: HashMap<&str, Vec<&(String, String, f64)>> = HashMap::new();

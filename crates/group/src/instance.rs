@@ -79,7 +79,7 @@ pub async fn run(
     if lifecycle == Some(Lifecycle::Pending) {
         let ready = async {
             loop {
-                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                if crate::process::is_listening(addr) {
                     return true;
                 }
                 tokio::time::sleep(POLL).await;

@@ -96,15 +96,10 @@ impl InstanceProcess {
 
     /// Resolves when the process has exited.
     pub async fn exited(&mut self) {
-        // A pidfd becomes readable when its process exits.
-        loop {
-            match self.pidfd.readable().await {
-                Ok(mut guard) => {
-                    guard.retain_ready();
-                    break;
-                }
-                Err(_) => return,
-            }
+        // A pidfd becomes readable when its process exits (and stays so: readiness is kept).
+        match self.pidfd.readable().await {
+            Ok(mut guard) => guard.retain_ready(),
+            Err(_) => return,
         }
         if let Some(child) = self.child.as_mut() {
             let _ = child.wait();
@@ -118,7 +113,7 @@ impl InstanceProcess {
     }
 
     pub fn signal(&self, signal: rustix::process::Signal) {
-        let _ = rustix::process::pidfd_send_signal(&*self.pidfd.get_ref(), signal);
+        let _ = rustix::process::pidfd_send_signal(self.pidfd.get_ref(), signal);
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within `timeout`.
@@ -143,6 +138,28 @@ fn open_pidfd(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
         .map_err(|e| e.into_parts().1)
 }
 
+/// Whether some socket listens on `addr` (or on its port at every address), read from
+/// /proc/net/tcp{,6}: readiness without sending a packet, so an instance's own security group
+/// (which may not admit this host's address) does not hide it.
+pub fn is_listening(addr: std::net::SocketAddr) -> bool {
+    let (file, wanted, any) = match addr.ip() {
+        std::net::IpAddr::V4(v4) => ("/proc/net/tcp", format!("{:08X}", u32::from_ne_bytes(v4.octets())), "00000000".to_string()),
+        std::net::IpAddr::V6(v6) => {
+            let words: String = v6.octets().chunks(4).map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect();
+            ("/proc/net/tcp6", words, "0".repeat(32))
+        }
+    };
+    let port = format!("{:04X}", addr.port());
+    let Ok(table) = std::fs::read_to_string(file) else { return false };
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let (Some(local), Some(_remote), Some(state)) = (fields.nth(1), fields.next(), fields.next()) else { return false };
+        // 0A = TCP_LISTEN
+        state == "0A"
+            && local.split_once(':').is_some_and(|(ip, p)| p == port && (ip == wanted || ip == any))
+    })
+}
+
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -154,6 +171,15 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_sockets_are_found_in_proc() {
+        let l = std::net::TcpListener::bind("127.10.9.9:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(is_listening(addr));
+        drop(l);
+        assert!(!is_listening(addr));
+    }
 
     #[test]
     fn start_ticks_of_this_process_is_stable() {

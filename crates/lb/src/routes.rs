@@ -179,10 +179,9 @@ impl GroupView {
         drop(states);
         let (eligible, fail_open) = eligibility(&members.targets, &health, &self.scope);
         let slots = members.table.resolve(&eligible);
-        if fail_open
-            && !self.failing_open.swap(true, Ordering::Relaxed)
-            && !members.targets.is_empty()
-        {
+        // Every target draining (a stop, a scale to zero) is not an outage worth shouting about.
+        let all_draining = members.targets.iter().all(|t| t.is_draining());
+        if fail_open && !all_draining && !self.failing_open.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 node = %self.scope.node,
                 group = %self.group.spec.name,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod up;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,387 @@
+//! The JSON the admin API speaks. The server builds these from [`Control`](crate::Control)'s
+//! snapshots; clients deserialize the same types. Clients must ignore fields they do not
+//! know: the API may grow.
+
+use std::net::{IpAddr, SocketAddr};
+
+use proxyfleet_group::model::{self, Activity, GroupStatus, Lifecycle};
+use proxyfleet_lb::health::Health;
+use proxyfleet_lb::status::{BalancerStatus, TargetStatus};
+use serde::{Deserialize, Serialize};
+
+/// `GET /api/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub load_balancers: Vec<LoadBalancerView>,
+    pub targets: Vec<TargetView>,
+    /// Every instance not yet Terminated.
+    pub instances: Vec<InstanceView>,
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadBalancerView {
+    pub name: String,
+    pub cross_zone: bool,
+    pub nodes: Vec<NodeView>,
+}
+
+/// One load balancer node (one per zone) and its counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub zone: String,
+    pub address: IpAddr,
+    pub listeners: Vec<ListenerView>,
+    pub accepted: u64,
+    pub active: u64,
+    pub refused: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerView {
+    pub port: u16,
+    pub target_group: String,
+}
+
+/// A registered target: its health on every node that checks it, and its counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetView {
+    /// `ADDRESS:PORT`.
+    pub id: String,
+    /// The target group.
+    pub group: String,
+    /// The IP address of `id`.
+    pub address: String,
+    pub zone: String,
+    /// The verdict over all nodes, see [`aggregate_health`].
+    pub health: String,
+    pub draining: bool,
+    pub nodes: Vec<TargetNodeView>,
+    pub active_flows: u64,
+    pub new_flows: u64,
+    pub bytes_to_target: u64,
+    pub bytes_to_client: u64,
+    pub connect_failures: u64,
+    pub health_transitions: u64,
+}
+
+/// One node's view of a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetNodeView {
+    /// `LB/ZONE`.
+    pub node: String,
+    /// Initial, Healthy, Unhealthy, Draining or Unused.
+    pub health: String,
+    /// Why it is in that state (the last transition's reason).
+    pub reason: String,
+    /// How long it has been in that state.
+    pub for_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub id: String,
+    pub group: String,
+    pub zone: String,
+    pub address: IpAddr,
+    pub port: u16,
+    /// 0 until the process exists.
+    pub pid: u32,
+    /// Pending, InService, Terminating (Terminated instances are not listed).
+    pub lifecycle: String,
+    /// Healthy or Unhealthy.
+    pub health: String,
+    pub reason: String,
+    pub uptime_seconds: f64,
+    /// Whether a kernel firewall enforces its security groups.
+    pub protected: bool,
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: String,
+    pub min: u32,
+    pub max: u32,
+    pub desired: u32,
+    pub zones: Vec<String>,
+    /// Set while launches back off after failures: seconds until the next attempt.
+    pub backoff_seconds: Option<f64>,
+}
+
+/// One entry of `GET /api/activity` (newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityView {
+    pub id: i64,
+    pub group: String,
+    pub description: String,
+    pub cause: String,
+    /// InProgress, WaitingForConnectionDraining, Successful, Failed or Cancelled.
+    pub status: String,
+    /// Seconds since the Unix epoch.
+    pub start: f64,
+    pub end: Option<f64>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorView {
+    pub error: String,
+}
+
+/// `POST /api/groups/{name}/scale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub desired: u32,
+}
+
+/// `POST /api/instances/{id}/terminate` (the body may be empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminateRequest {
+    #[serde(default)]
+    pub decrement_desired: bool,
+}
+
+/// `POST /api/instances/{id}/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthRequest {
+    pub healthy: bool,
+}
+
+/// The body of every successful mutating call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OkView {
+    pub ok: bool,
+}
+
+impl StatusView {
+    /// `now` is seconds since the Unix epoch (for instance uptimes).
+    pub fn build(balancer: &BalancerStatus, groups: &[GroupStatus], now: f64) -> StatusView {
+        let load_balancers = balancer
+            .load_balancers
+            .iter()
+            .map(|lb| LoadBalancerView {
+                name: lb.name.clone(),
+                cross_zone: lb.cross_zone,
+                nodes: lb
+                    .nodes
+                    .iter()
+                    .map(|n| NodeView {
+                        zone: n.zone.clone(),
+                        address: n.address,
+                        listeners: n
+                            .listeners
+                            .iter()
+                            .map(|(port, tg)| ListenerView {
+                                port: *port,
+                                target_group: tg.clone(),
+                            })
+                            .collect(),
+                        accepted: n.accepted,
+                        active: n.active,
+                        refused: n.refused,
+                        failed: n.failed,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let targets = balancer.targets.iter().map(TargetView::build).collect();
+        let instances = groups
+            .iter()
+            .flat_map(|g| &g.instances)
+            .filter(|i| i.lifecycle != Lifecycle::Terminated)
+            .map(|i| InstanceView::build(i, now))
+            .collect();
+        let groups = groups
+            .iter()
+            .map(|g| GroupView {
+                name: g.name.clone(),
+                min: g.min,
+                max: g.max,
+                desired: g.desired,
+                zones: g.zones.clone(),
+                backoff_seconds: g.backoff_seconds,
+            })
+            .collect();
+        StatusView {
+            load_balancers,
+            targets,
+            instances,
+            groups,
+        }
+    }
+}
+
+impl TargetView {
+    pub fn build(t: &TargetStatus) -> TargetView {
+        let address = match t.id.parse::<SocketAddr>() {
+            Ok(a) => a.ip().to_string(),
+            // Not ADDRESS:PORT: show the id rather than nothing.
+            Err(_) => t.id.clone(),
+        };
+        TargetView {
+            id: t.id.clone(),
+            group: t.group.clone(),
+            address,
+            zone: t.zone.clone(),
+            health: aggregate_health(t).to_string(),
+            draining: t.draining,
+            nodes: t
+                .health
+                .iter()
+                .map(|h| TargetNodeView {
+                    node: h.node.clone(),
+                    health: health_name(h.health).to_string(),
+                    reason: h.reason.clone(),
+                    for_seconds: h.since.elapsed().as_secs_f64(),
+                })
+                .collect(),
+            active_flows: t.active_flows,
+            new_flows: t.new_flows,
+            bytes_to_target: t.bytes_to_target,
+            bytes_to_client: t.bytes_to_client,
+            connect_failures: t.connect_failures,
+            health_transitions: t.health_transitions,
+        }
+    }
+}
+
+impl InstanceView {
+    pub fn build(i: &model::Instance, now: f64) -> InstanceView {
+        InstanceView {
+            id: i.id.clone(),
+            group: i.group.clone(),
+            zone: i.zone.clone(),
+            address: i.address,
+            port: i.port,
+            pid: i.pid,
+            lifecycle: i.lifecycle.as_str().to_string(),
+            health: match i.health {
+                model::InstanceHealth::Healthy => "Healthy",
+                model::InstanceHealth::Unhealthy => "Unhealthy",
+            }
+            .to_string(),
+            reason: i.reason.clone(),
+            uptime_seconds: (now - i.launched_at).max(0.0),
+            protected: i.protected,
+            dir: i.dir.clone(),
+        }
+    }
+}
+
+impl From<&Activity> for ActivityView {
+    fn from(a: &Activity) -> ActivityView {
+        ActivityView {
+            id: a.id,
+            group: a.group.clone(),
+            description: a.description.clone(),
+            cause: a.cause.clone(),
+            status: a.status.as_str().to_string(),
+            start: a.start,
+            end: a.end,
+        }
+    }
+}
+
+/// A node's verdict, spelled as the API spells it.
+pub fn health_name(h: Health) -> &'static str {
+    match h {
+        Health::Initial => "Initial",
+        Health::Healthy => "Healthy",
+        Health::Unhealthy => "Unhealthy",
+        Health::Draining => "Draining",
+        Health::Unused => "Unused",
+    }
+}
+
+/// One word for a target over all nodes: "Draining" once deregistered; otherwise, over the
+/// nodes that use it (not "Unused"), "Healthy" when every one says healthy, "Initial" when
+/// none has judged it yet, else "Unhealthy"; "Unused" when no node uses it.
+pub fn aggregate_health(t: &TargetStatus) -> &'static str {
+    if t.draining {
+        return "Draining";
+    }
+    let used: Vec<Health> = t
+        .health
+        .iter()
+        .map(|h| h.health)
+        .filter(|h| *h != Health::Unused)
+        .collect();
+    if used.is_empty() {
+        "Unused"
+    } else if used.iter().all(|h| *h == Health::Healthy) {
+        "Healthy"
+    } else if used.iter().all(|h| *h == Health::Initial) {
+        "Initial"
+    } else if used.iter().all(|h| *h == Health::Draining) {
+        "Draining"
+    } else {
+        "Unhealthy"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proxyfleet_lb::status::TargetHealthStatus;
+    use std::time::Instant;
+
+    fn target(draining: bool, health: &[Health]) -> TargetStatus {
+        TargetStatus {
+            group: "tg".into(),
+            id: "127.10.1.11:3128".into(),
+            zone: "a".into(),
+            draining,
+            health: health
+                .iter()
+                .enumerate()
+                .map(|(i, h)| TargetHealthStatus {
+                    node: format!("lb/{i}"),
+                    health: *h,
+                    reason: String::new(),
+                    since: Instant::now(),
+                })
+                .collect(),
+            active_flows: 0,
+            new_flows: 0,
+            bytes_to_target: 0,
+            bytes_to_client: 0,
+            connect_failures: 0,
+            health_transitions: 0,
+        }
+    }
+
+    #[test]
+    fn aggregate_health_over_nodes() {
+        use Health::*;
+        let cases: &[(bool, &[Health], &str)] = &[
+            (false, &[Healthy, Healthy], "Healthy"),
+            (false, &[Healthy, Unused], "Healthy"),
+            (false, &[Healthy, Unhealthy], "Unhealthy"),
+            (false, &[Healthy, Initial], "Unhealthy"),
+            (false, &[Initial, Initial], "Initial"),
+            (false, &[Unused, Unused], "Unused"),
+            (false, &[], "Unused"),
+            (true, &[Healthy, Healthy], "Draining"),
+            (false, &[Draining, Draining], "Draining"),
+        ];
+        for (draining, nodes, want) in cases {
+            assert_eq!(
+                aggregate_health(&target(*draining, nodes)),
+                *want,
+                "{draining} {nodes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn target_address_is_the_ip_of_its_id() {
+        let v = TargetView::build(&target(false, &[Health::Healthy]));
+        assert_eq!(v.address, "127.10.1.11");
+        assert_eq!(v.nodes[0].health, "Healthy");
+    }
+}

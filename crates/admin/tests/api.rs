@@ -1,0 +1,761 @@
+//! The admin API over real HTTP, served over a fake `Control` with fixed data that records
+//! every call.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use proxyfleet_admin::client::{self, ClientError, Response};
+use proxyfleet_admin::view::StatusView;
+use proxyfleet_admin::{serve, AdminHandle, Control, ADDR_FILE, TOKEN_FILE};
+use proxyfleet_group::model::{
+    Activity, ActivityStatus, GroupStatus, Instance, InstanceHealth, Lifecycle,
+};
+use proxyfleet_lb::health::Health;
+use proxyfleet_lb::status::{
+    BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus,
+};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Fake {
+    calls: Mutex<Vec<String>>,
+    stop: Arc<Notify>,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn node_health(node: &str, health: Health, reason: &str) -> TargetHealthStatus {
+    TargetHealthStatus {
+        node: node.into(),
+        health,
+        reason: reason.into(),
+        since: Instant::now() - Duration::from_secs(12),
+    }
+}
+
+fn target(id: &str, zone: &str, draining: bool, health: Vec<TargetHealthStatus>) -> TargetStatus {
+    TargetStatus {
+        group: "proxies-tg".into(),
+        id: id.into(),
+        zone: zone.into(),
+        draining,
+        health,
+        active_flows: 3,
+        new_flows: 120,
+        bytes_to_target: 4096,
+        bytes_to_client: 65536,
+        connect_failures: 1,
+        health_transitions: 2,
+    }
+}
+
+fn instance(id: &str, zone: &str, address: &str, lifecycle: Lifecycle) -> Instance {
+    Instance {
+        id: id.into(),
+        group: "proxies".into(),
+        zone: zone.into(),
+        address: ip(address),
+        port: 3128,
+        pid: 4242,
+        start_ticks: 1,
+        lifecycle,
+        health: InstanceHealth::Healthy,
+        reason: String::new(),
+        launched_at: proxyfleet_group::model::now() - 60.0,
+        dir: format!("/state/instances/{id}"),
+        protected: true,
+    }
+}
+
+impl Control for Fake {
+    fn stack_text(&self) -> String {
+        "# the stack\nzones: {}\n".into()
+    }
+
+    fn balancer(&self) -> BalancerStatus {
+        let node = |zone: &str, addr: &str| NodeStatus {
+            zone: zone.into(),
+            address: ip(addr),
+            listeners: vec![(3128, "proxies-tg".into())],
+            accepted: 10,
+            active: 2,
+            refused: 1,
+            failed: 0,
+        };
+        BalancerStatus {
+            load_balancers: vec![LbStatus {
+                name: "proxy-lb".into(),
+                cross_zone: false,
+                nodes: vec![node("a", "127.10.1.10"), node("c", "127.10.2.10")],
+            }],
+            targets: vec![
+                target(
+                    "127.10.1.11:3128",
+                    "a",
+                    false,
+                    vec![
+                        node_health(
+                            "proxy-lb/a",
+                            Health::Healthy,
+                            "2 consecutive health checks passed",
+                        ),
+                        node_health(
+                            "proxy-lb/c",
+                            Health::Healthy,
+                            "2 consecutive health checks passed",
+                        ),
+                    ],
+                ),
+                target(
+                    "127.10.2.11:3128",
+                    "c",
+                    false,
+                    vec![
+                        node_health("proxy-lb/a", Health::Healthy, "ok"),
+                        node_health(
+                            "proxy-lb/c",
+                            Health::Unhealthy,
+                            "2 consecutive health checks failed: \"timed out\" after 500ms\n",
+                        ),
+                    ],
+                ),
+                target(
+                    "127.10.1.12:3128",
+                    "a",
+                    true,
+                    vec![node_health(
+                        "proxy-lb/a",
+                        Health::Draining,
+                        "deregistered: draining",
+                    )],
+                ),
+            ],
+        }
+    }
+
+    fn groups(&self) -> Vec<GroupStatus> {
+        vec![
+            GroupStatus {
+                name: "proxies".into(),
+                min: 1,
+                max: 4,
+                desired: 2,
+                zones: vec!["a".into(), "c".into()],
+                instances: vec![
+                    instance("i-1", "a", "127.10.1.11", Lifecycle::InService),
+                    instance("i-2", "c", "127.10.2.11", Lifecycle::Pending),
+                    instance("i-0", "a", "127.10.1.12", Lifecycle::Terminated),
+                ],
+                backoff_seconds: None,
+            },
+            GroupStatus {
+                name: "broken".into(),
+                min: 0,
+                max: 1,
+                desired: 1,
+                zones: vec!["a".into()],
+                instances: vec![],
+                backoff_seconds: Some(4.0),
+            },
+        ]
+    }
+
+    fn activities(&self, group: Option<&str>, limit: usize) -> Vec<Activity> {
+        self.record(format!("activities {group:?} {limit}"));
+        let all = [
+            (3, "proxies", ActivityStatus::InProgress, None),
+            (2, "broken", ActivityStatus::Failed, Some(20.0)),
+            (1, "proxies", ActivityStatus::Successful, Some(11.0)),
+        ];
+        all.iter()
+            .filter(|(_, g, _, _)| group.is_none_or(|want| want == *g))
+            .take(limit)
+            .map(|(id, g, status, end)| Activity {
+                id: *id,
+                group: g.to_string(),
+                description: format!("Launching a new instance: i-{id}"),
+                cause: "the desired capacity was raised".into(),
+                status: *status,
+                start: 10.0,
+                end: *end,
+            })
+            .collect()
+    }
+
+    fn scale(&self, group: &str, desired: u32) -> Result<(), String> {
+        self.record(format!("scale {group} {desired}"));
+        match group {
+            "proxies" if desired <= 4 => Ok(()),
+            "proxies" => Err(format!(
+                "group proxies: desired {desired} is outside min 1 .. max 4"
+            )),
+            _ => Err(format!("no group '{group}'")),
+        }
+    }
+
+    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), String> {
+        self.record(format!("terminate {instance} {decrement_desired}"));
+        if instance.starts_with("i-") {
+            Ok(())
+        } else {
+            Err(format!("no live instance '{instance}'"))
+        }
+    }
+
+    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), String> {
+        self.record(format!("health {instance} {healthy}"));
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        self.record("shutdown".into());
+        self.stop.notify_one();
+    }
+}
+
+impl Fake {
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+struct Running {
+    fake: Arc<Fake>,
+    admin: AdminHandle,
+    dir: tempfile::TempDir,
+    token: String,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = Arc::new(Notify::new());
+    let fake = Arc::new(Fake {
+        calls: Mutex::new(Vec::new()),
+        stop: stop.clone(),
+    });
+    let admin = serve(
+        fake.clone(),
+        dir.path(),
+        async move { stop.notified().await },
+    )
+    .await
+    .unwrap();
+    let token = std::fs::read_to_string(dir.path().join(TOKEN_FILE))
+        .unwrap()
+        .trim()
+        .to_string();
+    Running {
+        fake,
+        admin,
+        dir,
+        token,
+    }
+}
+
+impl Running {
+    async fn get(&self, path: &str) -> Response {
+        client::request(self.admin.addr, Method::GET, path, None, None, TIMEOUT)
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        client::request(
+            self.admin.addr,
+            Method::POST,
+            path,
+            token,
+            body.as_ref(),
+            TIMEOUT,
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn post_with_token(&self, path: &str, body: Option<Value>) -> Response {
+        let token = self.token.clone();
+        self.post(path, Some(&token), body).await
+    }
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn status_json_has_exactly_the_documented_shape() {
+    let r = start().await;
+    let resp = r.get("/api/status").await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.content_type.starts_with("application/json"),
+        "{}",
+        resp.content_type
+    );
+    let v: Value = serde_json::from_slice(&resp.body).unwrap();
+
+    assert_eq!(
+        keys(&v),
+        set(&["load_balancers", "targets", "instances", "groups"])
+    );
+    let lb = &v["load_balancers"][0];
+    assert_eq!(keys(lb), set(&["name", "cross_zone", "nodes"]));
+    assert_eq!(lb["name"], "proxy-lb");
+    assert_eq!(lb["cross_zone"], false);
+    let node = &lb["nodes"][0];
+    assert_eq!(
+        keys(node),
+        set(&[
+            "zone",
+            "address",
+            "listeners",
+            "accepted",
+            "active",
+            "refused",
+            "failed"
+        ])
+    );
+    assert_eq!(node["address"], "127.10.1.10");
+    assert_eq!(
+        node["listeners"],
+        json!([{"port": 3128, "target_group": "proxies-tg"}])
+    );
+    assert_eq!(
+        (node["accepted"].as_u64(), node["refused"].as_u64()),
+        (Some(10), Some(1))
+    );
+
+    let targets = v["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 3);
+    let t = &targets[0];
+    assert_eq!(
+        keys(t),
+        set(&[
+            "id",
+            "group",
+            "address",
+            "zone",
+            "health",
+            "draining",
+            "nodes",
+            "active_flows",
+            "new_flows",
+            "bytes_to_target",
+            "bytes_to_client",
+            "connect_failures",
+            "health_transitions",
+        ])
+    );
+    assert_eq!(t["id"], "127.10.1.11:3128");
+    assert_eq!(t["address"], "127.10.1.11");
+    assert_eq!(t["group"], "proxies-tg");
+    assert_eq!(t["health"], "Healthy");
+    assert_eq!(t["bytes_to_client"], 65536);
+    assert_eq!(
+        keys(&t["nodes"][0]),
+        set(&["node", "health", "reason", "for_seconds"])
+    );
+    assert_eq!(t["nodes"][0]["node"], "proxy-lb/a");
+    assert_eq!(t["nodes"][0]["health"], "Healthy");
+    let for_seconds = t["nodes"][0]["for_seconds"].as_f64().unwrap();
+    assert!((12.0..60.0).contains(&for_seconds), "{for_seconds}");
+    assert_eq!(targets[1]["health"], "Unhealthy", "one node says unhealthy");
+    assert_eq!(targets[1]["nodes"][1]["health"], "Unhealthy");
+    assert_eq!(targets[2]["health"], "Draining");
+    assert_eq!(targets[2]["draining"], true);
+
+    let instances = v["instances"].as_array().unwrap();
+    let ids: Vec<&str> = instances
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i-1", "i-2"], "Terminated instances are not listed");
+    let i = &instances[0];
+    assert_eq!(
+        keys(i),
+        set(&[
+            "id",
+            "group",
+            "zone",
+            "address",
+            "port",
+            "pid",
+            "lifecycle",
+            "health",
+            "reason",
+            "uptime_seconds",
+            "protected",
+            "dir",
+        ])
+    );
+    assert_eq!(i["lifecycle"], "InService");
+    assert_eq!(instances[1]["lifecycle"], "Pending");
+    assert_eq!(i["health"], "Healthy");
+    assert_eq!(i["address"], "127.10.1.11");
+    assert_eq!(i["pid"], 4242);
+    let uptime = i["uptime_seconds"].as_f64().unwrap();
+    assert!((59.0..120.0).contains(&uptime), "{uptime}");
+
+    let g = &v["groups"][0];
+    assert_eq!(
+        keys(g),
+        set(&["name", "min", "max", "desired", "zones", "backoff_seconds"])
+    );
+    assert_eq!(g["backoff_seconds"], Value::Null);
+    assert_eq!(g["zones"], json!(["a", "c"]));
+    assert_eq!(v["groups"][1]["backoff_seconds"], 4.0);
+
+    // The typed view reads the same JSON back (what the CLI does).
+    let typed: StatusView = serde_json::from_slice(&resp.body).unwrap();
+    assert_eq!(typed.instances.len(), 2);
+}
+
+#[tokio::test]
+async fn address_and_token_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // What an earlier run left: a world-readable token must not stay so.
+    std::fs::write(dir.path().join(TOKEN_FILE), "old\n").unwrap();
+    std::fs::set_permissions(
+        dir.path().join(TOKEN_FILE),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(ADDR_FILE), "127.0.0.1:1\n").unwrap();
+    let stop = Arc::new(Notify::new());
+    let fake = Arc::new(Fake {
+        calls: Mutex::new(Vec::new()),
+        stop: stop.clone(),
+    });
+    let first = serve(fake.clone(), dir.path(), std::future::pending())
+        .await
+        .unwrap();
+    let token_path = dir.path().join(TOKEN_FILE);
+    let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert_eq!(token.trim().len(), 64);
+    assert!(token.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    let addr = std::fs::read_to_string(dir.path().join(ADDR_FILE)).unwrap();
+    assert_eq!(addr, format!("{}\n", first.addr));
+    let parsed: SocketAddr = addr.trim().parse().unwrap();
+    assert!(parsed.ip().is_loopback());
+    drop(first);
+
+    // Each start writes a fresh token.
+    let second = serve(fake, dir.path(), async move { stop.notified().await })
+        .await
+        .unwrap();
+    let token2 = std::fs::read_to_string(&token_path).unwrap();
+    assert_ne!(token, token2);
+    let addr2 = second.addr;
+    let resp = client::request(
+        addr2,
+        Method::POST,
+        "/api/down",
+        Some(token2.trim()),
+        None,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    tokio::time::timeout(TIMEOUT, second.wait()).await.unwrap();
+    // A clean stop takes its files along, and the port no longer answers.
+    assert!(!dir.path().join(ADDR_FILE).exists());
+    assert!(!token_path.exists());
+    let err = client::request(addr2, Method::GET, "/api/status", None, None, TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused), "{err}");
+}
+
+#[tokio::test]
+async fn mutating_calls_need_the_token() {
+    let r = start().await;
+    let calls = [
+        ("/api/groups/proxies/scale", Some(json!({"desired": 3}))),
+        ("/api/instances/i-1/terminate", None),
+        ("/api/instances/i-1/health", Some(json!({"healthy": false}))),
+        ("/api/down", None),
+    ];
+    for (path, body) in &calls {
+        let resp = r.post(path, None, body.clone()).await;
+        assert_eq!(resp.status, 401, "{path}");
+        assert!(resp.content_type.starts_with("application/json"));
+        assert!(
+            resp.error_message().contains("Bearer"),
+            "{}",
+            resp.error_message()
+        );
+        let resp = r.post(path, Some("0123"), body.clone()).await;
+        assert_eq!(resp.status, 401, "{path}");
+        let wrong = "f".repeat(64);
+        let resp = r.post(path, Some(&wrong), body.clone()).await;
+        assert_eq!(resp.status, 401, "{path}");
+        assert_eq!(resp.error_message(), "wrong bearer token");
+    }
+    assert!(r.fake.calls().is_empty(), "{:?}", r.fake.calls());
+
+    for (path, body) in &calls[..3] {
+        let resp = r.post_with_token(path, body.clone()).await;
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(
+            serde_json::from_slice::<Value>(&resp.body).unwrap(),
+            json!({"ok": true})
+        );
+    }
+    let resp = r
+        .post_with_token(
+            "/api/instances/i-2/terminate",
+            Some(json!({"decrement_desired": true})),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        r.fake.calls(),
+        [
+            "scale proxies 3",
+            "terminate i-1 false",
+            "health i-1 false",
+            "terminate i-2 true",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn refusals_and_bad_bodies_are_json_errors() {
+    let r = start().await;
+    let cases = [
+        (
+            "/api/groups/nope/scale",
+            Some(json!({"desired": 1})),
+            404,
+            "no group 'nope'",
+        ),
+        (
+            "/api/groups/proxies/scale",
+            Some(json!({"desired": 9})),
+            400,
+            "group proxies: desired 9 is outside min 1 .. max 4",
+        ),
+        (
+            "/api/instances/x-9/terminate",
+            None,
+            404,
+            "no live instance 'x-9'",
+        ),
+        (
+            "/api/groups/proxies/scale",
+            Some(json!({"desired": -1})),
+            400,
+            "bad request body",
+        ),
+        ("/api/groups/proxies/scale", None, 400, "bad request body"),
+        (
+            "/api/groups/proxies/scale",
+            Some(json!({"desired": 1, "x": 1})),
+            400,
+            "unknown field",
+        ),
+        (
+            "/api/instances/i-1/health",
+            Some(json!({})),
+            400,
+            "missing field `healthy`",
+        ),
+    ];
+    for (path, body, status, message) in cases {
+        let resp = r.post_with_token(path, body).await;
+        assert_eq!(resp.status, status, "{path}: {}", resp.text());
+        assert!(
+            resp.error_message().contains(message),
+            "{path}: {} does not contain {message}",
+            resp.error_message()
+        );
+    }
+    let resp = r.get("/api/nothing").await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.error_message(), "no such route");
+    let resp = r.get("/api/activity?limit=many").await;
+    assert_eq!(resp.status, 400);
+}
+
+#[tokio::test]
+async fn activity_passes_group_and_limit() {
+    let r = start().await;
+    let all: Value = serde_json::from_slice(&r.get("/api/activity").await.body).unwrap();
+    let ids: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [3, 2, 1], "newest first");
+    assert_eq!(
+        keys(&all[0]),
+        set(&[
+            "id",
+            "group",
+            "description",
+            "cause",
+            "status",
+            "start",
+            "end"
+        ])
+    );
+    assert_eq!(all[0]["status"], "InProgress");
+    assert_eq!(all[0]["end"], Value::Null);
+    assert_eq!(all[1]["status"], "Failed");
+
+    let some: Value =
+        serde_json::from_slice(&r.get("/api/activity?group=proxies&limit=1").await.body).unwrap();
+    assert_eq!(some.as_array().unwrap().len(), 1);
+    assert_eq!(some[0]["id"], 3);
+    let _ = r.get("/api/activity?limit=99999999").await;
+    assert_eq!(
+        r.fake.calls(),
+        [
+            "activities None 100",
+            "activities Some(\"proxies\") 1",
+            "activities None 10000",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stack_is_yaml_text() {
+    let r = start().await;
+    let resp = r.get("/api/stack").await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.content_type.starts_with("text/yaml"),
+        "{}",
+        resp.content_type
+    );
+    assert_eq!(resp.text(), "# the stack\nzones: {}\n");
+}
+
+#[tokio::test]
+async fn down_stops_the_server_after_answering() {
+    let r = start().await;
+    let resp = r.post_with_token("/api/down", None).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(r.fake.calls(), ["shutdown"]);
+    let addr = r.admin.addr;
+    tokio::time::timeout(TIMEOUT, r.admin.wait()).await.unwrap();
+    assert!(!r.dir.path().join(ADDR_FILE).exists());
+    let err = client::request(addr, Method::GET, "/api/status", None, None, TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Refused), "{err}");
+}
+
+#[tokio::test]
+async fn metrics_name_every_target_node_instance_and_group() {
+    let r = start().await;
+    let resp = r.get("/metrics").await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.content_type.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        resp.content_type
+    );
+    let text = resp.text();
+    let expect = [
+        "# TYPE proxyfleet_target_new_flows_total counter",
+        r#"proxyfleet_target_new_flows_total{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 120"#,
+        r#"proxyfleet_target_active_flows{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 3"#,
+        r#"proxyfleet_target_sent_bytes_total{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 4096"#,
+        r#"proxyfleet_target_received_bytes_total{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 65536"#,
+        r#"proxyfleet_target_connect_failures_total{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 1"#,
+        r#"proxyfleet_target_health_transitions_total{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 2"#,
+        r#"proxyfleet_target_healthy{group="proxies-tg",target="127.10.2.11:3128",zone="c",node="proxy-lb/a"} 1"#,
+        r#"proxyfleet_target_healthy{group="proxies-tg",target="127.10.2.11:3128",zone="c",node="proxy-lb/c"} 0"#,
+        r#"proxyfleet_lb_node_accepted_connections_total{load_balancer="proxy-lb",zone="a"} 10"#,
+        r#"proxyfleet_lb_node_refused_connections_total{load_balancer="proxy-lb",zone="c"} 1"#,
+        r#"proxyfleet_lb_node_failed_connections_total{load_balancer="proxy-lb",zone="a"} 0"#,
+        r#"proxyfleet_lb_node_active_connections{load_balancer="proxy-lb",zone="a"} 2"#,
+        r#"proxyfleet_instance_up{group="proxies",instance="i-1",zone="a",lifecycle="InService"} 1"#,
+        r#"proxyfleet_instance_up{group="proxies",instance="i-2",zone="c",lifecycle="Pending"} 1"#,
+        r#"proxyfleet_group_desired_instances{group="proxies"} 2"#,
+        r#"proxyfleet_group_min_instances{group="proxies"} 1"#,
+        r#"proxyfleet_group_max_instances{group="proxies"} 4"#,
+        r#"proxyfleet_group_in_service_instances{group="proxies"} 1"#,
+        r#"proxyfleet_group_in_service_instances{group="broken"} 0"#,
+        r#"proxyfleet_activities{group="broken",status="Failed"} 1"#,
+        r#"proxyfleet_activities{group="proxies",status="InProgress"} 1"#,
+    ];
+    for line in expect {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line} in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("i-0"),
+        "Terminated instances are not reported"
+    );
+    promtool_check(&text);
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package) lints the exposition.
+fn promtool_check(text: &str) {
+    let Some(promtool) = find_promtool() else {
+        println!("SKIPPED: promtool not found (apt-get install prometheus)");
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {report}\n{text}"
+    );
+    assert!(report.trim().is_empty(), "promtool check metrics: {report}");
+}
+
+fn find_promtool() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("promtool"))
+        .find(|p| Path::new(p).is_file())
+}

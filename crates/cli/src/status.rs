@@ -1,0 +1,294 @@
+//! `proxyfleet status [--json]`: load balancer nodes, targets with each node's verdict,
+//! groups and instances of the running `up`.
+
+use clap::Args;
+use proxyfleet_admin::view::StatusView;
+
+use crate::client::{block_on, human_duration, table, Api, StateDir};
+use crate::Failure;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Print the admin API's JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    dir: StateDir,
+}
+
+pub fn run(args: StatusArgs) -> Result<(), Failure> {
+    let api = Api::locate(&args.dir.state_dir)?;
+    let status: StatusView = block_on(api.get_json("/api/status"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(())
+}
+
+/// The tables `status` prints.
+pub fn render(s: &StatusView) -> String {
+    let mut out = String::new();
+
+    let rows: Vec<Vec<String>> = s
+        .load_balancers
+        .iter()
+        .flat_map(|lb| {
+            lb.nodes.iter().map(move |n| {
+                let listeners = n
+                    .listeners
+                    .iter()
+                    .map(|l| format!("{}->{}", l.port, l.target_group))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                vec![
+                    lb.name.clone(),
+                    n.zone.clone(),
+                    n.address.to_string(),
+                    listeners,
+                    if lb.cross_zone { "yes" } else { "no" }.to_string(),
+                    n.accepted.to_string(),
+                    n.active.to_string(),
+                    n.refused.to_string(),
+                    n.failed.to_string(),
+                ]
+            })
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "LOAD BALANCER",
+            "ZONE",
+            "ADDRESS",
+            "LISTENERS",
+            "CROSS-ZONE",
+            "ACCEPTED",
+            "ACTIVE",
+            "REFUSED",
+            "FAILED",
+        ],
+        &rows,
+    ));
+
+    // Each target, then one indented line per node that checks it, with the reason.
+    let mut rows = Vec::new();
+    for t in &s.targets {
+        rows.push(vec![
+            t.id.clone(),
+            t.group.clone(),
+            t.zone.clone(),
+            t.health.clone(),
+            String::new(),
+            t.active_flows.to_string(),
+            t.new_flows.to_string(),
+            t.connect_failures.to_string(),
+            String::new(),
+        ]);
+        for n in &t.nodes {
+            rows.push(vec![
+                format!("  {}", n.node),
+                String::new(),
+                String::new(),
+                n.health.clone(),
+                human_duration(n.for_seconds),
+                String::new(),
+                String::new(),
+                String::new(),
+                n.reason.replace('\n', " ").trim().to_string(),
+            ]);
+        }
+    }
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "TARGET",
+            "TARGET GROUP",
+            "ZONE",
+            "HEALTH",
+            "FOR",
+            "ACTIVE",
+            "FLOWS",
+            "CONNECT FAILURES",
+            "REASON",
+        ],
+        &rows,
+    ));
+
+    let rows: Vec<Vec<String>> = s
+        .groups
+        .iter()
+        .map(|g| {
+            let in_service = s
+                .instances
+                .iter()
+                .filter(|i| i.group == g.name && i.lifecycle == "InService")
+                .count();
+            vec![
+                g.name.clone(),
+                g.desired.to_string(),
+                g.min.to_string(),
+                g.max.to_string(),
+                in_service.to_string(),
+                g.zones.join(","),
+                g.backoff_seconds
+                    .map(|b| format!("next launch in {b:.0}s"))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "GROUP",
+            "DESIRED",
+            "MIN",
+            "MAX",
+            "IN SERVICE",
+            "ZONES",
+            "BACK-OFF",
+        ],
+        &rows,
+    ));
+
+    let rows: Vec<Vec<String>> = s
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                i.group.clone(),
+                i.zone.clone(),
+                format!("{}:{}", i.address, i.port),
+                i.lifecycle.clone(),
+                i.health.clone(),
+                human_duration(i.uptime_seconds),
+                if i.pid == 0 {
+                    "-".to_string()
+                } else {
+                    i.pid.to_string()
+                },
+                if i.protected { "yes" } else { "NO" }.to_string(),
+                i.reason.replace('\n', " ").trim().to_string(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "INSTANCE",
+            "GROUP",
+            "ZONE",
+            "ADDRESS",
+            "LIFECYCLE",
+            "HEALTH",
+            "UPTIME",
+            "PID",
+            "FIREWALLED",
+            "REASON",
+        ],
+        &rows,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proxyfleet_admin::view::{
+        GroupView, InstanceView, ListenerView, LoadBalancerView, NodeView, TargetNodeView,
+        TargetView,
+    };
+
+    #[test]
+    fn renders_every_table() {
+        let s = StatusView {
+            load_balancers: vec![LoadBalancerView {
+                name: "proxy-lb".into(),
+                cross_zone: false,
+                nodes: vec![NodeView {
+                    zone: "a".into(),
+                    address: "127.10.1.10".parse().unwrap(),
+                    listeners: vec![ListenerView {
+                        port: 3128,
+                        target_group: "proxies".into(),
+                    }],
+                    accepted: 7,
+                    active: 1,
+                    refused: 0,
+                    failed: 0,
+                }],
+            }],
+            targets: vec![TargetView {
+                id: "127.10.1.11:3128".into(),
+                group: "proxies".into(),
+                address: "127.10.1.11".into(),
+                zone: "a".into(),
+                health: "Unhealthy".into(),
+                draining: false,
+                nodes: vec![TargetNodeView {
+                    node: "proxy-lb/a".into(),
+                    health: "Unhealthy".into(),
+                    reason: "2 consecutive health checks failed: status 503".into(),
+                    for_seconds: 75.0,
+                }],
+                active_flows: 0,
+                new_flows: 9,
+                bytes_to_target: 0,
+                bytes_to_client: 0,
+                connect_failures: 2,
+                health_transitions: 2,
+            }],
+            instances: vec![InstanceView {
+                id: "i-0a1b".into(),
+                group: "proxies".into(),
+                zone: "a".into(),
+                address: "127.10.1.11".parse().unwrap(),
+                port: 3128,
+                pid: 0,
+                lifecycle: "Pending".into(),
+                health: "Healthy".into(),
+                reason: String::new(),
+                uptime_seconds: 3.0,
+                protected: false,
+                dir: "/s/instances/i-0a1b".into(),
+            }],
+            groups: vec![GroupView {
+                name: "proxies".into(),
+                min: 2,
+                max: 2,
+                desired: 2,
+                zones: vec!["a".into(), "c".into()],
+                backoff_seconds: Some(4.2),
+            }],
+        };
+        let out = render(&s);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("LOAD BALANCER  ZONE  ADDRESS"),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("proxy-lb       a     127.10.1.10  3128->proxies"),
+            "{out}"
+        );
+        assert!(out.contains("127.10.1.11:3128  proxies"), "{out}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("  proxy-lb/a")
+                && l.contains("Unhealthy")
+                && l.contains("1m15s")
+                && l.ends_with("2 consecutive health checks failed: status 503")),
+            "{out}"
+        );
+        assert!(out.contains("next launch in 4s"), "{out}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("i-0a1b")
+                && l.contains("127.10.1.11:3128")
+                && l.contains("Pending")
+                && l.contains("3s")
+                && l.contains(" -  ")
+                && l.contains("NO")),
+            "{out}"
+        );
+    }
+}
