@@ -19,18 +19,30 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs) -> Result<(), Failure> {
     let (stack, name) = match &args.file {
         Some(path) => (
-            proxyfleet_stack::load(path).map_err(|e| Failure { code: 2, error: anyhow::anyhow!("{e}") })?,
+            proxyfleet_stack::load(path).map_err(|e| Failure {
+                code: 2,
+                error: anyhow::anyhow!("{e}"),
+            })?,
             path.display().to_string(),
         ),
-        None => (proxyfleet_stack::builtin(), "the built-in stack".to_string()),
+        None => (
+            proxyfleet_stack::builtin(),
+            "the built-in stack".to_string(),
+        ),
     };
     let findings = check(&stack);
     for f in &findings {
         println!("{f}");
     }
-    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
     if errors > 0 {
-        return Err(Failure { code: 1, error: anyhow::anyhow!("{name}: {errors} problem(s) found") });
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("{name}: {errors} problem(s) found"),
+        });
     }
     println!("{name}: OK ({} warning(s))", findings.len());
     Ok(())

@@ -111,7 +111,8 @@ async fn serve(
     // The API outlives the stop request: `status` keeps answering while instances drain, and
     // `down` returns only when everything is gone.
     let admin_stop = CancellationToken::new();
-    let admin = proxyfleet_admin::serve(running, &state_dir, admin_stop.clone().cancelled_owned()).await?;
+    let admin =
+        proxyfleet_admin::serve(running, &state_dir, admin_stop.clone().cancelled_owned()).await?;
     println!(
         "proxyfleet up: admin API on http://{} (token in {})",
         admin.addr,
@@ -172,11 +173,7 @@ async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &Cancellati
                 .filter(|i| i.lifecycle == Lifecycle::InService)
                 .count()
                 >= g.desired as usize
-        }) && healthy
-            >= groups
-                .iter()
-                .map(|g| g.desired as usize)
-                .sum::<usize>();
+        }) && healthy >= groups.iter().map(|g| g.desired as usize).sum::<usize>();
         if ready {
             let proxies: Vec<String> = balancer
                 .listen_addrs()

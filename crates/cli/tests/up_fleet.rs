@@ -61,7 +61,12 @@ groups:
 }
 
 fn live_count(up: &Up) -> usize {
-    up.status()["instances"].as_array().unwrap().iter().filter(|i| i["lifecycle"] == "InService").count()
+    up.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["lifecycle"] == "InService")
+        .count()
 }
 
 #[test]
@@ -70,25 +75,47 @@ fn scale_out_and_in_within_min_and_max() {
     assert_eq!(live_count(&up), 2);
     let (code, _, err) = up.cli(&["scale", "g", "4"]);
     assert_eq!(code, 0, "{err}");
-    testkit::wait::until_true("4 in service", Duration::from_secs(20), || live_count(&up) == 4);
-    let zones: Vec<String> = up.status()["instances"].as_array().unwrap().iter().map(|i| s(&i["zone"])).collect();
-    assert_eq!(zones.iter().filter(|z| *z == "a").count(), 2, "balanced across zones: {zones:?}");
+    testkit::wait::until_true("4 in service", Duration::from_secs(20), || {
+        live_count(&up) == 4
+    });
+    let zones: Vec<String> = up.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| s(&i["zone"]))
+        .collect();
+    assert_eq!(
+        zones.iter().filter(|z| *z == "a").count(),
+        2,
+        "balanced across zones: {zones:?}"
+    );
     let (code, _, err) = up.cli(&["scale", "g", "5"]);
     assert_ne!(code, 0);
     assert!(err.contains("desired 5 is outside min 1 .. max 4"), "{err}");
     let (code, _, err) = up.cli(&["scale", "g", "1"]);
     assert_eq!(code, 0, "{err}");
-    testkit::wait::until_true("1 in service", Duration::from_secs(30), || live_count(&up) == 1 && up.status()["instances"].as_array().unwrap().len() == 1);
+    testkit::wait::until_true("1 in service", Duration::from_secs(30), || {
+        live_count(&up) == 1 && up.status()["instances"].as_array().unwrap().len() == 1
+    });
     let activity = up.activity();
-    assert!(activity.as_array().unwrap().iter().any(|a| s(&a["description"]) == "Setting desired capacity from 2 to 4"));
+    assert!(activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| s(&a["description"]) == "Setting desired capacity from 2 to 4"));
 }
 
 #[test]
 fn a_crash_looping_template_backs_off_visibly() {
-    let text = stack(52, 1, 1, 1).replace(r#"command: [proxyfleet, proxy, -f, "{dir}/squid.conf"]"#, r#"command: [sh, -c, "exit 3"]"#);
+    let text = stack(52, 1, 1, 1).replace(
+        r#"command: [proxyfleet, proxy, -f, "{dir}/squid.conf"]"#,
+        r#"command: [sh, -c, "exit 3"]"#,
+    );
     let up = Up::start_unready(&text);
     let started = Instant::now();
-    testkit::wait::until_true("10 s of crash loop", Duration::from_secs(15), || started.elapsed() > Duration::from_secs(10));
+    testkit::wait::until_true("10 s of crash loop", Duration::from_secs(15), || {
+        started.elapsed() > Duration::from_secs(10)
+    });
     let activity = up.activity();
     let failed: Vec<String> = activity
         .as_array()
@@ -98,55 +125,132 @@ fn a_crash_looping_template_backs_off_visibly() {
         .map(|a| s(&a["description"]))
         .collect();
     println!("{} failed launches in 10 s: {failed:#?}", failed.len());
-    assert!((3..=6).contains(&failed.len()), "back-off 1, 2, 4, 8 s: {failed:?}");
-    assert!(failed.iter().any(|d| d.contains("exit status: 3") && d.contains("next attempt in")), "{failed:?}");
+    assert!(
+        (3..=6).contains(&failed.len()),
+        "back-off 1, 2, 4, 8 s: {failed:?}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|d| d.contains("exit status: 3") && d.contains("next attempt in")),
+        "{failed:?}"
+    );
     // Still responsive, and says it is backing off.
     let status = up.status();
-    assert!(status["groups"][0]["backoff_seconds"].as_f64().is_some() || status["instances"].as_array().unwrap().len() <= 1);
+    assert!(
+        status["groups"][0]["backoff_seconds"].as_f64().is_some()
+            || status["instances"].as_array().unwrap().len() <= 1
+    );
 }
 
 #[test]
 fn a_restarted_controller_adopts_its_instances() {
     let up = Up::start(Some(&stack(53, 2, 2, 2)));
-    let before: Vec<(String, u64)> = up.status()["instances"].as_array().unwrap().iter().map(|i| (s(&i["id"]), i["pid"].as_u64().unwrap())).collect();
+    let before: Vec<(String, u64)> = up.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (s(&i["id"]), i["pid"].as_u64().unwrap()))
+        .collect();
     let Up { mut child, state } = up;
     child.signal(libc::SIGKILL);
     child.wait_exit(Duration::from_secs(10));
     // The instances survived their controller.
     for (_, pid) in &before {
-        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "instance {pid} died with up");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "instance {pid} died with up"
+        );
     }
     let up = Up::start_in(state, Some(&stack(53, 2, 2, 2)), "proxyfleet up: ready");
-    let mut after: Vec<(String, u64)> = up.status()["instances"].as_array().unwrap().iter().map(|i| (s(&i["id"]), i["pid"].as_u64().unwrap())).collect();
+    let mut after: Vec<(String, u64)> = up.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (s(&i["id"]), i["pid"].as_u64().unwrap()))
+        .collect();
     let mut before = before;
     before.sort();
     after.sort();
-    assert_eq!(before, after, "the same instances, adopted: none launched twice, none lost");
+    assert_eq!(
+        before, after,
+        "the same instances, adopted: none launched twice, none lost"
+    );
     let activity = up.activity();
-    assert_eq!(activity.as_array().unwrap().iter().filter(|a| s(&a["description"]).starts_with("Adopting instance")).count(), 2);
+    assert_eq!(
+        activity
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| s(&a["description"]).starts_with("Adopting instance"))
+            .count(),
+        2
+    );
 }
 
 #[test]
 fn bad_stack_files_name_file_line_column_and_object() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("unknown key", stack(54, 1, 1, 1).replace("  front: { zones: [a, c] }", "  front: { zones: [a, c], colour: red }"), "load_balancers.front: unknown field `colour`"),
-        ("dangling target group", stack(54, 1, 1, 1).replace("target_group: tg }", "target_group: nope }"), "listeners[0]: unknown target group 'nope'"),
-        ("unknown zone", stack(54, 1, 1, 1).replace("    zones: [a, c]\n    target_groups", "    zones: [a, b]\n    target_groups"), "groups.g: unknown zone 'b'"),
-        ("overlapping subnets", stack(54, 1, 1, 1).replace("127.54.2.0/24", "127.54.1.128/25"), "zones.c: subnet 127.54.1.128/25 overlaps zones.a"),
-        ("min > desired", stack(54, 2, 1, 3), "groups.g: min 2 > desired 1"),
+        (
+            "unknown key",
+            stack(54, 1, 1, 1).replace(
+                "  front: { zones: [a, c] }",
+                "  front: { zones: [a, c], colour: red }",
+            ),
+            "load_balancers.front: unknown field `colour`",
+        ),
+        (
+            "dangling target group",
+            stack(54, 1, 1, 1).replace("target_group: tg }", "target_group: nope }"),
+            "listeners[0]: unknown target group 'nope'",
+        ),
+        (
+            "unknown zone",
+            stack(54, 1, 1, 1).replace(
+                "    zones: [a, c]\n    target_groups",
+                "    zones: [a, b]\n    target_groups",
+            ),
+            "groups.g: unknown zone 'b'",
+        ),
+        (
+            "overlapping subnets",
+            stack(54, 1, 1, 1).replace("127.54.2.0/24", "127.54.1.128/25"),
+            "zones.c: subnet 127.54.1.128/25 overlaps zones.a",
+        ),
+        (
+            "min > desired",
+            stack(54, 2, 1, 3),
+            "groups.g: min 2 > desired 1",
+        ),
     ];
     for (what, text, expected) in cases {
         let file = dir.path().join("stack.yaml");
         std::fs::write(&file, &text).unwrap();
         let f = file.display().to_string();
-        let (status, _, err) = run(BIN, &["up", "-f", &f, "--state-dir", &dir.path().join("state").display().to_string()], Duration::from_secs(20));
+        let (status, _, err) = run(
+            BIN,
+            &[
+                "up",
+                "-f",
+                &f,
+                "--state-dir",
+                &dir.path().join("state").display().to_string(),
+            ],
+            Duration::from_secs(20),
+        );
         assert_eq!(status.code(), Some(2), "{what}: {err}");
-        assert!(err.contains(&f) && err.contains(expected), "{what}: expected `{expected}` in: {err}");
+        assert!(
+            err.contains(&f) && err.contains(expected),
+            "{what}: expected `{expected}` in: {err}"
+        );
         let line_col = regex::Regex::new(&format!(r"{}:\d+:\d+: ", regex::escape(&f))).unwrap();
         assert!(line_col.is_match(&err), "{what}: no line:column in {err}");
         let (status, _, err2) = run(BIN, &["check", "-f", &f], Duration::from_secs(20));
         assert_eq!(status.code(), Some(2), "check too: {err2}");
-        assert!(!dir.path().join("state").join("state.db").exists(), "nothing started for {what}");
+        assert!(
+            !dir.path().join("state").join("state.db").exists(),
+            "nothing started for {what}"
+        );
     }
 }

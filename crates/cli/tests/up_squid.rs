@@ -76,7 +76,10 @@ groups:
 "#;
 
 fn squid_available() -> bool {
-    let ok = std::process::Command::new("squid").arg("-v").output().is_ok_and(|o| o.status.success());
+    let ok = std::process::Command::new("squid")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !ok || !root {
@@ -92,30 +95,72 @@ fn squid_instances_serve_through_the_balancer_and_are_replaced() {
     }
     let origin = Origin::start("127.30.0.61");
     let up = Up::start(Some(STACK));
-    testkit::wait::until_true("both squids healthy", Duration::from_secs(30), || up.healthy_targets() == 2);
+    testkit::wait::until_true("both squids healthy", Duration::from_secs(30), || {
+        up.healthy_targets() == 2
+    });
     let url = format!("{}/small", origin.url());
     for _ in 0..10 {
-        let r = curl(&["--interface", "127.20.0.5", "-x", "http://127.61.1.10:3128", "-H", "Connection: close", &url]);
+        let r = curl(&[
+            "--interface",
+            "127.20.0.5",
+            "-x",
+            "http://127.61.1.10:3128",
+            "-H",
+            "Connection: close",
+            &url,
+        ]);
         assert!(r.success && r.stdout.len() == 100, "{r:?}");
     }
     // Squid logged the app client, carried to it in the PROXY v2 header.
     let instances = up.in_service();
     let a = instances.iter().find(|i| i.1 == "a").unwrap().clone();
-    let dir = up.status()["instances"].as_array().unwrap().iter().find(|i| i["id"] == a.0.as_str()).unwrap()["dir"].as_str().unwrap().to_string();
+    let dir = up.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == a.0.as_str())
+        .unwrap()["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
     testkit::wait::until_true("squid's access log line", Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("{dir}/access.log")).unwrap_or_default().contains(" 127.20.0.5 TCP_MISS/200 ")
+        std::fs::read_to_string(format!("{dir}/access.log"))
+            .unwrap_or_default()
+            .contains(" 127.20.0.5 TCP_MISS/200 ")
     });
     // kill -9 the zone-a squid: replaced in zone a.
-    let pid = up.status()["instances"].as_array().unwrap().iter().find(|i| i["id"] == a.0.as_str()).unwrap()["pid"].as_u64().unwrap();
+    let pid = up.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == a.0.as_str())
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
     let killed = Instant::now();
     // SAFETY: kill(2) on a process our `up` child started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let replacement = testkit::wait::until("a new squid in zone a", Duration::from_secs(20), || {
-        up.in_service().into_iter().find(|i| i.1 == "a" && i.0 != a.0)
-    });
-    println!("squid replacement {} InService {:?} after the kill", replacement.0, killed.elapsed());
+    let replacement =
+        testkit::wait::until("a new squid in zone a", Duration::from_secs(20), || {
+            up.in_service()
+                .into_iter()
+                .find(|i| i.1 == "a" && i.0 != a.0)
+        });
+    println!(
+        "squid replacement {} InService {:?} after the kill",
+        replacement.0,
+        killed.elapsed()
+    );
     for _ in 0..5 {
-        let r = curl(&["--interface", "127.20.0.6", "-x", "http://127.61.1.10:3128", "-H", "Connection: close", &url]);
+        let r = curl(&[
+            "--interface",
+            "127.20.0.6",
+            "-x",
+            "http://127.61.1.10:3128",
+            "-H",
+            "Connection: close",
+            &url,
+        ]);
         assert!(r.success, "{r:?}");
     }
     let (code, _, _) = up.cli(&["down"]);

@@ -92,7 +92,7 @@ pub async fn run(
         };
         if !outcome {
             let why = match process.exit_status() {
-                Some(status) => format!("its process {status} before serving"),
+                Some(status) => format!("its process ended ({status}) before serving"),
                 None if crate::process::start_ticks(process.pid).is_none() => {
                     "its process exited before serving".to_string()
                 }
@@ -149,7 +149,7 @@ async fn watch(
                     t.info.health = InstanceHealth::Unhealthy;
                     t.info.reason = format!("process {status}");
                 });
-                return format!("an instance was taken out of service because its process {status}");
+                return format!("an instance was taken out of service because its process ended ({status})");
             }
             cmd = commands.recv() => match cmd {
                 Some(Command::Terminate { cause }) => return cause,

@@ -143,20 +143,36 @@ fn open_pidfd(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
 /// (which may not admit this host's address) does not hide it.
 pub fn is_listening(addr: std::net::SocketAddr) -> bool {
     let (file, wanted, any) = match addr.ip() {
-        std::net::IpAddr::V4(v4) => ("/proc/net/tcp", format!("{:08X}", u32::from_ne_bytes(v4.octets())), "00000000".to_string()),
+        std::net::IpAddr::V4(v4) => (
+            "/proc/net/tcp",
+            format!("{:08X}", u32::from_ne_bytes(v4.octets())),
+            "00000000".to_string(),
+        ),
         std::net::IpAddr::V6(v6) => {
-            let words: String = v6.octets().chunks(4).map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))).collect();
+            let words: String = v6
+                .octets()
+                .chunks(4)
+                .map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                .collect();
             ("/proc/net/tcp6", words, "0".repeat(32))
         }
     };
     let port = format!("{:04X}", addr.port());
-    let Ok(table) = std::fs::read_to_string(file) else { return false };
+    let Ok(table) = std::fs::read_to_string(file) else {
+        return false;
+    };
     table.lines().skip(1).any(|line| {
         let mut fields = line.split_whitespace();
-        let (Some(local), Some(_remote), Some(state)) = (fields.nth(1), fields.next(), fields.next()) else { return false };
+        let (Some(local), Some(_remote), Some(state)) =
+            (fields.nth(1), fields.next(), fields.next())
+        else {
+            return false;
+        };
         // 0A = TCP_LISTEN
         state == "0A"
-            && local.split_once(':').is_some_and(|(ip, p)| p == port && (ip == wanted || ip == any))
+            && local
+                .split_once(':')
+                .is_some_and(|(ip, p)| p == port && (ip == wanted || ip == any))
     })
 }
 

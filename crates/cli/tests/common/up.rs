@@ -23,7 +23,11 @@ impl Up {
 
     /// Starts `up` and waits only for its admin API (for stacks that never get ready).
     pub fn start_unready(stack: &str) -> Up {
-        Self::start_in(tempfile::tempdir().unwrap(), Some(stack), "proxyfleet up: admin API on")
+        Self::start_in(
+            tempfile::tempdir().unwrap(),
+            Some(stack),
+            "proxyfleet up: admin API on",
+        )
     }
 
     /// Starts `up` on an existing state directory, waiting for a stdout line containing `until`.
@@ -38,7 +42,9 @@ impl Up {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut child = Owned::spawn(BIN, &args);
-        child.wait_stdout(until, Duration::from_secs(60), |l| l.contains(until).then_some(()));
+        child.wait_stdout(until, Duration::from_secs(60), |l| {
+            l.contains(until).then_some(())
+        });
         Up { child, state }
     }
 
@@ -58,7 +64,8 @@ impl Up {
     pub fn status(&self) -> Value {
         let (code, out, err) = self.cli(&["status", "--json"]);
         assert_eq!(code, 0, "status failed: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
     }
 
     pub fn activity(&self) -> Value {
@@ -79,10 +86,17 @@ impl Up {
     }
 
     pub fn healthy_targets(&self) -> usize {
-        self.status()["targets"].as_array().unwrap().iter().filter(|t| t["health"] == "Healthy").count()
+        self.status()["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["health"] == "Healthy")
+            .count()
     }
 }
 
 pub fn s(v: &Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
 }
