@@ -93,6 +93,10 @@ async fn serve(
         anyhow::anyhow!("cannot create state directory {}: {e}", state_dir.display())
     })?;
     let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
+    // Signals are caught from the start: a stop during start-up must still take every
+    // instance and the firewall table down.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let balancer = Arc::new(Balancer::start(&stack.load_balancers, &stack.target_groups).await?);
     for (lb, zone, addr) in balancer.listen_addrs() {
         println!("proxyfleet up: load balancer {lb} node {zone} listening on {addr}");
@@ -118,12 +122,14 @@ async fn serve(
         admin.addr,
         state_dir.join("admin.token").display()
     );
-    if groups > 0 {
-        report_when_ready(&fleet, &balancer, &stop).await;
-    }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let progress = async {
+        if groups > 0 {
+            report_when_ready(&fleet, &balancer, &stop).await;
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
+        () = progress => {}
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
         () = stop.cancelled() => tracing::info!("down: stopping"),

@@ -109,7 +109,7 @@ fn wait_healthy(up: &mut Owned, count: usize) {
 fn killing_a_target_under_load_fails_no_new_connection() {
     let mut fleet = start_fleet(
         41,
-        "{ protocol: http, path: /healthz, interval: 200ms, timeout: 200ms }",
+        "{ protocol: http, path: /healthz, interval: 300ms, timeout: 300ms }",
     );
     wait_healthy(&mut fleet.up, 4);
     let epoch = Instant::now();
@@ -182,7 +182,7 @@ fn killing_a_target_under_load_fails_no_new_connection() {
 fn a_stopped_target_is_found_by_the_http_check_timeout() {
     let mut fleet = start_fleet(
         42,
-        "{ protocol: http, path: /healthz, interval: 200ms, timeout: 200ms }",
+        "{ protocol: http, path: /healthz, interval: 300ms, timeout: 300ms }",
     );
     wait_healthy(&mut fleet.up, 4);
     fleet.targets[1].signal(libc::SIGSTOP);

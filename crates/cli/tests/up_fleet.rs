@@ -152,9 +152,7 @@ fn a_restarted_controller_adopts_its_instances() {
         .iter()
         .map(|i| (s(&i["id"]), i["pid"].as_u64().unwrap()))
         .collect();
-    let Up { mut child, state } = up;
-    child.signal(libc::SIGKILL);
-    child.wait_exit(Duration::from_secs(10));
+    let state = up.crash();
     // The instances survived their controller.
     for (_, pid) in &before {
         assert!(
@@ -253,4 +251,142 @@ fn bad_stack_files_name_file_line_column_and_object() {
             "nothing started for {what}"
         );
     }
+}
+
+#[test]
+fn terminate_and_set_health_replace_instances_and_need_the_token() {
+    let up = Up::start(Some(&stack(55, 2, 2, 2)));
+    let first = up.in_service();
+    let victim = first[0].0.clone();
+    let (code, _, err) = up.cli(&["terminate", &victim]);
+    assert_eq!(code, 0, "{err}");
+    testkit::wait::until_true("a replacement", Duration::from_secs(20), || {
+        let now = up.in_service();
+        now.len() == 2 && now.iter().all(|i| i.0 != victim)
+    });
+    // The API refuses mutating calls without the token, and takes them with it.
+    let addr = std::fs::read_to_string(up.dir().join("admin.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let token = std::fs::read_to_string(up.dir().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let target = up.in_service()[0].0.clone();
+    let url = format!("http://{addr}/api/instances/{target}/health");
+    let no_token = testkit::client::curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"healthy":false}"#,
+        &url,
+    ]);
+    assert_eq!(no_token.stdout, "401");
+    let with_token = testkit::client::curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &format!("authorization: Bearer {token}"),
+        "-d",
+        r#"{"healthy":false}"#,
+        &url,
+    ]);
+    assert_eq!(with_token.stdout, "200");
+    testkit::wait::until_true(
+        "the unhealthy instance replaced",
+        Duration::from_secs(20),
+        || {
+            let now = up.in_service();
+            now.len() == 2 && now.iter().all(|i| i.0 != target)
+        },
+    );
+    let activity = up.activity();
+    assert!(activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| s(&a["cause"]).contains("marked unhealthy by hand")));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(up.dir().join("admin.token"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Whether nftables can be driven here (root and `nft`); says SKIPPED otherwise.
+fn firewall_available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(root && nft) {
+        eprintln!("SKIPPED: security groups need root and nft (root: {root}, nft: {nft})");
+    }
+    root && nft
+}
+
+#[test]
+fn security_groups_drop_unadmitted_sources_and_check_explains_the_pitfall() {
+    // The classic mistake: the group admits the app network but not the balancer's subnets.
+    let pitfall = stack(56, 1, 1, 1).replace("      - { protocol: tcp, ports: \"3128\", from: a }\n      - { protocol: tcp, ports: \"3128\", from: c }\n", "");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pitfall.yaml");
+    std::fs::write(&file, &pitfall).unwrap();
+    let (status, out, _) = run(
+        BIN,
+        &["check", "-f", file.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("security group sg admits 127.20.0.0/16 on 3128 but not the load balancer nodes' subnets 127.56.1.0/24, 127.56.2.0/24: health checks will fail and no target will become healthy"), "{out}");
+    let (status, out, _) = run(BIN, &["check"], Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "the built-in stack is clean: {out}");
+    if !firewall_available() {
+        return;
+    }
+    // Run as is: the checks are dropped, the target never turns healthy, and status says why.
+    let up = Up::start_unready(&pitfall);
+    testkit::wait::until_true("an instance in service", Duration::from_secs(20), || {
+        up.in_service().len() == 1
+    });
+    testkit::wait::until_true(
+        "the target judged unhealthy",
+        Duration::from_secs(20),
+        || {
+            let st = up.status();
+            st["targets"][0]["health"] == "Unhealthy"
+                && s(&st["targets"][0]["nodes"][0]["reason"]).contains("timed out")
+        },
+    );
+    drop(up);
+
+    // A correct stack: the app network passes, 127.99.0.5 never reaches the program.
+    let up = Up::start(Some(&stack(57, 1, 1, 1)));
+    let addr: std::net::SocketAddr = format!("{}:3128", up.in_service()[0].2).parse().unwrap();
+    let ok = std::panic::catch_unwind(|| testkit::client::connect_from("127.20.0.5", addr)).is_ok();
+    assert!(ok, "the app network is admitted");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 99, 0, 5], 0)).into())
+        .unwrap();
+    let refused = socket.connect_timeout(&addr.into(), Duration::from_millis(500));
+    assert!(refused.is_err(), "a source no rule admits must not connect");
+    let st = up.status();
+    assert_eq!(st["instances"][0]["protected"], true);
 }

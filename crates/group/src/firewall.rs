@@ -1,5 +1,5 @@
-//! Security groups, enforced by the kernel: one nftables table (`inet proxyfleet`) owned by
-//! proxyfleet, rewritten whole (one atomic `nft -f` transaction) whenever instances change,
+//! Security groups, enforced by the kernel: one nftables table (`inet proxyfleet_XXXXXXXX`,
+//! named after the state directory) owned by proxyfleet, rewritten whole (one atomic `nft -f` transaction) whenever instances change,
 //! removed on stop. Traffic to an instance's address is accepted only when an ingress rule of
 //! its security groups admits it; replies to the instance's own connections pass (conntrack).
 //!
@@ -16,18 +16,20 @@ use proxyfleet_stack::{Protocol, Source};
 use crate::model::Lifecycle;
 use crate::runtime::Shared;
 
-const TABLE: &str = "proxyfleet";
-
-pub struct Firewall {}
+/// One table per state directory: two stacks on one host never rewrite each other's rules.
+pub struct Firewall {
+    table: String,
+}
 
 impl Firewall {
     /// The firewall, when this process may manage one (root with `nft` available); otherwise
     /// `None`, with the reason logged once.
-    pub fn open() -> Option<Firewall> {
-        let fw = Firewall {};
-        match fw.apply(&format!(
-            "add table inet {TABLE}\ndelete table inet {TABLE}\n"
-        )) {
+    pub fn open(state_dir: &std::path::Path) -> Option<Firewall> {
+        let key = proxyfleet_lb::maglev::hash(0, state_dir.as_os_str().as_encoded_bytes());
+        let fw = Firewall {
+            table: format!("proxyfleet_{:08x}", key & 0xffff_ffff),
+        };
+        match fw.apply(&fw.reset()) {
             Ok(()) => Some(fw),
             Err(e) => {
                 tracing::warn!(
@@ -60,11 +62,15 @@ impl Firewall {
         }
     }
 
+    /// Creating then deleting removes the table whether it existed or not.
+    fn reset(&self) -> String {
+        let table = &self.table;
+        format!("add table inet {table}\ndelete table inet {table}\n")
+    }
+
     /// Removes the table (on stop).
     pub fn remove(&self) {
-        if let Err(e) = self.apply(&format!(
-            "add table inet {TABLE}\ndelete table inet {TABLE}\n"
-        )) {
+        if let Err(e) = self.apply(&self.reset()) {
             tracing::warn!(error = %e, "cannot remove the firewall table");
         }
     }
@@ -73,7 +79,7 @@ impl Firewall {
 /// Rewrites the table for the instances now alive.
 pub fn refresh(shared: &Shared) {
     let Some(fw) = &shared.firewall else { return };
-    let script = ruleset(shared);
+    let script = ruleset(shared, &fw.table);
     if let Err(e) = fw.apply(&script) {
         tracing::error!(error = %e, "cannot update the firewall");
     }
@@ -88,9 +94,9 @@ fn family(ip: &IpAddr) -> &'static str {
 }
 
 /// The whole table: flush and refill in one transaction.
-fn ruleset(shared: &Shared) -> String {
+fn ruleset(shared: &Shared, table: &str) -> String {
     let mut s = format!(
-        "add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    ct state established,related accept\n"
+        "add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    ct state established,related accept\n"
     );
     for group in shared.groups.values() {
         let instances: Vec<IpAddr> = group

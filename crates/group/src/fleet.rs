@@ -96,7 +96,7 @@ impl Fleet {
                 }),
             );
         }
-        let firewall = crate::firewall::Firewall::open();
+        let firewall = crate::firewall::Firewall::open(state_dir);
         let shared = Arc::new(Shared {
             stack,
             balancer,

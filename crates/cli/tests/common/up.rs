@@ -48,6 +48,14 @@ impl Up {
         Up { child, state }
     }
 
+    /// kill -9 of `up` alone (its instances live on); returns the state directory for a
+    /// restart.
+    pub fn crash(mut self) -> tempfile::TempDir {
+        self.child.signal(libc::SIGKILL);
+        self.child.wait_exit(Duration::from_secs(10));
+        std::mem::replace(&mut self.state, tempfile::tempdir().unwrap())
+    }
+
     pub fn dir(&self) -> &Path {
         self.state.path()
     }
@@ -99,4 +107,19 @@ pub fn s(v: &Value) -> String {
     v.as_str()
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string())
+}
+
+impl Drop for Up {
+    /// A test's `up` is stopped gracefully, so that its instances (which outlive a killed
+    /// `up` by design) and its firewall table go with it, even when the test fails.
+    fn drop(&mut self) {
+        if self.child.has_exited() {
+            return;
+        }
+        self.child.signal(libc::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.child.has_exited() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
