@@ -62,6 +62,9 @@ pub struct GroupView {
     health: Mutex<HashMap<String, HealthState>>,
     pub routes: ArcSwap<Routes>,
     failing_open: AtomicBool,
+    /// Held from reading the state to publishing the table, so a rebuild that read older
+    /// state can never publish after one that read newer state.
+    rebuilding: Mutex<()>,
 }
 
 impl GroupView {
@@ -78,6 +81,7 @@ impl GroupView {
                 fail_open: false,
             }),
             failing_open: AtomicBool::new(false),
+            rebuilding: Mutex::new(()),
         };
         view.rebuild();
         view
@@ -163,6 +167,7 @@ impl GroupView {
 
     /// Recomputes which targets take new flows and publishes the resolved table.
     pub fn rebuild(&self) {
+        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let members = self.group.members.load_full();
         let states = self.lock();
         let health: Vec<Health> = members
