@@ -390,3 +390,36 @@ fn security_groups_drop_unadmitted_sources_and_check_explains_the_pitfall() {
     let st = up.status();
     assert_eq!(st["instances"][0]["protected"], true);
 }
+
+#[test]
+fn target_tracking_follows_active_connections() {
+    let text = stack(58, 1, 1, 3).replace(
+        "    health_check_grace_period: 1s\n",
+        "    health_check_grace_period: 1s\n    scaling:\n      target_active_connections_per_instance: 5\n      scale_out_cooldown: 1s\n      scale_in_cooldown: 2s\n",
+    );
+    let up = Up::start(Some(&text));
+    assert_eq!(live_count(&up), 1);
+    // 12 open connections through node a: 12 / 5 per instance = 3 instances.
+    let node: std::net::SocketAddr = "127.58.1.10:3128".parse().unwrap();
+    let held: Vec<_> = (0..12)
+        .map(|i| testkit::client::connect_from(&format!("127.20.3.{}", i + 1), node))
+        .collect();
+    testkit::wait::until_true("scaled out to 3", Duration::from_secs(30), || {
+        live_count(&up) == 3
+    });
+    drop(held);
+    testkit::wait::until_true("scaled back in to 1", Duration::from_secs(40), || {
+        up.status()["groups"][0]["desired"] == 1 && live_count(&up) == 1
+    });
+    let activity = up.activity();
+    let causes: Vec<String> = activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| s(&a["cause"]))
+        .collect();
+    assert!(
+        causes.iter().any(|c| c.starts_with("target tracking:")),
+        "{causes:?}"
+    );
+}

@@ -91,6 +91,7 @@ impl Fleet {
                         instances: Vec::new(),
                         failures: 0,
                         next_launch_at: None,
+                        cooldowns: Default::default(),
                     }),
                     wake: Notify::new(),
                 }),
@@ -348,6 +349,9 @@ async fn reconcile_loop(shared: Arc<Shared>, group: Arc<GroupRuntime>) {
 fn reconcile(shared: &Arc<Shared>, group: &Arc<GroupRuntime>) {
     if shared.stop.is_cancelled() {
         return;
+    }
+    if let Some(policy) = &group.spec.scaling {
+        crate::scaling::evaluate(shared, group, policy);
     }
     replace_unhealthy(shared, group);
     let (live, desired, waiting) = {

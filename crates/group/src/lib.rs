@@ -7,6 +7,7 @@
 //!   listens (registered with its target groups), watched for exit and load-balancer health,
 //!   then Terminating (deregister, drain, SIGTERM, SIGKILL) → Terminated;
 //! - [`store`]: instances and the activity history in SQLite, in the state directory;
+//! - [`scaling`]: the optional target-tracking policy on the balancer's flow counters;
 //! - [`firewall`]: security groups as one nftables table;
 //! - [`model`] and [`runtime`]: the data they share.
 
@@ -16,6 +17,7 @@ pub mod instance;
 pub mod model;
 pub mod process;
 pub mod runtime;
+pub mod scaling;
 pub mod store;
 
 pub use fleet::{Fleet, FleetError};

@@ -39,6 +39,8 @@ pub struct GroupState {
     /// Consecutive failed launches, for the back-off.
     pub failures: u32,
     pub next_launch_at: Option<Instant>,
+    /// The target-tracking policy's last changes.
+    pub cooldowns: crate::scaling::Cooldowns,
 }
 
 pub struct GroupRuntime {
