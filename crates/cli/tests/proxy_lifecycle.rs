@@ -340,3 +340,32 @@ fn sigusr1_reopens_the_access_log_after_rotation() {
         .unwrap()
         .contains("TCP_MISS/200"));
 }
+
+#[test]
+fn allowed_sources_from_the_group_controller_are_enforced_at_accept() {
+    // What `up` sets for a proxyfleet proxy instance when no kernel firewall is available.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(
+        dir.path(),
+        "squid.conf",
+        &base_config("acl any_v4 src 0.0.0.0/0\nhttp_access allow any_v4\naccess_log none"),
+    );
+    let mut child = testkit::process::Owned::spawn_with_env(
+        BIN,
+        &["proxy", "-f", &file],
+        &[("PROXYFLEET_ALLOWED_SOURCES", "127.20.0.0/16,127.10.1.0/24")],
+    );
+    let addr: std::net::SocketAddr = child.wait_stdout("listening", common::START, |l| {
+        l.strip_prefix("proxyfleet proxy: serving on ")?
+            .parse()
+            .ok()
+    });
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert!(testkit::client::exchange_raw("127.20.0.5", addr, healthz).starts_with("HTTP/1.1 200"));
+    assert!(testkit::client::exchange_raw("127.10.1.10", addr, healthz).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        testkit::client::exchange_raw("127.99.0.5", addr, healthz),
+        "",
+        "closed at accept, never served"
+    );
+}

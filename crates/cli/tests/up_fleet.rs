@@ -221,6 +221,11 @@ fn bad_stack_files_name_file_line_column_and_object() {
             stack(54, 2, 1, 3),
             "groups.g: min 2 > desired 1",
         ),
+        (
+            "static address outside its zone",
+            stack(54, 1, 1, 1).replace("    deregistration_delay: 1s\n", "    deregistration_delay: 1s\n    targets:\n      - { address: 127.99.0.1, zone: a }\n"),
+            "target_groups.tg.targets[0]: address 127.99.0.1 is outside zone a's subnet 127.54.1.0/24",
+        ),
     ];
     for (what, text, expected) in cases {
         let file = dir.path().join("stack.yaml");

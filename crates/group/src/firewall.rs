@@ -145,6 +145,34 @@ fn ruleset(shared: &Shared, table: &str) -> String {
     s
 }
 
+/// Without a kernel firewall, `proxyfleet proxy` instances enforce their security groups
+/// themselves: this is the list of sources (`CIDR,CIDR,...`) for `PROXYFLEET_ALLOWED_SOURCES`,
+/// when the group has security groups at all. (Ports are the instance's own; the rules' port
+/// ranges are not needed for a process that listens on one.)
+pub fn allowed_sources(shared: &Shared, group: &crate::runtime::GroupRuntime) -> Option<String> {
+    if group.spec.security_groups.is_empty() {
+        return None;
+    }
+    let mut list = Vec::new();
+    for sg_name in &group.spec.security_groups {
+        let Some(sg) = shared.stack.security_group(sg_name) else {
+            continue;
+        };
+        for rule in &sg.ingress {
+            for (ip, len) in sources(shared, &rule.source) {
+                list.push(format!("{ip}/{len}"));
+            }
+        }
+    }
+    Some(list.join(","))
+}
+
+/// Whether a launch runs proxyfleet's own proxy (which can enforce security groups itself).
+pub fn runs_own_proxy(command: &[String]) -> bool {
+    command.first().is_some_and(|c| c == "proxyfleet")
+        && command.get(1).is_some_and(|c| c == "proxy")
+}
+
 /// (network address, prefix length) of every address a source stands for.
 fn sources(shared: &Shared, source: &Source) -> Vec<(IpAddr, u8)> {
     match source {

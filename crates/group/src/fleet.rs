@@ -506,7 +506,9 @@ fn launch(shared: &Arc<Shared>, group: &Arc<GroupRuntime>, live: usize, desired:
         reason: String::new(),
         launched_at: now(),
         dir: dir.display().to_string(),
-        protected: shared.firewall.is_some(),
+        // Kernel-enforced, or (without nftables) enforced in-process by proxyfleet's own proxy.
+        protected: shared.firewall.is_some()
+            || crate::firewall::runs_own_proxy(&group.template.command),
     };
     let description = format!("Launching a new instance: {id} ({address}, zone {zone})");
     let cause = format!("the desired capacity is {desired} and {live} instances were running");

@@ -44,7 +44,14 @@ pub async fn run(
             dir: info.dir.clone().into(),
             group: group.spec.name.clone(),
         };
-        let launch = group.template.render(&values);
+        let mut launch = group.template.render(&values);
+        if shared.firewall.is_none() && crate::firewall::runs_own_proxy(&launch.command) {
+            if let Some(sources) = crate::firewall::allowed_sources(&shared, &group) {
+                launch
+                    .environment
+                    .push(("PROXYFLEET_ALLOWED_SOURCES".to_string(), sources));
+            }
+        }
         match InstanceProcess::launch(&launch, std::path::Path::new(&info.dir), &shared.self_exe) {
             Ok(p) => {
                 group.update(&shared.store, &id, |t| {

@@ -186,6 +186,21 @@ impl Proxy {
     }
 }
 
+/// Sources admitted by the instance's security groups, set by the group controller in
+/// `PROXYFLEET_ALLOWED_SOURCES` (comma-separated CIDRs) when no kernel firewall enforces them.
+/// Unset: every source may connect (access control is http_access's job).
+static ALLOWED_SOURCES: std::sync::LazyLock<Option<Vec<ipnet::IpNet>>> = std::sync::LazyLock::new(
+    || {
+        let text = std::env::var("PROXYFLEET_ALLOWED_SOURCES").ok()?;
+        let nets: Vec<ipnet::IpNet> = text
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        tracing::info!(sources = %text, "security groups enforced in-process: other sources are refused at accept");
+        Some(nets)
+    },
+);
+
 /// Every client connection's task: tracked so stopping can wait for them, and cancelled
 /// together when the wait is over.
 #[derive(Clone)]
@@ -231,6 +246,13 @@ async fn accept_loop(
                 continue;
             }
         };
+        if let Some(allowed) = &*ALLOWED_SOURCES {
+            let ip = crate::proxy_protocol::peer_ip(peer);
+            if !allowed.iter().any(|net| net.contains(&ip)) {
+                tracing::debug!(%peer, "refused: not admitted by the instance's security groups");
+                continue;
+            }
+        }
         shared
             .stats
             .connections_accepted

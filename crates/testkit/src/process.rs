@@ -30,9 +30,15 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
 impl Owned {
     /// Starts `program args...`.
     pub fn spawn(program: impl AsRef<Path>, args: &[&str]) -> Owned {
+        Self::spawn_with_env(program, args, &[])
+    }
+
+    /// Starts `program args...` with extra environment variables.
+    pub fn spawn_with_env(program: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Owned {
         let program = program.as_ref();
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
