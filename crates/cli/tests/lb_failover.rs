@@ -48,6 +48,17 @@ struct Fleet {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Fleet {
+    /// `up` stops gracefully, so it removes what it set up (its firewall table).
+    fn drop(&mut self) {
+        self.up.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.up.has_exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// `up` with one load balancer (nodes in zones a and c) over two proxies, one per zone.
 fn start_fleet(net: u8, health: &str) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
@@ -66,7 +77,17 @@ fn start_fleet(net: u8, health: &str) -> Fleet {
     );
     let file = dir.path().join("stack.yaml");
     std::fs::write(&file, stack).unwrap();
-    let mut up = Owned::spawn(BIN, &["up", "-f", file.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    let mut up = Owned::spawn(
+        BIN,
+        &[
+            "up",
+            "-f",
+            file.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
     let node_a: SocketAddr = up.wait_stdout("node a", common::START, |l| {
         l.strip_prefix("proxyfleet up: load balancer front node a listening on ")?
             .parse()
