@@ -428,3 +428,49 @@ fn target_tracking_follows_active_connections() {
         "{causes:?}"
     );
 }
+
+#[test]
+fn a_hung_instance_is_found_by_health_checks_replaced_and_its_process_reaped() {
+    let up = Up::start(Some(&stack(59, 2, 2, 2)));
+    let (victim, _, _) = up.in_service()[0].clone();
+    let pid = up.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == victim.as_str())
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    // SAFETY: kill(2) on an instance process our `up` child started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    testkit::wait::until_true(
+        "the hung instance replaced",
+        Duration::from_secs(30),
+        || {
+            let now = up.in_service();
+            now.len() == 2 && now.iter().all(|i| i.0 != victim)
+        },
+    );
+    // The stopped process is stopped for good (SIGCONT + SIGTERM, SIGKILL after the timeout),
+    // not leaked: its pid leaves /proc (or is only a zombie waiting for its parent).
+    testkit::wait::until_true("the hung process gone", Duration::from_secs(20), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.is_empty()
+            || stat
+                .split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+    });
+    let activity = up.activity();
+    let cause = activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| s(&a["description"]).starts_with(&format!("Terminating instance {victim}")))
+        .map(|a| s(&a["cause"]))
+        .unwrap_or_default();
+    assert!(
+        cause.contains("load balancer health check failure"),
+        "{cause}"
+    );
+}
