@@ -375,7 +375,8 @@ async fn check_loop(
     }
 }
 
-/// A listening socket with SO_REUSEADDR (restarts need not wait out TIME_WAIT).
+/// A listening socket with SO_REUSEADDR (restarts need not wait out TIME_WAIT), and the
+/// client-side options every accepted flow needs.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -384,7 +385,28 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit these from the listener: set once here, not per flow.
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(&crate::connect::keepalive_params())?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn accepted_flows_inherit_keepalive_and_nodelay_from_the_listener() {
+        let listener = super::bind("127.10.9.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.keepalive().unwrap());
+        assert!(sock.tcp_nodelay().unwrap());
+        assert_eq!(
+            sock.tcp_keepalive_time().unwrap(),
+            std::time::Duration::from_secs(60)
+        );
+    }
 }

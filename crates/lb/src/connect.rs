@@ -72,9 +72,12 @@ fn set_int_option(socket: &Socket, level: i32, name: i32, value: i32) -> io::Res
 /// TCP keepalive on a flow's sockets: a peer that vanished without a FIN or RST is noticed
 /// within about two minutes instead of holding the flow until the idle timeout.
 pub fn keepalive(stream: &TcpStream) {
-    let params = TcpKeepalive::new()
+    let _ = SockRef::from(stream).set_tcp_keepalive(&keepalive_params());
+}
+
+pub fn keepalive_params() -> TcpKeepalive {
+    TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
-        .with_retries(6);
-    let _ = SockRef::from(stream).set_tcp_keepalive(&params);
+        .with_retries(6)
 }

@@ -178,9 +178,8 @@ impl Listener {
         local: SocketAddr,
     ) {
         let guard = FlowGuard::new(target.clone());
-        keepalive(&client);
+        // The client socket inherited keepalive and nodelay from the listener.
         keepalive(&upstream);
-        let _ = client.set_nodelay(true);
         if self.view.group.spec.proxy_protocol_v2
             && upstream
                 .write_all(&crate::proxy_header::proxied(peer, local))
