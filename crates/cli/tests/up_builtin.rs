@@ -66,14 +66,7 @@ fn the_builtin_stack_serves_heals_and_goes_down() {
 
     // kill -9 the zone a instance: replaced in zone a, InService within 2 s.
     let victim = &instances[0];
-    let pid = up.status()["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == victim.0.as_str())
-        .unwrap()["pid"]
-        .as_u64()
-        .unwrap();
+    let pid = up.pid_of(&victim.0);
     let killed = Instant::now();
     // SAFETY: kill(2) on the instance's pid, which `up` (our child) started and still owns.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };

@@ -433,14 +433,7 @@ fn target_tracking_follows_active_connections() {
 fn a_hung_instance_is_found_by_health_checks_replaced_and_its_process_reaped() {
     let up = Up::start(Some(&stack(59, 2, 2, 2)));
     let (victim, _, _) = up.in_service()[0].clone();
-    let pid = up.status()["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == victim.as_str())
-        .unwrap()["pid"]
-        .as_u64()
-        .unwrap();
+    let pid = up.pid_of(&victim);
     // SAFETY: kill(2) on an instance process our `up` child started.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
     testkit::wait::until_true(

@@ -114,29 +114,14 @@ fn squid_instances_serve_through_the_balancer_and_are_replaced() {
     // Squid logged the app client, carried to it in the PROXY v2 header.
     let instances = up.in_service();
     let a = instances.iter().find(|i| i.1 == "a").unwrap().clone();
-    let dir = up.status()["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == a.0.as_str())
-        .unwrap()["dir"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dir = up.instance(&a.0)["dir"].as_str().unwrap().to_string();
     testkit::wait::until_true("squid's access log line", Duration::from_secs(10), || {
         std::fs::read_to_string(format!("{dir}/access.log"))
             .unwrap_or_default()
             .contains(" 127.20.0.5 TCP_MISS/200 ")
     });
     // kill -9 the zone-a squid: replaced in zone a.
-    let pid = up.status()["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == a.0.as_str())
-        .unwrap()["pid"]
-        .as_u64()
-        .unwrap();
+    let pid = up.pid_of(&a.0);
     let killed = Instant::now();
     // SAFETY: kill(2) on a process our `up` child started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };

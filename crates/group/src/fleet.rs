@@ -36,6 +36,11 @@ pub enum FleetError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("group {group}: launch template '{template}' is not in the stack")]
     NoTemplate { group: String, template: String },
 }
@@ -54,11 +59,11 @@ impl Fleet {
         state_dir: &Path,
         self_exe: PathBuf,
     ) -> Result<Fleet, FleetError> {
-        std::fs::create_dir_all(state_dir.join("instances")).map_err(|e| {
-            FleetError::Store(StoreError {
+        std::fs::create_dir_all(state_dir.join("instances")).map_err(|source| {
+            FleetError::StateDir {
                 path: state_dir.display().to_string(),
-                source: rusqlite::Error::InvalidPath(e.to_string().into()),
-            })
+                source,
+            }
         })?;
         let store = Store::open(&state_dir.join("state.db"))?;
         let cancelled = store.cancel_unfinished()?;

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Instance, InstanceHealth, Lifecycle};
+use crate::model::{Instance, Lifecycle};
 use crate::store::Store;
 
 /// What an instance's task can be asked to do.
@@ -97,10 +97,6 @@ impl Shared {
                     .collect::<Vec<_>>()
             })
             .collect()
-    }
-
-    pub fn is_healthy(t: &Tracked) -> bool {
-        t.info.health == InstanceHealth::Healthy
     }
 
     pub fn is_live(t: &Tracked) -> bool {

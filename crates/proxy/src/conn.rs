@@ -15,7 +15,7 @@ use crate::access_log::LogEntry;
 use crate::acl::Facts;
 use crate::config::HttpPort;
 use crate::errors::SquidError;
-use crate::http::body::{read_some, write_all, CopyError};
+use crate::http::body::{read_some, write_all};
 use crate::http::head::{request_framing, Head, HeadError};
 use crate::http::target::Target;
 use crate::proxy_protocol::{self, peer_ip};
@@ -340,7 +340,7 @@ impl ClientConn {
         let page = error.response(url, &self.shared.config.visible_hostname, close);
         match write_all(&mut self.stream, &page, self.shared.config.read_timeout).await {
             Ok(()) => page.len() as u64,
-            Err(CopyError::Sink(_) | CopyError::SinkTimeout) | Err(_) => 0,
+            Err(_) => 0,
         }
     }
 

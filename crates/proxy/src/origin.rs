@@ -70,15 +70,6 @@ impl Pool {
     pub fn clear(&self) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(Vec::len)
-            .sum()
-    }
 }
 
 /// An idle connection must have nothing to read: EOF means the origin closed it, and data

@@ -93,6 +93,23 @@ impl Up {
             .collect()
     }
 
+    /// One instance's status entry, by id.
+    pub fn instance(&self, id: &str) -> Value {
+        let status = self.status();
+        let found = status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .cloned();
+        found.unwrap_or_else(|| panic!("no instance {id} in {status}"))
+    }
+
+    /// The pid of an instance's process.
+    pub fn pid_of(&self, id: &str) -> u64 {
+        self.instance(id)["pid"].as_u64().unwrap()
+    }
+
     pub fn healthy_targets(&self) -> usize {
         self.status()["targets"]
             .as_array()

@@ -59,9 +59,7 @@ impl HealthCheck for HttpCheck {
                     Err(format!("status {status}"))
                 }
             };
-            tokio::time::timeout(timeout, attempt)
-                .await
-                .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+            super::within(timeout, attempt).await
         })
     }
 }

@@ -25,6 +25,16 @@ pub trait HealthCheck: Send + Sync {
 
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
+/// Runs one probe attempt, failing it with "timed out after ..." when it takes too long.
+async fn within(
+    timeout: Duration,
+    attempt: impl Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+}
+
 /// The check a target group's spec asks for.
 pub fn from_spec(spec: &HealthCheckSpec, proxy_protocol_v2: bool) -> Box<dyn HealthCheck> {
     match &spec.protocol {

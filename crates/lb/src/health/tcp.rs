@@ -27,9 +27,7 @@ impl HealthCheck for TcpCheck {
                 }
                 Ok(())
             };
-            tokio::time::timeout(timeout, attempt)
-                .await
-                .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+            super::within(timeout, attempt).await
         })
     }
 }
