@@ -6,6 +6,7 @@ mod activity;
 mod check;
 mod client;
 mod down;
+mod limits;
 mod proxy;
 mod scale;
 mod status;

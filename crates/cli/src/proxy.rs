@@ -33,6 +33,15 @@ pub fn run(args: ProxyArgs) -> Result<(), Failure> {
         return Ok(());
     }
     announce_ignored(&config);
+    let wanted = config.max_filedescriptors as u64;
+    let now = crate::limits::raise_open_files(wanted);
+    if now < wanted {
+        tracing::warn!(
+            max_filedescriptors = wanted,
+            limit = now,
+            "the open-file limit is below max_filedescriptors (the hard limit caps it)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -78,6 +78,8 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
             proxyfleet_stack::BUILTIN.to_string(),
         ),
     };
+    // Two descriptors per balanced flow; the instances inherit the raised limit too.
+    crate::limits::raise_open_files(u64::MAX);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -141,7 +141,13 @@ fn open_pidfd(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
 /// Whether some socket listens on `addr` (or on its port at every address), read from
 /// /proc/net/tcp{,6}: readiness without sending a packet, so an instance's own security group
 /// (which may not admit this host's address) does not hide it.
+///
+/// The kernel lists listening sockets first, then every other socket (established,
+/// TIME_WAIT, ...). Under a load of new connections the latter run to tens of thousands of
+/// lines that take the kernel a long time to produce, so the read stops at the first socket
+/// that is not listening.
 pub fn is_listening(addr: std::net::SocketAddr) -> bool {
+    use std::io::BufRead;
     let (file, wanted, any) = match addr.ip() {
         std::net::IpAddr::V4(v4) => (
             "/proc/net/tcp",
@@ -158,22 +164,29 @@ pub fn is_listening(addr: std::net::SocketAddr) -> bool {
         }
     };
     let port = format!("{:04X}", addr.port());
-    let Ok(table) = std::fs::read_to_string(file) else {
+    let Ok(table) = std::fs::File::open(file) else {
         return false;
     };
-    table.lines().skip(1).any(|line| {
+    for line in std::io::BufReader::new(table).lines().skip(1) {
+        let Ok(line) = line else { return false };
         let mut fields = line.split_whitespace();
         let (Some(local), Some(_remote), Some(state)) =
             (fields.nth(1), fields.next(), fields.next())
         else {
             return false;
         };
-        // 0A = TCP_LISTEN
-        state == "0A"
-            && local
-                .split_once(':')
-                .is_some_and(|(ip, p)| p == port && (ip == wanted || ip == any))
-    })
+        // 0A = TCP_LISTEN; the listeners are all listed before anything else.
+        if state != "0A" {
+            return false;
+        }
+        let matches = local
+            .split_once(':')
+            .is_some_and(|(ip, p)| p == port && (ip == wanted || ip == any));
+        if matches {
+            return true;
+        }
+    }
+    false
 }
 
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot.
@@ -193,7 +206,13 @@ mod tests {
         let l = std::net::TcpListener::bind("127.10.9.9:0").unwrap();
         let addr = l.local_addr().unwrap();
         assert!(is_listening(addr));
-        drop(l);
+        // Connected sockets (listed after the listeners) do not hide it, and are not taken
+        // for listeners.
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = l.accept().unwrap();
+        assert!(is_listening(addr));
+        assert!(!is_listening(client.local_addr().unwrap()));
+        drop((l, client, server));
         assert!(!is_listening(addr));
     }
 

@@ -60,7 +60,20 @@ impl GroupRuntime {
     pub fn update(&self, store: &Store, id: &str, f: impl FnOnce(&mut Tracked)) {
         let mut state = self.lock();
         if let Some(t) = state.instances.iter_mut().find(|t| t.info.id == id) {
+            let before = (t.info.lifecycle, t.info.health);
             f(t);
+            if before != (t.info.lifecycle, t.info.health) {
+                // One line per transition, so an operator (and the fault drills) can follow
+                // an instance through Unhealthy -> Terminating -> Terminated.
+                tracing::info!(
+                    group = %self.spec.name,
+                    instance = id,
+                    lifecycle = t.info.lifecycle.as_str(),
+                    health = ?t.info.health,
+                    reason = %t.info.reason,
+                    "instance state changed"
+                );
+            }
             if let Err(e) = store.save_instance(&t.info) {
                 tracing::error!(error = %e, "cannot save instance state");
             }

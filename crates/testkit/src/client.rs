@@ -107,7 +107,14 @@ pub struct Curl {
 
 /// Runs `curl -sS --max-time 20 ARGS...` and returns its output. Panics if curl is missing.
 pub fn curl(args: &[&str]) -> Curl {
+    curl_with_env(&[], args)
+}
+
+/// [`curl`] with extra environment variables (`http_proxy`, `https_proxy`: how
+/// application servers are pointed at a proxy).
+pub fn curl_with_env(env: &[(&str, &str)], args: &[&str]) -> Curl {
     let out = Command::new("curl")
+        .envs(env.iter().copied())
         .args(["-sS", "--max-time", "20"])
         .args(args)
         .output()

@@ -5,12 +5,14 @@
 //! - [`origin`]: an HTTP origin (hyper, plain or TLS) on a loopback address that records who
 //!   connected and what arrived;
 //! - [`client`]: raw sockets bound to a chosen source address, and `curl` runs;
+//! - [`load`]: a steady stream of requests on new connections, failures timed (drills);
 //! - [`wait`]: polling with a deadline — the only way these tests wait.
 //!
 //! Every address is on loopback: 127.20.0.0/16 for clients, 127.30.0.0/16 for origins.
 
 pub mod client;
 pub mod dns;
+pub mod load;
 pub mod origin;
 pub mod process;
 pub mod wait;

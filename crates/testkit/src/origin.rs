@@ -123,9 +123,14 @@ impl Origin {
         }
     }
 
-    /// `http://ADDR` (no trailing slash).
+    /// `http://ADDR`, or `https://ADDR` for a TLS origin (no trailing slash).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.cert_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every request so far.

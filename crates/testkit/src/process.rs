@@ -157,3 +157,28 @@ pub fn run(
     let stderr = err.lock().unwrap().join("\n");
     (status, stdout, stderr)
 }
+
+/// A process's resident memory in KiB (`VmRSS` of /proc/PID/status); 0 when it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-file limit to `wanted` (soft and, when root, hard: the
+/// children a test starts inherit both). Returns the soft limit now in force.
+pub fn raise_open_files(wanted: u64) -> u64 {
+    use rlimit::Resource;
+    if let Ok((soft, hard)) = Resource::NOFILE.get() {
+        if hard < wanted {
+            // Only root may raise the hard limit; others keep theirs.
+            let _ = Resource::NOFILE.set(wanted, wanted);
+        } else if soft < wanted {
+            let _ = Resource::NOFILE.set(wanted, hard);
+        }
+    }
+    Resource::NOFILE.get().map(|(soft, _)| soft).unwrap_or(0)
+}

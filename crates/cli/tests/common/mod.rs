@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod drills;
 pub mod up;
 
 use std::net::SocketAddr;

@@ -120,6 +120,57 @@ impl Up {
     }
 }
 
+/// A one-zone-pair stack on 127.NET.x.0/24 running `proxyfleet proxy` instances.
+pub fn proxy_stack(net: u8, min: u32, desired: u32, max: u32) -> String {
+    format!(
+        r#"zones:
+  a: {{ subnet: 127.{net}.1.0/24 }}
+  c: {{ subnet: 127.{net}.2.0/24 }}
+networks:
+  app: 127.20.0.0/16
+security_groups:
+  sg:
+    ingress:
+      - {{ protocol: tcp, ports: "3128", from: app }}
+      - {{ protocol: tcp, ports: "3128", from: a }}
+      - {{ protocol: tcp, ports: "3128", from: c }}
+load_balancers:
+  front: {{ zones: [a, c] }}
+listeners:
+  - {{ load_balancer: front, port: 3128, protocol: tcp, target_group: tg }}
+target_groups:
+  tg:
+    protocol: tcp
+    port: 3128
+    deregistration_delay: 1s
+    health_check: {{ protocol: http, path: /healthz, interval: 200ms, timeout: 200ms }}
+launch_templates:
+  proxy:
+    command: [proxyfleet, proxy, -f, "{{dir}}/squid.conf"]
+    stop_timeout: 5s
+    files:
+      squid.conf: |
+        http_port {{address}}:{{port}}
+        acl ok src 127.0.0.0/8
+        http_access allow ok
+        access_log none
+        dns_nameservers 127.0.0.1
+        shutdown_lifetime 1 second
+groups:
+  g:
+    launch_template: proxy
+    min: {min}
+    desired: {desired}
+    max: {max}
+    zones: [a, c]
+    target_groups: [tg]
+    security_groups: [sg]
+    health_check_type: lb
+    health_check_grace_period: 1s
+"#
+    )
+}
+
 pub fn s(v: &Value) -> String {
     v.as_str()
         .map(str::to_string)

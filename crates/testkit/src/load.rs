@@ -1,0 +1,193 @@
+//! Steady client load for the fault drills: worker threads that each make one request per
+//! new connection through a forward proxy, from their own app-network address, and record
+//! when every failed request started — so a drill can tell requests that were already inside
+//! a process when it died (no balancer can save those) from requests that started after.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One failed request: when it started and ended (since the load's start), and why.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub started: Duration,
+    pub ended: Duration,
+    pub error: String,
+}
+
+/// What a load saw, once stopped.
+#[derive(Debug)]
+pub struct Report {
+    pub ok: u64,
+    pub failed: Vec<Failed>,
+}
+
+impl Report {
+    /// Failures of requests that started at or after `at`.
+    pub fn failed_from(&self, at: Duration) -> Vec<&Failed> {
+        self.failed.iter().filter(|f| f.started >= at).collect()
+    }
+
+    /// Failures of requests that started before `at`.
+    pub fn failed_before(&self, at: Duration) -> Vec<&Failed> {
+        self.failed.iter().filter(|f| f.started < at).collect()
+    }
+}
+
+struct Counters {
+    ok: AtomicU64,
+    failed: Mutex<Vec<Failed>>,
+    stop: AtomicBool,
+}
+
+/// A running load; [`Load::stop`] ends it and reports.
+pub struct Load {
+    epoch: Instant,
+    counters: Arc<Counters>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// One worker per source address, each sending `GET url` (absolute form) to `proxy` on
+    /// a new connection, again and again, until stopped.
+    pub fn start(proxy: SocketAddr, sources: &[&str], url: &str) -> Load {
+        let epoch = Instant::now();
+        let counters = Arc::new(Counters {
+            ok: AtomicU64::new(0),
+            failed: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let host = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let request =
+            format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes();
+        let workers = sources
+            .iter()
+            .map(|source| {
+                let source: IpAddr = source.parse().expect("source address");
+                let (counters, request) = (counters.clone(), request.clone());
+                std::thread::spawn(move || {
+                    while !counters.stop.load(Ordering::Relaxed) {
+                        let started = epoch.elapsed();
+                        match one_request(source, proxy, &request) {
+                            Ok(()) => {
+                                counters.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => counters.failed.lock().unwrap().push(Failed {
+                                started,
+                                ended: epoch.elapsed(),
+                                error,
+                            }),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            epoch,
+            counters,
+            workers,
+        }
+    }
+
+    /// Time since the load started (the clock failures are reported on).
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    pub fn ok(&self) -> u64 {
+        self.counters.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further requests have succeeded (the load is flowing).
+    pub fn wait_for_more(&self, more: u64, limit: Duration) {
+        let target = self.ok() + more;
+        crate::wait::until_true(&format!("{more} more successful requests"), limit, || {
+            self.ok() >= target
+        });
+    }
+
+    pub fn stop(self) -> Report {
+        self.counters.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.join().expect("load worker panicked");
+        }
+        let failed = std::mem::take(&mut *self.counters.failed.lock().unwrap());
+        Report {
+            ok: self.counters.ok.load(Ordering::Relaxed),
+            failed,
+        }
+    }
+}
+
+/// One request on a new connection: a 200 with its whole Content-Length body, or why not.
+fn one_request(source: IpAddr, proxy: SocketAddr, request: &[u8]) -> Result<(), String> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    socket
+        .connect_timeout(&proxy.into(), Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .map_err(|e| format!("receive: {e}"))?;
+    check_reply(&reply)
+}
+
+/// A complete `200 OK`: the status line, and exactly Content-Length bytes of body.
+fn check_reply(reply: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(reply);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return Err(format!("incomplete reply: {text:?}"));
+    };
+    let head = &text[..end];
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "reply: {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .ok_or("no Content-Length")?;
+    let body = reply.len() - end - 4;
+    if body != length {
+        return Err(format!("body of {body} bytes, expected {length}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_reply;
+
+    #[test]
+    fn a_reply_is_complete_only_with_its_whole_body() {
+        assert!(check_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").is_ok());
+        assert!(check_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nhi").is_err());
+        assert!(check_reply(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n").is_err());
+        assert!(check_reply(b"HTTP/1.1 200 OK\r\nContent-Le").is_err());
+        assert!(check_reply(b"").is_err());
+    }
+}
