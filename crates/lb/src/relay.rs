@@ -112,7 +112,7 @@ async fn buffered(
     loop {
         wait_active(|| from.readable(), idle, activity).await?;
         if buf.is_empty() {
-            // Allocated only once there is something to read: an idle flow holds no buffer.
+            // Allocated only while there is something to move: an idle flow holds none.
             buf = vec![0u8; BUFFER];
         }
         let n = match from.try_read(&mut buf) {
@@ -140,6 +140,9 @@ async fn buffered(
         if n == BUFFER && cfg!(target_os = "linux") {
             return Ok(true);
         }
+        // Everything read is written: a keep-alive flow waiting for its next request holds
+        // no buffer (16 KiB per direction otherwise, for every idle connection).
+        buf = Vec::new();
     }
 }
 

@@ -103,46 +103,45 @@ impl GroupView {
         self.rebuild();
     }
 
+    /// A target's health as this node judges it. Waits for a rebuild in progress, so a
+    /// reader never sees a verdict before the table that acts on it is published.
     pub fn health_of(&self, id: &str) -> Option<HealthState> {
+        let _published = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         self.lock().get(id).cloned()
     }
 
     /// Applies an active check's result.
     pub fn on_probe(&self, target: &Target, result: Result<(), String>) {
-        let transition = {
-            let mut states = self.lock();
-            let Some(state) = states.get_mut(&target.id) else {
-                return;
-            };
+        self.transition(target, |state| {
             state.on_probe(result, &self.group.spec.health_check)
-        };
-        self.after(target, transition);
+        });
     }
 
     /// A connect from the data path failed: the target is unhealthy for this node at once.
     pub fn on_connect_failure(&self, target: &Target, why: &str) {
-        let transition = {
-            let mut states = self.lock();
-            let Some(state) = states.get_mut(&target.id) else {
-                return;
-            };
-            state.on_connect_failure(why)
-        };
-        self.after(target, transition);
+        self.transition(target, |state| state.on_connect_failure(why));
     }
 
     pub fn on_drain(&self, target: &Target) {
+        self.transition(target, HealthState::drain);
+    }
+
+    /// Changes one target's state and, if its health changed, logs the transition and
+    /// publishes the new table — all under the rebuild lock, so the change and the table that
+    /// acts on it become visible together.
+    fn transition(
+        &self,
+        target: &Target,
+        change: impl FnOnce(&mut HealthState) -> Option<Transition>,
+    ) {
+        let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let transition = {
             let mut states = self.lock();
             let Some(state) = states.get_mut(&target.id) else {
                 return;
             };
-            state.drain()
+            change(state)
         };
-        self.after(target, transition);
-    }
-
-    fn after(&self, target: &Target, transition: Option<Transition>) {
         let Some(t) = transition else { return };
         target
             .stats
@@ -158,7 +157,7 @@ impl GroupView {
             reason = %t.reason,
             "target health changed"
         );
-        self.rebuild();
+        self.publish();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HealthState>> {
@@ -168,6 +167,11 @@ impl GroupView {
     /// Recomputes which targets take new flows and publishes the resolved table.
     pub fn rebuild(&self) {
         let _one_at_a_time = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        self.publish();
+    }
+
+    /// The body of [`rebuild`](Self::rebuild); the caller holds `rebuilding`.
+    fn publish(&self) {
         let members = self.group.members.load_full();
         let states = self.lock();
         let health: Vec<Health> = members
