@@ -5,16 +5,24 @@
 //! | `GET /api/status` | [`StatusView`] |
 //! | `GET /api/activity?group=G&limit=N` | [`ActivityView`]s, newest first (limit 100 by default) |
 //! | `GET /api/stack` | the stack file, `text/yaml` |
+//! | `GET /api/history` | [`HistoryView`]: the last five minutes, one sample per second |
+//! | `GET /api/events` | server-sent events: `history`, then a [`TickView`] per second |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
+//! | `GET /`, `GET /console/...` | the web console (see `console`) |
+//! | `GET /api/token` | `{"ok":true}` when the bearer token is right (nothing else) |
 //! | `POST /api/groups/{name}/scale` | body [`ScaleRequest`] |
 //! | `POST /api/instances/{id}/terminate` | body [`TerminateRequest`] (may be empty) |
 //! | `POST /api/instances/{id}/health` | body [`HealthRequest`] |
 //! | `POST /api/down` | asks `up` to stop |
 //!
-//! `POST`s need `Authorization: Bearer TOKEN` (401 otherwise) and answer `{"ok":true}`.
+//! `POST`s and `GET /api/token` need `Authorization: Bearer TOKEN` (401 otherwise) and
+//! answer `{"ok":true}`.
 //! Errors are `{"error": "..."}`: 400 for a malformed body or a request the stack refuses
 //! (e.g. a desired capacity outside min..max), 404 when the named group or instance does
-//! not exist, 401 for a missing or wrong token.
+//! not exist, 401 for a missing or wrong token, 503 when too many event streams are open.
+//!
+//! [`HistoryView`]: crate::view::HistoryView
+//! [`TickView`]: crate::view::TickView
 
 use std::sync::Arc;
 
@@ -28,10 +36,12 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::live::{Live, StreamRefused, MAX_STREAMS};
 use crate::view::{
-    ActivityView, ErrorView, HealthRequest, OkView, ScaleRequest, StatusView, TerminateRequest,
+    ActivityView, ErrorView, HealthRequest, HistoryView, OkView, ScaleRequest, StatusView,
+    TerminateRequest,
 };
-use crate::{metrics, token, Control};
+use crate::{console, metrics, token, Control};
 
 const DEFAULT_ACTIVITY_LIMIT: usize = 100;
 /// The most activities one request returns.
@@ -41,25 +51,32 @@ const MAX_ACTIVITY_LIMIT: usize = 10_000;
 struct AppState {
     control: Arc<dyn Control>,
     token: Arc<str>,
+    live: Arc<Live>,
 }
 
-pub fn router(control: Arc<dyn Control>, token: String) -> Router {
+pub fn router(control: Arc<dyn Control>, token: String, live: Arc<Live>) -> Router {
     let state = AppState {
         control,
         token: token.into(),
+        live,
     };
-    let mutating = Router::new()
+    // Everything that needs the token: the mutating calls, and the token check itself.
+    let guarded = Router::new()
         .route("/api/groups/{name}/scale", post(scale))
         .route("/api/instances/{id}/terminate", post(terminate))
         .route("/api/instances/{id}/health", post(set_health))
         .route("/api/down", post(down))
+        .route("/api/token", get(|| async { ok() }))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/api/status", get(status))
         .route("/api/activity", get(activity))
         .route("/api/stack", get(stack))
+        .route("/api/history", get(history))
+        .route("/api/events", get(events))
         .route("/metrics", get(scrape))
-        .merge(mutating)
+        .merge(console::routes())
+        .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
 }
@@ -178,6 +195,20 @@ async fn activity(
     })
     .await?;
     Ok(Json(list))
+}
+
+async fn history(State(state): State<AppState>) -> Json<HistoryView> {
+    Json(state.live.history())
+}
+
+async fn events(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.live.clone().events().await.map_err(|e| match e {
+        StreamRefused::TooMany => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} consoles are open already; close one"),
+        ),
+        StreamRefused::Failed(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e),
+    })
 }
 
 async fn stack(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -1,5 +1,5 @@
-//! proxyfleet's admin HTTP API (and metrics): what `status`, `activity`, `scale`,
-//! `terminate` and `down` talk to.
+//! proxyfleet's admin HTTP API, metrics and web console: what `status`, `activity`, `scale`,
+//! `terminate` and `down` talk to, and what an operator opens in a browser.
 //!
 //! The API serves whatever implements [`Control`]: `up` implements it over the running
 //! balancer and group controller; tests implement it with fixed data.
@@ -11,6 +11,12 @@
 //!   resolves; connections are bounded.
 //! - `api`: the routes. Reads are open to anyone who can reach the loopback address;
 //!   mutating calls need `Authorization: Bearer TOKEN`.
+//! - `console`: the web console at `GET /`: one page whose HTML, CSS and JavaScript are
+//!   compiled in (`src/console/`), served with a strict Content-Security-Policy.
+//! - `live`: once per second a sampler records the balancer into `history` (a ring of five
+//!   minutes of per-target new flows per second and active flows, `GET /api/history`) and,
+//!   while a console is open, publishes a tick (status, sample, newest activities) to every
+//!   `GET /api/events` stream.
 //! - [`view`]: the JSON the API speaks, built from [`Control`]'s snapshots. The same types
 //!   deserialize on the client side, so the CLI and the server cannot drift apart.
 //! - `metrics`: `GET /metrics`, a fresh Prometheus registry per scrape, filled from the
@@ -20,6 +26,9 @@
 
 mod api;
 pub mod client;
+mod console;
+mod history;
+mod live;
 mod metrics;
 pub mod server;
 mod token;

@@ -10,9 +10,11 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::client::AbortOnDrop;
+use crate::live::Live;
 use crate::{api, token, Control};
 
 /// `STATE_DIR/admin.addr`: `IP:PORT` and a newline.
@@ -96,12 +98,23 @@ pub async fn serve(
         path: addr_path.clone(),
         source,
     })?;
-    let router = api::router(control, token);
+    // The console's event streams never end by themselves: they watch `closing`, which the
+    // graceful stop sets before it waits for connections to finish.
+    let (closing_tx, closing) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing_tx.send(true);
+    };
+    let live = Live::new(control.clone(), closing);
+    let sampler = AbortOnDrop(tokio::spawn(live.clone().run()));
+    let router = api::router(control, token, live);
     let listener = Limited {
         inner: listener,
         permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
     };
     let task = tokio::spawn(async move {
+        // Stops with the server, also when the server task is aborted.
+        let _sampler = sampler;
         if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await

@@ -124,6 +124,49 @@ pub struct ActivityView {
     pub end: Option<f64>,
 }
 
+/// `GET /api/history`: the last five minutes of the balancer, one sample per second, oldest
+/// first. A console opened now draws its charts from this at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryView {
+    /// Seconds between samples.
+    pub interval_seconds: f64,
+    /// The most samples kept (older ones are dropped).
+    pub capacity: usize,
+    pub samples: Vec<SampleView>,
+}
+
+/// The balancer at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleView {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    /// Every registered target at that instant.
+    pub targets: Vec<TargetSampleView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetSampleView {
+    /// The target group.
+    pub group: String,
+    /// `ADDRESS:PORT`.
+    pub id: String,
+    /// Flows the balancer opened to the target since the previous sample, per second.
+    pub new_flows_per_second: f64,
+    /// Flows open to the target at that instant.
+    pub active_flows: u64,
+}
+
+/// One event of `GET /api/events` (server-sent events, `event: tick`, once per second).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TickView {
+    pub status: StatusView,
+    /// The sample taken with this status; `None` in the first tick of a stream, whose
+    /// `history` event already ends with the latest sample.
+    pub sample: Option<SampleView>,
+    /// The newest activities, newest first.
+    pub activity: Vec<ActivityView>,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorView {

@@ -120,9 +120,10 @@ async fn serve(
     let admin =
         proxyfleet_admin::serve(running, &state_dir, admin_stop.clone().cancelled_owned()).await?;
     println!(
-        "proxyfleet up: admin API on http://{} (token in {})",
+        "proxyfleet up: admin API on http://{} (token in {}); web console at http://{}/",
         admin.addr,
-        state_dir.join("admin.token").display()
+        state_dir.join("admin.token").display(),
+        admin.addr
     );
     let progress = async {
         if groups > 0 {
