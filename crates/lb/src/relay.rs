@@ -117,7 +117,11 @@ async fn buffered(
         }
         let n = match from.try_read(&mut buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // A readiness event with nothing to read (they happen): stay bufferless.
+                buf = Vec::new();
+                continue;
+            }
             Err(e) => return Err(e),
         };
         if n == 0 {

@@ -15,7 +15,7 @@ use crate::access_log::LogEntry;
 use crate::acl::Facts;
 use crate::config::HttpPort;
 use crate::errors::SquidError;
-use crate::http::body::{read_some, write_all};
+use crate::http::body::{write_all, CopyError};
 use crate::http::head::{request_framing, Head, HeadError};
 use crate::http::target::Target;
 use crate::proxy_protocol::{self, peer_ip};
@@ -181,8 +181,7 @@ impl ClientConn {
                     _ => return None,
                 }
             }
-            self.buf.reserve(HEAD_READ);
-            let read = read_some(&mut self.stream, &mut self.buf, wait);
+            let read = read_head_bytes(&self.stream, &mut self.buf, wait);
             let result = if idle {
                 let mut shutdown = self.shutdown.clone();
                 tokio::select! {
@@ -401,5 +400,35 @@ pub fn bracket(host: &str) -> String {
         format!("[{host}]")
     } else {
         host.to_string()
+    }
+}
+
+/// Reads what the client sent next, within `wait`. Room in `buf` is reserved only once the
+/// socket is readable, so a client that sends nothing (idle, or between keep-alive requests)
+/// holds no buffer; a readiness event with nothing to read gives the room back.
+async fn read_head_bytes(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    wait: Duration,
+) -> Result<usize, CopyError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(CopyError::Source(e)),
+            Err(_) => return Err(CopyError::SourceTimeout),
+        }
+        if buf.capacity() - buf.len() < HEAD_READ / 4 {
+            buf.reserve(HEAD_READ);
+        }
+        match stream.try_read_buf(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+            }
+            Err(e) => return Err(CopyError::Source(e)),
+        }
     }
 }
