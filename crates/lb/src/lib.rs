@@ -18,7 +18,8 @@ pub mod group;
 pub mod health;
 pub mod maglev;
 pub mod proxy_header;
-pub mod relay;
+/// The byte relay is its own crate: the proxy's CONNECT tunnels use it too.
+pub use proxyfleet_relay as relay;
 pub mod routes;
 pub mod spec;
 pub mod status;

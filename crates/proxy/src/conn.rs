@@ -69,7 +69,7 @@ pub struct ClientConn {
 
 /// Room reserved for reading a request head; it grows (doubling) only as a head needs it, up
 /// to `request_header_max_size`, so a slow or idle client costs little memory.
-const HEAD_READ: usize = 4096;
+const HEAD_READ: usize = 2048;
 
 impl ClientConn {
     pub fn new(
@@ -129,7 +129,9 @@ impl ClientConn {
             self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
             // While draining, a request already sent on this connection is still answered
             // (with `Connection: close`); an idle connection closes in read_request_head.
-            if self.transaction(head).await == Next::Close {
+            // Boxed: the transaction's (large) state exists only while a request is in
+            // progress, so an idle connection's task stays small.
+            if Box::pin(self.transaction(head)).await == Next::Close {
                 return;
             }
             wait = self.shared.config.client_idle_pconn_timeout;

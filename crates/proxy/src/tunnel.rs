@@ -3,10 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::time::{Instant, SystemTime};
 
 use crate::access_log::LogEntry;
 use crate::conn::{ClientConn, Next, RequestInfo};
@@ -15,7 +12,6 @@ use crate::forward::outgoing_addresses;
 use crate::http::body::write_all;
 use crate::origin::connect;
 
-const RELAY_BUFFER: usize = 32 * 1024;
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 
 impl ClientConn {
@@ -75,9 +71,15 @@ impl ClientConn {
         let early = std::mem::take(&mut self.buf);
         let mut sent_to_client = ESTABLISHED.len() as u64;
         if early.is_empty() || write_all(&mut origin, &early, idle).await.is_ok() {
-            if let Ok(n) = relay(&mut self.stream, &mut origin, idle).await {
-                sent_to_client += n;
+            // The load balancer's relay: buffered while small, splice(2) for bulk data.
+            let (to_origin, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
+            let relayed =
+                proxyfleet_relay::relay(&self.stream, &origin, idle, (&to_origin, &to_client))
+                    .await;
+            if let Err(e) = relayed {
+                tracing::debug!(client = %self.client, error = %e, "tunnel ended with an error");
             }
+            sent_to_client += to_client.load(Ordering::Relaxed);
         }
         self.log_tunnel(
             &info,
@@ -121,60 +123,5 @@ impl ClientConn {
             mime: (status != "TCP_TUNNEL" && bytes > 0).then(|| "text/html".to_string()),
         };
         self.log_transaction(info, entry).await;
-    }
-}
-
-/// Relays until both directions have ended; returns the bytes sent to the client. The
-/// tunnel closes after `idle` with no traffic in either direction.
-async fn relay(
-    client: &mut TcpStream,
-    origin: &mut TcpStream,
-    idle: Duration,
-) -> std::io::Result<u64> {
-    let epoch = Instant::now();
-    let last_activity = AtomicU64::new(0);
-    let (mut cr, mut cw) = client.split();
-    let (mut or, mut ow) = origin.split();
-    let up = pump(&mut cr, &mut ow, idle, epoch, &last_activity);
-    let down = pump(&mut or, &mut cw, idle, epoch, &last_activity);
-    let (_, down) = tokio::try_join!(up, down)?;
-    Ok(down)
-}
-
-/// One direction: copy until EOF, then shut down the writer's side (half-close).
-async fn pump<R, W>(
-    r: &mut R,
-    w: &mut W,
-    idle: Duration,
-    epoch: Instant,
-    last: &AtomicU64,
-) -> std::io::Result<u64>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; RELAY_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = match tokio::time::timeout(idle, r.read(&mut buf)).await {
-            Ok(result) => result?,
-            Err(_) => {
-                // Quiet this way; the tunnel is idle only if the other way is quiet too.
-                let since = Duration::from_millis(last.load(Ordering::Relaxed));
-                if epoch.elapsed().saturating_sub(since) < idle {
-                    continue;
-                }
-                return Err(std::io::ErrorKind::TimedOut.into());
-            }
-        };
-        if n == 0 {
-            let _ = w.shutdown().await;
-            return Ok(total);
-        }
-        tokio::time::timeout(idle, w.write_all(&buf[..n]))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        total += n as u64;
-        last.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }

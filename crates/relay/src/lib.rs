@@ -1,4 +1,5 @@
-//! Moves a flow's bytes both ways until each side has closed, passing half-closes on.
+//! Moves a TCP flow's bytes both ways until each side has closed, passing half-closes on:
+//! the load balancer's flows and the proxy's CONNECT tunnels.
 //!
 //! Small flows go through a 16 KiB buffer; once a flow shows bulk data, on Linux its bytes
 //! stop entering user space: splice(2) moves them socket → pipe → socket. tokio has no
@@ -194,5 +195,75 @@ async fn spliced(
             }
         }
         activity.touch();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (b, _) = listener.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn small_and_bulk_flows_arrive_whole_and_half_closes_pass_on() {
+        let (mut client, client_side) = pair().await;
+        let (target_side, mut target) = pair().await;
+        let counters = (AtomicU64::new(0), AtomicU64::new(0));
+        let relaying = tokio::spawn(async move {
+            let moved = relay(
+                &client_side,
+                &target_side,
+                Duration::from_secs(5),
+                (&counters.0, &counters.1),
+            )
+            .await
+            .unwrap();
+            (moved, counters.0.into_inner(), counters.1.into_inner())
+        });
+        // Small one way, bulk (spliced on Linux) the other, each closed by its sender.
+        client.write_all(b"hello").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        target.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello", "the client's half-close reached the target");
+        let bulk: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        target.write_all(&bulk).await.unwrap();
+        target.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert!(back == bulk, "3 MB arrived intact");
+        let (moved, up, down) = relaying.await.unwrap();
+        assert_eq!(
+            (moved.client_to_target, moved.target_to_client),
+            (5, 3_000_000)
+        );
+        assert_eq!((up, down), (5, 3_000_000));
+    }
+
+    #[tokio::test]
+    async fn a_flow_idle_both_ways_ends_after_the_idle_timeout() {
+        let (_client, client_side) = pair().await;
+        let (target_side, _target) = pair().await;
+        let counters = (AtomicU64::new(0), AtomicU64::new(0));
+        let started = Instant::now();
+        let result = relay(
+            &client_side,
+            &target_side,
+            Duration::from_millis(200),
+            (&counters.0, &counters.1),
+        )
+        .await;
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
     }
 }
