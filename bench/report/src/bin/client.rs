@@ -420,6 +420,15 @@ fn summarize(
     ]
 }
 
+/// Whether `pid` has exited: gone from /proc, or a zombie (its sockets already closed).
+fn is_dead(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty()
+        || stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,13 +476,4 @@ mod tests {
         assert_eq!(s["last_failure_after_kill_ms"], 500.0);
         assert_eq!(s["stalled"], 0);
     }
-}
-
-/// Whether `pid` has exited: gone from /proc, or a zombie (its sockets already closed).
-fn is_dead(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.is_empty()
-        || stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
 }
