@@ -42,9 +42,19 @@ pub fn run(args: ProxyArgs) -> Result<(), Failure> {
             "the open-file limit is below max_filedescriptors (the hard limit caps it)"
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // `workers 1`: one thread, no cross-thread wake-ups (for instances sharing few cores).
+    let runtime = match config.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
     runtime.block_on(serve(config))
 }
 

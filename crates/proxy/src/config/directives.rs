@@ -150,6 +150,22 @@ impl Parser {
         };
         Ok(())
     }
+
+    /// `workers N` (1..=64): the threads that serve connections.
+    pub(super) fn workers(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "number")?;
+        d.no_more(1)?;
+        match t.text.parse::<usize>() {
+            Ok(n @ 1..=64) => {
+                self.workers = Some(n);
+                Ok(())
+            }
+            _ => Err(d.error(
+                t,
+                format!("'{}' is not a number of workers from 1 to 64", t.text),
+            )),
+        }
+    }
 }
 
 /// `PORT`, `IPv4:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
@@ -442,6 +458,8 @@ mod tests {
             "192.0.2.54".parse::<IpAddr>().unwrap()
         );
         assert_eq!(c.max_filedescriptors, 4096);
+        assert_eq!(c.workers, None, "not given: one thread per core");
+        assert_eq!(parse_ok("workers 1").workers, Some(1));
         assert_eq!(
             parse_ok("max_filedescriptors 0").max_filedescriptors,
             16_384
@@ -458,6 +476,10 @@ mod tests {
             (
                 "max_filedescriptors -1",
                 "1:21: max_filedescriptors: '-1' is not a non-negative whole number",
+            ),
+            (
+                "workers 0",
+                "1:9: workers: '0' is not a number of workers from 1 to 64",
             ),
             (
                 "visible_hostname \"proxy\"",
@@ -480,7 +502,7 @@ mod tests {
             "cache_dir ufs /var/spool/squid 100 16 256\n\
              cache deny all\n\
              refresh_pattern \"unterminated (\n\
-             workers\n\
+             pinger_enable\n\
              hosts_file /etc/hosts\n",
         );
         let names: Vec<_> = c
@@ -494,7 +516,7 @@ mod tests {
                 ("cache_dir", 1),
                 ("cache", 2),
                 ("refresh_pattern", 3),
-                ("workers", 4),
+                ("pinger_enable", 4),
                 ("hosts_file", 5),
             ]
         );

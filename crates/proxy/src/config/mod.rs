@@ -66,10 +66,6 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
     ("htcp_port", "no HTCP: there are no sibling caches"),
     ("snmp_port", "no SNMP agent"),
     (
-        "workers",
-        "one multi-threaded process serves all connections",
-    ),
-    (
         "dns_v4_first",
         "address order comes from the resolver (Squid 5 ignores it too)",
     ),

@@ -105,6 +105,11 @@ pub struct Config {
     /// `max_filedescriptors` (default 16384). At most half of it is used for client
     /// connections: each client connection may need a second descriptor for its origin.
     pub max_filedescriptors: usize,
+    /// `workers N`: threads serving connections. Squid's workers are processes; here they
+    /// are the threads of one process. `workers 1` runs everything on one thread, which
+    /// saves cross-thread wake-ups when several instances share few cores (a group). Not
+    /// given: one thread per core.
+    pub workers: Option<usize>,
     /// Directives accepted without effect (cache and other Squid-only tuning), with where
     /// they were seen, so start-up can say once that they are ignored.
     pub ignored: Vec<(String, Location)>,

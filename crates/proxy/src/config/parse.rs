@@ -143,6 +143,7 @@ pub(super) struct Parser {
     pub visible_hostname: Option<String>,
     pub dns_nameservers: Vec<IpAddr>,
     pub max_filedescriptors: usize,
+    pub workers: Option<usize>,
     pub ignored: Vec<(String, Location)>,
 }
 
@@ -180,6 +181,7 @@ impl Parser {
             visible_hostname: None,
             dns_nameservers: Vec::new(),
             max_filedescriptors: DEFAULT_MAX_FILEDESCRIPTORS,
+            workers: None,
             ignored: Vec::new(),
         }
     }
@@ -240,6 +242,7 @@ impl Parser {
             "visible_hostname" => self.visible_hostname(d),
             "dns_nameservers" => self.dns_nameservers(d),
             "max_filedescriptors" => self.max_filedescriptors(d),
+            "workers" => self.workers(d),
             _ => Err(ConfigError::new(
                 d.location(),
                 format!(
@@ -427,6 +430,7 @@ impl Parser {
             visible_hostname: self.visible_hostname.unwrap_or_else(host_name),
             dns_nameservers: self.dns_nameservers,
             max_filedescriptors: self.max_filedescriptors,
+            workers: self.workers,
             ignored: self.ignored,
         })
     }

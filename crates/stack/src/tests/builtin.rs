@@ -177,6 +177,7 @@ fn builtin_squid_conf_renders_for_an_instance() {
             "access_log /run/pf/proxies-a-1/access.log squid",
             "dns_nameservers 127.0.0.1",
             "shutdown_lifetime 5 seconds",
+            "workers 1",
         ]
     );
     assert!(conf.starts_with("# Instance proxies-a-1 of group proxies, zone a.\n"));
