@@ -114,7 +114,14 @@ impl ClientConn {
             )
             .await
             {
-                Ok(client) => self.client = client,
+                Ok(client) => {
+                    self.client = client;
+                    if self.buf.is_empty() {
+                        // The header came alone (as from a balancer, before the client has
+                        // sent anything): an idle connection keeps no read buffer.
+                        self.buf = BytesMut::new();
+                    }
+                }
                 Err(e) => {
                     tracing::info!(peer = %self.peer, port = %self.port.addr, error = %e, "connection refused: PROXY protocol");
                     return;
