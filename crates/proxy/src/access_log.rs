@@ -222,9 +222,17 @@ fn write_lines(path: PathBuf, file: File, mut rx: mpsc::Receiver<Message>) {
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
+        // Let lines gather before the next batch: a writer parked in `blocking_recv` is woken
+        // (a futex wake, a context switch) by every single line, which under load cost the
+        // proxy ~4 % of the machine's CPU in a profile; a sleeping one is woken by none.
+        // Lines reach the file at most this late; the queue holds far more than arrives.
+        std::thread::sleep(BATCH_PAUSE);
     }
     let _ = out.flush();
 }
+
+/// How long the writer lets lines gather between batches.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {
