@@ -109,14 +109,14 @@ async fn buffered(
     counter: &AtomicU64,
     total: &mut u64,
 ) -> io::Result<bool> {
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         wait_active(|| from.readable(), idle, activity).await?;
-        if buf.is_empty() {
-            // Allocated only while there is something to move: an idle flow holds none.
-            buf = vec![0u8; BUFFER];
-        }
-        let n = match from.try_read(&mut buf) {
+        // Taken only while there is something to move (an idle flow holds none), and never
+        // zeroed: the read fills the spare capacity, and only what it filled is used.
+        buf.clear();
+        buf.reserve_exact(BUFFER);
+        let n = match from.try_read_buf(&mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // A readiness event with nothing to read (they happen): stay bufferless.
@@ -142,7 +142,7 @@ async fn buffered(
         *total += n as u64;
         counter.fetch_add(n as u64, Ordering::Relaxed);
         activity.touch();
-        if n == BUFFER && cfg!(target_os = "linux") {
+        if n >= BUFFER && cfg!(target_os = "linux") {
             return Ok(true);
         }
         // Everything read is written: a keep-alive flow waiting for its next request holds
