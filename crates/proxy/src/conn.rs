@@ -69,7 +69,7 @@ pub struct ClientConn {
 
 /// Room reserved for reading a request head; it grows (doubling) only as a head needs it, up
 /// to `request_header_max_size`, so a slow or idle client costs little memory.
-const HEAD_READ: usize = 2048;
+const HEAD_READ: usize = 1024;
 
 impl ClientConn {
     pub fn new(

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use ppp::{v1, v2, HeaderResult, PartialResult};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::acl::{AccessRules, Facts};
-use crate::http::body::read_some;
 
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_SIGNATURE: &[u8] = b"PROXY ";
@@ -37,6 +36,9 @@ pub enum ProxyHeaderError {
 }
 
 /// Reads and removes the header from the front of the stream. `buf` keeps any bytes after it.
+/// Room reserved per read while looking for the header.
+const HEADER_READ: usize = 512;
+
 pub async fn read_header<R: AsyncRead + Unpin>(
     stream: &mut R,
     buf: &mut BytesMut,
@@ -62,14 +64,16 @@ pub async fn read_header<R: AsyncRead + Unpin>(
             buf.advance(len);
             return Ok(client);
         }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match read_some(stream, buf, left).await {
-            Ok(0) => return Err(ProxyHeaderError::Closed),
-            Ok(_) => {}
-            Err(crate::http::body::CopyError::SourceTimeout) => {
-                return Err(ProxyHeaderError::Timeout(wait))
-            }
-            Err(_) => return Err(ProxyHeaderError::Closed),
+        // Small reads: a header is at most a few hundred bytes, and what follows it in the
+        // same read (a client's first bytes) stays in this buffer — a full-size read buffer
+        // here would be held by every connection whose client is slow to finish its request.
+        if buf.capacity() - buf.len() < HEADER_READ / 2 {
+            buf.reserve(HEADER_READ);
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(ProxyHeaderError::Closed),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err(ProxyHeaderError::Timeout(wait)),
         }
     }
 }
