@@ -26,6 +26,43 @@ fn anchored(size: u32, h: HPos, v: VPos) -> TextStyle<'static> {
     TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(h, v))
 }
 
+type BarChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The frame both charts share: `n` bar slots, a y axis from 0 to `top`, and a line at 1.
+fn bar_frame<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    y_desc: &str,
+    n: usize,
+    top: f64,
+    y_format: &dyn Fn(&f64) -> String,
+) -> DrawResult<BarChart<'a, DB>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(10)
+        .margin_bottom(40)
+        .x_label_area_size(10)
+        .y_label_area_size(50)
+        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_x_axis()
+        .y_desc(y_desc)
+        .y_max_light_lines(1)
+        .y_label_formatter(y_format)
+        .draw()?;
+    // 1 = equal (to the other side, or to no proxy at all).
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(-0.5, 1.0), (n as f64 - 0.5, 1.0)],
+        BLACK.stroke_width(1),
+    )))?;
+    Ok(chart)
+}
+
 /// The SVG document for these rows.
 pub fn render(rows: &[Row], title: &str) -> DrawResult<String> {
     let mut svg = String::new();
@@ -87,30 +124,15 @@ where
         .fold(3.5_f64, f64::max)
         .min(CAP)
         * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "proxyfleet vs HAProxy + Squid: times better (ratio, inverted where lower is better); \
-             green: goal met, red: not met, blue: no goal",
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .margin_bottom(40)
-        .x_label_area_size(10)
-        .y_label_area_size(50)
-        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .disable_x_axis()
-        .y_desc("× better")
-        .y_max_light_lines(1)
-        .y_label_formatter(&|v| format!("{v:.1}×"))
-        .draw()?;
-    // 1× = equal.
-    chart.draw_series(std::iter::once(PathElement::new(
-        vec![(-0.5, 1.0), (n as f64 - 0.5, 1.0)],
-        BLACK.stroke_width(1),
-    )))?;
+    let mut chart = bar_frame(
+        area,
+        "proxyfleet vs HAProxy + Squid: times better (ratio, inverted where lower is better); \
+         green: goal met, red: not met, blue: no goal",
+        "× better",
+        n,
+        top,
+        &|v| format!("{v:.1}×"),
+    )?;
     for (i, (row, adv)) in items.iter().enumerate() {
         let x = i as f64;
         let color = match row.goal_met() {
@@ -178,28 +200,14 @@ where
         .flat_map(|(_, h, p)| [h.unwrap_or(0.0), p.unwrap_or(0.0)])
         .fold(1.0_f64, f64::max)
         * 1.15;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            "each side as a share of direct (no proxy); 1 = as good as no proxy",
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .margin_bottom(40)
-        .x_label_area_size(10)
-        .y_label_area_size(50)
-        .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .disable_x_axis()
-        .y_desc("share of direct")
-        .y_max_light_lines(1)
-        .y_label_formatter(&|v| format!("{v:.1}"))
-        .draw()?;
-    chart.draw_series(std::iter::once(PathElement::new(
-        vec![(-0.5, 1.0), (n as f64 - 0.5, 1.0)],
-        BLACK.stroke_width(1),
-    )))?;
+    let mut chart = bar_frame(
+        area,
+        "each side as a share of direct (no proxy); 1 = as good as no proxy",
+        "share of direct",
+        n,
+        top,
+        &|v| format!("{v:.1}"),
+    )?;
     let mut bars = Vec::new();
     let mut values = Vec::new();
     for (i, (_, h, p)) in items.iter().enumerate() {

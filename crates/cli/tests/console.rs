@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::up::{s, Up};
+use common::up::{proxy_stack, s, Up};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use testkit::origin::Origin;
@@ -31,52 +31,9 @@ use testkit::process::Owned;
 /// Two zones on 127.71.x.0/24, two `proxyfleet proxy` instances, HTTP health checks; the app
 /// network (where the test's traffic comes from) is 127.71.20.0/24.
 fn stack() -> String {
-    r#"zones:
-  a: { subnet: 127.71.1.0/24 }
-  c: { subnet: 127.71.2.0/24 }
-networks:
-  app: 127.71.20.0/24
-security_groups:
-  sg:
-    ingress:
-      - { protocol: tcp, ports: "3128", from: app }
-      - { protocol: tcp, ports: "3128", from: a }
-      - { protocol: tcp, ports: "3128", from: c }
-load_balancers:
-  front: { zones: [a, c] }
-listeners:
-  - { load_balancer: front, port: 3128, protocol: tcp, target_group: tg }
-target_groups:
-  tg:
-    protocol: tcp
-    port: 3128
-    deregistration_delay: 1s
-    health_check: { protocol: http, path: /healthz, interval: 200ms, timeout: 200ms }
-launch_templates:
-  proxy:
-    command: [proxyfleet, proxy, -f, "{dir}/squid.conf"]
-    stop_timeout: 5s
-    files:
-      squid.conf: |
-        http_port {address}:{port}
-        acl ok src 127.71.0.0/16
-        http_access allow ok
-        access_log none
-        dns_nameservers 127.0.0.1
-        shutdown_lifetime 1 second
-groups:
-  g:
-    launch_template: proxy
-    min: 1
-    desired: 2
-    max: 4
-    zones: [a, c]
-    target_groups: [tg]
-    security_groups: [sg]
-    health_check_type: lb
-    health_check_grace_period: 1s
-"#
-    .to_string()
+    let text = proxy_stack(71, 1, 2, 4);
+    assert!(text.contains("app: 127.20.0.0/16"));
+    text.replace("app: 127.20.0.0/16", "app: 127.71.20.0/24")
 }
 
 const PAGE_WAIT: Duration = Duration::from_secs(30);
