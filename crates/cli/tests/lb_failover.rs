@@ -4,18 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::BIN;
-use testkit::client::connect_from;
+use testkit::load::Load;
+use testkit::origin::Origin;
 use testkit::process::Owned;
-
-/// (started, ended) of a request, in ms since the test's epoch.
-type Span = (u128, u128);
 
 /// A free port on `ip` (the kernel's choice; the address is this test's own).
 fn free_port(ip: &str) -> u16 {
@@ -101,19 +96,6 @@ fn start_fleet(net: u8, health: &str) -> Fleet {
     }
 }
 
-/// One request on a new connection through the balancer, to the proxy's health endpoint.
-fn one_request(node: SocketAddr, source: &str) -> bool {
-    let attempt = || -> std::io::Result<bool> {
-        let mut s = connect_from(source, node);
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-        let mut reply = Vec::new();
-        s.read_to_end(&mut reply)?;
-        Ok(reply.starts_with(b"HTTP/1.1 200 OK"))
-    };
-    attempt().unwrap_or(false)
-}
-
 fn wait_healthy(up: &mut Owned, count: usize) {
     testkit::wait::until_true(
         "targets healthy on every node",
@@ -128,70 +110,41 @@ fn wait_healthy(up: &mut Owned, count: usize) {
 
 #[test]
 fn killing_a_target_under_load_fails_no_new_connection() {
+    let origin = Origin::start("127.30.0.41");
     let mut fleet = start_fleet(
         41,
         "{ protocol: http, path: /healthz, interval: 300ms, timeout: 300ms }",
     );
     wait_healthy(&mut fleet.up, 4);
-    let epoch = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    // (started, ended) of every failed request, in ms since `epoch`.
-    let failures = Arc::new(Mutex::new(Vec::<Span>::new()));
-    let workers: Vec<_> = (0..4)
-        .map(|w| {
-            let (stop, ok, failures, node) =
-                (stop.clone(), ok.clone(), failures.clone(), fleet.node_a);
-            std::thread::spawn(move || {
-                let source = format!("127.20.1.{}", w + 1);
-                while !stop.load(Ordering::Relaxed) {
-                    let started = epoch.elapsed().as_millis();
-                    if one_request(node, &source) {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failures
-                            .lock()
-                            .unwrap()
-                            .push((started, epoch.elapsed().as_millis()));
-                    }
-                }
-            })
-        })
-        .collect();
-    testkit::wait::until_true("load running", Duration::from_secs(10), || {
-        ok.load(Ordering::Relaxed) > 200
-    });
+    let url = format!("{}/small", origin.url());
+    let sources = ["127.20.1.1", "127.20.1.2", "127.20.1.3", "127.20.1.4"];
+    let load = Load::start(fleet.node_a, &sources, &url);
+    load.wait_for_more(200, Duration::from_secs(10));
     // kill -9 the zone-a target: node a's own zone is left with none and falls back to c.
     fleet.targets[0].signal(libc::SIGKILL);
     fleet.targets[0].wait_exit(Duration::from_secs(5));
-    let dead_at = epoch.elapsed().as_millis();
-    let before = ok.load(Ordering::Relaxed);
-    testkit::wait::until_true("load after the kill", Duration::from_secs(20), || {
-        ok.load(Ordering::Relaxed) > before + 1000
-    });
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
-    let (in_flight, after): (Vec<Span>, Vec<Span>) = failures
-        .into_iter()
-        .partition(|(started, _)| *started < dead_at);
+    let dead_at = load.now();
+    load.wait_for_more(1000, Duration::from_secs(20));
+    let report = load.stop();
+    let after = report.failed_from(dead_at);
+    let in_flight = report.failed_before(dead_at);
     println!(
         "{} requests on new connections succeeded; {} failed that were already on the dying target (an L4 balancer cannot save those); {} failed that started after its death",
-        ok.load(Ordering::Relaxed),
+        report.ok,
         in_flight.len(),
         after.len()
     );
     assert!(
         after.is_empty(),
-        "new connections failed after the target died: {after:?} (died at {dead_at} ms)"
+        "new connections failed after the target died: {after:?} (died at {dead_at:?})"
     );
     // Flows the kernel had handed to the target before the process was gone: a few, within
     // the few milliseconds of its death.
     assert!(
-        in_flight.iter().all(|(started, _)| dead_at - started < 100),
-        "{in_flight:?} (died at {dead_at} ms)"
+        in_flight
+            .iter()
+            .all(|f| dead_at - f.started < Duration::from_millis(100)),
+        "{in_flight:?} (died at {dead_at:?})"
     );
     fleet.up.wait_stderr(
         "connection from the data path failed",
@@ -227,8 +180,14 @@ fn a_stopped_target_is_found_by_the_http_check_timeout() {
     assert!(line.contains("127.42.2.11"), "{line}");
     assert!(line.contains("timed out"), "{line}");
     // New flows from node a keep working (zone a's target is fine).
-    for _ in 0..20 {
-        assert!(one_request(fleet.node_a, "127.20.2.1"));
-    }
+    let origin = Origin::start("127.30.0.42");
+    let load = Load::start(
+        fleet.node_a,
+        &["127.20.2.1"],
+        &format!("{}/small", origin.url()),
+    );
+    load.wait_for_more(20, Duration::from_secs(10));
+    let report = load.stop();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
     fleet.targets[1].signal(libc::SIGCONT);
 }

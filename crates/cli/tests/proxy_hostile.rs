@@ -8,12 +8,7 @@ use std::time::{Duration, Instant};
 use common::{base_config, start, ProxyUnderTest, APP};
 use testkit::client::{connect_from, exchange_raw, read_to_close};
 use testkit::origin::Origin;
-
-fn rss_kib(proxy: &ProxyUnderTest) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.child.pid())).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
+use testkit::process::rss_kib;
 
 fn normal_request_works(proxy: &ProxyUnderTest, origin: &Origin) {
     let reply = exchange_raw(
@@ -35,7 +30,7 @@ fn slowloris_connections_are_cheap_and_cut_off_by_request_timeout() {
         "http_access allow app\nrequest_timeout 3 seconds",
     ));
     normal_request_works(&proxy, &origin);
-    let before = rss_kib(&proxy);
+    let before = rss_kib(proxy.child.pid());
     let mut slow = Vec::new();
     for i in 0..500u32 {
         let source = format!("127.20.{}.{}", 1 + i / 250, 1 + i % 250);
@@ -46,7 +41,7 @@ fn slowloris_connections_are_cheap_and_cut_off_by_request_timeout() {
     }
     let opened = Instant::now();
     normal_request_works(&proxy, &origin);
-    let during = rss_kib(&proxy);
+    let during = rss_kib(proxy.child.pid());
     let per_connection = (during.saturating_sub(before)) * 1024 / 500;
     println!(
         "RSS {before} KiB idle, {during} KiB with 500 slow clients: {per_connection} bytes each"
@@ -71,7 +66,7 @@ fn a_malformed_request_storm_leaves_the_proxy_serving() {
     let origin = Origin::start("127.30.0.81");
     let proxy = start(&base_config("http_access allow app\naccess_log none"));
     normal_request_works(&proxy, &origin);
-    let before = rss_kib(&proxy);
+    let before = rss_kib(proxy.child.pid());
     let junk: [&[u8]; 5] = [
         b"\x00\x01\x02\x03\r\n\r\n",
         b"GET http://127.30.0.81/ HTTP/9.9\r\n\r\n",
@@ -85,7 +80,7 @@ fn a_malformed_request_storm_leaves_the_proxy_serving() {
         drop(s);
     }
     normal_request_works(&proxy, &origin);
-    let after = rss_kib(&proxy);
+    let after = rss_kib(proxy.child.pid());
     println!("RSS {before} KiB before, {after} KiB after 2000 malformed requests");
     assert!(
         after < before + 32 * 1024,

@@ -10,23 +10,14 @@ use common::up::{proxy_stack, s, Up};
 use common::BIN;
 use testkit::process::run;
 
-fn live_count(up: &Up) -> usize {
-    up.status()["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["lifecycle"] == "InService")
-        .count()
-}
-
 #[test]
 fn scale_out_and_in_within_min_and_max() {
     let up = Up::start(Some(&proxy_stack(51, 1, 2, 4)));
-    assert_eq!(live_count(&up), 2);
+    assert_eq!(up.in_service().len(), 2);
     let (code, _, err) = up.cli(&["scale", "g", "4"]);
     assert_eq!(code, 0, "{err}");
     testkit::wait::until_true("4 in service", Duration::from_secs(20), || {
-        live_count(&up) == 4
+        up.in_service().len() == 4
     });
     let zones: Vec<String> = up.status()["instances"]
         .as_array()
@@ -45,7 +36,7 @@ fn scale_out_and_in_within_min_and_max() {
     let (code, _, err) = up.cli(&["scale", "g", "1"]);
     assert_eq!(code, 0, "{err}");
     testkit::wait::until_true("1 in service", Duration::from_secs(30), || {
-        live_count(&up) == 1 && up.status()["instances"].as_array().unwrap().len() == 1
+        up.in_service().len() == 1 && up.status()["instances"].as_array().unwrap().len() == 1
     });
     let activity = up.activity();
     assert!(activity
@@ -208,18 +199,18 @@ fn target_tracking_follows_active_connections() {
         "    health_check_grace_period: 1s\n    scaling:\n      target_active_connections_per_instance: 5\n      scale_out_cooldown: 1s\n      scale_in_cooldown: 2s\n",
     );
     let up = Up::start(Some(&text));
-    assert_eq!(live_count(&up), 1);
+    assert_eq!(up.in_service().len(), 1);
     // 12 open connections through node a: 12 / 5 per instance = 3 instances.
     let node: std::net::SocketAddr = "127.58.1.10:3128".parse().unwrap();
     let held: Vec<_> = (0..12)
         .map(|i| testkit::client::connect_from(&format!("127.20.3.{}", i + 1), node))
         .collect();
     testkit::wait::until_true("scaled out to 3", Duration::from_secs(30), || {
-        live_count(&up) == 3
+        up.in_service().len() == 3
     });
     drop(held);
     testkit::wait::until_true("scaled back in to 1", Duration::from_secs(40), || {
-        up.status()["groups"][0]["desired"] == 1 && live_count(&up) == 1
+        up.status()["groups"][0]["desired"] == 1 && up.in_service().len() == 1
     });
     let activity = up.activity();
     let causes: Vec<String> = activity
