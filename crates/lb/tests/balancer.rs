@@ -160,6 +160,20 @@ fn health(b: &Balancer, target: &TestTarget) -> Vec<Health> {
         .collect()
 }
 
+/// Waits until each of `targets` is healthy on each of the `nodes` nodes that check it.
+async fn all_healthy(b: &Balancer, nodes: usize, targets: &[&TestTarget]) {
+    wait_for(
+        "targets healthy on every node",
+        Duration::from_secs(5),
+        || {
+            targets
+                .iter()
+                .all(|t| health(b, t) == vec![Health::Healthy; nodes])
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_a_target_that_stops_and_starts() {
     let t1 = TestTarget::start("127.10.1.31:0", "t1", false).await;
@@ -171,10 +185,7 @@ async fn health_follows_a_target_that_stops_and_starts() {
     )
     .await
     .unwrap();
-    wait_for("both healthy", Duration::from_secs(5), || {
-        health(&b, &t1) == [Health::Healthy] && health(&b, &t2) == [Health::Healthy]
-    })
-    .await;
+    all_healthy(&b, 1, &[&t1, &t2]).await;
     t1.stop();
     wait_for("t1 unhealthy", Duration::from_secs(5), || {
         health(&b, &t1) == [Health::Unhealthy]
@@ -227,10 +238,7 @@ async fn a_flow_keeps_its_target_and_the_target_sees_the_client() {
     let b = Balancer::start(&[lb(&[("a", "127.10.1.40")], port, "g")], &[g])
         .await
         .unwrap();
-    wait_for("all healthy", Duration::from_secs(5), || {
-        targets.iter().all(|t| health(&b, t) == [Health::Healthy])
-    })
-    .await;
+    all_healthy(&b, 1, &targets.iter().collect::<Vec<_>>()).await;
     let node: SocketAddr = format!("127.10.1.40:{port}").parse().unwrap();
     let mut first = Vec::new();
     for i in 0..30u16 {
@@ -308,10 +316,7 @@ async fn proxy_v2_header_carries_the_client_and_checks_send_local() {
     let b = Balancer::start(&[lb(&[("a", "127.10.1.60")], port, "g")], &[g])
         .await
         .unwrap();
-    wait_for("healthy", Duration::from_secs(5), || {
-        health(&b, &t) == [Health::Healthy]
-    })
-    .await;
+    all_healthy(&b, 1, &[&t]).await;
     let node: SocketAddr = format!("127.10.1.60:{port}").parse().unwrap();
     let line = hello("127.20.0.9", 42000, node).await.unwrap();
     assert_eq!(
@@ -336,10 +341,7 @@ async fn draining_keeps_old_flows_avoids_new_ones_then_closes_them() {
     )
     .await
     .unwrap();
-    wait_for("healthy", Duration::from_secs(5), || {
-        health(&b, &t1) == [Health::Healthy] && health(&b, &t2) == [Health::Healthy]
-    })
-    .await;
+    all_healthy(&b, 1, &[&t1, &t2]).await;
     let node: SocketAddr = format!("127.10.1.70:{port}").parse().unwrap();
     // Open flows until one lands on t1, and keep it.
     let mut kept = None;
@@ -407,11 +409,7 @@ async fn cross_zone_off_keeps_flows_in_zone_until_the_zone_has_none() {
         )
         .await
         .unwrap();
-        wait_for("healthy", Duration::from_secs(5), || {
-            health(&b, &ta) == [Health::Healthy, Health::Healthy]
-                && health(&b, &tc) == [Health::Healthy, Health::Healthy]
-        })
-        .await;
+        all_healthy(&b, 2, &[&ta, &tc]).await;
         let node_a: SocketAddr = format!("127.10.1.80:{pa}").parse().unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..40 {
@@ -448,10 +446,7 @@ async fn cross_zone_off_keeps_flows_in_zone_until_the_zone_has_none() {
     )
     .await
     .unwrap();
-    wait_for("healthy", Duration::from_secs(5), || {
-        health(&b, &tc) == [Health::Healthy, Health::Healthy]
-    })
-    .await;
+    all_healthy(&b, 2, &[&tc]).await;
     ta.stop();
     wait_for("ta unhealthy", Duration::from_secs(5), || {
         health(&b, &ta) == [Health::Unhealthy, Health::Unhealthy]
@@ -474,10 +469,7 @@ async fn allowed_cidrs_refuse_and_count_other_sources() {
     let b = Balancer::start(&[spec], &[group("g", &[(&t, "a")], 100)])
         .await
         .unwrap();
-    wait_for("healthy", Duration::from_secs(5), || {
-        health(&b, &t) == [Health::Healthy]
-    })
-    .await;
+    all_healthy(&b, 1, &[&t]).await;
     let node: SocketAddr = format!("127.10.1.90:{port}").parse().unwrap();
     assert!(hello("127.20.0.12", 0, node).await.is_ok());
     assert!(hello("127.99.0.12", 0, node).await.is_err(), "refused");
