@@ -46,15 +46,7 @@ pub async fn read_header<R: AsyncRead + Unpin>(
     access: &AccessRules,
     wait: Duration,
 ) -> Result<IpAddr, ProxyHeaderError> {
-    let facts = Facts {
-        client: sender,
-        method: "",
-        scheme: "",
-        host: "",
-        port: 0,
-        path: "",
-        dst_ips: &[],
-    };
+    let facts = Facts::connection(sender);
     if !access.allows(&facts) {
         return Err(ProxyHeaderError::NotAllowed(sender));
     }

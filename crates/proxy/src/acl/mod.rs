@@ -42,6 +42,21 @@ pub struct Facts<'a> {
     pub dst_ips: &'a [IpAddr],
 }
 
+impl Facts<'_> {
+    /// What a connection-level check (`proxy_protocol_access`) knows: only the sender.
+    pub fn connection(client: IpAddr) -> Facts<'static> {
+        Facts {
+            client,
+            method: "",
+            scheme: "",
+            host: "",
+            port: 0,
+            path: "",
+            dst_ips: &[],
+        }
+    }
+}
+
 /// One named ACL.
 pub struct Acl {
     pub name: String,

@@ -302,15 +302,7 @@ fn allows_request(access: &AccessRules, client: IpAddr, destination: IpAddr) -> 
 
 /// A connection from `sender`, as `proxy_protocol_access` sees it.
 fn allows_sender(access: &AccessRules, sender: IpAddr) -> bool {
-    access.allows(&Facts {
-        client: sender,
-        method: "",
-        scheme: "",
-        host: "",
-        port: 0,
-        path: "",
-        dst_ips: &[],
-    })
+    access.allows(&Facts::connection(sender))
 }
 
 /// Whether the instances run this binary's forward proxy (`proxyfleet proxy ...`).
