@@ -44,7 +44,8 @@ fn addr(s: &str) -> SocketAddr {
 #[test]
 fn drills_1_to_3_builtin_stack_connectivity_status_and_a_killed_instance() {
     let origin = Origin::start("127.30.0.10");
-    let tls = Origin::start_tls("127.30.0.11");
+    // Port 443: the built-in stack allows CONNECT only to SSL_ports, as Squid's stock file does.
+    let tls = Origin::start_tls_on("127.30.0.11", 443);
     let mut up = Up::start(None);
 
     // Drill 2: two healthy targets, two InService instances, one in zone a, one in zone c.

@@ -45,6 +45,11 @@ pub async fn run(
             group: group.spec.name.clone(),
         };
         let mut launch = group.template.render(&values);
+        if crate::firewall::runs_own_proxy(&launch.command) {
+            launch
+                .environment
+                .extend(crate::guard::environment(&shared.stack));
+        }
         if shared.firewall.is_none() && crate::firewall::runs_own_proxy(&launch.command) {
             if let Some(sources) = crate::firewall::allowed_sources(&shared, &group) {
                 launch

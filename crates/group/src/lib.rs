@@ -9,10 +9,12 @@
 //! - [`store`]: instances and the activity history in SQLite, in the state directory;
 //! - [`scaling`]: the optional target-tracking policy on the balancer's flow counters;
 //! - [`firewall`]: security groups as one nftables table;
+//! - [`guard`]: the destination guard's settings for the proxies it launches;
 //! - [`model`] and [`runtime`]: the data they share.
 
 pub mod firewall;
 pub mod fleet;
+pub mod guard;
 pub mod instance;
 pub mod model;
 pub mod process;

@@ -389,18 +389,77 @@ impl ClientConn {
         self.shared.log.log(&info.facts(self.client), &entry).await;
     }
 
-    /// Whether `http_access` allows the request. The host is resolved only when the rules
-    /// reach a `dst` ACL before deciding.
-    pub(crate) async fn allowed(&self, info: &mut RequestInfo) -> bool {
+    /// Whether the request may go ahead: `http_access`, then the destination's addresses
+    /// (resolved once: what is judged is what will be dialed) and the destination guard on
+    /// every one of them. A name that does not resolve fails closed. The host is looked up
+    /// only when `http_access` does not deny without it.
+    pub(crate) async fn admit(&self, info: &mut RequestInfo) -> Admission {
         let rules = &self.shared.config.http_access;
-        if let Some(decided) = rules.allows_without_lookup(&info.facts(self.client)) {
-            return decided;
+        let decided = rules.allows_without_lookup(&info.facts(self.client));
+        if decided == Some(false) {
+            return Admission::Denied(Denial::Rules);
         }
-        if let Ok(ips) = self.shared.resolver.resolve(&info.host).await {
-            info.dst_ips = ips;
+        if info.dst_ips.is_empty() {
+            match self.shared.resolver.resolve(&info.host).await {
+                Ok(ips) => info.dst_ips = canonical_addresses(ips),
+                Err(e) => return Admission::DnsFailed(e),
+            }
         }
-        rules.allows(&info.facts(self.client))
+        if decided.is_none() && !rules.allows(&info.facts(self.client)) {
+            return Admission::Denied(Denial::Rules);
+        }
+        let guard = &self.shared.config.destination_guard;
+        if let Some((ip, why)) = guard.refuses(&info.dst_ips, info.port) {
+            return Admission::Denied(Denial::Guard(ip, why));
+        }
+        Admission::Allowed
     }
+
+    /// The cache log's line for a refused request: why, in words.
+    pub(crate) fn log_denial(&self, info: &RequestInfo, denial: Denial) {
+        match denial {
+            Denial::Rules => {
+                tracing::debug!(client = %self.client, url = %info.url, "denied by http_access")
+            }
+            Denial::Guard(ip, why) => {
+                tracing::warn!(client = %self.client, url = %info.url, address = %ip, reason = %why, "destination refused by the destination guard")
+            }
+            Denial::Loop => {
+                tracing::warn!(client = %self.client, url = %info.url, "forwarding loop: the request's Via already names this proxy")
+            }
+        }
+    }
+}
+
+/// What [`ClientConn::admit`] decided.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    /// `info.dst_ips` holds the judged addresses: dial only those.
+    Allowed,
+    Denied(Denial),
+    DnsFailed(crate::resolve::DnsError),
+}
+
+/// Why a request was refused with ERR_ACCESS_DENIED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Denial {
+    /// `http_access`.
+    Rules,
+    /// The destination guard, for this address.
+    Guard(IpAddr, crate::guard::Protected),
+    /// The request already passed through this proxy (its `Via` names it).
+    Loop,
+}
+
+/// Resolved addresses as connections reach them, without repeats, in their order.
+fn canonical_addresses(ips: Vec<IpAddr>) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::with_capacity(ips.len());
+    for ip in ips.into_iter().map(crate::guard::canonical) {
+        if !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
 }
 
 /// An IPv6 host in brackets, as it appears in a URL authority.

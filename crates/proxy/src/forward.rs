@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use crate::access_log::LogEntry;
 use crate::acl::Facts;
 use crate::config::OutgoingAddress;
-use crate::conn::{ClientConn, Next, RequestInfo};
+use crate::conn::{Admission, ClientConn, Denial, Next, RequestInfo};
 use crate::errors::SquidError;
 use crate::exchange::{exchange, ExchangeRequest, Failure, Outcome};
 use crate::http::body::write_all;
@@ -62,48 +62,52 @@ impl ClientConn {
             Next::Close
         };
 
-        if !self.allowed(&mut info).await {
-            let bytes = self
-                .send_error(SquidError::AccessDenied, &info.url, !may_keep)
-                .await;
-            self.log_forward(
-                start,
-                t0,
-                Logged {
-                    status: "TCP_DENIED",
-                    http_status: 403,
-                    bytes,
-                    server: None,
-                    mime: html(bytes),
-                    info: &info,
-                },
-            )
-            .await;
-            return next;
-        }
-        if info.dst_ips.is_empty() {
-            match shared.resolver.resolve(&info.host).await {
-                Ok(ips) => info.dst_ips = ips,
-                Err(e) => {
-                    tracing::info!(host = %info.host, error = %e, "DNS failure");
-                    let bytes = self
-                        .send_error(SquidError::DnsFail, &info.url, !may_keep)
-                        .await;
-                    self.log_forward(
-                        start,
-                        t0,
-                        Logged {
-                            status: "TCP_MISS",
-                            http_status: 503,
-                            bytes,
-                            server: None,
-                            mime: html(bytes),
-                            info: &info,
-                        },
-                    )
+        let admission = if via_names(&head, &config.visible_hostname) {
+            Admission::Denied(Denial::Loop)
+        } else {
+            self.admit(&mut info).await
+        };
+        match admission {
+            Admission::Allowed => {}
+            Admission::Denied(denial) => {
+                self.log_denial(&info, denial);
+                let bytes = self
+                    .send_error(SquidError::AccessDenied, &info.url, !may_keep)
                     .await;
-                    return next;
-                }
+                self.log_forward(
+                    start,
+                    t0,
+                    Logged {
+                        status: "TCP_DENIED",
+                        http_status: 403,
+                        bytes,
+                        server: None,
+                        mime: html(bytes),
+                        info: &info,
+                    },
+                )
+                .await;
+                return next;
+            }
+            Admission::DnsFailed(e) => {
+                tracing::info!(host = %info.host, error = %e, "DNS failure");
+                let bytes = self
+                    .send_error(SquidError::DnsFail, &info.url, !may_keep)
+                    .await;
+                self.log_forward(
+                    start,
+                    t0,
+                    Logged {
+                        status: "TCP_MISS",
+                        http_status: 503,
+                        bytes,
+                        server: None,
+                        mime: html(bytes),
+                        info: &info,
+                    },
+                )
+                .await;
+                return next;
             }
         }
         let (local_v4, local_v6) =
@@ -321,4 +325,20 @@ impl ClientConn {
 /// Error pages are HTML; nothing sent, nothing to type.
 fn html(bytes: u64) -> Option<String> {
     (bytes > 0).then(|| "text/html".to_string())
+}
+
+/// Whether a `Via` entry of the request was added by a proxy called `name` (Squid's
+/// forwarding-loop check): `1.1 name`, `1.1 name:port`, with or without a comment.
+fn via_names(head: &Head, name: &str) -> bool {
+    head.values("via").any(|value| {
+        value.split(|&b| b == b',').any(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let mut words = entry.split_ascii_whitespace();
+            let _protocol = words.next();
+            words.next().is_some_and(|received_by| {
+                let host = received_by.rsplit_once(':').map_or(received_by, |(h, _)| h);
+                received_by.eq_ignore_ascii_case(name) || host.eq_ignore_ascii_case(name)
+            })
+        })
+    })
 }

@@ -2,6 +2,8 @@
 //!
 //! Data flows through the modules in this order:
 //! - [`config`] reads a squid.conf subset into a validated [`config::Config`];
+//! - [`guard`] knows the destinations no client may reach (the proxy host, metadata, the
+//!   tier itself), judged on the addresses actually dialed;
 //! - [`acl`] holds the ACLs and the `http_access`-style rule lists evaluated per transaction;
 //! - [`server`] binds the `http_port`s and owns start and stop; each accepted socket becomes a
 //!   [`conn::ClientConn`], which reads an optional [`proxy_protocol`] header and then requests;
@@ -17,6 +19,7 @@ pub mod conn;
 pub mod errors;
 pub mod exchange;
 pub mod forward;
+pub mod guard;
 pub mod http;
 pub mod origin;
 pub mod proxy_protocol;

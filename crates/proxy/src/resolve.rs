@@ -1,8 +1,13 @@
 //! Host name resolution. Like Squid's internal DNS client it reads /etc/hosts and the name
 //! servers of `dns_nameservers` (else /etc/resolv.conf), and caches answers by their TTL.
+//! A failed lookup (NXDOMAIN, SERVFAIL, a time-out, no addresses) is remembered for
+//! `negative_dns_ttl`, as Squid's ipcache does: asking again within that time fails at once,
+//! so a flapping name server cannot give one request two different verdicts.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -18,11 +23,18 @@ pub struct DnsError {
 
 pub struct Resolver {
     inner: TokioResolver,
+    negative_ttl: Duration,
+    /// Names whose lookup failed: until when, and why.
+    failed: Mutex<HashMap<String, (Instant, String)>>,
 }
+
+/// At most this many failed names are remembered: a client asking for endless random names
+/// costs bounded memory (when full, expired entries go, then all of them).
+const MAX_NEGATIVE: usize = 10_000;
 
 impl Resolver {
     /// `nameservers` empty: the system's resolv.conf.
-    pub fn new(nameservers: &[IpAddr]) -> Result<Resolver, DnsError> {
+    pub fn new(nameservers: &[IpAddr], negative_ttl: Duration) -> Result<Resolver, DnsError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = if nameservers.is_empty() {
             TokioResolver::builder(provider.clone()).unwrap_or_else(|e| {
@@ -47,7 +59,11 @@ impl Resolver {
             host: String::new(),
             reason: e.to_string(),
         })?;
-        Ok(Resolver { inner })
+        Ok(Resolver {
+            inner,
+            negative_ttl,
+            failed: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The addresses of `host` (an IP literal is its own answer, with no lookup).
@@ -59,17 +75,47 @@ impl Resolver {
             host: host.to_string(),
             reason,
         };
+        if let Some(reason) = self.remembered_failure(host) {
+            return Err(fail(reason));
+        }
         // A trailing dot stops search-domain expansion: the URL's host is already absolute.
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        let answer = self
-            .inner
-            .lookup_ip(fqdn.as_str())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let ips: Vec<IpAddr> = answer.iter().collect();
-        if ips.is_empty() {
-            return Err(fail("no addresses".into()));
+        let result = match self.inner.lookup_ip(fqdn.as_str()).await {
+            Ok(answer) => {
+                let ips: Vec<IpAddr> = answer.iter().collect();
+                if ips.is_empty() {
+                    Err("no addresses".to_string())
+                } else {
+                    Ok(ips)
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        result.map_err(|reason| {
+            self.remember_failure(host, &reason);
+            fail(reason)
+        })
+    }
+
+    fn remembered_failure(&self, host: &str) -> Option<String> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let (until, reason) = failed.get(host)?;
+        (Instant::now() < *until).then(|| format!("{reason} (remembered for negative_dns_ttl)"))
+    }
+
+    fn remember_failure(&self, host: &str, reason: &str) {
+        if self.negative_ttl.is_zero() {
+            return;
         }
-        Ok(ips)
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.len() >= MAX_NEGATIVE {
+            let now = Instant::now();
+            failed.retain(|_, (until, _)| *until > now);
+            if failed.len() >= MAX_NEGATIVE {
+                failed.clear();
+            }
+        }
+        let until = Instant::now() + self.negative_ttl;
+        failed.insert(host.to_string(), (until, reason.to_string()));
     }
 }

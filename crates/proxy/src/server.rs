@@ -84,7 +84,7 @@ impl Proxy {
             listeners.push((listener, Arc::new(port.clone())));
         }
         let log = AccessLogger::open(&config.access_logs)?;
-        let resolver = Resolver::new(&config.dns_nameservers)?;
+        let resolver = Resolver::new(&config.dns_nameservers, config.negative_dns_ttl)?;
         let via = config.via.then(|| {
             format!(
                 "1.1 {} (proxyfleet/{})",

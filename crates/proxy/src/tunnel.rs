@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use crate::access_log::LogEntry;
-use crate::conn::{ClientConn, Next, RequestInfo};
+use crate::conn::{Admission, ClientConn, Next, RequestInfo};
 use crate::errors::SquidError;
 use crate::forward::outgoing_addresses;
 use crate::http::body::write_all;
@@ -23,24 +23,23 @@ impl ClientConn {
     ) -> Next {
         let shared = self.shared.clone();
         let config = &shared.config;
-        if !self.allowed(&mut info).await {
-            let bytes = self
-                .send_error(SquidError::AccessDenied, &info.url, true)
-                .await;
-            self.log_tunnel(&info, start, t0, "TCP_DENIED", 403, bytes, None)
-                .await;
-            return Next::Close;
-        }
-        if info.dst_ips.is_empty() {
-            match shared.resolver.resolve(&info.host).await {
-                Ok(ips) => info.dst_ips = ips,
-                Err(e) => {
-                    tracing::info!(host = %info.host, error = %e, "DNS failure");
-                    let bytes = self.send_error(SquidError::DnsFail, &info.url, true).await;
-                    self.log_tunnel(&info, start, t0, "NONE_NONE", 503, bytes, None)
-                        .await;
-                    return Next::Close;
-                }
+        match self.admit(&mut info).await {
+            Admission::Allowed => {}
+            Admission::Denied(denial) => {
+                self.log_denial(&info, denial);
+                let bytes = self
+                    .send_error(SquidError::AccessDenied, &info.url, true)
+                    .await;
+                self.log_tunnel(&info, start, t0, "TCP_DENIED", 403, bytes, None)
+                    .await;
+                return Next::Close;
+            }
+            Admission::DnsFailed(e) => {
+                tracing::info!(host = %info.host, error = %e, "DNS failure");
+                let bytes = self.send_error(SquidError::DnsFail, &info.url, true).await;
+                self.log_tunnel(&info, start, t0, "NONE_NONE", 503, bytes, None)
+                    .await;
+                return Next::Close;
             }
         }
         let (v4, v6) = outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));

@@ -14,6 +14,9 @@ pub struct Stack {
     pub zones: Vec<Zone>,
     /// Named CIDRs usable in rules (`app`, `service`, ...).
     pub networks: Vec<(String, IpNet)>,
+    /// Destinations the proxies may reach although the destination guard protects them
+    /// (services on the proxy hosts' loopback or own addresses).
+    pub service_networks: Vec<IpNet>,
     pub security_groups: Vec<SecurityGroup>,
     /// Each with its listeners and one node per zone.
     pub load_balancers: Vec<LoadBalancerSpec>,

@@ -24,6 +24,10 @@ pub(crate) struct RawStack {
     pub zones: Named<RawZone>,
     #[serde(default)]
     pub networks: Named<RawNetwork>,
+    /// Networks the instances may reach although the destination guard protects them
+    /// (loopback, the proxy hosts' own addresses): names from `networks` or CIDRs.
+    #[serde(default)]
+    pub service_networks: Vec<Str>,
     #[serde(default)]
     pub security_groups: Named<RawSecurityGroup>,
     #[serde(default)]

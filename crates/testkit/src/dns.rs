@@ -1,16 +1,22 @@
 //! A tiny authoritative DNS server on a loopback address, port 53 (UDP): it answers A queries
 //! for the names it was given and NXDOMAIN for every other name, so name resolution is tested
 //! for real without a query ever leaving the machine. Binding port 53 needs root.
+//!
+//! A name may also follow a script, one [`Answer`] per query (the last one repeats): a name
+//! that fails first and then resolves, or that answers differently each time (DNS
+//! rebinding). Every query is counted per name.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A running server; stops when dropped.
 pub struct DnsServer {
     pub ip: Ipv4Addr,
+    /// Queries seen per name (lowercase, no trailing dot): all of them, and A queries.
+    queries: Arc<Mutex<HashMap<String, (usize, usize)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -23,9 +29,35 @@ pub fn can_bind_port_53() -> bool {
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
 
+/// What one query for a scripted name gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// These A records (several: a name with several addresses).
+    Addresses(Vec<Ipv4Addr>),
+    NxDomain,
+    ServFail,
+}
+
 impl DnsServer {
-    /// Starts on a fresh 127.53.x.y address (unique per process and call).
+    /// Starts on a fresh 127.53.x.y address (unique per process and call). A name listed
+    /// several times has all of its addresses in one answer.
     pub fn start(names: &[(&str, Ipv4Addr)]) -> DnsServer {
+        let mut script: Vec<(&str, Vec<Answer>)> = Vec::new();
+        for (name, ip) in names {
+            match script.iter_mut().find(|(n, _)| n == name) {
+                Some((_, answers)) => match &mut answers[0] {
+                    Answer::Addresses(ips) => ips.push(*ip),
+                    _ => unreachable!("only addresses here"),
+                },
+                None => script.push((name, vec![Answer::Addresses(vec![*ip])])),
+            }
+        }
+        Self::start_scripted(&script)
+    }
+
+    /// Starts with a script per name: query N of a name gets its Nth answer, the last one
+    /// once the script is used up.
+    pub fn start_scripted(script: &[(&str, Vec<Answer>)]) -> DnsServer {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let ip = Ipv4Addr::new(
             127,
@@ -38,10 +70,12 @@ impl DnsServer {
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
-        let names: HashMap<String, Ipv4Addr> = names
+        let names: HashMap<String, Vec<Answer>> = script
             .iter()
-            .map(|(n, a)| (n.trim_end_matches('.').to_ascii_lowercase(), *a))
+            .map(|(n, a)| (n.trim_end_matches('.').to_ascii_lowercase(), a.clone()))
             .collect();
+        let queries = Arc::new(Mutex::new(HashMap::new()));
+        let queries_in = queries.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_in = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -50,16 +84,25 @@ impl DnsServer {
                 let Ok((len, peer)) = socket.recv_from(&mut buf) else {
                     continue;
                 };
-                if let Some(reply) = answer(&buf[..len], &names) {
+                if let Some(reply) = answer(&buf[..len], &names, &queries_in) {
                     let _ = socket.send_to(&reply, peer);
                 }
             }
         });
         DnsServer {
             ip,
+            queries,
             stop,
             thread: Some(thread),
         }
+    }
+}
+
+impl DnsServer {
+    /// How many queries (of any type) arrived for `name`.
+    pub fn queries(&self, name: &str) -> usize {
+        let queries = self.queries.lock().unwrap();
+        queries.get(&name.to_ascii_lowercase()).map_or(0, |q| q.0)
     }
 }
 
@@ -73,7 +116,11 @@ impl Drop for DnsServer {
 }
 
 /// Builds the reply to one query (RFC 1035 §4.1), or `None` for a packet that is not one.
-fn answer(query: &[u8], names: &HashMap<String, Ipv4Addr>) -> Option<Vec<u8>> {
+fn answer(
+    query: &[u8],
+    names: &HashMap<String, Vec<Answer>>,
+    queries: &Mutex<HashMap<String, (usize, usize)>>,
+) -> Option<Vec<u8>> {
     if query.len() < 12 || query[2] & 0x80 != 0 {
         return None;
     }
@@ -92,12 +139,24 @@ fn answer(query: &[u8], names: &HashMap<String, Ipv4Addr>) -> Option<Vec<u8>> {
     let qtype = u16::from_be_bytes([*query.get(i)?, *query.get(i + 1)?]);
     let question_end = i + 4;
     let name = labels.join(".");
-    let found = names.get(&name);
-    let answers: Vec<Ipv4Addr> = match (found, qtype) {
-        (Some(ip), 1) => vec![*ip],
-        _ => vec![],
+    let a_queries = {
+        let mut queries = queries.lock().unwrap();
+        let count = queries.entry(name.clone()).or_insert((0, 0));
+        count.0 += 1;
+        count.1 += usize::from(qtype == 1);
+        count.1
     };
-    let rcode = if found.is_some() { 0 } else { 3 };
+    // A queries step through the script (the resolver also asks AAAA, which follows the
+    // latest A answer's outcome).
+    let step = names
+        .get(&name)
+        .map(|script| &script[a_queries.saturating_sub(1).min(script.len() - 1)]);
+    let (rcode, answers): (u8, Vec<Ipv4Addr>) = match step {
+        None | Some(Answer::NxDomain) => (3, vec![]),
+        Some(Answer::ServFail) => (2, vec![]),
+        Some(Answer::Addresses(ips)) if qtype == 1 => (0, ips.clone()),
+        Some(Answer::Addresses(_)) => (0, vec![]),
+    };
     let mut reply = Vec::with_capacity(question_end + 16 * answers.len());
     reply.extend_from_slice(&query[0..2]); // ID
     reply.push(0x84 | (query[2] & 0x01)); // QR, AA, RD copied

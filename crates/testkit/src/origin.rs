@@ -58,11 +58,17 @@ fn full(data: impl Into<Bytes>) -> Body {
 impl Origin {
     /// A plain HTTP origin on `ip` (port chosen by the kernel).
     pub fn start(ip: &str) -> Origin {
-        Self::start_inner(ip, None)
+        Self::start_inner(ip, 0, None)
     }
 
-    /// A TLS origin whose certificate is valid for `ip`.
+    /// A TLS origin whose certificate is valid for `ip` (port chosen by the kernel).
     pub fn start_tls(ip: &str) -> Origin {
+        Self::start_tls_on(ip, 0)
+    }
+
+    /// A TLS origin on `ip:port` (443 for proxies that allow CONNECT only to SSL_ports, as
+    /// Squid's stock configuration and the built-in stack do; binding it needs root).
+    pub fn start_tls_on(ip: &str, port: u16) -> Origin {
         crate::init_crypto();
         let cert = rcgen::generate_simple_self_signed(vec![ip.to_string()]).expect("certificate");
         let cert_pem = cert.cert.pem();
@@ -71,19 +77,19 @@ impl Origin {
             .with_no_client_auth()
             .with_single_cert(vec![cert.cert.der().clone()], key)
             .expect("tls config");
-        let mut origin = Self::start_inner(ip, Some(Arc::new(config)));
+        let mut origin = Self::start_inner(ip, port, Some(Arc::new(config)));
         origin.cert_pem = Some(cert_pem);
         origin
     }
 
-    fn start_inner(ip: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Origin {
+    fn start_inner(ip: &str, port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Origin {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         let listener = runtime
-            .block_on(TcpListener::bind((ip, 0)))
+            .block_on(TcpListener::bind((ip, port)))
             .unwrap_or_else(|e| panic!("origin cannot bind {ip}: {e}"));
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));

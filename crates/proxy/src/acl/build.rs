@@ -5,7 +5,11 @@
 //! final [`Acl`]s once the whole file is read. All per-value work (parsing addresses,
 //! lowercasing, compiling regexes) happens here so that evaluation does none of it.
 
+use std::sync::Arc;
+
 use regex::{Regex, RegexSet};
+
+use crate::guard::DestinationGuard;
 
 use super::domain::DomainSet;
 use super::ip::{self, IpSet};
@@ -24,6 +28,8 @@ pub enum AclType {
     /// Only the built-in `manager` ACL has it (Squid 5 defines it with `url_regex`, which
     /// squid.conf files here cannot use).
     Manager,
+    /// Only the built-in `to_protected` ACL: the destination guard's predicate.
+    Protected,
 }
 
 impl AclType {
@@ -52,6 +58,7 @@ impl AclType {
             AclType::Method => "method",
             AclType::Proto => "proto",
             AclType::Manager => "url_regex",
+            AclType::Protected => "dst",
         }
     }
 
@@ -89,6 +96,7 @@ enum Values {
     Ports(Vec<(u16, u16)>),
     Words(Vec<Box<str>>),
     Manager,
+    Protected,
 }
 
 impl AclBuilder {
@@ -100,6 +108,7 @@ impl AclBuilder {
             AclType::Port => Values::Ports(Vec::new()),
             AclType::Method | AclType::Proto => Values::Words(Vec::new()),
             AclType::Manager => Values::Manager,
+            AclType::Protected => Values::Protected,
         };
         AclBuilder {
             name: name.to_owned(),
@@ -151,10 +160,14 @@ impl AclBuilder {
                 Ok(())
             }
             Values::Manager => Err("the built-in 'manager' ACL takes no values".to_owned()),
+            Values::Protected => Err("the built-in 'to_protected' ACL takes no values: use \
+                 destination_guard_deny or destination_guard_allow"
+                .to_owned()),
         }
     }
 
-    pub fn build(self) -> Result<Acl, String> {
+    /// `guard` is what the built-in `to_protected` matches.
+    pub fn build(self, guard: &Arc<DestinationGuard>) -> Result<Acl, String> {
         let kind = match (self.ty, self.values) {
             (AclType::Src, Values::Ip(set)) => Kind::Src(set),
             (AclType::Dst, Values::Ip(set)) => Kind::Dst(set),
@@ -167,6 +180,7 @@ impl AclBuilder {
             (AclType::Method, Values::Words(words)) => Kind::Method(words.into()),
             (_, Values::Words(words)) => Kind::Proto(words.into()),
             (_, Values::Manager) => Kind::Manager,
+            (_, Values::Protected) => Kind::Protected(Arc::clone(guard)),
             (ty, values) => unreachable!("acl type {ty:?} built with {values:?}"),
         };
         Ok(Acl {
@@ -202,6 +216,7 @@ impl AclBuilder {
                 values: Values::Words(vec!["CONNECT".into()]),
             },
             AclBuilder::new("manager", AclType::Manager),
+            AclBuilder::new("to_protected", AclType::Protected),
         ]
     }
 }
@@ -279,7 +294,7 @@ mod tests {
         for (v, icase) in values {
             b.add(v, *icase).unwrap();
         }
-        b.build().unwrap()
+        b.build(&Arc::default()).unwrap()
     }
 
     #[test]
@@ -365,7 +380,7 @@ mod tests {
     fn builtins_are_squid5s() {
         let built: Vec<Acl> = AclBuilder::builtins()
             .into_iter()
-            .map(|b| b.build().unwrap())
+            .map(|b| b.build(&Arc::default()).unwrap())
             .collect();
         let names: Vec<&str> = built.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(
@@ -376,8 +391,10 @@ mod tests {
                 "to_localhost",
                 "to_linklocal",
                 "CONNECT",
-                "manager"
-            ]
+                "manager",
+                "to_protected"
+            ],
+            "Squid 5's, and proxyfleet's to_protected"
         );
         let manager = &built[5];
         let mut f = facts("h", "cache_object", "GET", 80);

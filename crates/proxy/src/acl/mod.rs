@@ -17,6 +17,7 @@ use std::sync::Arc;
 use regex::RegexSet;
 
 use crate::config::Location;
+use crate::guard::DestinationGuard;
 
 pub use build::{AclBuilder, AclType};
 use domain::DomainSet;
@@ -73,6 +74,8 @@ enum Kind {
     /// Lowercase schemes; `""` stands for CONNECT's missing scheme.
     Proto(Box<[Box<str>]>),
     Manager,
+    /// The built-in `to_protected`: any destination address the guard protects.
+    Protected(Arc<DestinationGuard>),
     /// Internal: several ACLs ANDed, so that a whole list can be negated (used to express
     /// `access_log none A B` as `!(A B)` on the lines after it).
     AllOf(AclList),
@@ -105,6 +108,7 @@ impl Acl {
             Kind::Manager => {
                 f.scheme == "cache_object" || f.path.starts_with("/squid-internal-mgr/")
             }
+            Kind::Protected(guard) => f.dst_ips.iter().any(|ip| guard.protects(*ip).is_some()),
             Kind::AllOf(list) => list.matches(f),
         }
     }
@@ -113,7 +117,7 @@ impl Acl {
     /// resolve the host only when some rule can use the result.
     pub fn needs_dst_ips(&self) -> bool {
         match &self.kind {
-            Kind::Dst(_) => true,
+            Kind::Dst(_) | Kind::Protected(_) => true,
             Kind::AllOf(list) => list.needs_dst_ips(),
             _ => false,
         }
@@ -130,6 +134,7 @@ impl Acl {
             Kind::Method(_) => AclType::Method.name(),
             Kind::Proto(_) => AclType::Proto.name(),
             Kind::Manager => AclType::Manager.name(),
+            Kind::Protected(_) => AclType::Protected.name(),
             Kind::AllOf(_) => "all-of",
         }
     }
@@ -307,7 +312,7 @@ mod tests {
         for v in values {
             b.add(v, false).unwrap();
         }
-        Arc::new(b.build().unwrap())
+        Arc::new(b.build(&Arc::default()).unwrap())
     }
 
     fn list(refs: &[(bool, &Arc<Acl>)]) -> AclList {

@@ -57,6 +57,13 @@ impl Parser {
             builder: AclBuilder::new(name, ty),
             defined_at: Some(d.location_of(name_tok)),
         });
+        if slot.builder.ty() == AclType::Protected {
+            return Err(d.error_plain(
+                name_tok,
+                "acl 'to_protected' is built in (the destination guard): add addresses to it \
+                 with destination_guard_deny, exempt them with destination_guard_allow",
+            ));
+        }
         if slot.builder.ty() != ty {
             let existing = slot.builder.ty().name();
             let what = match &slot.defined_at {

@@ -133,6 +133,34 @@ impl Parser {
         Ok(())
     }
 
+    /// `destination_guard on|off` (proxyfleet's own): refuse the protected destinations
+    /// (`to_protected`) before `http_access`.
+    pub(super) fn destination_guard(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "'on' or 'off'")?;
+        d.no_more(1)?;
+        self.destination_guard = Some(match t.text.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => return Err(d.error(t, format!("expected 'on' or 'off', found '{}'", t.text))),
+        });
+        Ok(())
+    }
+
+    /// `destination_guard_allow CIDR...` / `destination_guard_deny CIDR...`; lines add up.
+    pub(super) fn destination_guard_nets(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        d.arg(0, "address or CIDR")?;
+        for t in d.args {
+            let net = crate::guard::parse_net(&t.text)
+                .ok_or_else(|| d.error(t, format!("'{}' is not an IP address or CIDR", t.text)))?;
+            if d.name.text == "destination_guard_allow" {
+                self.guard_allow.push(net);
+            } else {
+                self.guard_deny.push(net);
+            }
+        }
+        Ok(())
+    }
+
     /// `max_filedescriptors N`; 0 means "the default", as in Squid.
     pub(super) fn max_filedescriptors(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let t = d.arg(0, "number")?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acl::{AccessRules, AclList};
+use crate::guard::DestinationGuard;
 
 /// Where a directive came from, for error messages and start-up notices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,11 @@ pub struct Config {
     /// saves cross-thread wake-ups when several instances share few cores (a group). Not
     /// given: one thread per core.
     pub workers: Option<usize>,
+    /// What no client may reach (the `to_protected` ACL), and whether `destination_guard on`
+    /// applies it before `http_access`.
+    pub destination_guard: Arc<DestinationGuard>,
+    /// `negative_dns_ttl` (default 1 minute): how long a failed lookup is remembered.
+    pub negative_dns_ttl: Duration,
     /// Directives accepted without effect (cache and other Squid-only tuning), with where
     /// they were seen, so start-up can say once that they are ignored.
     pub ignored: Vec<(String, Location)>,

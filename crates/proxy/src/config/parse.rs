@@ -15,6 +15,7 @@ use super::lex::{self, Token};
 use super::model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
 use super::{ConfigError, IGNORED_DIRECTIVES};
 use crate::acl::{AccessRule, AccessRules, Acl, AclBuilder, AclList, AclRef};
+use crate::guard::{self, DestinationGuard};
 
 /// Squid's limit, which also stops a file that includes itself.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -144,6 +145,11 @@ pub(super) struct Parser {
     pub dns_nameservers: Vec<IpAddr>,
     pub max_filedescriptors: usize,
     pub workers: Option<usize>,
+    /// `destination_guard`: `None` when the files do not say (then the environment may).
+    pub destination_guard: Option<bool>,
+    pub guard_allow: Vec<ipnet::IpNet>,
+    pub guard_deny: Vec<ipnet::IpNet>,
+    pub negative_dns_ttl: Duration,
     pub ignored: Vec<(String, Location)>,
 }
 
@@ -182,6 +188,10 @@ impl Parser {
             dns_nameservers: Vec::new(),
             max_filedescriptors: DEFAULT_MAX_FILEDESCRIPTORS,
             workers: None,
+            destination_guard: None,
+            guard_allow: Vec::new(),
+            guard_deny: Vec::new(),
+            negative_dns_ttl: Duration::from_secs(60),
             ignored: Vec::new(),
         }
     }
@@ -238,11 +248,14 @@ impl Parser {
             | "request_timeout"
             | "client_idle_pconn_timeout"
             | "client_lifetime"
-            | "shutdown_lifetime" => self.time(d),
+            | "shutdown_lifetime"
+            | "negative_dns_ttl" => self.time(d),
             "visible_hostname" => self.visible_hostname(d),
             "dns_nameservers" => self.dns_nameservers(d),
             "max_filedescriptors" => self.max_filedescriptors(d),
             "workers" => self.workers(d),
+            "destination_guard" => self.destination_guard(d),
+            "destination_guard_allow" | "destination_guard_deny" => self.destination_guard_nets(d),
             _ => Err(ConfigError::new(
                 d.location(),
                 format!(
@@ -262,6 +275,7 @@ impl Parser {
             "client_idle_pconn_timeout" => &mut self.client_idle_pconn_timeout,
             "client_lifetime" => &mut self.client_lifetime,
             "shutdown_lifetime" => &mut self.shutdown_lifetime,
+            "negative_dns_ttl" => &mut self.negative_dns_ttl,
             _ => unreachable!("not a time directive: {name}"),
         }
     }
@@ -317,9 +331,10 @@ impl Parser {
                 "no http_port configured",
             ));
         }
+        let destination_guard = Arc::new(self.guard());
         let mut acls = HashMap::with_capacity(self.acls.len());
         for (name, slot) in self.acls {
-            let acl = slot.builder.build().map_err(|message| {
+            let acl = slot.builder.build(&destination_guard).map_err(|message| {
                 let location = slot.defined_at.unwrap_or_else(|| Location {
                     file: self.root.clone(),
                     line: 0,
@@ -431,8 +446,24 @@ impl Parser {
             dns_nameservers: self.dns_nameservers,
             max_filedescriptors: self.max_filedescriptors,
             workers: self.workers,
+            destination_guard,
+            negative_dns_ttl: self.negative_dns_ttl,
             ignored: self.ignored,
         })
+    }
+
+    /// The destination guard of these files, completed by what `proxyfleet up` passes to the
+    /// instances it launches ([`crate::guard::ENV_GUARD`] and friends): the environment turns
+    /// the guard on unless a file says `destination_guard off`, and adds networks.
+    fn guard(&self) -> DestinationGuard {
+        let env_on = std::env::var(guard::ENV_GUARD).is_ok_and(|v| v.trim() == "on");
+        let enabled = self.destination_guard.unwrap_or(env_on);
+        let mut deny = self.guard_deny.clone();
+        deny.extend(guard::nets_from_env(guard::ENV_DENY));
+        let mut allow = self.guard_allow.clone();
+        allow.extend(guard::nets_from_env(guard::ENV_ALLOW));
+        let own_ports = self.http_ports.iter().map(|p| p.addr).collect();
+        DestinationGuard::new(enabled, deny, allow, own_ports)
     }
 }
 

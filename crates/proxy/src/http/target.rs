@@ -59,7 +59,7 @@ impl Target {
         };
         Ok(Target::Absolute {
             scheme,
-            host: normalize_host(host),
+            host: normalize_host(host)?,
             port,
             path_and_query,
         })
@@ -90,11 +90,77 @@ fn default_port(scheme: &str) -> u16 {
     }
 }
 
-fn normalize_host(host: &str) -> String {
-    host.trim_start_matches('[')
+/// Lowercase, without brackets or a trailing dot; a host written as a number in any of the
+/// forms browsers and inet_aton(3) accept (`2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1`)
+/// becomes the dotted IPv4 address it stands for, so that ACLs, the destination guard and the
+/// connect all see the same address.
+fn normalize_host(host: &str) -> Result<String, InvalidTarget> {
+    let host = host
+        .trim_start_matches('[')
         .trim_end_matches(']')
         .trim_end_matches('.')
-        .to_ascii_lowercase()
+        .to_ascii_lowercase();
+    if host.contains(':') {
+        return Ok(host);
+    }
+    match numeric_ipv4(&host) {
+        None => Ok(host),
+        Some(Some(ip)) => Ok(ip.to_string()),
+        Some(None) => Err(InvalidTarget(
+            "host ends in a number but is not an IPv4 address",
+        )),
+    }
+}
+
+/// The WHATWG URL Standard's IPv4 parser (written out here because the `url` crate would
+/// bring IDNA tables the proxy does not otherwise need): `None` when the host is a name (its
+/// last label is not a number), `Some(None)` when it ends in a number but is no valid address.
+fn numeric_ipv4(host: &str) -> Option<Option<std::net::Ipv4Addr>> {
+    let parts: Vec<&str> = host.split('.').collect();
+    let last = parts.last()?;
+    if last.is_empty() || parse_ipv4_number(last).is_none() {
+        return None;
+    }
+    if parts.len() > 4 {
+        return Some(None);
+    }
+    let mut numbers = Vec::with_capacity(parts.len());
+    for part in &parts {
+        match parse_ipv4_number(part) {
+            Some(n) => numbers.push(n),
+            None => return Some(None),
+        }
+    }
+    let (last, init) = numbers.split_last()?;
+    if init.iter().any(|&n| n > 255) || *last >= 256u64.pow(5 - numbers.len() as u32) {
+        return Some(None);
+    }
+    let mut addr = *last;
+    for (i, n) in init.iter().enumerate() {
+        addr += n << (8 * (3 - i));
+    }
+    // Every part is in range here, so the sum fits in 32 bits.
+    Some(u32::try_from(addr).ok().map(std::net::Ipv4Addr::from))
+}
+
+/// One part of a numeric host: `0x`-prefixed hex (`0x` alone is 0), `0`-prefixed octal, or
+/// decimal.
+fn parse_ipv4_number(part: &str) -> Option<u64> {
+    let (digits, radix) = if let Some(hex) = part.strip_prefix("0x") {
+        (hex, 16)
+    } else if part.len() > 1 && part.starts_with('0') {
+        (&part[1..], 8)
+    } else {
+        (part, 10)
+    };
+    if digits.is_empty() {
+        return (radix != 10).then_some(0);
+    }
+    if !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    // Too large for u64 is still a number (and too large for any part of an address).
+    Some(u64::from_str_radix(digits, radix).unwrap_or(u64::MAX))
 }
 
 fn parse_authority(target: &str) -> Result<Target, InvalidTarget> {
@@ -118,7 +184,7 @@ fn parse_authority(target: &str) -> Result<Target, InvalidTarget> {
         return Err(InvalidTarget("CONNECT needs host:port"));
     }
     Ok(Target::Authority {
-        host: normalize_host(host),
+        host: normalize_host(host)?,
         port,
     })
 }
@@ -165,6 +231,56 @@ mod tests {
         );
         assert!(Target::parse("GET", "http:///").is_err());
         assert!(Target::parse("GET", "http://h:0/").is_err());
+    }
+
+    #[test]
+    fn numeric_hosts_are_the_addresses_they_stand_for() {
+        let host = |url: &str| match Target::parse("GET", url) {
+            Ok(Target::Absolute { host, .. }) => Ok(host),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        for url in [
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0X7F000001/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://127.0.1/",
+            "http://0x7f.1/",
+            "http://127.0.0.1./",
+            "http://017700000001/",
+        ] {
+            assert_eq!(host(url).as_deref(), Ok("127.0.0.1"), "{url}");
+        }
+        assert_eq!(host("http://0/").as_deref(), Ok("0.0.0.0"));
+        assert_eq!(host("http://4294967295/").as_deref(), Ok("255.255.255.255"));
+        assert_eq!(host("http://0x/").as_deref(), Ok("0.0.0.0"));
+        for bad in [
+            "http://4294967296/",
+            "http://1.2.3.4.5/",
+            "http://256.0.0.1/",
+            "http://1.2.65536/",
+            "http://example.123/",
+            "http://09.0.0.1/",
+        ] {
+            assert!(host(bad).is_err(), "{bad}");
+        }
+        for name in [
+            "http://example.com/",
+            "http://1.2.3.example/",
+            "http://0x7f.test/",
+            "http://0x1g/",
+        ] {
+            assert_eq!(host(name).unwrap(), name[7..name.len() - 1], "{name}");
+        }
+        assert_eq!(
+            Target::parse("CONNECT", "0x7f000001:443").unwrap(),
+            Target::Authority {
+                host: "127.0.0.1".into(),
+                port: 443
+            }
+        );
     }
 
     #[test]

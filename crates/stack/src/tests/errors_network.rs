@@ -1,6 +1,6 @@
 //! Zones, networks and security group rules.
 
-use super::{err, with_zones};
+use super::{err, ok, with_zones, ZONES};
 
 #[test]
 fn zone_name_must_be_lowercase_letters_digits_and_dashes() {
@@ -161,5 +161,55 @@ fn rules_in_block_style_point_at_the_value() {
         ]),
         "stack.yaml:6:15: security_groups.sg.ingress[0]: unknown security group 'other' \
          (defined: sg)"
+    );
+}
+
+#[test]
+fn service_networks_name_networks_or_cidrs() {
+    let stack = ok(&[
+        ZONES[0],
+        ZONES[1],
+        ZONES[2],
+        "networks: { svc: 127.30.0.0/16 }",
+        "service_networks: [svc, 127.31.0.0/16, 127.0.0.53]",
+    ]);
+    let nets: Vec<String> = stack
+        .service_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.30.0.0/16", "127.31.0.0/16", "127.0.0.53/32"]);
+    assert!(
+        ok(&ZONES).service_networks.is_empty(),
+        "none unless declared"
+    );
+}
+
+#[test]
+fn service_networks_errors() {
+    let doc = |entry: &str| {
+        err(&[
+            ZONES[0],
+            ZONES[1],
+            ZONES[2],
+            "networks: { svc: 127.30.0.0/16 }",
+            &format!("service_networks: [svc, {entry}]"),
+        ])
+    };
+    assert_eq!(
+        doc("nope"),
+        "stack.yaml:5:25: service_networks[1]: unknown network 'nope' (expected a name from \
+         networks, a CIDR or an address)"
+    );
+    assert_eq!(
+        doc("127.10.0.0/16"),
+        "stack.yaml:5:25: service_networks[1]: 127.10.0.0/16 overlaps zone a's subnet \
+         127.10.1.0/24: the zones hold the tier's own nodes and instances, which are never \
+         reachable through the proxies"
+    );
+    assert_eq!(
+        doc("127.30.0.1/16"),
+        "stack.yaml:5:25: service_networks[1]: 127.30.0.1/16 has host bits set (did you mean \
+         127.30.0.0/16?)"
     );
 }

@@ -31,7 +31,7 @@ fn unknown_top_level_key() {
     assert_eq!(
         err(&["zones: {}", "zone: {}"]),
         "stack.yaml:2:1: stack: unknown field `zone`, expected one of zones, networks, \
-         security_groups, load_balancers, listeners, target_groups, launch_templates, groups"
+         service_networks, security_groups, load_balancers, listeners, target_groups, launch_templates, groups"
     );
 }
 

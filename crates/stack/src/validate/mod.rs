@@ -26,6 +26,7 @@ pub(crate) fn validate(raw: &RawStack, ctx: &Ctx) -> Result<Stack, StackError> {
     let known = Known::of(raw);
     let zones = network::zones(ctx, raw)?;
     let networks = network::networks(ctx, raw, &zones)?;
+    let service_networks = network::service_networks(ctx, raw, &zones, &networks)?;
     let sources = network::Sources {
         zones: &zones,
         networks: &networks,
@@ -39,6 +40,7 @@ pub(crate) fn validate(raw: &RawStack, ctx: &Ctx) -> Result<Stack, StackError> {
     Ok(Stack {
         zones,
         networks,
+        service_networks,
         security_groups,
         load_balancers,
         target_groups,

@@ -73,6 +73,51 @@ pub(crate) fn networks(
     Ok(networks)
 }
 
+/// `service_networks`: network names or CIDRs, never overlapping a zone (the zones' subnets
+/// hold the tier itself, which no client may reach through it).
+pub(crate) fn service_networks(
+    ctx: &Ctx,
+    raw: &RawStack,
+    zones: &[Zone],
+    networks: &[(String, IpNet)],
+) -> Result<Vec<IpNet>, StackError> {
+    let mut out = Vec::new();
+    for (i, entry) in raw.service_networks.iter().enumerate() {
+        let object = format!("service_networks[{i}]");
+        let text = entry.value.trim();
+        let net = match networks.iter().find(|(n, _)| n == text) {
+            Some((_, net)) => *net,
+            None if text.contains('/') || text.parse::<std::net::IpAddr>().is_ok() => {
+                ctx.cidr(&object, entry, true)?
+            }
+            None => {
+                return Err(ctx.err(
+                    &entry.referenced,
+                    &object,
+                    format!(
+                        "unknown network '{}' (expected a name from networks, a CIDR or an \
+                         address)",
+                        entry.value
+                    ),
+                ))
+            }
+        };
+        if let Some(zone) = zones.iter().find(|z| overlap(&z.subnet, &net)) {
+            return Err(ctx.err(
+                &entry.referenced,
+                &object,
+                format!(
+                    "{net} overlaps zone {}'s subnet {}: the zones hold the tier's own nodes and \
+                     instances, which are never reachable through the proxies",
+                    zone.name, zone.subnet
+                ),
+            ));
+        }
+        out.push(net);
+    }
+    Ok(out)
+}
+
 /// What a rule's `from` (or a listener's `allowed_cidrs` entry) may name.
 pub(crate) struct Sources<'a> {
     pub zones: &'a [Zone],
