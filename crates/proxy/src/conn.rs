@@ -409,7 +409,7 @@ impl ClientConn {
             return Admission::Denied(Denial::Rules);
         }
         let guard = &self.shared.config.destination_guard;
-        if let Some((ip, why)) = guard.refuses(&info.dst_ips, info.port) {
+        if let Some((ip, why)) = guard.refuses(&info.dst_ips, info.port, &self.shared.own_addrs) {
             return Admission::Denied(Denial::Guard(ip, why));
         }
         Admission::Allowed

@@ -98,23 +98,15 @@ pub struct DestinationGuard {
     allow: Vec<IpNet>,
     /// This host's interface addresses when the configuration was read.
     host_addrs: Vec<IpAddr>,
-    /// This proxy's own listening sockets (an unspecified IP listens on every local address).
-    own_ports: Vec<SocketAddr>,
 }
 
 impl DestinationGuard {
-    pub fn new(
-        enabled: bool,
-        deny: Vec<IpNet>,
-        allow: Vec<IpNet>,
-        own_ports: Vec<SocketAddr>,
-    ) -> DestinationGuard {
+    pub fn new(enabled: bool, deny: Vec<IpNet>, allow: Vec<IpNet>) -> DestinationGuard {
         DestinationGuard {
             enabled,
             deny,
             allow,
             host_addrs: host_addresses(),
-            own_ports,
         }
     }
 
@@ -131,12 +123,17 @@ impl DestinationGuard {
     }
 
     /// The first address of `ips` (canonical) that must not be dialed for a connection to
-    /// `port`, with the reason: a forwarding loop always; a protected address when the guard
-    /// is on. Every address is judged, so that a name whose answers mix allowed and protected
-    /// addresses is refused as a whole.
-    pub fn refuses(&self, ips: &[IpAddr], port: u16) -> Option<(IpAddr, Protected)> {
+    /// `port`, with the reason: one of `own` (this proxy's bound sockets: a forwarding loop)
+    /// always; a protected address when the guard is on. Every address is judged, so that a
+    /// name whose answers mix allowed and protected addresses is refused as a whole.
+    pub fn refuses(
+        &self,
+        ips: &[IpAddr],
+        port: u16,
+        own: &[SocketAddr],
+    ) -> Option<(IpAddr, Protected)> {
         ips.iter().find_map(|&ip| {
-            if self.is_own_port(ip, port) {
+            if self.is_own_port(ip, port, own) {
                 return Some((ip, Protected::ProxyItself));
             }
             if self.enabled {
@@ -146,8 +143,9 @@ impl DestinationGuard {
         })
     }
 
-    fn is_own_port(&self, ip: IpAddr, port: u16) -> bool {
-        self.own_ports.iter().any(|own| {
+    /// An unspecified listening address listens on every local address.
+    fn is_own_port(&self, ip: IpAddr, port: u16, own: &[SocketAddr]) -> bool {
+        own.iter().any(|own| {
             own.port() == port
                 && (canonical(own.ip()) == ip
                     || (own.ip().is_unspecified()

@@ -39,6 +39,8 @@ pub struct Shared {
     pub rewrite: RequestRewrite,
     pub draining: AtomicBool,
     pub stats: Stats,
+    /// The sockets this proxy listens on (ports resolved): no request may be sent to them.
+    pub own_addrs: Vec<SocketAddr>,
 }
 
 /// A start-up failure.
@@ -104,6 +106,10 @@ impl Proxy {
             rewrite,
             draining: AtomicBool::new(false),
             stats: Stats::default(),
+            own_addrs: listeners
+                .iter()
+                .filter_map(|(l, _): &(TcpListener, _)| l.local_addr().ok())
+                .collect(),
         });
         Ok(Proxy { shared, listeners })
     }

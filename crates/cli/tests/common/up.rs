@@ -128,6 +128,8 @@ pub fn proxy_stack(net: u8, min: u32, desired: u32, max: u32) -> String {
   c: {{ subnet: 127.{net}.2.0/24 }}
 networks:
   app: 127.20.0.0/16
+  service: 127.30.0.0/16
+service_networks: [service]
 security_groups:
   sg:
     ingress:

@@ -462,8 +462,7 @@ impl Parser {
         deny.extend(guard::nets_from_env(guard::ENV_DENY));
         let mut allow = self.guard_allow.clone();
         allow.extend(guard::nets_from_env(guard::ENV_ALLOW));
-        let own_ports = self.http_ports.iter().map(|p| p.addr).collect();
-        DestinationGuard::new(enabled, deny, allow, own_ports)
+        DestinationGuard::new(enabled, deny, allow)
     }
 }
 

@@ -1,0 +1,129 @@
+//! Issue 11 on a running tier (`proxyfleet up`, real instances, real balancer): through every
+//! node, an application client cannot reach the admin API, a service on the proxy host's
+//! loopback, or the tier's own nodes and instances (no chained tunnels); the declared service
+//! networks stay reachable; and each refusal is in the instance's access log as TCP_DENIED/403.
+
+mod common;
+
+use std::time::Duration;
+
+use common::up::{proxy_stack, Up};
+use testkit::client::exchange_raw;
+use testkit::origin::Origin;
+
+const CLIENT: &str = "127.20.0.9";
+
+fn request(node: &str, head: &str) -> String {
+    exchange_raw(CLIENT, node.parse().unwrap(), head.as_bytes())
+}
+
+fn get(node: &str, url: &str) -> String {
+    request(
+        node,
+        &format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn connect(node: &str, authority: &str) -> String {
+    request(
+        node,
+        &format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n"),
+    )
+}
+
+fn denied(reply: &str) -> bool {
+    reply.starts_with("HTTP/1.1 403 Forbidden\r\n") && reply.contains("ERR_ACCESS_DENIED")
+}
+
+#[test]
+fn through_every_node_the_tier_and_its_host_are_out_of_reach() {
+    // Net 84; a second service network, declared, and a loopback network that is not.
+    let stack = proxy_stack(84, 2, 2, 2)
+        .replace(
+            "service_networks: [service]",
+            "service_networks: [service, 127.31.0.0/16]",
+        )
+        .replace(
+            "        access_log none\n",
+            "        access_log {dir}/access.log squid\n",
+        );
+    let up = Up::start(Some(&stack));
+    testkit::wait::until_true("2 healthy targets", Duration::from_secs(20), || {
+        up.healthy_targets() == 2
+    });
+    let service = Origin::start("127.30.0.84");
+    let declared = Origin::start("127.31.0.84");
+    let undeclared = Origin::start("127.32.0.84");
+    let host_service = Origin::start("127.0.0.1");
+    let admin = std::fs::read_to_string(up.dir().join("admin.addr")).unwrap();
+    let admin = admin.trim().trim_start_matches("http://").to_string();
+    let nodes = ["127.84.1.10:3128", "127.84.2.10:3128"];
+    let instances = ["127.84.1.11:3128", "127.84.2.11:3128"];
+
+    let mut refusals = 0;
+    for node in nodes {
+        for origin in [&service, &declared] {
+            let reply = get(node, &format!("{}/small", origin.url()));
+            assert!(
+                reply.starts_with("HTTP/1.1 200 OK\r\n"),
+                "{node} -> {}: {reply}",
+                origin.url()
+            );
+        }
+        let mut must_refuse = vec![
+            format!("http://{admin}/api/status"),
+            format!("http://{admin}/api/stack"),
+            format!("{}/small", undeclared.url()),
+            format!("{}/small", host_service.url()),
+            format!("http://127.1:{}/small", host_service.addr.port()),
+        ];
+        for target in nodes.iter().chain(&instances) {
+            must_refuse.push(format!("http://{target}/healthz"));
+        }
+        for url in &must_refuse {
+            let reply = get(node, url);
+            assert!(denied(&reply), "{node} -> {url}: {reply}");
+            refusals += 1;
+        }
+        // No chained tunnels: CONNECT to a node, an instance, the admin API, the host.
+        for authority in nodes
+            .iter()
+            .chain(&instances)
+            .map(|s| s.to_string())
+            .chain([admin.clone(), host_service.addr.to_string()])
+        {
+            let reply = connect(node, &authority);
+            assert!(denied(&reply), "{node} CONNECT {authority}: {reply}");
+            refusals += 1;
+        }
+    }
+    assert!(host_service.seen().is_empty(), "{:?}", host_service.seen());
+    assert!(undeclared.seen().is_empty(), "{:?}", undeclared.seen());
+
+    // Every refusal is an access log line of the instance that made it, with the client.
+    let logged = testkit::wait::until(
+        "the refusals in the access logs",
+        Duration::from_secs(10),
+        || {
+            let mut lines = Vec::new();
+            for entry in std::fs::read_dir(up.dir().join("instances"))
+                .ok()?
+                .flatten()
+            {
+                let text =
+                    std::fs::read_to_string(entry.path().join("access.log")).unwrap_or_default();
+                lines.extend(text.lines().map(str::to_string));
+            }
+            let denied: Vec<String> = lines
+                .into_iter()
+                .filter(|l| l.contains(" TCP_DENIED/403 ") && l.contains(CLIENT))
+                .collect();
+            (denied.len() >= refusals).then_some(denied)
+        },
+    );
+    assert_eq!(logged.len(), refusals, "{logged:#?}");
+    assert!(
+        logged.iter().any(|l| l.contains("/api/status")),
+        "{logged:#?}"
+    );
+}
