@@ -127,3 +127,67 @@ fn through_every_node_the_tier_and_its_host_are_out_of_reach() {
         "{logged:#?}"
     );
 }
+
+#[test]
+fn a_clients_own_proxy_header_is_never_taken_for_the_balancers() {
+    let stack = proxy_stack(85, 2, 2, 2)
+        .replace(
+            "    protocol: tcp\n    port: 3128\n",
+            // The cloud's IP-target behaviour: the client's address travels in the header.
+            "    protocol: tcp\n    port: 3128\n    proxy_protocol_v2: true\n    \
+             preserve_client_ip: false\n",
+        )
+        .replace(
+            "        http_port {address}:{port}\n",
+            "        http_port {address}:{port} require-proxy-header\n        \
+             acl lbs src 127.85.1.10 127.85.2.10\n        proxy_protocol_access allow lbs\n",
+        )
+        .replace(
+            "        access_log none\n",
+            "        access_log {dir}/access.log squid\n",
+        );
+    let up = Up::start(Some(&stack));
+    testkit::wait::until_true("2 healthy targets", Duration::from_secs(20), || {
+        up.healthy_targets() == 2
+    });
+    let service = Origin::start("127.30.0.85");
+    let url = format!("{}/small", service.url());
+    let spoofs: [&[u8]; 2] = [
+        b"PROXY TCP4 6.6.6.6 127.85.1.11 1111 3128\r\n",
+        // The v2 signature, a PROXY TCP4 header claiming 6.6.6.6.
+        b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x06\x06\x06\x06\x7f\x55\x01\x0b\x04\x57\x0c\x38",
+    ];
+    for node in ["127.85.1.10:3128", "127.85.2.10:3128"] {
+        let reply = get(node, &url);
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{node}: {reply}");
+        for spoof in spoofs {
+            let mut bytes = spoof.to_vec();
+            bytes.extend_from_slice(
+                format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            );
+            let reply = exchange_raw(CLIENT, node.parse().unwrap(), &bytes);
+            assert!(
+                reply.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+                "{node}: a second PROXY header is a malformed request: {reply}"
+            );
+        }
+    }
+    assert_eq!(service.seen().len(), 2, "only the two honest requests");
+    let lines = testkit::wait::until("six access log lines", Duration::from_secs(10), || {
+        let mut lines = Vec::new();
+        for entry in std::fs::read_dir(up.dir().join("instances"))
+            .ok()?
+            .flatten()
+        {
+            let text = std::fs::read_to_string(entry.path().join("access.log")).unwrap_or_default();
+            lines.extend(text.lines().map(str::to_string));
+        }
+        (lines.len() >= 6).then_some(lines)
+    });
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(CLIENT) && !l.contains("6.6.6.6")),
+        "every line names the real client: {lines:#?}"
+    );
+}

@@ -269,12 +269,13 @@ mod tests {
             deny: nets(deny),
             allow: nets(allow),
             host_addrs: vec![ip("198.51.100.7")],
-            own_ports: vec![
-                "127.10.1.11:3128".parse().unwrap(),
-                "[::]:8080".parse().unwrap(),
-            ],
         }
     }
+
+    const OWN: [SocketAddr; 2] = [
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 10, 1, 11)), 3128),
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080),
+    ];
 
     #[test]
     fn canonical_forms_are_what_a_connect_reaches() {
@@ -330,23 +331,23 @@ mod tests {
         let mut g = guard(&[], &[]);
         let mixed = [ip("192.0.2.1"), ip("127.0.0.1")];
         assert_eq!(
-            g.refuses(&mixed, 80),
+            g.refuses(&mixed, 80, &OWN),
             Some((ip("127.0.0.1"), Protected::Loopback))
         );
-        assert_eq!(g.refuses(&[ip("192.0.2.1")], 80), None);
+        assert_eq!(g.refuses(&[ip("192.0.2.1")], 80, &OWN), None);
         g.enabled = false;
-        assert_eq!(g.refuses(&mixed, 80), None);
+        assert_eq!(g.refuses(&mixed, 80, &OWN), None);
         assert_eq!(
-            g.refuses(&[ip("127.10.1.11")], 3128),
+            g.refuses(&[ip("127.10.1.11")], 3128, &OWN),
             Some((ip("127.10.1.11"), Protected::ProxyItself))
         );
-        assert_eq!(g.refuses(&[ip("127.10.1.11")], 3129), None);
+        assert_eq!(g.refuses(&[ip("127.10.1.11")], 3129, &OWN), None);
         // A wildcard listener is reached through any local address.
         assert_eq!(
-            g.refuses(&[ip("198.51.100.7")], 8080),
+            g.refuses(&[ip("198.51.100.7")], 8080, &OWN),
             Some((ip("198.51.100.7"), Protected::ProxyItself))
         );
-        assert_eq!(g.refuses(&[ip("192.0.2.1")], 8080), None);
+        assert_eq!(g.refuses(&[ip("192.0.2.1")], 8080, &OWN), None);
     }
 
     #[test]

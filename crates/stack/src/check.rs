@@ -169,16 +169,16 @@ fn uses<'a>(stack: &'a Stack, group: &Group) -> Vec<Use<'a>> {
 
 /// The networks a listener's clients come from. A listener with `allowed_cidrs` accepts
 /// those and nothing else, so they are exactly its clients. Without it, the stack does not
-/// say who connects; we take every named network except `service`, the conventional name of
-/// the destinations the proxies forward to (a stack's networks are its app networks and its
-/// destinations). Zones are not clients: they hold the nodes and the instances themselves.
+/// say who connects; we take every named network except the service networks (those in
+/// `service_networks`, and one named `service`, the conventional name of the destinations the
+/// proxies forward to: a stack's networks are its app networks and its destinations). Zones are not clients: they hold the nodes and the instances themselves.
 fn clients(stack: &Stack, allowed_cidrs: Option<&[IpNet]>) -> Vec<IpNet> {
     match allowed_cidrs {
         Some(cidrs) => cidrs.to_vec(),
         None => stack
             .networks
             .iter()
-            .filter(|(name, _)| name != SERVICE)
+            .filter(|(name, net)| name != SERVICE && !stack.service_networks.contains(net))
             .map(|(_, net)| *net)
             .collect(),
     }

@@ -290,6 +290,33 @@ mod tests {
     }
 
     #[test]
+    fn destination_guard_directives() {
+        let c = parse_ok(
+            "destination_guard on\ndestination_guard_allow 127.30.0.0/16 127.0.0.53\n\
+             destination_guard_deny 10.9.0.0/16\nhttp_access deny to_protected\nhttp_access allow all",
+        );
+        let guard = &c.destination_guard;
+        assert!(guard.enabled);
+        assert_eq!(c.destination_guard_in_files, Some(true));
+        assert_eq!(guard.allowed().len(), 2);
+        assert_eq!(guard.denied().len(), 1);
+        let mut r = Request::get("10.0.0.1", "h.test", 80);
+        for (dst, allowed) in [
+            ("127.30.0.10", true),
+            ("127.0.0.53", true),
+            ("127.0.0.1", false),
+            ("10.9.1.1", false),
+            ("10.8.1.1", true),
+            ("169.254.169.254", false),
+        ] {
+            r.dst_ips = vec![dst.parse().unwrap()];
+            assert_eq!(c.http_access.allows(&r.facts()), allowed, "{dst}");
+        }
+        let c = parse_ok("http_access allow all");
+        assert_eq!(c.destination_guard_in_files, None);
+    }
+
+    #[test]
     fn legacy_manager_line_is_ignored_like_squid() {
         let c = parse_ok("acl manager proto cache_object\nhttp_access allow manager");
         assert_eq!(c.ignored.len(), 1);
@@ -319,6 +346,19 @@ mod tests {
             (
                 "acl all dst 10.0.0.1",
                 "1:9: acl 'all' is a built-in acl of type 'src'; it cannot also be of type 'dst'",
+            ),
+            (
+                "acl to_protected dst 10.0.0.1",
+                "1:5: acl 'to_protected' is built in (the destination guard): add addresses to \
+                 it with destination_guard_deny, exempt them with destination_guard_allow",
+            ),
+            (
+                "destination_guard maybe",
+                "1:19: destination_guard: expected 'on' or 'off', found 'maybe'",
+            ),
+            (
+                "destination_guard_allow 10.0.0.0/8 10.1",
+                "1:36: destination_guard_allow: '10.1' is not an IP address or CIDR",
             ),
             (
                 "acl manager src 10.0.0.1",

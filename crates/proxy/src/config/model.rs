@@ -114,6 +114,9 @@ pub struct Config {
     /// What no client may reach (the `to_protected` ACL), and whether `destination_guard on`
     /// applies it before `http_access`.
     pub destination_guard: Arc<DestinationGuard>,
+    /// What the files themselves say (`destination_guard on|off`), `None` when silent: then
+    /// the guard is on only when `proxyfleet up` asks for it.
+    pub destination_guard_in_files: Option<bool>,
     /// `negative_dns_ttl` (default 1 minute): how long a failed lookup is remembered.
     pub negative_dns_ttl: Duration,
     /// Directives accepted without effect (cache and other Squid-only tuning), with where

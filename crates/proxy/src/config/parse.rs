@@ -447,6 +447,7 @@ impl Parser {
             max_filedescriptors: self.max_filedescriptors,
             workers: self.workers,
             destination_guard,
+            destination_guard_in_files: self.destination_guard,
             negative_dns_ttl: self.negative_dns_ttl,
             ignored: self.ignored,
         })

@@ -86,6 +86,8 @@ fn configs(
                 for u in uses {
                     conf.check(stack, group, u, object, out);
                 }
+                conf.trusted_senders(stack, group, object, out);
+                conf.hardening(template, uses, object, out);
             }
             // `proxyfleet proxy` would refuse to start; another server (Squid itself) may
             // well read what proxyfleet's subset does not, so then it is only unchecked.
@@ -275,6 +277,91 @@ impl Conf<'_> {
                     ),
                 );
             }
+        }
+    }
+
+    /// A `proxy_protocol_access` that trusts the instances' own addresses lets a client that
+    /// reaches one instance through another's tunnel send a PROXY header claiming any source
+    /// (the destination guard refuses such tunnels in `proxyfleet proxy`; Squid has none).
+    fn trusted_senders(&self, stack: &Stack, group: &Group, object: &str, out: &mut Findings) {
+        if !self
+            .config
+            .http_ports
+            .iter()
+            .any(|p| p.require_proxy_header)
+        {
+            return;
+        }
+        let mut own: Vec<IpAddr> = group
+            .zones
+            .iter()
+            .filter_map(|z| stack.zone(z))
+            .filter_map(|z| group.instance_address(&z.subnet, 0))
+            .collect();
+        own.extend(self.config.tcp_outgoing_address.iter().map(|o| o.addr));
+        let trusted: Vec<IpAddr> = unique(own)
+            .into_iter()
+            .filter(|a| allows_sender(&self.config.proxy_protocol_access, *a))
+            .collect();
+        if !trusted.is_empty() {
+            out.warning(
+                object,
+                format!(
+                    "the instances' proxy config {} trusts PROXY headers from the instances' own \
+                     {} {} (proxy_protocol_access): a connection an instance makes to another \
+                     could claim any client address; trust only the load balancer nodes",
+                    self.name,
+                    plural(trusted.len(), "address", "addresses"),
+                    list(&trusted),
+                ),
+            );
+        }
+    }
+
+    /// Squid's stock protections, or proxyfleet's destination guard: an instance with none of
+    /// them lets any client reach the proxy host's own services and any port.
+    fn hardening(&self, template: &LaunchTemplate, uses: &[Use], object: &str, out: &mut Findings) {
+        let guarded = runs_proxy(template) && self.config.destination_guard_in_files != Some(false);
+        let Some(client) = uses
+            .iter()
+            .find_map(|u| u.clients.first().map(representative))
+            .or_else(|| {
+                uses.iter()
+                    .find_map(|u| u.nodes().first().map(|n| n.address))
+            })
+        else {
+            return;
+        };
+        let access = &self.config.http_access;
+        let loopback = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let unsafe_port = 25;
+        let probe = |method: &str, scheme: &str, ip: IpAddr, port: u16| {
+            let host = ip.to_string();
+            access.allows(&Facts {
+                client,
+                method,
+                scheme,
+                host: &host,
+                port,
+                path: if method == "CONNECT" { "" } else { "/" },
+                dst_ips: &[ip],
+            })
+        };
+        let protects_host = guarded || !probe("GET", "http", loopback, 80);
+        let safe_ports = !probe("GET", "http", DEFAULT_DESTINATION, unsafe_port);
+        let ssl_ports = !probe("CONNECT", "", DEFAULT_DESTINATION, unsafe_port);
+        if !protects_host && !safe_ports && !ssl_ports {
+            out.warning(
+                object,
+                format!(
+                    "the instances' proxy config {} lets clients reach the proxy host's own \
+                     services (http://127.0.0.1/ is allowed) and any port (GET and CONNECT to \
+                     port {unsafe_port} are allowed): add Squid's stock `http_access deny \
+                     !Safe_ports`, `http_access deny CONNECT !SSL_ports` and `http_access deny \
+                     to_localhost`, or run `proxyfleet proxy`, whose destination guard `up` turns on",
+                    self.name
+                ),
+            );
         }
     }
 

@@ -304,7 +304,7 @@ fn proxy_header_senders_must_be_admitted() {
              addresses: they will be refused",
         ]
     );
-    let access = "        acl lbs src 127.10.1.0/24 127.10.2.0/24\n        \
+    let access = "        acl lbs src 127.10.1.10 127.10.2.10\n        \
                   proxy_protocol_access allow lbs\n        proxy_protocol_access allow app\n";
     assert_eq!(
         findings(&[v2, required, ("        http_access allow app\n", access)]),
@@ -319,9 +319,20 @@ fn proxy_header_senders_must_be_admitted() {
         findings(&[v2, required, ("        http_access allow app\n", &access)]),
         Vec::<String>::new()
     );
+    // Trusting the zones' whole subnets trusts the instances too.
+    let subnets = access.replace("127.10.1.10 127.10.2.10", "127.10.1.0/24 127.10.2.0/24");
+    assert_eq!(
+        findings(&[v2, required, ("        http_access allow app\n", &subnets)]),
+        [
+            "warning: groups.proxies: the instances' proxy config squid.conf trusts PROXY headers \
+          from the instances' own addresses 127.10.1.11, 127.10.2.11 (proxy_protocol_access): a \
+          connection an instance makes to another could claim any client address; trust only \
+          the load balancer nodes"
+        ]
+    );
     // Without client-IP preservation only the nodes connect; the header still carries the
     // client, whom http_access must admit.
-    let access = "        acl lbs src 127.10.1.0/24 127.10.2.0/24\n        \
+    let access = "        acl lbs src 127.10.1.10 127.10.2.10\n        \
                   proxy_protocol_access allow lbs\n        http_access allow app\n";
     assert_eq!(
         findings(&[
@@ -362,8 +373,33 @@ fn a_config_for_squid_itself_may_be_outside_the_subset() {
           subset proxyfleet reads, so it was not checked: squid.conf:2:1: unknown directive \
           'cache_peer': proxyfleet does not support it (see the README's directive table)"]
     );
-    // What proxyfleet can read is checked all the same.
-    assert_eq!(findings(&[squid]), Vec::<String>::new());
+    // What proxyfleet can read is checked all the same; Squid has no destination guard.
+    assert_eq!(
+        findings(&[squid]),
+        [
+            "warning: groups.proxies: the instances' proxy config squid.conf lets clients reach \
+          the proxy host's own services (http://127.0.0.1/ is allowed) and any port (GET and \
+          CONNECT to port 25 are allowed): add Squid's stock `http_access deny !Safe_ports`, \
+          `http_access deny CONNECT !SSL_ports` and `http_access deny to_localhost`, or run \
+          `proxyfleet proxy`, whose destination guard `up` turns on"
+        ]
+    );
+    let stock = "        acl SSL_ports port 443\n        http_access deny CONNECT !SSL_ports\n\
+                 \x20       http_access allow app\n";
+    assert_eq!(
+        findings(&[squid, ("        http_access allow app\n", stock)]),
+        Vec::<String>::new(),
+        "any one of the stock protections"
+    );
+    let off = (
+        HTTP_PORT,
+        "        http_port {address}:{port}\n        destination_guard off\n",
+    );
+    assert_eq!(
+        findings(&[off]).len(),
+        1,
+        "proxyfleet with the guard turned off"
+    );
     assert_eq!(
         findings(&[squid, (ACL_APP, "        acl app src 127.21.0.0/16\n")]),
         [
