@@ -90,7 +90,7 @@ fn default_port(scheme: &str) -> u16 {
     }
 }
 
-/// Lowercase, without brackets or a trailing dot; a host written as a number in any of the
+/// Lowercase, without brackets or a trailing dot; IPv4-mapped IPv6 as IPv4; a host written as a number in any of the
 /// forms browsers and inet_aton(3) accept (`2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1`)
 /// becomes the dotted IPv4 address it stands for, so that ACLs, the destination guard and the
 /// connect all see the same address.
@@ -101,7 +101,12 @@ fn normalize_host(host: &str) -> Result<String, InvalidTarget> {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     if host.contains(':') {
-        return Ok(host);
+        // An IPv4-mapped IPv6 literal is the IPv4 address it reaches; Squid writes it so in
+        // the Host header too (`[::ffff:127.30.0.9]:8080` becomes `127.30.0.9:8080`).
+        return Ok(match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => v6.to_ipv4_mapped().map_or(host, |v4| v4.to_string()),
+            Err(_) => host,
+        });
     }
     match numeric_ipv4(&host) {
         None => Ok(host),
@@ -254,6 +259,9 @@ mod tests {
             assert_eq!(host(url).as_deref(), Ok("127.0.0.1"), "{url}");
         }
         assert_eq!(host("http://0/").as_deref(), Ok("0.0.0.0"));
+        assert_eq!(host("http://[::ffff:127.0.0.1]/").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(host("http://[::FFFF:7f00:1]/").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(host("http://[2001:DB8::1]/").as_deref(), Ok("2001:db8::1"));
         assert_eq!(host("http://4294967295/").as_deref(), Ok("255.255.255.255"));
         assert_eq!(host("http://0x/").as_deref(), Ok("0.0.0.0"));
         for bad in [
