@@ -33,6 +33,7 @@ pub fn run(args: ProxyArgs) -> Result<(), Failure> {
         return Ok(());
     }
     announce_ignored(&config);
+    announce_guard(&config);
     let wanted = config.max_filedescriptors as u64;
     let now = crate::limits::raise_open_files(wanted);
     if now < wanted {
@@ -56,6 +57,28 @@ pub fn run(args: ProxyArgs) -> Result<(), Failure> {
             .build()?,
     };
     runtime.block_on(serve(config))
+}
+
+/// Says at start-up whether the destination guard is on, and what it exempts and adds.
+fn announce_guard(config: &Config) {
+    let guard = &config.destination_guard;
+    let nets = |nets: &[ipnet::IpNet]| {
+        let list: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(" ")
+        }
+    };
+    if guard.enabled {
+        tracing::info!(
+            allowed = %nets(guard.allowed()),
+            denied = %nets(guard.denied()),
+            "destination guard on: loopback, this host's addresses, link-local, metadata, 0.0.0.0/8, multicast and broadcast are refused"
+        );
+    } else {
+        tracing::info!("destination guard off (destination_guard on enables it)");
+    }
 }
 
 /// Says once, at start-up, which directives have no effect here.
