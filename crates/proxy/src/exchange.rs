@@ -237,12 +237,26 @@ where
                 framing != Framing::UntilClose && head.wants_keep_alive() && obuf.is_empty();
             Outcome::Done(delivered)
         }
+        Err(failed) if failed.written == 0 && sent == 0 && origin_failed(&failed.error) => {
+            // Nothing reached the client (the head waits to go out with the first body
+            // bytes): it can still get an error page instead of a silent close.
+            tracing::debug!(error = ?failed.error, "response body failed before any byte was sent");
+            Outcome::NoResponse(Failure::InvalidResponse)
+        }
         Err(failed) => {
             delivered.bytes += failed.written;
             delivered.client_reusable = false;
             Outcome::Aborted(delivered)
         }
     }
+}
+
+/// Whether a body copy from the origin failed on the origin's side (not the client's).
+fn origin_failed(e: &CopyError) -> bool {
+    matches!(
+        e,
+        CopyError::Malformed(_) | CopyError::Source(_) | CopyError::SourceTimeout
+    )
 }
 
 fn client_response_interim(head: &Head, out: &mut BytesMut) {
