@@ -412,10 +412,7 @@ fn parse_responses(buf: &[u8], closed: bool, methods: &[&str]) -> ClientSaw {
             // A lenient chunked reader: sizes up to LF, data, CRLF; trailers to the empty line.
             let mut p = pos;
             let mut done = false;
-            loop {
-                let Some(nl) = rest[p..].iter().position(|b| *b == b'\n') else {
-                    break;
-                };
+            while let Some(nl) = rest[p..].iter().position(|b| *b == b'\n') {
                 let line = String::from_utf8_lossy(&rest[p..p + nl]).trim().to_string();
                 let size = usize::from_str_radix(line.split(';').next().unwrap_or(""), 16);
                 p += nl + 1;
