@@ -30,8 +30,11 @@ fn malformed_and_smuggling_requests_are_refused_before_any_origin() {
     let cases: Vec<(String, &str, &str)> = vec![
         ("GARBAGE\r\n\r\n".into(), "HTTP/1.1 400 Bad Request", "ERR_INVALID_REQ 0"),
         (format!("GET {url} HTTP/1.1\r\nBad Header\r\n\r\n"), "HTTP/1.1 400 Bad Request", "ERR_INVALID_REQ 0"),
+        // Both Content-Length and Transfer-Encoding is forwarded with the chunked coding
+        // winning, as Squid does (tests/proxy_smuggling.rs); an HTTP/1.0 request with a
+        // coding is faulty framing.
         (
-            format!("POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            format!("POST {url} HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
             "HTTP/1.1 400 Bad Request",
             "ERR_INVALID_REQ 0",
         ),
@@ -42,7 +45,12 @@ fn malformed_and_smuggling_requests_are_refused_before_any_origin() {
         ),
         (
             format!("POST {url} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n"),
-            "HTTP/1.1 400 Bad Request",
+            "HTTP/1.1 501 Not Implemented",
+            "ERR_UNSUP_REQ 0",
+        ),
+        (
+            format!("POST {url} HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n"),
+            "HTTP/1.1 417 Expectation Failed",
             "ERR_INVALID_REQ 0",
         ),
         (format!("GET {url} HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"), "HTTP/1.1 400 Bad Request", "ERR_INVALID_REQ 0"),

@@ -240,7 +240,7 @@ impl ClientConn {
             Err(e) => {
                 tracing::info!(client = %self.client, error = ?e, "request framing rejected");
                 let url = head.target().to_string();
-                self.reply_error(SquidError::InvalidReq, &url, &method, start, t0)
+                self.reply_error(SquidError::for_framing(&e), &url, &method, start, t0)
                     .await;
                 return Next::Close;
             }

@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::http::head::FramingError;
+
 /// The Squid error pages this proxy produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SquidError {
@@ -16,6 +18,8 @@ pub enum SquidError {
     ReadTimeout,
     ReadError,
     InvalidReq,
+    /// An `Expect` other than `100-continue`: Squid's ERR_INVALID_REQ page with 417.
+    ExpectationFailed,
     InvalidUrl,
     InvalidResp,
     /// Request head larger than `request_header_max_size`.
@@ -25,6 +29,17 @@ pub enum SquidError {
 }
 
 impl SquidError {
+    /// The answer to a request whose framing is refused, as Squid 5.7 answers it.
+    pub fn for_framing(e: &FramingError) -> SquidError {
+        match e {
+            FramingError::UnsupportedEncoding => SquidError::UnsupportedRequest,
+            FramingError::UnsupportedExpectation => SquidError::ExpectationFailed,
+            FramingError::LengthAndEncoding
+            | FramingError::BadLength
+            | FramingError::EncodingInHttp10 => SquidError::InvalidReq,
+        }
+    }
+
     pub fn status(self) -> u16 {
         match self {
             SquidError::AccessDenied => 403,
@@ -32,6 +47,7 @@ impl SquidError {
             SquidError::ReadTimeout => 504,
             SquidError::ReadError | SquidError::InvalidResp => 502,
             SquidError::InvalidReq | SquidError::InvalidUrl => 400,
+            SquidError::ExpectationFailed => 417,
             SquidError::TooBig => 431,
             SquidError::UnsupportedRequest => 501,
         }
@@ -44,7 +60,7 @@ impl SquidError {
             SquidError::DnsFail => "ERR_DNS_FAIL",
             SquidError::ReadTimeout => "ERR_READ_TIMEOUT",
             SquidError::ReadError => "ERR_READ_ERROR",
-            SquidError::InvalidReq => "ERR_INVALID_REQ",
+            SquidError::InvalidReq | SquidError::ExpectationFailed => "ERR_INVALID_REQ",
             SquidError::InvalidUrl => "ERR_INVALID_URL",
             SquidError::InvalidResp => "ERR_INVALID_RESP",
             SquidError::TooBig => "ERR_TOO_BIG",
@@ -67,7 +83,7 @@ impl SquidError {
             SquidError::DnsFail => "Unable to determine IP address from host name.",
             SquidError::ReadTimeout => "The system timed out while waiting for the remote host.",
             SquidError::ReadError => "The system returned an error while reading from the remote host.",
-            SquidError::InvalidReq => "Some aspect of the HTTP request is invalid.",
+            SquidError::InvalidReq | SquidError::ExpectationFailed => "Some aspect of the HTTP request is invalid.",
             SquidError::InvalidUrl => "Some aspect of the requested URL is incorrect.",
             SquidError::InvalidResp => "The HTTP response message received from the contacted server could not be understood or was otherwise malformed.",
             SquidError::TooBig => "The request or reply is too large.",

@@ -3,16 +3,22 @@
 //! The request body (client → origin) and the response (origin → client) run at the same
 //! time: an origin may answer before it has read the whole body, and a client that sent
 //! `Expect: 100-continue` waits for the interim response before sending its body.
+//!
+//! Both bodies are re-framed on the way ([`copy_body`]): a chunked body is decoded and
+//! encoded again, so neither side ever receives framing the proxy did not read itself. A
+//! malformed request body that fails before any response started is answered 400 by the
+//! caller; a malformed response body closes the client connection without the last chunk.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use crate::access_log::media_type;
-use crate::http::body::{copy_body, read_some, write_all, CopyError};
-use crate::http::head::{response_framing, Framing, Head, HeadError};
-use crate::http::rewrite::client_response;
+use crate::http::body::{copy_body, read_some, write_all, CopyError, Encode};
+use crate::http::head::{response_framing, response_has_no_body, Framing, Head, HeadError};
+use crate::http::rewrite::{client_response, ResponseFraming};
 
 /// What the exchange needs to know about the request.
 pub struct ExchangeRequest<'a> {
@@ -20,8 +26,10 @@ pub struct ExchangeRequest<'a> {
     pub framing: Framing,
     /// The client may keep its connection after this response.
     pub client_keep_alive: bool,
+    /// The client spoke HTTP/1.0: it gets no interim responses and no chunked coding.
+    pub client_http10: bool,
     /// Set when the proxy starts draining: the response then closes the client connection.
-    pub draining: &'a std::sync::atomic::AtomicBool,
+    pub draining: &'a AtomicBool,
     pub via: Option<&'a str>,
     pub idle: Duration,
     pub max_reply_header: usize,
@@ -59,8 +67,11 @@ pub enum Failure {
     ReadError,
     Timeout,
     InvalidResponse,
-    /// The client went away (or sent a malformed body) before the response.
+    /// The client went away before the response.
     ClientGone,
+    /// The client's body was malformed (chunked syntax) before any response started: the
+    /// caller answers 400 and closes. The origin got an unfinished body, never the rest.
+    MalformedBody(&'static str),
 }
 
 pub async fn exchange(
@@ -72,13 +83,21 @@ pub async fn exchange(
     let (mut cr, mut cw) = client.split();
     let (mut or, mut ow) = origin.split();
     let has_body = req.framing != Framing::Length(0);
+    // Set once a final response head starts towards the client: after that an error page
+    // can no longer be sent.
+    let responding = AtomicBool::new(false);
     let upload = async {
         if !has_body {
             return Ok(0);
         }
         let mut nothing = BytesMut::new();
+        let encode = match req.framing {
+            Framing::Chunked => Encode::Chunked,
+            Framing::Length(_) | Framing::UntilClose => Encode::Identity,
+        };
         copy_body(
             req.framing,
+            encode,
             &mut cr,
             client_buf,
             &mut nothing,
@@ -88,12 +107,18 @@ pub async fn exchange(
         .await
         .map_err(|f| f.error)
     };
-    let download = download(&mut or, &mut cw, req);
+    let download = download(&mut or, &mut cw, req, &responding);
     tokio::pin!(upload, download);
     let mut uploaded: Option<Result<u64, CopyError>> = None;
     let outcome = loop {
         tokio::select! {
             result = &mut upload, if uploaded.is_none() => {
+                if let Err(CopyError::Malformed(why)) = result {
+                    if !responding.load(Ordering::Relaxed) {
+                        return Outcome::NoResponse(Failure::MalformedBody(why));
+                    }
+                    return Outcome::Aborted(Delivered::default());
+                }
                 let client_failed = matches!(
                     result,
                     Err(CopyError::Source(_) | CopyError::SourceTimeout | CopyError::Malformed(_))
@@ -120,7 +145,12 @@ pub async fn exchange(
     }
 }
 
-async fn download<R, W>(origin: &mut R, client: &mut W, req: &ExchangeRequest<'_>) -> Outcome
+async fn download<R, W>(
+    origin: &mut R,
+    client: &mut W,
+    req: &ExchangeRequest<'_>,
+    responding: &AtomicBool,
+) -> Outcome
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
@@ -130,7 +160,11 @@ where
     let head = loop {
         match Head::parse_response(&mut obuf, req.max_reply_header) {
             Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
-                // Interim responses (100 Continue, 103 Early Hints) go to the client as they are.
+                // Interim responses (100 Continue, 103 Early Hints) go to the client as they
+                // are, except to an HTTP/1.0 client, which cannot read them (RFC 9110 §15.2).
+                if req.client_http10 {
+                    continue;
+                }
                 let mut out = BytesMut::new();
                 client_response_interim(&h, &mut out);
                 if write_all(client, &out, req.idle).await.is_err() {
@@ -170,11 +204,21 @@ where
         Ok(f) => f,
         Err(_) => return Outcome::NoResponse(Failure::InvalidResponse),
     };
+    // A chunked body goes to an HTTP/1.0 client decoded, ended by closing the connection.
+    let (fields, encode) = match framing {
+        Framing::Length(_) if response_has_no_body(&head, req.method) => {
+            (ResponseFraming::NoBody, Encode::Identity)
+        }
+        Framing::Length(n) => (ResponseFraming::Length(n), Encode::Identity),
+        Framing::Chunked if !req.client_http10 => (ResponseFraming::Chunked, Encode::Chunked),
+        Framing::Chunked | Framing::UntilClose => (ResponseFraming::Close, Encode::Identity),
+    };
     let client_reusable = req.client_keep_alive
-        && framing != Framing::UntilClose
-        && !req.draining.load(std::sync::atomic::Ordering::Relaxed);
+        && fields != ResponseFraming::Close
+        && !req.draining.load(Ordering::Relaxed);
     let mut out = BytesMut::with_capacity(head.wire_len() + 128);
-    client_response(&head, req.via, client_reusable, &mut out);
+    client_response(&head, req.via, client_reusable, fields, &mut out);
+    responding.store(true, Ordering::Relaxed);
     let mut delivered = Delivered {
         status: head.status,
         bytes: sent,
@@ -182,12 +226,22 @@ where
         client_reusable,
         origin_reusable: false,
     };
-    match copy_body(framing, origin, &mut obuf, &mut out, client, req.idle).await {
+    match copy_body(
+        framing, encode, origin, &mut obuf, &mut out, client, req.idle,
+    )
+    .await
+    {
         Ok(n) => {
             delivered.bytes += n;
             delivered.origin_reusable =
                 framing != Framing::UntilClose && head.wants_keep_alive() && obuf.is_empty();
             Outcome::Done(delivered)
+        }
+        Err(failed) if failed.written == 0 && sent == 0 && origin_failed(&failed.error) => {
+            // Nothing reached the client (the head waits to go out with the first body
+            // bytes): it can still get an error page instead of a silent close.
+            tracing::debug!(error = ?failed.error, "response body failed before any byte was sent");
+            Outcome::NoResponse(Failure::InvalidResponse)
         }
         Err(failed) => {
             delivered.bytes += failed.written;
@@ -195,6 +249,14 @@ where
             Outcome::Aborted(delivered)
         }
     }
+}
+
+/// Whether a body copy from the origin failed on the origin's side (not the client's).
+fn origin_failed(e: &CopyError) -> bool {
+    matches!(
+        e,
+        CopyError::Malformed(_) | CopyError::Source(_) | CopyError::SourceTimeout
+    )
 }
 
 fn client_response_interim(head: &Head, out: &mut BytesMut) {

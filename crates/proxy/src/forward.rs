@@ -13,7 +13,7 @@ use crate::conn::{Admission, ClientConn, Denial, Next, RequestInfo};
 use crate::errors::SquidError;
 use crate::exchange::{exchange, ExchangeRequest, Failure, Outcome};
 use crate::http::body::write_all;
-use crate::http::head::{Framing, Head};
+use crate::http::head::{closes_after, Framing, Head};
 use crate::http::rewrite::origin_request;
 use crate::http::target::Target;
 use crate::origin::{connect, PoolKey};
@@ -118,6 +118,7 @@ impl ClientConn {
         let host_header = Target::host_header(&info.host, info.port, "http");
         origin_request(
             &head,
+            framing,
             &info.path,
             &host_header,
             self.client,
@@ -127,7 +128,8 @@ impl ClientConn {
         let req = ExchangeRequest {
             method: head.method(),
             framing,
-            client_keep_alive: head.wants_keep_alive(),
+            client_keep_alive: head.wants_keep_alive() && !closes_after(&head),
+            client_http10: head.minor_version == 0,
             draining: &shared.draining,
             via: shared.rewrite.via.as_deref(),
             idle: config.read_timeout,
@@ -256,6 +258,26 @@ impl ClientConn {
                 {
                     may_reuse = false;
                     continue;
+                }
+                Outcome::NoResponse(Failure::MalformedBody(why)) => {
+                    tracing::info!(client = %self.client, url = %info.url, why, "malformed request body");
+                    let bytes = self
+                        .send_error(SquidError::InvalidReq, &info.url, true)
+                        .await;
+                    self.log_forward(
+                        start,
+                        t0,
+                        Logged {
+                            status: "NONE_NONE",
+                            http_status: 400,
+                            bytes,
+                            server: Some(ip),
+                            mime: html(bytes),
+                            info: &info,
+                        },
+                    )
+                    .await;
+                    Next::Close
                 }
                 Outcome::NoResponse(Failure::ClientGone) => {
                     self.log_forward(

@@ -1,4 +1,6 @@
-//! Streams one message body from a reader to a writer, framing preserved, never buffered whole.
+//! Streams one message body from a reader to a writer, never buffered whole, re-framed: the
+//! body is read by the sender's framing and written in the proxy's own (a chunked body is
+//! decoded and encoded again), so the next hop can only read the message the proxy read.
 
 use std::io;
 use std::time::Duration;
@@ -7,7 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
-use super::chunked::ChunkedScanner;
+use super::chunked::{put_chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use super::head::Framing;
 
 /// Bytes read per call; also the most a body copy holds in memory at once.
@@ -65,14 +67,25 @@ pub struct CopyFailed {
     pub written: u64,
 }
 
+/// How the body is written to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encode {
+    /// The data as it is: the head carries a Content-Length, or the body ends at close.
+    Identity,
+    /// Chunked, with the proxy's own chunk sizes, no extensions, no trailers.
+    Chunked,
+}
+
 /// Copies one body.
 ///
-/// `src_buf` holds bytes already read from `src` (the body's start, maybe the next message
-/// too); on return it holds only what follows the body. `out` holds bytes to send before the
-/// body (usually the head): they go out merged with the first body bytes. Returns the number
-/// of bytes written to `dst`, `out` included.
+/// `framing` is how the source delimits it, `encode` how it goes out. `src_buf` holds bytes
+/// already read from `src` (the body's start, maybe the next message too); on return it
+/// holds only what follows the body. `out` holds bytes to send before the body (usually the
+/// head): they go out merged with the first body bytes. Returns the number of bytes written
+/// to `dst`, `out` included.
 pub async fn copy_body<R, W>(
     framing: Framing,
+    encode: Encode,
     src: &mut R,
     src_buf: &mut BytesMut,
     out: &mut BytesMut,
@@ -83,21 +96,62 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut written = 0u64;
-    copy_body_inner(framing, src, src_buf, out, dst, idle, &mut written)
-        .await
-        .map(|()| written)
-        .map_err(|error| CopyFailed { error, written })
+    let mut sink = Sink {
+        dst,
+        out,
+        idle,
+        written: 0,
+    };
+    match copy_body_inner(framing, encode, src, src_buf, &mut sink).await {
+        Ok(()) => Ok(sink.written),
+        Err(error) => Err(CopyFailed {
+            error,
+            written: sink.written,
+        }),
+    }
+}
+
+/// The destination side of a copy: small writes are merged in `out` (up to [`COALESCE`]).
+struct Sink<'a, W> {
+    dst: &'a mut W,
+    out: &'a mut BytesMut,
+    idle: Duration,
+    written: u64,
+}
+
+impl<W: AsyncWrite + Unpin> Sink<'_, W> {
+    async fn data(&mut self, data: &[u8], encode: Encode) -> Result<(), CopyError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if encode == Encode::Chunked {
+            put_chunk_header(data.len(), self.out);
+        }
+        if self.out.len() + data.len() <= COALESCE {
+            self.out.extend_from_slice(data);
+        } else {
+            self.flush().await?;
+            write_all(self.dst, data, self.idle).await?;
+            self.written += data.len() as u64;
+        }
+        if encode == Encode::Chunked {
+            self.out.extend_from_slice(CHUNK_END);
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), CopyError> {
+        self.written += flush(self.dst, self.out, self.idle).await?;
+        Ok(())
+    }
 }
 
 async fn copy_body_inner<R, W>(
     framing: Framing,
+    encode: Encode,
     src: &mut R,
     src_buf: &mut BytesMut,
-    out: &mut BytesMut,
-    dst: &mut W,
-    idle: Duration,
-    written: &mut u64,
+    sink: &mut Sink<'_, W>,
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
@@ -107,33 +161,40 @@ where
         Framing::Length(n) => n,
         Framing::Chunked | Framing::UntilClose => u64::MAX,
     };
-    let mut scanner = (framing == Framing::Chunked).then(ChunkedScanner::new);
+    let mut decoder = (framing == Framing::Chunked).then(ChunkedDecoder::new);
+    let finished = |left: u64, decoder: &Option<ChunkedDecoder>| {
+        left == 0 || decoder.as_ref().is_some_and(ChunkedDecoder::is_done)
+    };
     loop {
-        if !src_buf.is_empty() && left > 0 {
-            let mut take = (left.min(src_buf.len() as u64)) as usize;
-            if let Some(s) = scanner.as_mut() {
-                take = s
-                    .scan(&src_buf[..take])
-                    .map_err(|e| CopyError::Malformed(e.0))?;
+        while !src_buf.is_empty() && !finished(left, &decoder) {
+            match decoder.as_mut() {
+                Some(d) => {
+                    let (used, data) = d.decode(src_buf).map_err(|e| CopyError::Malformed(e.0))?;
+                    if let Some(range) = data {
+                        sink.data(&src_buf[range], encode).await?;
+                    }
+                    src_buf.advance(used);
+                }
+                None => {
+                    let take = left.min(src_buf.len() as u64) as usize;
+                    sink.data(&src_buf[..take], encode).await?;
+                    if framing != Framing::UntilClose {
+                        left -= take as u64;
+                    }
+                    src_buf.advance(take);
+                }
             }
-            if framing != Framing::UntilClose {
-                left -= take as u64;
-            }
-            if out.len() + take <= COALESCE {
-                out.extend_from_slice(&src_buf[..take]);
-            } else {
-                *written += flush(dst, out, idle).await?;
-                write_all(dst, &src_buf[..take], idle).await?;
-                *written += take as u64;
-            }
-            src_buf.advance(take);
         }
-        let finished = left == 0 || scanner.as_ref().is_some_and(ChunkedScanner::is_done);
-        *written += flush(dst, out, idle).await?;
-        if finished {
-            return Ok(());
+        if finished(left, &decoder) {
+            if encode == Encode::Chunked {
+                sink.out.extend_from_slice(LAST_CHUNK);
+            }
+            return sink.flush().await;
         }
-        if read_some(src, src_buf, idle).await? == 0 {
+        // Whatever is pending goes out before waiting for more: a slow sender's data is
+        // passed on as it comes.
+        sink.flush().await?;
+        if read_some(src, src_buf, sink.idle).await? == 0 {
             if framing == Framing::UntilClose {
                 return Ok(());
             }
@@ -161,13 +222,19 @@ pub async fn flush<W: AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    async fn run(framing: Framing, input: &[u8], first: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    async fn run(
+        framing: Framing,
+        encode: Encode,
+        input: &[u8],
+        first: &[u8],
+    ) -> (Vec<u8>, Vec<u8>) {
         let mut src = input;
         let mut buf = BytesMut::from(first);
         let mut out = BytesMut::from(&b"HEAD|"[..]);
         let mut dst = Vec::new();
         let n = copy_body(
             framing,
+            encode,
             &mut src,
             &mut buf,
             &mut out,
@@ -182,23 +249,76 @@ mod tests {
 
     #[tokio::test]
     async fn length_body_stops_at_its_end() {
-        let (dst, rest) = run(Framing::Length(5), b"lo NEXT", b"hel").await;
+        let (dst, rest) = run(Framing::Length(5), Encode::Identity, b"lo NEXT", b"hel").await;
         assert_eq!(dst, b"HEAD|hello");
         assert_eq!(rest, b" NEXT");
     }
 
     #[tokio::test]
-    async fn chunked_body_passes_verbatim() {
-        let (dst, rest) = run(Framing::Chunked, b"\r\nhello\r\n0\r\n\r\nNEXT", b"5").await;
-        assert_eq!(dst, b"HEAD|5\r\nhello\r\n0\r\n\r\n");
+    async fn chunked_body_is_re_encoded() {
+        let (dst, rest) = run(
+            Framing::Chunked,
+            Encode::Chunked,
+            b"\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT",
+            b"5",
+        )
+        .await;
+        assert_eq!(dst, b"HEAD|5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n");
         assert_eq!(rest, b"NEXT");
+    }
+
+    #[tokio::test]
+    async fn chunked_body_decoded_for_a_reader_of_identity() {
+        let (dst, rest) = run(
+            Framing::Chunked,
+            Encode::Identity,
+            b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n",
+            b"",
+        )
+        .await;
+        assert_eq!(dst, b"HEAD|hello!");
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn large_chunks_stream_without_holding_the_body() {
+        // 200 KB in one chunk: it goes out in pieces of at most one read.
+        let mut input = b"30d40\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 200_000));
+        input.extend_from_slice(b"\r\n0\r\n\r\n");
+        let (dst, _) = run(Framing::Chunked, Encode::Identity, &input, b"").await;
+        assert_eq!(dst.len(), 5 + 200_000);
     }
 
     #[tokio::test]
     async fn until_close_reads_to_eof() {
         let big = vec![7u8; 100_000];
-        let (dst, _) = run(Framing::UntilClose, &big, b"").await;
+        let (dst, _) = run(Framing::UntilClose, Encode::Identity, &big, b"").await;
         assert_eq!(dst.len(), 5 + big.len());
+    }
+
+    #[tokio::test]
+    async fn malformed_chunked_body_stops_before_the_last_chunk() {
+        let mut src: &[u8] = b"2\r\nxx\r\n0\n\n";
+        let mut buf = BytesMut::new();
+        let mut out = BytesMut::new();
+        let mut dst = Vec::new();
+        let err = copy_body(
+            Framing::Chunked,
+            Encode::Chunked,
+            &mut src,
+            &mut buf,
+            &mut out,
+            &mut dst,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err.error, CopyError::Malformed(_)), "{err:?}");
+        assert!(
+            !dst.ends_with(LAST_CHUNK),
+            "the next hop never sees a complete body: {dst:?}"
+        );
     }
 
     #[tokio::test]
@@ -209,6 +329,7 @@ mod tests {
         let mut dst = Vec::new();
         let err = copy_body(
             Framing::Length(10),
+            Encode::Identity,
             &mut src,
             &mut buf,
             &mut out,

@@ -1,60 +1,114 @@
-//! Finds where a chunked body ends while its bytes pass through unchanged.
+//! The chunked transfer coding (RFC 9112 §7.1): a strict streaming decoder and the encoder.
 //!
-//! Written by hand because the proxy forwards chunked bodies verbatim (no re-encoding, no
-//! buffering) and only needs to know where the message ends; the HTTP crates' decoders
-//! (hyper, httparse's `parse_chunk_size`) consume and re-frame the data instead. Every line
-//! is length-limited so a hostile peer cannot make it scan forever inside one line.
+//! The proxy never relays a chunked body byte for byte: it decodes what the sender wrote and
+//! encodes the data again with its own chunk sizes, no extensions and no trailers. So the next
+//! hop reads exactly the message this decoder read, whatever leniency that hop has — a bare
+//! LF, a space after the size, a stray byte after the data cannot mean one thing here and
+//! another there, because none of them is ever passed on.
+//!
+//! Written by hand because the decoder must stream (never hold a body), report where the body
+//! ended inside a buffer that may already hold the next request, and be stricter than the
+//! HTTP crates: hyper's decoder accepts white space after the size and owns the connection;
+//! `httparse::parse_chunk_size` accepts a bare LF. Every line is length-limited so a hostile
+//! peer cannot make it scan forever inside one line.
 
-/// Longest chunk-size line (size, extensions) or trailer line accepted.
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+
+/// Longest chunk-size line (size and extensions) accepted.
 const MAX_LINE: usize = 4096;
 /// Longest trailer section accepted.
 const MAX_TRAILERS: usize = 65536;
+/// Largest chunk size accepted: Squid's limit (a signed 64-bit size).
+const MAX_CHUNK: u64 = i64::MAX as u64;
+
+/// The bytes that end a chunked body with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Writes the size line of a chunk of `len` bytes (which must not be 0: that is the last
+/// chunk, [`LAST_CHUNK`]). The data and then [`CHUNK_END`] follow it.
+pub fn put_chunk_header(len: usize, out: &mut BytesMut) {
+    debug_assert!(len > 0, "a zero-size chunk ends the body");
+    let mut digits = [0u8; 16];
+    let mut n = len;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+    out.put_slice(b"\r\n");
+}
+
+/// What follows every chunk's data.
+pub const CHUNK_END: &[u8] = b"\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Reading hex digits of a chunk size.
+    /// Reading the hex digits of a chunk size (`digits` read so far).
     Size {
         digits: u8,
     },
-    /// After the size: extensions until LF.
-    SizeLine,
+    /// After `;`: chunk extensions, until CR.
+    Ext,
+    /// Saw the CR that ends the size line: LF must follow.
+    SizeLf,
     /// Inside chunk data: this many bytes left.
     Data(u64),
-    /// Expecting the CR (or bare LF) after chunk data.
+    /// After chunk data: CR must follow.
     DataCr,
-    /// Expecting the LF after chunk data.
+    /// After chunk data and CR: LF must follow.
     DataLf,
-    /// At the start of a trailer line (or the final empty line).
+    /// At the start of a trailer line or the final empty line.
     TrailerStart,
-    /// Inside a trailer line.
-    Trailer,
-    /// Saw CR at the start of a trailer line: expecting the final LF.
+    /// Inside a trailer field name.
+    TrailerName,
+    /// Inside a trailer field value, until CR.
+    TrailerValue,
+    /// After a trailer line's CR: LF must follow.
+    TrailerLf,
+    /// After the final empty line's CR: LF must follow.
     EndLf,
     Done,
 }
 
-/// Incremental scanner for one chunked body.
+/// A malformed chunked body: what was wrong, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedError(pub &'static str);
+
+/// Streaming decoder for one chunked body.
 #[derive(Debug, Clone)]
-pub struct ChunkedScanner {
+pub struct ChunkedDecoder {
     state: State,
     size: u64,
     line_len: usize,
     trailer_len: usize,
 }
 
-/// A malformed chunked body.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ChunkedError(pub &'static str);
-
-impl Default for ChunkedScanner {
+impl Default for ChunkedDecoder {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl ChunkedScanner {
+/// `tchar` of RFC 9110 §5.6.2: the characters of a field name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Control characters other than HTAB may not appear in extensions or field values.
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+impl ChunkedDecoder {
     pub fn new() -> Self {
-        ChunkedScanner {
+        ChunkedDecoder {
             state: State::Size { digits: 0 },
             size: 0,
             line_len: 0,
@@ -62,101 +116,43 @@ impl ChunkedScanner {
         }
     }
 
+    /// Whether the whole body (last chunk and trailer section) has been read.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    /// Scans `data`; returns how many bytes of it belong to the body. When that is less than
-    /// `data.len()`, the body ended there ([`ChunkedScanner::is_done`] is true).
-    pub fn scan(&mut self, data: &[u8]) -> Result<usize, ChunkedError> {
+    /// Decodes from the start of `input`. Returns how many bytes were consumed and, when some
+    /// of them are chunk data, where that data is in `input`. It stops after one run of data,
+    /// at the end of `input`, or at the end of the body: call again with the rest. Consumes
+    /// at least one byte of a non-empty input unless the body is done.
+    pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Option<Range<usize>>), ChunkedError> {
         let mut i = 0;
-        while i < data.len() {
+        while i < input.len() {
             match self.state {
-                State::Done => return Ok(i),
+                State::Done => break,
                 State::Data(left) => {
-                    let take = left.min((data.len() - i) as u64);
-                    i += take as usize;
-                    self.state = if take == left {
+                    let take = left.min((input.len() - i) as u64) as usize;
+                    self.state = if take as u64 == left {
                         State::DataCr
                     } else {
-                        State::Data(left - take)
+                        State::Data(left - take as u64)
                     };
-                    continue;
+                    return Ok((i + take, Some(i..i + take)));
                 }
-                _ => {}
+                _ => {
+                    self.step(input[i])?;
+                    i += 1;
+                }
             }
-            let b = data[i];
-            i += 1;
-            self.step(b)?;
         }
-        Ok(i)
+        Ok((i, None))
     }
 
     fn line_byte(&mut self) -> Result<(), ChunkedError> {
         self.line_len += 1;
         if self.line_len > MAX_LINE {
-            return Err(ChunkedError("chunk line too long"));
+            return Err(ChunkedError("chunk-size line too long"));
         }
-        Ok(())
-    }
-
-    fn step(&mut self, b: u8) -> Result<(), ChunkedError> {
-        self.state = match self.state {
-            State::Size { digits } => {
-                self.line_byte()?;
-                match (b as char).to_digit(16) {
-                    Some(d) => {
-                        if digits >= 15 {
-                            return Err(ChunkedError("chunk size too large"));
-                        }
-                        self.size = self.size * 16 + u64::from(d);
-                        State::Size { digits: digits + 1 }
-                    }
-                    None if digits == 0 => return Err(ChunkedError("missing chunk size")),
-                    None if b == b'\n' => self.end_size_line(),
-                    None if b == b';' || b == b'\r' || b == b' ' || b == b'\t' => State::SizeLine,
-                    None => return Err(ChunkedError("invalid chunk size")),
-                }
-            }
-            State::SizeLine => {
-                self.line_byte()?;
-                if b == b'\n' {
-                    self.end_size_line()
-                } else {
-                    State::SizeLine
-                }
-            }
-            State::DataCr => match b {
-                b'\r' => State::DataLf,
-                b'\n' => self.next_chunk(),
-                _ => return Err(ChunkedError("missing CRLF after chunk data")),
-            },
-            State::DataLf => match b {
-                b'\n' => self.next_chunk(),
-                _ => return Err(ChunkedError("missing LF after chunk data")),
-            },
-            State::TrailerStart => {
-                self.trailer_byte()?;
-                match b {
-                    b'\r' => State::EndLf,
-                    b'\n' => State::Done,
-                    _ => State::Trailer,
-                }
-            }
-            State::Trailer => {
-                self.trailer_byte()?;
-                if b == b'\n' {
-                    State::TrailerStart
-                } else {
-                    State::Trailer
-                }
-            }
-            State::EndLf => match b {
-                b'\n' => State::Done,
-                _ => return Err(ChunkedError("missing final LF")),
-            },
-            State::Data(_) | State::Done => unreachable!("handled by scan"),
-        };
         Ok(())
     }
 
@@ -168,19 +164,100 @@ impl ChunkedScanner {
         Ok(())
     }
 
-    fn end_size_line(&mut self) -> State {
-        self.line_len = 0;
-        let size = std::mem::take(&mut self.size);
-        if size == 0 {
-            State::TrailerStart
-        } else {
-            State::Data(size)
-        }
-    }
-
-    fn next_chunk(&mut self) -> State {
-        self.line_len = 0;
-        State::Size { digits: 0 }
+    fn step(&mut self, b: u8) -> Result<(), ChunkedError> {
+        self.state = match self.state {
+            State::Size { digits } => {
+                self.line_byte()?;
+                match (b as char).to_digit(16) {
+                    Some(d) => {
+                        if self.size > MAX_CHUNK >> 4 {
+                            return Err(ChunkedError("chunk size too large"));
+                        }
+                        self.size = self.size * 16 + u64::from(d);
+                        State::Size {
+                            digits: digits.saturating_add(1),
+                        }
+                    }
+                    None if digits == 0 => return Err(ChunkedError("missing chunk size")),
+                    None => match b {
+                        b';' => State::Ext,
+                        b'\r' => State::SizeLf,
+                        b'\n' => return Err(ChunkedError("bare LF after chunk size")),
+                        b' ' | b'\t' => return Err(ChunkedError("white space after chunk size")),
+                        _ => return Err(ChunkedError("invalid chunk size")),
+                    },
+                }
+            }
+            State::Ext => {
+                self.line_byte()?;
+                match b {
+                    b'\r' => State::SizeLf,
+                    b'\n' => return Err(ChunkedError("bare LF in chunk extension")),
+                    b if is_ctl(b) => {
+                        return Err(ChunkedError("control character in chunk extension"))
+                    }
+                    _ => State::Ext,
+                }
+            }
+            State::SizeLf => match b {
+                b'\n' => {
+                    self.line_len = 0;
+                    match std::mem::take(&mut self.size) {
+                        0 => State::TrailerStart,
+                        size => State::Data(size),
+                    }
+                }
+                _ => return Err(ChunkedError("bare CR in chunk-size line")),
+            },
+            State::DataCr => match b {
+                b'\r' => State::DataLf,
+                _ => return Err(ChunkedError("chunk data not followed by CRLF")),
+            },
+            State::DataLf => match b {
+                b'\n' => State::Size { digits: 0 },
+                _ => return Err(ChunkedError("bare CR after chunk data")),
+            },
+            State::TrailerStart => {
+                self.trailer_byte()?;
+                match b {
+                    b'\r' => State::EndLf,
+                    b'\n' => return Err(ChunkedError("bare LF ending the chunked body")),
+                    b' ' | b'\t' => return Err(ChunkedError("obsolete line folding in trailer")),
+                    b if is_tchar(b) => State::TrailerName,
+                    _ => return Err(ChunkedError("invalid trailer field name")),
+                }
+            }
+            State::TrailerName => {
+                self.trailer_byte()?;
+                match b {
+                    b':' => State::TrailerValue,
+                    b if is_tchar(b) => State::TrailerName,
+                    _ => return Err(ChunkedError("invalid trailer field name")),
+                }
+            }
+            State::TrailerValue => {
+                self.trailer_byte()?;
+                match b {
+                    b'\r' => State::TrailerLf,
+                    b'\n' => return Err(ChunkedError("bare LF in trailer")),
+                    b if is_ctl(b) => return Err(ChunkedError("control character in trailer")),
+                    _ => State::TrailerValue,
+                }
+            }
+            State::TrailerLf => {
+                self.trailer_byte()?;
+                match b {
+                    b'\n' => State::TrailerStart,
+                    _ => return Err(ChunkedError("bare CR in trailer")),
+                }
+            }
+            State::EndLf => match b {
+                b'\n' => State::Done,
+                _ => return Err(ChunkedError("bare CR ending the chunked body")),
+            },
+            State::Data(_) | State::Done => unreachable!("handled by decode"),
+        };
+        Ok(())
     }
 }
 
@@ -188,37 +265,118 @@ impl ChunkedScanner {
 mod tests {
     use super::*;
 
-    fn scan_all(input: &[u8], step: usize) -> Result<usize, ChunkedError> {
-        let mut s = ChunkedScanner::new();
+    /// Decodes `input` fed in pieces of `step` bytes: (data, bytes consumed by the body).
+    fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), ChunkedError> {
+        let mut d = ChunkedDecoder::new();
+        let mut data = Vec::new();
         let mut used = 0;
         for piece in input.chunks(step) {
-            let n = s.scan(piece)?;
-            used += n;
-            if s.is_done() {
-                return Ok(used);
+            let mut at = 0;
+            while at < piece.len() && !d.is_done() {
+                let (n, range) = d.decode(&piece[at..])?;
+                assert!(n > 0, "no progress");
+                if let Some(r) = range {
+                    data.extend_from_slice(&piece[at..][r]);
+                }
+                at += n;
+            }
+            used += at;
+            if d.is_done() {
+                return Ok((data, used));
             }
         }
         Err(ChunkedError("incomplete"))
     }
 
     #[test]
-    fn finds_the_end_in_any_split() {
-        let body =
-            b"5\r\nhello\r\n1A;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+    fn decodes_in_any_split_and_stops_at_the_end() {
+        let body = b"5\r\nhello\r\n1A;ext=1;q=\"a b\"\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\nY:\r\n\r\nNEXT";
         for step in 1..body.len() {
-            assert_eq!(scan_all(body, step).unwrap(), body.len() - 4, "step {step}");
+            let (data, used) = decode_all(body, step).unwrap();
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
+            assert_eq!(used, body.len() - 4, "step {step}");
+        }
+        assert_eq!(decode_all(b"0\r\n\r\n", 1).unwrap(), (vec![], 5));
+        assert_eq!(
+            decode_all(b"00000000000000000001\r\nx\r\n0\r\n\r\n", 3)
+                .unwrap()
+                .0,
+            b"x"
+        );
+    }
+
+    #[test]
+    fn only_crlf_ends_a_line() {
+        let bad: &[(&[u8], &str)] = &[
+            (b"2;a\nxx\r\n0\r\n\r\n", "bare LF in chunk extension"),
+            (b"2\nxx\r\n0\r\n\r\n", "bare LF after chunk size"),
+            (b"2\rxx\r\n0\r\n\r\n", "bare CR in chunk-size line"),
+            (b"2\r\nxx\n0\r\n\r\n", "chunk data not followed by CRLF"),
+            (b"2\r\nxx\r0\r\n\r\n", "bare CR after chunk data"),
+            (b"2\r\nxx\r\n0\n\n", "bare LF after chunk size"),
+            (b"2\r\nxx\r\n0\r\n\n", "bare LF ending the chunked body"),
+            (b"0\r\n\rX", "bare CR ending the chunked body"),
+            (b"0\r\nA: 1\n\r\n", "bare LF in trailer"),
+            (b"0\r\nA: 1\rX\r\n\r\n", "bare CR in trailer"),
+        ];
+        for (input, why) in bad {
+            assert_eq!(decode_all(input, 64), Err(ChunkedError(why)), "{input:?}");
         }
     }
 
     #[test]
-    fn rejects_garbage() {
-        assert!(ChunkedScanner::new().scan(b"zz\r\n").is_err());
-        assert!(ChunkedScanner::new().scan(b"5\r\nhelloXX").is_err());
-        assert!(ChunkedScanner::new()
-            .scan(b"ffffffffffffffffff\r\n")
-            .is_err());
-        assert!(ChunkedScanner::new().scan(&[b'1'; 1]).is_ok());
+    fn rejects_bad_sizes_data_and_trailers() {
+        let bad: &[(&[u8], &str)] = &[
+            (b"zz\r\n", "missing chunk size"),
+            (b"\r\n", "missing chunk size"),
+            (b"-1\r\n", "missing chunk size"),
+            (b"2 \r\nxx\r\n0\r\n\r\n", "white space after chunk size"),
+            (b"2\t;a\r\nxx\r\n0\r\n\r\n", "white space after chunk size"),
+            (b"0x2\r\n", "invalid chunk size"),
+            (b"2g\r\n", "invalid chunk size"),
+            (b"8000000000000000\r\n", "chunk size too large"),
+            (b"ffffffffffffffffff\r\n", "chunk size too large"),
+            (b"5\r\nhelloXX", "chunk data not followed by CRLF"),
+            (b"1;a\x00b\r\n", "control character in chunk extension"),
+            (b"0\r\n folded\r\n\r\n", "obsolete line folding in trailer"),
+            (b"0\r\nA : 1\r\n\r\n", "invalid trailer field name"),
+            (b"0\r\n:1\r\n\r\n", "invalid trailer field name"),
+            (b"0\r\nA: 1\x01\r\n\r\n", "control character in trailer"),
+        ];
+        for (input, why) in bad {
+            assert_eq!(decode_all(input, 64), Err(ChunkedError(why)), "{input:?}");
+        }
+        assert_eq!(
+            decode_all(b"7fffffffffffffff\r\n", 64),
+            Err(ChunkedError("incomplete")),
+            "the largest size Squid accepts is a size"
+        );
         let long_ext = [b"1;".as_slice(), &[b'a'; 5000]].concat();
-        assert!(ChunkedScanner::new().scan(&long_ext).is_err());
+        assert_eq!(
+            decode_all(&long_ext, 64),
+            Err(ChunkedError("chunk-size line too long"))
+        );
+        let many_trailers = [b"0\r\n".as_slice(), &b"A: 1\r\n".repeat(20_000)].concat();
+        assert_eq!(
+            decode_all(&many_trailers, 4096),
+            Err(ChunkedError("trailer section too large"))
+        );
+    }
+
+    #[test]
+    fn encodes_chunk_headers_in_hex() {
+        let mut out = BytesMut::new();
+        for len in [1usize, 15, 16, 32768, usize::MAX >> 4] {
+            out.clear();
+            put_chunk_header(len, &mut out);
+            assert_eq!(&out[..], format!("{len:x}\r\n").as_bytes());
+        }
+        // What the encoder writes, the decoder reads back.
+        let mut out = BytesMut::new();
+        put_chunk_header(3, &mut out);
+        out.put_slice(b"abc");
+        out.put_slice(CHUNK_END);
+        out.put_slice(LAST_CHUNK);
+        assert_eq!(decode_all(&out, 2).unwrap(), (b"abc".to_vec(), out.len()));
     }
 }

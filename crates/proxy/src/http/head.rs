@@ -222,27 +222,43 @@ pub enum Framing {
 /// Why a message's framing is unacceptable (the request-smuggling defences).
 #[derive(Debug, PartialEq, Eq)]
 pub enum FramingError {
-    /// Both Transfer-Encoding and Content-Length: RFC 9112 §6.1 lets a proxy reject it,
-    /// and forwarding it is how requests get smuggled past a front end.
+    /// Both Transfer-Encoding and Content-Length in a response: RFC 9112 §6.3 lets a
+    /// recipient treat it as an error, and the proxy does (a request's Transfer-Encoding
+    /// wins instead, as in Squid).
     LengthAndEncoding,
-    /// Content-Length that is not a number, or several different ones.
+    /// A Content-Length that is not a number, or several different ones.
     BadLength,
-    /// A request Transfer-Encoding whose last coding is not chunked (RFC 9112 §6.3: 400).
+    /// A Transfer-Encoding other than a lone `chunked` (Squid: 501, as the proxy decodes no
+    /// other coding and cannot tell where such a body ends).
     UnsupportedEncoding,
+    /// Transfer-Encoding in an HTTP/1.0 message: RFC 9112 §6.1 says to treat its framing as
+    /// faulty (a 1.0 hop before this one would not have read it as chunked).
+    EncodingInHttp10,
+    /// An `Expect` other than `100-continue` (RFC 9110 §10.1.1: 417, as Squid answers).
+    UnsupportedExpectation,
 }
 
+/// The elements of a comma-separated list, white space trimmed, empty ones kept (an empty
+/// element is malformed where [`tokens`] would skip it).
+fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// The message's Content-Length: every element of every field must be the same decimal
+/// number (RFC 9110 §8.6 lets a recipient merge identical duplicates; anything else is 400).
 fn content_length(head: &Head) -> Result<Option<u64>, FramingError> {
     let mut found: Option<u64> = None;
     for value in head.values("content-length") {
-        for part in tokens(value) {
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
+        for part in elements(value) {
+            // Digits only: no sign, no white space inside, no hex; at most Squid's int64.
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
                 return Err(FramingError::BadLength);
             }
-            // All digits, at most 19 of them: fits in u64.
-            let n: u64 = std::str::from_utf8(part)
-                .unwrap_or("0")
-                .parse()
-                .unwrap_or(0);
+            let n = std::str::from_utf8(part)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .filter(|n| *n <= i64::MAX as u64)
+                .ok_or(FramingError::BadLength)?;
             match found {
                 Some(prev) if prev != n => return Err(FramingError::BadLength),
                 _ => found = Some(n),
@@ -252,39 +268,73 @@ fn content_length(head: &Head) -> Result<Option<u64>, FramingError> {
     Ok(found)
 }
 
-fn is_chunked_last(head: &Head) -> Option<bool> {
-    let mut last: Option<&[u8]> = None;
-    for value in head.values("transfer-encoding") {
-        for t in tokens(value) {
-            last = Some(t);
+/// `Some(())` when the message has a Transfer-Encoding and it is exactly one `chunked`
+/// (the only coding the proxy decodes); `None` without one.
+fn transfer_encoding(head: &Head) -> Result<Option<()>, FramingError> {
+    if head.value("transfer-encoding").is_none() {
+        return Ok(None);
+    }
+    if head.minor_version == 0 {
+        return Err(FramingError::EncodingInHttp10);
+    }
+    let mut codings = head.values("transfer-encoding").flat_map(elements);
+    match (codings.next(), codings.next()) {
+        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(Some(())),
+        _ => Err(FramingError::UnsupportedEncoding),
+    }
+}
+
+/// A request's body framing, and the other checks a request passes before it is forwarded.
+///
+/// With both Transfer-Encoding and Content-Length the Transfer-Encoding wins (RFC 9112 §6.3,
+/// what Squid 5.7 does): the body is read as chunked and forwarded re-chunked, the
+/// Content-Length never reaches the origin, and the client connection closes after the
+/// response ([`closes_after`]).
+pub fn request_framing(head: &Head) -> Result<Framing, FramingError> {
+    if head.value("expect").is_some() {
+        let mut values = head.values("expect").flat_map(elements);
+        match (values.next(), values.next()) {
+            (Some(only), None) if only.eq_ignore_ascii_case(b"100-continue") => {}
+            _ => return Err(FramingError::UnsupportedExpectation),
         }
     }
-    last.map(|t| t.eq_ignore_ascii_case(b"chunked"))
-}
-
-/// A request's body framing.
-pub fn request_framing(head: &Head) -> Result<Framing, FramingError> {
-    let length = content_length(head)?;
-    match is_chunked_last(head) {
-        Some(_) if length.is_some() => Err(FramingError::LengthAndEncoding),
-        Some(true) => Ok(Framing::Chunked),
-        Some(false) => Err(FramingError::UnsupportedEncoding),
-        None => Ok(Framing::Length(length.unwrap_or(0))),
+    let chunked = transfer_encoding(head)?;
+    let length = content_length(head);
+    match chunked {
+        Some(()) => Ok(Framing::Chunked),
+        None => Ok(Framing::Length(length?.unwrap_or(0))),
     }
 }
 
-/// A response's body framing, given the request method it answers (RFC 9112 §6.3).
-pub fn response_framing(head: &Head, request_method: &str) -> Result<Framing, FramingError> {
+/// Whether the connection must close after answering this request although it is otherwise
+/// reusable: RFC 9112 §6.3 requires it after a request with both Transfer-Encoding and
+/// Content-Length, which is how smuggling attempts look.
+pub fn closes_after(head: &Head) -> bool {
+    head.value("transfer-encoding").is_some() && head.value("content-length").is_some()
+}
+
+/// Whether a response to `request_method` with this status has no body whatever its fields
+/// say (RFC 9112 §6.3: HEAD, 1xx, 204, 304).
+pub fn response_has_no_body(head: &Head, request_method: &str) -> bool {
     let status = head.status;
-    if request_method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
+    request_method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304
+}
+
+/// A response's body framing, given the request method it answers (RFC 9112 §6.3). Stricter
+/// than a client must be: a response the proxy could frame differently from the next hop
+/// (both fields, a coding other than a lone `chunked`, a 1.0 response with a coding, a bad
+/// length) is refused as invalid rather than passed on.
+pub fn response_framing(head: &Head, request_method: &str) -> Result<Framing, FramingError> {
+    if response_has_no_body(head, request_method) {
         return Ok(Framing::Length(0));
     }
+    let chunked = transfer_encoding(head)?;
     let length = content_length(head)?;
-    match is_chunked_last(head) {
-        Some(_) if length.is_some() => Err(FramingError::LengthAndEncoding),
-        Some(true) => Ok(Framing::Chunked),
-        Some(false) => Ok(Framing::UntilClose),
-        None => Ok(length.map_or(Framing::UntilClose, Framing::Length)),
+    match (chunked, length) {
+        (Some(()), Some(_)) => Err(FramingError::LengthAndEncoding),
+        (Some(()), None) => Ok(Framing::Chunked),
+        (None, Some(n)) => Ok(Framing::Length(n)),
+        (None, None) => Ok(Framing::UntilClose),
     }
 }
 
@@ -320,25 +370,178 @@ mod tests {
         );
     }
 
+    fn framing(fields: &str) -> Result<Framing, FramingError> {
+        request_framing(&req(&format!("POST http://a/ HTTP/1.1\r\n{fields}\r\n")))
+    }
+
     #[test]
-    fn framing_rejects_smuggling_shapes() {
-        let both = req(
-            "POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-        );
-        assert_eq!(request_framing(&both), Err(FramingError::LengthAndEncoding));
-        let two = req("POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
-        assert_eq!(request_framing(&two), Err(FramingError::BadLength));
-        let same = req("POST http://a/ HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n");
-        assert_eq!(request_framing(&same), Ok(Framing::Length(5)));
-        let plus = req("POST http://a/ HTTP/1.1\r\nContent-Length: +5\r\n\r\n");
-        assert_eq!(request_framing(&plus), Err(FramingError::BadLength));
-        let gzip = req("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n");
+    fn content_length_rules() {
+        use FramingError::BadLength;
+        assert_eq!(framing(""), Ok(Framing::Length(0)));
+        assert_eq!(framing("Content-Length: 5\r\n"), Ok(Framing::Length(5)));
+        assert_eq!(framing("Content-Length: 005\r\n"), Ok(Framing::Length(5)));
+        // Identical duplicates merge, in one field or several.
+        assert_eq!(framing("Content-Length: 5, 5\r\n"), Ok(Framing::Length(5)));
         assert_eq!(
-            request_framing(&gzip),
+            framing("Content-Length: 5\r\nContent-Length: 5\r\n"),
+            Ok(Framing::Length(5))
+        );
+        for bad in [
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: 5, 6\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: 5 5\r\n",
+            "Content-Length: 0x5\r\n",
+            "Content-Length: 5a\r\n",
+            "Content-Length:\r\n",
+            "Content-Length: 5,\r\n",
+            "Content-Length: 9223372036854775808\r\n",
+            "Content-Length: 99999999999999999999999\r\n",
+        ] {
+            assert_eq!(framing(bad), Err(BadLength), "{bad:?}");
+        }
+        assert_eq!(
+            framing("Content-Length: 9223372036854775807\r\n"),
+            Ok(Framing::Length(i64::MAX as u64))
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_rules() {
+        use FramingError::*;
+        assert_eq!(
+            framing("Transfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            framing("Transfer-Encoding: Chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        for unsupported in [
+            "Transfer-Encoding: identity, chunked\r\n",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked, gzip\r\n",
+            "Transfer-Encoding: chunked, identity\r\n",
+            "Transfer-Encoding: chunked, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: identity\r\n",
+            "Transfer-Encoding: xchunked\r\n",
+            "Transfer-Encoding: chunked;q=1\r\n",
+            "Transfer-Encoding:\r\n",
+            "Transfer-Encoding: ,chunked\r\n",
+        ] {
+            assert_eq!(
+                framing(unsupported),
+                Err(UnsupportedEncoding),
+                "{unsupported:?}"
+            );
+        }
+        // Both: Transfer-Encoding wins (even over a malformed length), and the connection
+        // closes after the response.
+        let both = "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n";
+        assert_eq!(framing(both), Ok(Framing::Chunked));
+        assert_eq!(
+            framing("Content-Length: x\r\nTransfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert!(closes_after(&req(&format!(
+            "POST http://a/ HTTP/1.1\r\n{both}\r\n"
+        ))));
+        assert!(!closes_after(&req(
+            "POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
+        )));
+        // HTTP/1.0 with a Transfer-Encoding: faulty framing.
+        let old = req("POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(request_framing(&old), Err(EncodingInHttp10));
+        let old = req("POST http://a/ HTTP/1.0\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(request_framing(&old), Ok(Framing::Length(2)));
+    }
+
+    #[test]
+    fn only_100_continue_is_expected() {
+        use FramingError::UnsupportedExpectation;
+        assert_eq!(framing("Expect: 100-continue\r\n"), Ok(Framing::Length(0)));
+        assert_eq!(framing("Expect: 100-Continue\r\n"), Ok(Framing::Length(0)));
+        for bad in [
+            "Expect: 100-continue, foo\r\n",
+            "Expect: 100-continue\r\nExpect: 100-continue\r\n",
+            "Expect: 200-ok\r\n",
+            "Expect:\r\n",
+            "Expect: 100-continue; x=1\r\n",
+        ] {
+            assert_eq!(framing(bad), Err(UnsupportedExpectation), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn header_syntax_rules() {
+        let parse = |text: &str| {
+            let mut buf = BytesMut::from(text.as_bytes());
+            Head::parse_request(&mut buf, 65536).map(|h| h.is_some())
+        };
+        // obs-fold, white space before the colon, a bare CR, a NUL in a value, an empty name.
+        for bad in [
+            "GET http://a/ HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nX: 1\r\n\tfolded\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nContent-Length\t: 5\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\n Content-Length: 5\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nX: a\rb\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nX: a\0b\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\n: 5\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nX-A\r\n\r\n",
+            "GET  http://a/ HTTP/1.1\r\n\r\n",
+            "GET http://a/ HTTP/1.2\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(HeadError::Invalid(_))),
+                "{bad:?}: {:?}",
+                parse(bad)
+            );
+        }
+        // A bare LF ending a head line is accepted (RFC 9112 §2.2 allows it): the head is
+        // written out again with CRLF, so the next hop never sees it.
+        assert_eq!(parse("GET http://a/ HTTP/1.1\nHost: a\n\n"), Ok(true));
+        let h = req("GET http://a/ HTTP/1.1\r\nContent-Length: 5  \r\n\r\n");
+        assert_eq!(
+            h.value("content-length"),
+            Some(&b"5"[..]),
+            "trailing OWS trimmed"
+        );
+    }
+
+    #[test]
+    fn response_framing_rules() {
+        let resp = |text: &str| {
+            let mut buf = BytesMut::from(text.as_bytes());
+            let head = Head::parse_response(&mut buf, 65536).unwrap().unwrap();
+            response_framing(&head, "GET")
+        };
+        assert_eq!(
+            resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            resp("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n"),
+            Ok(Framing::Length(3))
+        );
+        assert_eq!(
+            resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            Err(FramingError::LengthAndEncoding)
+        );
+        assert_eq!(
+            resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             Err(FramingError::UnsupportedEncoding)
         );
-        let chunked = req("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
-        assert_eq!(request_framing(&chunked), Ok(Framing::Chunked));
+        assert_eq!(
+            resp("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(FramingError::EncodingInHttp10)
+        );
+        assert_eq!(
+            resp("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            Err(FramingError::BadLength)
+        );
     }
 
     #[test]
