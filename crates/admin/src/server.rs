@@ -22,10 +22,18 @@ pub const ADDR_FILE: &str = "admin.addr";
 /// `STATE_DIR/admin.token`: the bearer token for mutating calls (mode 0600).
 pub const TOKEN_FILE: &str = "admin.token";
 
-/// Connections served at a time; more wait in the kernel's backlog. The API is for a few
-/// operators and a scraper, so this only stops a runaway client from eating `up`'s
-/// descriptors, which its load balancer needs.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections served at a time; more wait in the kernel's backlog until one closes. The
+/// API is for a few operators and a scraper, so this only stops a runaway client from
+/// eating `up`'s descriptors, which its load balancer needs. Event streams have their own,
+/// lower cap ([`MAX_STREAMS`](crate::live::MAX_STREAMS)), which leaves room for the CLI.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How the API treats requests, from the stack file's `admin:` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Reads (status, activity, history, events, metrics) need the bearer token too.
+    pub read_requires_token: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -72,11 +80,22 @@ impl Drop for AdminHandle {
 }
 
 /// Serves the admin API on 127.0.0.1 (a port the kernel chooses) until `shutdown`
-/// resolves. Writes `STATE_DIR/admin.token` (a fresh token, mode 0600) and then
-/// `STATE_DIR/admin.addr`, replacing what an earlier run left; removes both when it stops.
+/// resolves, with the default [`Options`] (reads open). Writes `STATE_DIR/admin.token` (a
+/// fresh token, mode 0600) and then `STATE_DIR/admin.addr`, replacing what an earlier run
+/// left; removes both when it stops.
 pub async fn serve(
     control: Arc<dyn Control>,
     state_dir: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<AdminHandle, AdminError> {
+    serve_with(control, state_dir, Options::default(), shutdown).await
+}
+
+/// [`serve`] with `options`.
+pub async fn serve_with(
+    control: Arc<dyn Control>,
+    state_dir: &Path,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<AdminHandle, AdminError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -107,7 +126,7 @@ pub async fn serve(
     };
     let live = Live::new(control.clone(), closing);
     let sampler = AbortOnDrop(tokio::spawn(live.clone().run()));
-    let router = api::router(control, token, live);
+    let router = api::router(control, token, live, options, addr);
     let listener = Limited {
         inner: listener,
         permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),

@@ -65,10 +65,15 @@ impl Api {
                 text.trim()
             ))
         })?;
+        // Reads send the token too when it can be read: a stack with
+        // `admin.read_requires_token` needs it for `status` and `activity` as well.
+        let token = std::fs::read_to_string(state_dir.join(TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string());
         Ok(Api {
             addr,
             state_dir: state_dir.to_path_buf(),
-            token: None,
+            token,
         })
     }
 
