@@ -95,7 +95,10 @@ pub fn router(
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .route("/metrics", get(scrape))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize_read));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_read,
+        ));
     let guard = Arc::new(Guard { listen });
     Router::new()
         .merge(reads)
@@ -171,15 +174,19 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Whether `given` is the token; `Err` is the 401 to answer.
-fn check_token(state: &AppState, given: Option<&[u8]>, what: &str) -> Result<(), Response> {
+fn check_token(state: &AppState, given: Option<&[u8]>, what: &str) -> Result<(), ApiError> {
     match given {
         Some(given) if token::matches(given, state.token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong bearer token",
+        )),
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            format!("{what} needs Authorization: Bearer TOKEN (the token is in STATE_DIR/admin.token)"),
-        )
-        .into_response()),
+            format!(
+                "{what} needs Authorization: Bearer TOKEN (the token is in STATE_DIR/admin.token)"
+            ),
+        )),
     }
 }
 
@@ -191,7 +198,7 @@ async fn authorize(
 ) -> Response {
     match check_token(&state, bearer(&headers), "this call") {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -218,7 +225,7 @@ async fn authorize_read(
     let what = "reading (admin.read_requires_token is set)";
     match check_token(&state, bearer(&headers).or(in_query), what) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -228,7 +235,10 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large_error()
         } else {
-            ApiError::new(e.status(), format!("cannot read the request body: {}", e.body_text()))
+            ApiError::new(
+                e.status(),
+                format!("cannot read the request body: {}", e.body_text()),
+            )
         }
     })
 }

@@ -42,8 +42,8 @@ pub struct Guard {
 }
 
 pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    if let Err(refusal) = guard.host(&request) {
-        return refusal;
+    if let Err((status, reason)) = guard.host(&request) {
+        return refuse(status, reason);
     }
     if request.method() == Method::OPTIONS {
         // No Access-Control-Allow-*: a browser's preflight fails, as it must.
@@ -79,11 +79,12 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
 }
 
 impl Guard {
-    fn host(&self, request: &Request) -> Result<(), Response> {
+    /// `Err`: the status and reason to refuse the request with.
+    fn host(&self, request: &Request) -> Result<(), (StatusCode, String)> {
         let mut hosts = request.headers().get_all(header::HOST).iter();
         let host = hosts.next();
         if hosts.next().is_some() {
-            return Err(refuse(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request: more than one Host header".to_string(),
             ));
@@ -96,7 +97,7 @@ impl Guard {
         }
         if names.is_empty() {
             return if request.version() >= Version::HTTP_11 {
-                Err(refuse(
+                Err((
                     StatusCode::BAD_REQUEST,
                     "400 Bad Request: an HTTP/1.1 request needs a Host header".to_string(),
                 ))
@@ -106,13 +107,21 @@ impl Guard {
         }
         for name in names {
             if !self.allowed_host(name) {
-                return Err(refuse(
+                let mut own = vec!["127.0.0.1".to_string(), "localhost".into(), "[::1]".into()];
+                let listen = match self.listen.ip() {
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                    v4 => v4.to_string(),
+                };
+                if !own.contains(&listen) {
+                    own.insert(0, listen);
+                }
+                return Err((
                     StatusCode::MISDIRECTED_REQUEST,
                     format!(
-                        "421 Misdirected Request: the admin API answers only for Host {}, \
-                         localhost, 127.0.0.1 or [::1] (any port), not {} (a guard against \
-                         DNS rebinding: use one of those names)",
-                        self.listen.ip(),
+                        "421 Misdirected Request: the admin API answers only for Host {} \
+                         (any port), not {} (a guard against DNS rebinding: use one of those \
+                         names)",
+                        own.join(", "),
                         shown(name)
                     ),
                 ));

@@ -150,7 +150,13 @@ async fn only_the_api_s_own_host_names_are_answered() {
 async fn no_cors_headers_ever_and_preflights_get_none() {
     let r = start().await;
     let host = r.admin.addr.to_string();
-    for path in ["/api/status", "/api/activity", "/metrics", "/", "/api/token"] {
+    for path in [
+        "/api/status",
+        "/api/activity",
+        "/metrics",
+        "/",
+        "/api/token",
+    ] {
         let resp = raw(
             &r,
             &format!(
@@ -260,7 +266,11 @@ async fn reads_need_the_token_when_the_stack_says_so() {
                 .await
                 .unwrap()
                 .unwrap();
-            assert!(n > 0, "closed before the head: {:?}", String::from_utf8_lossy(&got));
+            assert!(
+                n > 0,
+                "closed before the head: {:?}",
+                String::from_utf8_lossy(&got)
+            );
             got.extend_from_slice(&buf[..n]);
         }
         parse(&got)
@@ -271,10 +281,18 @@ async fn reads_need_the_token_when_the_stack_says_so() {
     let resp = head(open(format!("/api/events?access_token={}", r.token), false)).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.headers["content-type"], "text/event-stream");
-    let resp = head(open(format!("/api/events?access_token={}", "f".repeat(64)), false)).await;
+    let resp = head(open(
+        format!("/api/events?access_token={}", "f".repeat(64)),
+        false,
+    ))
+    .await;
     assert_eq!(resp.status, 401);
     // The query parameter is for the event stream only.
-    let resp = raw(&r, &get(&format!("/api/status?access_token={}", r.token), &host)).await;
+    let resp = raw(
+        &r,
+        &get(&format!("/api/status?access_token={}", r.token), &host),
+    )
+    .await;
     assert_eq!(resp.status, 401, "{}", resp.body);
     // The console's page and assets hold no data: they load, and ask for the token.
     for path in ["/", "/console/console.js", "/console/console.css"] {
@@ -305,7 +323,10 @@ async fn request_bodies_are_bounded() {
     let resp = raw(&r, &big).await;
     assert_eq!(resp.status, 413, "{}", resp.body);
     let error: Value = serde_json::from_str(&resp.body).unwrap();
-    assert_eq!(error["error"], format!("request body larger than {MAX_BODY} bytes"));
+    assert_eq!(
+        error["error"],
+        format!("request body larger than {MAX_BODY} bytes")
+    );
     // Chunked, growing past the limit: refused while reading.
     let mut chunked = format!(
         "POST /api/groups/proxies/scale HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
@@ -362,7 +383,10 @@ async fn connections_are_bounded_and_the_next_is_served_when_one_leaves() {
         .unwrap();
     let mut buf = [0u8; 1024];
     let early = tokio::time::timeout(Duration::from_millis(500), extra.read(&mut buf)).await;
-    assert!(early.is_err(), "served beyond {MAX_CONNECTIONS} connections");
+    assert!(
+        early.is_err(),
+        "served beyond {MAX_CONNECTIONS} connections"
+    );
     // One client leaves: the waiting one is served.
     drop(held.pop());
     let n = tokio::time::timeout(TIMEOUT, extra.read(&mut buf))

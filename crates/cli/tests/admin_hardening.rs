@@ -160,11 +160,19 @@ fn instances_inherit_nothing_from_up_and_no_endpoint_shows_a_secret() {
     let environ = String::from_utf8(environ).unwrap();
     let vars: BTreeSet<&str> = environ.split_terminator('\0').collect();
     let names: BTreeSet<&str> = vars.iter().filter_map(|v| v.split('=').next()).collect();
-    let allowed: BTreeSet<&str> = ["PATH", "DB_PASSWORD", "GREETING", "PROXYFLEET_ALLOWED_SOURCES"]
-        .into_iter()
-        .collect();
+    let allowed: BTreeSet<&str> = [
+        "PATH",
+        "DB_PASSWORD",
+        "GREETING",
+        "PROXYFLEET_ALLOWED_SOURCES",
+    ]
+    .into_iter()
+    .collect();
     assert!(names.is_subset(&allowed), "instance environment: {vars:?}");
-    assert!(vars.contains(format!("PATH={BASE_PATH}").as_str()), "{vars:?}");
+    assert!(
+        vars.contains(format!("PATH={BASE_PATH}").as_str()),
+        "{vars:?}"
+    );
     assert!(
         vars.contains(format!("DB_PASSWORD={TEMPLATE_SECRET}").as_str()),
         "the template's own variables are given: {vars:?}"
@@ -190,7 +198,10 @@ fn instances_inherit_nothing_from_up_and_no_endpoint_shows_a_secret() {
         .iter()
         .filter(|(n, t)| *n > 2 && !t.starts_with("anon_inode:") && ups.contains(t))
         .collect();
-    assert!(shared.is_empty(), "inherited from up: {shared:?}; all: {instance:?}");
+    assert!(
+        shared.is_empty(),
+        "inherited from up: {shared:?}; all: {instance:?}"
+    );
     assert!(
         !instance.iter().any(|(n, t)| *n > 2 && t == "/dev/null"),
         "the descriptor up inherited reached the instance: {instance:?}"
@@ -239,7 +250,8 @@ fn instances_inherit_nothing_from_up_and_no_endpoint_shows_a_secret() {
         .to_string();
     let proxy = format!("http://{node}:3128");
     let target = format!("http://{addr}/api/stack");
-    let through = testkit::client::curl(&["--interface", "127.20.0.5", "-x", &proxy, "-i", &target]);
+    let through =
+        testkit::client::curl(&["--interface", "127.20.0.5", "-x", &proxy, "-i", &target]);
     assert!(
         !through.stdout.contains(TEMPLATE_SECRET) && !through.stdout.contains("200 OK"),
         "through the proxy: {through:?}"
@@ -253,7 +265,10 @@ fn instances_inherit_nothing_from_up_and_no_endpoint_shows_a_secret() {
         logs.push(std::fs::read_to_string(format!("{dir}/{name}")).unwrap_or_default());
     }
     for line in &logs {
-        assert!(!line.contains(&token) && !line.contains(UP_SECRET), "logged: {line}");
+        assert!(
+            !line.contains(&token) && !line.contains(UP_SECRET),
+            "logged: {line}"
+        );
     }
 }
 

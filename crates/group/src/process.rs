@@ -83,11 +83,9 @@ impl InstanceProcess {
         unsafe {
             command.pre_exec(close_inherited_at_exec);
         }
-        let child = command
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
-            })?;
+        let child = command.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+        })?;
         let pid = child.id();
         let start_ticks = start_ticks(pid).unwrap_or(0);
         let pidfd = open_pidfd(pid)?;
@@ -326,7 +324,10 @@ mod tests {
             .map(str::to_string)
             .collect();
         vars.sort();
-        assert_eq!(vars, ["FROM_TEMPLATE=yes".to_string(), format!("PATH={BASE_PATH}")]);
+        assert_eq!(
+            vars,
+            ["FROM_TEMPLATE=yes".to_string(), format!("PATH={BASE_PATH}")]
+        );
         let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{}/fd", p.pid))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())

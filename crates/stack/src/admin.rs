@@ -165,7 +165,8 @@ mod tests {
                  files: { a.conf: keep-this }\n\
              groups: {}\n"
         );
-        let flow = "launch_templates: { t: { command: [x], environment: { A: s3cr3t-value, B: 1 } } }\n";
+        let flow =
+            "launch_templates: { t: { command: [x], environment: { A: s3cr3t-value, B: 1 } } }\n";
         assert_eq!(
             check(flow),
             "launch_templates: { t: { command: [x], environment: { A: <redacted>, B: <redacted> } } }\n"
@@ -194,7 +195,10 @@ mod tests {
         assert!(out.contains("groups: {}"), "{out}");
         assert!(out.contains("SHARED: &shared <redacted>\n"), "{out}");
         assert!(out.contains("AGAIN: *shared\n"), "{out}");
-        assert!(out.contains("KEY: |\n        <redacted>\n      FOLDED: >-\n"), "{out}");
+        assert!(
+            out.contains("KEY: |\n        <redacted>\n      FOLDED: >-\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -157,10 +157,23 @@ fn every_truncation_of_the_builtin_stack_is_an_answer_not_a_panic() {
 fn the_admin_section_is_optional_checked_and_named() {
     assert!(!super::ok(&["zones: {}"]).admin.read_requires_token);
     assert!(!super::ok(&["admin:"]).admin.read_requires_token);
-    assert!(!super::ok(&["admin: { read_requires_token: false }"]).admin.read_requires_token);
-    assert!(super::ok(&["admin:", "  read_requires_token: true"]).admin.read_requires_token);
+    assert!(
+        !super::ok(&["admin: { read_requires_token: false }"])
+            .admin
+            .read_requires_token
+    );
+    assert!(
+        super::ok(&["admin:", "  read_requires_token: true"])
+            .admin
+            .read_requires_token
+    );
     assert_eq!(
-        err(&["zones: {}", "admin:", "  read_requires_token: true", "  read_requires: true"]),
+        err(&[
+            "zones: {}",
+            "admin:",
+            "  read_requires_token: true",
+            "  read_requires: true"
+        ]),
         "stack.yaml:4:3: admin: unknown field `read_requires`, expected one of read_requires_token"
     );
     let e = error(&["admin:", "  read_requires_token: maybe"]);
