@@ -8,7 +8,8 @@
 //!
 //! - [`server`]: [`serve`] binds 127.0.0.1:0, publishes `STATE/admin.addr` and a fresh
 //!   bearer token in `STATE/admin.token` (mode 0600), and runs until its shutdown future
-//!   resolves; connections are bounded ([`MAX_CONNECTIONS`]).
+//!   resolves; connections are bounded ([`MAX_CONNECTIONS`]), and a request head must
+//!   arrive within [`server::HEAD_TIMEOUT`] (idle kept-alive connections close after it).
 //! - `guard`: before any route, the Host check (DNS rebinding), the refusal of mutating
 //!   calls from another `Origin`, preflights answered without CORS headers, the body limit
 //!   ([`MAX_BODY`]).

@@ -395,3 +395,83 @@ async fn connections_are_bounded_and_the_next_is_served_when_one_leaves() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
 }
+
+/// Reads until the server closes `stream` (Ok) or `limit` passes (Err), discarding data.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Result<(), ()> {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| ())
+}
+
+#[tokio::test]
+async fn silent_slow_and_idle_clients_are_cut_after_the_head_timeout_but_streams_are_not() {
+    use proxyfleet_admin::server::HEAD_TIMEOUT;
+    let r = start().await;
+    let host = r.admin.addr.to_string();
+    let started = tokio::time::Instant::now();
+    // A console's stream, which must outlive the timeout.
+    let mut stream = TcpStream::connect(r.admin.addr).await.unwrap();
+    stream
+        .write_all(format!("GET /api/events HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Connects and says nothing.
+    let mut silent = TcpStream::connect(r.admin.addr).await.unwrap();
+    // Sends a head a byte at a time, never finishing it.
+    let mut slow = TcpStream::connect(r.admin.addr).await.unwrap();
+    let slow_writer = tokio::spawn(async move {
+        for b in b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if slow.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // Asks once, then keeps the connection open and idle.
+    let mut idle = TcpStream::connect(r.admin.addr).await.unwrap();
+    idle.write_all(format!("GET /api/history HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let limit = HEAD_TIMEOUT + Duration::from_secs(5);
+    assert!(
+        closed_within(&mut silent, limit).await.is_ok(),
+        "silent client kept"
+    );
+    assert!(
+        closed_within(&mut idle, limit).await.is_ok(),
+        "idle client kept"
+    );
+    tokio::time::timeout(limit, slow_writer)
+        .await
+        .expect("the slow client was cut")
+        .unwrap();
+    assert!(started.elapsed() >= HEAD_TIMEOUT - Duration::from_secs(1));
+    // The stream is still live past the timeout. Reading continuously, a read that
+    // completes 2 s after the timeout returns what was sent after the previous read, i.e.
+    // after the timeout.
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + TIMEOUT + HEAD_TIMEOUT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("ticks keep coming")
+            .unwrap();
+        assert!(n > 0, "the stream was closed after {:?}", started.elapsed());
+        let tick = String::from_utf8_lossy(&buf[..n]).contains("event: tick");
+        if tick && started.elapsed() > HEAD_TIMEOUT + Duration::from_secs(2) {
+            break;
+        }
+    }
+    assert!(started.elapsed() >= HEAD_TIMEOUT);
+}
