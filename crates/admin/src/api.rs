@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `GET /api/status` | [`StatusView`] |
 //! | `GET /api/activity?group=G&limit=N` | [`ActivityView`]s, newest first (limit 100 by default) |
-//! | `GET /api/stack` | the stack file, `text/yaml` |
+//! | `GET /api/stack` | the stack file, `text/yaml`, environment values redacted (token needed) |
 //! | `GET /api/history` | [`HistoryView`]: the last five minutes, one sample per second |
 //! | `GET /api/events` | server-sent events: `history`, then a [`TickView`] per second |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
@@ -15,19 +15,27 @@
 //! | `POST /api/instances/{id}/health` | body [`HealthRequest`] |
 //! | `POST /api/down` | asks `up` to stop |
 //!
-//! `POST`s and `GET /api/token` need `Authorization: Bearer TOKEN` (401 otherwise) and
-//! answer `{"ok":true}`.
+//! `POST`s, `GET /api/stack` and `GET /api/token` need `Authorization: Bearer TOKEN` (401
+//! otherwise); the `POST`s answer `{"ok":true}`. With [`Options::read_requires_token`]
+//! every read above does too, except the console's page and assets (which hold no data);
+//! `GET /api/events` then also takes the token as `?access_token=TOKEN`, because a
+//! browser's `EventSource` cannot send headers.
 //! Errors are `{"error": "..."}`: 400 for a malformed body or a request the stack refuses
 //! (e.g. a desired capacity outside min..max), 404 when the named group or instance does
-//! not exist, 401 for a missing or wrong token, 503 when too many event streams are open.
+//! not exist, 401 for a missing or wrong token, 413 for a body over [`MAX_BODY`] bytes, 503
+//! when too many event streams are open. The `guard` answers before any route, in plain
+//! text (a wrong Host, a foreign Origin).
 //!
 //! [`HistoryView`]: crate::view::HistoryView
 //! [`TickView`]: crate::view::TickView
+//! [`Options::read_requires_token`]: crate::server::Options::read_requires_token
+//! [`MAX_BODY`]: crate::guard::MAX_BODY
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +44,9 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::guard::{Guard, MAX_BODY};
 use crate::live::{Live, StreamRefused, MAX_STREAMS};
+use crate::server::Options;
 use crate::view::{
     ActivityView, ErrorView, HealthRequest, HistoryView, OkView, ScaleRequest, StatusView,
     TerminateRequest,
@@ -52,33 +62,66 @@ struct AppState {
     control: Arc<dyn Control>,
     token: Arc<str>,
     live: Arc<Live>,
+    options: Options,
 }
 
-pub fn router(control: Arc<dyn Control>, token: String, live: Arc<Live>) -> Router {
+pub fn router(
+    control: Arc<dyn Control>,
+    token: String,
+    live: Arc<Live>,
+    options: Options,
+    listen: std::net::SocketAddr,
+) -> Router {
     let state = AppState {
         control,
         token: token.into(),
         live,
+        options,
     };
-    // Everything that needs the token: the mutating calls, and the token check itself.
+    // Everything that always needs the token: the mutating calls, the stack file (it names
+    // every secret's variable, and may hold other sensitive text), the token check itself.
     let guarded = Router::new()
         .route("/api/groups/{name}/scale", post(scale))
         .route("/api/instances/{id}/terminate", post(terminate))
         .route("/api/instances/{id}/health", post(set_health))
         .route("/api/down", post(down))
+        .route("/api/stack", get(stack))
         .route("/api/token", get(|| async { ok() }))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
-    Router::new()
+    // The reads: open unless the stack sets admin.read_requires_token.
+    let reads = Router::new()
         .route("/api/status", get(status))
         .route("/api/activity", get(activity))
-        .route("/api/stack", get(stack))
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .route("/metrics", get(scrape))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize_read,
+        ));
+    let guard = Arc::new(Guard { listen });
+    Router::new()
+        .merge(reads)
         .merge(console::routes())
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+        // Outermost: a request with a foreign Host meets no route, not even a 404.
+        .layer(middleware::from_fn_with_state(guard, crate::guard::check))
+}
+
+/// 413, for a body over [`MAX_BODY`] (the guard's answer to a Content-Length, the body
+/// reader's to a chunked body that grows too long).
+pub fn too_large() -> Response {
+    too_large_error().into_response()
+}
+
+fn too_large_error() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than {MAX_BODY} bytes"),
+    )
 }
 
 /// An error answer: a status and `{"error": message}`.
@@ -123,24 +166,81 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The bearer token of `Authorization: Bearer TOKEN`, if the header is there.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+}
+
+/// Whether `given` is the token; `Err` is the 401 to answer.
+fn check_token(state: &AppState, given: Option<&[u8]>, what: &str) -> Result<(), ApiError> {
+    match given {
+        Some(given) if token::matches(given, state.token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong bearer token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "{what} needs Authorization: Bearer TOKEN (the token is in STATE_DIR/admin.token)"
+            ),
+        )),
+    }
+}
+
 async fn authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
     request: Request,
     next: Next,
 ) -> Response {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-    match given {
-        Some(given) if token::matches(given, state.token.as_bytes()) => next.run(request).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this call needs Authorization: Bearer TOKEN (the token is in STATE_DIR/admin.token)",
-        )
-        .into_response(),
+    match check_token(&state, bearer(&headers), "this call") {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
     }
+}
+
+/// Reads pass unless `read_requires_token`; then they need the token like any call. The
+/// event stream may carry it as `?access_token=` (RFC 6750 §2.3): `EventSource` cannot set
+/// headers. Nothing logs request targets, so the token in it is not written anywhere.
+async fn authorize_read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !state.options.read_requires_token {
+        return next.run(request).await;
+    }
+    let in_query = (request.uri().path() == "/api/events")
+        .then(|| request.uri().query())
+        .flatten()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("access_token="))
+        })
+        .map(str::as_bytes);
+    let what = "reading (admin.read_requires_token is set)";
+    match check_token(&state, bearer(&headers).or(in_query), what) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// A request body, or the answer to one that could not be read (413 when over the limit).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large_error()
+        } else {
+            ApiError::new(
+                e.status(),
+                format!("cannot read the request body: {}", e.body_text()),
+            )
+        }
+    })
 }
 
 /// Runs a [`Control`] call off the async workers: the group controller's calls may touch
@@ -211,8 +311,17 @@ async fn events(State(state): State<AppState>) -> Result<Response, ApiError> {
     })
 }
 
+/// The stack file with every environment value replaced by `<redacted>` (names kept).
+/// Redacted here rather than trusted to [`Control`], so no implementation can leak them;
+/// text that cannot be redacted for sure is not shown at all.
 async fn stack(State(state): State<AppState>) -> Result<Response, ApiError> {
     let text = blocking(&state, |c| c.stack_text()).await?;
+    let Some(text) = proxyfleet_stack::redact_environment(&text) else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the stack file cannot be shown: its environment values could not be redacted",
+        ));
+    };
     Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], text).into_response())
 }
 
@@ -226,9 +335,9 @@ async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
 async fn scale(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<OkView>, ApiError> {
-    let req: ScaleRequest = parse_body(&body)?;
+    let req: ScaleRequest = parse_body(&read_body(body)?)?;
     blocking(&state, move |c| c.scale(&name, req.desired))
         .await?
         .map_err(ApiError::from_control)?;
@@ -238,8 +347,9 @@ async fn scale(
 async fn terminate(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<OkView>, ApiError> {
+    let body = read_body(body)?;
     let req: TerminateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TerminateRequest::default()
     } else {
@@ -254,9 +364,9 @@ async fn terminate(
 async fn set_health(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<OkView>, ApiError> {
-    let req: HealthRequest = parse_body(&body)?;
+    let req: HealthRequest = parse_body(&read_body(body)?)?;
     blocking(&state, move |c| c.set_instance_health(&id, req.healthy))
         .await?
         .map_err(ApiError::from_control)?;

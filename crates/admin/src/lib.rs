@@ -8,9 +8,14 @@
 //!
 //! - [`server`]: [`serve`] binds 127.0.0.1:0, publishes `STATE/admin.addr` and a fresh
 //!   bearer token in `STATE/admin.token` (mode 0600), and runs until its shutdown future
-//!   resolves; connections are bounded.
-//! - `api`: the routes. Reads are open to anyone who can reach the loopback address;
-//!   mutating calls need `Authorization: Bearer TOKEN`.
+//!   resolves; connections are bounded ([`MAX_CONNECTIONS`]), and a request head must
+//!   arrive within [`server::HEAD_TIMEOUT`] (idle kept-alive connections close after it).
+//! - `guard`: before any route, the Host check (DNS rebinding), the refusal of mutating
+//!   calls from another `Origin`, preflights answered without CORS headers, the body limit
+//!   ([`MAX_BODY`]).
+//! - `api`: the routes. Reads are open to anyone who can reach the loopback address unless
+//!   [`Options::read_requires_token`]; mutating calls and the stack file (environment
+//!   values redacted) need `Authorization: Bearer TOKEN`.
 //! - `console`: the web console at `GET /`: one page whose HTML, CSS and JavaScript are
 //!   compiled in (`src/console/`), served with a strict Content-Security-Policy.
 //! - `live`: once per second a sampler records the balancer into `history` (a ring of five
@@ -27,6 +32,7 @@
 mod api;
 pub mod client;
 mod console;
+mod guard;
 mod history;
 mod live;
 mod metrics;
@@ -37,11 +43,16 @@ pub mod view;
 use proxyfleet_group::model::{Activity, GroupStatus};
 use proxyfleet_lb::status::BalancerStatus;
 
-pub use server::{serve, AdminError, AdminHandle, ADDR_FILE, TOKEN_FILE};
+pub use guard::MAX_BODY;
+pub use live::MAX_STREAMS;
+pub use server::{
+    serve, serve_with, AdminError, AdminHandle, Options, ADDR_FILE, MAX_CONNECTIONS, TOKEN_FILE,
+};
 
 /// What the admin API can ask of a running stack. Errors are messages for the caller.
 pub trait Control: Send + Sync + 'static {
-    /// The stack file's text (or the built-in stack's).
+    /// The stack file's text (or the built-in stack's). The API redacts its environment
+    /// values before showing it.
     fn stack_text(&self) -> String;
     fn balancer(&self) -> BalancerStatus;
     fn groups(&self) -> Vec<GroupStatus>;

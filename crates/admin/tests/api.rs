@@ -355,16 +355,24 @@ async fn activity_passes_group_and_limit() {
 }
 
 #[tokio::test]
-async fn stack_is_yaml_text() {
+async fn stack_is_yaml_text_behind_the_token_with_environment_values_redacted() {
     let r = start().await;
     let resp = r.get("/api/stack").await;
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert!(!resp.text().contains(common::SECRET));
+    let resp = r.get_with_token("/api/stack").await;
     assert_eq!(resp.status, 200);
     assert!(
         resp.content_type.starts_with("text/yaml"),
         "{}",
         resp.content_type
     );
-    assert_eq!(resp.text(), "# the stack\nzones: {}\n");
+    // The file as written (comments too), only the values replaced; names are kept.
+    let want = common::STACK_TEXT
+        .replace("hunter2-db-password", "<redacted>")
+        .replace("\"eu-west-1\"", "<redacted>");
+    assert_eq!(resp.text(), want);
+    assert!(!resp.text().contains(common::SECRET));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! How the operator verbs (`status`, `activity`, `scale`, `terminate`, `down`) find and
-//! talk to a running `up`: its state directory holds `admin.addr` (and `admin.token` for
-//! calls that change something), and the admin API answers JSON.
+//! talk to a running `up`: its state directory holds `admin.addr` and `admin.token` (sent
+//! with every call when readable, needed for calls that change something and for reads of
+//! a stack with `admin.read_requires_token`), and the admin API answers JSON.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -65,10 +66,15 @@ impl Api {
                 text.trim()
             ))
         })?;
+        // Reads send the token too when it can be read: a stack with
+        // `admin.read_requires_token` needs it for `status` and `activity` as well.
+        let token = std::fs::read_to_string(state_dir.join(TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string());
         Ok(Api {
             addr,
             state_dir: state_dir.to_path_buf(),
-            token: None,
+            token,
         })
     }
 
@@ -383,8 +389,11 @@ mod tests {
             ["scale proxies 3", "scale nope 1"]
         );
 
-        // Without the token: refused, and the message points at the token file.
-        let plain = Api::locate(dir.path()).must();
+        // Without the token (a state directory holding only the address): refused, and
+        // the message points at the token file.
+        let bare = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join(ADDR_FILE), bare.path().join(ADDR_FILE)).unwrap();
+        let plain = Api::locate(bare.path()).must();
         let (code, msg) = message(
             plain
                 .post(

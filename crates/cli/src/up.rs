@@ -117,8 +117,16 @@ async fn serve(
     // The API outlives the stop request: `status` keeps answering while instances drain, and
     // `down` returns only when everything is gone.
     let admin_stop = CancellationToken::new();
-    let admin =
-        proxyfleet_admin::serve(running, &state_dir, admin_stop.clone().cancelled_owned()).await?;
+    let options = proxyfleet_admin::Options {
+        read_requires_token: stack.admin.read_requires_token,
+    };
+    let admin = proxyfleet_admin::serve_with(
+        running,
+        &state_dir,
+        options,
+        admin_stop.clone().cancelled_owned(),
+    )
+    .await?;
     println!(
         "proxyfleet up: admin API on http://{} (token in {}); web console at http://{}/",
         admin.addr,

@@ -1,7 +1,8 @@
 //! The web console in a real browser: the real `proxyfleet up`, headless Chromium driven
 //! over WebDriver. The page must show two healthy targets, refuse a wrong token, terminate
 //! an instance when clicked, show the replacement InService, keep its charts' history across
-//! a reload, and scale the group.
+//! a reload, and scale the group; with `admin.read_requires_token`, ask for the token before
+//! it shows anything.
 //!
 //! Chromium and chromedriver are Debian's `chromium` and `chromium-driver`; when they are
 //! absent the test installs them as root, and says SKIPPED otherwise. The test starts
@@ -272,6 +273,53 @@ fn the_console_shows_the_fleet_terminates_and_scales() {
         "console test: {} requests through the balancer; {:.1} s in all",
         report,
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// A stack with `admin.read_requires_token`: the page loads (opened by name, `localhost`,
+/// which the API's Host check admits), shows nothing and asks for the token; with it, the
+/// event stream (token in its URL, as EventSource needs) shows the fleet; Lock locks it again.
+#[test]
+fn the_console_of_a_locked_stack_asks_for_the_token_then_shows_the_fleet() {
+    let Some((chromium, chromedriver)) = browser_binaries() else {
+        return;
+    };
+    let stack = format!(
+        "admin:\n  read_requires_token: true\n{}",
+        proxy_stack(72, 1, 1, 1)
+    );
+    let up = Up::start(Some(&stack));
+    let admin: SocketAddr = std::fs::read_to_string(up.dir().join("admin.addr"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let page = Page::open(
+        &chromium,
+        &chromedriver,
+        &format!("http://localhost:{}/", admin.port()),
+    );
+    page.wait_for("the locked page", PAGE_WAIT, |p| {
+        (p.text("#conn-text").contains("Locked")
+            && p.text("#notice-text").contains("read_requires_token"))
+        .then_some(())
+    });
+    assert!(page.targets().is_empty(), "no data without the token");
+    let token = std::fs::read_to_string(up.dir().join("admin.token")).unwrap();
+    page.type_into("#token-input", token.trim());
+    page.click("#token-use");
+    page.wait_for("the fleet, live", PAGE_WAIT, |p| {
+        let healthy = p.targets().iter().any(|t| t["health"] == "Healthy");
+        (p.text("#mode") == "Admin" && p.text("#conn-text").starts_with("Live") && healthy)
+            .then_some(())
+    });
+    page.click("#token-forget");
+    page.wait_for("locked again", PAGE_WAIT, |p| {
+        p.text("#conn-text").contains("Locked").then_some(())
+    });
+    assert!(
+        !page.text("body").contains(token.trim()),
+        "the token is never shown"
     );
 }
 

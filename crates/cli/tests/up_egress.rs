@@ -37,8 +37,8 @@ fn denied(reply: &str) -> bool {
 
 #[test]
 fn through_every_node_the_tier_and_its_host_are_out_of_reach() {
-    // Net 84; a second service network, declared, and a loopback network that is not.
-    let stack = proxy_stack(84, 2, 2, 2)
+    // Net 86; a second service network, declared, and a loopback network that is not.
+    let stack = proxy_stack(86, 2, 2, 2)
         .replace(
             "service_networks: [service]",
             "service_networks: [service, 127.31.0.0/16]",
@@ -51,14 +51,14 @@ fn through_every_node_the_tier_and_its_host_are_out_of_reach() {
     testkit::wait::until_true("2 healthy targets", Duration::from_secs(20), || {
         up.healthy_targets() == 2
     });
-    let service = Origin::start("127.30.0.84");
-    let declared = Origin::start("127.31.0.84");
-    let undeclared = Origin::start("127.32.0.84");
+    let service = Origin::start("127.30.0.86");
+    let declared = Origin::start("127.31.0.86");
+    let undeclared = Origin::start("127.32.0.86");
     let host_service = Origin::start("127.0.0.1");
     let admin = std::fs::read_to_string(up.dir().join("admin.addr")).unwrap();
     let admin = admin.trim().trim_start_matches("http://").to_string();
-    let nodes = ["127.84.1.10:3128", "127.84.2.10:3128"];
-    let instances = ["127.84.1.11:3128", "127.84.2.11:3128"];
+    let nodes = ["127.86.1.10:3128", "127.86.2.10:3128"];
+    let instances = ["127.86.1.11:3128", "127.86.2.11:3128"];
 
     let mut refusals = 0;
     for node in nodes {
@@ -130,7 +130,7 @@ fn through_every_node_the_tier_and_its_host_are_out_of_reach() {
 
 #[test]
 fn a_clients_own_proxy_header_is_never_taken_for_the_balancers() {
-    let stack = proxy_stack(85, 2, 2, 2)
+    let stack = proxy_stack(87, 2, 2, 2)
         .replace(
             "    protocol: tcp\n    port: 3128\n",
             // The cloud's IP-target behaviour: the client's address travels in the header.
@@ -140,7 +140,7 @@ fn a_clients_own_proxy_header_is_never_taken_for_the_balancers() {
         .replace(
             "        http_port {address}:{port}\n",
             "        http_port {address}:{port} require-proxy-header\n        \
-             acl lbs src 127.85.1.10 127.85.2.10\n        proxy_protocol_access allow lbs\n",
+             acl lbs src 127.87.1.10 127.87.2.10\n        proxy_protocol_access allow lbs\n",
         )
         .replace(
             "        access_log none\n",
@@ -153,11 +153,11 @@ fn a_clients_own_proxy_header_is_never_taken_for_the_balancers() {
     let service = Origin::start("127.30.0.85");
     let url = format!("{}/small", service.url());
     let spoofs: [&[u8]; 2] = [
-        b"PROXY TCP4 6.6.6.6 127.85.1.11 1111 3128\r\n",
+        b"PROXY TCP4 6.6.6.6 127.87.1.11 1111 3128\r\n",
         // The v2 signature, a PROXY TCP4 header claiming 6.6.6.6.
         b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x06\x06\x06\x06\x7f\x55\x01\x0b\x04\x57\x0c\x38",
     ];
-    for node in ["127.85.1.10:3128", "127.85.2.10:3128"] {
+    for node in ["127.87.1.10:3128", "127.87.2.10:3128"] {
         let reply = get(node, &url);
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{node}: {reply}");
         for spoof in spoofs {

@@ -4,6 +4,12 @@
 //!
 //! Instances are deliberately not tied to the controller's life (no PR_SET_PDEATHSIG, no
 //! pipes): if `up` dies, they keep serving, and the next `up` adopts them.
+//!
+//! Nor do they inherit `up`'s surroundings: the environment is cleared and holds only
+//! [`BASE_PATH`] and what the launch (the template, plus what the controller adds such as
+//! `PROXYFLEET_ALLOWED_SOURCES`) gives; every descriptor but 0, 1 and 2 is closed at exec,
+//! also those `up` itself inherited without close-on-exec. Whatever secret `up` was started
+//! with (a cloud credential, a vault token in its environment, an open file) stays in `up`.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -16,6 +22,14 @@ use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use tokio::io::unix::AsyncFd;
 
 use proxyfleet_stack::Launch;
+
+/// The `PATH` an instance gets unless its template sets one: Debian's default for root,
+/// so a template may name `sh`, `squid` (in /usr/sbin) or a tool in /usr/local without a
+/// full path. Nothing else is passed: no `HOME` (an instance has its own directory as its
+/// working directory), no `LANG`/`LC_*` (programs then run in the C locale, the same on
+/// every host, and logs stay ASCII; a template that wants a locale sets it), no `TZ`
+/// (the host's /etc/localtime applies).
+pub const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A running (or adopted) instance process.
 pub struct InstanceProcess {
@@ -50,8 +64,12 @@ impl InstanceProcess {
             .create(true)
             .append(true)
             .open(dir.join("stderr.log"))?;
-        let child = std::process::Command::new(&program)
+        let mut command = std::process::Command::new(&program);
+        command
             .args(args)
+            .env_clear()
+            .env("PATH", BASE_PATH)
+            // The template's own PATH, if any, replaces the base one.
             .envs(launch.environment.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -59,11 +77,15 @@ impl InstanceProcess {
             .stderr(stderr)
             // Its own process group: a Ctrl-C meant for `up` does not reach instances; `up`
             // stops them itself, in order.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
-            })?;
+            .process_group(0);
+        // SAFETY: the closure runs in the forked child before exec and makes one system
+        // call, which is async-signal-safe; it allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(close_inherited_at_exec);
+        }
+        let child = command.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start {}: {e}", program.display()))
+        })?;
         let pid = child.id();
         let start_ticks = start_ticks(pid).unwrap_or(0);
         let pidfd = open_pidfd(pid)?;
@@ -126,6 +148,41 @@ impl InstanceProcess {
             self.exited().await;
         }
     }
+}
+
+/// In the child, between fork and exec: marks every descriptor from 3 up close-on-exec.
+/// Descriptors `up` opened itself already are (Rust opens everything so); this catches
+/// those it inherited from whoever started it, and any a library opened without the flag.
+/// Marking rather than closing keeps the pipe through which std reports a failed exec.
+fn close_inherited_at_exec() -> io::Result<()> {
+    // SAFETY: close_range(2) takes plain integers and touches no memory.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: mark them one by one, up to the
+    // descriptor limit (EBADF for the ones not open is expected).
+    // SAFETY: getrlimit writes into the struct it is given; fcntl takes integers.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        1 << 16
+    };
+    for fd in 3..max {
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 fn open_pidfd(pid: u32) -> io::Result<AsyncFd<OwnedFd>> {
@@ -232,6 +289,52 @@ mod tests {
         assert!(t > 0);
         assert_eq!(start_ticks(me), Some(t));
         assert_eq!(start_ticks(u32::MAX - 1), None);
+    }
+
+    /// An instance's environment is PATH and its launch's variables, nothing of ours; its
+    /// descriptors are 0, 1 and 2, even when we hold one without close-on-exec.
+    #[tokio::test]
+    async fn instances_get_only_their_own_environment_and_descriptors() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        // dup(2) does not copy close-on-exec: like a descriptor `up` inherited.
+        let leaky = unsafe { libc::dup(devnull.as_raw_fd()) };
+        assert!(leaky > 2);
+        let launch = Launch {
+            command: vec!["sleep".into(), "30".into()],
+            environment: vec![("FROM_TEMPLATE".into(), "yes".into())],
+            files: vec![],
+        };
+        let result = InstanceProcess::launch(&launch, dir.path(), Path::new("/nonexistent"));
+        unsafe { libc::close(leaky) };
+        let mut p = result.unwrap();
+        // Until exec, the forked child still holds our descriptors: wait for `sleep`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read(format!("/proc/{}/cmdline", p.pid)).unwrap_or_default()
+            != b"sleep\x0030\x00"
+        {
+            assert!(std::time::Instant::now() < deadline, "sleep never ran");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let environ = std::fs::read(format!("/proc/{}/environ", p.pid)).unwrap();
+        let mut vars: Vec<String> = String::from_utf8(environ)
+            .unwrap()
+            .split_terminator('\0')
+            .map(str::to_string)
+            .collect();
+        vars.sort();
+        assert_eq!(
+            vars,
+            ["FROM_TEMPLATE=yes".to_string(), format!("PATH={BASE_PATH}")]
+        );
+        let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{}/fd", p.pid))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        fds.sort_unstable();
+        assert_eq!(fds, [0, 1, 2], "descriptors of the instance");
+        p.stop(Duration::from_secs(5)).await;
     }
 
     #[tokio::test]

@@ -18,11 +18,14 @@
 //!   `proxyfleet_lb::spec` types, ready for the load balancer;
 //! - `render`: launch template placeholders (`{id}`, `{address}`, ...), checked during
 //!   validation and filled in per instance by [`render`];
-//! - `error`: [`StackError`].
+//! - `error`: [`StackError`];
+//! - `admin`: the `admin:` section ([`Admin`]), and [`redact_environment`], the stack
+//!   file's text with launch templates' environment values hidden, for the admin API.
 //!
 //! [`BUILTIN`] is the stack `proxyfleet up` runs without a file: the reference system of
 //! DESIGN.md on loopback addresses.
 
+mod admin;
 pub mod check;
 mod error;
 mod model;
@@ -34,6 +37,7 @@ use std::path::Path;
 
 use serde_saphyr::MessageFormatter;
 
+pub use admin::{redact_environment, Admin, REDACTED};
 pub use error::StackError;
 pub use model::{
     host_address, Group, HealthCheckType, IngressRule, Launch, LaunchTemplate, Protocol, Scaling,

@@ -11,6 +11,8 @@ use proxyfleet_lb::spec::{LoadBalancerSpec, TargetGroupSpec};
 /// A whole stack, in the order of the file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stack {
+    /// The admin API's settings (`admin:`).
+    pub admin: crate::Admin,
     pub zones: Vec<Zone>,
     /// Named CIDRs usable in rules (`app`, `service`, ...).
     pub networks: Vec<(String, IpNet)>,

@@ -21,6 +21,8 @@ pub(crate) type Num = Spanned<u64>;
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStack {
     #[serde(default)]
+    pub admin: crate::admin::RawAdmin,
+    #[serde(default)]
     pub zones: Named<RawZone>,
     #[serde(default)]
     pub networks: Named<RawNetwork>,
@@ -230,7 +232,7 @@ pub(crate) fn failed_in() -> Option<String> {
 
 /// Reads `f` inside the path segment `segment`; an error raised in it is attributed to the
 /// innermost object (the first to see it).
-fn within<R, E>(segment: String, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
+pub(crate) fn within<R, E>(segment: String, f: impl FnOnce() -> Result<R, E>) -> Result<R, E> {
     PATH.with(|p| p.borrow_mut().push(segment));
     let result = f();
     if result.is_err() {

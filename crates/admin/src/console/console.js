@@ -113,9 +113,12 @@
 
   // ---- API calls ----
 
+  function authHeaders() {
+    return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+  }
+
   async function call(method, path, body) {
-    const headers = {};
-    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    const headers = authHeaders();
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     const response = await fetch(path, {
       method,
@@ -175,6 +178,8 @@
       state.verified = true;
       sessionStorage.setItem(TOKEN_KEY, token);
       if (!quiet) notice('ok', 'Token accepted: scaling and terminating are enabled in this tab.');
+      // A console locked by read_requires_token can read now.
+      if (readsNeedToken) connect();
     } catch (e) {
       if (e.status === 401) {
         forget();
@@ -193,6 +198,8 @@
     state.verified = false;
     sessionStorage.removeItem(TOKEN_KEY);
     renderMode();
+    // The stream holds the token in its URL: a locked console stops reading.
+    if (readsNeedToken) connect();
   }
 
   // ---- Rendering ----
@@ -527,12 +534,37 @@
     while (state.samples.length && state.samples[0].time < oldest) state.samples.shift();
   }
 
-  function connect() {
-    const source = new EventSource('/api/events');
-    source.addEventListener('history', (e) => {
+  // With admin.read_requires_token the stream needs the token too. EventSource cannot send
+  // headers, so then (and only then) the token rides in the URL as ?access_token=; the
+  // server logs no request targets. Whether reads need it is learnt from a cheap read.
+  let source = null;
+  let readsNeedToken = false;
+
+  async function connect() {
+    if (source) { source.close(); source = null; }
+    try {
+      // Without the token on purpose: a 401 is the answer to "do reads need it?".
+      const probe = await fetch('/api/history', { method: 'HEAD', cache: 'no-store' });
+      readsNeedToken = probe.status === 401;
+      if (readsNeedToken && !admin()) {
+        connection('down', 'Locked: reading needs the admin token');
+        notice('info', 'This stack sets admin.read_requires_token: enter the admin token (STATE_DIR/admin.token) to see it.');
+        return;
+      }
+    } catch (_) {
+      connection('down', 'Disconnected; retrying…');
+      setTimeout(connect, 5000);
+      return;
+    }
+    const url = readsNeedToken && admin()
+      ? `/api/events?access_token=${encodeURIComponent(state.token)}`
+      : '/api/events';
+    const es = new EventSource(url);
+    source = es;
+    es.addEventListener('history', (e) => {
       state.samples = JSON.parse(e.data).samples;
     });
-    source.addEventListener('tick', (e) => {
+    es.addEventListener('tick', (e) => {
       const tick = JSON.parse(e.data);
       state.status = tick.status;
       state.activity = tick.activity;
@@ -540,9 +572,10 @@
       connection('live', `Live · ${clock(Date.now() / 1000)}`);
       render();
     });
-    source.addEventListener('error', () => {
-      if (source.readyState === EventSource.CLOSED) {
-        // Refused (e.g. 503: too many consoles): the browser gives up; try again later.
+    es.addEventListener('error', () => {
+      if (es !== source) return;
+      if (es.readyState === EventSource.CLOSED) {
+        // Refused (e.g. 503: too many consoles, 401: the token changed): try again later.
         connection('down', 'Disconnected; retrying…');
         setTimeout(connect, 5000);
       } else {
@@ -567,6 +600,6 @@
   window.addEventListener('resize', drawCharts);
 
   renderMode();
-  if (state.token) verify(state.token, true);
-  connect();
+  // The token first (if this tab kept one), so the stream can use it when reads need it.
+  (state.token ? verify(state.token, true) : Promise.resolve()).then(connect);
 })();

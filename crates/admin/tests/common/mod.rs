@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use proxyfleet_admin::client::{self, Response};
-use proxyfleet_admin::{serve, AdminHandle, Control, TOKEN_FILE};
+use proxyfleet_admin::{serve_with, AdminHandle, Control, Options, TOKEN_FILE};
 use proxyfleet_group::model::{
     Activity, ActivityStatus, GroupStatus, Instance, InstanceHealth, Lifecycle,
 };
@@ -23,6 +23,18 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A secret in the fake stack's launch template: no answer may contain it.
+pub const SECRET: &str = "hunter2-db-password";
+
+/// The fake stack file: a launch template whose environment holds [`SECRET`].
+pub const STACK_TEXT: &str = "# the stack\n\
+launch_templates:\n\
+\x20 proxy:\n\
+\x20   command: [proxyfleet, proxy]\n\
+\x20   environment:\n\
+\x20     DB_PASSWORD: hunter2-db-password   # from the vault\n\
+\x20     REGION: \"eu-west-1\"\n";
 
 pub struct Fake {
     calls: Mutex<Vec<String>>,
@@ -86,7 +98,7 @@ fn instance(id: &str, zone: &str, address: &str, lifecycle: Lifecycle) -> Instan
 
 impl Control for Fake {
     fn stack_text(&self) -> String {
-        "# the stack\nzones: {}\n".into()
+        STACK_TEXT.into()
     }
 
     fn balancer(&self) -> BalancerStatus {
@@ -265,14 +277,16 @@ pub struct Running {
 }
 
 pub async fn start() -> Running {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(options: Options) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let stop = Arc::new(Notify::new());
     let fake = Arc::new(Fake::new(stop.clone()));
-    let admin = serve(
-        fake.clone(),
-        dir.path(),
-        async move { stop.notified().await },
-    )
+    let admin = serve_with(fake.clone(), dir.path(), options, async move {
+        stop.notified().await
+    })
     .await
     .unwrap();
     let token = std::fs::read_to_string(dir.path().join(TOKEN_FILE))
@@ -292,6 +306,19 @@ impl Running {
         client::request(self.admin.addr, Method::GET, path, None, None, TIMEOUT)
             .await
             .unwrap()
+    }
+
+    pub async fn get_with_token(&self, path: &str) -> Response {
+        client::request(
+            self.admin.addr,
+            Method::GET,
+            path,
+            Some(&self.token),
+            None,
+            TIMEOUT,
+        )
+        .await
+        .unwrap()
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Option<Value>) -> Response {

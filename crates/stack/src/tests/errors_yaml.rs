@@ -30,8 +30,9 @@ fn unclosed_flow_mapping_is_a_syntax_error() {
 fn unknown_top_level_key() {
     assert_eq!(
         err(&["zones: {}", "zone: {}"]),
-        "stack.yaml:2:1: stack: unknown field `zone`, expected one of zones, networks, \
-         service_networks, security_groups, load_balancers, listeners, target_groups, launch_templates, groups"
+        "stack.yaml:2:1: stack: unknown field `zone`, expected one of admin, zones, networks, \
+         service_networks, security_groups, load_balancers, listeners, target_groups, \
+         launch_templates, groups"
     );
 }
 
@@ -151,4 +152,31 @@ fn every_truncation_of_the_builtin_stack_is_an_answer_not_a_panic() {
         }
     }
     assert!(errors > 0);
+}
+
+#[test]
+fn the_admin_section_is_optional_checked_and_named() {
+    assert!(!super::ok(&["zones: {}"]).admin.read_requires_token);
+    assert!(!super::ok(&["admin:"]).admin.read_requires_token);
+    assert!(
+        !super::ok(&["admin: { read_requires_token: false }"])
+            .admin
+            .read_requires_token
+    );
+    assert!(
+        super::ok(&["admin:", "  read_requires_token: true"])
+            .admin
+            .read_requires_token
+    );
+    assert_eq!(
+        err(&[
+            "zones: {}",
+            "admin:",
+            "  read_requires_token: true",
+            "  read_requires: true"
+        ]),
+        "stack.yaml:4:3: admin: unknown field `read_requires`, expected one of read_requires_token"
+    );
+    let e = error(&["admin:", "  read_requires_token: maybe"]);
+    assert_eq!((e.line(), e.column(), e.object()), (2, 24, "admin"), "{e}");
 }

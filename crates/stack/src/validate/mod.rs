@@ -38,6 +38,7 @@ pub(crate) fn validate(raw: &RawStack, ctx: &Ctx) -> Result<Stack, StackError> {
     let launch_templates = fleet::launch_templates(ctx, raw)?;
     let groups = fleet::groups(ctx, raw, &known, &zones, &load_balancers)?;
     Ok(Stack {
+        admin: crate::admin::validate(raw),
         zones,
         networks,
         service_networks,
