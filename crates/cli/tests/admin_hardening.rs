@@ -165,6 +165,9 @@ fn instances_inherit_nothing_from_up_and_no_endpoint_shows_a_secret() {
         "DB_PASSWORD",
         "GREETING",
         "PROXYFLEET_ALLOWED_SOURCES",
+        "PROXYFLEET_DESTINATION_GUARD",
+        "PROXYFLEET_GUARD_ALLOW",
+        "PROXYFLEET_GUARD_DENY",
     ]
     .into_iter()
     .collect();
