@@ -328,7 +328,14 @@ fn an_ipv4_mapped_literal_is_the_ipv4_address_as_squid_sends_it() {
     let reply = get(&proxy, &format!("http://[::ffff:127.30.0.44]:{port}/small"));
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     let seen = &origin.seen()[0];
-    assert_eq!(seen.peer.ip().to_string(), "127.44.0.1", "from tcp_outgoing_address");
+    assert_eq!(
+        seen.peer.ip().to_string(),
+        "127.44.0.1",
+        "from tcp_outgoing_address"
+    );
     // Squid 5.7 sends the same Host for this URL.
-    assert_eq!(seen.header("host"), Some(format!("127.30.0.44:{port}").as_str()));
+    assert_eq!(
+        seen.header("host"),
+        Some(format!("127.30.0.44:{port}").as_str())
+    );
 }

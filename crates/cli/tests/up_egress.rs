@@ -31,6 +31,19 @@ fn connect(node: &str, authority: &str) -> String {
     )
 }
 
+/// Every line of every instance's access log.
+fn access_logs(up: &Up) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(dirs) = std::fs::read_dir(up.dir().join("instances")) else {
+        return lines;
+    };
+    for entry in dirs.flatten() {
+        let text = std::fs::read_to_string(entry.path().join("access.log")).unwrap_or_default();
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines
+}
+
 fn denied(reply: &str) -> bool {
     reply.starts_with("HTTP/1.1 403 Forbidden\r\n") && reply.contains("ERR_ACCESS_DENIED")
 }
@@ -105,16 +118,7 @@ fn through_every_node_the_tier_and_its_host_are_out_of_reach() {
         "the refusals in the access logs",
         Duration::from_secs(10),
         || {
-            let mut lines = Vec::new();
-            for entry in std::fs::read_dir(up.dir().join("instances"))
-                .ok()?
-                .flatten()
-            {
-                let text =
-                    std::fs::read_to_string(entry.path().join("access.log")).unwrap_or_default();
-                lines.extend(text.lines().map(str::to_string));
-            }
-            let denied: Vec<String> = lines
+            let denied: Vec<String> = access_logs(&up)
                 .into_iter()
                 .filter(|l| l.contains(" TCP_DENIED/403 ") && l.contains(CLIENT))
                 .collect();
@@ -174,14 +178,7 @@ fn a_clients_own_proxy_header_is_never_taken_for_the_balancers() {
     }
     assert_eq!(service.seen().len(), 2, "only the two honest requests");
     let lines = testkit::wait::until("six access log lines", Duration::from_secs(10), || {
-        let mut lines = Vec::new();
-        for entry in std::fs::read_dir(up.dir().join("instances"))
-            .ok()?
-            .flatten()
-        {
-            let text = std::fs::read_to_string(entry.path().join("access.log")).unwrap_or_default();
-            lines.extend(text.lines().map(str::to_string));
-        }
+        let lines = access_logs(&up);
         (lines.len() >= 6).then_some(lines)
     });
     assert!(

@@ -71,42 +71,14 @@ impl ClientConn {
             Admission::Allowed => {}
             Admission::Denied(denial) => {
                 self.log_denial(&info, denial);
-                let bytes = self
-                    .send_error(SquidError::AccessDenied, &info.url, !may_keep)
-                    .await;
-                self.log_forward(
-                    start,
-                    t0,
-                    Logged {
-                        status: "TCP_DENIED",
-                        http_status: 403,
-                        bytes,
-                        server: None,
-                        mime: html(bytes),
-                        info: &info,
-                    },
-                )
-                .await;
+                let refusal = (SquidError::AccessDenied, "TCP_DENIED");
+                self.refuse(refusal, !may_keep, &info, start, t0).await;
                 return next;
             }
             Admission::DnsFailed(e) => {
                 tracing::info!(host = %info.host, error = %e, "DNS failure");
-                let bytes = self
-                    .send_error(SquidError::DnsFail, &info.url, !may_keep)
-                    .await;
-                self.log_forward(
-                    start,
-                    t0,
-                    Logged {
-                        status: "TCP_MISS",
-                        http_status: 503,
-                        bytes,
-                        server: None,
-                        mime: html(bytes),
-                        info: &info,
-                    },
-                )
-                .await;
+                let refusal = (SquidError::DnsFail, "TCP_MISS");
+                self.refuse(refusal, !may_keep, &info, start, t0).await;
                 return next;
             }
         }
@@ -320,6 +292,27 @@ impl ClientConn {
                 }
             };
         }
+    }
+
+    /// Answers with an error page before any origin was contacted, and logs it with `tag`.
+    async fn refuse(
+        &mut self,
+        (error, tag): (SquidError, &'static str),
+        close: bool,
+        info: &RequestInfo,
+        start: SystemTime,
+        t0: Instant,
+    ) {
+        let bytes = self.send_error(error, &info.url, close).await;
+        let logged = Logged {
+            status: tag,
+            http_status: error.status(),
+            bytes,
+            server: None,
+            mime: html(bytes),
+            info,
+        };
+        self.log_forward(start, t0, logged).await;
     }
 
     async fn log_forward(&self, start: SystemTime, t0: Instant, l: Logged<'_>) {

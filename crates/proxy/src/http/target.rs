@@ -259,7 +259,10 @@ mod tests {
             assert_eq!(host(url).as_deref(), Ok("127.0.0.1"), "{url}");
         }
         assert_eq!(host("http://0/").as_deref(), Ok("0.0.0.0"));
-        assert_eq!(host("http://[::ffff:127.0.0.1]/").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(
+            host("http://[::ffff:127.0.0.1]/").as_deref(),
+            Ok("127.0.0.1")
+        );
         assert_eq!(host("http://[::FFFF:7f00:1]/").as_deref(), Ok("127.0.0.1"));
         assert_eq!(host("http://[2001:DB8::1]/").as_deref(), Ok("2001:db8::1"));
         assert_eq!(host("http://4294967295/").as_deref(), Ok("255.255.255.255"));
