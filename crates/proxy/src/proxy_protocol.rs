@@ -70,8 +70,10 @@ pub async fn read_header<R: AsyncRead + Unpin>(
     }
 }
 
-/// `Ok(None)`: need more bytes.
-fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, ProxyHeaderError> {
+/// The buffer-level step of [`read_header`]: the header at the front of `buf` as its length
+/// and the client it names. `Ok(None)`: need more bytes. Public only for the fuzz targets.
+#[doc(hidden)]
+pub fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, ProxyHeaderError> {
     let n = buf.len().min(V2_SIGNATURE.len());
     let v2 = buf[..n] == V2_SIGNATURE[..n];
     let n1 = buf.len().min(V1_SIGNATURE.len());
