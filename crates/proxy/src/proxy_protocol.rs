@@ -81,6 +81,12 @@ pub fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, Prox
     if !v1 && !v2 {
         return Err(ProxyHeaderError::Missing);
     }
+    // A v1 header is one line: judge it only when it has ended, since ppp refuses some
+    // prefixes of a valid line (`... 40000 ` before the last port) as invalid, and a
+    // header split across reads would then close the connection.
+    if v1 && !v2 && buf.len() <= V1_MAX && memchr::memmem::find(buf, b"\r\n").is_none() {
+        return Ok(None);
+    }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
         // ppp reports some malformed v1 lines as incomplete; a v1 line ends at its CRLF.
@@ -157,6 +163,21 @@ mod tests {
             parse(b"PROXY TCP4 nonsense here\r\n", SENDER),
             Err(ProxyHeaderError::Invalid(_))
         ));
+    }
+
+    /// Found by the proxy_header fuzz target: a valid v1 line cut before its last port.
+    #[test]
+    fn v1_header_split_anywhere_waits_for_the_rest() {
+        let line = b"PROXY TCP6 ::ffff:127.20.0.5 ::1 40000 3128\r\n";
+        for cut in 0..line.len() {
+            assert!(
+                matches!(parse(&line[..cut], SENDER), Ok(None)),
+                "prefix of {cut}"
+            );
+        }
+        let (len, ip) = parse(line, SENDER).unwrap().unwrap();
+        assert_eq!(len, line.len());
+        assert_eq!(ip, "127.20.0.5".parse::<IpAddr>().unwrap());
     }
 
     #[test]

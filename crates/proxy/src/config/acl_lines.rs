@@ -1,9 +1,9 @@
 //! `acl` lines (values inline or from `"/path"` files) and the `http_access` /
 //! `proxy_protocol_access` rules that reference ACLs by name.
 
+use super::files::Files;
 use super::lex::Token;
 use super::model::Location;
-use super::files::Files;
 use super::parse::{AclSlot, Directive, Parser, PendingRef, PendingRule};
 use super::ConfigError;
 use crate::acl::{AclBuilder, AclType};

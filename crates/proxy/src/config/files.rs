@@ -115,8 +115,8 @@ mod tests {
         let e = parse_str_confined("include /etc/hostname\nhttp_port 3128\n", &main, &dir.0)
             .unwrap_err();
         assert!(e.message().contains("No such file"), "{e}");
-        let e = parse_str_confined("include ../../../../etc/hostname\n", &main, &dir.0)
-            .unwrap_err();
+        let e =
+            parse_str_confined("include ../../../../etc/hostname\n", &main, &dir.0).unwrap_err();
         assert!(e.message().contains("'..' is refused"), "{e}");
     }
 }

@@ -24,9 +24,18 @@ const HOP_BY_HOP: &[&str] = &[
 /// The fields one head's `Connection` header names: hop-by-hop for that message only.
 struct ConnectionTokens<'a>(Vec<&'a [u8]>);
 
+/// Fields that frame the body: a `Connection` header naming them does not remove them, or
+/// the next hop would read the body as a message of its own (request smuggling).
+const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
+
 impl<'a> ConnectionTokens<'a> {
     fn of(head: &'a Head) -> Self {
-        ConnectionTokens(head.values("connection").flat_map(tokens).collect())
+        let named = head.values("connection").flat_map(tokens);
+        ConnectionTokens(
+            named
+                .filter(|t| !FRAMING.iter().any(|f| f.as_bytes().eq_ignore_ascii_case(t)))
+                .collect(),
+        )
     }
 
     fn is_hop_by_hop(&self, name: &[u8]) -> bool {
@@ -198,6 +207,25 @@ mod tests {
         assert!(rewrite(req, ForwardedFor::Transparent).contains("X-Forwarded-For: 10.0.0.1\r\n"));
         assert!(!rewrite(req, ForwardedFor::Delete).contains("X-Forwarded-For"));
         assert!(rewrite(req, ForwardedFor::Truncate).contains("X-Forwarded-For: 127.20.0.5\r\n"));
+    }
+
+    /// Found by the head fuzz target: `Connection` naming a framing field removed it while
+    /// the body was still forwarded, and the origin read the body as a second request.
+    #[test]
+    fn connection_never_removes_the_framing() {
+        let got = rewrite(
+            "POST http://o.test/p HTTP/1.1\r\nConnection: close, Transfer-Encoding, \
+             content-length\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ForwardedFor::Delete,
+        );
+        assert!(got.contains("\r\nTransfer-Encoding: chunked\r\n"), "{got}");
+        let got = rewrite(
+            "POST http://o.test/p HTTP/1.1\r\nConnection: Content-Length\r\n\
+             Content-Length: 3\r\n\r\n",
+            ForwardedFor::Delete,
+        );
+        assert!(got.contains("\r\nContent-Length: 3\r\n"), "{got}");
+        assert!(!got.contains("Connection"), "{got}");
     }
 
     #[test]
