@@ -34,7 +34,8 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// The origin request the proxy writes frames the body as the client's request did.
+/// A usable target has a host; the origin request the proxy writes frames the body as the
+/// client's request did.
 #[test]
 fn head_regressions() {
     for (name, data) in inputs("head") {
@@ -42,6 +43,11 @@ fn head_regressions() {
         let Ok(Some(head)) = Head::parse_request(&mut buf, 64 * 1024) else {
             continue;
         };
+        let target = Target::parse(head.method(), head.target());
+        if let Ok(Target::Absolute { host, port, .. } | Target::Authority { host, port }) = &target
+        {
+            assert!(!host.is_empty() && *port != 0, "{name}: {target:?}");
+        }
         let Ok(framing) = request_framing(&head) else {
             continue;
         };
@@ -50,7 +56,7 @@ fn head_regressions() {
             host,
             port,
             path_and_query,
-        }) = Target::parse(head.method(), head.target())
+        }) = target
         else {
             continue;
         };
@@ -69,7 +75,8 @@ fn head_regressions() {
     }
 }
 
-/// A header that parses whole is waited for, not refused, when only part of it has come.
+/// A v1 header ends at its CRLF; a header that parses whole is waited for, not refused,
+/// when only part of it has come.
 #[test]
 fn proxy_header_regressions() {
     let sender = IpAddr::V4(Ipv4Addr::new(127, 10, 1, 10));
@@ -77,6 +84,14 @@ fn proxy_header_regressions() {
         let Ok(Some((len, _))) = proxy_protocol::parse(&data, sender) else {
             continue;
         };
+        if data.starts_with(b"PROXY ") {
+            let line_end = data.windows(2).position(|w| w == b"\r\n").map(|p| p + 2);
+            assert_eq!(
+                Some(len),
+                line_end,
+                "{name}: v1 header not ended at its CRLF"
+            );
+        }
         for cut in 0..len {
             let prefix = proxy_protocol::parse(&data[..cut], sender);
             assert!(
