@@ -70,8 +70,10 @@ pub async fn read_header<R: AsyncRead + Unpin>(
     }
 }
 
-/// `Ok(None)`: need more bytes.
-fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, ProxyHeaderError> {
+/// The buffer-level step of [`read_header`]: the header at the front of `buf` as its length
+/// and the client it names. `Ok(None)`: need more bytes. Public only for the fuzz targets.
+#[doc(hidden)]
+pub fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, ProxyHeaderError> {
     let n = buf.len().min(V2_SIGNATURE.len());
     let v2 = buf[..n] == V2_SIGNATURE[..n];
     let n1 = buf.len().min(V1_SIGNATURE.len());
@@ -79,6 +81,21 @@ fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, ProxyHea
     if !v1 && !v2 {
         return Err(ProxyHeaderError::Missing);
     }
+    // A v1 header is one line: judge it only when it has ended, since ppp refuses some
+    // prefixes of a valid line (`... 40000 ` before the last port) as invalid, and a
+    // header split across reads would then close the connection. And give ppp only that
+    // line: it takes some `UNKNOWN` lines to end at a bare LF, and the client's first
+    // bytes would then be read as the rest of the header or the header's as the request.
+    let buf = match memchr::memmem::find(buf, b"\r\n") {
+        _ if !v1 || v2 => buf,
+        Some(at) if at + 2 <= V1_MAX => &buf[..at + 2],
+        None if buf.len() <= V1_MAX => return Ok(None),
+        _ => {
+            return Err(ProxyHeaderError::Invalid(
+                "v1 header longer than 107 bytes".into(),
+            ))
+        }
+    };
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
         // ppp reports some malformed v1 lines as incomplete; a v1 line ends at its CRLF.
@@ -109,6 +126,11 @@ fn parse(buf: &[u8], sender: IpAddr) -> Result<Option<(usize, IpAddr)>, ProxyHea
                 v1::Addresses::Tcp6(a) => IpAddr::V6(a.source_address),
                 v1::Addresses::Unknown => sender,
             };
+            if h.header.len() != buf.len() {
+                return Err(ProxyHeaderError::Invalid(
+                    "v1 header does not end at its CRLF".into(),
+                ));
+            }
             Ok(Some((h.header.len(), normalize(client))))
         }
         HeaderResult::V2(Err(e)) => Err(ProxyHeaderError::Invalid(format!("{e:?}"))),
@@ -153,6 +175,39 @@ mod tests {
         ));
         assert!(matches!(
             parse(b"PROXY TCP4 nonsense here\r\n", SENDER),
+            Err(ProxyHeaderError::Invalid(_))
+        ));
+    }
+
+    /// Found by the proxy_header fuzz target: a valid v1 line cut before its last port.
+    #[test]
+    fn v1_header_split_anywhere_waits_for_the_rest() {
+        let line = b"PROXY TCP6 ::ffff:127.20.0.5 ::1 40000 3128\r\n";
+        for cut in 0..line.len() {
+            assert!(
+                matches!(parse(&line[..cut], SENDER), Ok(None)),
+                "prefix of {cut}"
+            );
+        }
+        let (len, ip) = parse(line, SENDER).unwrap().unwrap();
+        assert_eq!(len, line.len());
+        assert_eq!(ip, "127.20.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    /// Found by the proxy_header fuzz target: ppp ended this `UNKNOWN` header at 37 bytes,
+    /// inside the line, so the rest of the line would have been read as the request.
+    #[test]
+    fn v1_header_ends_at_its_crlf() {
+        let line = b"PROXY UNKNOWN ffff::ffff:063.20.0 \n\r=0.5 ::1 67535\r\nGET";
+        assert!(matches!(
+            parse(line, SENDER),
+            Err(ProxyHeaderError::Invalid(_))
+        ));
+        let (len, ip) = parse(b"PROXY UNKNOWN\r\nGET", SENDER).unwrap().unwrap();
+        assert_eq!((len, ip), (15, SENDER));
+        let long = [&b"PROXY UNKNOWN "[..], &[b'f'; 100], b"\r\n"].concat();
+        assert!(matches!(
+            parse(&long, SENDER),
             Err(ProxyHeaderError::Invalid(_))
         ));
     }

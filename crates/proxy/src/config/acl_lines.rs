@@ -1,9 +1,10 @@
 //! `acl` lines (values inline or from `"/path"` files) and the `http_access` /
 //! `proxy_protocol_access` rules that reference ACLs by name.
 
+use super::files::Files;
 use super::lex::Token;
 use super::model::Location;
-use super::parse::{read_text, AclSlot, Directive, Parser, PendingRef, PendingRule};
+use super::parse::{AclSlot, Directive, Parser, PendingRef, PendingRule};
 use super::ConfigError;
 use crate::acl::{AclBuilder, AclType};
 
@@ -53,6 +54,7 @@ impl Parser {
                     ),
                 )
             })?;
+        let files = &self.files;
         let slot = self.acls.entry(name.to_owned()).or_insert_with(|| AclSlot {
             builder: AclBuilder::new(name, ty),
             defined_at: Some(d.location_of(name_tok)),
@@ -109,7 +111,7 @@ impl Parser {
         }
         for t in values {
             if t.quoted {
-                add_file_values(d, t, &mut slot.builder, &mut icase)?;
+                add_file_values(d, files, t, &mut slot.builder, &mut icase)?;
             } else {
                 add_value(&mut slot.builder, &t.text, &mut icase)
                     .map_err(|m| d.error_plain(t, format!("acl '{name}': {m}")))?;
@@ -210,6 +212,7 @@ fn add_value(builder: &mut AclBuilder, value: &str, icase: &mut bool) -> Result<
 /// and lines starting with `#`. Relative paths are relative to the configuration file.
 fn add_file_values(
     d: &Directive,
+    files: &Files,
     t: &Token,
     builder: &mut AclBuilder,
     icase: &mut bool,
@@ -224,8 +227,10 @@ fn add_file_values(
             ),
         ));
     }
-    let path = d.base_dir().join(&t.text);
-    let text = read_text(&path).map_err(|e| {
+    let path = files
+        .resolve(d.base_dir(), &t.text, false)
+        .map_err(|m| d.error_plain(t, format!("acl '{}': {m}", builder.name())))?;
+    let text = files.read(&path).map_err(|e| {
         d.error_plain(
             t,
             format!(

@@ -5,6 +5,8 @@
 //!   [`Config`], Squid's defaults included;
 //! - `acl_lines`, `logging`, `directives`: argument parsing of the individual directives
 //!   (ACLs and access rules; `access_log`; everything else);
+//! - `files`: where `include`s and ACL value files are read from (the real file system, or
+//!   a confined directory for untrusted text);
 //! - `units`: Squid's `N unit` times and sizes;
 //! - `model`: the validated result the rest of the proxy reads.
 //!
@@ -14,6 +16,7 @@
 
 mod acl_lines;
 mod directives;
+mod files;
 mod lex;
 mod logging;
 pub mod model;
@@ -131,7 +134,18 @@ pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses configuration text; `path` names it in messages, and relative `include`s and ACL
 /// value files are looked up next to it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let mut parser = parse::Parser::new(PathBuf::from(path));
+    let mut parser = parse::Parser::new(PathBuf::from(path), files::Files::Real);
+    parser.parse_text(text, path, 0)?;
+    parser.finish()
+}
+
+/// [`parse_str`] reading `include`s and ACL value files only below `root`: an absolute name
+/// `/etc/x` means `ROOT/etc/x` and `..` is refused. For reading untrusted text (the fuzz
+/// targets); `path` should be inside `root` so relative names stay there too.
+#[doc(hidden)]
+pub fn parse_str_confined(text: &str, path: &Path, root: &Path) -> Result<Config, ConfigError> {
+    let files = files::Files::Confined(root.to_path_buf());
+    let mut parser = parse::Parser::new(PathBuf::from(path), files);
     parser.parse_text(text, path, 0)?;
     parser.finish()
 }

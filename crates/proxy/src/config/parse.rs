@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::files::Files;
 use super::lex::{self, Token};
 use super::model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
 use super::{ConfigError, IGNORED_DIRECTIVES};
@@ -124,6 +125,7 @@ pub(super) enum PendingLog {
 /// Everything read so far, defaults already in place.
 pub(super) struct Parser {
     pub root: PathBuf,
+    pub files: Files,
     pub acls: HashMap<String, AclSlot>,
     pub http_ports: Vec<HttpPort>,
     pub http_access: Vec<PendingRule>,
@@ -154,7 +156,7 @@ pub(super) struct Parser {
 }
 
 impl Parser {
-    pub fn new(root: PathBuf) -> Parser {
+    pub fn new(root: PathBuf, files: Files) -> Parser {
         let acls = AclBuilder::builtins()
             .into_iter()
             .map(|builder| {
@@ -167,6 +169,7 @@ impl Parser {
             .collect();
         Parser {
             root,
+            files,
             acls,
             http_ports: Vec::new(),
             http_access: Vec::new(),
@@ -298,23 +301,23 @@ impl Parser {
         }
         for t in d.args {
             let is_pattern = t.text.contains(['*', '?', '[']);
+            let resolved = self
+                .files
+                .resolve(d.base_dir(), &t.text, is_pattern)
+                .map_err(|m| d.error(t, m))?;
             let files = if is_pattern {
-                let base = glob::Pattern::escape(&d.base_dir().to_string_lossy());
-                let pattern = if Path::new(&t.text).is_absolute() || base.is_empty() {
-                    t.text.clone()
-                } else {
-                    format!("{base}/{}", t.text)
-                };
-                let paths = glob::glob(&pattern)
+                let paths = glob::glob(&resolved.to_string_lossy())
                     .map_err(|e| d.error(t, format!("invalid pattern '{}': {e}", t.text)))?;
                 paths
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| d.error(t, format!("cannot read '{}': {e}", t.text)))?
             } else {
-                vec![d.base_dir().join(&t.text)]
+                vec![resolved]
             };
             for path in files {
-                let text = read_text(&path)
+                let text = self
+                    .files
+                    .read(&path)
                     .map_err(|e| d.error(t, format!("cannot read '{}': {e}", path.display())))?;
                 self.parse_text(&text, &path, depth + 1)?;
             }

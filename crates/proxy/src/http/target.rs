@@ -57,9 +57,14 @@ impl Target {
             Some(pq) => format!("/{}", pq.as_str()),
             None => "/".to_string(),
         };
+        // `http://.../` has the host `...`, which is nothing once its trailing dots go.
+        let host = normalize_host(host)?;
+        if host.is_empty() {
+            return Err(InvalidTarget("URL without a host"));
+        }
         Ok(Target::Absolute {
             scheme,
-            host: normalize_host(host)?,
+            host,
             port,
             path_and_query,
         })
@@ -185,13 +190,11 @@ fn parse_authority(target: &str) -> Result<Target, InvalidTarget> {
     let port = authority
         .port_u16()
         .ok_or(InvalidTarget("CONNECT needs a port"))?;
+    let host = normalize_host(host)?;
     if host.is_empty() || port == 0 {
         return Err(InvalidTarget("CONNECT needs host:port"));
     }
-    Ok(Target::Authority {
-        host: normalize_host(host)?,
-        port,
-    })
+    Ok(Target::Authority { host, port })
 }
 
 #[cfg(test)]
@@ -236,6 +239,16 @@ mod tests {
         );
         assert!(Target::parse("GET", "http:///").is_err());
         assert!(Target::parse("GET", "http://h:0/").is_err());
+    }
+
+    /// Found by the head fuzz target: a host of only dots became the empty host, which
+    /// ACLs read as "unknown".
+    #[test]
+    fn a_host_of_dots_is_no_host() {
+        assert!(Target::parse("GET", "http://a@.../").is_err());
+        assert!(Target::parse("GET", "http://./").is_err());
+        assert!(Target::parse("CONNECT", "..:443").is_err());
+        assert!(Target::parse("GET", "http://a.test./").is_ok());
     }
 
     #[test]
