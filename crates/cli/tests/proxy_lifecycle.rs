@@ -369,3 +369,53 @@ fn allowed_sources_from_the_group_controller_are_enforced_at_accept() {
         "closed at accept, never served"
     );
 }
+
+/// Sends `head` one byte per `gap` until the proxy closes; returns how long that took after
+/// the first byte and how many bytes went out.
+fn trickle(c: &mut std::net::TcpStream, head: &[u8], gap: Duration) -> (Duration, usize) {
+    c.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let t = Instant::now();
+    for (sent, byte) in head.iter().enumerate() {
+        let mut probe = [0u8; 1];
+        match c.read(&mut probe) {
+            Ok(0) => return (t.elapsed(), sent),
+            Ok(_) => panic!("the proxy answered a head that was never finished"),
+            Err(_) => {}
+        }
+        if c.write_all(std::slice::from_ref(byte)).is_err() {
+            return (t.elapsed(), sent);
+        }
+        std::thread::sleep(gap);
+    }
+    panic!("the whole head went out in {:?}", t.elapsed());
+}
+
+#[test]
+fn request_timeout_bounds_the_whole_head_however_slowly_it_trickles() {
+    let origin = Origin::start("127.30.0.54");
+    let proxy = start(&base_config(
+        "http_access allow app\nrequest_timeout 3 seconds\nclient_idle_pconn_timeout 10 seconds",
+    ));
+    // A slowloris: one byte a second of a head that never ends; request_timeout counts from
+    // the connection, not from the last byte.
+    let head = b"GET http://127.30.0.54/ HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut c = connect_from(APP, proxy.addr());
+    let (took, sent) = trickle(&mut c, head, Duration::from_secs(1));
+    println!("first head at 1 byte/s: closed after {took:?} ({sent} bytes sent)");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(5000),
+        "request_timeout 3 s: {took:?}"
+    );
+    // After an answered request, the next head may idle up to client_idle_pconn_timeout for
+    // its first byte, then must be whole within request_timeout of it.
+    let mut c = connect_from(APP, proxy.addr());
+    c.write_all(format!("GET {}/small HTTP/1.1\r\nHost: x\r\n\r\n", origin.url()).as_bytes())
+        .unwrap();
+    read_response(&mut c);
+    let (took, sent) = trickle(&mut c, head, Duration::from_secs(1));
+    println!("keep-alive head at 1 byte/s: closed after {took:?} ({sent} bytes sent)");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(5000),
+        "request_timeout 3 s from the head's first byte: {took:?}"
+    );
+}

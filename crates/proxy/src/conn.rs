@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
@@ -128,9 +128,9 @@ impl ClientConn {
                 }
             }
         }
-        let mut wait = self.shared.config.request_timeout;
+        let mut first = true;
         loop {
-            let Some(head) = self.read_request_head(wait).await else {
+            let Some(head) = self.read_request_head(first).await else {
                 return;
             };
             self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -141,7 +141,7 @@ impl ClientConn {
             if Box::pin(self.transaction(head)).await == Next::Close {
                 return;
             }
-            wait = self.shared.config.client_idle_pconn_timeout;
+            first = false;
             if self.buf.is_empty() {
                 // An idle keep-alive connection holds no buffer at all.
                 self.buf = BytesMut::new();
@@ -155,10 +155,27 @@ impl ClientConn {
 
     /// The next request head; `None` when the connection is done (closed, timed out,
     /// shutting down, or answered with an error).
-    async fn read_request_head(&mut self, wait: Duration) -> Option<Head> {
+    ///
+    /// The deadlines are absolute, so a client that trickles bytes cannot stretch them: the
+    /// first head must be complete `request_timeout` after the connection began (Squid's
+    /// meaning); a later one may wait `client_idle_pconn_timeout` for its first byte, and then
+    /// must be complete `request_timeout` after that byte.
+    async fn read_request_head(&mut self, first: bool) -> Option<Head> {
         let start = SystemTime::now();
         let t0 = Instant::now();
-        let max = self.shared.config.request_header_max_size;
+        let config = &self.shared.config;
+        let max = config.request_header_max_size;
+        let request_timeout = config.request_timeout;
+        let now = tokio::time::Instant::now();
+        let mut deadline = now
+            + if first {
+                request_timeout
+            } else if self.buf.is_empty() {
+                config.client_idle_pconn_timeout
+            } else {
+                request_timeout
+            };
+        let mut head_started = first || !self.buf.is_empty();
         loop {
             match Head::parse_request(&mut self.buf, max) {
                 Ok(Some(head)) => return Some(head),
@@ -190,7 +207,7 @@ impl ClientConn {
                     _ => return None,
                 }
             }
-            let read = read_head_bytes(&self.stream, &mut self.buf, wait);
+            let read = read_head_bytes(&self.stream, &mut self.buf, deadline);
             let result = if idle {
                 let mut shutdown = self.shutdown.clone();
                 tokio::select! {
@@ -217,6 +234,10 @@ impl ClientConn {
                     return None;
                 }
                 Ok(_) => {}
+            }
+            if !head_started && !self.buf.is_empty() {
+                head_started = true;
+                deadline = tokio::time::Instant::now() + request_timeout;
             }
         }
     }
@@ -471,15 +492,14 @@ pub fn bracket(host: &str) -> String {
     }
 }
 
-/// Reads what the client sent next, within `wait`. Room in `buf` is reserved only once the
-/// socket is readable, so a client that sends nothing (idle, or between keep-alive requests)
-/// holds no buffer; a readiness event with nothing to read gives the room back.
+/// Reads what the client sent next, before `deadline`. Room in `buf` is reserved only once
+/// the socket is readable, so a client that sends nothing (idle, or between keep-alive
+/// requests) holds no buffer; a readiness event with nothing to read gives the room back.
 async fn read_head_bytes(
     stream: &TcpStream,
     buf: &mut BytesMut,
-    wait: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<usize, CopyError> {
-    let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, stream.readable()).await {
             Ok(Ok(())) => {}
