@@ -49,6 +49,17 @@ pub async fn connect_from(
     socket.connect(target).await
 }
 
+/// Whether a failed connect says nothing about the target: this host ran out of something
+/// (descriptors, socket buffers, memory, local ports) before a packet could reach it. Such a
+/// failure is never counted against a target — a checker starved of descriptors must not
+/// take a healthy zone out of service.
+pub fn is_local_failure(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// socket2 has no setter for IP_BIND_ADDRESS_NO_PORT.
 fn set_int_option(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
     use std::os::fd::AsRawFd;

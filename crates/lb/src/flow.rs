@@ -131,6 +131,12 @@ impl Listener {
             .await;
             let upstream = match connected {
                 Ok(Ok(stream)) => stream,
+                Ok(Err(e)) if crate::connect::is_local_failure(&e) => {
+                    // This host is out of descriptors, buffers or ports: no target is to
+                    // blame, and another would fail the same way.
+                    tracing::warn!(node = %self.node, target = %target.id, %peer, error = %e, "cannot open a connection to a target here (not counted against it)");
+                    break;
+                }
                 Ok(Err(e)) => {
                     self.fail(&target, &e.to_string());
                     tried.push(target);

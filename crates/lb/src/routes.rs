@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::group::{Group, Members, Target};
-use crate::health::{Health, HealthState, Transition};
+use crate::health::{Health, HealthState, ProbeFailure, Transition};
 
 /// Which targets a node may use: its zone, the balancer's zones, and the cross-zone switch.
 #[derive(Debug, Clone)]
@@ -111,7 +111,15 @@ impl GroupView {
     }
 
     /// Applies an active check's result.
-    pub fn on_probe(&self, target: &Target, result: Result<(), String>) {
+    pub fn on_probe(&self, target: &Target, result: Result<(), ProbeFailure>) {
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(ProbeFailure::Target(why)) => Err(why),
+            Err(ProbeFailure::Local(why)) => {
+                tracing::warn!(target = %target.id, error = %why, "health check could not run here (not counted against the target)");
+                return;
+            }
+        };
         self.transition(target, |state| {
             state.on_probe(result, &self.group.spec.health_check)
         });

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{HealthCheck, ProbeFuture};
+use super::{HealthCheck, ProbeFailure, ProbeFuture};
 use crate::connect::connect_from;
 
 pub struct HttpCheck {
@@ -21,9 +21,7 @@ impl HealthCheck for HttpCheck {
     fn probe(&self, source: IpAddr, target: SocketAddr, timeout: Duration) -> ProbeFuture<'_> {
         Box::pin(async move {
             let attempt = async {
-                let mut stream = connect_from(source, target, false)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut stream = connect_from(source, target, false).await?;
                 let mut request = Vec::with_capacity(128);
                 if self.proxy_protocol_v2 {
                     request.extend_from_slice(&crate::proxy_header::local());
@@ -35,28 +33,25 @@ impl HealthCheck for HttpCheck {
                     )
                     .as_bytes(),
                 );
-                stream
-                    .write_all(&request)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                stream.write_all(&request).await?;
                 // Only the status line matters: read until it is complete.
                 let mut buf = [0u8; 256];
                 let mut have = 0;
                 while !buf[..have].contains(&b'\n') && have < buf.len() {
-                    let n = stream
-                        .read(&mut buf[have..])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let n = stream.read(&mut buf[have..]).await?;
                     if n == 0 {
-                        return Err("closed before a status line".to_string());
+                        return Err(ProbeFailure::Target(
+                            "closed before a status line".to_string(),
+                        ));
                     }
                     have += n;
                 }
-                let status = parse_status(&buf[..have]).ok_or("not an HTTP status line")?;
+                let status = parse_status(&buf[..have])
+                    .ok_or_else(|| ProbeFailure::Target("not an HTTP status line".to_string()))?;
                 if (self.matcher.0..=self.matcher.1).contains(&status) {
                     Ok(())
                 } else {
-                    Err(format!("status {status}"))
+                    Err(ProbeFailure::Target(format!("status {status}")))
                 }
             };
             super::within(timeout, attempt).await

@@ -17,22 +17,44 @@ use crate::spec::{HealthCheckProtocol, HealthCheckSpec};
 /// One kind of active health check.
 ///
 /// Contract: `probe` connects to `target` from `source` (the node's own address), decides
-/// within `timeout`, and closes what it opened. `Ok` means healthy; `Err` carries a short
-/// reason for the transition log ("connect refused", "timed out after 500ms", "status 503").
+/// within `timeout`, and closes what it opened. `Ok` means healthy; `Err` says why not, with a
+/// short reason for the transition log ("connect refused", "timed out after 500ms", "status
+/// 503") — and whether it was the target's failure or this checker's own
+/// ([`ProbeFailure::Local`]: no descriptor, no buffer), which is not counted.
 pub trait HealthCheck: Send + Sync {
     fn probe(&self, source: IpAddr, target: SocketAddr, timeout: Duration) -> ProbeFuture<'_>;
 }
 
-pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ProbeFailure>> + Send + 'a>>;
+
+/// Why a probe did not find its target healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The target failed the check: counts toward its unhealthy threshold.
+    Target(String),
+    /// The checker could not run the check at all (EMFILE, ENOBUFS, ...): says nothing about
+    /// the target, so the target's state stays as it is.
+    Local(String),
+}
+
+impl From<std::io::Error> for ProbeFailure {
+    fn from(e: std::io::Error) -> Self {
+        if crate::connect::is_local_failure(&e) {
+            ProbeFailure::Local(e.to_string())
+        } else {
+            ProbeFailure::Target(e.to_string())
+        }
+    }
+}
 
 /// Runs one probe attempt, failing it with "timed out after ..." when it takes too long.
 async fn within(
     timeout: Duration,
-    attempt: impl Future<Output = Result<(), String>>,
-) -> Result<(), String> {
+    attempt: impl Future<Output = Result<(), ProbeFailure>>,
+) -> Result<(), ProbeFailure> {
     tokio::time::timeout(timeout, attempt)
         .await
-        .unwrap_or_else(|_| Err(format!("timed out after {timeout:?}")))
+        .unwrap_or_else(|_| Err(ProbeFailure::Target(format!("timed out after {timeout:?}"))))
 }
 
 /// The check a target group's spec asks for.

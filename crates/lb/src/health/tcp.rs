@@ -16,14 +16,9 @@ impl HealthCheck for TcpCheck {
     fn probe(&self, source: IpAddr, target: SocketAddr, timeout: Duration) -> ProbeFuture<'_> {
         Box::pin(async move {
             let attempt = async {
-                let mut stream = connect_from(source, target, false)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut stream = connect_from(source, target, false).await?;
                 if self.proxy_protocol_v2 {
-                    stream
-                        .write_all(&crate::proxy_header::local())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    stream.write_all(&crate::proxy_header::local()).await?;
                 }
                 Ok(())
             };
