@@ -419,3 +419,53 @@ fn request_timeout_bounds_the_whole_head_however_slowly_it_trickles() {
         "request_timeout 3 s from the head's first byte: {took:?}"
     );
 }
+
+#[test]
+fn client_ip_max_connections_caps_one_client_and_no_other() {
+    let origin = Origin::start("127.30.0.55");
+    let proxy = start(&base_config(
+        "http_access allow app\nclient_ip_max_connections 3",
+    ));
+    let url = format!("{}/small", origin.url());
+    // Three keep-alive connections, each proven admitted by an answered request...
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = connect_from(APP, proxy.addr());
+            c.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            let (status, _) = read_response(&mut c);
+            assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+            c
+        })
+        .collect();
+    let mut first = connect_from(APP, proxy.addr());
+    let t = Instant::now();
+    assert!(
+        read_to_close(&mut first, Duration::from_secs(5)).is_empty(),
+        "a fourth connection from the same client is closed unanswered"
+    );
+    println!("4th connection from {APP} closed after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "closed at once: {:?}",
+        t.elapsed()
+    );
+    // ...another client is not affected...
+    let mut other = connect_from("127.20.0.6", proxy.addr());
+    other
+        .write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let (status, _) = read_response(&mut other);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // ...and a closed one gives its place back.
+    drop(held);
+    wait::until_true("a place again", Duration::from_secs(5), || {
+        let mut c = connect_from(APP, proxy.addr());
+        c.write_all(
+            format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .is_ok()
+            && String::from_utf8_lossy(&read_to_close(&mut c, Duration::from_secs(5)))
+                .starts_with("HTTP/1.1 200")
+    });
+}

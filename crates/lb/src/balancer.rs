@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use proxyfleet_relay::per_source::PerSourceLimit;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,7 @@ impl Balancer {
                     listeners: Vec::new(),
                 };
                 let limit = Arc::new(Semaphore::new(lb.max_connections.max(1)));
+                let per_source = PerSourceLimit::new(lb.max_connections_per_source);
                 for listener in &lb.listeners {
                     let group = balancer
                         .groups
@@ -128,6 +130,7 @@ impl Balancer {
                         view,
                         stats: node.stats.clone(),
                         limit: limit.clone(),
+                        per_source: per_source.clone(),
                         idle: lb.idle_timeout,
                     });
                     bound.push((runner, socket));

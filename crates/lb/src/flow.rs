@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use proxyfleet_relay::per_source::PerSourceLimit;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -43,6 +44,8 @@ pub struct Listener {
     pub view: Arc<GroupView>,
     pub stats: Arc<NodeStats>,
     pub limit: Arc<Semaphore>,
+    /// Shared by the node's listeners: open flows per client address.
+    pub per_source: Arc<PerSourceLimit>,
     pub idle: Duration,
 }
 
@@ -91,6 +94,11 @@ impl Listener {
                     continue;
                 }
             }
+            let Some(slot) = self.per_source.admit(peer.ip()) else {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(node = %self.node, %peer, max = self.per_source.max(), "refused: max_connections_per_source reached");
+                continue;
+            };
             self.stats.accepted.fetch_add(1, Ordering::Relaxed);
             self.stats.active.fetch_add(1, Ordering::Relaxed);
             let me = self.clone();
@@ -101,6 +109,7 @@ impl Listener {
                     () = stop.cancelled() => {}
                 }
                 me.stats.active.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
                 drop(permit);
             });
         }

@@ -20,6 +20,9 @@ pub struct LoadBalancerSpec {
     /// Open client connections per node at most (default 10,000); further connections wait in
     /// the kernel's backlog.
     pub max_connections: usize,
+    /// Open client connections per node from one source address at most (default a quarter
+    /// of `max_connections`); more from that source are closed at once.
+    pub max_connections_per_source: usize,
     /// A flow with no bytes either way for this long is closed (default 350 s, the cloud's).
     pub idle_timeout: Duration,
 }

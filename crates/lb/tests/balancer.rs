@@ -114,6 +114,7 @@ fn lb(nodes: &[(&str, &str)], port: u16, group: &str) -> LoadBalancerSpec {
             allowed_cidrs: None,
         }],
         max_connections: 1000,
+        max_connections_per_source: 1000,
         idle_timeout: Duration::from_secs(30),
     }
 }
@@ -514,4 +515,47 @@ async fn bulk_data_crosses_intact_both_ways_with_half_close() {
     let stats = b.status();
     assert_eq!(stats.targets[0].bytes_to_target, data.len() as u64);
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_holds_at_most_max_connections_per_source() {
+    let t1 = TestTarget::start("127.10.1.81:0", "t1", false).await;
+    let port = free_port("127.10.1.80");
+    let mut spec = lb(&[("a", "127.10.1.80")], port, "g");
+    spec.max_connections_per_source = 2;
+    let b = Balancer::start(&[spec], &[group("g", &[(&t1, "a")], 100)])
+        .await
+        .unwrap();
+    all_healthy(&b, 1, &[&t1]).await;
+    let node: SocketAddr = format!("127.10.1.80:{port}").parse().unwrap();
+    // Two flows from one client, each greeted by the target, and held open.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind("127.20.8.1:0".parse().unwrap()).unwrap();
+        let mut stream = s.connect(node).await.unwrap();
+        let mut greeting = [0u8; 2];
+        stream.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"t1");
+        held.push(stream);
+    }
+    // The third from that client is closed at once; another client is served.
+    let third = hello("127.20.8.1", 0, node).await;
+    assert!(third.is_err(), "a third flow from one source: {third:?}");
+    assert!(hello("127.20.8.2", 0, node)
+        .await
+        .unwrap()
+        .starts_with("t1 "));
+    let refused = b.status().load_balancers[0].nodes[0].refused;
+    assert!(refused >= 1, "counted as refused: {refused}");
+    // A flow that ends gives its place back (once the node has seen the close).
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match hello("127.20.8.1", 0, node).await {
+            Ok(greeting) => break assert!(greeting.starts_with("t1 ")),
+            Err(e) => assert!(Instant::now() < deadline, "no place again: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

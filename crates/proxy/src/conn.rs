@@ -128,6 +128,18 @@ impl ClientConn {
                 }
             }
         }
+        // Held for the connection's life: `client_ip_max_connections` counts the client as
+        // ACLs see it (behind a balancer's PROXY header, the real client, not the node).
+        let _slot = match &self.shared.per_client {
+            Some(limit) => match limit.admit(self.client) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::warn!(client = %self.client, max = limit.max(), "connection refused: client_ip_max_connections reached");
+                    return;
+                }
+            },
+            None => None,
+        };
         let mut first = true;
         loop {
             let Some(head) = self.read_request_head(first).await else {

@@ -15,6 +15,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use proxyfleet_relay::per_source::PerSourceLimit;
+
 use crate::access_log::AccessLogger;
 use crate::config::{Config, HttpPort};
 use crate::conn::ClientConn;
@@ -41,6 +43,8 @@ pub struct Shared {
     pub stats: Stats,
     /// The sockets this proxy listens on (ports resolved): no request may be sent to them.
     pub own_addrs: Vec<SocketAddr>,
+    /// `client_ip_max_connections`.
+    pub per_client: Option<Arc<PerSourceLimit>>,
 }
 
 /// A start-up failure.
@@ -98,6 +102,7 @@ impl Proxy {
             via,
             forwarded_for: config.forwarded_for,
         };
+        let per_client = config.client_ip_max_connections.map(PerSourceLimit::new);
         let shared = Arc::new(Shared {
             config,
             resolver,
@@ -106,6 +111,7 @@ impl Proxy {
             rewrite,
             draining: AtomicBool::new(false),
             stats: Stats::default(),
+            per_client,
             own_addrs: listeners
                 .iter()
                 .filter_map(|(l, _): &(TcpListener, _)| l.local_addr().ok())

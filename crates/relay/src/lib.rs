@@ -5,6 +5,11 @@
 //! stop entering user space: splice(2) moves them socket → pipe → socket. tokio has no
 //! splice, and the crates that wrap it are small and unmaintained, so the loop is here, on
 //! tokio's readiness API (`readable`/`try_io`) and rustix's `splice`.
+//!
+//! [`per_source`] is the other thing both data paths share: a cap on open connections per
+//! client address.
+
+pub mod per_source;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};

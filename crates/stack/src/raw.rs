@@ -78,6 +78,7 @@ pub(crate) struct RawLoadBalancer {
     pub cross_zone: Option<bool>,
     pub nodes: Option<Pairs<Str>>,
     pub max_connections: Option<Num>,
+    pub max_connections_per_source: Option<Num>,
     pub idle_timeout: Option<Str>,
 }
 

@@ -161,6 +161,25 @@ impl Parser {
         Ok(())
     }
 
+    /// `client_ip_max_connections N`; `-1` (Squid's default) means no limit.
+    pub(super) fn client_ip_max_connections(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "number (or -1 for no limit)")?;
+        d.no_more(1)?;
+        self.client_ip_max_connections = match t.text.as_str() {
+            "-1" => None,
+            text => match text.parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(d.error(
+                        t,
+                        format!("'{}' is not a positive whole number or -1", t.text),
+                    ))
+                }
+            },
+        };
+        Ok(())
+    }
+
     /// `max_filedescriptors N`; 0 means "the default", as in Squid.
     pub(super) fn max_filedescriptors(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let t = d.arg(0, "number")?;

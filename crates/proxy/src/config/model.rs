@@ -119,6 +119,9 @@ pub struct Config {
     pub destination_guard_in_files: Option<bool>,
     /// `negative_dns_ttl` (default 1 minute): how long a failed lookup is remembered.
     pub negative_dns_ttl: Duration,
+    /// `client_ip_max_connections N`: open connections per client address at most (the
+    /// PROXY header's client where there is one); `None` (Squid's `-1`, the default): no cap.
+    pub client_ip_max_connections: Option<usize>,
     /// Directives accepted without effect (cache and other Squid-only tuning), with where
     /// they were seen, so start-up can say once that they are ignored.
     pub ignored: Vec<(String, Location)>,

@@ -152,6 +152,7 @@ pub(super) struct Parser {
     pub guard_allow: Vec<ipnet::IpNet>,
     pub guard_deny: Vec<ipnet::IpNet>,
     pub negative_dns_ttl: Duration,
+    pub client_ip_max_connections: Option<usize>,
     pub ignored: Vec<(String, Location)>,
 }
 
@@ -195,6 +196,7 @@ impl Parser {
             guard_allow: Vec::new(),
             guard_deny: Vec::new(),
             negative_dns_ttl: Duration::from_secs(60),
+            client_ip_max_connections: None,
             ignored: Vec::new(),
         }
     }
@@ -256,6 +258,7 @@ impl Parser {
             "visible_hostname" => self.visible_hostname(d),
             "dns_nameservers" => self.dns_nameservers(d),
             "max_filedescriptors" => self.max_filedescriptors(d),
+            "client_ip_max_connections" => self.client_ip_max_connections(d),
             "workers" => self.workers(d),
             "destination_guard" => self.destination_guard(d),
             "destination_guard_allow" | "destination_guard_deny" => self.destination_guard_nets(d),
@@ -452,6 +455,7 @@ impl Parser {
             destination_guard,
             destination_guard_in_files: self.destination_guard,
             negative_dns_ttl: self.negative_dns_ttl,
+            client_ip_max_connections: self.client_ip_max_connections,
             ignored: self.ignored,
         })
     }

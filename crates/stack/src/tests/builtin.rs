@@ -75,6 +75,7 @@ fn builtin_load_balancer_and_target_group() {
     );
     assert!(!lb.cross_zone);
     assert_eq!(lb.max_connections, 10_000);
+    assert_eq!(lb.max_connections_per_source, 2_500);
     assert_eq!(lb.idle_timeout, Duration::from_secs(350));
     assert_eq!(lb.listeners.len(), 1);
     assert_eq!(lb.listeners[0].port, 3128);

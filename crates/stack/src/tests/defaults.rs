@@ -45,6 +45,7 @@ fn minimal_objects_get_the_documented_defaults() {
     assert!(!lb.cross_zone);
     assert!(lb.listeners.is_empty());
     assert_eq!(lb.max_connections, 10_000);
+    assert_eq!(lb.max_connections_per_source, 2_500, "a quarter of a node");
     assert_eq!(lb.idle_timeout, Duration::from_secs(350));
 
     let tg = &stack.target_groups[0];
@@ -267,6 +268,7 @@ fn listeners_join_their_load_balancers_in_file_order() {
     let front = stack.load_balancer("front").unwrap();
     assert!(front.cross_zone);
     assert_eq!(front.max_connections, 50);
+    assert_eq!(front.max_connections_per_source, 12);
     assert_eq!(front.idle_timeout, Duration::from_secs(120));
     let ports: Vec<u16> = front.listeners.iter().map(|l| l.port).collect();
     assert_eq!(ports, [3129, 3128]);

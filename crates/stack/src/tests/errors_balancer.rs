@@ -98,6 +98,11 @@ fn load_balancer_limits() {
         "stack.yaml:7:22: load_balancers.front: max_connections 0 is out of range 1-4294967295"
     );
     assert_eq!(
+        lb("    max_connections_per_source: 10001"),
+        "stack.yaml:7:33: load_balancers.front: max_connections_per_source 10001 is out of range \
+         1-10000"
+    );
+    assert_eq!(
         lb("    idle_timeout: 0s"),
         "stack.yaml:7:19: load_balancers.front: idle_timeout must be more than 0s"
     );

@@ -246,6 +246,17 @@ pub(crate) fn load_balancers(
             Some(n) => ctx.number(&object, "max_connections", n, (1, u32::MAX.into()))? as usize,
             None => 10_000,
         };
+        // One client may hold a quarter of a node: a single host (or one runaway pool) can
+        // no longer take every slot, while a few NATed clients still fit.
+        let max_connections_per_source = match &lb.max_connections_per_source {
+            Some(n) => ctx.number(
+                &object,
+                "max_connections_per_source",
+                n,
+                (1, max_connections as u64),
+            )? as usize,
+            None => (max_connections / 4).max(1),
+        };
         let idle_timeout = ctx.duration(
             &object,
             "idle_timeout",
@@ -266,6 +277,7 @@ pub(crate) fn load_balancers(
             cross_zone: lb.cross_zone.unwrap_or(false),
             listeners: Vec::new(),
             max_connections,
+            max_connections_per_source,
             idle_timeout,
         });
     }
