@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use proxyfleet_stack::budget::DescriptorBudget;
 use proxyfleet_stack::check::{check, Severity};
 
 use crate::Failure;
@@ -34,6 +35,22 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
     for f in &findings {
         println!("{f}");
     }
+    let budget = DescriptorBudget::of(&stack);
+    let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, hard)| hard);
+    let mut warnings = findings.len();
+    if budget.total() > hard {
+        warnings += 1;
+        let flows = proxyfleet_stack::budget::flow_limit(&stack, hard).unwrap_or(0);
+        println!(
+            "warning: load_balancers: the stack needs {} file descriptors ({} for flows at every \
+             node's max_connections, {} for health checks, {} reserved), more than this \
+             machine's open-file limit {hard}: `up` here would hold at most {flows} flows at once",
+            budget.total(),
+            budget.flows,
+            budget.checks,
+            budget.reserved
+        );
+    }
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -44,6 +61,6 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
             error: anyhow::anyhow!("{name}: {errors} problem(s) found"),
         });
     }
-    println!("{name}: OK ({} warning(s))", findings.len());
+    println!("{name}: OK ({warnings} warning(s))");
     Ok(())
 }

@@ -10,6 +10,7 @@ use proxyfleet_group::model::{Activity, GroupStatus, Lifecycle};
 use proxyfleet_group::Fleet;
 use proxyfleet_lb::status::BalancerStatus;
 use proxyfleet_lb::Balancer;
+use proxyfleet_stack::budget::{self, DescriptorBudget};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -79,17 +80,38 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
         ),
     };
     // Two descriptors per balanced flow; the instances inherit the raised limit too.
-    crate::limits::raise_open_files(u64::MAX);
+    let limit = crate::limits::raise_open_files(u64::MAX);
+    let needed = DescriptorBudget::of(&stack);
+    let max_flows = budget::flow_limit(&stack, limit);
+    if let Some(flows) = max_flows {
+        // Said on standard output too: it caps what the stack file asked for.
+        println!(
+            "proxyfleet up: warning: the stack needs {} file descriptors ({} for flows at every \
+             node's max_connections, {} for health checks, {} reserved) but the open-file limit \
+             is {limit}: at most {flows} flows at once across all nodes (more wait in the backlog)",
+            needed.total(),
+            needed.flows,
+            needed.checks,
+            needed.reserved
+        );
+        tracing::warn!(
+            needed = needed.total(),
+            limit,
+            flows,
+            "flows capped by the open-file limit"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(stack, stack_text, args.state_dir))
+    runtime.block_on(serve(stack, stack_text, args.state_dir, max_flows))
 }
 
 async fn serve(
     stack: proxyfleet_stack::Stack,
     stack_text: String,
     state_dir: PathBuf,
+    max_flows: Option<usize>,
 ) -> Result<(), Failure> {
     std::fs::create_dir_all(&state_dir).map_err(|e| {
         anyhow::anyhow!("cannot create state directory {}: {e}", state_dir.display())
@@ -99,7 +121,9 @@ async fn serve(
     // instance and the firewall table down.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let balancer = Arc::new(Balancer::start(&stack.load_balancers, &stack.target_groups).await?);
+    let balancer = Arc::new(
+        Balancer::start_limited(&stack.load_balancers, &stack.target_groups, max_flows).await?,
+    );
     for (lb, zone, addr) in balancer.listen_addrs() {
         println!("proxyfleet up: load balancer {lb} node {zone} listening on {addr}");
     }

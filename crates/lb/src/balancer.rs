@@ -68,6 +68,22 @@ impl Balancer {
         lbs: &[LoadBalancerSpec],
         groups: &[TargetGroupSpec],
     ) -> Result<Balancer, LbError> {
+        Self::start_limited(lbs, groups, None).await
+    }
+
+    /// [`Balancer::start`], with at most `max_flows` flows open at once across all nodes
+    /// (each node's `max_connections` still holds): what the process's open-file limit can
+    /// carry, two descriptors per flow. Connections beyond it wait in the kernel's backlog.
+    pub async fn start_limited(
+        lbs: &[LoadBalancerSpec],
+        groups: &[TargetGroupSpec],
+        max_flows: Option<usize>,
+    ) -> Result<Balancer, LbError> {
+        let process_limit = Arc::new(Semaphore::new(
+            max_flows
+                .unwrap_or(Semaphore::MAX_PERMITS)
+                .clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let groups: HashMap<String, Arc<Group>> = groups
             .iter()
             .map(|g| (g.name.clone(), Arc::new(Group::new(g.clone()))))
@@ -130,6 +146,7 @@ impl Balancer {
                         view,
                         stats: node.stats.clone(),
                         limit: limit.clone(),
+                        process_limit: process_limit.clone(),
                         per_source: per_source.clone(),
                         idle: lb.idle_timeout,
                     });

@@ -44,6 +44,8 @@ pub struct Listener {
     pub view: Arc<GroupView>,
     pub stats: Arc<NodeStats>,
     pub limit: Arc<Semaphore>,
+    /// Shared by every node of the process: the flows its open-file limit can carry.
+    pub process_limit: Arc<Semaphore>,
     /// Shared by the node's listeners: open flows per client address.
     pub per_source: Arc<PerSourceLimit>,
     pub idle: Duration,
@@ -74,6 +76,10 @@ impl Listener {
         loop {
             let permit = tokio::select! {
                 p = self.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                () = stop.cancelled() => return,
+            };
+            let process_permit = tokio::select! {
+                p = self.process_limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 () = stop.cancelled() => return,
             };
             let (client, peer) = tokio::select! {
@@ -110,6 +116,7 @@ impl Listener {
                 }
                 me.stats.active.fetch_sub(1, Ordering::Relaxed);
                 drop(slot);
+                drop(process_permit);
                 drop(permit);
             });
         }

@@ -559,3 +559,45 @@ async fn one_source_holds_at_most_max_connections_per_source() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_wide_flow_limit_holds_across_nodes() {
+    let t1 = TestTarget::start("127.10.1.91:0", "t1", false).await;
+    let t2 = TestTarget::start("127.10.2.91:0", "t2", false).await;
+    let port = free_port("127.10.1.90");
+    let b = Balancer::start_limited(
+        &[lb(&[("a", "127.10.1.90"), ("c", "127.10.2.90")], port, "g")],
+        &[group("g", &[(&t1, "a"), (&t2, "c")], 100)],
+        Some(2),
+    )
+    .await
+    .unwrap();
+    all_healthy(&b, 2, &[&t1, &t2]).await;
+    let node_a: SocketAddr = format!("127.10.1.90:{port}").parse().unwrap();
+    let node_c: SocketAddr = format!("127.10.2.90:{port}").parse().unwrap();
+    let open = |node: SocketAddr, source: &'static str| async move {
+        let s = TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::new(source.parse().unwrap(), 0)).unwrap();
+        s.connect(node).await.unwrap()
+    };
+    let greeting = |mut s: TcpStream| async move {
+        let mut g = [0u8; 2];
+        let r = tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut g)).await;
+        (r.is_ok(), s)
+    };
+    let (ok_a, held_a) = greeting(open(node_a, "127.20.9.1").await).await;
+    let (ok_c, _held_c) = greeting(open(node_c, "127.20.9.2").await).await;
+    assert!(ok_a && ok_c, "one flow on each node");
+    // A third, on either node, waits: the process holds two flows at most.
+    let third = open(node_a, "127.20.9.3").await;
+    let (served, third) = greeting(third).await;
+    assert!(!served, "a third flow beyond the process's limit must wait");
+    drop(held_a);
+    let mut third = third;
+    let mut g = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut g))
+        .await
+        .expect("served once a flow ended")
+        .unwrap();
+    assert_eq!(&g, b"t1");
+}

@@ -19,6 +19,7 @@
 //! - `render`: launch template placeholders (`{id}`, `{address}`, ...), checked during
 //!   validation and filled in per instance by [`render`];
 //! - `error`: [`StackError`];
+//! - [`budget`]: the file descriptors a stack's balancer needs, and clamping to a limit;
 //! - `admin`: the `admin:` section ([`Admin`]), and [`redact_environment`], the stack
 //!   file's text with launch templates' environment values hidden, for the admin API.
 //!
@@ -26,6 +27,7 @@
 //! DESIGN.md on loopback addresses.
 
 mod admin;
+pub mod budget;
 pub mod check;
 mod error;
 mod model;
