@@ -328,12 +328,25 @@ mod tests {
             vars,
             ["FROM_TEMPLATE=yes".to_string(), format!("PATH={BASE_PATH}")]
         );
-        let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{}/fd", p.pid))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
-            .collect();
-        fds.sort_unstable();
-        assert_eq!(fds, [0, 1, 2], "descriptors of the instance");
+        // Right after exec the dynamic loader briefly holds a library open (fd 3): wait for
+        // the steady state, which must be the standard three alone.
+        let fds = || {
+            let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{}/fd", p.pid))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+                .collect();
+            fds.sort_unstable();
+            fds
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while fds() != [0, 1, 2] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "descriptors of the instance: {:?}",
+                fds()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         p.stop(Duration::from_secs(5)).await;
     }
 
