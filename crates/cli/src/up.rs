@@ -91,9 +91,16 @@ async fn serve(
     stack_text: String,
     state_dir: PathBuf,
 ) -> Result<(), Failure> {
-    std::fs::create_dir_all(&state_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create state directory {}: {e}", state_dir.display())
-    })?;
+    // 0700: it holds the admin token, the store and every instance's access log. One made
+    // looser (by an older proxyfleet, or by hand) is tightened, and the change said.
+    let loose = proxyfleet_group::files::private_dir(&state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create state directory: {e}"))?;
+    if let Some(old) = loose {
+        println!(
+            "proxyfleet up: state directory {} was mode {old:04o}, now 0700",
+            state_dir.display()
+        );
+    }
     let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
     // Signals are caught from the start: a stop during start-up must still take every
     // instance and the firewall table down.
