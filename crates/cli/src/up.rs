@@ -91,13 +91,14 @@ async fn serve(
     stack_text: String,
     state_dir: PathBuf,
 ) -> Result<(), Failure> {
-    // 0700: it holds the admin token, the store and every instance's access log. One made
-    // looser (by an older proxyfleet, or by hand) is tightened, and the change said.
-    let loose = proxyfleet_group::files::private_dir(&state_dir)
+    // 0711 (see group's `files`): it holds the admin token, the store and every instance's
+    // access log. Another mode (0755 from an older proxyfleet, or by hand) is changed, and
+    // the change said.
+    let loose = proxyfleet_group::files::state_dir(&state_dir)
         .map_err(|e| anyhow::anyhow!("cannot create state directory: {e}"))?;
     if let Some(old) = loose {
         println!(
-            "proxyfleet up: state directory {} was mode {old:04o}, now 0700",
+            "proxyfleet up: state directory {} was mode {old:04o}, now 0711",
             state_dir.display()
         );
     }

@@ -1,6 +1,7 @@
 //! What a real `proxyfleet up` leaves on the host for others to read, started with umask 000
-//! on a state directory someone made 0755: the state directory is tightened to 0700 (and up
-//! says so), an instance's directory is 0700, the access log its proxy opens 0640, state.db
+//! on a state directory someone made 0755: the state directory and `instances/` are 0711
+//! (up says so; search only, so an instance running as another user reaches its own
+//! directory), an instance's directory is 0700, the access log its proxy opens 0640, state.db
 //! and admin.token 0600; the instance's environment is exactly PATH, HOME (its directory),
 //! LANG (C.UTF-8), the template's variables and proxyfleet's own PROXYFLEET_*. `check` warns
 //! about a `sh -c` script that splices in a placeholder.
@@ -78,7 +79,7 @@ fn state_and_instances_are_private_and_instances_get_the_documented_environment(
     assert_eq!(
         said,
         [format!(
-            "proxyfleet up: state directory {} was mode 0755, now 0700",
+            "proxyfleet up: state directory {} was mode 0755, now 0711",
             canonical.display()
         )],
         "said once"
@@ -107,8 +108,8 @@ fn state_and_instances_are_private_and_instances_get_the_documented_environment(
     let shown: Vec<String> = modes.iter().map(|(k, m)| format!("{k} {m:04o}")).collect();
     println!("modes under umask 000: {}", shown.join(", "));
     let expected: BTreeMap<&str, u32> = [
-        ("state dir", 0o700),
-        ("instances/", 0o700),
+        ("state dir", 0o711),
+        ("instances/", 0o711),
         ("instance dir", 0o700),
         ("squid.conf", 0o600),
         ("stdout.log", 0o640),

@@ -1,15 +1,23 @@
-//! The modes of what `up` writes, whatever its umask: the state directory and every
-//! instance directory 0700 (an instance's directory holds its rendered config and its
-//! access log: who visited what), state files 0600, an instance's stdout/stderr 0640.
+//! The modes of what `up` writes, whatever its umask: the state directory and
+//! `STATE/instances/` 0711, every instance directory 0700 (it holds its rendered config and
+//! its access log: who visited what), state files 0600, an instance's stdout/stderr 0640.
 //! Everything is created with its mode from the start (never readable by others for a
-//! moment), and what already exists with a looser mode is tightened.
+//! moment), and what already exists with another mode is set to it.
+//!
+//! 0711, not 0700, on the two directories above the instances': others may pass through
+//! but not list or read anything (every file there is 0600, every instance directory
+//! 0700). An instance that drops to another user, as Squid does (`cache_effective_user
+//! proxy`, its directory chowned to that user), must reach its own directory: under a 0700
+//! state directory Squid cannot open its logs and stops (drill 9).
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// The mode of the state directory and of every instance directory.
+/// The mode of the state directory and of `STATE/instances/`: search only for others.
+pub const STATE_DIR_MODE: u32 = 0o711;
+/// The mode of every instance directory.
 pub const DIR_MODE: u32 = 0o700;
 /// The mode of state files (state.db and its -wal/-shm, admin.token, admin.addr).
 pub const STATE_FILE_MODE: u32 = 0o600;
@@ -17,20 +25,26 @@ pub const STATE_FILE_MODE: u32 = 0o600;
 /// (a log shipper), others not.
 pub const LOG_MODE: u32 = 0o640;
 
-/// Creates `dir` (and missing parents) 0700, or tightens an existing one to 0700. Returns
-/// the old mode when it was looser, so the caller can say so.
-pub fn private_dir(dir: &Path) -> io::Result<Option<u32>> {
-    create_dir(dir)?;
-    tighten(dir, DIR_MODE)
+/// Creates `dir` 0711 (missing parents as usual), or sets an existing one to 0711. Returns
+/// the old mode when it was another, so the caller can say so.
+pub fn state_dir(dir: &Path) -> io::Result<Option<u32>> {
+    make_dir(dir, STATE_DIR_MODE)?;
+    let old = fs::metadata(dir)
+        .map_err(|e| at(dir, e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if old == STATE_DIR_MODE {
+        return Ok(None);
+    }
+    fs::set_permissions(dir, Permissions::from_mode(STATE_DIR_MODE)).map_err(|e| at(dir, e))?;
+    Ok(Some(old))
 }
 
-/// Creates `dir` (and missing parents) 0700; an existing directory is left as it is.
+/// Creates `dir` 0700 (missing parents as usual); an existing directory is left as it is
+/// (an instance's directory may have been chowned to the user it runs as).
 pub fn create_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(|e| at(dir, e))?;
+    make_dir(dir, DIR_MODE)?;
     // The umask may have taken bits away, never added any; an owner without rwx on its
     // own directory could not use it.
     let mode = fs::metadata(dir)
@@ -43,6 +57,18 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
             .map_err(|e| at(dir, e))?;
     }
     Ok(())
+}
+
+/// `dir` itself with `mode`, its missing parents with the umask's modes (a 0700 parent
+/// would shut out an instance that runs as another user).
+fn make_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
+    }
+    match DirBuilder::new().mode(mode).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(at(dir, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Makes sure `path` exists with at most `mode` (created empty if absent, tightened if
@@ -108,19 +134,22 @@ mod tests {
     }
 
     #[test]
-    fn a_new_directory_is_private_and_an_open_one_is_tightened_once() {
+    fn the_state_directory_is_0711_and_a_changed_mode_is_said_once() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("state/nested");
-        assert_eq!(private_dir(&dir).unwrap(), None);
-        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(state_dir(&dir).unwrap(), None);
+        assert_eq!(mode(&dir), 0o711);
         fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
         assert_eq!(
-            private_dir(&dir).unwrap(),
+            state_dir(&dir).unwrap(),
             Some(0o755),
             "tightened, and said so"
         );
-        assert_eq!(mode(&dir), 0o700);
-        assert_eq!(private_dir(&dir).unwrap(), None, "said once");
+        assert_eq!(mode(&dir), 0o711);
+        assert_eq!(state_dir(&dir).unwrap(), None, "said once");
+        let instance = dir.join("i-1");
+        create_dir(&instance).unwrap();
+        assert_eq!(mode(&instance), 0o700);
     }
 
     #[test]
@@ -155,7 +184,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_path() {
-        let err = private_dir(Path::new("/proc/self/no/such")).unwrap_err();
-        assert!(err.to_string().starts_with("/proc/self/no/such: "), "{err}");
+        let err = create_dir(Path::new("/proc/self/no/such")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("/proc/self/no: "),
+            "the parent it failed on: {err}"
+        );
     }
 }

@@ -63,10 +63,10 @@ impl Fleet {
             path: state_dir.display().to_string(),
             source,
         };
-        // 0700 and 0600 (see `files`): instance directories hold who visited what, the store
+        // 0711 and 0600 (see `files`): instance directories hold who visited what, the store
         // every instance's address. SQLite gives its -wal and -shm files the database's mode,
         // so creating state.db 0600 before it opens covers them; older ones are tightened.
-        crate::files::private_dir(&state_dir.join("instances")).map_err(state_err)?;
+        crate::files::state_dir(&state_dir.join("instances")).map_err(state_err)?;
         for name in ["state.db", "state.db-wal", "state.db-shm"] {
             let path = state_dir.join(name);
             if name == "state.db" || path.exists() {
