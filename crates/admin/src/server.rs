@@ -123,7 +123,7 @@ pub async fn serve_with(
         }
     })?;
     let addr_text = format!("{addr}\n");
-    token::write_file(&addr_path, &addr_text, 0o644).map_err(|source| AdminError::Write {
+    token::write_file(&addr_path, &addr_text, 0o600).map_err(|source| AdminError::Write {
         path: addr_path.clone(),
         source,
     })?;

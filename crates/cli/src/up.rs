@@ -113,9 +113,17 @@ async fn serve(
     state_dir: PathBuf,
     max_flows: Option<usize>,
 ) -> Result<(), Failure> {
-    std::fs::create_dir_all(&state_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create state directory {}: {e}", state_dir.display())
-    })?;
+    // 0711 (see group's `files`): it holds the admin token, the store and every instance's
+    // access log. Another mode (0755 from an older proxyfleet, or by hand) is changed, and
+    // the change said.
+    let loose = proxyfleet_group::files::state_dir(&state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create state directory: {e}"))?;
+    if let Some(old) = loose {
+        println!(
+            "proxyfleet up: state directory {} was mode {old:04o}, now 0711",
+            state_dir.display()
+        );
+    }
     let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
     // Signals are caught from the start: a stop during start-up must still take every
     // instance and the firewall table down.

@@ -155,13 +155,16 @@ fn instances_inherit_nothing_from_up_and_no_endpoint_shows_a_secret() {
     let (id, _, _) = up.in_service().into_iter().next().expect("one instance");
     let pid = up.pid_of(&id);
 
-    // The environment: PATH, the template's variables, and what proxyfleet itself sets.
+    // The environment: PATH, HOME, LANG, the template's variables, and what proxyfleet
+    // itself sets.
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let environ = String::from_utf8(environ).unwrap();
     let vars: BTreeSet<&str> = environ.split_terminator('\0').collect();
     let names: BTreeSet<&str> = vars.iter().filter_map(|v| v.split('=').next()).collect();
     let allowed: BTreeSet<&str> = [
         "PATH",
+        "HOME",
+        "LANG",
         "DB_PASSWORD",
         "GREETING",
         "PROXYFLEET_ALLOWED_SOURCES",

@@ -36,7 +36,7 @@ pub enum FleetError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot create the state directory {path}: {source}")]
+    #[error("cannot prepare the state directory {path}: {source}")]
     StateDir {
         path: String,
         source: std::io::Error,
@@ -59,12 +59,21 @@ impl Fleet {
         state_dir: &Path,
         self_exe: PathBuf,
     ) -> Result<Fleet, FleetError> {
-        std::fs::create_dir_all(state_dir.join("instances")).map_err(|source| {
-            FleetError::StateDir {
-                path: state_dir.display().to_string(),
-                source,
+        let state_err = |source| FleetError::StateDir {
+            path: state_dir.display().to_string(),
+            source,
+        };
+        // 0711 and 0600 (see `files`): instance directories hold who visited what, the store
+        // every instance's address. SQLite gives its -wal and -shm files the database's mode,
+        // so creating state.db 0600 before it opens covers them; older ones are tightened.
+        crate::files::state_dir(&state_dir.join("instances")).map_err(state_err)?;
+        for name in ["state.db", "state.db-wal", "state.db-shm"] {
+            let path = state_dir.join(name);
+            if name == "state.db" || path.exists() {
+                crate::files::private_file(&path, crate::files::STATE_FILE_MODE)
+                    .map_err(state_err)?;
             }
-        })?;
+        }
         let store = Store::open(&state_dir.join("state.db"))?;
         let cancelled = store.cancel_unfinished()?;
         if cancelled > 0 {

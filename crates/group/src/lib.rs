@@ -9,9 +9,12 @@
 //! - [`store`]: instances and the activity history in SQLite, in the state directory;
 //! - [`scaling`]: the optional target-tracking policy on the balancer's flow counters;
 //! - [`firewall`]: security groups as one nftables table;
+//! - [`files`]: the modes of the state directory (0711), instance directories (0700) and
+//!   state files (0600), whatever the umask;
 //! - [`guard`]: the destination guard's settings for the proxies it launches;
 //! - [`model`] and [`runtime`]: the data they share.
 
+pub mod files;
 pub mod firewall;
 pub mod fleet;
 pub mod guard;

@@ -5,11 +5,15 @@
 //! Instances are deliberately not tied to the controller's life (no PR_SET_PDEATHSIG, no
 //! pipes): if `up` dies, they keep serving, and the next `up` adopts them.
 //!
-//! Nor do they inherit `up`'s surroundings: the environment is cleared and holds only
-//! [`BASE_PATH`] and what the launch (the template, plus what the controller adds such as
+//! Nor do they inherit `up`'s surroundings: the environment is cleared and holds only the
+//! minimal set `PATH` ([`BASE_PATH`]), `HOME` (the instance's own directory) and `LANG`
+//! ([`BASE_LANG`]), and what the launch (the template, plus what the controller adds such as
 //! `PROXYFLEET_ALLOWED_SOURCES`) gives; every descriptor but 0, 1 and 2 is closed at exec,
 //! also those `up` itself inherited without close-on-exec. Whatever secret `up` was started
 //! with (a cloud credential, a vault token in its environment, an open file) stays in `up`.
+//!
+//! What an instance writes stays the user's: its directory is created 0700, the rendered
+//! files 0600 and its stdout/stderr logs 0640, whatever `up`'s umask.
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -25,11 +29,27 @@ use proxyfleet_stack::Launch;
 
 /// The `PATH` an instance gets unless its template sets one: Debian's default for root,
 /// so a template may name `sh`, `squid` (in /usr/sbin) or a tool in /usr/local without a
-/// full path. Nothing else is passed: no `HOME` (an instance has its own directory as its
-/// working directory), no `LANG`/`LC_*` (programs then run in the C locale, the same on
-/// every host, and logs stay ASCII; a template that wants a locale sets it), no `TZ`
-/// (the host's /etc/localtime applies).
+/// full path.
 pub const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The `LANG` an instance gets unless its template sets one: C.UTF-8 is on every glibc
+/// (2.35+) and musl host, so messages are the same on every host (the C locale's) while
+/// UTF-8 in file names and arguments is still read as UTF-8. No `LC_*` and no `TZ` are
+/// passed (the host's /etc/localtime applies).
+pub const BASE_LANG: &str = "C.UTF-8";
+
+/// The variables every instance starts with, before its launch's own (which replace them):
+/// `PATH`, `HOME` and `LANG`. `HOME` is the instance's directory, not the user's: programs
+/// that write dotfiles or caches under `$HOME` (squid's helpers, a shell's history) then
+/// write into the instance's 0700 directory, removed with it, and nothing of `up`'s own home
+/// (credentials, ssh keys) is pointed at.
+pub fn base_environment(dir: &Path) -> [(&'static str, std::ffi::OsString); 3] {
+    [
+        ("PATH", BASE_PATH.into()),
+        ("HOME", dir.as_os_str().to_owned()),
+        ("LANG", BASE_LANG.into()),
+    ]
+}
 
 /// A running (or adopted) instance process.
 pub struct InstanceProcess {
@@ -44,9 +64,9 @@ impl InstanceProcess {
     /// Writes the rendered files into `dir` and starts the command. `self_exe` replaces an
     /// argv[0] of `proxyfleet`: the template's way of saying "this very binary".
     pub fn launch(launch: &Launch, dir: &Path, self_exe: &Path) -> io::Result<InstanceProcess> {
-        std::fs::create_dir_all(dir)?;
+        crate::files::create_dir(dir)?;
         for (name, text) in &launch.files {
-            std::fs::write(dir.join(name), text)?;
+            crate::files::write_file(&dir.join(name), text.as_bytes(), 0o600)?;
         }
         let Some((program, args)) = launch.command.split_first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
@@ -56,20 +76,14 @@ impl InstanceProcess {
         } else {
             PathBuf::from(program)
         };
-        let stdout = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("stdout.log"))?;
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("stderr.log"))?;
+        let stdout = crate::files::open_log(&dir.join("stdout.log"))?;
+        let stderr = crate::files::open_log(&dir.join("stderr.log"))?;
         let mut command = std::process::Command::new(&program);
         command
             .args(args)
             .env_clear()
-            .env("PATH", BASE_PATH)
-            // The template's own PATH, if any, replaces the base one.
+            .envs(base_environment(dir))
+            // The template's own PATH, HOME or LANG, if any, replaces the base one.
             .envs(launch.environment.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -291,8 +305,9 @@ mod tests {
         assert_eq!(start_ticks(u32::MAX - 1), None);
     }
 
-    /// An instance's environment is PATH and its launch's variables, nothing of ours; its
-    /// descriptors are 0, 1 and 2, even when we hold one without close-on-exec.
+    /// An instance's environment is PATH, HOME, LANG and its launch's variables (which
+    /// replace the base ones), nothing of ours; its descriptors are 0, 1 and 2, even when we
+    /// hold one without close-on-exec; its directory and files are private.
     #[tokio::test]
     async fn instances_get_only_their_own_environment_and_descriptors() {
         use std::os::fd::AsRawFd;
@@ -303,10 +318,14 @@ mod tests {
         assert!(leaky > 2);
         let launch = Launch {
             command: vec!["sleep".into(), "30".into()],
-            environment: vec![("FROM_TEMPLATE".into(), "yes".into())],
-            files: vec![],
+            environment: vec![
+                ("FROM_TEMPLATE".into(), "yes".into()),
+                ("LANG".into(), "de_DE.UTF-8".into()),
+            ],
+            files: vec![("conf".into(), "x\n".into())],
         };
-        let result = InstanceProcess::launch(&launch, dir.path(), Path::new("/nonexistent"));
+        let instance_dir = dir.path().join("instance");
+        let result = InstanceProcess::launch(&launch, &instance_dir, Path::new("/nonexistent"));
         unsafe { libc::close(leaky) };
         let mut p = result.unwrap();
         // Until exec, the forked child still holds our descriptors: wait for `sleep`.
@@ -326,8 +345,21 @@ mod tests {
         vars.sort();
         assert_eq!(
             vars,
-            ["FROM_TEMPLATE=yes".to_string(), format!("PATH={BASE_PATH}")]
+            [
+                "FROM_TEMPLATE=yes".to_string(),
+                format!("HOME={}", instance_dir.display()),
+                "LANG=de_DE.UTF-8".to_string(),
+                format!("PATH={BASE_PATH}")
+            ]
         );
+        let mode = |name: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let path = instance_dir.join(name);
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode(""), 0o700, "instance directory");
+        assert_eq!(mode("conf"), 0o600, "rendered file");
+        assert_eq!(mode("stdout.log"), 0o640, "stdout.log");
         // Right after exec the dynamic loader briefly holds a library open (fd 3): wait for
         // the steady state, which must be the standard three alone.
         let fds = || {

@@ -189,8 +189,17 @@ impl Drop for AccessLogger {
     }
 }
 
+/// A new log is created 0640 whatever the umask: it says who visited what, which is for
+/// its owner and the owner's group (a log shipper), not for everyone on the host. An
+/// existing file's mode is left as it is, as Squid does: whoever made it (logrotate's
+/// `create 0640 proxy adm`, an operator) chose it.
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 fn write_lines(path: PathBuf, file: File, mut rx: mpsc::Receiver<Message>) {

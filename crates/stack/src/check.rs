@@ -8,14 +8,17 @@
 //! - `proxy_conf`: the instances' rendered squid.conf — does it parse, listen where the
 //!   target group connects, agree on the PROXY header, and let the clients through its
 //!   `http_access` (and `proxy_protocol_access`)?
+//! - `launch`: a launch template whose `sh -c` script interpolates a placeholder (the value
+//!   is parsed as shell code; passed as an argument it would not be);
 //! - `placement`: zones and sizes — a node with no target in its zone, a group zone no load
 //!   balancer serves, fewer instances than zones, a target group with no targets.
 //!
-//! [`check`] walks the groups in file order (placement, firewall, then squid.conf findings for
-//! each), then the load balancers, then the target groups, so the same stack always gives
+//! [`check`] walks the groups in file order (placement, firewall, squid.conf, then launch
+//! template findings for each), then the load balancers, then the target groups, so the same stack always gives
 //! the same findings in the same order.
 
 mod firewall;
+mod launch;
 mod placement;
 mod proxy_conf;
 #[cfg(test)]
@@ -71,6 +74,7 @@ pub fn check(stack: &Stack) -> Vec<Finding> {
         placement::group(stack, group, &mut out);
         firewall::group(stack, group, &uses, &mut out);
         proxy_conf::group(stack, group, &uses, &mut out);
+        launch::group(stack, group, &mut out);
     }
     for lb in &stack.load_balancers {
         placement::load_balancer(stack, lb, &mut out);

@@ -81,6 +81,19 @@ pub(crate) fn first_problem(text: &str) -> Option<(usize, String)> {
     })
 }
 
+/// The placeholders `text` uses, in order, each once.
+pub(crate) fn placeholders_in(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    for token in tokens(text) {
+        if let Token::Placeholder { name, .. } = token {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 #[derive(Debug, PartialEq)]
 enum Token<'a> {
     Text(&'a str),

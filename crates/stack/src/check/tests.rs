@@ -543,3 +543,54 @@ fn findings_come_in_a_stable_order() {
         ]
     );
 }
+
+const COMMAND: &str = "    command: [proxyfleet, proxy, -f, \"{dir}/squid.conf\"]\n";
+
+/// The launch template findings with `COMMAND` replaced by `command` (a command that is not
+/// `proxyfleet proxy` also draws squid.conf findings, not the subject here).
+fn launch_findings(command: &str) -> Vec<String> {
+    findings(&[(COMMAND, command)])
+        .into_iter()
+        .filter(|f| f.contains("launch_templates."))
+        .collect()
+}
+
+#[test]
+fn a_placeholder_spliced_into_a_shell_script() {
+    let got = launch_findings(
+        "    command: [/bin/sh, -c, \"exec proxyfleet proxy -f {dir}/squid.conf # {zone} {dir}\"]\n",
+    );
+    assert_eq!(
+        got,
+        [
+            "warning: launch_templates.proxy: the /bin/sh -c script interpolates {dir}, {zone}: \
+             the value is parsed as shell code (a name with ';' or a space would run or split); \
+             pass it as an argument after the script and use \"$1\": [/bin/sh, -c, 'exec ... \
+             \"$1\"', /bin/sh, \"{dir}\"]"
+        ],
+        "{got:#?}"
+    );
+    let got = launch_findings(
+        "    command: [bash, -ec, \"echo {group}; exec proxyfleet proxy -f squid.conf\"]\n",
+    );
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].contains("the bash -c script interpolates {group}"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn placeholders_after_the_script_or_without_a_shell_are_arguments() {
+    // The way out the warning names: the value is the script's $1, never parsed.
+    let got = launch_findings(
+        "    command: [sh, -c, 'exec proxyfleet proxy -f \"$1\"', sh, \"{dir}/squid.conf\"]\n",
+    );
+    assert!(got.is_empty(), "{got:#?}");
+    // A script without placeholders, and a literal {{ in it.
+    let got = launch_findings(
+        "    command: [sh, -c, 'echo {{zone}; exec proxyfleet proxy -f squid.conf']\n",
+    );
+    assert!(got.is_empty(), "{got:#?}");
+    assert!(findings(&[]).is_empty(), "BASE passes placeholders as argv");
+}
