@@ -125,7 +125,8 @@ fn dev_zero_as_an_include_is_refused_at_the_include_line() {
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("include-dev-zero.conf:2:11: cannot read '/dev/zero'")
+        r.stderr
+            .contains("include-dev-zero.conf:2:11: include: cannot read '/dev/zero'")
             && r.stderr.contains("a character device, not a regular file"),
         "{}",
         r.stderr
@@ -164,7 +165,8 @@ fn a_fifo_include_does_not_block() {
         let r = check_conf(what, dir.path(), &format!("include {include}\n{TAIL}"));
         assert_eq!(r.code, 2, "{}", r.stderr);
         assert!(
-            r.stderr.contains(&format!("{what}.conf:1:9: cannot read '"))
+            r.stderr
+                .contains(&format!("{what}.conf:1:9: include: cannot read '"))
                 && r.stderr.contains("a FIFO (named pipe), not a regular file"),
             "{}",
             r.stderr
@@ -192,7 +194,8 @@ fn a_100_mb_single_line_is_refused_without_reading_it() {
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("line.conf:0:0: cannot read the file: larger than the 16 MiB limit"),
+        r.stderr
+            .contains("line.conf: cannot read the file: larger than the 16 MiB limit"),
         "{}",
         r.stderr
     );
@@ -201,7 +204,11 @@ fn a_100_mb_single_line_is_refused_without_reading_it() {
         dir.path(),
         &format!("include {}\n{TAIL}", line.display()),
     );
-    assert!(r.stderr.contains("larger than the 16 MiB limit"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("larger than the 16 MiB limit"),
+        "{}",
+        r.stderr
+    );
     // Under the file cap but over the 64 KiB line cap, continuations included: the lexer
     // (24 bytes per character) never sees it.
     let long = format!(
@@ -229,7 +236,8 @@ fn a_50_mb_stack_file_and_non_files_are_refused_by_check() {
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.yaml");
     let mut f = File::create(&big).unwrap();
-    let chunk = "# padding padding padding padding padding padding padding padding\n".repeat(16_384);
+    let chunk =
+        "# padding padding padding padding padding padding padding padding\n".repeat(16_384);
     while f.metadata().unwrap().len() < 50 * 1024 * 1024 {
         f.write_all(chunk.as_bytes()).unwrap();
     }
@@ -237,9 +245,21 @@ fn a_50_mb_stack_file_and_non_files_are_refused_by_check() {
     let fifo = dir.path().join("pipe.yaml");
     mkfifo(&fifo);
     for (what, path, says) in [
-        ("stack-50mb", big.to_str().unwrap(), "larger than the 4 MiB limit"),
-        ("stack-dev-zero", "/dev/zero", "a character device, not a regular file"),
-        ("stack-fifo", fifo.to_str().unwrap(), "a FIFO (named pipe), not a regular file"),
+        (
+            "stack-50mb",
+            big.to_str().unwrap(),
+            "larger than the 4 MiB limit",
+        ),
+        (
+            "stack-dev-zero",
+            "/dev/zero",
+            "a character device, not a regular file",
+        ),
+        (
+            "stack-fifo",
+            fifo.to_str().unwrap(),
+            "a FIFO (named pipe), not a regular file",
+        ),
     ] {
         let r = run(what, &["check", "-f", path], dir.path());
         assert_eq!(r.code, 2, "{}", r.stderr);

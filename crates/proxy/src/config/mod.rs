@@ -31,8 +31,8 @@ mod units;
 
 use std::path::{Path, PathBuf};
 
-pub use read::{read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_STACK_FILE_BYTES};
 pub use model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
+pub use read::{read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_STACK_FILE_BYTES};
 
 /// Directives accepted without effect, each with why it can be ignored (this list feeds the
 /// README's directive table).

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::files::Files;
 use super::lex::{self, Token};
-use super::read::{self, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES};
 use super::model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
+use super::read::{self, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES};
 use super::{ConfigError, IGNORED_DIRECTIVES};
 use crate::acl::{AccessRule, AccessRules, Acl, AclBuilder, AclList, AclRef};
 use crate::guard::{self, DestinationGuard};

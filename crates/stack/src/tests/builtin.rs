@@ -239,7 +239,10 @@ fn load_reads_a_file_and_names_it_in_errors() {
     );
     // Not a regular file.
     let e = load(&dir).unwrap_err();
-    assert!(e.to_string().contains("a directory, not a regular file"), "{e}");
+    assert!(
+        e.to_string().contains("a directory, not a regular file"),
+        "{e}"
+    );
     let e = load(Path::new("/dev/zero")).unwrap_err();
     assert!(e.to_string().contains("a character device"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
