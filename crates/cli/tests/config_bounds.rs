@@ -35,6 +35,8 @@ struct Run {
 fn run(what: &str, args: &[&str], dir: &Path) -> Run {
     let err_path = dir.join(format!("{what}.stderr"));
     let start = Instant::now();
+    // Reaped below with wait4 (for its rusage), not Child::wait, on every path.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
