@@ -37,7 +37,10 @@ mod validate;
 
 use std::path::Path;
 
+use proxyfleet_proxy::config::read_bounded;
 use serde_saphyr::MessageFormatter;
+
+pub use proxyfleet_proxy::config::MAX_STACK_FILE_BYTES;
 
 pub use admin::{redact_environment, Admin, REDACTED};
 pub use error::StackError;
@@ -60,11 +63,20 @@ pub fn builtin() -> Stack {
     parse(BUILTIN, Path::new(BUILTIN_NAME)).expect("the built-in stack is valid (tested)")
 }
 
-/// Reads and validates the stack file at `path`.
+/// Reads and validates the stack file at `path`: only a regular file, at most
+/// [`MAX_STACK_FILE_BYTES`] (4 MiB), so `check` and `up` finish in bounded time and memory
+/// whatever the name points at (`/dev/zero`, a FIFO).
 pub fn load(path: &Path) -> Result<Stack, StackError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
+    let read_error = |source| StackError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let bytes = read_bounded(path, MAX_STACK_FILE_BYTES).map_err(read_error)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text ({})", e.utf8_error()),
+        ))
     })?;
     parse(&text, path)
 }

@@ -94,6 +94,31 @@ pub fn lines(text: &str) -> Vec<Line> {
     out
 }
 
+/// The first logical line (continuations included) longer than `cap` bytes, as the line and
+/// column where it starts. Checked before [`lines`], which records a position for every
+/// character and would otherwise spend 24 bytes per byte of a huge line.
+pub fn overlong_line(text: &str, cap: usize) -> Option<(usize, usize)> {
+    // (line, column, bytes so far) of the logical line being continued.
+    let mut pending: Option<(usize, usize, usize)> = None;
+    for (index, raw) in text.split('\n').enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = raw.trim_start_matches([' ', '\t']);
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (line, column, before) = pending.unwrap_or_else(|| {
+            let column = raw[..raw.len() - trimmed.len()].chars().count() + 1;
+            (index + 1, column, 0)
+        });
+        let total = before + trimmed.len();
+        if total > cap {
+            return Some((line, column));
+        }
+        pending = trimmed.ends_with('\\').then_some((line, column, total));
+    }
+    None
+}
+
 fn tokenize(chars: &[Placed]) -> Option<Line> {
     let is_blank = |c: char| c == ' ' || c == '\t' || c == '\r';
     let mut tokens = Vec::new();
@@ -218,5 +243,16 @@ mod tests {
         assert!(t[5].quoted && t[5].unterminated);
         assert_eq!(t[5].raw(), "\"/open");
         assert!(!t[3].is("/etc/squid/my list"));
+    }
+
+    #[test]
+    fn overlong_lines_are_found_with_where_they_start() {
+        assert_eq!(overlong_line("via on\n# comment\n", 6), None);
+        assert_eq!(overlong_line("via on\n  via off\n", 6), Some((2, 3)));
+        // Continuations count together; comment lines do not count.
+        let text = "via\nacl a \\\n# a long comment line\n  src 1\n";
+        assert_eq!(overlong_line(text, 12), None);
+        assert_eq!(overlong_line(text, 11), Some((2, 1)));
+        assert_eq!(overlong_line(&"x".repeat(100), 99), Some((1, 1)));
     }
 }

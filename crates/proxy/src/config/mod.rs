@@ -7,6 +7,9 @@
 //!   (ACLs and access rules; `access_log`; everything else);
 //! - `files`: where `include`s and ACL value files are read from (the real file system, or
 //!   a confined directory for untrusted text);
+//! - `read`: bounded reads: regular files only, size and line-length caps
+//!   ([`MAX_CONFIG_FILE_BYTES`], [`MAX_CONFIG_LINE_BYTES`], and [`MAX_STACK_FILE_BYTES`] for
+//!   the stack crate's [`read_bounded`]);
 //! - `units`: Squid's `N unit` times and sizes;
 //! - `model`: the validated result the rest of the proxy reads.
 //!
@@ -21,6 +24,7 @@ mod lex;
 mod logging;
 pub mod model;
 mod parse;
+mod read;
 #[cfg(test)]
 mod test_support;
 mod units;
@@ -28,6 +32,7 @@ mod units;
 use std::path::{Path, PathBuf};
 
 pub use model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
+pub use read::{read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_STACK_FILE_BYTES};
 
 /// Directives accepted without effect, each with why it can be ignored (this list feeds the
 /// README's directive table).

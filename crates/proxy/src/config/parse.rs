@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::files::Files;
 use super::lex::{self, Token};
 use super::model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
+use super::read::{self, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES};
 use super::{ConfigError, IGNORED_DIRECTIVES};
 use crate::acl::{AccessRule, AccessRules, Acl, AclBuilder, AclList, AclRef};
 use crate::guard::{self, DestinationGuard};
@@ -203,6 +204,19 @@ impl Parser {
 
     /// Parses one file's text; `depth` counts the includes that led here.
     pub fn parse_text(&mut self, text: &str, file: &Path, depth: usize) -> Result<(), ConfigError> {
+        if let Some((line, column)) = lex::overlong_line(text, MAX_CONFIG_LINE_BYTES) {
+            return Err(ConfigError::new(
+                Location {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                },
+                format!(
+                    "line longer than the {} limit (continuations included)",
+                    read::describe(MAX_CONFIG_LINE_BYTES as u64)
+                ),
+            ));
+        }
         for line in lex::lines(text) {
             let d = Directive {
                 file,
@@ -476,8 +490,9 @@ impl Parser {
 
 /// Reads a configuration or ACL value file. Invalid UTF-8 is replaced rather than refused:
 /// squid.conf is ASCII in practice and a stray Latin-1 comment should not stop the proxy.
+/// Only regular files, and at most [`MAX_CONFIG_FILE_BYTES`] (see `read`).
 pub(super) fn read_text(path: &Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
+    let bytes = read::read_bounded(path, MAX_CONFIG_FILE_BYTES)?;
     Ok(String::from_utf8(bytes)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }

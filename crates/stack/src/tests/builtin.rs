@@ -228,6 +228,24 @@ fn load_reads_a_file_and_names_it_in_errors() {
         "{e}"
     );
     assert_eq!((e.line(), e.column(), e.object()), (0, 0, "stack"));
+
+    // Over the cap: refused from the file's length, before reading.
+    let big = dir.join("big.yaml");
+    let file = std::fs::File::create(&big).unwrap();
+    file.set_len(crate::MAX_STACK_FILE_BYTES + 1).unwrap();
+    let e = load(&big).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: larger than the 4 MiB limit", big.display())
+    );
+    // Not a regular file.
+    let e = load(&dir).unwrap_err();
+    assert!(
+        e.to_string().contains("a directory, not a regular file"),
+        "{e}"
+    );
+    let e = load(Path::new("/dev/zero")).unwrap_err();
+    assert!(e.to_string().contains("a character device"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
