@@ -33,6 +33,10 @@ struct Run {
 /// Runs `proxyfleet ARGS`, reaping it with `wait4` for its peak RSS; a child still running
 /// at `TIME_LIMIT` is killed (by its pid) and reaped, and the test fails.
 fn run(what: &str, args: &[&str], dir: &Path) -> Run {
+    // One child at a time: until its exec the child shares this process's memory (vfork), so
+    // a sibling test's big buffer would show in its peak.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let err_path = dir.join(format!("{what}.stderr"));
     let start = Instant::now();
     // Reaped below with wait4 (for its rusage), not Child::wait, on every path.
