@@ -16,8 +16,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::up::{proxy_stack, Up};
-use common::BIN;
-use testkit::process::Owned;
 
 const UP_SECRET: &str = "up-env-secret-6b1f";
 const TEMPLATE_SECRET: &str = "template-secret-93ac";
@@ -43,29 +41,12 @@ fn stack(net: u8, admin_yaml: &str) -> String {
 /// Starts `up` on `text` the way a careless shell would: with `UP_SECRET` exported and
 /// descriptor 9 open without close-on-exec.
 fn start_leaky_up(text: &str) -> Up {
-    let state = tempfile::tempdir().unwrap();
-    let file = state.path().join("stack.yaml");
-    std::fs::write(&file, text).unwrap();
-    let dir = state.path().display().to_string();
-    let file = file.display().to_string();
-    let mut child = Owned::spawn_with_env(
-        "sh",
-        &[
-            "-c",
-            r#"exec 9</dev/null; exec "$0" "$@""#,
-            BIN,
-            "up",
-            "--state-dir",
-            &dir,
-            "-f",
-            &file,
-        ],
+    Up::start_through_shell(
+        tempfile::tempdir().unwrap(),
+        "exec 9</dev/null",
+        text,
         &[("UP_SECRET", UP_SECRET)],
-    );
-    child.wait_stdout("up ready", Duration::from_secs(60), |l| {
-        l.contains("proxyfleet up: ready").then_some(())
-    });
-    Up { child, state }
+    )
 }
 
 fn admin_addr(up: &Up) -> SocketAddr {

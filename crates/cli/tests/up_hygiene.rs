@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::up::{proxy_stack, Up};
 use common::BIN;
-use testkit::process::{run, Owned};
+use testkit::process::run;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -47,28 +47,8 @@ fn stack(net: u8) -> String {
 fn state_and_instances_are_private_and_instances_get_the_documented_environment() {
     let state = tempfile::tempdir().unwrap();
     std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let file = state.path().join("stack.yaml");
-    std::fs::write(&file, stack(88)).unwrap();
-    let dir = state.path().display().to_string();
-    let file = file.display().to_string();
     // umask 000: every mode below is proxyfleet's choice, none the umask's.
-    let mut child = Owned::spawn(
-        "sh",
-        &[
-            "-c",
-            r#"umask 000; exec "$0" "$@""#,
-            BIN,
-            "up",
-            "--state-dir",
-            &dir,
-            "-f",
-            &file,
-        ],
-    );
-    child.wait_stdout("up ready", Duration::from_secs(60), |l| {
-        l.contains("proxyfleet up: ready").then_some(())
-    });
-    let up = Up { child, state };
+    let up = Up::start_through_shell(state, "umask 000", &stack(88), &[]);
     let canonical = up.dir().canonicalize().unwrap();
     let said: Vec<String> = up
         .child

@@ -48,6 +48,28 @@ impl Up {
         Up { child, state }
     }
 
+    /// Starts `up` on `stack` in `state` through `sh -c "SETUP; exec up ..."` — a umask, a
+    /// ulimit, a leaked descriptor: what the shell that starts it may do — with `env` added,
+    /// and waits for its ready line.
+    pub fn start_through_shell(
+        state: tempfile::TempDir,
+        setup: &str,
+        stack: &str,
+        env: &[(&str, &str)],
+    ) -> Up {
+        let file = state.path().join("stack.yaml");
+        std::fs::write(&file, stack).unwrap();
+        let dir = state.path().display().to_string();
+        let file = file.display().to_string();
+        let script = format!(r#"{setup}; exec "$0" "$@""#);
+        let args = ["-c", &script, BIN, "up", "--state-dir", &dir, "-f", &file];
+        let mut child = Owned::spawn_with_env("sh", &args, env);
+        child.wait_stdout("up ready", Duration::from_secs(60), |l| {
+            l.contains("proxyfleet up: ready").then_some(())
+        });
+        Up { child, state }
+    }
+
     /// kill -9 of `up` alone (its instances live on); returns the state directory for a
     /// restart.
     pub fn crash(mut self) -> tempfile::TempDir {
