@@ -40,7 +40,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
     let mut warnings = findings.len();
     if budget.total() > hard {
         warnings += 1;
-        let flows = proxyfleet_stack::budget::flow_limit(&stack, hard).unwrap_or(0);
+        let flows = proxyfleet_stack::budget::flow_limit(&budget, hard).unwrap_or(0);
         println!(
             "warning: load_balancers: the stack needs {} file descriptors ({} for flows at every \
              node's max_connections, {} for health checks, {} reserved), more than this \

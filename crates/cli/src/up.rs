@@ -82,7 +82,7 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
     // Two descriptors per balanced flow; the instances inherit the raised limit too.
     let limit = crate::limits::raise_open_files(u64::MAX);
     let needed = DescriptorBudget::of(&stack);
-    let max_flows = budget::flow_limit(&stack, limit);
+    let max_flows = budget::flow_limit(&needed, limit);
     if let Some(flows) = max_flows {
         // Said on standard output too: it caps what the stack file asked for.
         println!(

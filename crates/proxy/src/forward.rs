@@ -72,13 +72,15 @@ impl ClientConn {
             Admission::Denied(denial) => {
                 self.log_denial(&info, denial);
                 let refusal = (SquidError::AccessDenied, "TCP_DENIED");
-                self.refuse(refusal, !may_keep, &info, start, t0).await;
+                self.reply_failure(refusal, !may_keep, None, &info, (start, t0))
+                    .await;
                 return next;
             }
             Admission::DnsFailed(e) => {
                 tracing::info!(host = %info.host, error = %e, "DNS failure");
                 let refusal = (SquidError::DnsFail, "TCP_MISS");
-                self.refuse(refusal, !may_keep, &info, start, t0).await;
+                self.reply_failure(refusal, !may_keep, None, &info, (start, t0))
+                    .await;
                 return next;
             }
         }
@@ -136,22 +138,9 @@ impl ClientConn {
                     }
                     Err(e) => {
                         tracing::info!(url = %info.url, error = %e.error, "connect to origin failed");
-                        let bytes = self
-                            .send_error(SquidError::ConnectFail(e.errno), &info.url, !may_keep)
+                        let failure = (SquidError::ConnectFail(e.errno), "TCP_MISS");
+                        self.reply_failure(failure, !may_keep, e.last_addr, &info, (start, t0))
                             .await;
-                        self.log_forward(
-                            start,
-                            t0,
-                            Logged {
-                                status: "TCP_MISS",
-                                http_status: 503,
-                                bytes,
-                                server: e.last_addr,
-                                mime: html(bytes),
-                                info: &info,
-                            },
-                        )
-                        .await;
                         return next;
                     }
                 },
@@ -164,22 +153,9 @@ impl ClientConn {
                     may_reuse = false;
                     continue;
                 }
-                let bytes = self
-                    .send_error(SquidError::ReadError, &info.url, true)
+                let failure = (SquidError::ReadError, "TCP_MISS");
+                self.reply_failure(failure, true, Some(ip), &info, (start, t0))
                     .await;
-                self.log_forward(
-                    start,
-                    t0,
-                    Logged {
-                        status: "TCP_MISS",
-                        http_status: 502,
-                        bytes,
-                        server: Some(ip),
-                        mime: html(bytes),
-                        info: &info,
-                    },
-                )
-                .await;
                 return Next::Close;
             }
             let outcome = exchange(&mut self.stream, &mut self.buf, &mut origin, &req).await;
@@ -233,22 +209,9 @@ impl ClientConn {
                 }
                 Outcome::NoResponse(Failure::MalformedBody(why)) => {
                     tracing::info!(client = %self.client, url = %info.url, why, "malformed request body");
-                    let bytes = self
-                        .send_error(SquidError::InvalidReq, &info.url, true)
+                    let failure = (SquidError::InvalidReq, "NONE_NONE");
+                    self.reply_failure(failure, true, Some(ip), &info, (start, t0))
                         .await;
-                    self.log_forward(
-                        start,
-                        t0,
-                        Logged {
-                            status: "NONE_NONE",
-                            http_status: 400,
-                            bytes,
-                            server: Some(ip),
-                            mime: html(bytes),
-                            info: &info,
-                        },
-                    )
-                    .await;
                     Next::Close
                 }
                 Outcome::NoResponse(Failure::ClientGone) => {
@@ -274,41 +237,30 @@ impl ClientConn {
                         _ => SquidError::ReadError,
                     };
                     tracing::info!(url = %info.url, ?failure, "no response from origin");
-                    let bytes = self.send_error(error, &info.url, true).await;
-                    self.log_forward(
-                        start,
-                        t0,
-                        Logged {
-                            status: "TCP_MISS",
-                            http_status: error.status(),
-                            bytes,
-                            server: Some(ip),
-                            mime: html(bytes),
-                            info: &info,
-                        },
-                    )
-                    .await;
+                    self.reply_failure((error, "TCP_MISS"), true, Some(ip), &info, (start, t0))
+                        .await;
                     Next::Close
                 }
             };
         }
     }
 
-    /// Answers with an error page before any origin was contacted, and logs it with `tag`.
-    async fn refuse(
+    /// Answers with `error`'s page (closing after it when `close`) and logs it as `tag`, with
+    /// the origin address it concerns if one was dialed.
+    async fn reply_failure(
         &mut self,
         (error, tag): (SquidError, &'static str),
         close: bool,
+        server: Option<IpAddr>,
         info: &RequestInfo,
-        start: SystemTime,
-        t0: Instant,
+        (start, t0): (SystemTime, Instant),
     ) {
         let bytes = self.send_error(error, &info.url, close).await;
         let logged = Logged {
             status: tag,
             http_status: error.status(),
             bytes,
-            server: None,
+            server,
             mime: html(bytes),
             info,
         };

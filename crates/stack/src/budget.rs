@@ -65,12 +65,11 @@ fn targets_at_most(stack: &Stack, tg: &str) -> u64 {
     fixed + grouped
 }
 
-/// The most flows the balancer may hold at once, across all its nodes, for the stack to fit
-/// in `limit` descriptors: `None` when every node can fill its `max_connections` anyway.
+/// The most flows the balancer may hold at once, across all its nodes, for a stack needing
+/// `budget` to fit in `limit` descriptors: `None` when every node can fill its `max_connections` anyway.
 /// Nodes keep their own `max_connections`; only the total is capped, so a busy node may use
 /// what idle ones do not.
-pub fn flow_limit(stack: &Stack, limit: u64) -> Option<usize> {
-    let budget = DescriptorBudget::of(stack);
+pub fn flow_limit(budget: &DescriptorBudget, limit: u64) -> Option<usize> {
     if budget.total() <= limit {
         return None;
     }
@@ -94,11 +93,11 @@ mod tests {
 
     #[test]
     fn the_flow_limit_fits_the_open_file_limit() {
-        let stack = crate::builtin();
-        assert_eq!(flow_limit(&stack, 1_000_000), None);
-        let flows = flow_limit(&stack, 20_000).expect("40,260 do not fit in 20,000");
+        let budget = DescriptorBudget::of(&crate::builtin());
+        assert_eq!(flow_limit(&budget, 1_000_000), None);
+        let flows = flow_limit(&budget, 20_000).expect("40,260 do not fit in 20,000");
         assert_eq!(flows, (20_000 - 4 - RESERVED as usize) / 2);
         assert!(flows as u64 * 2 + 4 + RESERVED <= 20_000);
-        assert_eq!(flow_limit(&stack, 10), Some(1), "never zero");
+        assert_eq!(flow_limit(&budget, 10), Some(1), "never zero");
     }
 }
