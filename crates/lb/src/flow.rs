@@ -148,10 +148,12 @@ impl Listener {
             let upstream = match connected {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) if crate::connect::is_local_failure(&e) => {
-                    // This host is out of descriptors, buffers or ports: no target is to
-                    // blame, and another would fail the same way.
+                    // This host is out of descriptors, buffers or ports for this 4-tuple: the
+                    // target is not to blame, but another target may still be reachable
+                    // (EADDRNOTAVAIL is per destination), so try it without counting this.
                     tracing::warn!(node = %self.node, target = %target.id, %peer, error = %e, "cannot open a connection to a target here (not counted against it)");
-                    break;
+                    tried.push(target);
+                    continue;
                 }
                 Ok(Err(e)) => {
                     self.fail(&target, &e.to_string());
