@@ -117,7 +117,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let rotate = tokio::spawn(async move {
         while usr1.recv().await.is_some() {
             tracing::info!("SIGUSR1: reopening access logs");
-            shared.log.reopen().await;
+            shared.log.reopen();
         }
     });
     proxy.serve(stop).await;

@@ -1,23 +1,20 @@
 //! The access log in Squid's native format, one line per transaction:
 //! `%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt`.
 //!
-//! Lines are formatted on the connection's task and written by one thread per file, which
-//! flushes whenever it has nothing more queued: cheap under load, prompt when idle.
+//! Lines are formatted and written (one write(2) each) on the transaction's task, before
+//! the response's last byte: the log is the egress audit record, so a line must be in the
+//! kernel's hands by the time the client holds the whole response (see [`AccessLogger`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::acl::{AclList, Facts};
 use crate::config::AccessLog;
-
-/// Lines queued per file before transactions wait for the writer.
-const QUEUE: usize = 16 * 1024;
 
 /// One transaction's log record.
 #[derive(Debug, Clone)]
@@ -82,24 +79,39 @@ pub fn media_type(content_type: &[u8]) -> Option<String> {
     (!mt.is_empty()).then(|| mt.to_string())
 }
 
-enum Message {
-    Line(String),
-    /// Write out everything queued before this, then answer.
-    Flush(tokio::sync::oneshot::Sender<()>),
-    /// Close and reopen the file (after logrotate moved it: Squid's `-k rotate`).
-    Reopen,
+/// What a proxy does when an access log line cannot be written (`logfile_error_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogErrorPolicy {
+    /// Keep serving; the line is dropped, counted, and reported once a second.
+    #[default]
+    Drop,
+    /// Serve nothing the log cannot record: while a log is failing, new requests are
+    /// refused (503) and `/healthz` fails, and a response whose line failed is cut before
+    /// its last byte. The first line that is written again ends it.
+    Refuse,
 }
 
 struct Target {
     acls: AclList,
-    tx: mpsc::Sender<Message>,
+    path: PathBuf,
+    file: Mutex<LogFile>,
 }
 
-/// Every configured access log. Dropping it (after the last transaction) lets the writers
-/// flush and stop; [`AccessLogger::close`] waits for that.
+/// Every configured access log.
+///
+/// Each line is written with its own write(2) on the transaction's task, before the
+/// response's last byte goes to the client (the callers see to the order): a proxy killed
+/// at any moment has written the line of every response a client holds whole. A line is
+/// whole or absent: a write the disk cut short is truncated away, and a line that failed
+/// is dropped, never kept to be replayed later.
 pub struct AccessLogger {
     targets: Vec<Target>,
-    writers: Vec<JoinHandle<()>>,
+    policy: LogErrorPolicy,
+    /// A write failed and none has succeeded since.
+    failing: AtomicBool,
+    /// Lines written, and dropped because a write failed (over all files).
+    pub lines_written: AtomicU64,
+    pub lines_dropped: AtomicU64,
 }
 
 /// An access log file that could not be opened.
@@ -112,80 +124,178 @@ pub struct OpenError {
 }
 
 impl AccessLogger {
-    pub fn open(logs: &[AccessLog]) -> Result<AccessLogger, OpenError> {
+    pub fn open(logs: &[AccessLog], policy: LogErrorPolicy) -> Result<AccessLogger, OpenError> {
         let mut targets = Vec::new();
-        let mut writers = Vec::new();
         for log in logs {
             let file = open_append(&log.path).map_err(|source| OpenError {
                 path: log.path.clone(),
                 location: log.location.to_string(),
                 source,
             })?;
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let name = format!("access-log {}", log.path.display());
-            let path = log.path.clone();
-            let handle = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || write_lines(path, file, rx))
-                .map_err(|source| OpenError {
-                    path: log.path.clone(),
-                    location: log.location.to_string(),
-                    source,
-                })?;
             targets.push(Target {
                 acls: log.acls.clone(),
-                tx,
+                path: log.path.clone(),
+                file: Mutex::new(LogFile::new(file)),
             });
-            writers.push(handle);
         }
-        Ok(AccessLogger { targets, writers })
+        Ok(AccessLogger {
+            targets,
+            policy,
+            failing: AtomicBool::new(false),
+            lines_written: AtomicU64::new(0),
+            lines_dropped: AtomicU64::new(0),
+        })
     }
 
     pub fn is_enabled(&self) -> bool {
         !self.targets.is_empty()
     }
 
-    /// Queues the entry for every log whose ACLs match the transaction.
-    pub async fn log(&self, facts: &Facts<'_>, entry: &LogEntry) {
+    /// Whether new requests must be refused: the policy is `refuse` and a log is failing.
+    pub fn refuses(&self) -> bool {
+        self.policy == LogErrorPolicy::Refuse && self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Writes the entry to every log whose ACLs match the transaction. Returns whether the
+    /// response may be finished: always under `drop`; under `refuse`, only if every line
+    /// was written.
+    pub fn log(&self, facts: &Facts<'_>, entry: &LogEntry) -> bool {
         if self.targets.is_empty() {
-            return;
+            return true;
         }
         let line = entry.format();
-        for target in &self.targets {
-            if target.acls.matches(facts) {
-                // Fails only when the writer thread died; the error was reported there.
-                let _ = target.tx.send(Message::Line(line.clone())).await;
+        let mut all_written = true;
+        for target in self.targets.iter().filter(|t| t.acls.matches(facts)) {
+            if target.write(line.as_bytes()) {
+                self.lines_written.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.lines_dropped.fetch_add(1, Ordering::Relaxed);
+                all_written = false;
             }
         }
-    }
-
-    /// Waits until everything queued so far is written to the files.
-    pub async fn flush(&self) {
-        for target in &self.targets {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            if target.tx.send(Message::Flush(tx)).await.is_ok() {
-                let _ = rx.await;
+        if all_written {
+            if self.failing.swap(false, Ordering::Relaxed) && self.policy == LogErrorPolicy::Refuse
+            {
+                tracing::warn!("access log writable again: serving requests again (logfile_error_policy refuse)");
             }
+        } else if !self.failing.swap(true, Ordering::Relaxed)
+            && self.policy == LogErrorPolicy::Refuse
+        {
+            tracing::error!("access log not writable: refusing requests until a line can be written (logfile_error_policy refuse)");
         }
+        all_written || self.policy == LogErrorPolicy::Drop
     }
-}
 
-impl AccessLogger {
     /// Reopens every log file, so a rotated file is released and a new one started.
-    pub async fn reopen(&self) {
+    pub fn reopen(&self) {
         for target in &self.targets {
-            let _ = target.tx.send(Message::Reopen).await;
+            match open_append(&target.path) {
+                Ok(file) => *target.lock() = LogFile::new(file),
+                Err(e) => {
+                    tracing::error!(path = %target.path.display(), error = %e, "cannot reopen the access log: still writing to the old file")
+                }
+            }
         }
-        self.flush().await;
     }
 }
 
-impl Drop for AccessLogger {
-    fn drop(&mut self) {
-        self.targets.clear();
-        for w in self.writers.drain(..) {
-            let _ = w.join();
+impl Target {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogFile> {
+        // A panic while holding it leaves nothing half-done that matters: the file is the
+        // state, and a cut line is truncated before the lock is released.
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one line; false when it was dropped.
+    fn write(&self, line: &[u8]) -> bool {
+        let mut file = self.lock();
+        match file.append(line) {
+            Ok(()) => {
+                if file.unreported > 0 {
+                    tracing::warn!(path = %self.path.display(), dropped = file.unreported, "access log writable again after dropping lines");
+                    file.unreported = 0;
+                }
+                true
+            }
+            Err(e) => {
+                file.unreported += 1;
+                let due = file
+                    .last_report
+                    .is_none_or(|at| at.elapsed() >= REPORT_EVERY);
+                if due {
+                    tracing::error!(path = %self.path.display(), error = %e, dropped = file.unreported, "access log write failed: lines dropped");
+                    file.unreported = 0;
+                    file.last_report = Some(Instant::now());
+                }
+                false
+            }
         }
+    }
+}
+
+/// Write failures are reported at most this often, each report with the count of lines
+/// dropped since the last one.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// One open log file and its failure bookkeeping.
+struct LogFile {
+    file: File,
+    /// A cut line could not be truncated away: the next line starts with a newline, so it
+    /// at least is whole.
+    fragment: bool,
+    /// Lines dropped and not yet reported.
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+impl LogFile {
+    fn new(file: File) -> LogFile {
+        LogFile {
+            file,
+            fragment: false,
+            unreported: 0,
+            last_report: None,
+        }
+    }
+
+    /// Writes the whole line or, failing, leaves the file as it was.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.fragment {
+            self.write_whole(b"\n")?;
+            self.fragment = false;
+        }
+        self.write_whole(line)
+    }
+
+    /// One write(2) in the usual case. A short write (the disk filled up part-way) is
+    /// continued, and if the rest fails, the part already written is cut off again.
+    fn write_whole(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut written = 0;
+        while written < data.len() {
+            match (&self.file).write(&data[written..]) {
+                Ok(0) => return self.undo(written, std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return self.undo(written, e),
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(&mut self, written: usize, error: std::io::Error) -> std::io::Result<()> {
+        if written > 0 {
+            // Only this process appends to the file, under this lock, so its end is where
+            // this line's part ends.
+            let cut = self
+                .file
+                .metadata()
+                .and_then(|m| self.file.set_len(m.len().saturating_sub(written as u64)));
+            if let Err(e) = cut {
+                tracing::error!(error = %e, "cannot truncate a cut access log line: the next line starts on a new line");
+                self.fragment = true;
+            }
+        }
+        Err(error)
     }
 }
 
@@ -201,47 +311,6 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .mode(0o640)
         .open(path)
 }
-
-fn write_lines(path: PathBuf, file: File, mut rx: mpsc::Receiver<Message>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, file);
-    let mut waiting = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        let mut result = Ok(());
-        // Drain what is queued, then flush once.
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => result = result.and_then(|_| out.write_all(line.as_bytes())),
-                Message::Flush(done) => waiting.push(done),
-                Message::Reopen => {
-                    let _ = out.flush();
-                    match open_append(&path) {
-                        Ok(file) => out = BufWriter::with_capacity(64 * 1024, file),
-                        Err(e) => {
-                            tracing::error!(path = %path.display(), error = %e, "cannot reopen the access log: still writing to the old file")
-                        }
-                    }
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        if let Err(e) = result.and_then(|_| out.flush()) {
-            tracing::error!(error = %e, "access log write failed");
-        }
-        for done in waiting.drain(..) {
-            let _ = done.send(());
-        }
-        // Let lines gather before the next batch: a writer parked in `blocking_recv` is woken
-        // (a futex wake, a context switch) by every single line, which under load cost the
-        // proxy ~4 % of the machine's CPU in a profile; a sleeping one is woken by none.
-        // Lines reach the file at most this late; the queue holds far more than arrives.
-        std::thread::sleep(BATCH_PAUSE);
-    }
-    let _ = out.flush();
-}
-
-/// How long the writer lets lines gather between batches.
-const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {

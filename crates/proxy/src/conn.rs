@@ -67,6 +67,9 @@ pub struct ClientConn {
     shutdown: watch::Receiver<bool>,
 }
 
+/// The Prometheus text exposition format.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Room reserved for reading a request head; it grows (doubling) only as a head needs it, up
 /// to `request_header_max_size`, so a slow or idle client costs little memory.
 const HEAD_READ: usize = 1024;
@@ -232,16 +235,13 @@ impl ClientConn {
             match result {
                 Ok(0) | Err(_) => {
                     if !self.buf.is_empty() {
-                        self.log_plain(
-                            "NONE_NONE",
-                            0,
-                            0,
-                            "",
-                            "error:transaction-end-before-headers",
-                            start,
-                            t0,
-                        )
-                        .await;
+                        let info = RequestInfo {
+                            url: "error:transaction-end-before-headers".into(),
+                            ..Default::default()
+                        };
+                        let mut entry = self.entry(&info, start, ("NONE_NONE", 0), None);
+                        entry.elapsed = t0.elapsed();
+                        self.log_transaction(&info, &entry);
                     }
                     return None;
                 }
@@ -278,6 +278,15 @@ impl ClientConn {
                 return Next::Close;
             }
         };
+        let is_proxy_request = !matches!(target, Target::Origin { .. });
+        if is_proxy_request && self.shared.log.refuses() {
+            // Its own line (NONE_NONE/503) is the probe: once it is written, the log works
+            // again and the next request is served.
+            let url = head.target().to_string();
+            self.reply_error(SquidError::LogUnwritable, &url, &method, start, t0)
+                .await;
+            return Next::Close;
+        }
         match target {
             Target::Origin { path } => self.answer_origin_form(&head, &path, start, t0).await,
             Target::Authority { host, port } => {
@@ -331,18 +340,26 @@ impl ClientConn {
         t0: Instant,
     ) -> Next {
         let route = path.split('?').next().unwrap_or("");
-        if route == "/healthz" && matches!(head.method(), "GET" | "HEAD") {
-            let (status, body) = if self.draining() {
-                ("503 Service Unavailable", "draining\n")
+        let metrics = route == "/metrics" && self.may_read_metrics();
+        if (route == "/healthz" || metrics) && matches!(head.method(), "GET" | "HEAD") {
+            let (status, content_type, body) = if metrics {
+                ("200 OK", METRICS_TYPE, self.shared.metrics())
+            } else if self.draining() {
+                ("503 Service Unavailable", "text/plain", "draining\n".into())
+            } else if self.shared.log.refuses() {
+                // An instance that may not serve (it cannot log) is taken out by its
+                // balancer's health check, and replaced by its group.
+                let why = "access log not writable\n";
+                ("503 Service Unavailable", "text/plain", why.into())
             } else {
-                ("200 OK", "ok\n")
+                ("200 OK", "text/plain", "ok\n".into())
             };
             let keep = head.wants_keep_alive() && !self.draining();
             let text = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n{}",
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n{}",
                 body.len(),
                 if keep { "keep-alive" } else { "close" },
-                if head.method() == "HEAD" { "" } else { body },
+                if head.method() == "HEAD" { "" } else { &body },
             );
             let ok = write_all(
                 &mut self.stream,
@@ -362,6 +379,13 @@ impl ClientConn {
         Next::Close
     }
 
+    /// `GET /metrics` is answered only on a direct connection from this host: not through a
+    /// balancer's PROXY header (an application client's request would arrive that way), not
+    /// from another host.
+    fn may_read_metrics(&self) -> bool {
+        !self.port.require_proxy_header && self.peer.ip().is_loopback()
+    }
+
     /// Sends an error page, logs `NONE_NONE/status`, and leaves the connection to be closed.
     pub(crate) async fn reply_error(
         &mut self,
@@ -371,55 +395,80 @@ impl ClientConn {
         start: SystemTime,
         t0: Instant,
     ) {
-        let bytes = self.send_error(error, url, true).await;
-        self.log_plain("NONE_NONE", error.status(), bytes, method, url, start, t0)
-            .await;
-    }
-
-    /// Writes an error page; returns the bytes sent (0 when the client is gone).
-    pub(crate) async fn send_error(&mut self, error: SquidError, url: &str, close: bool) -> u64 {
-        let page = error.response(url, &self.shared.config.visible_hostname, close);
-        match write_all(&mut self.stream, &page, self.shared.config.read_timeout).await {
-            Ok(()) => page.len() as u64,
-            Err(_) => 0,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn log_plain(
-        &self,
-        squid_status: &'static str,
-        http_status: u16,
-        bytes: u64,
-        method: &str,
-        url: &str,
-        start: SystemTime,
-        t0: Instant,
-    ) {
         let info = RequestInfo {
             method: method.to_string(),
             url: url.to_string(),
             ..Default::default()
         };
-        let entry = LogEntry {
+        let entry = self.entry(&info, start, ("NONE_NONE", error.status()), None);
+        self.send_error(error, true, &info, entry, t0).await;
+    }
+
+    /// Writes an error page and its log line: all of the page but its last byte, the line,
+    /// then the last byte, so no client holds a whole answer whose line was not written.
+    /// `entry` gets the bytes sent (0 when the client is gone) and the time taken. Returns
+    /// the bytes sent.
+    pub(crate) async fn send_error(
+        &mut self,
+        error: SquidError,
+        close: bool,
+        info: &RequestInfo,
+        mut entry: LogEntry,
+        t0: Instant,
+    ) -> u64 {
+        let config = &self.shared.config;
+        let page = error.response(&info.url, &config.visible_hostname, close);
+        let (most, last) = page.split_at(page.len() - 1);
+        let sent = write_all(&mut self.stream, most, config.read_timeout)
+            .await
+            .is_ok();
+        entry.bytes = if sent { page.len() as u64 } else { 0 };
+        entry.mime = sent.then(|| "text/html".to_string());
+        entry.elapsed = t0.elapsed();
+        // The page goes out whatever the log says: an error page carries no traffic.
+        self.log_transaction(info, &entry);
+        if sent
+            && write_all(&mut self.stream, last, config.read_timeout)
+                .await
+                .is_ok()
+        {
+            page.len() as u64
+        } else {
+            0
+        }
+    }
+
+    /// A log entry for `info`, to be completed with the bytes sent and the time taken.
+    pub(crate) fn entry(
+        &self,
+        info: &RequestInfo,
+        start: SystemTime,
+        (squid_status, http_status): (&'static str, u16),
+        server: Option<IpAddr>,
+    ) -> LogEntry {
+        LogEntry {
             start,
-            elapsed: t0.elapsed(),
+            elapsed: std::time::Duration::ZERO,
             client: self.client,
             squid_status,
             http_status,
-            bytes,
+            bytes: 0,
             method: info.method.clone(),
             url: info.url.clone(),
-            hierarchy: "HIER_NONE",
-            server: None,
-            mime: (bytes > 0).then(|| "text/html".to_string()),
-        };
-        self.shared.log.log(&info.facts(self.client), &entry).await;
+            hierarchy: if server.is_some() {
+                "HIER_DIRECT"
+            } else {
+                "HIER_NONE"
+            },
+            server,
+            mime: None,
+        }
     }
 
-    /// Logs a transaction that got as far as access control.
-    pub(crate) async fn log_transaction(&self, info: &RequestInfo, entry: LogEntry) {
-        self.shared.log.log(&info.facts(self.client), &entry).await;
+    /// Writes a transaction's line (see [`crate::access_log::AccessLogger::log`]): false
+    /// when the response must not be finished (`logfile_error_policy refuse`).
+    pub(crate) fn log_transaction(&self, info: &RequestInfo, entry: &LogEntry) -> bool {
+        self.shared.log.log(&info.facts(self.client), entry)
     }
 
     /// Whether the request may go ahead: `http_access`, then the destination's addresses

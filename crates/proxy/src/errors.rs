@@ -26,6 +26,9 @@ pub enum SquidError {
     TooBig,
     UnsupportedRequest,
     ShuttingDown,
+    /// The access log cannot be written and `logfile_error_policy refuse` says to serve
+    /// nothing unlogged.
+    LogUnwritable,
 }
 
 impl SquidError {
@@ -43,7 +46,10 @@ impl SquidError {
     pub fn status(self) -> u16 {
         match self {
             SquidError::AccessDenied => 403,
-            SquidError::ConnectFail(_) | SquidError::DnsFail | SquidError::ShuttingDown => 503,
+            SquidError::ConnectFail(_)
+            | SquidError::DnsFail
+            | SquidError::ShuttingDown
+            | SquidError::LogUnwritable => 503,
             SquidError::ReadTimeout => 504,
             SquidError::ReadError | SquidError::InvalidResp => 502,
             SquidError::InvalidReq | SquidError::InvalidUrl => 400,
@@ -66,6 +72,7 @@ impl SquidError {
             SquidError::TooBig => "ERR_TOO_BIG",
             SquidError::UnsupportedRequest => "ERR_UNSUP_REQ",
             SquidError::ShuttingDown => "ERR_SHUTTING_DOWN",
+            SquidError::LogUnwritable => "ERR_ACCESS_LOG_UNWRITABLE",
         }
     }
 
@@ -89,6 +96,7 @@ impl SquidError {
             SquidError::TooBig => "The request or reply is too large.",
             SquidError::UnsupportedRequest => "This proxy does not support the request method or URL scheme.",
             SquidError::ShuttingDown => "This proxy is in the process of shutting down.",
+            SquidError::LogUnwritable => "This proxy cannot write its access log, and serves nothing it cannot log.",
         }
     }
 

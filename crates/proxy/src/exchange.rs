@@ -55,7 +55,16 @@ pub struct Delivered {
     pub mime: Option<String>,
     pub client_reusable: bool,
     pub origin_reusable: bool,
+    /// Its log line was written (by the exchange's `record`, before the last byte).
+    pub logged: bool,
+    /// The end was withheld because the line could not be written
+    /// (`logfile_error_policy refuse`).
+    pub unrecorded: bool,
 }
+
+/// Writes the log line of the response described, before its last byte goes to the client;
+/// false withholds that byte (see [`crate::http::body::BeforeEnd`]).
+pub type Record<'a> = &'a (dyn Fn(&Delivered) -> bool + Sync);
 
 /// Why no response reached the client.
 #[derive(Debug)]
@@ -79,6 +88,7 @@ pub async fn exchange(
     client_buf: &mut BytesMut,
     origin: &mut TcpStream,
     req: &ExchangeRequest<'_>,
+    record: Record<'_>,
 ) -> Outcome {
     let (mut cr, mut cw) = client.split();
     let (mut or, mut ow) = origin.split();
@@ -103,11 +113,12 @@ pub async fn exchange(
             &mut nothing,
             &mut ow,
             req.idle,
+            &mut |_| true,
         )
         .await
         .map_err(|f| f.error)
     };
-    let download = download(&mut or, &mut cw, req, &responding);
+    let download = download(&mut or, &mut cw, req, &responding, record);
     tokio::pin!(upload, download);
     let mut uploaded: Option<Result<u64, CopyError>> = None;
     let outcome = loop {
@@ -150,6 +161,7 @@ async fn download<R, W>(
     client: &mut W,
     req: &ExchangeRequest<'_>,
     responding: &AtomicBool,
+    record: Record<'_>,
 ) -> Outcome
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -224,13 +236,31 @@ where
         bytes: sent,
         mime: head.value("content-type").and_then(media_type),
         client_reusable,
-        origin_reusable: false,
+        ..Default::default()
     };
-    match copy_body(
-        framing, encode, origin, &mut obuf, &mut out, client, req.idle,
+    let mut logged = false;
+    let mut before_end = |n: u64| {
+        logged = true;
+        record(&Delivered {
+            status: head.status,
+            bytes: sent + n,
+            mime: delivered.mime.clone(),
+            ..Default::default()
+        })
+    };
+    let copied = copy_body(
+        framing,
+        encode,
+        origin,
+        &mut obuf,
+        &mut out,
+        client,
+        req.idle,
+        &mut before_end,
     )
-    .await
-    {
+    .await;
+    delivered.logged = logged;
+    match copied {
         Ok(n) => {
             delivered.bytes += n;
             delivered.origin_reusable =
@@ -246,6 +276,7 @@ where
         Err(failed) => {
             delivered.bytes += failed.written;
             delivered.client_reusable = false;
+            delivered.unrecorded = matches!(failed.error, CopyError::Unrecorded);
             Outcome::Aborted(delivered)
         }
     }

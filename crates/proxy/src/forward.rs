@@ -6,12 +6,11 @@ use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 
-use crate::access_log::LogEntry;
 use crate::acl::Facts;
 use crate::config::OutgoingAddress;
 use crate::conn::{Admission, ClientConn, Denial, Next, RequestInfo};
 use crate::errors::SquidError;
-use crate::exchange::{exchange, ExchangeRequest, Failure, Outcome};
+use crate::exchange::{exchange, Delivered, ExchangeRequest, Failure, Outcome};
 use crate::http::body::write_all;
 use crate::http::head::{closes_after, Framing, Head};
 use crate::http::rewrite::origin_request;
@@ -31,16 +30,6 @@ pub fn outgoing_addresses(
             .map(|l| l.addr)
     };
     (pick(true), pick(false))
-}
-
-/// What a finished forward logs.
-struct Logged<'a> {
-    status: &'static str,
-    http_status: u16,
-    bytes: u64,
-    server: Option<IpAddr>,
-    mime: Option<String>,
-    info: &'a RequestInfo,
 }
 
 impl ClientConn {
@@ -158,25 +147,29 @@ impl ClientConn {
                     .await;
                 return Next::Close;
             }
-            let outcome = exchange(&mut self.stream, &mut self.buf, &mut origin, &req).await;
+            let line = self.entry(&info, start, ("TCP_MISS", 0), Some(ip));
+            let client = self.client;
+            let record = |tag: &'static str, d: &Delivered| {
+                let mut entry = line.clone();
+                entry.squid_status = tag;
+                entry.http_status = d.status;
+                entry.bytes = d.bytes;
+                entry.mime = d.mime.clone();
+                entry.elapsed = t0.elapsed();
+                shared.log.log(&info.facts(client), &entry)
+            };
+            let outcome = exchange(&mut self.stream, &mut self.buf, &mut origin, &req, &|d| {
+                record("TCP_MISS", d)
+            })
+            .await;
             return match outcome {
                 Outcome::Done(d) => {
                     if d.origin_reusable {
                         shared.pool.put(key, origin);
                     }
-                    self.log_forward(
-                        start,
-                        t0,
-                        Logged {
-                            status: "TCP_MISS",
-                            http_status: d.status,
-                            bytes: d.bytes,
-                            server: Some(ip),
-                            mime: d.mime,
-                            info: &info,
-                        },
-                    )
-                    .await;
+                    if !d.logged {
+                        record("TCP_MISS", &d);
+                    }
                     if d.client_reusable {
                         Next::KeepAlive
                     } else {
@@ -184,19 +177,15 @@ impl ClientConn {
                     }
                 }
                 Outcome::Aborted(d) => {
-                    self.log_forward(
-                        start,
-                        t0,
-                        Logged {
-                            status: "TCP_MISS_ABORTED",
-                            http_status: d.status,
-                            bytes: d.bytes,
-                            server: Some(ip),
-                            mime: d.mime,
-                            info: &info,
-                        },
-                    )
-                    .await;
+                    if d.unrecorded {
+                        // Reset rather than close: a body that ends at close must not look
+                        // whole to the client.
+                        tracing::warn!(client = %self.client, url = %info.url, "response cut before its end: its access log line could not be written (logfile_error_policy refuse)");
+                        let _ = socket2::SockRef::from(&self.stream)
+                            .set_linger(Some(std::time::Duration::ZERO));
+                    } else if !d.logged {
+                        record("TCP_MISS_ABORTED", &d);
+                    }
                     Next::Close
                 }
                 // A pooled connection the origin had closed: the request never reached it,
@@ -215,19 +204,7 @@ impl ClientConn {
                     Next::Close
                 }
                 Outcome::NoResponse(Failure::ClientGone) => {
-                    self.log_forward(
-                        start,
-                        t0,
-                        Logged {
-                            status: "TCP_MISS_ABORTED",
-                            http_status: 0,
-                            bytes: 0,
-                            server: Some(ip),
-                            mime: None,
-                            info: &info,
-                        },
-                    )
-                    .await;
+                    record("TCP_MISS_ABORTED", &Delivered::default());
                     Next::Close
                 }
                 Outcome::NoResponse(failure) => {
@@ -255,43 +232,9 @@ impl ClientConn {
         info: &RequestInfo,
         (start, t0): (SystemTime, Instant),
     ) {
-        let bytes = self.send_error(error, &info.url, close).await;
-        let logged = Logged {
-            status: tag,
-            http_status: error.status(),
-            bytes,
-            server,
-            mime: html(bytes),
-            info,
-        };
-        self.log_forward(start, t0, logged).await;
+        let entry = self.entry(info, start, (tag, error.status()), server);
+        self.send_error(error, close, info, entry, t0).await;
     }
-
-    async fn log_forward(&self, start: SystemTime, t0: Instant, l: Logged<'_>) {
-        let entry = LogEntry {
-            start,
-            elapsed: t0.elapsed(),
-            client: self.client,
-            squid_status: l.status,
-            http_status: l.http_status,
-            bytes: l.bytes,
-            method: l.info.method.clone(),
-            url: l.info.url.clone(),
-            hierarchy: if l.server.is_some() {
-                "HIER_DIRECT"
-            } else {
-                "HIER_NONE"
-            },
-            server: l.server,
-            mime: l.mime,
-        };
-        self.log_transaction(l.info, entry).await;
-    }
-}
-
-/// Error pages are HTML; nothing sent, nothing to type.
-fn html(bytes: u64) -> Option<String> {
-    (bytes > 0).then(|| "text/html".to_string())
 }
 
 /// Whether a `Via` entry of the request was added by a proxy called `name` (Squid's

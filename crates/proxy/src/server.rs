@@ -89,7 +89,7 @@ impl Proxy {
             })?;
             listeners.push((listener, Arc::new(port.clone())));
         }
-        let log = AccessLogger::open(&config.access_logs)?;
+        let log = AccessLogger::open(&config.access_logs, config.logfile_error_policy)?;
         let resolver = Resolver::new(&config.dns_nameservers, config.negative_dns_ttl)?;
         let via = config.via.then(|| {
             format!(
@@ -194,7 +194,59 @@ impl Proxy {
         connections.tracker.wait().await;
         sweeper.abort();
         shared.pool.clear();
-        shared.log.flush().await;
+    }
+}
+
+impl Shared {
+    /// The proxy's counters in Prometheus' text format (`GET /metrics`). Written out by
+    /// hand: six numbers do not need a registry.
+    pub fn metrics(&self) -> String {
+        let log = &self.log;
+        let rows: [(&str, &str, &str, u64); 6] = [
+            (
+                "proxyfleet_proxy_connections_accepted_total",
+                "counter",
+                "Client connections accepted.",
+                self.stats.connections_accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "proxyfleet_proxy_connections_active",
+                "gauge",
+                "Client connections open now.",
+                self.stats.connections_active.load(Ordering::Relaxed),
+            ),
+            (
+                "proxyfleet_proxy_requests_total",
+                "counter",
+                "Requests read.",
+                self.stats.requests.load(Ordering::Relaxed),
+            ),
+            (
+                "proxyfleet_proxy_access_log_lines_written_total",
+                "counter",
+                "Access log lines written (one per file a transaction is logged to).",
+                log.lines_written.load(Ordering::Relaxed),
+            ),
+            (
+                "proxyfleet_proxy_access_log_lines_dropped_total",
+                "counter",
+                "Access log lines dropped because their write failed (disk full, I/O error).",
+                log.lines_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "proxyfleet_proxy_access_log_refusing",
+                "gauge",
+                "1 while requests are refused because the access log is not writable (logfile_error_policy refuse).",
+                u64::from(log.refuses()),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        }
+        out
     }
 }
 

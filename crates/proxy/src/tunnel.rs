@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crate::access_log::LogEntry;
 use crate::conn::{Admission, ClientConn, Next, RequestInfo};
 use crate::errors::SquidError;
 use crate::forward::outgoing_addresses;
@@ -27,17 +26,15 @@ impl ClientConn {
             Admission::Allowed => {}
             Admission::Denied(denial) => {
                 self.log_denial(&info, denial);
-                let bytes = self
-                    .send_error(SquidError::AccessDenied, &info.url, true)
-                    .await;
-                self.log_tunnel(&info, start, t0, "TCP_DENIED", 403, bytes, None)
+                let entry = self.entry(&info, start, ("TCP_DENIED", 403), None);
+                self.send_error(SquidError::AccessDenied, true, &info, entry, t0)
                     .await;
                 return Next::Close;
             }
             Admission::DnsFailed(e) => {
                 tracing::info!(host = %info.host, error = %e, "DNS failure");
-                let bytes = self.send_error(SquidError::DnsFail, &info.url, true).await;
-                self.log_tunnel(&info, start, t0, "NONE_NONE", 503, bytes, None)
+                let entry = self.entry(&info, start, ("NONE_NONE", 503), None);
+                self.send_error(SquidError::DnsFail, true, &info, entry, t0)
                     .await;
                 return Next::Close;
             }
@@ -49,10 +46,8 @@ impl ClientConn {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::info!(url = %info.url, error = %e.error, "CONNECT to origin failed");
-                    let bytes = self
-                        .send_error(SquidError::ConnectFail(e.errno), &info.url, true)
-                        .await;
-                    self.log_tunnel(&info, start, t0, "NONE_NONE", 503, bytes, e.last_addr)
+                    let entry = self.entry(&info, start, ("NONE_NONE", 503), e.last_addr);
+                    self.send_error(SquidError::ConnectFail(e.errno), true, &info, entry, t0)
                         .await;
                     return Next::Close;
                 }
@@ -62,8 +57,7 @@ impl ClientConn {
             .await
             .is_err()
         {
-            self.log_tunnel(&info, start, t0, "TCP_TUNNEL", 200, 0, Some(ip))
-                .await;
+            self.log_tunnel(&info, start, t0, 0, ip);
             return Next::Close;
         }
         // Bytes the client sent right behind the CONNECT head (an eager TLS ClientHello).
@@ -80,47 +74,23 @@ impl ClientConn {
             }
             sent_to_client += to_client.load(Ordering::Relaxed);
         }
-        self.log_tunnel(
-            &info,
-            start,
-            t0,
-            "TCP_TUNNEL",
-            200,
-            sent_to_client,
-            Some(ip),
-        )
-        .await;
+        self.log_tunnel(&info, start, t0, sent_to_client, ip);
         Next::Close
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn log_tunnel(
+    /// A tunnel's line, written when both directions have closed: its byte count is known
+    /// only then (Squid logs CONNECT the same way).
+    fn log_tunnel(
         &self,
         info: &RequestInfo,
         start: SystemTime,
         t0: Instant,
-        status: &'static str,
-        http_status: u16,
         bytes: u64,
-        server: Option<IpAddr>,
+        server: IpAddr,
     ) {
-        let entry = LogEntry {
-            start,
-            elapsed: t0.elapsed(),
-            client: self.client,
-            squid_status: status,
-            http_status,
-            bytes,
-            method: info.method.clone(),
-            url: info.url.clone(),
-            hierarchy: if server.is_some() {
-                "HIER_DIRECT"
-            } else {
-                "HIER_NONE"
-            },
-            server,
-            mime: (status != "TCP_TUNNEL" && bytes > 0).then(|| "text/html".to_string()),
-        };
-        self.log_transaction(info, entry).await;
+        let mut entry = self.entry(info, start, ("TCP_TUNNEL", 200), Some(server));
+        entry.bytes = bytes;
+        entry.elapsed = t0.elapsed();
+        self.log_transaction(info, &entry);
     }
 }

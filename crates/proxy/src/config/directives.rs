@@ -11,6 +11,7 @@ use super::model::{ForwardedFor, HttpPort};
 use super::parse::{Directive, Parser, DEFAULT_MAX_FILEDESCRIPTORS};
 use super::units::{self, UnitError};
 use super::ConfigError;
+use crate::access_log::LogErrorPolicy;
 
 impl Parser {
     /// `http_port [ADDR:]PORT [require-proxy-header] [name=...]`.
@@ -143,6 +144,23 @@ impl Parser {
             "off" => false,
             _ => return Err(d.error(t, format!("expected 'on' or 'off', found '{}'", t.text))),
         });
+        Ok(())
+    }
+
+    /// `logfile_error_policy drop|refuse`.
+    pub(super) fn logfile_error_policy(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "'drop' or 'refuse'")?;
+        d.no_more(1)?;
+        self.logfile_error_policy = match t.text.as_str() {
+            "drop" => LogErrorPolicy::Drop,
+            "refuse" => LogErrorPolicy::Refuse,
+            _ => {
+                return Err(d.error(
+                    t,
+                    format!("expected 'drop' or 'refuse', found '{}'", t.text),
+                ))
+            }
+        };
         Ok(())
     }
 

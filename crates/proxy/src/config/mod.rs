@@ -68,6 +68,10 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "logfile_rotate",
         "rotation is logrotate's job: SIGUSR1 reopens the log files",
     ),
+    (
+        "buffered_logs",
+        "every access log line is written before its response's last byte; nothing is buffered",
+    ),
     ("netdb_filename", "no ICMP network database"),
     ("pinger_enable", "no ICMP pinger"),
     ("icp_port", "no ICP: there are no sibling caches"),

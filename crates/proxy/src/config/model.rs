@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access_log::LogErrorPolicy;
 use crate::acl::{AccessRules, AclList};
 use crate::guard::DestinationGuard;
 
@@ -117,6 +118,9 @@ pub struct Config {
     /// What the files themselves say (`destination_guard on|off`), `None` when silent: then
     /// the guard is on only when `proxyfleet up` asks for it.
     pub destination_guard_in_files: Option<bool>,
+    /// `logfile_error_policy drop|refuse` (default drop): what happens when an access log
+    /// line cannot be written.
+    pub logfile_error_policy: LogErrorPolicy,
     /// `negative_dns_ttl` (default 1 minute): how long a failed lookup is remembered.
     pub negative_dns_ttl: Duration,
     /// `client_ip_max_connections N`: open connections per client address at most (the

@@ -16,6 +16,7 @@ use super::lex::{self, Token};
 use super::model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
 use super::read::{self, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES};
 use super::{ConfigError, IGNORED_DIRECTIVES};
+use crate::access_log::LogErrorPolicy;
 use crate::acl::{AccessRule, AccessRules, Acl, AclBuilder, AclList, AclRef};
 use crate::guard::{self, DestinationGuard};
 
@@ -150,6 +151,7 @@ pub(super) struct Parser {
     pub workers: Option<usize>,
     /// `destination_guard`: `None` when the files do not say (then the environment may).
     pub destination_guard: Option<bool>,
+    pub logfile_error_policy: LogErrorPolicy,
     pub guard_allow: Vec<ipnet::IpNet>,
     pub guard_deny: Vec<ipnet::IpNet>,
     pub negative_dns_ttl: Duration,
@@ -194,6 +196,7 @@ impl Parser {
             max_filedescriptors: DEFAULT_MAX_FILEDESCRIPTORS,
             workers: None,
             destination_guard: None,
+            logfile_error_policy: LogErrorPolicy::Drop,
             guard_allow: Vec::new(),
             guard_deny: Vec::new(),
             negative_dns_ttl: Duration::from_secs(60),
@@ -275,6 +278,7 @@ impl Parser {
             "client_ip_max_connections" => self.client_ip_max_connections(d),
             "workers" => self.workers(d),
             "destination_guard" => self.destination_guard(d),
+            "logfile_error_policy" => self.logfile_error_policy(d),
             "destination_guard_allow" | "destination_guard_deny" => self.destination_guard_nets(d),
             _ => Err(ConfigError::new(
                 d.location(),
@@ -468,6 +472,7 @@ impl Parser {
             workers: self.workers,
             destination_guard,
             destination_guard_in_files: self.destination_guard,
+            logfile_error_policy: self.logfile_error_policy,
             negative_dns_ttl: self.negative_dns_ttl,
             client_ip_max_connections: self.client_ip_max_connections,
             ignored: self.ignored,

@@ -29,7 +29,17 @@ pub enum CopyError {
     SinkTimeout,
     /// The source sent a malformed chunked body.
     Malformed(&'static str),
+    /// The body's end was held back because its log line could not be written
+    /// (`logfile_error_policy refuse`): the destination must not take it for complete.
+    Unrecorded,
 }
+
+/// Called once, just before a body's last bytes go out (for a body that ends at close:
+/// when the source closed, before the destination is closed), with the bytes the copy will
+/// have written by then. The access log line is written here, so a proxy killed at any
+/// moment has logged every response a client holds whole. Returning false withholds the end
+/// ([`CopyError::Unrecorded`]).
+pub type BeforeEnd<'a> = &'a mut (dyn FnMut(u64) -> bool + Send);
 
 /// Reads more bytes from `src` into `buf`, bounded by `idle`. Returns 0 at end of stream.
 pub async fn read_some<R: AsyncRead + Unpin>(
@@ -82,7 +92,8 @@ pub enum Encode {
 /// already read from `src` (the body's start, maybe the next message too); on return it
 /// holds only what follows the body. `out` holds bytes to send before the body (usually the
 /// head): they go out merged with the first body bytes. Returns the number of bytes written
-/// to `dst`, `out` included.
+/// to `dst`, `out` included. `before_end` runs just before the last bytes go out.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_body<R, W>(
     framing: Framing,
     encode: Encode,
@@ -91,6 +102,7 @@ pub async fn copy_body<R, W>(
     out: &mut BytesMut,
     dst: &mut W,
     idle: Duration,
+    before_end: BeforeEnd<'_>,
 ) -> Result<u64, CopyFailed>
 where
     R: AsyncRead + Unpin,
@@ -101,6 +113,7 @@ where
         out,
         idle,
         written: 0,
+        before_end,
     };
     match copy_body_inner(framing, encode, src, src_buf, &mut sink).await {
         Ok(()) => Ok(sink.written),
@@ -117,10 +130,13 @@ struct Sink<'a, W> {
     out: &'a mut BytesMut,
     idle: Duration,
     written: u64,
+    before_end: BeforeEnd<'a>,
 }
 
 impl<W: AsyncWrite + Unpin> Sink<'_, W> {
-    async fn data(&mut self, data: &[u8], encode: Encode) -> Result<(), CopyError> {
+    /// Passes on body data; `last` when it ends the body (then its last byte stays in
+    /// `out`, to go out after `before_end`).
+    async fn data(&mut self, data: &[u8], encode: Encode, last: bool) -> Result<(), CopyError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -131,8 +147,10 @@ impl<W: AsyncWrite + Unpin> Sink<'_, W> {
             self.out.extend_from_slice(data);
         } else {
             self.flush().await?;
-            write_all(self.dst, data, self.idle).await?;
-            self.written += data.len() as u64;
+            let direct = if last { data.len() - 1 } else { data.len() };
+            write_all(self.dst, &data[..direct], self.idle).await?;
+            self.written += direct as u64;
+            self.out.extend_from_slice(&data[direct..]);
         }
         if encode == Encode::Chunked {
             self.out.extend_from_slice(CHUNK_END);
@@ -143,6 +161,15 @@ impl<W: AsyncWrite + Unpin> Sink<'_, W> {
     async fn flush(&mut self) -> Result<(), CopyError> {
         self.written += flush(self.dst, self.out, self.idle).await?;
         Ok(())
+    }
+
+    /// Runs `before_end`, then sends what is held back.
+    async fn finish(&mut self) -> Result<(), CopyError> {
+        let total = self.written + self.out.len() as u64;
+        if !(self.before_end)(total) {
+            return Err(CopyError::Unrecorded);
+        }
+        self.flush().await
     }
 }
 
@@ -171,13 +198,15 @@ where
                 Some(d) => {
                     let (used, data) = d.decode(src_buf).map_err(|e| CopyError::Malformed(e.0))?;
                     if let Some(range) = data {
-                        sink.data(&src_buf[range], encode).await?;
+                        // The last chunk's terminator always follows: never the end.
+                        sink.data(&src_buf[range], encode, false).await?;
                     }
                     src_buf.advance(used);
                 }
                 None => {
                     let take = left.min(src_buf.len() as u64) as usize;
-                    sink.data(&src_buf[..take], encode).await?;
+                    let last = framing != Framing::UntilClose && take as u64 == left;
+                    sink.data(&src_buf[..take], encode, last).await?;
                     if framing != Framing::UntilClose {
                         left -= take as u64;
                     }
@@ -189,14 +218,15 @@ where
             if encode == Encode::Chunked {
                 sink.out.extend_from_slice(LAST_CHUNK);
             }
-            return sink.flush().await;
+            return sink.finish().await;
         }
         // Whatever is pending goes out before waiting for more: a slow sender's data is
         // passed on as it comes.
         sink.flush().await?;
         if read_some(src, src_buf, sink.idle).await? == 0 {
             if framing == Framing::UntilClose {
-                return Ok(());
+                // The end is the close the caller makes after this.
+                return sink.finish().await;
             }
             return Err(CopyError::Source(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -240,6 +270,7 @@ mod tests {
             &mut out,
             &mut dst,
             Duration::from_secs(1),
+            &mut |_| true,
         )
         .await
         .unwrap();
@@ -311,6 +342,7 @@ mod tests {
             &mut out,
             &mut dst,
             Duration::from_secs(1),
+            &mut |_| true,
         )
         .await
         .unwrap_err();
@@ -335,10 +367,58 @@ mod tests {
             &mut out,
             &mut dst,
             Duration::from_secs(1),
+            &mut |_| true,
         )
         .await
         .unwrap_err();
         assert!(matches!(err.error, CopyError::Source(_)));
         assert_eq!(err.written, 3);
+    }
+
+    /// The hook runs before the last byte: refusing there leaves the destination one byte
+    /// (or, when the body fitted in one write, the whole response) short.
+    #[tokio::test]
+    async fn before_end_runs_before_the_last_byte() {
+        for size in [10usize, 100_000] {
+            let body = vec![b'x'; size];
+            // The small body was read with the head; the large one streams in.
+            let small = size < COALESCE;
+            let mut src: &[u8] = if small { &[] } else { &body };
+            let mut buf = BytesMut::from(if small { &body[..] } else { &[][..] });
+            let (mut out, mut dst) = (BytesMut::new(), Vec::new());
+            out.extend_from_slice(b"HEAD");
+            let mut seen = None;
+            let err = copy_body(
+                Framing::Length(size as u64),
+                Encode::Identity,
+                &mut src,
+                &mut buf,
+                &mut out,
+                &mut dst,
+                Duration::from_secs(1),
+                &mut |total| {
+                    seen = Some(total);
+                    false
+                },
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(err.error, CopyError::Unrecorded), "{err:?}");
+            assert_eq!(
+                seen,
+                Some(size as u64 + 4),
+                "the hook is told the whole length"
+            );
+            assert!(
+                dst.len() < size + 4,
+                "body of {size}: the end was held back"
+            );
+            if small {
+                assert!(
+                    dst.is_empty(),
+                    "a small response goes out in one write, after the hook"
+                );
+            }
+        }
     }
 }
