@@ -320,10 +320,10 @@ fn full_disk_with_refuse_serves_nothing_unlogged() {
 #[test]
 fn kill_9_loses_no_line_of_an_answered_request() {
     let origin = Origin::start("127.96.0.11");
-    for round in 0..3 {
+    for (round, policy) in ["drop", "refuse", "drop"].into_iter().enumerate() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("access.log");
-        let mut proxy = proxy_logging_to(&log, "drop");
+        let mut proxy = proxy_logging_to(&log, policy);
         let answered = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..4)
@@ -359,7 +359,7 @@ fn kill_9_loses_no_line_of_an_answered_request() {
         let answered = answered.lock().unwrap();
         let lost: Vec<&String> = answered.iter().filter(|m| !logged.contains(*m)).collect();
         println!(
-            "kill -9 round {round}: {} answered, {} logged, {} answered but not logged",
+            "kill -9 round {round} (policy {policy}): {} answered, {} logged, {} answered but not logged",
             answered.len(),
             logged.len(),
             lost.len()
