@@ -159,8 +159,16 @@ async fn serve(
         admin_stop.clone().cancelled_owned(),
     )
     .await?;
+    let socket = match &admin.socket {
+        Ok(path) => format!(" and unix:{}", path.display()),
+        Err(e) => {
+            // The CLI then takes the TCP port, which other local clients can crowd.
+            println!("proxyfleet up: warning: {e}; the CLI will use the TCP port");
+            String::new()
+        }
+    };
     println!(
-        "proxyfleet up: admin API on http://{} (token in {}); web console at http://{}/",
+        "proxyfleet up: admin API on http://{}{socket} (token in {}); web console at http://{}/",
         admin.addr,
         state_dir.join("admin.token").display(),
         admin.addr
