@@ -249,3 +249,17 @@ async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &Cancellati
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_descriptor_reserve_counts_every_admin_connection() {
+        let admin =
+            proxyfleet_admin::MAX_CONNECTIONS + proxyfleet_admin::server::SOCKET_LIMITS.connections;
+        assert_eq!(
+            proxyfleet_stack::budget::ADMIN_CONNECTIONS,
+            admin as u64,
+            "budget.rs reserves descriptors for the admin API's connection caps"
+        );
+    }
+}
