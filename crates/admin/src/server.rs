@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -41,6 +41,12 @@ pub const SOCKET_LIMITS: Limits = Limits {
     connections: 64,
     requests: 16,
 };
+
+/// Connections the kernel queues for the accept loop. Not the 128 of a plain bind: a
+/// client opening connections in a loop outpaces the accept loop's turns on a busy
+/// runtime, and every connection past the queue waits a second for its SYN to be sent
+/// again.
+const BACKLOG: u32 = 1024;
 
 /// How long a client may take to send a request head once its first byte came (a
 /// connection that sends nothing is idle and closed after
@@ -110,6 +116,13 @@ impl Drop for AdminHandle {
     }
 }
 
+/// 127.0.0.1 on a port the kernel chooses, with a backlog of [`BACKLOG`].
+fn bind_tcp() -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind((Ipv4Addr::LOCALHOST, 0).into())?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves the admin API on 127.0.0.1 (a port the kernel chooses) until `shutdown`
 /// resolves, with the default [`Options`] (reads open). Writes `STATE_DIR/admin.token` (a
 /// fresh token, mode 0600) and then `STATE_DIR/admin.addr`, replacing what an earlier run
@@ -131,9 +144,7 @@ pub async fn serve_with(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<AdminHandle, AdminError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(AdminError::Bind)?;
+    let listener = bind_tcp().map_err(AdminError::Bind)?;
     let addr = listener.local_addr().map_err(AdminError::Bind)?;
     let token = token::generate().map_err(AdminError::Token)?;
     let token_path = state_dir.join(TOKEN_FILE);
