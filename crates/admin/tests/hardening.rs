@@ -587,3 +587,32 @@ async fn with_read_requires_token_the_socket_needs_it_for_reads_too() {
     );
     assert_eq!(raw_unix(&r, &with).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+    use proxyfleet_admin::server::{IDLE_TIMEOUT, STALL_TIMEOUT};
+    let r = start().await;
+    let host = r.admin.addr;
+    // Pipelined requests for the console's script, never read: the answers fill the
+    // socket buffers, and then nothing moves.
+    let mut stream = TcpStream::connect(host).await.unwrap();
+    let one = format!("GET /console/console.js HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let writer = async {
+        loop {
+            if stream.write_all(one.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    };
+    let started = tokio::time::Instant::now();
+    // Writing stops when the server stops reading (it waits for its writes); the
+    // connection is closed then, and the write fails.
+    let cut = tokio::time::timeout(STALL_TIMEOUT + Duration::from_secs(10), writer).await;
+    let took = started.elapsed();
+    println!("cut after {took:?}");
+    assert!(cut.is_ok(), "a client that does not read was kept");
+    assert!(
+        took < IDLE_TIMEOUT + Duration::from_secs(10),
+        "cut after {took:?}"
+    );
+}
