@@ -23,7 +23,8 @@
 //! Errors are `{"error": "..."}`: 400 for a malformed body or a request the stack refuses
 //! (e.g. a desired capacity outside min..max), 404 when the named group or instance does
 //! not exist, 401 for a missing or wrong token, 413 for a body over [`MAX_BODY`] bytes, 503
-//! when too many event streams are open. The `guard` answers before any route, in plain
+//! (with `Retry-After`) when too many event streams are open or a request got no answer
+//! within the server's request timeout. The `guard` answers before any route, in plain
 //! text (a wrong Host, a foreign Origin).
 //!
 //! [`HistoryView`]: crate::view::HistoryView
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -54,6 +55,8 @@ use crate::view::{
 use crate::{console, metrics, token, Control};
 
 const DEFAULT_ACTIVITY_LIMIT: usize = 100;
+/// Seconds a refused event stream is told to wait: consoles stay open for minutes.
+const STREAM_RETRY_AFTER: &str = "10";
 /// The most activities one request returns.
 const MAX_ACTIVITY_LIMIT: usize = 10_000;
 
@@ -70,7 +73,7 @@ pub fn router(
     token: String,
     live: Arc<Live>,
     options: Options,
-    listen: std::net::SocketAddr,
+    guard: Guard,
 ) -> Router {
     let state = AppState {
         control,
@@ -99,7 +102,7 @@ pub fn router(
             state.clone(),
             authorize_read,
         ));
-    let guard = Arc::new(Guard { listen });
+    let guard = Arc::new(guard);
     Router::new()
         .merge(reads)
         .merge(console::routes())
@@ -301,14 +304,29 @@ async fn history(State(state): State<AppState>) -> Json<HistoryView> {
     Json(state.live.history())
 }
 
-async fn events(State(state): State<AppState>) -> Result<Response, ApiError> {
-    state.live.clone().events().await.map_err(|e| match e {
-        StreamRefused::TooMany => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_STREAMS} consoles are open already; close one"),
-        ),
-        StreamRefused::Failed(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e),
-    })
+/// An event stream, or at once 503 with `Retry-After` when [`MAX_STREAMS`] are open (the
+/// connection closed after it: a client that opens streams in a loop gets nothing to keep).
+async fn events(State(state): State<AppState>) -> Response {
+    match state.live.clone().events().await {
+        Ok(stream) => stream,
+        Err(StreamRefused::TooMany) => (
+            [
+                (
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(STREAM_RETRY_AFTER),
+                ),
+                (header::CONNECTION, HeaderValue::from_static("close")),
+            ],
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_STREAMS} consoles are open already; close one"),
+            ),
+        )
+            .into_response(),
+        Err(StreamRefused::Failed(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
+        }
+    }
 }
 
 /// The stack file with every environment value replaced by `<redacted>` (names kept).

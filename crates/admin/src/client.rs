@@ -1,8 +1,11 @@
 //! A minimal HTTP/1.1 client for the admin API: one request per connection
-//! (`Connection: close`), a deadline over the whole exchange, a bounded answer.
+//! (`Connection: close`) over TCP or the Unix socket, a deadline over the whole exchange, a
+//! bounded answer.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -10,14 +13,38 @@ use hyper::body::Bytes;
 use hyper::header;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 
 /// The longest answer read (a long activity history fits many times over).
 const MAX_BODY: usize = 64 << 20;
 
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    /// `STATE_DIR/admin.sock`.
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint::Tcp(addr)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Nothing listens at the address: the server is not running.
+    /// Nothing listens at the address (or no socket is there): the server is not running.
     #[error("connection refused")]
     Refused,
     #[error("cannot connect: {0}")]
@@ -50,34 +77,54 @@ impl Response {
     }
 }
 
-/// One request: `method path` to `addr`, with a bearer `token` and a JSON `body` if given.
+/// One request: `method path` to `endpoint`, with a bearer `token` and a JSON `body` if
+/// given.
 pub async fn request(
-    addr: SocketAddr,
+    endpoint: impl Into<Endpoint>,
     method: Method,
     path: &str,
     token: Option<&str>,
     body: Option<&serde_json::Value>,
     timeout: Duration,
 ) -> Result<Response, ClientError> {
-    tokio::time::timeout(timeout, exchange(addr, method, path, token, body))
+    let endpoint = endpoint.into();
+    let exchange = async {
+        let refused = |e: io::Error| match e.kind() {
+            io::ErrorKind::ConnectionRefused => ClientError::Refused,
+            // No socket file: nobody serves there.
+            io::ErrorKind::NotFound if matches!(endpoint, Endpoint::Unix(_)) => {
+                ClientError::Refused
+            }
+            _ => ClientError::Connect(e),
+        };
+        match &endpoint {
+            Endpoint::Tcp(addr) => {
+                let stream = TcpStream::connect(addr).await.map_err(refused)?;
+                exchange(stream, &addr.to_string(), method, path, token, body).await
+            }
+            // Any name does on the socket (it checks no Host); this is the usual one.
+            Endpoint::Unix(socket) => {
+                let stream = UnixStream::connect(socket).await.map_err(refused)?;
+                exchange(stream, "localhost", method, path, token, body).await
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ClientError::Timeout(timeout))?
 }
 
-async fn exchange(
-    addr: SocketAddr,
+async fn exchange<S>(
+    stream: S,
+    host: &str,
     method: Method,
     path: &str,
     token: Option<&str>,
     body: Option<&serde_json::Value>,
-) -> Result<Response, ClientError> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::ConnectionRefused {
-            ClientError::Refused
-        } else {
-            ClientError::Connect(e)
-        }
-    })?;
+) -> Result<Response, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -87,7 +134,7 @@ async fn exchange(
     let mut builder = Request::builder()
         .method(method)
         .uri(path)
-        .header(header::HOST, addr.to_string())
+        .header(header::HOST, host)
         .header(header::CONNECTION, "close");
     if let Some(token) = token {
         builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));

@@ -8,7 +8,8 @@
 //! request then carries the attacker's name in `Host`, so the API answers only Hosts that
 //! are its own: its listening address, `localhost`, `127.0.0.1` or `[::1]`, with any port
 //! (an SSH tunnel or port forward changes the port, not the name). Anything else gets
-//! `421 Misdirected Request` with a plain-text reason. A request without `Host` is refused
+//! `421 Misdirected Request` with a plain-text reason. The Unix socket skips this check: no
+//! browser connects to a Unix socket, so no page can rebind a name to it. A request without `Host` is refused
 //! with 400 in HTTP/1.1 (RFC 9112 §3.2 requires it) and accepted in HTTP/1.0: no browser
 //! sends one, and old command-line clients may.
 //!
@@ -39,11 +40,16 @@ const SAFE: [Method; 3] = [Method::GET, Method::HEAD, Method::OPTIONS];
 pub struct Guard {
     /// The address the API listens on.
     pub listen: SocketAddr,
+    /// Whether Host is checked: on TCP, yes; on the Unix socket, which no browser can
+    /// reach, no.
+    pub check_host: bool,
 }
 
 pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    if let Err((status, reason)) = guard.host(&request) {
-        return refuse(status, reason);
+    if guard.check_host {
+        if let Err((status, reason)) = guard.host(&request) {
+            return refuse(status, reason);
+        }
     }
     if request.method() == Method::OPTIONS {
         // No Access-Control-Allow-*: a browser's preflight fails, as it must.
@@ -225,6 +231,7 @@ mod tests {
     fn guard() -> Guard {
         Guard {
             listen: "127.0.0.1:4000".parse().unwrap(),
+            check_host: true,
         }
     }
 
@@ -265,6 +272,7 @@ mod tests {
         }
         let other = Guard {
             listen: "127.0.0.9:4000".parse().unwrap(),
+            check_host: true,
         };
         assert!(other.allowed_host(b"127.0.0.9:4000"), "its own address");
     }

@@ -7,9 +7,16 @@
 //! Modules, in the order a request meets them:
 //!
 //! - [`server`]: [`serve`] binds 127.0.0.1:0, publishes `STATE/admin.addr` and a fresh
-//!   bearer token in `STATE/admin.token` (mode 0600), and runs until its shutdown future
-//!   resolves; connections are bounded ([`MAX_CONNECTIONS`]), and a request head must
-//!   arrive within [`server::HEAD_TIMEOUT`] (idle kept-alive connections close after it).
+//!   bearer token in `STATE/admin.token` (mode 0600), listens on `STATE/admin.sock` too
+//!   (`socket`: mode 0600, the CLI's way in that no other user's clients can crowd), and
+//!   runs until its shutdown future resolves.
+//! - `accept`: per listener, the accept loop and a task per connection; hyper reads each
+//!   head within [`server::HEAD_TIMEOUT`], and the router answers within
+//!   [`server::REQUEST_TIMEOUT`] holding one of the listener's request permits.
+//! - `pool`: per listener, the open connections ([`MAX_CONNECTIONS`] on TCP; at the cap
+//!   the longest idle is closed for the next), the request permits ([`MAX_REQUESTS`]), and
+//!   the reaper that closes connections gone quiet (idle ones after
+//!   [`server::IDLE_TIMEOUT`]).
 //! - `guard`: before any route, the Host check (DNS rebinding), the refusal of mutating
 //!   calls from another `Origin`, preflights answered without CORS headers, the body limit
 //!   ([`MAX_BODY`]).
@@ -29,6 +36,7 @@
 //! - [`client`]: a one-request-per-connection HTTP/1.1 client for the CLI and tests.
 //! - `token`: token generation, constant-time comparison, private file writes.
 
+mod accept;
 mod api;
 pub mod client;
 mod console;
@@ -36,7 +44,9 @@ mod guard;
 mod history;
 mod live;
 mod metrics;
+mod pool;
 pub mod server;
+mod socket;
 mod token;
 pub mod view;
 
@@ -46,7 +56,8 @@ use proxyfleet_lb::status::BalancerStatus;
 pub use guard::MAX_BODY;
 pub use live::MAX_STREAMS;
 pub use server::{
-    serve, serve_with, AdminError, AdminHandle, Options, ADDR_FILE, MAX_CONNECTIONS, TOKEN_FILE,
+    serve, serve_with, AdminError, AdminHandle, Options, ADDR_FILE, MAX_CONNECTIONS, MAX_REQUESTS,
+    SOCKET_FILE, TOKEN_FILE,
 };
 
 /// What the admin API can ask of a running stack. Errors are messages for the caller.

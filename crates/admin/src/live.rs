@@ -11,7 +11,8 @@
 //! viewers.
 //!
 //! A stream holds a connection for as long as the page is open, so streams are bounded
-//! ([`MAX_STREAMS`], below the server's connection limit, leaving room for the CLI), and
+//! ([`MAX_STREAMS`], far below the server's connection limit; one beyond is refused at once
+//! rather than queued), and
 //! every stream ends when the server starts its graceful stop, which would otherwise wait
 //! for them forever.
 
@@ -31,8 +32,9 @@ use crate::history::{History, INTERVAL};
 use crate::view::{ActivityView, HistoryView, SampleView, StatusView, TickView};
 use crate::Control;
 
-/// Event streams open at a time.
-pub const MAX_STREAMS: usize = 16;
+/// Event streams open at a time (across the TCP port and the Unix socket); the next is
+/// refused at once.
+pub const MAX_STREAMS: usize = 32;
 /// Activities sent with each tick (the console's list; the API has the rest).
 pub const TICK_ACTIVITIES: usize = 50;
 

@@ -1,4 +1,5 @@
-//! Binding, publishing the address and token, serving until shutdown.
+//! Binding the TCP port and the Unix socket, publishing the address and token, serving
+//! both until shutdown, and the limits each listener is served within.
 
 use std::future::Future;
 use std::io;
@@ -7,36 +8,54 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::client::AbortOnDrop;
+use crate::guard::Guard;
 use crate::live::Live;
-use crate::{api, token, Control};
+pub use crate::pool::{Limits, IDLE_TIMEOUT, STALL_TIMEOUT};
+use crate::{accept, api, socket, token, Control};
 
 /// `STATE_DIR/admin.addr`: `IP:PORT` and a newline.
 pub const ADDR_FILE: &str = "admin.addr";
 /// `STATE_DIR/admin.token`: the bearer token for mutating calls (mode 0600).
 pub const TOKEN_FILE: &str = "admin.token";
+/// `STATE_DIR/admin.sock`: the API on a Unix socket (mode 0600), the CLI's way in.
+pub const SOCKET_FILE: &str = "admin.sock";
 
-/// Connections served at a time; more wait in the kernel's backlog until one closes (an
-/// idle one closes after [`HEAD_TIMEOUT`]). The
-/// API is for a few operators and a scraper, so this only stops a runaway client from
-/// eating `up`'s descriptors, which its load balancer needs. Event streams have their own,
-/// lower cap ([`MAX_STREAMS`](crate::live::MAX_STREAMS)), which leaves room for the CLI.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections open at a time on the TCP port. An idle one holds no request slot, and at
+/// the cap the one idle the longest is closed to admit the next, so this only bounds the
+/// descriptors and memory that clients can take from `up` (whose load balancer needs them).
+pub const MAX_CONNECTIONS: usize = 512;
 
-/// How long a client may take to send a request head, and how long a kept-alive connection
-/// may stay idle: the CLI sends its request at once, a browser reuses its connections
-/// within seconds.
+/// Requests in flight at a time on the TCP port; more wait for one to finish (within
+/// [`REQUEST_TIMEOUT`]). Event streams do not count: they have their own cap,
+/// [`MAX_STREAMS`](crate::live::MAX_STREAMS).
+pub const MAX_REQUESTS: usize = 64;
+
+/// The Unix socket's own limits: only the tier's owner connects there, so hostile TCP
+/// clients never touch them.
+pub const SOCKET_LIMITS: Limits = Limits {
+    connections: 64,
+    requests: 16,
+};
+
+/// Connections the kernel queues for the accept loop. Not the 128 of a plain bind: a
+/// client opening connections in a loop outpaces the accept loop's turns on a busy
+/// runtime, and every connection past the queue waits a second for its SYN to be sent
+/// again.
+const BACKLOG: u32 = 1024;
+
+/// How long a client may take to send a request head once its first byte came (a
+/// connection that sends nothing is idle and closed after
+/// [`IDLE_TIMEOUT`](crate::pool::IDLE_TIMEOUT)).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After a failed accept (out of descriptors), how long before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a request may take from its head to its answer, waiting for a permit included
+/// (503 then); event streams excepted. Below the CLI's own 30 s, so the CLI hears why.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How the API treats requests, from the stack file's `admin:` section.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,6 +76,12 @@ pub enum AdminError {
         #[source]
         source: io::Error,
     },
+    #[error("admin API: cannot listen on {}: {source}", path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The running admin API. Dropping it stops the server at once; [`AdminHandle::wait`] waits
@@ -64,6 +89,8 @@ pub enum AdminError {
 #[derive(Debug)]
 pub struct AdminHandle {
     pub addr: SocketAddr,
+    /// `STATE_DIR/admin.sock`, or why the API does not listen there.
+    pub socket: Result<PathBuf, AdminError>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -89,10 +116,17 @@ impl Drop for AdminHandle {
     }
 }
 
+/// 127.0.0.1 on a port the kernel chooses, with a backlog of [`BACKLOG`].
+fn bind_tcp() -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind((Ipv4Addr::LOCALHOST, 0).into())?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves the admin API on 127.0.0.1 (a port the kernel chooses) until `shutdown`
 /// resolves, with the default [`Options`] (reads open). Writes `STATE_DIR/admin.token` (a
 /// fresh token, mode 0600) and then `STATE_DIR/admin.addr`, replacing what an earlier run
-/// left; removes both when it stops.
+/// left, and listens on `STATE_DIR/admin.sock`; removes all three when it stops.
 pub async fn serve(
     control: Arc<dyn Control>,
     state_dir: &Path,
@@ -101,16 +135,16 @@ pub async fn serve(
     serve_with(control, state_dir, Options::default(), shutdown).await
 }
 
-/// [`serve`] with `options`.
+/// [`serve`] with `options`. Listens on `STATE_DIR/admin.sock` too (mode 0600); when that
+/// fails (a path longer than a socket address holds, say) the API runs on TCP alone and
+/// [`AdminHandle::socket`] says why.
 pub async fn serve_with(
     control: Arc<dyn Control>,
     state_dir: &Path,
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<AdminHandle, AdminError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(AdminError::Bind)?;
+    let listener = bind_tcp().map_err(AdminError::Bind)?;
     let addr = listener.local_addr().map_err(AdminError::Bind)?;
     let token = token::generate().map_err(AdminError::Token)?;
     let token_path = state_dir.join(TOKEN_FILE);
@@ -127,88 +161,68 @@ pub async fn serve_with(
         path: addr_path.clone(),
         source,
     })?;
-    // The console's event streams never end by themselves: they watch `closing`, which the
-    // graceful stop sets before it waits for connections to finish.
+    let socket_path = state_dir.join(SOCKET_FILE);
+    let unix = socket::bind(&socket_path).map_err(|source| AdminError::Socket {
+        path: socket_path.clone(),
+        source,
+    });
+    // One signal stops both listeners and the console's event streams, which never end by
+    // themselves: they watch it too, and end before the graceful stop waits for them.
     let (closing_tx, closing) = watch::channel(false);
-    let shutdown = async move {
+    let live = Live::new(control.clone(), closing.clone());
+    let sampler = AbortOnDrop(tokio::spawn(live.clone().run()));
+    let api = |check_host| {
+        let guard = Guard {
+            listen: addr,
+            check_host,
+        };
+        api::router(control.clone(), token.clone(), live.clone(), options, guard)
+    };
+    let tcp = accept::serve(
+        listener,
+        api(true),
+        Limits {
+            connections: MAX_CONNECTIONS,
+            requests: MAX_REQUESTS,
+        },
+        closing.clone(),
+    );
+    // No Host check on the socket: DNS rebinding needs a browser, and no browser connects
+    // to a Unix socket; `curl --unix-socket` sends whatever name its URL has.
+    let (unix, socket) = match unix {
+        Ok((listener, file)) => {
+            let serving = accept::serve(listener, api(false), SOCKET_LIMITS, closing);
+            (Some((serving, file)), Ok(socket_path))
+        }
+        Err(e) => (None, Err(e)),
+    };
+    let task = tokio::spawn(async move {
+        // Stop with the server, also when the server task is aborted.
+        let _sampler = sampler;
+        let tcp = AbortOnDrop(tokio::spawn(tcp));
+        let (unix, file) = match unix {
+            Some((serving, file)) => (Some(AbortOnDrop(tokio::spawn(serving))), Some(file)),
+            None => (None, None),
+        };
         shutdown.await;
         let _ = closing_tx.send(true);
-    };
-    let live = Live::new(control.clone(), closing);
-    let sampler = AbortOnDrop(tokio::spawn(live.clone().run()));
-    let router = api::router(control, token, live, options, addr);
-    let task = tokio::spawn(async move {
-        // Stops with the server, also when the server task is aborted.
-        let _sampler = sampler;
-        serve_connections(listener, router, shutdown).await;
+        for mut serving in std::iter::once(tcp).chain(unix) {
+            let _ = (&mut serving.0).await;
+        }
         // Only our own files: a newer `up` on the same directory may have replaced them.
         if std::fs::read_to_string(&addr_path).is_ok_and(|a| a == addr_text) {
             let _ = std::fs::remove_file(&addr_path);
             let _ = std::fs::remove_file(&token_path);
         }
+        if let Some(file) = file {
+            file.remove_if_ours();
+        }
         tracing::info!(%addr, "admin API stopped");
     });
-    tracing::info!(%addr, "admin API listening");
+    tracing::info!(%addr, socket = ?socket, "admin API listening");
     Ok(AdminHandle {
         addr,
+        socket,
         task: Some(task),
     })
-}
-
-/// Accepts and serves connections until `shutdown` resolves, then lets the open ones finish
-/// (hyper's graceful shutdown: idle connections close at once, requests in flight are
-/// answered; event streams end by themselves, see `live`) and returns when all have.
-///
-/// At most [`MAX_CONNECTIONS`] connections are served at a time: the next is accepted only
-/// when one has closed. A client must send each request head within [`HEAD_TIMEOUT`],
-/// which also closes a kept-alive connection idle that long, so slow or silent clients
-/// cannot hold the connections for good.
-async fn serve_connections(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()>,
-) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let (stop_tx, stop) = watch::channel(false);
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors, most likely: wait for some to be freed rather
-                    // than spin.
-                    tracing::warn!(error = %e, "admin API: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let service = TowerToHyperService::new(router.clone());
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
-            }
-            // A client that went away or timed out: nothing to tell anyone.
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    // Every connection holds a permit until it is done: all of them back means all done.
-    let _ = permits.acquire_many(MAX_CONNECTIONS as u32).await;
 }

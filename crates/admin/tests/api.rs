@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use common::{keys, set, start, Fake, TIMEOUT};
 use hyper::Method;
-use proxyfleet_admin::client::{self, ClientError};
+use proxyfleet_admin::client::{self, ClientError, Endpoint};
 use proxyfleet_admin::view::StatusView;
-use proxyfleet_admin::{serve, ADDR_FILE, TOKEN_FILE};
+use proxyfleet_admin::{serve, ADDR_FILE, SOCKET_FILE, TOKEN_FILE};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
@@ -171,7 +171,11 @@ async fn address_and_token_files() {
     assert_eq!(addr, format!("{}\n", first.addr));
     let parsed: SocketAddr = addr.trim().parse().unwrap();
     assert!(parsed.ip().is_loopback());
+    let socket = dir.path().join(SOCKET_FILE);
+    assert_eq!(first.socket.as_ref().unwrap(), &socket);
+    // Dropped (what a killed `up` amounts to): its socket file stays behind.
     drop(first);
+    assert!(socket.exists());
 
     // Each start writes a fresh token.
     let second = serve(fake, dir.path(), async move { stop.notified().await })
@@ -179,7 +183,23 @@ async fn address_and_token_files() {
         .unwrap();
     let token2 = std::fs::read_to_string(&token_path).unwrap();
     assert_ne!(token, token2);
+    assert_eq!(
+        second.socket.as_ref().unwrap(),
+        &socket,
+        "the stale socket replaced"
+    );
     let addr2 = second.addr;
+    let resp = client::request(
+        Endpoint::Unix(socket.clone()),
+        Method::GET,
+        "/api/status",
+        None,
+        None,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
     let resp = client::request(
         addr2,
         Method::POST,
@@ -195,6 +215,7 @@ async fn address_and_token_files() {
     // A clean stop takes its files along, and the port no longer answers.
     assert!(!dir.path().join(ADDR_FILE).exists());
     assert!(!token_path.exists());
+    assert!(!socket.exists());
     let err = client::request(addr2, Method::GET, "/api/status", None, None, TIMEOUT)
         .await
         .unwrap_err();

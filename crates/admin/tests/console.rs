@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{keys, set, start, Running, TIMEOUT};
 use proxyfleet_admin::view::{HistoryView, TickView};
+use proxyfleet_admin::MAX_STREAMS;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -260,15 +261,25 @@ async fn events_send_history_then_ticks_and_end_when_the_server_stops() {
 }
 
 #[tokio::test]
-async fn event_streams_are_bounded() {
+async fn event_streams_are_bounded_and_the_next_is_refused_at_once() {
     let r = start().await;
     let mut open = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..MAX_STREAMS {
         open.push(Events::open(&r).await);
     }
+    let asked = tokio::time::Instant::now();
     let resp = r.get("/api/events").await;
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert!(resp.error_message().contains("consoles are open"));
+    let (status, headers) = fetch_head(&r, "/api/events").await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "10");
+    assert_eq!(headers["connection"], "close");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "refused at once, not queued: {:?}",
+        asked.elapsed()
+    );
     // A console that leaves makes room.
     drop(open.pop());
     let deadline = tokio::time::Instant::now() + TIMEOUT;

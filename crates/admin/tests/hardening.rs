@@ -1,6 +1,6 @@
 //! The admin API against hostile clients, over raw sockets: foreign Host names (DNS
 //! rebinding), cross-origin calls and preflights, `admin.read_requires_token`, oversized
-//! bodies, too many connections.
+//! bodies, too many connections, silent and slow clients; and the Unix socket's rules.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{start, start_with, Running, SECRET, TIMEOUT};
-use proxyfleet_admin::{Options, MAX_BODY, MAX_CONNECTIONS};
+use proxyfleet_admin::{Options, MAX_BODY, MAX_CONNECTIONS, MAX_REQUESTS};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -357,43 +357,75 @@ async fn request_bodies_are_bounded() {
     assert_eq!(r.fake.calls(), ["scale proxies 3"]);
 }
 
-#[tokio::test]
-async fn connections_are_bounded_and_the_next_is_served_when_one_leaves() {
-    let r = start().await;
-    let host = r.admin.addr.to_string();
-    let keep_alive = format!("GET /api/history HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    // MAX_CONNECTIONS clients, each served once and then holding its connection open.
-    let mut held = Vec::new();
-    for _ in 0..MAX_CONNECTIONS {
-        let mut stream = TcpStream::connect(r.admin.addr).await.unwrap();
-        stream.write_all(keep_alive.as_bytes()).await.unwrap();
-        let mut buf = [0u8; 1024];
-        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
-            .await
-            .expect("a connection under the cap is served")
-            .unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-        held.push(stream);
-    }
-    // One more: the kernel takes it, the API does not serve it while all are held.
-    let mut extra = TcpStream::connect(r.admin.addr).await.unwrap();
-    extra
-        .write_all(get("/api/status", &host).as_bytes())
+/// Opens a connection, asks `GET /api/history` once with keep-alive, reads the answer and
+/// returns the connection, open and idle.
+async fn served_once(r: &Running) -> TcpStream {
+    let host = r.admin.addr;
+    let mut stream = TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(format!("GET /api/history HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut buf = [0u8; 1024];
-    let early = tokio::time::timeout(Duration::from_millis(500), extra.read(&mut buf)).await;
-    assert!(
-        early.is_err(),
-        "served beyond {MAX_CONNECTIONS} connections"
-    );
-    // One client leaves: the waiting one is served.
-    drop(held.pop());
-    let n = tokio::time::timeout(TIMEOUT, extra.read(&mut buf))
+    let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
         .await
-        .expect("served once a connection closed")
+        .expect("served")
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    stream
+}
+
+/// Whether the server has closed `stream` within `limit` (reading and discarding).
+async fn closes(stream: &mut TcpStream, limit: Duration) -> bool {
+    closed_within(stream, limit).await.is_ok()
+}
+
+#[tokio::test]
+async fn idle_connections_hold_no_request_slot_and_at_the_cap_the_longest_idle_makes_room() {
+    assert!(
+        testkit::process::raise_open_files(4 * MAX_CONNECTIONS as u64) > 2 * MAX_CONNECTIONS as u64
+    );
+    let r = start().await;
+    // More kept-alive idle connections than there are request permits: a new request is
+    // still answered at once.
+    let mut kept = Vec::new();
+    for _ in 0..MAX_REQUESTS + 8 {
+        kept.push(served_once(&r).await);
+    }
+    let asked = tokio::time::Instant::now();
+    let resp = r.get("/api/status").await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    // Fill the connection cap with silent connections; `kept[0]` is now the longest idle.
+    let mut silent = Vec::new();
+    for _ in kept.len()..MAX_CONNECTIONS {
+        silent.push(TcpStream::connect(r.admin.addr).await.unwrap());
+    }
+    // One over the cap: admitted and answered, and the longest idle made room for it.
+    let asked = tokio::time::Instant::now();
+    let resp = r.get("/api/status").await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        closes(&mut kept[0], Duration::from_secs(1)).await,
+        "the longest idle connection was not the one closed"
+    );
+    // The youngest ones are untouched.
+    for young in silent.iter_mut().rev().take(8) {
+        assert!(
+            !closes(young, Duration::from_millis(50)).await,
+            "a young connection was closed"
+        );
+    }
 }
 
 /// Reads until the server closes `stream` (Ok) or `limit` passes (Err), discarding data.
@@ -412,12 +444,12 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Result<(), ()
 }
 
 #[tokio::test]
-async fn silent_slow_and_idle_clients_are_cut_after_the_head_timeout_but_streams_are_not() {
-    use proxyfleet_admin::server::HEAD_TIMEOUT;
+async fn silent_and_idle_clients_are_cut_when_idle_slow_ones_at_the_head_timeout_streams_never() {
+    use proxyfleet_admin::server::{HEAD_TIMEOUT, IDLE_TIMEOUT};
     let r = start().await;
     let host = r.admin.addr.to_string();
     let started = tokio::time::Instant::now();
-    // A console's stream, which must outlive the timeout.
+    // A console's stream, which must outlive both timeouts.
     let mut stream = TcpStream::connect(r.admin.addr).await.unwrap();
     stream
         .write_all(format!("GET /api/events HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
@@ -425,7 +457,7 @@ async fn silent_slow_and_idle_clients_are_cut_after_the_head_timeout_but_streams
         .unwrap();
     // Connects and says nothing.
     let mut silent = TcpStream::connect(r.admin.addr).await.unwrap();
-    // Sends a head a byte at a time, never finishing it.
+    // Sends a head a byte at a time, never finishing it: never idle, but never done.
     let mut slow = TcpStream::connect(r.admin.addr).await.unwrap();
     let slow_writer = tokio::spawn(async move {
         for b in b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
@@ -439,27 +471,23 @@ async fn silent_slow_and_idle_clients_are_cut_after_the_head_timeout_but_streams
         }
     });
     // Asks once, then keeps the connection open and idle.
-    let mut idle = TcpStream::connect(r.admin.addr).await.unwrap();
-    idle.write_all(format!("GET /api/history HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let limit = HEAD_TIMEOUT + Duration::from_secs(5);
+    let mut idle = served_once(&r).await;
+    let slack = Duration::from_secs(3);
     assert!(
-        closed_within(&mut silent, limit).await.is_ok(),
+        closes(&mut silent, IDLE_TIMEOUT + slack).await,
         "silent client kept"
     );
-    assert!(
-        closed_within(&mut idle, limit).await.is_ok(),
-        "idle client kept"
-    );
-    tokio::time::timeout(limit, slow_writer)
+    assert!(closes(&mut idle, slack).await, "idle client kept");
+    let idle_cut = started.elapsed();
+    assert!(idle_cut >= IDLE_TIMEOUT, "cut after {idle_cut:?}");
+    tokio::time::timeout(HEAD_TIMEOUT + slack, slow_writer)
         .await
         .expect("the slow client was cut")
         .unwrap();
     assert!(started.elapsed() >= HEAD_TIMEOUT - Duration::from_secs(1));
-    // The stream is still live past the timeout. Reading continuously, a read that
-    // completes 2 s after the timeout returns what was sent after the previous read, i.e.
-    // after the timeout.
+    // The stream is still live past the timeouts. Reading continuously, a read that
+    // completes 2 s after the head timeout returns what was sent after the previous read,
+    // i.e. after it.
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = tokio::time::Instant::now() + TIMEOUT + HEAD_TIMEOUT;
     loop {
@@ -473,5 +501,118 @@ async fn silent_slow_and_idle_clients_are_cut_after_the_head_timeout_but_streams
             break;
         }
     }
-    assert!(started.elapsed() >= HEAD_TIMEOUT);
+}
+
+/// Sends `request` on a connection of its own to the Unix socket and reads the answer
+/// until the server closes.
+async fn raw_unix(r: &Running, request: &str) -> Raw {
+    let path = r.admin.socket.as_ref().expect("the socket listens");
+    let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    parse(&answer)
+}
+
+#[tokio::test]
+async fn the_unix_socket_is_owner_only_checks_no_host_and_keeps_the_token_rules() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = start().await;
+    let path = r.admin.socket.as_ref().unwrap().clone();
+    assert_eq!(path, r.dir.path().join(proxyfleet_admin::SOCKET_FILE));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "only the owner may connect");
+
+    // Any Host: no browser reaches a Unix socket, so there is no rebinding to guard against.
+    let resp = raw_unix(&r, &get("/api/status", "evil.example")).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    // The token rules are the TCP port's.
+    let scale = |token: Option<&str>, origin: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        format!(
+            "POST /api/groups/proxies/scale HTTP/1.1\r\nHost: localhost\r\n{auth}{origin}\
+             Content-Type: application/json\r\nContent-Length: 13\r\nConnection: close\r\n\r\n\
+             {{\"desired\":3}}"
+        )
+    };
+    assert_eq!(raw_unix(&r, &scale(None, None)).await.status, 401);
+    assert_eq!(
+        raw_unix(&r, &scale(Some(&"f".repeat(64)), None))
+            .await
+            .status,
+        401
+    );
+    let foreign = raw_unix(&r, &scale(Some(&r.token), Some("http://evil.example"))).await;
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+    assert!(r.fake.calls().is_empty(), "{:?}", r.fake.calls());
+    assert_eq!(raw_unix(&r, &scale(Some(&r.token), None)).await.status, 200);
+    assert_eq!(r.fake.calls(), ["scale proxies 3"]);
+    assert_eq!(
+        raw_unix(&r, &get("/api/stack", "localhost")).await.status,
+        401
+    );
+
+    // A clean stop removes the socket.
+    let resp = raw_unix(
+        &r,
+        &format!(
+            "POST /api/down HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            r.token
+        ),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    let Running { admin, .. } = r;
+    tokio::time::timeout(TIMEOUT, admin.wait()).await.unwrap();
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn with_read_requires_token_the_socket_needs_it_for_reads_too() {
+    let r = start_with(Options {
+        read_requires_token: true,
+    })
+    .await;
+    let resp = raw_unix(&r, &get("/api/status", "localhost")).await;
+    assert_eq!(resp.status, 401, "{}", resp.body);
+    let with = format!(
+        "GET /api/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\n\r\n",
+        r.token
+    );
+    assert_eq!(raw_unix(&r, &with).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_idle_timeout() {
+    use proxyfleet_admin::server::{IDLE_TIMEOUT, STALL_TIMEOUT};
+    let r = start().await;
+    let host = r.admin.addr;
+    // Pipelined requests for the console's script, never read: the answers fill the
+    // socket buffers, and then nothing moves.
+    let mut stream = TcpStream::connect(host).await.unwrap();
+    let one = format!("GET /console/console.js HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let writer = async {
+        loop {
+            if stream.write_all(one.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    };
+    let started = tokio::time::Instant::now();
+    // Writing stops when the server stops reading (it waits for its writes); the
+    // connection is closed then, and the write fails.
+    let cut = tokio::time::timeout(STALL_TIMEOUT + Duration::from_secs(10), writer).await;
+    let took = started.elapsed();
+    println!("cut after {took:?}");
+    assert!(cut.is_ok(), "a client that does not read was kept");
+    assert!(
+        took < IDLE_TIMEOUT + Duration::from_secs(10),
+        "cut after {took:?}"
+    );
 }

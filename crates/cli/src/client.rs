@@ -1,17 +1,25 @@
 //! How the operator verbs (`status`, `activity`, `scale`, `terminate`, `down`) find and
-//! talk to a running `up`: its state directory holds `admin.addr` and `admin.token` (sent
+//! talk to a running `up`: its state directory holds `admin.addr`, `admin.token` (sent
 //! with every call when readable, needed for calls that change something and for reads of
-//! a stack with `admin.read_requires_token`), and the admin API answers JSON.
+//! a stack with `admin.read_requires_token`) and `admin.sock`, and the admin API answers
+//! JSON.
+//!
+//! Calls go to `admin.sock` when it is there: only the tier's owner can connect to it, so
+//! however many connections other local clients hold on the TCP port, the CLI gets in. When
+//! the socket cannot be reached (not there, another user's, a path too long for a socket
+//! address), the call goes to `admin.addr` instead; nothing was sent yet, so even a `POST`
+//! is safe to send again.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
-use proxyfleet_admin::client::{self, ClientError, Response};
-use proxyfleet_admin::{ADDR_FILE, TOKEN_FILE};
+use proxyfleet_admin::client::{self, ClientError, Endpoint, Response};
+use proxyfleet_admin::{ADDR_FILE, SOCKET_FILE, TOKEN_FILE};
 use serde::de::DeserializeOwned;
 
 use crate::Failure;
@@ -34,6 +42,8 @@ pub struct StateDir {
 #[derive(Debug, Clone)]
 pub struct Api {
     pub addr: SocketAddr,
+    /// `admin.sock`, when there is a socket at that path.
+    socket: Option<PathBuf>,
     state_dir: PathBuf,
     token: Option<String>,
 }
@@ -71,8 +81,13 @@ impl Api {
         let token = std::fs::read_to_string(state_dir.join(TOKEN_FILE))
             .ok()
             .map(|t| t.trim().to_string());
+        let socket = state_dir.join(SOCKET_FILE);
+        let socket = std::fs::symlink_metadata(&socket)
+            .is_ok_and(|m| m.file_type().is_socket())
+            .then_some(socket);
         Ok(Api {
             addr,
+            socket,
             state_dir: state_dir.to_path_buf(),
             token,
         })
@@ -94,16 +109,25 @@ impl Api {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Response, Failure> {
-        let response = client::request(
-            self.addr,
-            method,
-            path,
-            self.token.as_deref(),
-            body,
-            TIMEOUT,
-        )
-        .await
-        .map_err(|e| self.explain(e))?;
+        let token = self.token.as_deref();
+        let mut endpoint = Endpoint::Tcp(self.addr);
+        let mut answer = None;
+        if let Some(socket) = &self.socket {
+            let unix = Endpoint::Unix(socket.clone());
+            match client::request(unix.clone(), method.clone(), path, token, body, TIMEOUT).await {
+                // Could not connect: nothing was sent, TCP may still answer.
+                Err(ClientError::Refused | ClientError::Connect(_)) => {}
+                other => {
+                    endpoint = unix;
+                    answer = Some(other);
+                }
+            }
+        }
+        let answer = match answer {
+            Some(answer) => answer,
+            None => client::request(self.addr, method, path, token, body, TIMEOUT).await,
+        };
+        let response = answer.map_err(|e| self.explain(&endpoint, e))?;
         if !(200..300).contains(&response.status) {
             let message = response.error_message();
             if response.status == 401 {
@@ -117,13 +141,12 @@ impl Api {
         Ok(response)
     }
 
-    fn explain(&self, e: ClientError) -> Failure {
+    fn explain(&self, endpoint: &Endpoint, e: ClientError) -> Failure {
         match e {
             ClientError::Refused => failure(format!(
-                "proxyfleet up is not running (admin API at {} refused the connection)",
-                self.addr
+                "proxyfleet up is not running (admin API at {endpoint} refused the connection)"
             )),
-            e => failure(format!("admin API at {}: {e}", self.addr)),
+            e => failure(format!("admin API at {endpoint}: {e}")),
         }
     }
 
@@ -144,16 +167,18 @@ impl Api {
         Ok(())
     }
 
-    /// Whether anything still accepts connections at the API's address.
+    /// Whether anything still accepts connections at the API's address or its socket.
     pub async fn listening(&self) -> bool {
-        matches!(
-            tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::net::TcpStream::connect(self.addr)
-            )
-            .await,
-            Ok(Ok(_)) | Err(_)
-        )
+        let limit = Duration::from_secs(1);
+        let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect(self.addr));
+        if matches!(tcp.await, Ok(Ok(_)) | Err(_)) {
+            return true;
+        }
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        let unix = tokio::time::timeout(limit, tokio::net::UnixStream::connect(socket));
+        matches!(unix.await, Ok(Ok(_)) | Err(_))
     }
 }
 
@@ -413,6 +438,29 @@ mod tests {
         api.post("/api/down", None).await.must();
         handle.wait().await;
         assert!(!api.listening().await);
+    }
+
+    #[tokio::test]
+    async fn calls_prefer_the_socket_and_fall_back_to_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_fake, handle) = serve(dir.path()).await;
+        let live_addr = std::fs::read_to_string(dir.path().join(ADDR_FILE)).unwrap();
+        // The address file points at a dead port: only the socket can answer.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        std::fs::write(dir.path().join(ADDR_FILE), format!("{dead}\n")).unwrap();
+        let api = Api::locate(dir.path()).must();
+        let status: proxyfleet_admin::view::StatusView = api.get_json("/api/status").await.must();
+        assert!(status.instances.is_empty());
+
+        // No socket (another user's, or a path too long to bind): the TCP port answers.
+        std::fs::write(dir.path().join(ADDR_FILE), live_addr).unwrap();
+        let api = Api::locate(dir.path()).must();
+        std::fs::remove_file(dir.path().join(SOCKET_FILE)).unwrap();
+        let _: proxyfleet_admin::view::StatusView = api.get_json("/api/status").await.must();
+        drop(handle);
     }
 
     #[test]

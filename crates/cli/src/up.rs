@@ -159,8 +159,16 @@ async fn serve(
         admin_stop.clone().cancelled_owned(),
     )
     .await?;
+    let socket = match &admin.socket {
+        Ok(path) => format!(" and unix:{}", path.display()),
+        Err(e) => {
+            // The CLI then takes the TCP port, which other local clients can crowd.
+            println!("proxyfleet up: warning: {e}; the CLI will use the TCP port");
+            String::new()
+        }
+    };
     println!(
-        "proxyfleet up: admin API on http://{} (token in {}); web console at http://{}/",
+        "proxyfleet up: admin API on http://{}{socket} (token in {}); web console at http://{}/",
         admin.addr,
         state_dir.join("admin.token").display(),
         admin.addr
@@ -239,5 +247,19 @@ async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &Cancellati
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             () = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_descriptor_reserve_counts_every_admin_connection() {
+        let admin =
+            proxyfleet_admin::MAX_CONNECTIONS + proxyfleet_admin::server::SOCKET_LIMITS.connections;
+        assert_eq!(
+            proxyfleet_stack::budget::ADMIN_CONNECTIONS,
+            admin as u64,
+            "budget.rs reserves descriptors for the admin API's connection caps"
+        );
     }
 }

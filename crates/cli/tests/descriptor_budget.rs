@@ -13,15 +13,15 @@ use testkit::process::run;
 
 #[test]
 fn check_says_when_the_stack_needs_more_descriptors_than_the_limit() {
-    // The built-in stack: 2 nodes x 10,000 flows x 2 + 2 x 2 checks + 256 reserved.
+    // The built-in stack: 2 nodes x 10,000 flows x 2 + 2 x 2 checks + 768 reserved.
     let (status, out, err) = run(BIN, &["check"], Duration::from_secs(30));
     assert!(status.success(), "{out}{err}");
     let hard = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap().1;
-    let warned = out.contains("the stack needs 40260 file descriptors");
+    let warned = out.contains("the stack needs 40772 file descriptors");
     println!("open-file hard limit {hard}; check: {out}");
-    assert_eq!(warned, hard < 40_260, "{out}");
+    assert_eq!(warned, hard < 40_772, "{out}");
     if warned {
-        let flows = (hard - 4 - 256) / 2;
+        let flows = (hard - 4 - 768) / 2;
         assert!(
             out.contains(&format!("would hold at most {flows} flows at once")),
             "{out}"
@@ -46,7 +46,7 @@ fn up_caps_its_flows_to_what_its_open_file_limit_carries() {
         .expect("the flow cap warning before ready");
     println!("{line}");
     // 1 group of max 1 behind 2 nodes: 2 checks.
-    let flows = (4096 - 2 - 256) / 2;
+    let flows = (4096 - 2 - 768) / 2;
     assert!(
         line.contains(&format!("at most {flows} flows at once across all nodes")),
         "{line}"

@@ -9,9 +9,13 @@
 
 use crate::Stack;
 
-/// The admin API's connection cap and event streams, the state database, logs, listeners,
-/// the runtime itself.
-pub const RESERVED: u64 = 256;
+/// The admin API's open connections at most: 512 on its TCP port and 64 on its Unix socket
+/// (`proxyfleet_admin::MAX_CONNECTIONS` and `SOCKET_LIMITS`, which the `proxyfleet` crate
+/// checks against this number; event streams are among them).
+pub const ADMIN_CONNECTIONS: u64 = 512 + 64;
+
+/// The admin API's connections, the state database, logs, listeners, the runtime itself.
+pub const RESERVED: u64 = ADMIN_CONNECTIONS + 192;
 
 /// What a stack needs, by use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +99,7 @@ mod tests {
     fn the_flow_limit_fits_the_open_file_limit() {
         let budget = DescriptorBudget::of(&crate::builtin());
         assert_eq!(flow_limit(&budget, 1_000_000), None);
-        let flows = flow_limit(&budget, 20_000).expect("40,260 do not fit in 20,000");
+        let flows = flow_limit(&budget, 20_000).expect("40,772 do not fit in 20,000");
         assert_eq!(flows, (20_000 - 4 - RESERVED as usize) / 2);
         assert!(flows as u64 * 2 + 4 + RESERVED <= 20_000);
         assert_eq!(flow_limit(&budget, 10), Some(1), "never zero");
