@@ -136,9 +136,7 @@ impl Proxy {
     pub async fn serve(self, stop: impl std::future::Future<Output = Stop>) {
         let shared = self.shared;
         // Each client connection may hold a second descriptor for its origin.
-        let limit = Arc::new(Semaphore::new(
-            (shared.config.max_filedescriptors / 2).max(1),
-        ));
+        let limit = Arc::new(Semaphore::new(shared.config.client_cap()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let connections = Connections {
             tracker: TaskTracker::new(),
