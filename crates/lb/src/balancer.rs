@@ -72,6 +72,7 @@ pub struct Balancer {
     tasks: TaskTracker,
     flows: TaskTracker,
     stop: CancellationToken,
+    pipes: PipeBudget,
 }
 
 impl Balancer {
@@ -113,6 +114,7 @@ impl Balancer {
             tasks: TaskTracker::new(),
             flows: TaskTracker::new(),
             stop: CancellationToken::new(),
+            pipes: pipes.clone(),
         };
         let mut bound = Vec::new();
         for lb in lbs {
@@ -196,6 +198,11 @@ impl Balancer {
             balancer.register(&group, addr, &zone, None)?;
         }
         Ok(balancer)
+    }
+
+    /// splice(2) pipes that may still be opened (`None`: no budget).
+    pub fn spare_pipes(&self) -> Option<usize> {
+        self.pipes.available()
     }
 
     /// The listening addresses, as `(load balancer, zone, address)`.
