@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use proxyfleet_relay::per_source::PerSourceLimit;
+use proxyfleet_relay::throttle::Throttle;
 
 use crate::access_log::AccessLogger;
 use crate::config::{Config, HttpPort};
@@ -241,6 +242,9 @@ async fn accept_loop(
     shutdown: watch::Receiver<bool>,
     connections: Connections,
 ) {
+    // A failing accept repeats twenty times a second: one warning a second, with the count.
+    let accept_failures = Throttle::default();
+    let local = listener.local_addr().map_or(port.addr, |a| a);
     loop {
         // Waiting for a permit before accepting leaves excess clients in the kernel's
         // backlog instead of costing memory here.
@@ -251,7 +255,9 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                if let Some(count) = accept_failures.hit() {
+                    tracing::warn!(port = %local, error = %e, count, "accept failed (count: since the last such warning)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
