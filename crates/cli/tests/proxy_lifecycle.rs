@@ -421,6 +421,32 @@ fn request_timeout_bounds_the_whole_head_however_slowly_it_trickles() {
 }
 
 #[test]
+fn request_timeout_bounds_a_proxy_header_however_slowly_it_trickles() {
+    let proxy = start(&base_config(
+        "http_port 127.0.0.1:0 require-proxy-header\n\
+         proxy_protocol_access allow app\n\
+         http_access allow app\n\
+         request_timeout 3 seconds\n\
+         client_idle_pconn_timeout 10 seconds",
+    ));
+    let pp = proxy.addrs[1];
+    // v1 and v2 headers that never end, one byte a second: the header must be whole within
+    // request_timeout of the connection, not of its last byte.
+    let v1 = b"PROXY TCP4 127.20.0.9 127.0.0.1 40000 3128\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[127, 20, 0, 9, 127, 0, 0, 1, 0x9c, 0x40, 0x0c, 0x38]);
+    for (what, header) in [("v1", v1), ("v2", v2)] {
+        let mut c = connect_from(APP, pp);
+        let (took, sent) = trickle(&mut c, &header, Duration::from_secs(1));
+        println!("PROXY {what} header at 1 byte/s: closed after {took:?} ({sent} bytes sent)");
+        assert!(
+            took >= Duration::from_millis(2500) && took < Duration::from_millis(5000),
+            "request_timeout 3 s bounds the PROXY {what} header: {took:?}"
+        );
+    }
+}
+
+#[test]
 fn client_ip_max_connections_caps_one_client_and_no_other() {
     let origin = Origin::start("127.30.0.55");
     let proxy = start(&base_config(
