@@ -107,6 +107,9 @@ mod tests {
                     bytes_to_client: 0,
                     connect_failures: 0,
                     health_transitions: 0,
+                    max_flows: None,
+                    skipped_full: 0,
+                    checks_not_run: 0,
                 })
                 .collect(),
         }

@@ -49,6 +49,9 @@ pub fn render(control: &dyn Control) -> Result<String, std::fmt::Error> {
     let t_connect_failures = counters();
     let t_transitions = counters();
     let t_healthy = gauges();
+    let t_max = gauges();
+    let t_skipped_full = counters();
+    let t_checks_not_run = counters();
     for t in &balancer.targets {
         let labels: Labels = vec![
             ("group", t.group.clone()),
@@ -65,6 +68,13 @@ pub fn render(control: &dyn Control) -> Result<String, std::fmt::Error> {
         t_transitions
             .get_or_create(&labels)
             .inc_by(t.health_transitions);
+        if let Some(max) = t.max_flows {
+            t_max.get_or_create(&labels).set(gauge(max));
+        }
+        t_skipped_full.get_or_create(&labels).inc_by(t.skipped_full);
+        t_checks_not_run
+            .get_or_create(&labels)
+            .inc_by(t.checks_not_run);
         for h in &t.health {
             let mut with_node = labels.clone();
             with_node.push(("node", h.node.clone()));
@@ -104,10 +114,26 @@ pub fn render(control: &dyn Control) -> Result<String, std::fmt::Error> {
         "1 when the node judges the target healthy, else 0",
         t_healthy,
     );
+    registry.register(
+        "target_max_flows",
+        "The most flows the target takes at once (absent: no cap)",
+        t_max,
+    );
+    registry.register(
+        "target_skipped_full",
+        "New flows that passed the target by because it was full",
+        t_skipped_full,
+    );
+    registry.register(
+        "target_checks_not_run",
+        "Health checks this host could not run (no descriptor, no buffer); never counted against the target",
+        t_checks_not_run,
+    );
 
     let n_accepted = counters();
     let n_refused = counters();
     let n_failed = counters();
+    let n_full = counters();
     let n_active = gauges();
     for lb in &balancer.load_balancers {
         for n in &lb.nodes {
@@ -115,6 +141,7 @@ pub fn render(control: &dyn Control) -> Result<String, std::fmt::Error> {
             n_accepted.get_or_create(&labels).inc_by(n.accepted);
             n_refused.get_or_create(&labels).inc_by(n.refused);
             n_failed.get_or_create(&labels).inc_by(n.failed);
+            n_full.get_or_create(&labels).inc_by(n.full);
             n_active.get_or_create(&labels).set(gauge(n.active));
         }
     }
@@ -125,13 +152,18 @@ pub fn render(control: &dyn Control) -> Result<String, std::fmt::Error> {
     );
     registry.register(
         "lb_node_refused_connections",
-        "Client connections the node refused (allowed_cidrs)",
+        "Client connections the node refused (allowed_cidrs, max_connections_per_source)",
         n_refused,
     );
     registry.register(
         "lb_node_failed_connections",
         "Client connections the node could not forward to any target",
         n_failed,
+    );
+    registry.register(
+        "lb_node_full_connections",
+        "Client connections the node closed because every target they could use was full",
+        n_full,
     );
     registry.register(
         "lb_node_active_connections",

@@ -36,6 +36,9 @@ pub struct NodeView {
     pub active: u64,
     pub refused: u64,
     pub failed: u64,
+    /// Flows closed because every target they could use was full.
+    #[serde(default)]
+    pub full: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,6 +67,15 @@ pub struct TargetView {
     pub bytes_to_client: u64,
     pub connect_failures: u64,
     pub health_transitions: u64,
+    /// Its `target_max_connections`; `null`: no cap.
+    #[serde(default)]
+    pub max_flows: Option<u64>,
+    /// New flows that passed it by because it was full.
+    #[serde(default)]
+    pub skipped_full: u64,
+    /// Health checks the balancer's host could not run (never counted against the target).
+    #[serde(default)]
+    pub checks_not_run: u64,
 }
 
 /// One node's view of a target.
@@ -228,6 +240,7 @@ impl StatusView {
                         active: n.active,
                         refused: n.refused,
                         failed: n.failed,
+                        full: n.full,
                     })
                     .collect(),
             })
@@ -289,6 +302,9 @@ impl TargetView {
             bytes_to_client: t.bytes_to_client,
             connect_failures: t.connect_failures,
             health_transitions: t.health_transitions,
+            max_flows: t.max_flows,
+            skipped_full: t.skipped_full,
+            checks_not_run: t.checks_not_run,
         }
     }
 }
@@ -395,6 +411,9 @@ mod tests {
             bytes_to_client: 0,
             connect_failures: 0,
             health_transitions: 0,
+            max_flows: None,
+            skipped_full: 0,
+            checks_not_run: 0,
         }
     }
 

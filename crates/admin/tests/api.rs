@@ -47,7 +47,8 @@ async fn status_json_has_exactly_the_documented_shape() {
             "accepted",
             "active",
             "refused",
-            "failed"
+            "failed",
+            "full"
         ])
     );
     assert_eq!(node["address"], "127.10.1.10");
@@ -79,6 +80,9 @@ async fn status_json_has_exactly_the_documented_shape() {
             "bytes_to_client",
             "connect_failures",
             "health_transitions",
+            "max_flows",
+            "skipped_full",
+            "checks_not_run",
         ])
     );
     assert_eq!(t["id"], "127.10.1.11:3128");
@@ -86,6 +90,11 @@ async fn status_json_has_exactly_the_documented_shape() {
     assert_eq!(t["group"], "proxies-tg");
     assert_eq!(t["health"], "Healthy");
     assert_eq!(t["bytes_to_client"], 65536);
+    assert_eq!(
+        (t["max_flows"].as_u64(), t["skipped_full"].as_u64()),
+        (Some(8190), Some(5))
+    );
+    assert_eq!(node["full"], 4);
     assert_eq!(
         keys(&t["nodes"][0]),
         set(&["node", "health", "reason", "for_seconds"])
@@ -435,6 +444,10 @@ async fn metrics_name_every_target_node_instance_and_group() {
         r#"proxyfleet_lb_node_accepted_connections_total{load_balancer="proxy-lb",zone="a"} 10"#,
         r#"proxyfleet_lb_node_refused_connections_total{load_balancer="proxy-lb",zone="c"} 1"#,
         r#"proxyfleet_lb_node_failed_connections_total{load_balancer="proxy-lb",zone="a"} 0"#,
+        r#"proxyfleet_lb_node_full_connections_total{load_balancer="proxy-lb",zone="a"} 4"#,
+        r#"proxyfleet_target_max_flows{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 8190"#,
+        r#"proxyfleet_target_skipped_full_total{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 5"#,
+        r#"proxyfleet_target_checks_not_run_total{group="proxies-tg",target="127.10.1.11:3128",zone="a"} 0"#,
         r#"proxyfleet_lb_node_active_connections{load_balancer="proxy-lb",zone="a"} 2"#,
         r#"proxyfleet_instance_up{group="proxies",instance="i-1",zone="a",lifecycle="InService"} 1"#,
         r#"proxyfleet_instance_up{group="proxies",instance="i-2",zone="c",lifecycle="Pending"} 1"#,

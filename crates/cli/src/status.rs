@@ -52,6 +52,7 @@ pub fn render(s: &StatusView) -> String {
                     n.active.to_string(),
                     n.refused.to_string(),
                     n.failed.to_string(),
+                    n.full.to_string(),
                 ]
             })
         })
@@ -67,6 +68,7 @@ pub fn render(s: &StatusView) -> String {
             "ACTIVE",
             "REFUSED",
             "FAILED",
+            "FULL",
         ],
         &rows,
     ));
@@ -80,7 +82,11 @@ pub fn render(s: &StatusView) -> String {
             t.zone.clone(),
             t.health.clone(),
             String::new(),
-            t.active_flows.to_string(),
+            // Open flows, out of the most it takes when it has a cap.
+            match t.max_flows {
+                Some(max) => format!("{}/{max}", t.active_flows),
+                None => t.active_flows.to_string(),
+            },
             t.new_flows.to_string(),
             t.connect_failures.to_string(),
             String::new(),
@@ -217,6 +223,7 @@ mod tests {
                     active: 1,
                     refused: 0,
                     failed: 0,
+                    full: 3,
                 }],
             }],
             targets: vec![TargetView {
@@ -238,6 +245,9 @@ mod tests {
                 bytes_to_client: 0,
                 connect_failures: 2,
                 health_transitions: 2,
+                max_flows: Some(8190),
+                skipped_full: 0,
+                checks_not_run: 0,
             }],
             instances: vec![InstanceView {
                 id: "i-0a1b".into(),
@@ -273,6 +283,9 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("127.10.1.11:3128  proxies"), "{out}");
+        assert!(lines[0].ends_with("FAILED  FULL"), "{out}");
+        assert!(lines[1].ends_with(" 3"), "{out}");
+        assert!(out.contains(" 0/8190 "), "active out of max_flows: {out}");
         assert!(
             lines.iter().any(|l| l.starts_with("  proxy-lb/a")
                 && l.contains("Unhealthy")

@@ -82,13 +82,15 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
     // Two descriptors per balanced flow; the instances inherit the raised limit too.
     let limit = crate::limits::raise_open_files(u64::MAX);
     let needed = DescriptorBudget::of(&stack);
-    let max_flows = budget::flow_limit(&needed, limit);
-    if let Some(flows) = max_flows {
+    let limits = budget::limits(&needed, limit);
+    if let Some(flows) = limits.flows {
         // Said on standard output too: it caps what the stack file asked for.
         println!(
             "proxyfleet up: warning: the stack needs {} file descriptors ({} for flows at every \
              node's max_connections, {} for health checks, {} reserved) but the open-file limit \
-             is {limit}: at most {flows} flows at once across all nodes (more wait in the backlog)",
+             is {limit}: at most {flows} flows at once across all nodes (more wait in the backlog); \
+             health checks and the admin API keep their descriptors, and bulk flows are copied \
+             rather than spliced",
             needed.total(),
             needed.flows,
             needed.checks,
@@ -100,18 +102,20 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
             flows,
             "flows capped by the open-file limit"
         );
+    } else {
+        tracing::debug!(limit, pipes = ?limits.pipes, "splice pipes that fit beside every flow");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(stack, stack_text, args.state_dir, max_flows))
+    runtime.block_on(serve(stack, stack_text, args.state_dir, limits))
 }
 
 async fn serve(
     stack: proxyfleet_stack::Stack,
     stack_text: String,
     state_dir: PathBuf,
-    max_flows: Option<usize>,
+    limits: proxyfleet_lb::Limits,
 ) -> Result<(), Failure> {
     // 0711 (see group's `files`): it holds the admin token, the store and every instance's
     // access log. Another mode (0755 from an older proxyfleet, or by hand) is changed, and
@@ -130,7 +134,7 @@ async fn serve(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let balancer = Arc::new(
-        Balancer::start_limited(&stack.load_balancers, &stack.target_groups, max_flows).await?,
+        Balancer::start_limited(&stack.load_balancers, &stack.target_groups, limits).await?,
     );
     for (lb, zone, addr) in balancer.listen_addrs() {
         println!("proxyfleet up: load balancer {lb} node {zone} listening on {addr}");

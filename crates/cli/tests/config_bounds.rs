@@ -1,6 +1,7 @@
 //! Configuration reads are bounded (issue 12, item 5): `proxyfleet proxy --check` and
 //! `proxyfleet check` run as real processes on hostile inputs (`/dev/zero` as an include
-//! and as an ACL value file, a FIFO include, a 100 MB single line, a 50 MB stack file) and
+//! and as an ACL value file, a FIFO include, a 100 MB single line, one 15 MiB file included
+//! five times, a 1 MiB line in an ACL value file, a 50 MB stack file) and
 //! must refuse each with an error naming the file (and the including line:column), within
 //! seconds and with a small peak RSS. Each test prints what it measured.
 //!
@@ -234,6 +235,68 @@ fn a_100_mb_single_line_is_refused_without_reading_it() {
         "10 MiB logical line: {} ms, {} KiB",
         r.elapsed.as_millis(),
         r.peak_rss_kib
+    );
+}
+
+#[test]
+fn the_files_of_one_configuration_read_at_most_64_mib_together() {
+    let dir = tempfile::tempdir().unwrap();
+    // 15 MiB of comments: under the 16 MiB file cap, and cheap to lex.
+    let big = dir.path().join("big.conf");
+    let mut f = File::create(&big).unwrap();
+    let chunk = "# padding padding padding padding padding padding padding padding\n".repeat(1024);
+    while f.metadata().unwrap().len() < 15 * 1024 * 1024 {
+        f.write_all(chunk.as_bytes()).unwrap();
+    }
+    drop(f);
+    // Four times is 60 MiB, the fifth would pass 64 MiB: refused at the include naming it.
+    let r = check_conf(
+        "include-five-times",
+        dir.path(),
+        &format!("via off\ninclude big.conf big.conf big.conf big.conf big.conf\n{TAIL}"),
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let col = "include big.conf big.conf big.conf big.conf ".len() + 1;
+    assert!(
+        r.stderr.contains(&format!(
+            "include-five-times.conf:2:{col}: include: cannot read '{}': it would take the \
+             configuration's files together past the 64 MiB limit",
+            big.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    // Four times is read.
+    let r = check_conf(
+        "include-four-times",
+        dir.path(),
+        &format!("include big.conf big.conf big.conf big.conf\n{TAIL}"),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn an_acl_value_file_line_over_64_kib_is_refused_at_that_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("patterns.txt");
+    std::fs::write(
+        &values,
+        format!("^good\\.example$\n{}\n", "(a|b)*".repeat(1024 * 1024 / 6)),
+    )
+    .unwrap();
+    let r = check_conf(
+        "acl-long-value-line",
+        dir.path(),
+        &format!("acl bad dstdom_regex \"{}\"\n{TAIL}", values.display()),
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "{}:2:1: acl 'bad': line longer than the 64 KiB limit",
+            values.display()
+        )),
+        "{}",
+        r.stderr
     );
 }
 

@@ -421,6 +421,32 @@ fn request_timeout_bounds_the_whole_head_however_slowly_it_trickles() {
 }
 
 #[test]
+fn request_timeout_bounds_a_proxy_header_however_slowly_it_trickles() {
+    let proxy = start(&base_config(
+        "http_port 127.0.0.1:0 require-proxy-header\n\
+         proxy_protocol_access allow app\n\
+         http_access allow app\n\
+         request_timeout 3 seconds\n\
+         client_idle_pconn_timeout 10 seconds",
+    ));
+    let pp = proxy.addrs[1];
+    // v1 and v2 headers that never end, one byte a second: the header must be whole within
+    // request_timeout of the connection, not of its last byte.
+    let v1 = b"PROXY TCP4 127.20.0.9 127.0.0.1 40000 3128\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[127, 20, 0, 9, 127, 0, 0, 1, 0x9c, 0x40, 0x0c, 0x38]);
+    for (what, header) in [("v1", v1), ("v2", v2)] {
+        let mut c = connect_from(APP, pp);
+        let (took, sent) = trickle(&mut c, &header, Duration::from_secs(1));
+        println!("PROXY {what} header at 1 byte/s: closed after {took:?} ({sent} bytes sent)");
+        assert!(
+            took >= Duration::from_millis(2500) && took < Duration::from_millis(5000),
+            "request_timeout 3 s bounds the PROXY {what} header: {took:?}"
+        );
+    }
+}
+
+#[test]
 fn client_ip_max_connections_caps_one_client_and_no_other() {
     let origin = Origin::start("127.30.0.55");
     let proxy = start(&base_config(
@@ -468,4 +494,65 @@ fn client_ip_max_connections_caps_one_client_and_no_other() {
             && String::from_utf8_lossy(&read_to_close(&mut c, Duration::from_secs(5)))
                 .starts_with("HTTP/1.1 200")
     });
+}
+
+#[test]
+fn failing_accepts_are_warned_about_once_a_second_with_a_count() {
+    // An open-file limit far below max_filedescriptors / 2: clients beyond it make accept
+    // fail with EMFILE, and the accept loop retries every 50 ms.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = base_config(&format!(
+        "http_access allow app\naccess_log {} squid",
+        log.display()
+    ));
+    let file = write_config(dir.path(), "squid.conf", &config);
+    let script = format!("ulimit -n 40 && exec {BIN} proxy -f {file}");
+    let mut child = testkit::process::Owned::spawn("sh", &["-c", &script]);
+    let addr: std::net::SocketAddr = wait::until("the proxy to listen", common::START, || {
+        assert!(!child.has_exited(), "{:?}", child.stderr());
+        child.stdout().iter().find_map(|l| {
+            l.strip_prefix("proxyfleet proxy: serving on ")?
+                .parse()
+                .ok()
+        })
+    });
+    let held: Vec<_> = (0..60).map(|_| connect_from(APP, addr)).collect();
+    let failing = |child: &testkit::process::Owned| {
+        child
+            .stderr()
+            .into_iter()
+            .filter(|l| l.contains("accept failed"))
+            .collect::<Vec<String>>()
+    };
+    wait::until_true("accept to fail", Duration::from_secs(10), || {
+        !failing(&child).is_empty()
+    });
+    let first = Instant::now();
+    // Two and a half seconds of a failing accept: some 50 retries, 3 or 4 warnings.
+    std::thread::sleep(Duration::from_millis(2500));
+    let warnings = failing(&child);
+    println!(
+        "{} accept warnings in {:?} of failing accepts:\n{}",
+        warnings.len(),
+        first.elapsed(),
+        warnings.join("\n")
+    );
+    assert!(
+        (2..=4).contains(&warnings.len()),
+        "about one a second: {warnings:?}"
+    );
+    let counted = |l: &String| {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix("count="))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(counted(&warnings[0]), Some(1), "{}", warnings[0]);
+    assert!(
+        warnings[1..]
+            .iter()
+            .all(|l| counted(l).is_some_and(|n| n >= 5)),
+        "later warnings count the failures in between: {warnings:?}"
+    );
+    drop(held);
 }

@@ -14,6 +14,19 @@ use testkit::process::run;
 fn scale_out_and_in_within_min_and_max() {
     let up = Up::start(Some(&proxy_stack(51, 1, 2, 4)));
     assert_eq!(up.in_service().len(), 2);
+    // No target_max_connections: each proxy takes its own client cap (max_filedescriptors
+    // 16384 / 2) less a place for each of the two nodes' health checks.
+    let caps: Vec<_> = up.status()["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["max_flows"].as_u64())
+        .collect();
+    assert_eq!(
+        caps,
+        [Some(8190), Some(8190)],
+        "each instance's own capacity"
+    );
     let (code, _, err) = up.cli(&["scale", "g", "4"]);
     assert_eq!(code, 0, "{err}");
     testkit::wait::until_true("4 in service", Duration::from_secs(20), || {

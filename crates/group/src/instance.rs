@@ -34,16 +34,16 @@ pub async fn run(
     };
     let addr = SocketAddr::new(info.address, info.port);
     let started = Instant::now();
+    let values = Placeholders {
+        id: id.clone(),
+        zone: info.zone.clone(),
+        address: info.address,
+        port: info.port,
+        dir: info.dir.clone().into(),
+        group: group.spec.name.clone(),
+    };
 
     if process.is_none() {
-        let values = Placeholders {
-            id: id.clone(),
-            zone: info.zone.clone(),
-            address: info.address,
-            port: info.port,
-            dir: info.dir.clone().into(),
-            group: group.spec.name.clone(),
-        };
         let mut launch = group.template.render(&values);
         if crate::firewall::runs_own_proxy(&launch.command) {
             launch
@@ -116,7 +116,15 @@ pub async fn run(
         }
     }
     if lifecycle != Some(Lifecycle::Terminating) {
-        register(&shared, &group, &id, addr, &info.zone);
+        // Its configuration is on disk by now (written at launch, or by the earlier run that
+        // launched an adopted instance); read off the runtime's threads.
+        let command = group.template.render(&values).command;
+        let dir = std::path::PathBuf::from(&info.dir);
+        let capacity =
+            tokio::task::spawn_blocking(move || crate::capacity::client_cap(&command, &dir))
+                .await
+                .unwrap_or(None);
+        register(&shared, &group, &id, addr, &info.zone, capacity);
         group.update(&shared.store, &id, |t| {
             t.info.lifecycle = Lifecycle::InService;
             t.info.reason = String::new();
@@ -229,9 +237,16 @@ fn lb_unhealthy(shared: &Shared, group: &GroupRuntime, id: &str) -> Option<Strin
     None
 }
 
-fn register(shared: &Shared, group: &GroupRuntime, id: &str, addr: SocketAddr, zone: &str) {
+fn register(
+    shared: &Shared,
+    group: &GroupRuntime,
+    id: &str,
+    addr: SocketAddr,
+    zone: &str,
+    capacity: Option<usize>,
+) {
     for tg in &group.spec.target_groups {
-        if let Err(e) = shared.balancer.register(tg, addr, zone) {
+        if let Err(e) = shared.balancer.register(tg, addr, zone, capacity) {
             tracing::error!(instance = id, error = %e, "cannot register with target group");
         }
     }

@@ -5,7 +5,8 @@
 //!   (one at a time for load-balancer health); it adopts survivors after a restart;
 //! - [`instance`]: one task per instance — launch ([`process`]), Pending → InService once it
 //!   listens (registered with its target groups), watched for exit and load-balancer health,
-//!   then Terminating (deregister, drain, SIGTERM, SIGKILL) → Terminated;
+//!   then Terminating (deregister, drain, SIGTERM, SIGKILL) → Terminated; it registers with
+//!   the instance's own [`capacity`] (a proxy's client cap);
 //! - [`store`]: instances and the activity history in SQLite, in the state directory;
 //! - [`scaling`]: the optional target-tracking policy on the balancer's flow counters;
 //! - [`firewall`]: security groups as one nftables table;
@@ -14,6 +15,7 @@
 //! - [`guard`]: the destination guard's settings for the proxies it launches;
 //! - [`model`] and [`runtime`]: the data they share.
 
+pub mod capacity;
 pub mod files;
 pub mod firewall;
 pub mod fleet;

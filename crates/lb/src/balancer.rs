@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use proxyfleet_relay::per_source::PerSourceLimit;
+use proxyfleet_relay::PipeBudget;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,18 @@ pub enum LbError {
     NoSuchTarget { group: String, target: String },
 }
 
+/// What the process's open-file limit lets the balancer hold at once, across all its nodes
+/// (see `proxyfleet_stack::budget`): the default is no cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Flows (two descriptors each); more wait in the kernel's backlog. Each node's
+    /// `max_connections` still holds.
+    pub flows: Option<usize>,
+    /// splice(2) pipes (two descriptors each); a bulk flow that finds none copies through
+    /// its buffer instead.
+    pub pipes: Option<usize>,
+}
+
 /// One node of one load balancer.
 struct Node {
     lb: String,
@@ -59,6 +72,7 @@ pub struct Balancer {
     tasks: TaskTracker,
     flows: TaskTracker,
     stop: CancellationToken,
+    pipes: PipeBudget,
 }
 
 impl Balancer {
@@ -68,22 +82,27 @@ impl Balancer {
         lbs: &[LoadBalancerSpec],
         groups: &[TargetGroupSpec],
     ) -> Result<Balancer, LbError> {
-        Self::start_limited(lbs, groups, None).await
+        Self::start_limited(lbs, groups, Limits::default()).await
     }
 
-    /// [`Balancer::start`], with at most `max_flows` flows open at once across all nodes
+    /// [`Balancer::start`], holding at most what `limits` allow at once across all nodes
     /// (each node's `max_connections` still holds): what the process's open-file limit can
-    /// carry, two descriptors per flow. Connections beyond it wait in the kernel's backlog.
+    /// carry beside its health checks and reserve. Connections beyond the flow limit wait in
+    /// the kernel's backlog; bulk flows beyond the pipe limit are copied, not spliced.
     pub async fn start_limited(
         lbs: &[LoadBalancerSpec],
         groups: &[TargetGroupSpec],
-        max_flows: Option<usize>,
+        limits: Limits,
     ) -> Result<Balancer, LbError> {
         let process_limit = Arc::new(Semaphore::new(
-            max_flows
+            limits
+                .flows
                 .unwrap_or(Semaphore::MAX_PERMITS)
                 .clamp(1, Semaphore::MAX_PERMITS),
         ));
+        let pipes = limits
+            .pipes
+            .map_or_else(PipeBudget::unlimited, PipeBudget::new);
         let groups: HashMap<String, Arc<Group>> = groups
             .iter()
             .map(|g| (g.name.clone(), Arc::new(Group::new(g.clone()))))
@@ -95,6 +114,7 @@ impl Balancer {
             tasks: TaskTracker::new(),
             flows: TaskTracker::new(),
             stop: CancellationToken::new(),
+            pipes: pipes.clone(),
         };
         let mut bound = Vec::new();
         for lb in lbs {
@@ -149,6 +169,8 @@ impl Balancer {
                         process_limit: process_limit.clone(),
                         per_source: per_source.clone(),
                         idle: lb.idle_timeout,
+                        pipes: pipes.clone(),
+                        warnings: Default::default(),
                     });
                     bound.push((runner, socket));
                     node.listeners
@@ -173,9 +195,14 @@ impl Balancer {
             })
             .collect();
         for (group, addr, zone) in statics {
-            balancer.register(&group, addr, &zone)?;
+            balancer.register(&group, addr, &zone, None)?;
         }
         Ok(balancer)
+    }
+
+    /// splice(2) pipes that may still be opened (`None`: no budget).
+    pub fn spare_pipes(&self) -> Option<usize> {
+        self.pipes.available()
     }
 
     /// The listening addresses, as `(load balancer, zone, address)`.
@@ -202,27 +229,44 @@ impl Balancer {
 
     /// Registers a target: every node starts checking it (from the node's own address) and
     /// routes to it once it is healthy.
+    ///
+    /// `capacity` is the most connections the target itself takes (an instance's own client
+    /// cap); it counts when the group sets no `target_max_connections`, less one place per
+    /// node whose health checks reach it, so that a target full of flows still answers its
+    /// checks.
     pub fn register(
         &self,
         group: &str,
         addr: SocketAddr,
         zone: &str,
+        capacity: Option<usize>,
     ) -> Result<Arc<Target>, LbError> {
         let g = self.group(group)?.clone();
-        let (target, added) = g.add(addr, zone);
+        let checkers: Vec<&Node> = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.views
+                    .get(group)
+                    .is_some_and(|v| v.scope.lb_zones.iter().any(|z| z == zone))
+            })
+            .collect();
+        let max_flows = match (g.spec.target_max_connections, capacity) {
+            (Some(max), _) => Some(max as u64),
+            (None, Some(cap)) => Some(cap.saturating_sub(checkers.len()).max(1) as u64),
+            (None, None) => None,
+        };
+        let (target, added) = g.add(addr, zone, max_flows);
         if !added {
             return Ok(target);
         }
-        tracing::info!(group, target = %target.id, zone, "target registered");
+        tracing::info!(group, target = %target.id, zone, max_flows, "target registered");
         for node in &self.nodes {
             let Some(view) = node.views.get(group) else {
                 continue;
             };
             view.track(&target);
-            if view
-                .health_of(&target.id)
-                .is_some_and(|s| s.health == Health::Unused)
-            {
+            if !checkers.iter().any(|c| std::ptr::eq(*c, node)) {
                 continue;
             }
             self.tasks.spawn(check_loop(
@@ -319,6 +363,7 @@ impl Balancer {
                         active: n.stats.active.load(Ordering::Relaxed),
                         refused: n.stats.refused.load(Ordering::Relaxed),
                         failed: n.stats.failed.load(Ordering::Relaxed),
+                        full: n.stats.full.load(Ordering::Relaxed),
                     })
                     .collect(),
             })

@@ -1,6 +1,9 @@
 //! The data path: a node's listener accepts a client, the flow's 5-tuple picks a target by
-//! Maglev, a failed connect is retried on the next target of the flow's preference order, and
-//! the bytes are relayed until both sides close.
+//! Maglev, a full target (at its `target_max_connections`) is passed by and a failed connect
+//! is retried on the next target of the flow's preference order, and the bytes are relayed
+//! until both sides close. The balancer never reads from a client before the target is
+//! connected: at Layer 4 there is nothing to wait for, so no client-controlled read (and no
+//! timeout for one) exists here; an idle flow ends at the idle timeout.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +12,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use proxyfleet_relay::per_source::PerSourceLimit;
+use proxyfleet_relay::throttle::Throttle;
+use proxyfleet_relay::PipeBudget;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -16,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connect::{connect_from, keepalive};
-use crate::group::{FlowGuard, Target};
+use crate::group::{FlowGuard, FlowSlot, Target};
 use crate::maglev;
 use crate::relay::relay;
 use crate::routes::GroupView;
@@ -35,6 +40,18 @@ pub struct NodeStats {
     pub refused: AtomicU64,
     /// No target could be reached after every attempt.
     pub failed: AtomicU64,
+    /// Closed at once: every target the flow could use held its `target_max_connections`.
+    pub full: AtomicU64,
+}
+
+/// Warnings a listener may repeat many times a second, each at most once a second with the
+/// count since the last one.
+#[derive(Debug, Default)]
+pub struct Warnings {
+    pub accept: Throttle,
+    pub full: Throttle,
+    pub failed: Throttle,
+    pub local: Throttle,
 }
 
 /// One listener of one node.
@@ -49,6 +66,9 @@ pub struct Listener {
     /// Shared by the node's listeners: open flows per client address.
     pub per_source: Arc<PerSourceLimit>,
     pub idle: Duration,
+    /// Shared by every node of the process: splice pipes that fit in the open-file limit.
+    pub pipes: PipeBudget,
+    pub warnings: Warnings,
 }
 
 /// The flow hash: the 5-tuple (protocol TCP) under the fixed seed, so every node and every
@@ -86,7 +106,10 @@ impl Listener {
                 r = socket.accept() => match r {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!(node = %self.node, error = %e, "accept failed");
+                        // EMFILE and friends: back off instead of spinning, say it once a second.
+                        if let Some(count) = self.warnings.accept.hit() {
+                            tracing::warn!(node = %self.node, error = %e, count, "accept failed (count: since the last such warning)");
+                        }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
@@ -133,13 +156,25 @@ impl Listener {
         } else {
             local.ip()
         };
-        let mut tried: Vec<Arc<Target>> = Vec::new();
-        for _ in 0..ATTEMPTS {
+        // Targets this flow has passed by: their connect failed, or they were full.
+        let mut passed: Vec<Arc<Target>> = Vec::new();
+        let mut attempts = 0;
+        let mut full = 0;
+        while attempts < ATTEMPTS {
             let routes = self.view.routes.load();
-            let Some(target) = routes.pick(hash, &tried) else {
+            let Some(target) = routes.pick(hash, &passed) else {
                 break;
             };
             drop(routes);
+            let Some(slot) = target.admit() else {
+                // Like an unhealthy target for this flow: the next in its order, no attempt
+                // spent (nothing was tried).
+                target.stats.skipped_full.fetch_add(1, Ordering::Relaxed);
+                full += 1;
+                passed.push(target);
+                continue;
+            };
+            attempts += 1;
             let connected = tokio::time::timeout(
                 CONNECT_TIMEOUT,
                 connect_from(source, target.addr, spec.transparent),
@@ -151,13 +186,15 @@ impl Listener {
                     // This host is out of descriptors, buffers or ports for this 4-tuple: the
                     // target is not to blame, but another target may still be reachable
                     // (EADDRNOTAVAIL is per destination), so try it without counting this.
-                    tracing::warn!(node = %self.node, target = %target.id, %peer, error = %e, "cannot open a connection to a target here (not counted against it)");
-                    tried.push(target);
+                    if let Some(count) = self.warnings.local.hit() {
+                        tracing::warn!(node = %self.node, target = %target.id, %peer, error = %e, count, "cannot open a connection to a target here (not counted against it; count: since the last such warning)");
+                    }
+                    passed.push(target);
                     continue;
                 }
                 Ok(Err(e)) => {
                     self.fail(&target, &e.to_string());
-                    tried.push(target);
+                    passed.push(target);
                     continue;
                 }
                 Err(_) if spec.preserve_client_ip => {
@@ -166,7 +203,7 @@ impl Listener {
                     // target: retry elsewhere, but leave its health to the health checks,
                     // so one unwelcome client cannot take targets out of service.
                     tracing::debug!(node = %self.node, target = %target.id, %peer, "connect from the client's address timed out");
-                    tried.push(target);
+                    passed.push(target);
                     continue;
                 }
                 Err(_) => {
@@ -174,15 +211,27 @@ impl Listener {
                         &target,
                         &format!("connect timed out after {CONNECT_TIMEOUT:?}"),
                     );
-                    tried.push(target);
+                    passed.push(target);
                     continue;
                 }
             };
-            self.forward(client, upstream, target, peer, local).await;
+            self.forward(client, upstream, target, slot, peer, local)
+                .await;
+            return;
+        }
+        if full > 0 {
+            // Refused rather than queued: the node never holds more flows than its targets
+            // take, and the client learns at once (a retry may find a place).
+            self.stats.full.fetch_add(1, Ordering::Relaxed);
+            if let Some(count) = self.warnings.full.hit() {
+                tracing::warn!(node = %self.node, group = %spec.name, %peer, count, "every target that could take the flow is at its target_max_connections: flow closed (count: since the last such warning)");
+            }
             return;
         }
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(node = %self.node, %peer, tried = tried.len(), "no target could take the flow: closing it");
+        if let Some(count) = self.warnings.failed.hit() {
+            tracing::warn!(node = %self.node, %peer, tried = passed.len(), count, "no target could take the flow: closing it (count: since the last such warning)");
+        }
     }
 
     fn fail(&self, target: &Target, why: &str) {
@@ -198,6 +247,7 @@ impl Listener {
         client: TcpStream,
         mut upstream: TcpStream,
         target: Arc<Target>,
+        slot: FlowSlot,
         peer: SocketAddr,
         local: SocketAddr,
     ) {
@@ -214,7 +264,7 @@ impl Listener {
         }
         let counters = (&target.stats.bytes_to_target, &target.stats.bytes_to_client);
         tokio::select! {
-            result = relay(&client, &upstream, self.idle, counters) => {
+            result = relay(&client, &upstream, self.idle, counters, &self.pipes) => {
                 if let Err(e) = result {
                     tracing::debug!(node = %self.node, target = %target.id, error = %e, "flow ended with an error");
                 }
@@ -224,6 +274,10 @@ impl Listener {
             }
         }
         drop(guard);
+        // The target's place is free only once both sockets are closed.
+        drop(upstream);
+        drop(client);
+        drop(slot);
     }
 }
 

@@ -1,5 +1,5 @@
 //! Target groups and their targets: the registered set, the Maglev table over it, per-target
-//! counters, and the token that ends a target's flows when it leaves.
+//! counters and capacity, and the token that ends a target's flows when it leaves.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +22,11 @@ pub struct TargetStats {
     pub bytes_to_client: AtomicU64,
     pub connect_failures: AtomicU64,
     pub health_transitions: AtomicU64,
+    /// New flows that passed this target by because it held `max_flows` already.
+    pub skipped_full: AtomicU64,
+    /// Health checks that could not run on this host (EMFILE, ENOBUFS...): never counted
+    /// against the target, but counted here so a starved checker shows.
+    pub checks_not_run: AtomicU64,
 }
 
 /// A registered target.
@@ -32,6 +37,10 @@ pub struct Target {
     pub addr: SocketAddr,
     pub zone: String,
     pub stats: TargetStats,
+    /// The most flows it may hold at once (from every node together); `None`: no cap.
+    pub max_flows: Option<u64>,
+    /// Flows holding a [`FlowSlot`]: connecting or open.
+    admitted: AtomicU64,
     /// Set by deregistration: no new flows.
     pub draining: AtomicBool,
     /// Cancelled when the target leaves for good: its flows close, its checks stop.
@@ -41,12 +50,14 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(addr: SocketAddr, zone: &str) -> Target {
+    pub fn new(addr: SocketAddr, zone: &str, max_flows: Option<u64>) -> Target {
         Target {
             id: addr.to_string(),
             addr,
             zone: zone.to_string(),
             stats: TargetStats::default(),
+            max_flows,
+            admitted: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             gone: CancellationToken::new(),
             flow_ended: Notify::new(),
@@ -55,6 +66,33 @@ impl Target {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// A place for one more flow, taken before the connect so that flows connecting at once
+    /// on every node can never together pass `max_flows`; `None` when it is full.
+    pub fn admit(self: &Arc<Self>) -> Option<FlowSlot> {
+        let max = self.max_flows.unwrap_or(u64::MAX);
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(FlowSlot(self.clone()))
+    }
+
+    /// Flows connecting or open now.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Acquire)
+    }
+}
+
+/// One flow's place in its target's `max_flows`, given back when the flow ends (or its
+/// connect fails).
+pub struct FlowSlot(Arc<Target>);
+
+impl Drop for FlowSlot {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -118,8 +156,9 @@ impl Group {
         }
     }
 
-    /// Adds a target (a no-op returning the existing one if its address is registered).
-    pub fn add(&self, addr: SocketAddr, zone: &str) -> (Arc<Target>, bool) {
+    /// Adds a target (a no-op returning the existing one if its address is registered), which
+    /// may hold `max_flows` at once.
+    pub fn add(&self, addr: SocketAddr, zone: &str, max_flows: Option<u64>) -> (Arc<Target>, bool) {
         let _edit = self.edit.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.members.load();
         if let Some(existing) = current.find(&addr.to_string()) {
@@ -127,7 +166,7 @@ impl Group {
                 return (existing.clone(), false);
             }
         }
-        let target = Arc::new(Target::new(addr, zone));
+        let target = Arc::new(Target::new(addr, zone, max_flows));
         let mut targets: Vec<Arc<Target>> = current
             .targets
             .iter()
@@ -150,5 +189,30 @@ impl Group {
             .cloned()
             .collect();
         self.members.store(Arc::new(Members::new(targets)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_admits_up_to_its_max_flows_and_takes_more_as_flows_end() {
+        let t = Arc::new(Target::new(
+            "127.94.0.1:3128".parse().unwrap(),
+            "a",
+            Some(2),
+        ));
+        let first = t.admit().expect("1 of 2");
+        let _second = t.admit().expect("2 of 2");
+        assert!(t.admit().is_none(), "full");
+        assert_eq!(t.admitted(), 2);
+        drop(first);
+        assert!(t.admit().is_some(), "a place again");
+        let open = Arc::new(Target::new("127.94.0.2:3128".parse().unwrap(), "a", None));
+        let held: Vec<FlowSlot> = (0..1000).map(|_| open.admit().unwrap()).collect();
+        assert_eq!(open.admitted(), 1000, "no cap");
+        drop(held);
+        assert_eq!(open.admitted(), 0);
     }
 }

@@ -24,5 +24,5 @@ pub mod routes;
 pub mod spec;
 pub mod status;
 
-pub use balancer::{Balancer, LbError};
+pub use balancer::{Balancer, LbError, Limits};
 pub use health::Health;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use proxyfleet_relay::throttle::Throttle;
 
 use crate::group::{Group, Members, Target};
 use crate::health::{Health, HealthState, ProbeFailure, Transition};
@@ -27,31 +28,42 @@ pub struct Routes {
     /// Slot → index into `members.targets`; `u32::MAX` = no target at all.
     pub slots: Vec<u32>,
     pub eligible: Vec<bool>,
+    /// Taken only when every eligible target has been passed by (full, or its connect
+    /// failed): the healthy targets of the balancer's other zones, for a node that keeps to
+    /// its own zone while that zone has room.
+    pub overflow: Vec<bool>,
     /// No target in scope was healthy: every non-draining one is used (as the cloud does).
     pub fail_open: bool,
 }
 
 impl Routes {
-    /// The target for a flow, skipping `tried` (targets whose connect already failed), in the
-    /// flow's Maglev preference order.
-    pub fn pick(&self, flow_hash: u64, tried: &[Arc<Target>]) -> Option<Arc<Target>> {
+    /// The target for a flow, skipping `passed` (targets whose connect already failed or that
+    /// were full), in the flow's Maglev preference order: eligible targets first, then the
+    /// overflow.
+    pub fn pick(&self, flow_hash: u64, passed: &[Arc<Target>]) -> Option<Arc<Target>> {
         let table = &self.members.table;
         if table.is_empty() {
             return None;
         }
         let slot = table.slot(flow_hash);
         let first = self.slots[slot];
-        let usable = |i: usize| {
+        let usable = |set: &[bool], i: usize| {
             let t = &self.members.targets[i];
-            self.eligible[i] && !tried.iter().any(|x| Arc::ptr_eq(x, t))
+            set[i] && !passed.iter().any(|x| Arc::ptr_eq(x, t))
         };
-        if first != u32::MAX && usable(first as usize) {
+        if first != u32::MAX && usable(&self.eligible, first as usize) {
             return Some(self.members.targets[first as usize].clone());
         }
-        table
-            .walk(slot)
-            .find(|&i| usable(i))
-            .map(|i| self.members.targets[i].clone())
+        let found = table.walk(slot).find(|&i| usable(&self.eligible, i));
+        let found = found.or_else(|| {
+            // Nothing in the overflow when it is empty (cross-zone, fail-open, one zone).
+            self.overflow
+                .iter()
+                .any(|o| *o)
+                .then(|| table.walk(slot).find(|&i| usable(&self.overflow, i)))
+                .flatten()
+        });
+        found.map(|i| self.members.targets[i].clone())
     }
 }
 
@@ -62,6 +74,8 @@ pub struct GroupView {
     health: Mutex<HashMap<String, HealthState>>,
     pub routes: ArcSwap<Routes>,
     failing_open: AtomicBool,
+    /// Checks that could not run here: warned about at most once a second.
+    local_check_warning: Throttle,
     /// Held from reading the state to publishing the table, so a rebuild that read older
     /// state can never publish after one that read newer state.
     rebuilding: Mutex<()>,
@@ -78,9 +92,11 @@ impl GroupView {
                 members,
                 slots: Vec::new(),
                 eligible: Vec::new(),
+                overflow: Vec::new(),
                 fail_open: false,
             }),
             failing_open: AtomicBool::new(false),
+            local_check_warning: Throttle::default(),
             rebuilding: Mutex::new(()),
         };
         view.rebuild();
@@ -116,7 +132,10 @@ impl GroupView {
             Ok(()) => Ok(()),
             Err(ProbeFailure::Target(why)) => Err(why),
             Err(ProbeFailure::Local(why)) => {
-                tracing::warn!(target = %target.id, error = %why, "health check could not run here (not counted against the target)");
+                target.stats.checks_not_run.fetch_add(1, Ordering::Relaxed);
+                if let Some(count) = self.local_check_warning.hit() {
+                    tracing::warn!(node = %self.scope.node, target = %target.id, error = %why, count, "health check could not run here (not counted against the target; count: since the last such warning)");
+                }
                 return;
             }
         };
@@ -194,7 +213,11 @@ impl GroupView {
             })
             .collect();
         drop(states);
-        let (eligible, fail_open) = eligibility(&members.targets, &health, &self.scope);
+        let Eligibility {
+            eligible,
+            overflow,
+            fail_open,
+        } = eligibility(&members.targets, &health, &self.scope);
         let slots = members.table.resolve(&eligible);
         // Every target draining (a stop, a scale to zero) is not an outage worth shouting about.
         let all_draining = members.targets.iter().all(|t| t.is_draining());
@@ -211,41 +234,67 @@ impl GroupView {
             members,
             slots,
             eligible,
+            overflow,
             fail_open,
         }));
     }
+}
+
+/// Which targets take new flows (by index into the members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eligibility {
+    pub eligible: Vec<bool>,
+    /// When every eligible target is passed by (full, failed).
+    pub overflow: Vec<bool>,
+    /// `eligible` is the fail-open fallback.
+    pub fail_open: bool,
 }
 
 /// Which targets take new flows, and whether that is the fail-open fallback.
 ///
 /// Healthy targets in the node's zone; with `cross_zone`, healthy targets in every zone the
 /// balancer serves; without it, the other zones' healthy targets only when the node's zone
-/// has none. When no target in scope is healthy the node fails open, like the cloud: to the
-/// targets not yet judged (initial), or when every one has been judged unhealthy, to all of
-/// them — never to a draining or unused one.
-pub fn eligibility(targets: &[Arc<Target>], health: &[Health], scope: &Scope) -> (Vec<bool>, bool) {
+/// has none — or, as the overflow, when every one of the node's zone is full. When no target
+/// in scope is healthy the node fails open, like the cloud: to the targets not yet judged
+/// (initial), or when every one has been judged unhealthy, to all of them — never to a
+/// draining or unused one.
+pub fn eligibility(targets: &[Arc<Target>], health: &[Health], scope: &Scope) -> Eligibility {
     let in_scope =
         |i: usize| scope.lb_zones.contains(&targets[i].zone) && health[i] != Health::Draining;
     let healthy = |i: usize| in_scope(i) && health[i] == Health::Healthy;
     let own = |i: usize| healthy(i) && targets[i].zone == scope.zone;
     let n = targets.len();
-    let pick: Vec<bool> = if scope.cross_zone {
-        (0..n).map(healthy).collect()
+    let none = vec![false; n];
+    let (pick, overflow): (Vec<bool>, Vec<bool>) = if scope.cross_zone {
+        ((0..n).map(healthy).collect(), none.clone())
     } else if (0..n).any(own) {
-        (0..n).map(own).collect()
+        (
+            (0..n).map(own).collect(),
+            (0..n).map(|i| healthy(i) && !own(i)).collect(),
+        )
     } else {
-        (0..n).map(healthy).collect()
+        ((0..n).map(healthy).collect(), none.clone())
     };
     if pick.iter().any(|p| *p) {
-        return (pick, false);
+        return Eligibility {
+            eligible: pick,
+            overflow,
+            fail_open: false,
+        };
     }
     let unjudged: Vec<bool> = (0..n)
         .map(|i| in_scope(i) && health[i] == Health::Initial)
         .collect();
-    if unjudged.iter().any(|p| *p) {
-        return (unjudged, true);
+    let eligible = if unjudged.iter().any(|p| *p) {
+        unjudged
+    } else {
+        (0..n).map(in_scope).collect()
+    };
+    Eligibility {
+        eligible,
+        overflow: none,
+        fail_open: true,
     }
-    ((0..n).map(in_scope).collect(), true)
 }
 
 #[cfg(test)]
@@ -260,6 +309,7 @@ mod tests {
                 Arc::new(Target::new(
                     format!("127.10.0.{}:3128", i + 1).parse().unwrap(),
                     z,
+                    None,
                 ))
             })
             .collect()
@@ -276,14 +326,18 @@ mod tests {
 
     use Health::*;
 
+    fn pick(e: Eligibility) -> (Vec<bool>, bool) {
+        (e.eligible, e.fail_open)
+    }
+
     #[test]
     fn own_zone_first_then_other_zones_then_fail_open() {
         let t = targets(&["a", "a", "c", "x"]);
-        let e = eligibility(
+        let e = pick(eligibility(
             &t,
             &[Healthy, Unhealthy, Healthy, Healthy],
             &scope("a", false),
-        );
+        ));
         assert_eq!(
             e,
             (vec![true, false, false, false], false),
@@ -291,39 +345,55 @@ mod tests {
         );
         let e = eligibility(
             &t,
-            &[Unhealthy, Unhealthy, Healthy, Healthy],
+            &[Healthy, Unhealthy, Healthy, Healthy],
             &scope("a", false),
         );
         assert_eq!(
-            e,
-            (vec![false, false, true, false], false),
-            "no healthy target in a: use c"
+            e.overflow,
+            [false, false, true, false],
+            "c's healthy target takes what a's cannot (full)"
         );
         let e = eligibility(
             &t,
             &[Healthy, Unhealthy, Healthy, Healthy],
             &scope("a", true),
         );
+        assert_eq!(e.overflow, [false; 4], "cross-zone: no overflow");
+        let e = pick(eligibility(
+            &t,
+            &[Unhealthy, Unhealthy, Healthy, Healthy],
+            &scope("a", false),
+        ));
+        assert_eq!(
+            e,
+            (vec![false, false, true, false], false),
+            "no healthy target in a: use c"
+        );
+        let e = pick(eligibility(
+            &t,
+            &[Healthy, Unhealthy, Healthy, Healthy],
+            &scope("a", true),
+        ));
         assert_eq!(
             e,
             (vec![true, false, true, false], false),
             "cross-zone: every served zone"
         );
-        let e = eligibility(
+        let e = pick(eligibility(
             &t,
             &[Unhealthy, Initial, Draining, Healthy],
             &scope("a", false),
-        );
+        ));
         assert_eq!(
             e,
             (vec![false, true, false, false], true),
             "fail open to the unjudged first"
         );
-        let e = eligibility(
+        let e = pick(eligibility(
             &t,
             &[Unhealthy, Unhealthy, Draining, Healthy],
             &scope("a", false),
-        );
+        ));
         assert_eq!(
             e,
             (vec![true, true, false, false], true),

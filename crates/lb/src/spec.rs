@@ -67,6 +67,12 @@ pub struct TargetGroupSpec {
     /// How long a deregistered target's existing flows may continue (default 30 s; the
     /// cloud's is 300 s).
     pub deregistration_delay: Duration,
+    /// The most flows one target takes at once, from every node together (HAProxy's
+    /// `server ... maxconn`, a cloud target's capacity). A full target is passed by like an
+    /// unhealthy one; when every target a flow could use is full, the flow is closed.
+    /// `None`: a target registered with a capacity of its own (an instance running
+    /// `proxyfleet proxy`: its client cap) has that one, any other none.
+    pub target_max_connections: Option<usize>,
     pub health_check: HealthCheckSpec,
     /// Targets listed in the stack file; more are registered at run time.
     pub targets: Vec<TargetSpec>,
@@ -127,6 +133,7 @@ impl TargetGroupSpec {
             transparent: false,
             proxy_protocol_v2: false,
             deregistration_delay: Duration::from_secs(30),
+            target_max_connections: None,
             health_check: HealthCheckSpec::default(),
             targets: Vec::new(),
         }

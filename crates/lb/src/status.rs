@@ -30,6 +30,8 @@ pub struct NodeStatus {
     pub active: u64,
     pub refused: u64,
     pub failed: u64,
+    /// Closed because every target the flow could use was full.
+    pub full: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,12 @@ pub struct TargetStatus {
     pub bytes_to_client: u64,
     pub connect_failures: u64,
     pub health_transitions: u64,
+    /// Its `target_max_connections` (`None`: no cap).
+    pub max_flows: Option<u64>,
+    /// New flows that passed it by because it was full.
+    pub skipped_full: u64,
+    /// Health checks that could not run on the balancer's host (not counted against it).
+    pub checks_not_run: u64,
 }
 
 impl TargetStatus {
@@ -71,6 +79,9 @@ impl TargetStatus {
             bytes_to_client: s.bytes_to_client.load(Ordering::Relaxed),
             connect_failures: s.connect_failures.load(Ordering::Relaxed),
             health_transitions: s.health_transitions.load(Ordering::Relaxed),
+            max_flows: t.max_flows,
+            skipped_full: s.skipped_full.load(Ordering::Relaxed),
+            checks_not_run: s.checks_not_run.load(Ordering::Relaxed),
         }
     }
 

@@ -568,7 +568,10 @@ async fn the_process_wide_flow_limit_holds_across_nodes() {
     let b = Balancer::start_limited(
         &[lb(&[("a", "127.10.1.90"), ("c", "127.10.2.90")], port, "g")],
         &[group("g", &[(&t1, "a"), (&t2, "c")], 100)],
-        Some(2),
+        proxyfleet_lb::Limits {
+            flows: Some(2),
+            pipes: None,
+        },
     )
     .await
     .unwrap();

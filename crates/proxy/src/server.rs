@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use proxyfleet_relay::per_source::PerSourceLimit;
+use proxyfleet_relay::throttle::Throttle;
 
 use crate::access_log::AccessLogger;
 use crate::config::{Config, HttpPort};
@@ -136,9 +137,7 @@ impl Proxy {
     pub async fn serve(self, stop: impl std::future::Future<Output = Stop>) {
         let shared = self.shared;
         // Each client connection may hold a second descriptor for its origin.
-        let limit = Arc::new(Semaphore::new(
-            (shared.config.max_filedescriptors / 2).max(1),
-        ));
+        let limit = Arc::new(Semaphore::new(shared.config.client_cap()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let connections = Connections {
             tracker: TaskTracker::new(),
@@ -295,6 +294,9 @@ async fn accept_loop(
     shutdown: watch::Receiver<bool>,
     connections: Connections,
 ) {
+    // A failing accept repeats twenty times a second: one warning a second, with the count.
+    let accept_failures = Throttle::default();
+    let local = listener.local_addr().map_or(port.addr, |a| a);
     loop {
         // Waiting for a permit before accepting leaves excess clients in the kernel's
         // backlog instead of costing memory here.
@@ -305,7 +307,9 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                if let Some(count) = accept_failures.hit() {
+                    tracing::warn!(port = %local, error = %e, count, "accept failed (count: since the last such warning)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

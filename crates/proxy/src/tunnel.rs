@@ -66,9 +66,14 @@ impl ClientConn {
         if early.is_empty() || write_all(&mut origin, &early, idle).await.is_ok() {
             // The load balancer's relay: buffered while small, splice(2) for bulk data.
             let (to_origin, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
-            let relayed =
-                proxyfleet_relay::relay(&self.stream, &origin, idle, (&to_origin, &to_client))
-                    .await;
+            let relayed = proxyfleet_relay::relay(
+                &self.stream,
+                &origin,
+                idle,
+                (&to_origin, &to_client),
+                &proxyfleet_relay::PipeBudget::unlimited(),
+            )
+            .await;
             if let Err(e) = relayed {
                 tracing::debug!(client = %self.client, error = %e, "tunnel ended with an error");
             }

@@ -6,10 +6,18 @@
 //! splice, and the crates that wrap it are small and unmaintained, so the loop is here, on
 //! tokio's readiness API (`readable`/`try_io`) and rustix's `splice`.
 //!
-//! [`per_source`] is the other thing both data paths share: a cap on open connections per
-//! client address.
+//! A spliced direction holds a pipe (two descriptors) for as long as it lasts: [`pipes`] caps
+//! how many may be open at once, and a direction that gets none — from the budget or from the
+//! kernel (EMFILE) — keeps copying through its buffer rather than failing the flow.
+//!
+//! The other things both data paths share: [`per_source`], a cap on open connections per
+//! client address, and [`throttle`], at most one warning a second about a repeated event.
 
 pub mod per_source;
+pub mod pipes;
+pub mod throttle;
+
+pub use pipes::PipeBudget;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,19 +53,20 @@ impl Activity {
 
 /// Relays until both directions end, one side fails, or the flow idles for `idle`.
 /// `counters` are updated as bytes move (client→target, target→client), so live statistics
-/// see long flows progress.
+/// see long flows progress. Bulk directions splice through a pipe when `pipes` has one.
 pub async fn relay(
     client: &TcpStream,
     target: &TcpStream,
     idle: Duration,
     counters: (&AtomicU64, &AtomicU64),
+    pipes: &PipeBudget,
 ) -> io::Result<Moved> {
     let activity = Activity {
         epoch: Instant::now(),
         last_ms: AtomicU64::new(0),
     };
-    let up = one_way(client, target, idle, &activity, counters.0);
-    let down = one_way(target, client, idle, &activity, counters.1);
+    let up = one_way(client, target, idle, &activity, counters.0, pipes);
+    let down = one_way(target, client, idle, &activity, counters.1, pipes);
     let (up, down) = tokio::try_join!(up, down)?;
     Ok(Moved {
         client_to_target: up,
@@ -82,30 +91,63 @@ async fn wait_active<F: std::future::Future<Output = io::Result<()>>>(
 
 /// One direction: a buffered copy while the flow is small; on Linux, once a read fills the
 /// whole buffer (bulk data), splice(2) for the rest — as HAProxy's `splice-auto` does, so short
-/// request/response flows never pay for setting up pipes.
+/// request/response flows never pay for setting up pipes. Without a pipe (none left in the
+/// budget, or the kernel refuses one) the copy simply goes on through the buffer.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     idle: Duration,
     activity: &Activity,
     counter: &AtomicU64,
+    pipes: &PipeBudget,
 ) -> io::Result<u64> {
     let mut total = 0u64;
-    let bulk = buffered(from, to, idle, activity, counter, &mut total).await?;
+    let bulk = buffered(from, to, idle, activity, counter, &mut total, true).await?;
+    if !bulk {
+        return Ok(total);
+    }
     #[cfg(target_os = "linux")]
-    if bulk {
-        spliced(from, to, idle, activity, counter, &mut total).await?;
+    if let Some(permit) = pipes.take() {
+        match pipe() {
+            Ok(pipe) => {
+                spliced(from, to, idle, activity, counter, &mut total, pipe).await?;
+                drop(permit);
+                return Ok(total);
+            }
+            // Out of descriptors or pipe buffers: this process's problem, not the flow's.
+            Err(e) if is_local_shortage(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
     #[cfg(not(target_os = "linux"))]
-    debug_assert!(!bulk);
+    let _ = pipes;
+    buffered(from, to, idle, activity, counter, &mut total, false).await?;
     Ok(total)
+}
+
+/// A pipe for splice(2): (read end, write end), non-blocking.
+#[cfg(target_os = "linux")]
+fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use rustix::pipe::{pipe_with, PipeFlags};
+    Ok(pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?)
+}
+
+/// EMFILE, ENFILE, ENOMEM: the host is short of something a buffer copy does not need.
+#[cfg(target_os = "linux")]
+fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == rustix::io::Errno::MFILE.raw_os_error()
+            || code == rustix::io::Errno::NFILE.raw_os_error()
+            || code == rustix::io::Errno::NOMEM.raw_os_error()
+    )
 }
 
 /// Bytes read per buffered copy; a read this large means bulk data.
 const BUFFER: usize = 16 * 1024;
 
-/// Copies until the sender finishes (`Ok(false)`) or, on Linux, until bulk data shows
-/// (`Ok(true)`).
+/// Copies until the sender finishes (`Ok(false)`) or, on Linux and with `stop_at_bulk`, until
+/// bulk data shows (`Ok(true)`).
 async fn buffered(
     from: &TcpStream,
     to: &TcpStream,
@@ -113,6 +155,7 @@ async fn buffered(
     activity: &Activity,
     counter: &AtomicU64,
     total: &mut u64,
+    stop_at_bulk: bool,
 ) -> io::Result<bool> {
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -147,7 +190,7 @@ async fn buffered(
         *total += n as u64;
         counter.fetch_add(n as u64, Ordering::Relaxed);
         activity.touch();
-        if n >= BUFFER && cfg!(target_os = "linux") {
+        if stop_at_bulk && n >= BUFFER && cfg!(target_os = "linux") {
             return Ok(true);
         }
         // Everything read is written: a keep-alive flow waiting for its next request holds
@@ -164,12 +207,12 @@ async fn spliced(
     activity: &Activity,
     counter: &AtomicU64,
     total: &mut u64,
+    (pipe_r, pipe_w): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
 ) -> io::Result<()> {
-    use rustix::pipe::{pipe_with, splice, PipeFlags, SpliceFlags};
+    use rustix::pipe::{splice, SpliceFlags};
     use tokio::io::Interest;
 
     const CHUNK: usize = 1 << 16;
-    let (pipe_r, pipe_w) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     loop {
         wait_active(|| from.readable(), idle, activity).await?;
@@ -230,6 +273,7 @@ mod tests {
                 &target_side,
                 Duration::from_secs(5),
                 (&counters.0, &counters.1),
+                &PipeBudget::unlimited(),
             )
             .await
             .unwrap();
@@ -266,9 +310,46 @@ mod tests {
             &target_side,
             Duration::from_millis(200),
             (&counters.0, &counters.1),
+            &PipeBudget::unlimited(),
         )
         .await;
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn without_a_pipe_in_the_budget_bulk_data_is_copied_through_the_buffer() {
+        for pipes in [0, 1] {
+            let (mut client, client_side) = pair().await;
+            let (target_side, mut target) = pair().await;
+            let budget = PipeBudget::new(pipes);
+            let during = budget.clone();
+            let relaying = tokio::spawn(async move {
+                let counters = (AtomicU64::new(0), AtomicU64::new(0));
+                relay(
+                    &client_side,
+                    &target_side,
+                    Duration::from_secs(5),
+                    (&counters.0, &counters.1),
+                    &during,
+                )
+                .await
+                .unwrap()
+            });
+            let bulk: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+            let sent = bulk.clone();
+            let writer = tokio::spawn(async move {
+                client.write_all(&sent).await.unwrap();
+                client.shutdown().await.unwrap();
+                client
+            });
+            let mut got = Vec::new();
+            target.read_to_end(&mut got).await.unwrap();
+            assert!(got == bulk, "1 MB arrived intact with {pipes} pipe(s)");
+            drop(target);
+            drop(writer.await.unwrap());
+            relaying.await.unwrap();
+            assert_eq!(budget.available(), Some(pipes), "every pipe given back");
+        }
     }
 }

@@ -6,6 +6,15 @@
 //! Two descriptors per balanced flow (client and target), one per health check in flight
 //! (every node checks every target of the groups its listeners serve), and a fixed reserve
 //! for the admin API, its event streams, the state database, logs and listeners.
+//!
+//! The checks and the reserve are kept out of what flows may use: when the limit is too low
+//! for every node's `max_connections`, flows are capped at what is left after them
+//! ([`flow_limit`]), so with every flow open a health check still finds a descriptor and the
+//! admin API still answers. splice(2) pipes (two descriptors for each bulk direction) come
+//! only from what flows, checks and the reserve leave over ([`limits`]); with none left, bulk
+//! flows are copied through a buffer instead.
+
+use proxyfleet_lb::Limits;
 
 use crate::Stack;
 
@@ -81,6 +90,18 @@ pub fn flow_limit(budget: &DescriptorBudget, limit: u64) -> Option<usize> {
     Some(((for_flows / 2) as usize).max(1))
 }
 
+/// [`flow_limit`], and the splice pipes that fit beside the flows at their cap (or at every
+/// node's `max_connections`), the checks and the reserve.
+pub fn limits(budget: &DescriptorBudget, limit: u64) -> Limits {
+    let flows = flow_limit(budget, limit);
+    let flow_descriptors = flows.map_or(budget.flows, |f| f as u64 * 2);
+    let spare = limit.saturating_sub(flow_descriptors + budget.checks + budget.reserved);
+    Limits {
+        flows,
+        pipes: Some(usize::try_from(spare / 2).unwrap_or(usize::MAX)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +124,17 @@ mod tests {
         assert_eq!(flows, (20_000 - 4 - RESERVED as usize) / 2);
         assert!(flows as u64 * 2 + 4 + RESERVED <= 20_000);
         assert_eq!(flow_limit(&budget, 10), Some(1), "never zero");
+    }
+
+    #[test]
+    fn pipes_get_only_what_flows_checks_and_the_reserve_leave() {
+        let budget = DescriptorBudget::of(&crate::builtin());
+        let l = limits(&budget, 50_000);
+        assert_eq!(l.flows, None, "40,260 fit in 50,000");
+        assert_eq!(l.pipes, Some((50_000 - 40_260) / 2));
+        let l = limits(&budget, 20_000);
+        assert_eq!(l.flows, flow_limit(&budget, 20_000));
+        assert_eq!(l.pipes, Some(0), "capped flows leave nothing over");
+        assert_eq!(limits(&budget, 10).pipes, Some(0));
     }
 }

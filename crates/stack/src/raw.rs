@@ -102,6 +102,7 @@ pub(crate) struct RawTargetGroup {
     pub transparent: Option<Spanned<bool>>,
     pub proxy_protocol_v2: Option<bool>,
     pub deregistration_delay: Option<Str>,
+    pub target_max_connections: Option<Num>,
     pub health_check: Option<RawHealthCheck>,
     #[serde(default)]
     pub targets: Indexed<RawTarget>,

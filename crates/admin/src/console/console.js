@@ -225,7 +225,7 @@
       el('h3', {}, lb.name, el('span', { class: 'count' }, lb.cross_zone ? 'cross-zone on' : 'cross-zone off')),
       el('table', { class: 'table' },
         el('thead', {}, el('tr', {},
-          ['Node', 'Address', 'Listeners', 'Active', 'Accepted', 'Refused', 'Failed'].map((h, i) =>
+          ['Node', 'Address', 'Listeners', 'Active', 'Accepted', 'Refused', 'Failed', 'Full'].map((h, i) =>
             el('th', { class: i >= 3 ? 'num' : '' }, h)))),
         el('tbody', {}, lb.nodes.map((n) => el('tr', {},
           el('td', {}, `${lb.name}/${n.zone}`),
@@ -234,7 +234,8 @@
           el('td', { class: 'num' }, n.active),
           el('td', { class: 'num' }, n.accepted),
           el('td', { class: 'num' }, n.refused),
-          el('td', { class: 'num' }, n.failed))))))));
+          el('td', { class: 'num' }, n.failed),
+          el('td', { class: 'num' }, n.full ?? 0))))))));
   }
 
   // Groups are updated in place: the desired-capacity field keeps what the operator typed.

@@ -75,6 +75,9 @@ fn target(
         bytes_to_client: 65536,
         connect_failures: 1,
         health_transitions: 2,
+        max_flows: Some(8190),
+        skipped_full: 5,
+        checks_not_run: 0,
     }
 }
 
@@ -110,6 +113,7 @@ impl Control for Fake {
             active: 2,
             refused: 1,
             failed: 0,
+            full: 4,
         };
         BalancerStatus {
             load_balancers: vec![LbStatus {

@@ -5,6 +5,7 @@ use super::files::Files;
 use super::lex::Token;
 use super::model::Location;
 use super::parse::{AclSlot, Directive, Parser, PendingRef, PendingRule};
+use super::read::MAX_CONFIG_LINE_BYTES;
 use super::ConfigError;
 use crate::acl::{AclBuilder, AclType};
 
@@ -210,6 +211,9 @@ fn add_value(builder: &mut AclBuilder, value: &str, icase: &mut bool) -> Result<
 
 /// `"/path"`: Squid reads the first word of each line as one value, skipping blank lines
 /// and lines starting with `#`. Relative paths are relative to the configuration file.
+/// A line may be at most [`MAX_CONFIG_LINE_BYTES`], like a squid.conf line: no real value (a
+/// domain, an address, a pattern) is longer, and a regex of megabytes would cost its
+/// compilation dearly.
 fn add_file_values(
     d: &Directive,
     files: &Files,
@@ -241,6 +245,21 @@ fn add_file_values(
         )
     })?;
     for (index, line) in text.lines().enumerate() {
+        if line.len() > MAX_CONFIG_LINE_BYTES {
+            let location = Location {
+                file: path.clone(),
+                line: index + 1,
+                column: 1,
+            };
+            return Err(ConfigError::new(
+                location,
+                format!(
+                    "acl '{}': line longer than the {} limit",
+                    builder.name(),
+                    super::read::describe(MAX_CONFIG_LINE_BYTES as u64)
+                ),
+            ));
+        }
         let trimmed = line.trim_start_matches([' ', '\t']);
         let Some(value) = trimmed.split([' ', '\t', '\r']).next() else {
             continue;
@@ -264,6 +283,33 @@ fn add_file_values(
 mod tests {
     use super::super::parse_str;
     use super::super::test_support::{parse_err, parse_ok, Request, TempDir};
+
+    #[test]
+    fn a_value_file_line_longer_than_64_kib_is_refused_at_its_line() {
+        let dir = TempDir::new("acl-long-line");
+        let long = "a".repeat(64 * 1024 + 1);
+        let values = dir.write("domains.txt", &format!("example.com\n{long}.example\n"));
+        let e = parse_str(
+            &format!("acl d dstdomain \"{}\"\nhttp_port 3128\n", values.display()),
+            &dir.0.join("squid.conf"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:2:1: acl 'd': line longer than the 64 KiB limit",
+                values.display()
+            )
+        );
+        // At the limit it is read.
+        let at = "a".repeat(64 * 1024 - 8);
+        dir.write("domains.txt", &format!("{at}.example\n"));
+        parse_str(
+            &format!("acl d dstdomain \"{}\"\nhttp_port 3128\n", values.display()),
+            &dir.0.join("squid.conf"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
 
     #[test]
     fn acl_lines_add_up_even_after_a_reference() {

@@ -8,8 +8,9 @@
 //! - `files`: where `include`s and ACL value files are read from (the real file system, or
 //!   a confined directory for untrusted text);
 //! - `read`: bounded reads: regular files only, size and line-length caps
-//!   ([`MAX_CONFIG_FILE_BYTES`], [`MAX_CONFIG_LINE_BYTES`], and [`MAX_STACK_FILE_BYTES`] for
-//!   the stack crate's [`read_bounded`]);
+//!   ([`MAX_CONFIG_FILE_BYTES`] a file, [`MAX_CONFIG_TOTAL_BYTES`] all of one configuration's
+//!   files, [`MAX_CONFIG_LINE_BYTES`] a line of squid.conf or of an ACL value file, and
+//!   [`MAX_STACK_FILE_BYTES`] for the stack crate's [`read_bounded`]);
 //! - `units`: Squid's `N unit` times and sizes;
 //! - `model`: the validated result the rest of the proxy reads.
 //!
@@ -32,7 +33,10 @@ mod units;
 use std::path::{Path, PathBuf};
 
 pub use model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
-pub use read::{read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_STACK_FILE_BYTES};
+pub use read::{
+    read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_CONFIG_TOTAL_BYTES,
+    MAX_STACK_FILE_BYTES,
+};
 
 /// Directives accepted without effect, each with why it can be ignored (this list feeds the
 /// README's directive table).
@@ -143,7 +147,14 @@ pub fn parse_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses configuration text; `path` names it in messages, and relative `include`s and ACL
 /// value files are looked up next to it.
 pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let mut parser = parse::Parser::new(PathBuf::from(path), files::Files::Real);
+    parse_with(text, path, files::Files::real())
+}
+
+fn parse_with(text: &str, path: &Path, files: files::Files) -> Result<Config, ConfigError> {
+    files
+        .count(text)
+        .map_err(|e| ConfigError::whole_file(path, format!("cannot read the file: {e}")))?;
+    let mut parser = parse::Parser::new(PathBuf::from(path), files);
     parser.parse_text(text, path, 0)?;
     parser.finish()
 }
@@ -153,10 +164,7 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// targets); `path` should be inside `root` so relative names stay there too.
 #[doc(hidden)]
 pub fn parse_str_confined(text: &str, path: &Path, root: &Path) -> Result<Config, ConfigError> {
-    let files = files::Files::Confined(root.to_path_buf());
-    let mut parser = parse::Parser::new(PathBuf::from(path), files);
-    parser.parse_text(text, path, 0)?;
-    parser.finish()
+    parse_with(text, path, files::Files::confined(root.to_path_buf()))
 }
 
 #[cfg(test)]

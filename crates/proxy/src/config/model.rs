@@ -130,3 +130,12 @@ pub struct Config {
     /// they were seen, so start-up can say once that they are ignored.
     pub ignored: Vec<(String, Location)>,
 }
+
+impl Config {
+    /// The most client connections served at once: half of `max_filedescriptors`, since each
+    /// may need a second descriptor for its origin. A load balancer in front sends at most
+    /// this many flows to the instance (its default `target_max_connections`).
+    pub fn client_cap(&self) -> usize {
+        (self.max_filedescriptors / 2).max(1)
+    }
+}

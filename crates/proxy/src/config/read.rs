@@ -14,6 +14,11 @@
 //! The size is checked twice: the `fstat` length refuses a large file before reading a
 //! byte, and the read itself stops at `cap + 1` bytes (`take`), so a file that grows between
 //! the two is still refused without reading past the cap.
+//!
+//! One configuration also reads at most [`MAX_CONFIG_TOTAL_BYTES`] over all its files
+//! ([`Tally`]): a file included again and again (`include big.conf big.conf ...`, or a glob
+//! matching thousands of files) would otherwise cost unbounded time, and memory for every ACL
+//! value it adds, each file under its own cap.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read};
@@ -29,6 +34,58 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// are under a few hundred bytes; a longer line is a mistake or an attack, and each of its
 /// characters costs the lexer a position record (24 bytes), so it is refused before lexing.
 pub const MAX_CONFIG_LINE_BYTES: usize = 64 * 1024;
+
+/// The most bytes one configuration reads over all its files: the main file, every
+/// `include` (counted each time it is included) and every ACL value file.
+pub const MAX_CONFIG_TOTAL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The bytes one configuration has read so far, against [`MAX_CONFIG_TOTAL_BYTES`].
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    read: std::cell::Cell<u64>,
+    cap: Option<u64>,
+}
+
+impl Tally {
+    #[cfg(test)]
+    pub(crate) fn with_cap(cap: u64) -> Tally {
+        Tally {
+            read: Default::default(),
+            cap: Some(cap),
+        }
+    }
+
+    /// Counts `bytes` more; refused (and not counted) when they would pass the total.
+    pub(crate) fn charge(&self, bytes: u64) -> io::Result<()> {
+        let cap = self.cap.unwrap_or(MAX_CONFIG_TOTAL_BYTES);
+        let before = self.read.get();
+        let after = before.saturating_add(bytes);
+        if after > cap {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "it would take the configuration's files together past the {} limit \
+                     ({} read before it, {} in it)",
+                    describe(cap),
+                    approximately(before),
+                    approximately(bytes)
+                ),
+            ));
+        }
+        self.read.set(after);
+        Ok(())
+    }
+}
+
+/// A byte count rounded for messages: "12.5 MiB", "3 KiB", "100 bytes".
+fn approximately(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    match bytes {
+        b if b >= 1024 * 1024 => format!("{:.1} MiB", b as f64 / MIB),
+        b if b >= 1024 => format!("{} KiB", b / 1024),
+        b => format!("{b} bytes"),
+    }
+}
 
 /// The largest stack file read. The built-in stack is about 3 KiB; a stack of hundreds of
 /// groups stays well below this.
@@ -130,6 +187,21 @@ mod tests {
         let e = read_bounded(&fifo, MAX_CONFIG_FILE_BYTES).unwrap_err();
         assert!(e.to_string().starts_with("a FIFO"), "{e}");
         assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_tally_refuses_what_would_pass_the_total() {
+        let tally = Tally::with_cap(100);
+        tally.charge(60).unwrap();
+        let e = tally.charge(41).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "it would take the configuration's files together past the 100 bytes limit \
+             (60 bytes read before it, 41 bytes in it)"
+        );
+        tally.charge(40).unwrap();
+        assert!(tally.charge(1).is_err());
+        assert_eq!(approximately(3 * 1024 * 1024 / 2), "1.5 MiB");
     }
 
     #[test]

@@ -90,6 +90,10 @@ fn builtin_load_balancer_and_target_group() {
     assert!(!tg.transparent);
     assert!(!tg.proxy_protocol_v2);
     assert_eq!(tg.deregistration_delay, Duration::from_secs(5));
+    assert_eq!(
+        tg.target_max_connections, None,
+        "each proxy's own client cap, from its squid.conf"
+    );
     assert!(tg.targets.is_empty());
     let hc = &tg.health_check;
     assert_eq!(

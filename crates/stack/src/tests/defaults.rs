@@ -54,6 +54,10 @@ fn minimal_objects_get_the_documented_defaults() {
     assert!(tg.preserve_client_ip);
     assert!(!tg.transparent && !tg.proxy_protocol_v2);
     assert_eq!(tg.deregistration_delay, Duration::from_secs(30));
+    assert_eq!(
+        tg.target_max_connections, None,
+        "the instance's own capacity, or none"
+    );
     assert_eq!(tg.health_check, Default::default());
     assert_eq!(tg.health_check.interval, Duration::from_secs(5));
     assert_eq!(tg.health_check.timeout, Duration::from_secs(5));
@@ -255,7 +259,7 @@ fn rule_sources_of_every_kind() {
 fn listeners_join_their_load_balancers_in_file_order() {
     let stack = ok(&with_zones(&[
         "networks: { app: 127.20.0.0/16 }",
-        "target_groups: { tg: { port: 3128 }, other: { port: 80 } }",
+        "target_groups: { tg: { port: 3128, target_max_connections: 64 }, other: { port: 80 } }",
         "load_balancers:",
         "  front: { zones: [a, c], cross_zone: true, max_connections: 50, idle_timeout: 2m }",
         "  back: { zones: [a], nodes: { a: 127.10.1.20 } }",
@@ -265,6 +269,10 @@ fn listeners_join_their_load_balancers_in_file_order() {
         "  - { load_balancer: front, port: 3128, protocol: tcp, target_group: tg }",
         "  - { load_balancer: back, port: 3128, target_group: tg }",
     ]));
+    assert_eq!(
+        stack.target_group("tg").unwrap().target_max_connections,
+        Some(64)
+    );
     let front = stack.load_balancer("front").unwrap();
     assert!(front.cross_zone);
     assert_eq!(front.max_connections, 50);

@@ -289,6 +289,11 @@ fn target_group_settings() {
          needed, for example 30sec or 30ms"
     );
     assert_eq!(
+        tg(&["    target_max_connections: 0"]),
+        "stack.yaml:4:29: target_groups.tg: target_max_connections 0 is out of range \
+         1-4294967295"
+    );
+    assert_eq!(
         err(&["target_groups:", "  tg:", "    port: 0"]),
         "stack.yaml:3:11: target_groups.tg: port 0 is out of range 1-65535"
     );

@@ -61,6 +61,12 @@ pub(crate) fn target_groups(
             tg.deregistration_delay.as_ref(),
             Duration::from_secs(30),
         )?;
+        if let Some(n) = &tg.target_max_connections {
+            spec.target_max_connections =
+                Some(
+                    ctx.number(object, "target_max_connections", n, (1, u32::MAX.into()))? as usize,
+                );
+        }
         if let Some(hc) = &tg.health_check {
             spec.health_check = health_check(ctx, object, hc)?;
         }
