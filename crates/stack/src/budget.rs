@@ -130,8 +130,8 @@ mod tests {
     fn pipes_get_only_what_flows_checks_and_the_reserve_leave() {
         let budget = DescriptorBudget::of(&crate::builtin());
         let l = limits(&budget, 50_000);
-        assert_eq!(l.flows, None, "40,260 fit in 50,000");
-        assert_eq!(l.pipes, Some((50_000 - 40_260) / 2));
+        assert_eq!(l.flows, None, "40,772 fit in 50,000");
+        assert_eq!(l.pipes, Some((50_000 - budget.total() as usize) / 2));
         let l = limits(&budget, 20_000);
         assert_eq!(l.flows, flow_limit(&budget, 20_000));
         assert_eq!(l.pipes, Some(0), "capped flows leave nothing over");
