@@ -46,6 +46,8 @@ pub mod apply;
 pub mod cause;
 pub mod change;
 pub mod model;
+pub mod sqlite;
+pub mod store;
 mod time;
 
 #[cfg(test)]
@@ -60,4 +62,6 @@ pub use model::{
     Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeView, Process, Revision,
     Snapshot, Target, TargetHealth, Term,
 };
+pub use sqlite::SqliteStore;
+pub use store::{StateStore, StoreError, WatchStream};
 pub use time::UnixMillis;
