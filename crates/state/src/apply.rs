@@ -1,0 +1,359 @@
+//! The rules: what each change does to a [`Snapshot`], and when it is refused.
+//!
+//! Pure and shared by every store: the embedded one applies a batch to a copy and commits only
+//! if every change passes; an etcd store checks the same rules against the keys it read and
+//! commits them in one transaction guarded by their revisions. A watcher applies the same
+//! function to keep its own copy current, so the copy equals the store's snapshot.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::change::Change;
+use crate::model::{
+    Group, Instance, InstanceHealth, Lifecycle, NodeView, Snapshot, Target, TargetHealth, Term,
+};
+
+/// Why one change cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no host {0}")]
+    UnknownHost(String),
+    #[error("no group {0}")]
+    UnknownGroup(String),
+    #[error("no instance {0}")]
+    UnknownInstance(String),
+    #[error("target group {target_group} has no target {address}")]
+    UnknownTarget {
+        target_group: String,
+        address: SocketAddr,
+    },
+    #[error("instance {0} already exists")]
+    InstanceExists(String),
+    #[error("address {address} is taken by live instance {instance}")]
+    AddressInUse { address: IpAddr, instance: String },
+    #[error("target {address} is already registered with target group {target_group}")]
+    TargetRegistered {
+        target_group: String,
+        address: SocketAddr,
+    },
+    #[error("desired capacity {desired} of group {group} is outside {min}..={max}")]
+    OutOfRange {
+        group: String,
+        desired: u32,
+        min: u32,
+        max: u32,
+    },
+    #[error("instance {instance} cannot go back from {from} to {to}")]
+    Backwards {
+        instance: String,
+        from: Lifecycle,
+        to: Lifecycle,
+    },
+    #[error("instance {instance} is {lifecycle}, not {wanted}")]
+    WrongLifecycle {
+        instance: String,
+        lifecycle: Lifecycle,
+        wanted: Lifecycle,
+    },
+    #[error("the {0} is empty")]
+    Empty(&'static str),
+    #[error("term {term} is not newer than the last granted term {last}")]
+    OldTerm { term: Term, last: Term },
+    #[error("leadership changes are written only by campaign and resign")]
+    Reserved,
+}
+
+impl Snapshot {
+    /// Applies one change, or refuses it and leaves the snapshot as it was.
+    pub fn apply(&mut self, change: &Change) -> Result<(), Refusal> {
+        match change {
+            Change::RegisterHost { host } => {
+                non_empty(&host.id, "host id")?;
+                non_empty(&host.zone, "host zone")?;
+                self.hosts.insert(host.id.clone(), host.clone());
+            }
+            Change::Heartbeat { host, at } => {
+                let h = self
+                    .hosts
+                    .get_mut(host)
+                    .ok_or_else(|| Refusal::UnknownHost(host.clone()))?;
+                // Reports may cross on the way; the newest stands.
+                h.last_heartbeat = h.last_heartbeat.max(*at);
+            }
+            Change::ReportProcess { instance, process } => {
+                self.instance_mut(instance)?.process = Some(*process);
+            }
+            Change::ReportLifecycle {
+                instance,
+                lifecycle,
+                cause,
+                at,
+            } => {
+                let i = self.instance_mut(instance)?;
+                if *lifecycle < i.lifecycle {
+                    return Err(Refusal::Backwards {
+                        instance: instance.clone(),
+                        from: i.lifecycle,
+                        to: *lifecycle,
+                    });
+                }
+                // The same report twice (an agent re-reporting after a reconnect) changes
+                // nothing but the cause.
+                if *lifecycle != i.lifecycle {
+                    i.lifecycle = *lifecycle;
+                    i.since = *at;
+                }
+                if cause.is_some() {
+                    i.reason = cause.clone();
+                }
+            }
+            Change::ReportInstanceHealth {
+                instance,
+                health,
+                cause,
+            } => {
+                let i = self.instance_mut(instance)?;
+                i.health = *health;
+                i.reason = match health {
+                    InstanceHealth::Healthy => None,
+                    InstanceHealth::Unhealthy => cause.clone(),
+                };
+            }
+            Change::ReportTargetHealth {
+                target_group,
+                address,
+                node,
+                health,
+                reason,
+                at,
+            } => {
+                non_empty(node, "node name")?;
+                let t = self.target_mut(target_group, *address)?;
+                t.nodes.insert(
+                    node.clone(),
+                    NodeView {
+                        health: *health,
+                        reason: reason.clone(),
+                        since: *at,
+                    },
+                );
+                if t.state != TargetHealth::Draining {
+                    let state = Target::summary(&t.nodes);
+                    if state != t.state {
+                        t.state = state;
+                        t.since = *at;
+                    }
+                }
+            }
+            Change::DefineGroup { group } => {
+                non_empty(&group.name, "group name")?;
+                in_range(group, group.desired)?;
+                self.groups.insert(group.name.clone(), group.clone());
+            }
+            Change::SetDesired { group, desired, .. } => {
+                let g = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| Refusal::UnknownGroup(group.clone()))?;
+                in_range(g, *desired)?;
+                g.desired = *desired;
+            }
+            Change::CreateInstance {
+                id,
+                group,
+                zone,
+                address,
+                port,
+                cause,
+                at,
+            } => {
+                non_empty(id, "instance id")?;
+                non_empty(zone, "instance zone")?;
+                if self.instances.contains_key(id) {
+                    return Err(Refusal::InstanceExists(id.clone()));
+                }
+                if !self.groups.contains_key(group) {
+                    return Err(Refusal::UnknownGroup(group.clone()));
+                }
+                if let Some(other) = self.live_instances().find(|i| i.address == *address) {
+                    return Err(Refusal::AddressInUse {
+                        address: *address,
+                        instance: other.id.clone(),
+                    });
+                }
+                self.instances.insert(
+                    id.clone(),
+                    Instance {
+                        id: id.clone(),
+                        group: group.clone(),
+                        zone: zone.clone(),
+                        address: *address,
+                        port: *port,
+                        host: None,
+                        lifecycle: Lifecycle::Pending,
+                        since: *at,
+                        health: InstanceHealth::Healthy,
+                        reason: Some(cause.clone()),
+                        launched_at: *at,
+                        process: None,
+                    },
+                );
+            }
+            Change::AssignInstance { instance, host } => {
+                if !self.hosts.contains_key(host) {
+                    return Err(Refusal::UnknownHost(host.clone()));
+                }
+                let i = self.instance_mut(instance)?;
+                // Once running, an instance stays where it runs; a lost host's instances are
+                // replaced, not moved.
+                lifecycle_is(i, Lifecycle::Pending)?;
+                i.host = Some(host.clone());
+            }
+            Change::ForgetInstance { instance } => {
+                lifecycle_is(self.instance_mut(instance)?, Lifecycle::Terminated)?;
+                self.instances.remove(instance);
+            }
+            Change::RegisterTarget {
+                target_group,
+                address,
+                zone,
+                instance,
+                at,
+            } => {
+                non_empty(target_group, "target group name")?;
+                if let Some(id) = instance {
+                    if !self.instances.contains_key(id) {
+                        return Err(Refusal::UnknownInstance(id.clone()));
+                    }
+                }
+                let targets = self.targets.entry(target_group.clone()).or_default();
+                // A draining target may come back (registered again before its delay ends).
+                if targets
+                    .get(address)
+                    .is_some_and(|t| t.state != TargetHealth::Draining)
+                {
+                    return Err(Refusal::TargetRegistered {
+                        target_group: target_group.clone(),
+                        address: *address,
+                    });
+                }
+                targets.insert(
+                    *address,
+                    Target {
+                        target_group: target_group.clone(),
+                        address: *address,
+                        zone: zone.clone(),
+                        instance: instance.clone(),
+                        state: TargetHealth::Initial,
+                        since: *at,
+                        nodes: Default::default(),
+                    },
+                );
+            }
+            Change::DrainTarget {
+                target_group,
+                address,
+                at,
+            } => {
+                let t = self.target_mut(target_group, *address)?;
+                if t.state != TargetHealth::Draining {
+                    t.state = TargetHealth::Draining;
+                    t.since = *at;
+                }
+            }
+            Change::RemoveTarget {
+                target_group,
+                address,
+            } => {
+                self.target_mut(target_group, *address)?;
+                let targets = self.targets.get_mut(target_group).expect("just found");
+                targets.remove(address);
+                if targets.is_empty() {
+                    self.targets.remove(target_group);
+                }
+            }
+            Change::LeaderElected { leadership } => {
+                let last = self.leadership.as_ref().map(|l| l.term).unwrap_or_default();
+                if leadership.term <= last {
+                    return Err(Refusal::OldTerm {
+                        term: leadership.term,
+                        last,
+                    });
+                }
+                self.leadership = Some(leadership.clone());
+            }
+            Change::LeadershipEnded { term, .. } => {
+                if self.leadership.as_ref().is_some_and(|l| l.term == *term) {
+                    self.leadership = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a batch all or nothing: on a refusal, the index of the refused change and the
+    /// snapshot as it was.
+    pub fn apply_all(&mut self, changes: &[Change]) -> Result<(), (usize, Refusal)> {
+        let mut next = self.clone();
+        for (i, c) in changes.iter().enumerate() {
+            next.apply(c).map_err(|r| (i, r))?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    fn instance_mut(&mut self, id: &str) -> Result<&mut Instance, Refusal> {
+        self.instances
+            .get_mut(id)
+            .ok_or_else(|| Refusal::UnknownInstance(id.to_string()))
+    }
+
+    fn target_mut(
+        &mut self,
+        target_group: &str,
+        address: SocketAddr,
+    ) -> Result<&mut Target, Refusal> {
+        self.targets
+            .get_mut(target_group)
+            .and_then(|t| t.get_mut(&address))
+            .ok_or_else(|| Refusal::UnknownTarget {
+                target_group: target_group.to_string(),
+                address,
+            })
+    }
+}
+
+fn non_empty(s: &str, what: &'static str) -> Result<(), Refusal> {
+    if s.is_empty() {
+        Err(Refusal::Empty(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn in_range(g: &Group, desired: u32) -> Result<(), Refusal> {
+    if (g.min..=g.max).contains(&desired) {
+        Ok(())
+    } else {
+        Err(Refusal::OutOfRange {
+            group: g.name.clone(),
+            desired,
+            min: g.min,
+            max: g.max,
+        })
+    }
+}
+
+fn lifecycle_is(i: &Instance, wanted: Lifecycle) -> Result<(), Refusal> {
+    if i.lifecycle == wanted {
+        Ok(())
+    } else {
+        Err(Refusal::WrongLifecycle {
+            instance: i.id.clone(),
+            lifecycle: i.lifecycle,
+            wanted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! Typed changes to the shared state, who may write them, and the key each one touches.
+//!
+//! Agents report what they see on their host (lifecycle, process, target health, their own
+//! heartbeat) unfenced; the controller alone writes desired state, and the store refuses such
+//! a change unless it comes with the fence of the current leadership ([`Change::needs_leadership`]).
+//! The leadership changes themselves are written only by the store's campaign and resign.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cause::Cause;
+use crate::model::{
+    Group, Host, InstanceHealth, Leadership, Lifecycle, Process, TargetHealth, Term,
+};
+use crate::time::UnixMillis;
+
+/// One change; a batch of them is applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    // An agent's reports.
+    /// An agent announces its host (again, after a restart: the address may have changed).
+    RegisterHost {
+        host: Host,
+    },
+    Heartbeat {
+        host: String,
+        at: UnixMillis,
+    },
+    /// The instance's process exists on its host.
+    ReportProcess {
+        instance: String,
+        process: Process,
+    },
+    /// The instance moved on in its life (never back).
+    ReportLifecycle {
+        instance: String,
+        lifecycle: Lifecycle,
+        cause: Option<Cause>,
+        at: UnixMillis,
+    },
+    /// The group's verdict on the instance (its process ended, the balancer's checks fail, a
+    /// user marked it); `Healthy` clears the cause.
+    ReportInstanceHealth {
+        instance: String,
+        health: InstanceHealth,
+        cause: Option<Cause>,
+    },
+    /// A load-balancer node's view of a target changed.
+    ReportTargetHealth {
+        target_group: String,
+        address: SocketAddr,
+        /// `LB/ZONE`
+        node: String,
+        health: TargetHealth,
+        reason: String,
+        at: UnixMillis,
+    },
+
+    // The controller's desired state (fenced).
+    /// A group as the stack defines it (created, or its bounds changed).
+    DefineGroup {
+        group: Group,
+    },
+    SetDesired {
+        group: String,
+        desired: u32,
+        cause: Cause,
+    },
+    /// A new instance, Pending, not yet on any host.
+    CreateInstance {
+        id: String,
+        group: String,
+        zone: String,
+        address: IpAddr,
+        port: u16,
+        cause: Cause,
+        at: UnixMillis,
+    },
+    /// The host that is to run a Pending instance.
+    AssignInstance {
+        instance: String,
+        host: String,
+    },
+    /// Drops a Terminated instance from the state (its history stays in the log).
+    ForgetInstance {
+        instance: String,
+    },
+    RegisterTarget {
+        target_group: String,
+        address: SocketAddr,
+        zone: String,
+        instance: Option<String>,
+        at: UnixMillis,
+    },
+    /// Deregistered: no new flows, existing ones drain.
+    DrainTarget {
+        target_group: String,
+        address: SocketAddr,
+        at: UnixMillis,
+    },
+    RemoveTarget {
+        target_group: String,
+        address: SocketAddr,
+    },
+
+    // The store's own, from campaign and resign; refused from `apply`.
+    LeaderElected {
+        leadership: Leadership,
+    },
+    LeadershipEnded {
+        term: Term,
+        end: LeadershipEnd,
+    },
+}
+
+/// How a leadership ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeadershipEnd {
+    Resigned,
+    /// Its lease was not renewed in time; recorded when the next leader is elected.
+    LeaseExpired,
+}
+
+/// What a change is about: what a watch selects (etcd: a key prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Host,
+    Group,
+    Instance,
+    Target,
+    Leadership,
+}
+
+impl Kind {
+    pub const ALL: &'static [Kind] = &[
+        Kind::Host,
+        Kind::Group,
+        Kind::Instance,
+        Kind::Target,
+        Kind::Leadership,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Host => "host",
+            Kind::Group => "group",
+            Kind::Instance => "instance",
+            Kind::Target => "target",
+            Kind::Leadership => "leadership",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+/// The one object a change touches: a row of the embedded store, a key under the etcd prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Host(String),
+    Group(String),
+    Instance(String),
+    Target(String, SocketAddr),
+    Leadership,
+}
+
+impl Key {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Key::Host(_) => Kind::Host,
+            Key::Group(_) => Kind::Group,
+            Key::Instance(_) => Kind::Instance,
+            Key::Target(..) => Kind::Target,
+            Key::Leadership => Kind::Leadership,
+        }
+    }
+}
+
+/// The key as a path: `hosts/ID`, `groups/NAME`, `instances/ID`, `targets/GROUP/ADDR:PORT`,
+/// `leadership`.
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Host(id) => write!(f, "hosts/{id}"),
+            Key::Group(name) => write!(f, "groups/{name}"),
+            Key::Instance(id) => write!(f, "instances/{id}"),
+            Key::Target(group, addr) => write!(f, "targets/{group}/{addr}"),
+            Key::Leadership => f.write_str("leadership"),
+        }
+    }
+}
+
+/// What a write is fenced by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fence {
+    /// An agent's report of its own facts: no leadership needed.
+    Unfenced,
+    /// The writer leads under this term; refused unless it is still the live leadership.
+    Leader(Term),
+}
+
+impl Change {
+    pub fn key(&self) -> Key {
+        match self {
+            Change::RegisterHost { host } => Key::Host(host.id.clone()),
+            Change::Heartbeat { host, .. } => Key::Host(host.clone()),
+            Change::DefineGroup { group } => Key::Group(group.name.clone()),
+            Change::SetDesired { group, .. } => Key::Group(group.clone()),
+            Change::CreateInstance { id, .. } => Key::Instance(id.clone()),
+            Change::ReportProcess { instance, .. }
+            | Change::ReportLifecycle { instance, .. }
+            | Change::ReportInstanceHealth { instance, .. }
+            | Change::AssignInstance { instance, .. }
+            | Change::ForgetInstance { instance } => Key::Instance(instance.clone()),
+            Change::ReportTargetHealth {
+                target_group,
+                address,
+                ..
+            }
+            | Change::RegisterTarget {
+                target_group,
+                address,
+                ..
+            }
+            | Change::DrainTarget {
+                target_group,
+                address,
+                ..
+            }
+            | Change::RemoveTarget {
+                target_group,
+                address,
+            } => Key::Target(target_group.clone(), *address),
+            Change::LeaderElected { .. } | Change::LeadershipEnded { .. } => Key::Leadership,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.key().kind()
+    }
+
+    /// Desired state: only the controller writes it, fenced by its leadership.
+    pub fn needs_leadership(&self) -> bool {
+        matches!(
+            self,
+            Change::DefineGroup { .. }
+                | Change::SetDesired { .. }
+                | Change::CreateInstance { .. }
+                | Change::AssignInstance { .. }
+                | Change::ForgetInstance { .. }
+                | Change::RegisterTarget { .. }
+                | Change::DrainTarget { .. }
+                | Change::RemoveTarget { .. }
+        )
+    }
+
+    /// Written only by the store itself (campaign, resign).
+    pub fn is_reserved(&self) -> bool {
+        matches!(
+            self,
+            Change::LeaderElected { .. } | Change::LeadershipEnded { .. }
+        )
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::RegisterHost { .. } => "RegisterHost",
+            Change::Heartbeat { .. } => "Heartbeat",
+            Change::ReportProcess { .. } => "ReportProcess",
+            Change::ReportLifecycle { .. } => "ReportLifecycle",
+            Change::ReportInstanceHealth { .. } => "ReportInstanceHealth",
+            Change::ReportTargetHealth { .. } => "ReportTargetHealth",
+            Change::DefineGroup { .. } => "DefineGroup",
+            Change::SetDesired { .. } => "SetDesired",
+            Change::CreateInstance { .. } => "CreateInstance",
+            Change::AssignInstance { .. } => "AssignInstance",
+            Change::ForgetInstance { .. } => "ForgetInstance",
+            Change::RegisterTarget { .. } => "RegisterTarget",
+            Change::DrainTarget { .. } => "DrainTarget",
+            Change::RemoveTarget { .. } => "RemoveTarget",
+            Change::LeaderElected { .. } => "LeaderElected",
+            Change::LeadershipEnded { .. } => "LeadershipEnded",
+        }
+    }
+}
+
+/// `NAME KEY`, e.g. `SetDesired groups/proxies`: what an error names.
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name(), self.key())
+    }
+}
