@@ -165,17 +165,22 @@ fn proxy_logging_to(log: &Path, policy: &str) -> ProxyUnderTest {
     )))
 }
 
-/// `GET /metrics` on the proxy's port, from this host: the value of `name`.
-fn metric(proxy: &ProxyUnderTest, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
+/// The whole answer to `GET /metrics` on `port`, from this host.
+fn get_metrics(port: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(port).expect("connect");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("write");
-    let text = String::from_utf8_lossy(&testkit::client::read_to_close(
+    String::from_utf8_lossy(&testkit::client::read_to_close(
         &mut stream,
         Duration::from_secs(5),
     ))
-    .to_string();
+    .to_string()
+}
+
+/// The value of `name` in the proxy's `/metrics`.
+fn metric(proxy: &ProxyUnderTest, name: &str) -> u64 {
+    let text = get_metrics(proxy.addr());
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
@@ -376,17 +381,7 @@ fn metrics_are_for_direct_local_connections_only() {
         "{}http_port 127.0.0.1:0 require-proxy-header\nproxy_protocol_access allow localhost\n",
         base_config("http_access allow app\nhttp_access deny all")
     ));
-    let text = {
-        let mut stream = TcpStream::connect(proxy.addrs[0]).expect("connect");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .expect("write");
-        String::from_utf8_lossy(&testkit::client::read_to_close(
-            &mut stream,
-            Duration::from_secs(5),
-        ))
-        .to_string()
-    };
+    let text = get_metrics(proxy.addrs[0]);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     let body = &text[text.find("\r\n\r\n").expect("head end") + 4..];
     assert!(body.contains("proxyfleet_proxy_access_log_lines_dropped_total 0"));
