@@ -1,7 +1,7 @@
 //! The control plane: builds nodes, listeners and target groups from their specs, runs the
 //! health checks, registers and drains targets at run time, and reports status.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,11 +13,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::discovery::{DesiredTarget, TargetSource};
+use crate::events::{HealthEvent, HealthEvents};
 use crate::flow::{Listener, NodeStats};
 use crate::group::{Group, Target};
 use crate::health::Health;
 use crate::routes::{GroupView, Scope};
-use crate::spec::{LoadBalancerSpec, TargetGroupSpec};
+use crate::spec::{LoadBalancerSpec, NodeSpec, TargetGroupSpec};
 use crate::status::{BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +75,7 @@ pub struct Balancer {
     flows: TaskTracker,
     stop: CancellationToken,
     pipes: PipeBudget,
+    events: HealthEvents,
 }
 
 impl Balancer {
@@ -93,6 +96,20 @@ impl Balancer {
         lbs: &[LoadBalancerSpec],
         groups: &[TargetGroupSpec],
         limits: Limits,
+    ) -> Result<Balancer, LbError> {
+        Self::start_nodes(lbs, groups, limits, |_, _| true).await
+    }
+
+    /// [`Balancer::start_limited`] for the nodes `runs_here` picks (by load balancer and
+    /// node), the others being some other process's (an agent runs its own host's nodes
+    /// only). A node still routes over every zone of its load balancer, and its checks
+    /// still cover those zones' targets; a node not run here is simply absent from
+    /// [`status`](Self::status) and [`listen_addrs`](Self::listen_addrs).
+    pub async fn start_nodes(
+        lbs: &[LoadBalancerSpec],
+        groups: &[TargetGroupSpec],
+        limits: Limits,
+        runs_here: impl Fn(&LoadBalancerSpec, &NodeSpec) -> bool,
     ) -> Result<Balancer, LbError> {
         let process_limit = Arc::new(Semaphore::new(
             limits
@@ -115,11 +132,12 @@ impl Balancer {
             flows: TaskTracker::new(),
             stop: CancellationToken::new(),
             pipes: pipes.clone(),
+            events: HealthEvents::default(),
         };
         let mut bound = Vec::new();
         for lb in lbs {
             let lb_zones: Vec<String> = lb.nodes.iter().map(|n| n.zone.clone()).collect();
-            for node_spec in &lb.nodes {
+            for node_spec in lb.nodes.iter().filter(|n| runs_here(lb, n)) {
                 let mut node = Node {
                     lb: lb.name.clone(),
                     zone: node_spec.zone.clone(),
@@ -150,7 +168,11 @@ impl Balancer {
                                 lb_zones: lb_zones.clone(),
                                 cross_zone: lb.cross_zone,
                             };
-                            Arc::new(GroupView::new(group.clone(), scope))
+                            Arc::new(GroupView::new(
+                                group.clone(),
+                                scope,
+                                balancer.events.clone(),
+                            ))
                         })
                         .clone();
                     let addr = SocketAddr::new(node_spec.address, listener.port);
@@ -331,6 +353,53 @@ impl Balancer {
                 if early { "every flow had ended" } else { "deregistration delay over, remaining flows closed" }
             );
         }))
+    }
+
+    /// Keeps the targets `source` speaks for equal to its latest set (see [`discovery`]):
+    /// registers new ones, deregisters (drains) missing ones. Targets registered otherwise
+    /// (static ones, [`register`](Self::register) calls) are left alone. When the source
+    /// ends, the last set stays registered. The task ends with the balancer.
+    ///
+    /// [`discovery`]: crate::discovery
+    pub fn follow(self: &Arc<Self>, mut source: TargetSource) {
+        let balancer = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            let mut current: BTreeSet<DesiredTarget> = BTreeSet::new();
+            loop {
+                let wanted = source.borrow_and_update().clone();
+                let Some(b) = balancer.upgrade() else { return };
+                let delta = crate::discovery::delta(&current, &wanted);
+                for t in &delta.deregister {
+                    current.remove(t);
+                    if let Err(e) = b.deregister(&t.group, &t.address.to_string()) {
+                        tracing::debug!(error = %e, "target source: already gone");
+                    }
+                }
+                for t in delta.register {
+                    match b.register(&t.group, t.address, &t.zone, t.capacity) {
+                        Ok(_) => {
+                            current.insert(t);
+                        }
+                        // Not kept in `current`: tried again on the source's next change.
+                        Err(e) => tracing::error!(error = %e, "target source: cannot register"),
+                    }
+                }
+                drop(b);
+                tokio::select! {
+                    changed = source.changed() => if changed.is_err() {
+                        tracing::warn!(targets = current.len(), "target source ended: serving its last targets");
+                        return;
+                    },
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Every change of a target's health on any node of this balancer, from now on.
+    pub fn health_events(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.events.subscribe()
     }
 
     /// Every node's view of a target's health (the group controller's "lb" health check).

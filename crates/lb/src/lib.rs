@@ -1,8 +1,10 @@
 //! proxyfleet's Layer-4 load balancer, with the semantics of a cloud network load balancer.
 //!
 //! - [`spec`]: what to run (load balancers, nodes, listeners, target groups, health checks);
-//! - [`balancer`]: the control plane — binds every node's listeners, registers and drains
-//!   targets, runs a [`health`] check loop per node per target, reports [`status`];
+//! - [`balancer`]: the control plane — binds the listeners of every node it runs (all of
+//!   them in `up`, one host's in an agent), registers and drains targets (by hand, or
+//!   following a [`discovery`] source), runs a [`health`] check loop per node per target,
+//!   publishes every health transition as an [`events`] event, reports [`status`];
 //! - [`group`]: a target group's registered targets, their counters, and the [`maglev`]
 //!   table over them;
 //! - [`routes`]: one node's view of one group — target health from its checks and from the
@@ -13,6 +15,8 @@
 
 pub mod balancer;
 pub mod connect;
+pub mod discovery;
+pub mod events;
 pub mod flow;
 pub mod group;
 pub mod health;
@@ -25,4 +29,6 @@ pub mod spec;
 pub mod status;
 
 pub use balancer::{Balancer, LbError, Limits};
+pub use discovery::{DesiredTarget, TargetSource};
+pub use events::HealthEvent;
 pub use health::Health;

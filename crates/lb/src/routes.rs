@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use proxyfleet_relay::throttle::Throttle;
 
+use crate::events::{HealthEvent, HealthEvents};
 use crate::group::{Group, Members, Target};
 use crate::health::{Health, HealthState, ProbeFailure, Transition};
 
@@ -72,6 +73,8 @@ pub struct GroupView {
     pub group: Arc<Group>,
     pub scope: Scope,
     health: Mutex<HashMap<String, HealthState>>,
+    /// Where this view's transitions are published.
+    events: HealthEvents,
     pub routes: ArcSwap<Routes>,
     failing_open: AtomicBool,
     /// Checks that could not run here: warned about at most once a second.
@@ -82,12 +85,13 @@ pub struct GroupView {
 }
 
 impl GroupView {
-    pub fn new(group: Arc<Group>, scope: Scope) -> GroupView {
+    pub fn new(group: Arc<Group>, scope: Scope, events: HealthEvents) -> GroupView {
         let members = group.members.load_full();
         let view = GroupView {
             group,
             scope,
             health: Mutex::new(HashMap::new()),
+            events,
             routes: ArcSwap::from_pointee(Routes {
                 members,
                 slots: Vec::new(),
@@ -185,6 +189,18 @@ impl GroupView {
             "target health changed"
         );
         self.publish();
+        // Still under the rebuild lock: a subscriber sees one view's events in order, and
+        // never before the table that acts on them.
+        self.events.publish(HealthEvent {
+            node: self.scope.node.clone(),
+            group: self.group.spec.name.clone(),
+            target: target.id.clone(),
+            target_zone: target.zone.clone(),
+            from: t.from,
+            to: t.to,
+            reason: t.reason,
+            at: std::time::SystemTime::now(),
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HealthState>> {
