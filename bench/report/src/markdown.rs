@@ -139,7 +139,8 @@ fn failover_section(s: &mut String, r: &Results) {
         s,
         "{} client connections in a loop, one request per new connection (`Connection: close`) \
          through the front door for {} s; {} s in, `kill -9` of one proxy. The kill counts \
-         from the moment the victim is dead (a zombie or gone: its sockets closed), which the \
+         from the moment the victim is dead (every thread a zombie or gone: only then are its \
+         sockets closed), which the \
          client watches for right after the signal; until then its listener still accepts. \
          \"in flight\" = failed requests started before that (inside the victim: no Layer-4 \
          balancer can replay them); \"after\" = failed requests started after it, i.e. new \

@@ -420,18 +420,48 @@ fn summarize(
     ]
 }
 
-/// Whether `pid` has exited: gone from /proc, or a zombie (its sockets already closed).
+/// Whether `pid` has exited: every one of its threads gone from /proc or a zombie. The
+/// process's descriptors (its listener among them) are closed only when its *last* thread
+/// exits; the thread-group leader shows `Z` as soon as it alone has exited, while the other
+/// threads may still hold the listener open for a fraction of a millisecond, so the leader's
+/// state alone would call a still-accepting process dead.
 fn is_dead(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.is_empty()
-        || stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        stat.is_empty()
+            || stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_is_dead_once_a_zombie_or_reaped_not_while_it_runs() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(!is_dead(pid), "a sleeping child is alive");
+        child.kill().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_dead(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "the killed child never turned zombie"
+            );
+            std::thread::yield_now();
+        }
+        child.wait().unwrap();
+        assert!(is_dead(pid), "a reaped child is dead");
+    }
 
     #[test]
     fn a_complete_2xx_response_is_ok_and_a_short_body_is_not() {
