@@ -1,0 +1,233 @@
+//! The roles on one shared store, in this test's process: two agents (zone a and zone c),
+//! both candidates for the controller, on the embedded SQLite store, running real
+//! `proxyfleet proxy` instances behind their zones' nodes. The multi-process suite on etcd
+//! builds on the same roles. Addresses: 127.100.0.0/16 (the zones), clients from the app
+//! network 127.20.100.x, the origin on 127.30.100.1.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::up::proxy_stack;
+use common::BIN;
+use proxyfleet_roles::decide::Timings;
+use proxyfleet_roles::{Agent, AgentConfig};
+use proxyfleet_state::{Cause, Lifecycle, Snapshot, SqliteStore, StateStore, TargetHealth};
+
+fn config(
+    host: &str,
+    zone: &str,
+    stack: &proxyfleet_stack::Stack,
+    dir: &std::path::Path,
+) -> AgentConfig {
+    AgentConfig {
+        host: host.into(),
+        zone: zone.into(),
+        address: "127.0.0.1".parse().unwrap(),
+        stack: stack.clone(),
+        state_dir: dir.join(host),
+        self_exe: BIN.into(),
+        controller: true,
+        lease: Duration::from_secs(1),
+        timings: Timings::default(),
+        limits: Default::default(),
+    }
+}
+
+async fn snapshot(store: &dyn StateStore) -> Snapshot {
+    store.snapshot().await.unwrap().0
+}
+
+/// Polls the store until `probe` says yes; returns how long it took.
+async fn until(
+    store: &dyn StateStore,
+    what: &str,
+    limit: Duration,
+    probe: impl Fn(&Snapshot) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let s = snapshot(store).await;
+        if probe(&s) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what}; state: {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// In-service instances of a zone whose target every node finds healthy.
+fn serving(s: &Snapshot, zone: &str) -> Vec<String> {
+    s.instances
+        .values()
+        .filter(|i| i.zone == zone && i.lifecycle == Lifecycle::InService)
+        .filter(|i| {
+            s.target("tg", i.target_address())
+                .is_some_and(|t| t.state == TargetHealth::Healthy)
+        })
+        .map(|i| i.id.clone())
+        .collect()
+}
+
+/// Kills every instance process the state knows of (they are this test's children).
+struct Reaper(Arc<SqliteStore>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let store = self.0.clone();
+        let pids = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async { snapshot(&*store).await })
+                .instances
+                .values()
+                .filter_map(|i| i.process.map(|p| p.pid))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap_or_default();
+        for pid in pids {
+            // SAFETY: kill(2) and waitpid(2) on pids of this test's own children.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
+    }
+}
+
+fn get_through(node: &str, origin: &testkit::origin::Origin, source: &str) -> u16 {
+    let curl = testkit::client::curl(&[
+        "--interface",
+        source,
+        "-x",
+        &format!("http://{node}:3128"),
+        "-m",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &origin.url(),
+    ]);
+    curl.stdout.trim().parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = proxyfleet_stack::parse(
+        &proxy_stack(100, 2, 2, 4),
+        std::path::Path::new("roles.yaml"),
+    )
+    .unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let _reaper = Reaper(store.clone());
+    // The origin runs its own runtime: started off this one's threads.
+    let origin = std::thread::spawn(|| testkit::origin::Origin::start("127.30.100.1"))
+        .join()
+        .unwrap();
+
+    let shared: Arc<dyn StateStore> = store.clone();
+    let a = Agent::start(config("ha", "a", &stack, dir.path()), shared.clone())
+        .await
+        .unwrap();
+    let c = Agent::start(config("hc", "c", &stack, dir.path()), shared.clone())
+        .await
+        .unwrap();
+    let took = until(
+        &*store,
+        "one serving instance per zone",
+        Duration::from_secs(20),
+        |s| serving(s, "a").len() == 1 && serving(s, "c").len() == 1,
+    )
+    .await;
+    println!("roles: both zones serving after {} ms", took.as_millis());
+    for (i, node) in ["127.100.1.10", "127.100.2.10"].iter().enumerate() {
+        let code = tokio::task::block_in_place(|| {
+            get_through(node, &origin, &format!("127.20.100.{}", i + 1))
+        });
+        assert_eq!(code, 200, "through node {node}");
+    }
+
+    // kill -9 zone c's instance: the controller replaces it in zone c.
+    let s = snapshot(&*store).await;
+    let victim = s
+        .instances
+        .values()
+        .find(|i| i.zone == "c")
+        .unwrap()
+        .clone();
+    // SAFETY: kill(2) on a pid this test's agent launched.
+    unsafe { libc::kill(victim.process.unwrap().pid as i32, libc::SIGKILL) };
+    let took = until(
+        &*store,
+        "a replacement serving in zone c",
+        Duration::from_secs(10),
+        |s| {
+            serving(s, "c").iter().any(|id| *id != victim.id)
+                && s.instances
+                    .get(&victim.id)
+                    .is_none_or(|i| i.lifecycle >= Lifecycle::Terminating)
+        },
+    )
+    .await;
+    let s = snapshot(&*store).await;
+    if let Some(old) = s.instances.get(&victim.id) {
+        assert!(
+            matches!(old.reason, Some(Cause::ProcessExited { .. })),
+            "{:?}",
+            old.reason
+        );
+    }
+    println!(
+        "roles: kill -9 of {}: a replacement served after {} ms",
+        victim.id,
+        took.as_millis()
+    );
+
+    // Host a is lost (its agent stops: no heartbeat, no node): its instance is written off and
+    // replaced in zone c, the only zone with a live host; the leadership, wherever it was,
+    // is held by the survivor.
+    let lost = s
+        .instances
+        .values()
+        .find(|i| i.zone == "a" && i.lifecycle == Lifecycle::InService)
+        .unwrap()
+        .clone();
+    a.shutdown().await;
+    let took = until(
+        &*store,
+        "host a's instance written off and replaced",
+        Duration::from_secs(10),
+        |s| {
+            s.instances
+                .get(&lost.id)
+                .is_none_or(|i| i.lifecycle == Lifecycle::Terminated)
+                && serving(s, "c").len() == 2
+        },
+    )
+    .await;
+    let s = snapshot(&*store).await;
+    if let Some(old) = s.instances.get(&lost.id) {
+        assert_eq!(old.reason, Some(Cause::HostLost { host: "ha".into() }));
+    }
+    println!(
+        "roles: host a lost: its instance replaced in zone c after {} ms",
+        took.as_millis()
+    );
+    let leader = store.leader().await.unwrap().expect("a live leader");
+    assert_eq!(leader.leader, "hc");
+    let code = tokio::task::block_in_place(|| get_through("127.100.2.10", &origin, "127.20.100.9"));
+    assert_eq!(
+        code, 200,
+        "zone c's node serves with both instances in zone c"
+    );
+    c.shutdown().await;
+}

@@ -1,0 +1,152 @@
+//! The controller role: elected among the agents, the only writer of desired state.
+//!
+//! Each agent that may lead campaigns; the one elected renews its lease every third of its
+//! time to live and, while it leads, writes [`decide`](crate::decide::decide)'s batches under
+//! its leadership's fence. When a renewal or a write is fenced (another was elected since, or
+//! the lease lapsed while this process was stopped), it stops acting at once and campaigns
+//! again. A store that does not answer makes it write nothing: no decision is taken on a copy
+//! it cannot confirm, and the lease lapses on its own if the outage outlasts it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxyfleet_stack::Stack;
+use proxyfleet_state::{Leadership, StateStore, StoreError, UnixMillis};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::decide::{decide, Timings};
+use crate::view::View;
+
+/// How often the leader looks at the state when nothing changed.
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct Controller {
+    pub candidate: String,
+    pub stack: Stack,
+    pub store: Arc<dyn StateStore>,
+    pub lease: Duration,
+    pub timings: Timings,
+}
+
+/// Campaigns, leads, and campaigns again, until `stop`.
+pub async fn run(c: Arc<Controller>, view: watch::Receiver<View>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        let leadership = tokio::select! {
+            r = c.store.campaign(&c.candidate, c.lease) => r,
+            () = stop.cancelled() => return,
+        };
+        let leadership = match leadership {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "controller: campaign failed; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+        };
+        tracing::info!(candidate = %c.candidate, term = %leadership.term, "controller: elected");
+        let term_over = stop.child_token();
+        let renewing = tokio::spawn(renew(c.clone(), leadership.clone(), term_over.clone()));
+        lead(&c, &leadership, view.clone(), &term_over).await;
+        term_over.cancel();
+        let _ = renewing.await;
+        if stop.is_cancelled() {
+            let _ = c.store.resign(&leadership).await;
+            return;
+        }
+        tracing::warn!(term = %leadership.term, "controller: no longer the leader");
+    }
+}
+
+/// Renews the lease until fenced (or stopped); a renewal failing for another reason is tried
+/// again while the lease may still be alive.
+async fn renew(c: Arc<Controller>, leadership: Leadership, over: CancellationToken) {
+    let every = c.lease / 3;
+    let mut expires = UnixMillis::now().after(c.lease);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = over.cancelled() => return,
+        }
+        match c.store.renew(&leadership).await {
+            Ok(until) => expires = until,
+            Err(e) if e.is_fenced() => {
+                tracing::warn!(error = %e, "controller: lease lost");
+                over.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "controller: cannot renew the lease");
+                if UnixMillis::now() >= expires {
+                    // The lease has lapsed by now, wherever the store is: stop acting.
+                    over.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes decisions while the term lasts.
+async fn lead(
+    c: &Controller,
+    leadership: &Leadership,
+    mut view: watch::Receiver<View>,
+    over: &CancellationToken,
+) {
+    let fence = leadership.fence();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            r = view.changed() => if r.is_err() { return },
+            _ = tick.tick() => {}
+            () = over.cancelled() => return,
+        }
+        let v = view.borrow_and_update().clone();
+        if !v.connected {
+            continue;
+        }
+        let mut changes = decide(
+            &c.stack,
+            &v.snapshot,
+            UnixMillis::now(),
+            &c.timings,
+            &mut new_id,
+        );
+        // A refused change is dropped and the rest tried again: one decision that the state
+        // has overtaken must not hold back every other.
+        while !changes.is_empty() {
+            match c.store.apply(fence, changes.clone()).await {
+                Ok(_) => break,
+                Err(StoreError::Refused { index, refusal, .. }) => {
+                    tracing::debug!(change = %changes[index], %refusal, "controller: decision overtaken");
+                    changes.remove(index);
+                }
+                Err(e) if e.is_fenced() => {
+                    tracing::warn!(error = %e, "controller: write fenced");
+                    over.cancel();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "controller: write failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `i-` and 12 hex digits from the clock, this process and a counter: unique across
+/// controllers, which may follow each other within a millisecond.
+fn new_id() -> String {
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::hash::DefaultHasher::new();
+    std::time::SystemTime::now().hash(&mut h);
+    std::process::id().hash(&mut h);
+    COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+    format!("i-{:012x}", h.finish() & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,454 @@
+//! The controller's rules on hand-made snapshots: no processes, sockets or store.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use proxyfleet_state::{Host, Process, Target};
+
+use super::*;
+
+const STACK: &str = r#"
+zones:
+  a: { subnet: 127.70.1.0/24 }
+  c: { subnet: 127.70.2.0/24 }
+load_balancers:
+  front: { zones: [a, c] }
+listeners:
+  - { load_balancer: front, port: 3128, protocol: tcp, target_group: tg }
+target_groups:
+  tg:
+    protocol: tcp
+    port: 3128
+    target_type: instance
+    deregistration_delay: 2s
+    health_check: { protocol: tcp, interval: 250ms, timeout: 250ms }
+launch_templates:
+  t: { command: [sleep, "60"] }
+groups:
+  g:
+    launch_template: t
+    min: 0
+    max: 6
+    desired: 2
+    zones: [a, c]
+    target_groups: [tg]
+    health_check_type: lb
+    health_check_grace_period: 1s
+"#;
+
+fn stack() -> Stack {
+    proxyfleet_stack::parse(STACK, Path::new("test.yaml")).unwrap()
+}
+
+const NOW: UnixMillis = UnixMillis(1_000_000);
+
+fn ms(n: u64) -> UnixMillis {
+    UnixMillis(NOW.0 - n)
+}
+
+fn host(id: &str, zone: &str, beat: UnixMillis) -> Host {
+    Host {
+        id: id.into(),
+        address: "127.0.0.1".parse().unwrap(),
+        zone: zone.into(),
+        last_heartbeat: beat,
+    }
+}
+
+fn instance(
+    id: &str,
+    zone: &str,
+    addr: &str,
+    lifecycle: Lifecycle,
+    launched: UnixMillis,
+) -> Instance {
+    Instance {
+        id: id.into(),
+        group: "g".into(),
+        zone: zone.into(),
+        address: addr.parse().unwrap(),
+        port: 3128,
+        host: Some(format!("h{zone}")),
+        lifecycle,
+        since: launched,
+        health: InstanceHealth::Healthy,
+        reason: None,
+        launched_at: launched,
+        process: Some(Process {
+            pid: 1,
+            start_ticks: 1,
+        }),
+    }
+}
+
+fn target(i: &Instance, state: TargetHealth) -> Target {
+    Target {
+        target_group: "tg".into(),
+        address: i.target_address(),
+        zone: i.zone.clone(),
+        instance: Some(i.id.clone()),
+        state,
+        since: ms(10_000),
+        nodes: Default::default(),
+    }
+}
+
+/// Two live hosts (one per zone), group g defined with `desired`, and `instances` (each with
+/// its target in `states`, if given).
+fn snapshot(desired: u32, instances: &[(Instance, Option<TargetHealth>)]) -> Snapshot {
+    let mut s = Snapshot::default();
+    for (id, zone) in [("ha", "a"), ("hc", "c")] {
+        s.hosts.insert(id.into(), host(id, zone, ms(100)));
+    }
+    s.groups.insert(
+        "g".into(),
+        Group {
+            name: "g".into(),
+            min: 0,
+            max: 6,
+            desired,
+        },
+    );
+    for (i, state) in instances {
+        if let Some(state) = state {
+            s.targets
+                .entry("tg".into())
+                .or_default()
+                .insert(i.target_address(), target(i, *state));
+        }
+        s.instances.insert(i.id.clone(), i.clone());
+    }
+    s
+}
+
+fn run(s: &Snapshot) -> Vec<Change> {
+    let mut n = 0;
+    decide(&stack(), s, NOW, &Timings::default(), &mut || {
+        n += 1;
+        format!("i-new{n}")
+    })
+}
+
+fn launches(changes: &[Change]) -> Vec<(String, String)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::CreateInstance { zone, address, .. } => {
+                Some((zone.clone(), address.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn terminations(changes: &[Change]) -> Vec<(String, Lifecycle, Cause)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::ReportLifecycle {
+                instance,
+                lifecycle,
+                cause: Some(cause),
+                ..
+            } => Some((instance.clone(), *lifecycle, cause.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_empty_state_gets_its_group_and_one_instance_per_zone_on_that_zones_host() {
+    let mut s = snapshot(2, &[]);
+    s.groups.clear();
+    let changes = run(&s);
+    assert!(matches!(&changes[0], Change::DefineGroup { group } if group.desired == 2));
+    assert_eq!(
+        launches(&changes),
+        vec![
+            ("a".to_string(), "127.70.1.11".to_string()),
+            ("c".to_string(), "127.70.2.11".to_string())
+        ]
+    );
+    let assigned: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::AssignInstance { host, .. } => Some(host.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(assigned, vec!["ha", "hc"]);
+}
+
+#[test]
+fn the_least_populated_zone_and_the_lowest_free_address_are_chosen() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let a2 = instance("i-a2", "a", "127.70.1.13", Lifecycle::InService, ms(50_000));
+    let s = snapshot(
+        3,
+        &[
+            (a1, Some(TargetHealth::Healthy)),
+            (a2, Some(TargetHealth::Healthy)),
+        ],
+    );
+    assert_eq!(launches(&run(&s)), vec![("c".into(), "127.70.2.11".into())]);
+    // Zone c now holds one: the fourth goes to c as well, and zone a's gap (.12) is used when
+    // a is the least populated.
+    let mut s = s;
+    s.groups.get_mut("g").unwrap().desired = 4;
+    assert_eq!(
+        launches(&run(&s)),
+        vec![
+            ("c".into(), "127.70.2.11".into()),
+            ("c".into(), "127.70.2.12".into())
+        ]
+    );
+}
+
+#[test]
+fn a_zone_without_a_live_host_gets_nothing_and_its_share_goes_elsewhere() {
+    let mut s = snapshot(2, &[]);
+    s.hosts.get_mut("hc").unwrap().last_heartbeat = ms(5_000);
+    assert_eq!(
+        launches(&run(&s)),
+        vec![
+            ("a".into(), "127.70.1.11".into()),
+            ("a".into(), "127.70.1.12".into())
+        ]
+    );
+    s.hosts.clear();
+    assert!(launches(&run(&s)).is_empty());
+}
+
+#[test]
+fn a_lost_hosts_instances_are_terminated_drained_and_replaced_in_a_surviving_zone() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(
+        2,
+        &[
+            (a1, Some(TargetHealth::Healthy)),
+            (c1, Some(TargetHealth::Healthy)),
+        ],
+    );
+    s.hosts.get_mut("ha").unwrap().last_heartbeat = ms(2_000);
+    let changes = run(&s);
+    assert_eq!(
+        terminations(&changes),
+        vec![(
+            "i-a1".to_string(),
+            Lifecycle::Terminated,
+            Cause::HostLost { host: "ha".into() }
+        )]
+    );
+    assert!(changes.iter().any(|c| matches!(c, Change::DrainTarget { address, .. } if address.to_string() == "127.70.1.11:3128")));
+    assert_eq!(launches(&changes), vec![("c".into(), "127.70.2.12".into())]);
+}
+
+#[test]
+fn scale_in_takes_the_newest_of_the_most_populated_zone() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let a2 = instance("i-a2", "a", "127.70.1.12", Lifecycle::InService, ms(40_000));
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(30_000));
+    let s = snapshot(
+        2,
+        &[
+            (a1, Some(TargetHealth::Healthy)),
+            (a2, Some(TargetHealth::Healthy)),
+            (c1, Some(TargetHealth::Healthy)),
+        ],
+    );
+    let t = terminations(&run(&s));
+    assert_eq!(
+        t,
+        vec![(
+            "i-a2".to_string(),
+            Lifecycle::Terminating,
+            Cause::Capacity {
+                desired: 2,
+                running: 3
+            }
+        )]
+    );
+}
+
+#[test]
+fn in_service_instances_are_registered_and_judged_after_their_grace_period() {
+    let fresh = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(500));
+    let s = snapshot(1, &[(fresh.clone(), None)]);
+    let changes = run(&s);
+    assert!(changes
+        .iter()
+        .any(|c| matches!(c, Change::RegisterTarget { instance: Some(i), .. } if i == "i-a1")));
+    // Unhealthy on every node, but still in its grace period: no verdict.
+    let s = snapshot(1, &[(fresh, Some(TargetHealth::Unhealthy))]);
+    assert!(!run(&s)
+        .iter()
+        .any(|c| matches!(c, Change::ReportInstanceHealth { .. })));
+    let old = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(5_000));
+    let s = snapshot(1, &[(old.clone(), Some(TargetHealth::Unhealthy))]);
+    assert!(run(&s).iter().any(|c| matches!(
+        c,
+        Change::ReportInstanceHealth {
+            health: InstanceHealth::Unhealthy,
+            cause: Some(Cause::LoadBalancerHealth { .. }),
+            ..
+        }
+    )));
+    // Healthy again: the load balancer's verdict is withdrawn.
+    let mut judged = old;
+    judged.health = InstanceHealth::Unhealthy;
+    judged.reason = Some(Cause::LoadBalancerHealth {
+        target_group: "tg".into(),
+    });
+    let s = snapshot(1, &[(judged, Some(TargetHealth::Healthy))]);
+    assert!(run(&s).iter().any(|c| matches!(
+        c,
+        Change::ReportInstanceHealth {
+            health: InstanceHealth::Healthy,
+            ..
+        }
+    )));
+}
+
+fn lb_unhealthy(id: &str, zone: &str, addr: &str) -> Instance {
+    let mut i = instance(id, zone, addr, Lifecycle::InService, ms(50_000));
+    i.health = InstanceHealth::Unhealthy;
+    i.reason = Some(Cause::LoadBalancerHealth {
+        target_group: "tg".into(),
+    });
+    i
+}
+
+#[test]
+fn load_balancer_verdicts_replace_one_at_a_time_and_not_while_a_replacement_is_pending() {
+    let a1 = lb_unhealthy("i-a1", "a", "127.70.1.11");
+    let c1 = lb_unhealthy("i-c1", "c", "127.70.2.11");
+    let s = snapshot(
+        2,
+        &[
+            (a1.clone(), Some(TargetHealth::Unhealthy)),
+            (c1.clone(), Some(TargetHealth::Unhealthy)),
+        ],
+    );
+    let changes = run(&s);
+    let t = terminations(&changes);
+    assert_eq!(t.len(), 1, "one at a time: {t:?}");
+    assert_eq!(t[0].0, "i-a1");
+    // Its replacement is launched in the same pass.
+    assert_eq!(launches(&changes).len(), 1);
+    // While that replacement is Pending, the other one waits.
+    let mut pending = instance("i-new", "a", "127.70.1.12", Lifecycle::Pending, ms(100));
+    pending.process = None;
+    let mut gone = a1;
+    gone.lifecycle = Lifecycle::Terminating;
+    let s = snapshot(
+        2,
+        &[
+            (gone, Some(TargetHealth::Draining)),
+            (c1, Some(TargetHealth::Unhealthy)),
+            (pending, None),
+        ],
+    );
+    assert!(terminations(&run(&s)).is_empty());
+}
+
+#[test]
+fn a_process_verdict_is_replaced_at_once_whatever_else_is_in_flight() {
+    let mut a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    a1.health = InstanceHealth::Unhealthy;
+    a1.reason = Some(Cause::ProcessExited {
+        status: "killed by signal 9".into(),
+    });
+    let mut c1 = a1.clone();
+    c1.id = "i-c1".into();
+    c1.zone = "c".into();
+    c1.address = "127.70.2.11".parse().unwrap();
+    c1.host = Some("hc".into());
+    let s = snapshot(
+        2,
+        &[
+            (a1, Some(TargetHealth::Healthy)),
+            (c1, Some(TargetHealth::Healthy)),
+        ],
+    );
+    let changes = run(&s);
+    assert_eq!(terminations(&changes).len(), 2);
+    assert_eq!(launches(&changes).len(), 2);
+}
+
+#[test]
+fn a_launch_that_never_serves_times_out() {
+    let late = instance("i-a1", "a", "127.70.1.11", Lifecycle::Pending, ms(31_000));
+    let s = snapshot(1, &[(late, None)]);
+    let t = terminations(&run(&s));
+    assert!(
+        matches!(&t[..], [(id, Lifecycle::Terminating, Cause::LaunchFailed { .. })] if id == "i-a1"),
+        "{t:?}"
+    );
+}
+
+#[test]
+fn drained_targets_are_removed_after_the_delay_and_terminated_instances_forgotten() {
+    let mut done = instance(
+        "i-a1",
+        "a",
+        "127.70.1.11",
+        Lifecycle::Terminated,
+        ms(120_000),
+    );
+    done.since = ms(61_000);
+    let mut draining = instance(
+        "i-c1",
+        "c",
+        "127.70.2.11",
+        Lifecycle::Terminating,
+        ms(120_000),
+    );
+    draining.since = ms(1_000);
+    let mut s = snapshot(
+        0,
+        &[
+            (done, None),
+            (draining.clone(), Some(TargetHealth::Draining)),
+        ],
+    );
+    let addr: SocketAddr = "127.70.2.11:3128".parse().unwrap();
+    s.targets
+        .get_mut("tg")
+        .unwrap()
+        .get_mut(&addr)
+        .unwrap()
+        .since = ms(1_000);
+    let changes = run(&s);
+    assert!(changes
+        .iter()
+        .any(|c| matches!(c, Change::ForgetInstance { instance } if instance == "i-a1")));
+    assert!(
+        !changes
+            .iter()
+            .any(|c| matches!(c, Change::RemoveTarget { .. })),
+        "2 s delay not over"
+    );
+    s.targets
+        .get_mut("tg")
+        .unwrap()
+        .get_mut(&addr)
+        .unwrap()
+        .since = ms(2_000);
+    assert!(run(&s)
+        .iter()
+        .any(|c| matches!(c, Change::RemoveTarget { address, .. } if *address == addr)));
+}
+
+#[test]
+fn every_batch_applies_to_the_snapshot_it_was_decided_on() {
+    // Whatever the pass decides must pass the store's rules, or the whole batch is refused.
+    let a1 = lb_unhealthy("i-a1", "a", "127.70.1.11");
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(3, &[(a1, Some(TargetHealth::Unhealthy)), (c1, None)]);
+    s.groups.clear();
+    let changes = run(&s);
+    let mut copy = s.clone();
+    copy.apply_all(&changes)
+        .unwrap_or_else(|(i, r)| panic!("change {i} ({}) refused: {r}", changes[i]));
+}

@@ -1,0 +1,369 @@
+//! The agent's instances: the ones the controller assigned to this host, as local processes.
+//!
+//! For each instance assigned here the agent runs one task: launch (or adopt, after an agent
+//! restart: same pid and start time), report the process, report InService once it listens,
+//! report the process's end as an unhealthy verdict, and when the controller marks it
+//! Terminating, wait for its targets to drain, stop it and report Terminated. An instance the
+//! state no longer gives this host (Terminated by the controller after the host was thought
+//! lost, or forgotten) is stopped: it is never adopted twice.
+//!
+//! A `proxyfleet proxy` instance gets the destination guard's settings and enforces its
+//! security groups itself (`PROXYFLEET_ALLOWED_SOURCES`): the kernel firewall `up` can use is
+//! not run by agents yet.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxyfleet_group::process::{is_listening, InstanceProcess};
+use proxyfleet_stack::{Placeholders, Source, Stack};
+use proxyfleet_state::{
+    Cause, Change, Fence, Instance, InstanceHealth, Lifecycle, Process, Snapshot, StateStore,
+    UnixMillis,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::view::View;
+
+/// How often a starting instance is looked at.
+const POLL: Duration = Duration::from_millis(25);
+
+/// What the instance tasks share.
+pub struct Launcher {
+    pub host: String,
+    pub stack: Stack,
+    pub store: Arc<dyn StateStore>,
+    pub state_dir: PathBuf,
+    pub self_exe: PathBuf,
+}
+
+/// Runs this host's instances until `stop`; then stops them all.
+pub async fn run(
+    launcher: Arc<Launcher>,
+    mut view: watch::Receiver<View>,
+    stop: CancellationToken,
+) {
+    let mut tasks: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    let mut ours: HashMap<String, watch::Sender<Option<Instance>>> = HashMap::new();
+    loop {
+        let snapshot = view.borrow_and_update().snapshot.clone();
+        if view.borrow().connected {
+            for i in snapshot.instances.values() {
+                if i.host.as_deref() != Some(&launcher.host) || i.lifecycle == Lifecycle::Terminated
+                {
+                    continue;
+                }
+                if tasks.contains_key(&i.id) {
+                    continue;
+                }
+                let (tx, rx) = watch::channel(Some(i.clone()));
+                let own_stop = stop.child_token();
+                let handle = tokio::spawn(instance_task(
+                    launcher.clone(),
+                    i.clone(),
+                    rx,
+                    snapshot.clone(),
+                    own_stop.clone(),
+                ));
+                ours.insert(i.id.clone(), tx);
+                tasks.insert(i.id.clone(), (own_stop, handle));
+            }
+            // What the state now says of each: the task follows it (None: no longer ours).
+            for (id, tx) in &ours {
+                let now = snapshot
+                    .instances
+                    .get(id)
+                    .filter(|i| i.host.as_deref() == Some(&launcher.host))
+                    .cloned();
+                tx.send_if_modified(|old| {
+                    let changed = *old != now;
+                    *old = now;
+                    changed
+                });
+            }
+        }
+        tasks.retain(|id, (_, handle)| {
+            let running = !handle.is_finished();
+            if !running {
+                ours.remove(id);
+            }
+            running
+        });
+        tokio::select! {
+            r = view.changed() => if r.is_err() { break },
+            () = stop.cancelled() => break,
+        }
+    }
+    for (_, (_, handle)) in tasks {
+        let _ = handle.await;
+    }
+}
+
+async fn report(store: &dyn StateStore, change: Change) {
+    let what = change.to_string();
+    if let Err(e) = store.apply(Fence::Unfenced, vec![change]).await {
+        tracing::warn!(change = %what, error = %e, "state store: report not written");
+    }
+}
+
+/// One instance, from launch (or adoption) to Terminated.
+async fn instance_task(
+    l: Arc<Launcher>,
+    info: Instance,
+    mut state: watch::Receiver<Option<Instance>>,
+    snapshot: Arc<Snapshot>,
+    stop: CancellationToken,
+) {
+    let store = &*l.store;
+    let dir = l.state_dir.join("instances").join(&info.id);
+    let group = l.stack.group(&info.group).cloned();
+    let template = group
+        .as_ref()
+        .and_then(|g| l.stack.launch_template(&g.launch_template))
+        .cloned();
+    let (Some(group), Some(template)) = (group, template) else {
+        tracing::error!(instance = %info.id, group = %info.group, "instance of a group this stack does not define: not run");
+        return;
+    };
+    let adopted = info
+        .process
+        .and_then(|p| InstanceProcess::adopt(p.pid, p.start_ticks));
+    let mut process = match adopted {
+        Some(p) => {
+            tracing::info!(instance = %info.id, pid = p.pid, "adopted a running instance");
+            p
+        }
+        None if info.lifecycle != Lifecycle::Pending => {
+            // It ran here before this agent restarted and its process is gone.
+            report(
+                store,
+                Change::ReportInstanceHealth {
+                    instance: info.id.clone(),
+                    health: InstanceHealth::Unhealthy,
+                    cause: Some(Cause::Lost {
+                        pid: info.process.map_or(0, |p| p.pid),
+                    }),
+                },
+            )
+            .await;
+            wait_terminating(&mut state, &stop).await;
+            report_terminated(store, &info.id, None).await;
+            return;
+        }
+        None => {
+            let values = Placeholders {
+                id: info.id.clone(),
+                zone: info.zone.clone(),
+                address: info.address,
+                port: info.port,
+                dir: dir.clone(),
+                group: group.name.clone(),
+            };
+            let mut launch = template.render(&values);
+            if proxyfleet_group::firewall::runs_own_proxy(&launch.command) {
+                launch
+                    .environment
+                    .extend(proxyfleet_group::guard::environment(&l.stack));
+                if let Some(sources) = allowed_sources(&l.stack, &group, &snapshot) {
+                    launch
+                        .environment
+                        .push(("PROXYFLEET_ALLOWED_SOURCES".to_string(), sources));
+                }
+            }
+            match InstanceProcess::launch(&launch, &dir, &l.self_exe) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(instance = %info.id, error = %e, "launch failed");
+                    report(
+                        store,
+                        Change::ReportInstanceHealth {
+                            instance: info.id.clone(),
+                            health: InstanceHealth::Unhealthy,
+                            cause: Some(Cause::LaunchFailed {
+                                detail: format!("could not start: {e}"),
+                            }),
+                        },
+                    )
+                    .await;
+                    report_terminated(store, &info.id, None).await;
+                    return;
+                }
+            }
+        }
+    };
+    report(
+        store,
+        Change::ReportProcess {
+            instance: info.id.clone(),
+            process: Process {
+                pid: process.pid,
+                start_ticks: process.start_ticks,
+            },
+        },
+    )
+    .await;
+
+    let addr = info.target_address();
+    let mut lifecycle = info.lifecycle;
+    loop {
+        let current = state.borrow_and_update().clone();
+        let Some(current) = current else {
+            // No longer ours (Terminated elsewhere, or forgotten): never leave it running.
+            tracing::warn!(instance = %info.id, "instance no longer assigned here: stopping it");
+            process.stop(template.stop_timeout).await;
+            return;
+        };
+        if current.lifecycle >= Lifecycle::Terminating {
+            if current.lifecycle == Lifecycle::Terminating {
+                wait_drained(&l, &current, &mut state, &stop).await;
+            }
+            process.stop(template.stop_timeout).await;
+            if current.lifecycle == Lifecycle::Terminating {
+                report_terminated(store, &info.id, None).await;
+            }
+            tracing::info!(instance = %info.id, "instance stopped");
+            return;
+        }
+        lifecycle = lifecycle.max(current.lifecycle);
+        let poll = tokio::time::sleep(POLL);
+        tokio::select! {
+            () = process.exited() => {
+                let status = process.exit_status().unwrap_or_else(|| "exited".to_string());
+                report(store, Change::ReportInstanceHealth {
+                    instance: info.id.clone(),
+                    health: InstanceHealth::Unhealthy,
+                    cause: Some(Cause::ProcessExited { status }),
+                }).await;
+                // The controller terminates it; then it is reported Terminated.
+                wait_terminating(&mut state, &stop).await;
+                report_terminated(store, &info.id, None).await;
+                return;
+            }
+            r = state.changed() => if r.is_err() { return },
+            () = poll, if lifecycle == Lifecycle::Pending => {
+                if is_listening(addr) {
+                    lifecycle = Lifecycle::InService;
+                    tracing::info!(instance = %info.id, %addr, "instance in service");
+                    report(store, Change::ReportLifecycle {
+                        instance: info.id.clone(),
+                        lifecycle: Lifecycle::InService,
+                        cause: None,
+                        at: UnixMillis::now(),
+                    }).await;
+                }
+            }
+            () = stop.cancelled() => {
+                // The agent is stopping: the instance keeps serving (the next agent adopts
+                // it), as `up`'s instances outlive a killed `up`.
+                return;
+            }
+        }
+    }
+}
+
+/// Until the controller marks the instance Terminating (or it is no longer ours).
+async fn wait_terminating(state: &mut watch::Receiver<Option<Instance>>, stop: &CancellationToken) {
+    loop {
+        let done = state
+            .borrow_and_update()
+            .as_ref()
+            .is_none_or(|i| i.lifecycle >= Lifecycle::Terminating);
+        if done {
+            return;
+        }
+        tokio::select! {
+            r = state.changed() => if r.is_err() { return },
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Until the instance's targets are removed (drained) or their deregistration delay is over.
+async fn wait_drained(
+    l: &Launcher,
+    instance: &Instance,
+    state: &mut watch::Receiver<Option<Instance>>,
+    stop: &CancellationToken,
+) {
+    let delay = l
+        .stack
+        .groups
+        .iter()
+        .find(|g| g.name == instance.group)
+        .map(|g| {
+            g.target_groups
+                .iter()
+                .filter_map(|tg| l.stack.target_group(tg))
+                .map(|tg| tg.deregistration_delay)
+                .max()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = async { while state.changed().await.is_ok() {} } => {}
+        () = stop.cancelled() => {}
+    }
+}
+
+async fn report_terminated(store: &dyn StateStore, id: &str, cause: Option<Cause>) {
+    report(
+        store,
+        Change::ReportLifecycle {
+            instance: id.to_string(),
+            lifecycle: Lifecycle::Terminated,
+            cause,
+            at: UnixMillis::now(),
+        },
+    )
+    .await;
+}
+
+/// `CIDR,CIDR,...` the group's security groups admit, for a proxy that enforces them itself;
+/// `None` when the group has no security group.
+fn allowed_sources(
+    stack: &Stack,
+    group: &proxyfleet_stack::Group,
+    snapshot: &Snapshot,
+) -> Option<String> {
+    if group.security_groups.is_empty() {
+        return None;
+    }
+    let host = |a: &IpAddr| format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 });
+    let mut list = Vec::new();
+    for sg in group
+        .security_groups
+        .iter()
+        .filter_map(|n| stack.security_group(n))
+    {
+        for rule in &sg.ingress {
+            match &rule.source {
+                Source::Cidr { net, .. } => list.push(net.to_string()),
+                Source::LoadBalancer(name) => {
+                    if let Some(lb) = stack.load_balancer(name) {
+                        list.extend(lb.nodes.iter().map(|n| host(&n.address)));
+                    }
+                }
+                Source::SecurityGroup(name) => {
+                    let members = stack
+                        .groups
+                        .iter()
+                        .filter(|g| g.security_groups.contains(name))
+                        .map(|g| g.name.as_str())
+                        .collect::<Vec<_>>();
+                    list.extend(
+                        snapshot
+                            .live_instances()
+                            .filter(|i| members.contains(&i.group.as_str()))
+                            .map(|i| host(&i.address)),
+                    );
+                }
+            }
+        }
+    }
+    Some(list.join(","))
+}

@@ -1,0 +1,21 @@
+//! proxyfleet's roles as separate processes, on a shared [`StateStore`](proxyfleet_state::StateStore):
+//!
+//! - [`agent`]: one per host — announces the host and its heartbeat, runs its zone's
+//!   load-balancer [`nodes`] (targets from the state, verdicts back to it) and the
+//!   [`instances`] the controller assigned to it;
+//! - [`controller`]: elected among the agents, the only writer of desired state, every write
+//!   fenced by its leadership; what it writes is [`decide`]d from a snapshot, purely;
+//! - [`view`]: each role's own copy of the state, current while the store answers and kept as
+//!   it was while it does not — the data plane never waits for the control plane.
+//!
+//! `proxyfleet up` does not use this crate yet: it runs its own in-process controller
+//! (`proxyfleet-group`).
+
+pub mod agent;
+pub mod controller;
+pub mod decide;
+pub mod instances;
+pub mod nodes;
+pub mod view;
+
+pub use agent::{Agent, AgentConfig, AgentError};
