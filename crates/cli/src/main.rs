@@ -3,6 +3,7 @@
 //! (0 ok, 1 runtime failure, 2 bad configuration or usage).
 
 mod activity;
+mod agent;
 mod check;
 mod client;
 mod down;
@@ -48,6 +49,9 @@ enum Command {
     Down(down::DownArgs),
     /// Validate a stack file and explain what will not work, without starting anything.
     Check(check::CheckArgs),
+    /// Run one host's share of the tier (its zone's nodes and instances) and stand for the
+    /// controller role, on a shared state store.
+    Agent(agent::AgentArgs),
 }
 
 /// A failure and the exit code it maps to.
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Terminate(args) => terminate::run(args),
         Command::Down(args) => down::run(args),
         Command::Check(args) => check::run(args),
+        Command::Agent(args) => agent::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

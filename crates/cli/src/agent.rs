@@ -1,0 +1,123 @@
+//! `proxyfleet agent -f STACK --host ID --zone ZONE`: one host's share of the tier — that
+//! zone's load-balancer nodes and the instances the controller assigns to the host — and,
+//! unless `--no-controller`, a candidate for the controller role. Runs in the foreground until
+//! SIGINT or SIGTERM; its instances keep serving after it stops, for the next agent of the
+//! host to adopt.
+//!
+//! The state store: SQLite under the state directory (`roles.db`) when no etcd endpoint is
+//! given, which serves one agent alone (the embedded store follows changes within one
+//! process); every agent of a multi-agent tier shares an etcd cluster instead.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use proxyfleet_roles::decide::Timings;
+use proxyfleet_roles::{Agent, AgentConfig};
+use proxyfleet_state::StateStore;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::Failure;
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The stack file (default: the built-in stack).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// This host's id, unique in the tier.
+    #[arg(long)]
+    host: String,
+    /// The zone whose nodes and instances this host runs.
+    #[arg(long)]
+    zone: String,
+    /// This host's address, as status shows it (default: the zone's first node address).
+    #[arg(long)]
+    address: Option<IpAddr>,
+    /// Where this host's instances live (and the SQLite store, without etcd).
+    #[arg(long, default_value = ".proxyfleet-agent")]
+    state_dir: PathBuf,
+    /// Do not campaign for the controller role.
+    #[arg(long)]
+    no_controller: bool,
+    /// The controller's lease: a leader that cannot renew within it is replaced.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    lease: Duration,
+    /// How long a host may go without a heartbeat before its instances are replaced.
+    #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
+    host_timeout: Duration,
+}
+
+pub fn run(args: AgentArgs) -> Result<(), Failure> {
+    let usage = |error: anyhow::Error| Failure { code: 2, error };
+    let stack = match &args.file {
+        Some(path) => proxyfleet_stack::load(path).map_err(|e| usage(anyhow::anyhow!("{e}")))?,
+        None => proxyfleet_stack::builtin(),
+    };
+    let Some(zone) = stack.zone(&args.zone) else {
+        let zones: Vec<&str> = stack.zones.iter().map(|z| z.name.as_str()).collect();
+        return Err(usage(anyhow::anyhow!(
+            "--zone {}: the stack has no such zone (it has: {})",
+            args.zone,
+            zones.join(", ")
+        )));
+    };
+    let address = args
+        .address
+        .or_else(|| {
+            stack
+                .load_balancers
+                .iter()
+                .flat_map(|lb| &lb.nodes)
+                .find(|n| n.zone == args.zone)
+                .map(|n| n.address)
+        })
+        .unwrap_or(zone.subnet.network());
+    let open_files = crate::limits::raise_open_files(u64::MAX);
+    let needed = proxyfleet_stack::budget::DescriptorBudget::of(&stack);
+    let limits = proxyfleet_stack::budget::limits(&needed, open_files);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        proxyfleet_group::files::state_dir(&args.state_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create state directory: {e}"))?;
+        let state_dir = args.state_dir.canonicalize().unwrap_or(args.state_dir);
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let store: Arc<dyn StateStore> = Arc::new(proxyfleet_state::SqliteStore::open(
+            &state_dir.join("roles.db"),
+        )?);
+        let config = AgentConfig {
+            host: args.host.clone(),
+            zone: args.zone.clone(),
+            address,
+            stack,
+            state_dir,
+            self_exe: std::env::current_exe()?,
+            controller: !args.no_controller,
+            lease: args.lease,
+            timings: Timings {
+                host_timeout: args.host_timeout,
+                ..Timings::default()
+            },
+            limits,
+        };
+        let agent = Agent::start(config, store).await?;
+        for (lb, zone, addr) in agent.balancer.listen_addrs() {
+            println!("proxyfleet agent: load balancer {lb} node {zone} listening on {addr}");
+        }
+        println!(
+            "proxyfleet agent: host {} (zone {}) running",
+            args.host, args.zone
+        );
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        agent.shutdown().await;
+        println!("proxyfleet agent: stopped (instances keep running)");
+        Ok(())
+    })
+}
