@@ -21,7 +21,9 @@
 //! - `error`: [`StackError`];
 //! - [`budget`]: the file descriptors a stack's balancer needs, and clamping to a limit;
 //! - `admin`: the `admin:` section ([`Admin`]), and [`redact_environment`], the stack
-//!   file's text with launch templates' environment values hidden, for the admin API.
+//!   file's text with launch templates' environment values hidden, for the admin API;
+//! - `etcd`: the `etcd:` section ([`Etcd`]): the cluster the roles share, when they run as
+//!   separate agents.
 //!
 //! [`BUILTIN`] is the stack `proxyfleet up` runs without a file: the reference system of
 //! DESIGN.md on loopback addresses.
@@ -30,6 +32,7 @@ mod admin;
 pub mod budget;
 pub mod check;
 mod error;
+mod etcd;
 mod model;
 mod raw;
 mod render;
@@ -44,6 +47,7 @@ pub use proxyfleet_proxy::config::MAX_STACK_FILE_BYTES;
 
 pub use admin::{redact_environment, Admin, REDACTED};
 pub use error::StackError;
+pub use etcd::{Etcd, DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX};
 pub use model::{
     host_address, Group, HealthCheckType, IngressRule, Launch, LaunchTemplate, Protocol, Scaling,
     SecurityGroup, Source, Stack, Zone,

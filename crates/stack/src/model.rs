@@ -13,6 +13,8 @@ use proxyfleet_lb::spec::{LoadBalancerSpec, TargetGroupSpec};
 pub struct Stack {
     /// The admin API's settings (`admin:`).
     pub admin: crate::Admin,
+    /// The etcd cluster the roles share (`etcd:`); `None`: the embedded store.
+    pub etcd: Option<crate::Etcd>,
     pub zones: Vec<Zone>,
     /// Named CIDRs usable in rules (`app`, `service`, ...).
     pub networks: Vec<(String, IpNet)>,

@@ -23,6 +23,8 @@ pub(crate) struct RawStack {
     #[serde(default)]
     pub admin: crate::admin::RawAdmin,
     #[serde(default)]
+    pub etcd: crate::etcd::RawEtcd,
+    #[serde(default)]
     pub zones: Named<RawZone>,
     #[serde(default)]
     pub networks: Named<RawNetwork>,

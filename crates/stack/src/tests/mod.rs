@@ -7,6 +7,7 @@ mod errors_balancer;
 mod errors_fleet;
 mod errors_network;
 mod errors_yaml;
+mod etcd;
 
 use std::path::Path;
 

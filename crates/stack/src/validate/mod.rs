@@ -39,6 +39,7 @@ pub(crate) fn validate(raw: &RawStack, ctx: &Ctx) -> Result<Stack, StackError> {
     let groups = fleet::groups(ctx, raw, &known, &zones, &load_balancers)?;
     Ok(Stack {
         admin: crate::admin::validate(raw),
+        etcd: crate::etcd::validate(ctx, raw)?,
         zones,
         networks,
         service_networks,
