@@ -45,8 +45,6 @@ pub enum AgentError {
     UnknownZone(String),
     #[error(transparent)]
     Nodes(#[from] proxyfleet_lb::LbError),
-    #[error("cannot announce the host to the state store: {0}")]
-    Register(#[from] proxyfleet_state::StoreError),
 }
 
 /// A running agent.
@@ -57,8 +55,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Announces the host (waiting for the store), binds the zone's nodes, and starts every
-    /// loop.
+    /// Binds the zone's nodes and starts every loop; the host is announced as soon as the
+    /// store answers.
     pub async fn start(
         config: AgentConfig,
         store: Arc<dyn StateStore>,
@@ -68,15 +66,6 @@ impl Agent {
         }
         let stop = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
-        let host = Host {
-            id: config.host.clone(),
-            address: config.address,
-            zone: config.zone.clone(),
-            last_heartbeat: UnixMillis::now(),
-        };
-        store
-            .apply(Fence::Unfenced, vec![Change::RegisterHost { host }])
-            .await?;
         let view = crate::view::follow(store.clone(), stop.clone());
         let balancer = crate::nodes::start(
             &config.stack,
@@ -87,7 +76,13 @@ impl Agent {
             stop.clone(),
         )
         .await?;
-        tasks.spawn(heartbeat(store.clone(), config.host.clone(), stop.clone()));
+        let host = Host {
+            id: config.host.clone(),
+            address: config.address,
+            zone: config.zone.clone(),
+            last_heartbeat: UnixMillis::now(),
+        };
+        tasks.spawn(heartbeat(store.clone(), host, stop.clone()));
         let launcher = Arc::new(Launcher {
             host: config.host.clone(),
             stack: config.stack.clone(),
@@ -123,25 +118,46 @@ impl Agent {
     }
 }
 
-async fn heartbeat(store: Arc<dyn StateStore>, host: String, stop: CancellationToken) {
+/// Announces the host (again until the store takes it), then says it is alive every
+/// [`HEARTBEAT`]. An agent started while the store is unreachable serves with its nodes
+/// meanwhile.
+async fn heartbeat(store: Arc<dyn StateStore>, host: Host, stop: CancellationToken) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut registered = false;
     let mut failing = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let beat = Change::Heartbeat {
-            host: host.clone(),
-            at: UnixMillis::now(),
+        let change = if registered {
+            Change::Heartbeat {
+                host: host.id.clone(),
+                at: UnixMillis::now(),
+            }
+        } else {
+            Change::RegisterHost {
+                host: Host {
+                    last_heartbeat: UnixMillis::now(),
+                    ..host.clone()
+                },
+            }
         };
-        match store.apply(Fence::Unfenced, vec![beat]).await {
-            Ok(_) if failing => {
-                tracing::info!("state store: heartbeats written again");
+        match store.apply(Fence::Unfenced, vec![change]).await {
+            Ok(_) => {
+                if failing {
+                    tracing::info!("state store: heartbeats written again");
+                }
+                if !registered {
+                    tracing::info!(host = %host.id, zone = %host.zone, "host announced");
+                }
+                registered = true;
                 failing = false;
             }
-            Ok(_) => {}
+            // The store does not know the host (a new cluster, or the host was removed):
+            // announce it again.
+            Err(proxyfleet_state::StoreError::Refused { .. }) => registered = false,
             Err(e) if !failing => {
                 tracing::warn!(error = %e, "state store: heartbeat not written");
                 failing = true;
