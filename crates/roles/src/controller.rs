@@ -97,6 +97,7 @@ async fn lead(
     over: &CancellationToken,
 ) {
     let fence = leadership.fence();
+    let watching_since = UnixMillis::now();
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -113,6 +114,7 @@ async fn lead(
             &v.snapshot,
             UnixMillis::now(),
             &c.timings,
+            watching_since,
             &mut new_id,
         );
         // A refused change is dropped and the rest tried again: one decision that the state

@@ -50,20 +50,31 @@ impl Default for Timings {
     }
 }
 
-/// Whether `host` has sent a heartbeat within the timeout.
-pub fn host_is_live(snapshot: &Snapshot, host: &str, now: UnixMillis, t: &Timings) -> bool {
+/// Whether `host` has sent a heartbeat within the timeout, counting from no earlier than
+/// `watching_since`: the moment the judge (a newly elected controller) began to watch. Before
+/// it, the store may have been unable to take heartbeats at all (quorum lost), so a stale
+/// heartbeat there says nothing about the host.
+pub fn host_is_live(
+    snapshot: &Snapshot,
+    host: &str,
+    now: UnixMillis,
+    t: &Timings,
+    watching_since: UnixMillis,
+) -> bool {
     snapshot
         .hosts
         .get(host)
-        .is_some_and(|h| h.last_heartbeat.after(t.host_timeout) >= now)
+        .is_some_and(|h| h.last_heartbeat.max(watching_since).after(t.host_timeout) >= now)
 }
 
 /// One pass: the batch the controller writes (empty when nothing is to be done).
+/// `watching_since` is when this controller's leadership began (see [`host_is_live`]).
 pub fn decide(
     stack: &Stack,
     snapshot: &Snapshot,
     now: UnixMillis,
     t: &Timings,
+    watching_since: UnixMillis,
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<Change> {
     let mut pass = Pass {
@@ -71,6 +82,7 @@ pub fn decide(
         snapshot,
         now,
         t,
+        watching_since,
         out: Vec::new(),
         terminated: BTreeSet::new(),
         drained: BTreeSet::new(),
@@ -94,6 +106,7 @@ struct Pass<'a> {
     snapshot: &'a Snapshot,
     now: UnixMillis,
     t: &'a Timings,
+    watching_since: UnixMillis,
     out: Vec<Change>,
     /// Instances this pass takes out of service (no longer counted as live).
     terminated: BTreeSet<String>,
@@ -134,7 +147,10 @@ impl<'a> Pass<'a> {
         self.snapshot
             .hosts
             .values()
-            .filter(|h| h.zone == zone && host_is_live(self.snapshot, &h.id, self.now, self.t))
+            .filter(|h| {
+                h.zone == zone
+                    && host_is_live(self.snapshot, &h.id, self.now, self.t, self.watching_since)
+            })
             .map(|h| h.id.as_str())
             .collect()
     }
@@ -173,7 +189,7 @@ impl<'a> Pass<'a> {
     fn lose_instances_of_dead_hosts(&mut self) {
         for i in self.snapshot.live_instances() {
             let Some(host) = &i.host else { continue };
-            if host_is_live(self.snapshot, host, self.now, self.t) {
+            if host_is_live(self.snapshot, host, self.now, self.t, self.watching_since) {
                 continue;
             }
             self.terminated.insert(i.id.clone());

@@ -123,10 +123,17 @@ fn snapshot(desired: u32, instances: &[(Instance, Option<TargetHealth>)]) -> Sna
 
 fn run(s: &Snapshot) -> Vec<Change> {
     let mut n = 0;
-    decide(&stack(), s, NOW, &Timings::default(), &mut || {
-        n += 1;
-        format!("i-new{n}")
-    })
+    decide(
+        &stack(),
+        s,
+        NOW,
+        &Timings::default(),
+        UnixMillis(0),
+        &mut || {
+            n += 1;
+            format!("i-new{n}")
+        },
+    )
 }
 
 fn launches(changes: &[Change]) -> Vec<(String, String)> {
@@ -451,4 +458,29 @@ fn every_batch_applies_to_the_snapshot_it_was_decided_on() {
     let mut copy = s.clone();
     copy.apply_all(&changes)
         .unwrap_or_else(|(i, r)| panic!("change {i} ({}) refused: {r}", changes[i]));
+}
+
+#[test]
+fn a_new_leader_judges_no_host_lost_before_it_has_watched_for_the_timeout() {
+    // After a quorum loss every heartbeat is stale: the controller elected afterwards must
+    // give the hosts a timeout's worth of its own watching first.
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(1, &[(a1, Some(TargetHealth::Healthy))]);
+    for h in s.hosts.values_mut() {
+        h.last_heartbeat = ms(10_000);
+    }
+    let judge = |since| {
+        decide(&stack(), &s, NOW, &Timings::default(), since, &mut || {
+            "i-x".to_string()
+        })
+    };
+    assert!(
+        terminations(&judge(ms(1_000))).is_empty(),
+        "watching for 1 s of 1.5: no verdict"
+    );
+    assert_eq!(
+        terminations(&judge(ms(2_000))).len(),
+        1,
+        "watching for 2 s: host a is lost"
+    );
 }
