@@ -105,7 +105,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             limits,
         };
         let agent = Agent::start(config, store).await?;
-        for (lb, zone, addr) in agent.balancer.listen_addrs() {
+        for (lb, zone, addr) in agent.nodes.listen_addrs() {
             println!("proxyfleet agent: load balancer {lb} node {zone} listening on {addr}");
         }
         println!(

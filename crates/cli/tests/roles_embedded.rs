@@ -229,5 +229,25 @@ async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host
         code, 200,
         "zone c's node serves with both instances in zone c"
     );
+    // Zone a has no live host: host c stands in for zone a's node, on its address.
+    let start = Instant::now();
+    loop {
+        let code =
+            tokio::task::block_in_place(|| get_through("127.100.1.10", &origin, "127.20.100.10"));
+        if code == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "zone a's node address never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c
+        .nodes
+        .listen_addrs()
+        .iter()
+        .any(|(_, zone, _)| zone == "a"));
+    println!("roles: zone a's node address served again from host c");
     c.shutdown().await;
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxyfleet_lb::{Balancer, Limits};
+use proxyfleet_lb::Limits;
 use proxyfleet_stack::Stack;
 use proxyfleet_state::{Change, Fence, Host, StateStore, UnixMillis};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::Controller;
 use crate::decide::Timings;
 use crate::instances::Launcher;
+use crate::nodes::NodeSet;
 
 /// How often a host says it is alive; [`Timings::host_timeout`] is several of these.
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
@@ -49,7 +50,7 @@ pub enum AgentError {
 
 /// A running agent.
 pub struct Agent {
-    pub balancer: Arc<Balancer>,
+    pub nodes: Arc<NodeSet>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -67,22 +68,29 @@ impl Agent {
         let stop = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
         let view = crate::view::follow(store.clone(), stop.clone());
-        let balancer = crate::nodes::start(
-            &config.stack,
-            &config.zone,
-            config.limits,
-            store.clone(),
-            view.clone(),
-            stop.clone(),
-        )
-        .await?;
         let host = Host {
             id: config.host.clone(),
             address: config.address,
             zone: config.zone.clone(),
             last_heartbeat: UnixMillis::now(),
         };
+        // Heartbeats first: an agent that stood in for this host's node hands it back once
+        // it sees this host alive, and only then can the node be bound here.
         tasks.spawn(heartbeat(store.clone(), host, stop.clone()));
+        let nodes = NodeSet::new(
+            config.stack.clone(),
+            config.host.clone(),
+            config.zone.clone(),
+            config.limits,
+            store.clone(),
+            view.clone(),
+            stop.clone(),
+        );
+        if let Err(e) = nodes.start_own(config.timings.host_timeout * 4).await {
+            stop.cancel();
+            return Err(e.into());
+        }
+        tasks.spawn(nodes.clone().stand_in(config.timings));
         let launcher = Arc::new(Launcher {
             host: config.host.clone(),
             stack: config.stack.clone(),
@@ -102,11 +110,7 @@ impl Agent {
             tasks.spawn(crate::controller::run(controller, view, stop.clone()));
         }
         tasks.close();
-        Ok(Agent {
-            balancer,
-            stop,
-            tasks,
-        })
+        Ok(Agent { nodes, stop, tasks })
     }
 
     /// Stops the loops (resigning the leadership if held) and the nodes; instances keep
@@ -114,7 +118,6 @@ impl Agent {
     pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.wait().await;
-        self.balancer.shutdown().await;
     }
 }
 

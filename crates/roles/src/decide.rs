@@ -15,8 +15,9 @@
 //!   terminating (the no-cascade rule: when every proxy fails its checks because of something
 //!   else, the group does not churn them all);
 //! - capacity: missing instances in the least populated zone that has a live host (ties: the
-//!   group's zone order), at the lowest free address of the zone; extra ones from the most
-//!   populated zone, newest first;
+//!   group's zone order), at the lowest free address of the zone — not in a new leader's
+//!   first host timeout, which gives every host the time to announce itself; extra ones from
+//!   the most populated zone, newest first;
 //! - clean-up: drained targets removed after their deregistration delay; Terminated instances
 //!   forgotten once they have no target left and `forget_after` has passed.
 
@@ -355,6 +356,11 @@ impl<'a> Pass<'a> {
                 };
                 self.terminate(victim, cause);
             }
+            return;
+        }
+        // A new leader first lets every host announce itself (for one host timeout), so that
+        // a zone whose agent starts a moment later is not passed over for good.
+        if self.now < self.watching_since.after(self.t.host_timeout) {
             return;
         }
         let mut counts: BTreeMap<String, usize> = per_zone

@@ -1,5 +1,6 @@
-//! The agent's load-balancer nodes: those of its zone, bound on this host, their targets
-//! following the shared state, their health verdicts written back to it.
+//! The agent's load-balancer nodes: those of its zone, bound on this host — and another
+//! zone's while that zone has no live host — their targets following the shared state, their
+//! health verdicts written back to it.
 //!
 //! The data plane never waits for the control plane: the nodes serve with the last targets
 //! the state gave them and keep checking them while the store is unreachable; verdicts made
@@ -8,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxyfleet_lb::{Balancer, DesiredTarget, Health, HealthEvent, Limits};
@@ -17,31 +18,186 @@ use proxyfleet_state::{Change, Fence, Snapshot, StateStore, StoreError, TargetHe
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::decide::{host_is_live, Timings};
 use crate::view::View;
 
-/// Starts this host's nodes (those of `zone`) and keeps them following the state.
-pub async fn start(
-    stack: &Stack,
-    zone: &str,
+/// One node (`LB/ZONE`) run by this agent: its own balancer, following the state.
+struct RunningNode {
+    balancer: Arc<Balancer>,
+    stop: CancellationToken,
+}
+
+/// The nodes this agent runs: its own zone's always, another zone's while that zone has no
+/// live host (a lost host's node address serves again from a survivor), handed back when one
+/// returns.
+pub struct NodeSet {
+    stack: Stack,
+    host: String,
+    zone: String,
     limits: Limits,
     store: Arc<dyn StateStore>,
     view: watch::Receiver<View>,
     stop: CancellationToken,
-) -> Result<Arc<Balancer>, proxyfleet_lb::LbError> {
-    let balancer = Arc::new(
-        Balancer::start_nodes(
-            &stack.load_balancers,
-            &stack.target_groups,
+    running: Mutex<BTreeMap<(String, String), RunningNode>>,
+}
+
+impl NodeSet {
+    pub fn new(
+        stack: Stack,
+        host: String,
+        zone: String,
+        limits: Limits,
+        store: Arc<dyn StateStore>,
+        view: watch::Receiver<View>,
+        stop: CancellationToken,
+    ) -> Arc<NodeSet> {
+        Arc::new(NodeSet {
+            stack,
+            host,
+            zone,
             limits,
-            |_, node| node.zone == zone,
-        )
-        .await?,
-    );
-    let (targets_tx, targets_rx) = watch::channel(BTreeSet::new());
-    balancer.follow(targets_rx);
-    tokio::spawn(feed_targets(view, targets_tx, stop.clone()));
-    tokio::spawn(report_health(balancer.health_events(), store, stop));
-    Ok(balancer)
+            store,
+            view,
+            stop,
+            running: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Every node of the stack, as `(load balancer, zone)`.
+    fn all_nodes(&self) -> Vec<(String, String)> {
+        self.stack
+            .load_balancers
+            .iter()
+            .flat_map(|lb| lb.nodes.iter().map(|n| (lb.name.clone(), n.zone.clone())))
+            .collect()
+    }
+
+    /// Binds this host's own nodes, retrying while another agent still holds an address
+    /// (it hands it back once it sees this host's heartbeat), for up to `patience`.
+    pub async fn start_own(&self, patience: Duration) -> Result<(), proxyfleet_lb::LbError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        for (lb, zone) in self
+            .all_nodes()
+            .into_iter()
+            .filter(|(_, z)| *z == self.zone)
+        {
+            loop {
+                match self.start_node(&lb, &zone).await {
+                    Ok(()) => break,
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::info!(error = %e, "node address still held (by the agent that stood in for this host?); trying again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_node(&self, lb: &str, zone: &str) -> Result<(), proxyfleet_lb::LbError> {
+        let key = (lb.to_string(), zone.to_string());
+        if self.lock().contains_key(&key) {
+            return Ok(());
+        }
+        let balancer = Arc::new(
+            Balancer::start_nodes(
+                &self.stack.load_balancers,
+                &self.stack.target_groups,
+                self.limits,
+                |l, n| l.name == lb && n.zone == zone,
+            )
+            .await?,
+        );
+        let stop = self.stop.child_token();
+        let (targets_tx, targets_rx) = watch::channel(BTreeSet::new());
+        balancer.follow(targets_rx);
+        tokio::spawn(feed_targets(self.view.clone(), targets_tx, stop.clone()));
+        tokio::spawn(report_health(
+            balancer.health_events(),
+            self.store.clone(),
+            stop.clone(),
+        ));
+        for (lb, zone, addr) in balancer.listen_addrs() {
+            tracing::info!(%lb, %zone, %addr, host = %self.host, "node listening");
+        }
+        self.lock().insert(key, RunningNode { balancer, stop });
+        Ok(())
+    }
+
+    async fn stop_node(&self, key: &(String, String)) {
+        let node = self.lock().remove(key);
+        if let Some(node) = node {
+            tracing::info!(lb = %key.0, zone = %key.1, host = %self.host, "node handed back to its zone's host");
+            node.stop.cancel();
+            node.balancer.shutdown().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), RunningNode>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `(load balancer, zone, address)` of every listener this agent runs now.
+    pub fn listen_addrs(&self) -> Vec<(String, String, SocketAddr)> {
+        self.lock()
+            .values()
+            .flat_map(|n| n.balancer.listen_addrs())
+            .collect()
+    }
+
+    /// Takes over other zones' nodes while their zone has no live host, and hands them back.
+    /// Only on a current view: an agent cut off from the store takes nothing over.
+    pub async fn stand_in(self: Arc<Self>, timings: Timings) {
+        let mut view = self.view.clone();
+        let mut watching_since = UnixMillis::now();
+        let mut was_connected = true;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                r = view.changed() => if r.is_err() { return },
+                _ = tick.tick() => {}
+                () = self.stop.cancelled() => break,
+            }
+            let v = view.borrow_and_update().clone();
+            if !v.connected {
+                was_connected = false;
+                continue;
+            }
+            if !was_connected {
+                watching_since = UnixMillis::now();
+                was_connected = true;
+            }
+            let now = UnixMillis::now();
+            let live = |h: &str| host_is_live(&v.snapshot, h, now, &timings, watching_since);
+            // The stand-in for a zone without a live host: the live host with the lowest id.
+            let stand_in = v.snapshot.hosts.keys().find(|h| live(h)).cloned();
+            for key in self.all_nodes() {
+                if key.1 == self.zone {
+                    continue;
+                }
+                let zone_has_host = v
+                    .snapshot
+                    .hosts
+                    .values()
+                    .any(|h| h.zone == key.1 && live(&h.id));
+                let mine = !zone_has_host && stand_in.as_deref() == Some(self.host.as_str());
+                let running = self.lock().contains_key(&key);
+                if mine && !running {
+                    tracing::warn!(lb = %key.0, zone = %key.1, host = %self.host, "zone has no live host: standing in for its node");
+                    if let Err(e) = self.start_node(&key.0, &key.1).await {
+                        tracing::warn!(error = %e, "cannot stand in for the node yet");
+                    }
+                } else if !mine && running {
+                    self.stop_node(&key).await;
+                }
+            }
+        }
+        let keys: Vec<_> = self.lock().keys().cloned().collect();
+        for key in keys {
+            self.stop_node(&key).await;
+        }
+    }
 }
 
 /// The targets every group should have, from a snapshot: all but the draining ones.

@@ -484,3 +484,26 @@ fn a_new_leader_judges_no_host_lost_before_it_has_watched_for_the_timeout() {
         "watching for 2 s: host a is lost"
     );
 }
+
+#[test]
+fn a_new_leader_launches_nothing_until_every_host_could_announce_itself() {
+    let s = snapshot(2, &[]);
+    let early = decide(
+        &stack(),
+        &s,
+        NOW,
+        &Timings::default(),
+        ms(1_000),
+        &mut || "i-x".into(),
+    );
+    assert!(launches(&early).is_empty());
+    let later = decide(
+        &stack(),
+        &s,
+        NOW,
+        &Timings::default(),
+        ms(1_600),
+        &mut || "i-x".into(),
+    );
+    assert_eq!(launches(&later).len(), 2);
+}
