@@ -121,6 +121,13 @@ fn get_through(node: &str, origin: &testkit::origin::Origin, source: &str) -> u1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let stack = proxyfleet_stack::parse(
         &proxy_stack(100, 2, 2, 4),
@@ -249,5 +256,31 @@ async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host
         .iter()
         .any(|(_, zone, _)| zone == "a"));
     println!("roles: zone a's node address served again from host c");
+    // The history is the store's log: launches, the kill's termination and the host loss,
+    // each with its cause, across both leaders.
+    let history = proxyfleet_roles::history::read(&*store, 1000)
+        .await
+        .unwrap();
+    let text: Vec<String> = history
+        .iter()
+        .map(|a| format!("{} | {}", a.description, a.cause))
+        .collect();
+    let has = |needle: &str| text.iter().any(|l| l.contains(needle));
+    assert!(has("Launching a new instance"), "{text:#?}");
+    assert!(
+        has(&format!("Terminating instance {}", victim.id)),
+        "{text:#?}"
+    );
+    assert!(has("Controller elected: "), "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|l| l.starts_with(&format!("Instance {} terminated", lost.id))),
+        "{text:#?}"
+    );
+    println!(
+        "roles: {} lines of history:\n  {}",
+        text.len(),
+        text.join("\n  ")
+    );
     c.shutdown().await;
 }

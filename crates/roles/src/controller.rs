@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proxyfleet_stack::Stack;
-use proxyfleet_state::{Leadership, StateStore, StoreError, UnixMillis};
+use proxyfleet_state::{Leadership, Revision, StateStore, StoreError, UnixMillis};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +98,7 @@ async fn lead(
 ) {
     let fence = leadership.fence();
     let watching_since = UnixMillis::now();
+    let mut written = Revision::default();
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -106,7 +107,9 @@ async fn lead(
             () = over.cancelled() => return,
         }
         let v = view.borrow_and_update().clone();
-        if !v.connected {
+        // Decide only on a copy that holds this controller's own last write: on an older
+        // one it would decide the same things again.
+        if !v.connected || v.revision < written {
             continue;
         }
         let mut changes = decide(
@@ -121,7 +124,10 @@ async fn lead(
         // has overtaken must not hold back every other.
         while !changes.is_empty() {
             match c.store.apply(fence, changes.clone()).await {
-                Ok(_) => break,
+                Ok(revision) => {
+                    written = revision;
+                    break;
+                }
                 Err(StoreError::Refused { index, refusal, .. }) => {
                     tracing::debug!(change = %changes[index], %refusal, "controller: decision overtaken");
                     changes.remove(index);

@@ -5,6 +5,8 @@
 //!   [`instances`] the controller assigned to it;
 //! - [`controller`]: elected among the agents, the only writer of desired state, every write
 //!   fenced by its leadership; what it writes is [`decide`]d from a snapshot, purely;
+//! - [`history`]: the activity history, read from the store's change log (continuous across
+//!   leaders);
 //! - [`view`]: each role's own copy of the state, current while the store answers and kept as
 //!   it was while it does not — the data plane never waits for the control plane.
 //!
@@ -14,6 +16,7 @@
 pub mod agent;
 pub mod controller;
 pub mod decide;
+pub mod history;
 pub mod instances;
 pub mod nodes;
 pub mod view;

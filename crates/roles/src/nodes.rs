@@ -169,27 +169,36 @@ impl NodeSet {
                 was_connected = true;
             }
             let now = UnixMillis::now();
-            let live = |h: &str| host_is_live(&v.snapshot, h, now, &timings, watching_since);
+            // Taking over waits for a verdict made on this agent's own watching (a heartbeat
+            // missing only because the store was unreachable says nothing); handing back
+            // needs a fresh heartbeat from the returning host.
+            let judged_live = |h: &str| host_is_live(&v.snapshot, h, now, &timings, watching_since);
+            let fresh = |h: &str| host_is_live(&v.snapshot, h, now, &timings, UnixMillis(0));
             // The stand-in for a zone without a live host: the live host with the lowest id.
-            let stand_in = v.snapshot.hosts.keys().find(|h| live(h)).cloned();
+            let stand_in = v.snapshot.hosts.keys().find(|h| fresh(h)).cloned();
             for key in self.all_nodes() {
                 if key.1 == self.zone {
                     continue;
                 }
-                let zone_has_host = v
-                    .snapshot
-                    .hosts
-                    .values()
-                    .any(|h| h.zone == key.1 && live(&h.id));
-                let mine = !zone_has_host && stand_in.as_deref() == Some(self.host.as_str());
+                let hosts_of_zone = || v.snapshot.hosts.values().filter(|h| h.zone == key.1);
                 let running = self.lock().contains_key(&key);
-                if mine && !running {
-                    tracing::warn!(lb = %key.0, zone = %key.1, host = %self.host, "zone has no live host: standing in for its node");
-                    if let Err(e) = self.start_node(&key.0, &key.1).await {
-                        tracing::warn!(error = %e, "cannot stand in for the node yet");
+                if running {
+                    let back = hosts_of_zone().any(|h| fresh(&h.id));
+                    let not_mine = stand_in.as_deref() != Some(self.host.as_str());
+                    if back || not_mine {
+                        self.stop_node(&key).await;
                     }
-                } else if !mine && running {
-                    self.stop_node(&key).await;
+                } else {
+                    // Not before this agent has watched for a host timeout: a zone whose
+                    // agent starts a moment later than this one is not lost.
+                    let watched = now >= watching_since.after(timings.host_timeout);
+                    let lost = watched && !hosts_of_zone().any(|h| judged_live(&h.id));
+                    if lost && stand_in.as_deref() == Some(self.host.as_str()) {
+                        tracing::warn!(lb = %key.0, zone = %key.1, host = %self.host, "zone has no live host: standing in for its node");
+                        if let Err(e) = self.start_node(&key.0, &key.1).await {
+                            tracing::warn!(error = %e, "cannot stand in for the node yet");
+                        }
+                    }
                 }
             }
         }
