@@ -79,6 +79,12 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
             proxyfleet_stack::BUILTIN.to_string(),
         ),
     };
+    if let Some(etcd) = &stack.etcd {
+        println!(
+            "proxyfleet up: note: the stack names etcd ({} endpoints); up runs every role in              this process on its own SQLite store and does not use it (run `proxyfleet agent`              on each host for that)",
+            etcd.endpoints.len()
+        );
+    }
     // Two descriptors per balanced flow; the instances inherit the raised limit too.
     let limit = crate::limits::raise_open_files(u64::MAX);
     let needed = DescriptorBudget::of(&stack);
