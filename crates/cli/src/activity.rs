@@ -20,11 +20,27 @@ pub struct ActivityArgs {
     /// At most this many (the newest).
     #[arg(long, default_value_t = 100)]
     limit: usize,
+    /// A tier of agents: the history in the store this stack names (etcd), or in a lone
+    /// agent's --state-dir.
+    #[arg(short = 'f', long = "file")]
+    file: Option<std::path::PathBuf>,
     #[command(flatten)]
     dir: StateDir,
 }
 
 pub fn run(args: ActivityArgs) -> Result<(), Failure> {
+    if let Some(file) = &args.file {
+        let stack = crate::tier::load_stack(file)?;
+        let store = crate::tier::open_store(&stack, &args.dir.state_dir)?;
+        let list =
+            block_on(async { Ok(proxyfleet_roles::history::read(&*store, args.limit).await?) })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        } else {
+            print!("{}", crate::tier::render_activity(&list));
+        }
+        return Ok(());
+    }
     let api = Api::locate(&args.dir.state_dir)?;
     let path = query(args.group.as_deref(), args.limit);
     let list: Vec<ActivityView> = block_on(api.get_json(&path))?;
@@ -61,7 +77,7 @@ pub fn render(list: &[ActivityView]) -> String {
 }
 
 /// Seconds since the epoch as UTC `YYYY-MM-DDTHH:MM:SSZ`.
-fn time(epoch_seconds: f64) -> String {
+pub fn time(epoch_seconds: f64) -> String {
     let at = UNIX_EPOCH + Duration::from_secs_f64(epoch_seconds.max(0.0));
     humantime::format_rfc3339_seconds(at).to_string()
 }

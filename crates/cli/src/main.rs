@@ -12,6 +12,7 @@ mod proxy;
 mod scale;
 mod status;
 mod terminate;
+mod tier;
 mod up;
 
 use std::process::ExitCode;

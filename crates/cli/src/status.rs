@@ -12,11 +12,26 @@ pub struct StatusArgs {
     /// Print the admin API's JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// A tier of agents: read its state from the store this stack names (etcd), or from a
+    /// lone agent's --state-dir, instead of asking an `up`.
+    #[arg(short = 'f', long = "file")]
+    file: Option<std::path::PathBuf>,
     #[command(flatten)]
     dir: StateDir,
 }
 
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
+    if let Some(file) = &args.file {
+        let stack = crate::tier::load_stack(file)?;
+        let store = crate::tier::open_store(&stack, &args.dir.state_dir)?;
+        let status = block_on(async { crate::tier::status(&*store).await })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            print!("{}", crate::tier::render(&status));
+        }
+        return Ok(());
+    }
     let api = Api::locate(&args.dir.state_dir)?;
     let status: StatusView = block_on(api.get_json("/api/status"))?;
     if args.json {

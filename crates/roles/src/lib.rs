@@ -7,6 +7,7 @@
 //!   fenced by its leadership; what it writes is [`decide`]d from a snapshot, purely;
 //! - [`history`]: the activity history, read from the store's change log (continuous across
 //!   leaders);
+//! - [`report`]: the tier as `status` shows it, from a snapshot;
 //! - [`view`]: each role's own copy of the state, current while the store answers and kept as
 //!   it was while it does not — the data plane never waits for the control plane.
 //!
@@ -19,6 +20,7 @@ pub mod decide;
 pub mod history;
 pub mod instances;
 pub mod nodes;
+pub mod report;
 pub mod view;
 
 pub use agent::{Agent, AgentConfig, AgentError};

@@ -1,0 +1,172 @@
+//! `status -f STACK` and `activity -f STACK`: a tier of agents, read from its store — the
+//! etcd cluster the stack names, or a lone agent's SQLite store under `--state-dir` — rather
+//! than from an `up`'s admin API. Any machine that reaches the store can look.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use proxyfleet_roles::decide::Timings;
+use proxyfleet_roles::report::TierStatus;
+use proxyfleet_state::{StateStore, UnixMillis};
+
+use crate::client::{human_duration, table};
+use crate::Failure;
+
+/// The stack file, or a usage error naming it.
+pub fn load_stack(path: &Path) -> Result<proxyfleet_stack::Stack, Failure> {
+    proxyfleet_stack::load(path).map_err(|e| Failure {
+        code: 2,
+        error: anyhow::anyhow!("{e}"),
+    })
+}
+
+/// The store the stack's agents share.
+pub fn open_store(
+    stack: &proxyfleet_stack::Stack,
+    state_dir: &Path,
+) -> Result<Arc<dyn StateStore>, Failure> {
+    if stack.etcd.is_some() {
+        return Err(anyhow::anyhow!("the etcd store is not built yet").into());
+    }
+    let db = state_dir.join("roles.db");
+    if !db.exists() {
+        return Err(Failure {
+            code: 2,
+            error: anyhow::anyhow!(
+                "no agent state at {} (the stack names no etcd cluster, so a lone agent keeps its state there: pass its --state-dir)",
+                db.display()
+            ),
+        });
+    }
+    Ok(Arc::new(proxyfleet_state::SqliteStore::open(&db)?))
+}
+
+pub async fn status(store: &dyn StateStore) -> Result<TierStatus, Failure> {
+    let (snapshot, revision) = store.snapshot().await?;
+    let leader = store.leader().await?;
+    Ok(TierStatus::build(
+        &snapshot,
+        revision,
+        leader.as_ref(),
+        UnixMillis::now(),
+        &Timings::default(),
+    ))
+}
+
+/// The tables `status -f` prints.
+pub fn render(s: &TierStatus) -> String {
+    let mut out = String::new();
+    match &s.leader {
+        Some(l) => out.push_str(&format!(
+            "controller: {} (term {}, lease {} ms)\n\n",
+            l.host, l.term, l.lease_ms
+        )),
+        None => out.push_str("controller: none (no live leadership)\n\n"),
+    }
+    let rows: Vec<Vec<String>> = s
+        .hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.id.clone(),
+                h.zone.clone(),
+                h.address.to_string(),
+                h.roles.join(","),
+                if h.live { "live" } else { "lost" }.to_string(),
+                format!("{} ms ago", h.heartbeat_age_ms),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["HOST", "ZONE", "ADDRESS", "ROLES", "STATE", "HEARTBEAT"],
+        &rows,
+    ));
+    out.push('\n');
+    let rows: Vec<Vec<String>> = s
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.min.to_string(),
+                g.desired.to_string(),
+                g.max.to_string(),
+                g.in_service.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["GROUP", "MIN", "DESIRED", "MAX", "IN SERVICE"],
+        &rows,
+    ));
+    out.push('\n');
+    let now = UnixMillis::now();
+    let rows: Vec<Vec<String>> = s
+        .instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.clone(),
+                i.group.clone(),
+                i.zone.clone(),
+                i.host.clone().unwrap_or_else(|| "-".into()),
+                i.address.to_string(),
+                i.lifecycle.clone(),
+                i.health.clone(),
+                human_duration(now.0.saturating_sub(i.launched_at.0) as f64 / 1000.0),
+                i.reason.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "INSTANCE",
+            "GROUP",
+            "ZONE",
+            "HOST",
+            "ADDRESS",
+            "LIFECYCLE",
+            "HEALTH",
+            "AGE",
+            "REASON",
+        ],
+        &rows,
+    ));
+    out.push('\n');
+    let mut rows = Vec::new();
+    for t in &s.targets {
+        rows.push(vec![
+            format!("{} {}", t.target_group, t.address),
+            t.zone.clone(),
+            t.state.clone(),
+            String::new(),
+        ]);
+        for (node, health, reason) in &t.nodes {
+            rows.push(vec![
+                format!("  {node}"),
+                String::new(),
+                health.clone(),
+                reason.clone(),
+            ]);
+        }
+    }
+    out.push_str(&table(&["TARGET", "ZONE", "STATE", "REASON"], &rows));
+    out
+}
+
+/// `activity -f`: the store's log, newest first.
+pub fn render_activity(list: &[proxyfleet_roles::history::Activity]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            vec![
+                a.revision.to_string(),
+                a.at.map(|t| crate::activity::time(t.0 as f64 / 1000.0))
+                    .unwrap_or_default(),
+                a.description.clone(),
+                a.cause.clone(),
+            ]
+        })
+        .collect();
+    table(&["REVISION", "TIME", "DESCRIPTION", "CAUSE"], &rows)
+}
