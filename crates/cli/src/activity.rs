@@ -31,7 +31,7 @@ pub struct ActivityArgs {
 pub fn run(args: ActivityArgs) -> Result<(), Failure> {
     if let Some(file) = &args.file {
         let stack = crate::tier::load_stack(file)?;
-        let store = crate::tier::open_store(&stack, &args.dir.state_dir)?;
+        let store = crate::tier::open_store(&stack, &args.dir.state_dir, false)?;
         let list =
             block_on(async { Ok(proxyfleet_roles::history::read(&*store, args.limit).await?) })?;
         if args.json {

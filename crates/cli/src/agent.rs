@@ -10,13 +10,11 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use proxyfleet_roles::decide::Timings;
 use proxyfleet_roles::{Agent, AgentConfig};
-use proxyfleet_state::StateStore;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::Failure;
@@ -86,9 +84,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         let state_dir = args.state_dir.canonicalize().unwrap_or(args.state_dir);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let store: Arc<dyn StateStore> = Arc::new(proxyfleet_state::SqliteStore::open(
-            &state_dir.join("roles.db"),
-        )?);
+        let store = crate::tier::open_store(&stack, &state_dir, true)?;
         let config = AgentConfig {
             host: args.host.clone(),
             zone: args.zone.clone(),

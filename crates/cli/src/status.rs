@@ -23,7 +23,7 @@ pub struct StatusArgs {
 pub fn run(args: StatusArgs) -> Result<(), Failure> {
     if let Some(file) = &args.file {
         let stack = crate::tier::load_stack(file)?;
-        let store = crate::tier::open_store(&stack, &args.dir.state_dir)?;
+        let store = crate::tier::open_store(&stack, &args.dir.state_dir, false)?;
         let status = block_on(async { crate::tier::status(&*store).await })?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);

@@ -20,16 +20,19 @@ pub fn load_stack(path: &Path) -> Result<proxyfleet_stack::Stack, Failure> {
     })
 }
 
-/// The store the stack's agents share.
+/// The store the stack's agents share: the etcd cluster the stack names, else the SQLite
+/// store of a lone agent under `state_dir` (created only when `create`: an agent starting,
+/// not `status` looking).
 pub fn open_store(
     stack: &proxyfleet_stack::Stack,
     state_dir: &Path,
+    create: bool,
 ) -> Result<Arc<dyn StateStore>, Failure> {
     if stack.etcd.is_some() {
         return Err(anyhow::anyhow!("the etcd store is not built yet").into());
     }
     let db = state_dir.join("roles.db");
-    if !db.exists() {
+    if !create && !db.exists() {
         return Err(Failure {
             code: 2,
             error: anyhow::anyhow!(
