@@ -92,7 +92,7 @@ fn instance(id: &str, zone: &str, address: &str, lifecycle: Lifecycle) -> Instan
         start_ticks: 1,
         lifecycle,
         health: InstanceHealth::Healthy,
-        reason: String::new(),
+        reason: None,
         launched_at: proxyfleet_group::model::now() - 60.0,
         dir: format!("/state/instances/{id}"),
         protected: true,
