@@ -54,8 +54,14 @@ fn node_addresses(shared: &Shared) -> Vec<IpAddr> {
 }
 
 fn plan_input<'a>(shared: &'a Shared, group: &'a GroupRuntime, nodes: &[IpAddr]) -> PlanInput<'a> {
-    let (desired, instances, launches, cooldowns) = {
+    let (desired, instances, launches, cooldowns, in_service) = {
         let state = group.lock();
+        let in_service: Vec<SocketAddr> = state
+            .instances
+            .iter()
+            .filter(|t| t.info.lifecycle == Lifecycle::InService)
+            .map(|t| SocketAddr::new(t.info.address, t.info.port))
+            .collect();
         (
             state.desired,
             plan_instances(&state),
@@ -64,25 +70,18 @@ fn plan_input<'a>(shared: &'a Shared, group: &'a GroupRuntime, nodes: &[IpAddr])
                 next_at: state.next_launch_at,
             },
             state.cooldowns,
+            in_service,
         )
     };
-    let scaling = group.spec.scaling.as_ref().map(|_| {
-        let in_service: Vec<SocketAddr> = group
-            .lock()
-            .instances
-            .iter()
-            .filter(|t| t.info.lifecycle == Lifecycle::InService)
-            .map(|t| SocketAddr::new(t.info.address, t.info.port))
-            .collect();
-        ScalingInput {
-            active_connections: crate::scaling::active_connections(
-                &shared.balancer,
-                &group.spec.target_groups,
-                &in_service,
-            ),
-            last_out: cooldowns.last_out,
-            last_in: cooldowns.last_in,
-        }
+    // The balancer is read outside the group's lock.
+    let scaling = group.spec.scaling.as_ref().map(|_| ScalingInput {
+        active_connections: crate::scaling::active_connections(
+            &shared.balancer,
+            &group.spec.target_groups,
+            &in_service,
+        ),
+        last_out: cooldowns.last_out,
+        last_in: cooldowns.last_in,
     });
     PlanInput {
         spec: &group.spec,
