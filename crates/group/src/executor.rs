@@ -33,8 +33,7 @@ fn reconcile(shared: &Arc<Shared>, group: &Arc<GroupRuntime>) {
     }
     let _allocation = shared.allocation.lock().unwrap_or_else(|p| p.into_inner());
     let now = UnixMillis::now();
-    let nodes = node_addresses(shared);
-    let input = plan_input(shared, group, &nodes);
+    let input = plan_input(shared, group);
     for action in planner::plan(&input, now) {
         if !execute(shared, group, action, now) {
             // The plan rested on a state that changed meanwhile: the next pass plans again.
@@ -53,7 +52,7 @@ fn node_addresses(shared: &Shared) -> Vec<IpAddr> {
         .collect()
 }
 
-fn plan_input<'a>(shared: &'a Shared, group: &'a GroupRuntime, nodes: &[IpAddr]) -> PlanInput<'a> {
+fn plan_input<'a>(shared: &'a Shared, group: &'a GroupRuntime) -> PlanInput<'a> {
     let (desired, instances, launches, cooldowns, in_service) = {
         let state = group.lock();
         let in_service: Vec<SocketAddr> = state
@@ -88,7 +87,7 @@ fn plan_input<'a>(shared: &'a Shared, group: &'a GroupRuntime, nodes: &[IpAddr])
         desired,
         instances,
         zones: &shared.stack.zones,
-        node_addresses: nodes.to_vec(),
+        node_addresses: node_addresses(shared),
         addresses_in_use: shared.addresses_in_use_except(&group.spec.name),
         launches,
         scaling,
