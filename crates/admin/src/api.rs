@@ -52,7 +52,7 @@ use crate::view::{
     ActivityView, ErrorView, HealthRequest, HistoryView, OkView, ScaleRequest, StatusView,
     TerminateRequest,
 };
-use crate::{console, metrics, token, Control};
+use crate::{console, metrics, token, Control, ControlError};
 
 const DEFAULT_ACTIVITY_LIMIT: usize = 100;
 /// Seconds a refused event stream is told to wait: consoles stay open for minutes.
@@ -143,17 +143,12 @@ impl ApiError {
     }
 
     /// A refusal from [`Control`]: 404 when what it names does not exist, else 400.
-    fn from_control(message: String) -> ApiError {
-        // The group controller's wording ("no group 'x'", "no live instance 'x'").
-        let missing = ["no group", "no live instance", "no instance", "no such"]
-            .iter()
-            .any(|p| message.starts_with(p));
-        let status = if missing {
-            StatusCode::NOT_FOUND
-        } else {
-            StatusCode::BAD_REQUEST
+    fn from_control(e: ControlError) -> ApiError {
+        let status = match &e {
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Refused(_) => StatusCode::BAD_REQUEST,
         };
-        ApiError::new(status, message)
+        ApiError::new(status, e.to_string())
     }
 }
 

@@ -51,6 +51,7 @@ mod token;
 pub mod view;
 
 use proxyfleet_group::model::{Activity, GroupStatus};
+use proxyfleet_group::FleetError;
 use proxyfleet_lb::status::BalancerStatus;
 
 pub use guard::MAX_BODY;
@@ -60,7 +61,33 @@ pub use server::{
     SOCKET_FILE, TOKEN_FILE,
 };
 
-/// What the admin API can ask of a running stack. Errors are messages for the caller.
+/// Why a [`Control`] call was refused: the kind decides the API's status, the message is
+/// what the caller reads (`{"error": message}`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The group or instance the call names does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The call is refused as it stands, e.g. a desired capacity outside min..max (400).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<FleetError> for ControlError {
+    fn from(e: FleetError) -> ControlError {
+        match e {
+            FleetError::NoSuchGroup(_) | FleetError::NoSuchInstance(_) => {
+                ControlError::NotFound(e.to_string())
+            }
+            FleetError::OutOfRange { .. }
+            | FleetError::Store(_)
+            | FleetError::StateDir { .. }
+            | FleetError::NoTemplate { .. } => ControlError::Refused(e.to_string()),
+        }
+    }
+}
+
+/// What the admin API can ask of a running stack.
 pub trait Control: Send + Sync + 'static {
     /// The stack file's text (or the built-in stack's). The API redacts its environment
     /// values before showing it.
@@ -69,11 +96,41 @@ pub trait Control: Send + Sync + 'static {
     fn groups(&self) -> Vec<GroupStatus>;
     /// Newest first.
     fn activities(&self, group: Option<&str>, limit: usize) -> Vec<Activity>;
-    fn scale(&self, group: &str, desired: u32) -> Result<(), String>;
+    fn scale(&self, group: &str, desired: u32) -> Result<(), ControlError>;
     /// Terminates an instance; the group replaces it unless `decrement_desired`.
-    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), String>;
+    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), ControlError>;
     /// Marks an instance healthy or unhealthy by hand (the cloud's SetInstanceHealth).
-    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), String>;
+    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError>;
     /// Asks `up` to stop (what `proxyfleet down` does).
     fn shutdown(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_errors_map_by_kind_and_keep_their_message() {
+        let missing = ControlError::from(FleetError::NoSuchInstance("i-1".into()));
+        assert_eq!(
+            missing,
+            ControlError::NotFound("no live instance 'i-1'".into())
+        );
+        let refused = ControlError::from(FleetError::OutOfRange {
+            group: "proxies".into(),
+            desired: 9,
+            min: 1,
+            max: 4,
+        });
+        assert_eq!(
+            refused,
+            ControlError::Refused("group proxies: desired 9 is outside min 1 .. max 4".into())
+        );
+        // A refusal worded like a missing thing is still a refusal: the kind decides.
+        let template = ControlError::from(FleetError::NoTemplate {
+            group: "no group".into(),
+            template: "t".into(),
+        });
+        assert!(matches!(template, ControlError::Refused(_)));
+    }
 }

@@ -324,7 +324,7 @@ impl InstanceView {
                 model::InstanceHealth::Unhealthy => "Unhealthy",
             }
             .to_string(),
-            reason: i.reason.clone(),
+            reason: i.reason_text(),
             uptime_seconds: (now - i.launched_at).max(0.0),
             protected: i.protected,
             dir: i.dir.clone(),

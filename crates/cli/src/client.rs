@@ -278,7 +278,7 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    use proxyfleet_admin::Control;
+    use proxyfleet_admin::{Control, ControlError};
     use proxyfleet_group::model::{Activity, GroupStatus};
     use proxyfleet_lb::status::BalancerStatus;
 
@@ -305,20 +305,20 @@ mod tests {
         fn activities(&self, _: Option<&str>, _: usize) -> Vec<Activity> {
             vec![]
         }
-        fn scale(&self, group: &str, desired: u32) -> Result<(), String> {
+        fn scale(&self, group: &str, desired: u32) -> Result<(), ControlError> {
             self.calls
                 .lock()
                 .unwrap()
                 .push(format!("scale {group} {desired}"));
             if group == "nope" {
-                return Err("no group 'nope'".into());
+                return Err(ControlError::NotFound("no group 'nope'".into()));
             }
             Ok(())
         }
-        fn terminate(&self, _: &str, _: bool) -> Result<(), String> {
+        fn terminate(&self, _: &str, _: bool) -> Result<(), ControlError> {
             Ok(())
         }
-        fn set_instance_health(&self, _: &str, _: bool) -> Result<(), String> {
+        fn set_instance_health(&self, _: &str, _: bool) -> Result<(), ControlError> {
             Ok(())
         }
         fn shutdown(&self) {

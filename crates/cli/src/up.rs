@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use proxyfleet_admin::ControlError;
 use proxyfleet_group::model::{Activity, GroupStatus, Lifecycle};
 use proxyfleet_group::Fleet;
 use proxyfleet_lb::status::BalancerStatus;
@@ -47,18 +48,18 @@ impl proxyfleet_admin::Control for Running {
     fn activities(&self, group: Option<&str>, limit: usize) -> Vec<Activity> {
         self.fleet.activities(group, limit).unwrap_or_default()
     }
-    fn scale(&self, group: &str, desired: u32) -> Result<(), String> {
-        self.fleet.scale(group, desired).map_err(|e| e.to_string())
+    fn scale(&self, group: &str, desired: u32) -> Result<(), ControlError> {
+        self.fleet.scale(group, desired).map_err(ControlError::from)
     }
-    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), String> {
+    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), ControlError> {
         self.fleet
             .terminate(instance, decrement_desired)
-            .map_err(|e| e.to_string())
+            .map_err(ControlError::from)
     }
-    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), String> {
+    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError> {
         self.fleet
             .set_instance_health(instance, healthy)
-            .map_err(|e| e.to_string())
+            .map_err(ControlError::from)
     }
     fn shutdown(&self) {
         self.stop.cancel();

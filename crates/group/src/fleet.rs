@@ -1,12 +1,12 @@
-//! The group controller: keeps every group at its desired size across its zones, replaces
-//! failed instances (never all at once), adopts survivors after a restart, and answers the
-//! admin API (scale, terminate, set health, status, activity).
+//! The group controller: starts every group's reconcile loop (`crate::executor`, which
+//! keeps it at its desired size and replaces failed instances as `crate::planner`
+//! decides), adopts survivors after a restart, and answers the admin API (scale, terminate,
+//! set health, status, activity).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proxyfleet_lb::Balancer;
 use proxyfleet_stack::Stack;
@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{
-    now, Activity, ActivityStatus, GroupStatus, Instance, InstanceHealth, Lifecycle,
-};
+use proxyfleet_state::{Cause, UnixMillis, UserRequest};
+
+use crate::model::{Activity, ActivityStatus, GroupStatus, Instance, Lifecycle};
 use crate::process::InstanceProcess;
 use crate::runtime::{GroupRuntime, GroupState, Shared, Tracked};
 use crate::store::{Store, StoreError};
@@ -127,9 +127,10 @@ impl Fleet {
         adopt_or_retire(&shared)?;
         crate::firewall::refresh(&shared);
         for group in shared.groups.values() {
-            shared
-                .tasks
-                .spawn(reconcile_loop(shared.clone(), group.clone()));
+            shared.tasks.spawn(crate::executor::reconcile_loop(
+                shared.clone(),
+                group.clone(),
+            ));
         }
         Ok(Fleet { shared })
     }
@@ -150,7 +151,7 @@ impl Fleet {
                     instances: state.instances.iter().map(|t| t.info.clone()).collect(),
                     backoff_seconds: state
                         .next_launch_at
-                        .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
+                        .map(|at| at.since(UnixMillis::now()).as_secs_f64())
                         .filter(|s| *s > 0.0),
                 }
             })
@@ -186,7 +187,7 @@ impl Fleet {
         self.shared.store.record(
             group,
             &format!("Setting desired capacity from {old} to {desired}"),
-            "a user request (proxyfleet scale)",
+            &Cause::User(UserRequest::Scale).activity_text(),
             ActivityStatus::Successful,
         )?;
         g.wake.notify_one();
@@ -218,13 +219,8 @@ impl Fleet {
                 self.shared.store.set_desired(&g.spec.name, state.desired)?;
             }
             drop(state);
-            let cause = if decrement_desired {
-                "a user request (proxyfleet terminate), decrementing the desired capacity"
-            } else {
-                "a user request (proxyfleet terminate); the group will replace it"
-            };
             let _ = commands.send(crate::runtime::Command::Terminate {
-                cause: cause.to_string(),
+                cause: Cause::User(UserRequest::Terminate { decrement_desired }),
             });
             return Ok(());
         }
@@ -236,16 +232,12 @@ impl Fleet {
         for g in self.shared.groups.values() {
             if g.lock().instances.iter().any(|t| t.info.id == id) {
                 g.update(&self.shared.store, id, |t| {
-                    t.info.health = if healthy {
-                        InstanceHealth::Healthy
+                    if healthy {
+                        t.info.mark_healthy();
                     } else {
-                        InstanceHealth::Unhealthy
-                    };
-                    t.info.reason = if healthy {
-                        String::new()
-                    } else {
-                        "marked unhealthy by hand".to_string()
-                    };
+                        t.info
+                            .mark_unhealthy(Cause::User(UserRequest::MarkUnhealthy));
+                    }
                 });
                 g.wake.notify_one();
                 return Ok(());
@@ -280,10 +272,10 @@ fn adopt_or_retire(shared: &Arc<Shared>) -> Result<(), FleetError> {
                         "Adopting instance {} ({}, zone {}, pid {})",
                         info.id, info.address, info.zone, info.pid
                     ),
-                    "the controller restarted and found the instance still running",
+                    &Cause::Adopted.activity_text(),
                     ActivityStatus::Successful,
                 )?;
-                info.health = InstanceHealth::Healthy;
+                info.mark_healthy();
                 info.protected = shared.firewall.is_some();
                 spawn_instance(shared, &group, info, Some(process), None);
             }
@@ -304,10 +296,7 @@ fn adopt_or_retire(shared: &Arc<Shared>) -> Result<(), FleetError> {
                         "Instance {} ({}, zone {}) was lost",
                         info.id, info.address, info.zone
                     ),
-                    &format!(
-                        "the controller restarted and pid {} no longer runs it",
-                        info.pid
-                    ),
+                    &Cause::Lost { pid: info.pid }.activity_text(),
                     ActivityStatus::Successful,
                 )?;
                 info.lifecycle = Lifecycle::Terminated;
@@ -319,7 +308,7 @@ fn adopt_or_retire(shared: &Arc<Shared>) -> Result<(), FleetError> {
 }
 
 /// Tracks an instance and starts its task.
-fn spawn_instance(
+pub(crate) fn spawn_instance(
     shared: &Arc<Shared>,
     group: &Arc<GroupRuntime>,
     info: Instance,
@@ -346,203 +335,4 @@ fn spawn_instance(
         rx,
         activity,
     ));
-}
-
-/// Keeps one group at its desired size; woken by every change, and every half second.
-async fn reconcile_loop(shared: Arc<Shared>, group: Arc<GroupRuntime>) {
-    loop {
-        reconcile(&shared, &group);
-        tokio::select! {
-            () = group.wake.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            () = shared.stop.cancelled() => return,
-        }
-    }
-}
-
-fn reconcile(shared: &Arc<Shared>, group: &Arc<GroupRuntime>) {
-    if shared.stop.is_cancelled() {
-        return;
-    }
-    if let Some(policy) = &group.spec.scaling {
-        crate::scaling::evaluate(shared, group, policy);
-    }
-    replace_unhealthy(shared, group);
-    let (live, desired, waiting) = {
-        let state = group.lock();
-        let live: Vec<(String, String, f64)> = state
-            .instances
-            .iter()
-            .filter(|t| Shared::is_live(t))
-            .map(|t| (t.info.id.clone(), t.info.zone.clone(), t.info.launched_at))
-            .collect();
-        (
-            live,
-            state.desired as usize,
-            state.next_launch_at.filter(|at| *at > Instant::now()),
-        )
-    };
-    if live.len() < desired {
-        if waiting.is_some() {
-            return;
-        }
-        // All missing instances at once, unless launches have been failing: then one per
-        // pass, so the back-off paces them.
-        let failing = group.lock().failures > 0;
-        let count = if failing { 1 } else { desired - live.len() };
-        for i in 0..count {
-            launch(shared, group, live.len() + i, desired);
-        }
-    } else if live.len() > desired {
-        // Scale in: from the most populated zone, the newest instance.
-        let mut by_zone: HashMap<&str, Vec<&(String, String, f64)>> = HashMap::new();
-        for i in &live {
-            by_zone.entry(i.1.as_str()).or_default().push(i);
-        }
-        let zone = by_zone
-            .iter()
-            .max_by_key(|(z, v)| (v.len(), std::cmp::Reverse(**z)))
-            .map(|(z, _)| *z)
-            .unwrap_or("");
-        if let Some(victim) = by_zone
-            .get(zone)
-            .and_then(|v| v.iter().max_by(|a, b| a.2.total_cmp(&b.2)))
-        {
-            let cause = format!(
-                "the desired capacity is {desired} and {} instances were running",
-                live.len()
-            );
-            send_terminate(group, &victim.0, cause);
-        }
-    }
-}
-
-/// Replaces instances found unhealthy — never more than one at a time for load-balancer
-/// health, and not again until the replacement is healthy: when the proxies all fail their
-/// checks because something else is wrong (the origin), the group does not churn them all.
-fn replace_unhealthy(shared: &Arc<Shared>, group: &Arc<GroupRuntime>) {
-    let state = group.lock();
-    let lb_replacement_in_flight = state
-        .instances
-        .iter()
-        .any(|t| t.replaced_for_lb_health || (t.info.lifecycle == Lifecycle::Pending));
-    let candidates: Vec<(String, String, bool)> = state
-        .instances
-        .iter()
-        .filter(|t| {
-            t.info.lifecycle == Lifecycle::InService && t.info.health == InstanceHealth::Unhealthy
-        })
-        .map(|t| {
-            (
-                t.info.id.clone(),
-                t.info.reason.clone(),
-                t.info.reason.starts_with("load balancer"),
-            )
-        })
-        .collect();
-    drop(state);
-    for (id, reason, for_lb) in candidates {
-        if for_lb {
-            if lb_replacement_in_flight {
-                continue;
-            }
-            let cause = format!("an instance was taken out of service in response to a load balancer health check failure ({reason})");
-            group.update(&shared.store, &id, |t| t.replaced_for_lb_health = true);
-            send_terminate(group, &id, cause);
-            return;
-        }
-        send_terminate(
-            group,
-            &id,
-            format!("an instance was taken out of service because it was {reason}"),
-        );
-    }
-}
-
-fn send_terminate(group: &GroupRuntime, id: &str, cause: String) {
-    let state = group.lock();
-    if let Some(t) = state.instances.iter().find(|t| t.info.id == id) {
-        let _ = t
-            .commands
-            .send(crate::runtime::Command::Terminate { cause });
-    }
-}
-
-/// Launches one instance in the least populated zone, at the lowest free address.
-fn launch(shared: &Arc<Shared>, group: &Arc<GroupRuntime>, live: usize, desired: usize) {
-    let _alloc = shared.allocation.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = &group.spec;
-    let counts: HashMap<String, usize> = {
-        let state = group.lock();
-        let mut c: HashMap<String, usize> = spec.zones.iter().map(|z| (z.clone(), 0)).collect();
-        for t in state.instances.iter().filter(|t| Shared::is_live(t)) {
-            *c.entry(t.info.zone.clone()).or_default() += 1;
-        }
-        c
-    };
-    let Some(zone) = spec
-        .zones
-        .iter()
-        .min_by_key(|z| counts.get(*z).copied().unwrap_or(0))
-        .cloned()
-    else {
-        return;
-    };
-    let Some(subnet) = shared.stack.zone(&zone).map(|z| z.subnet) else {
-        return;
-    };
-    let taken = shared.addresses_in_use();
-    let nodes: Vec<IpAddr> = shared
-        .stack
-        .load_balancers
-        .iter()
-        .flat_map(|lb| lb.nodes.iter().map(|n| n.address))
-        .collect();
-    let address = (0..spec.max * 2 + 8)
-        .filter_map(|i| spec.instance_address(&subnet, i))
-        .find(|a| !taken.contains(a) && !nodes.contains(a));
-    let Some(address) = address else {
-        tracing::error!(group = %spec.name, zone, "no free address left in the zone for a new instance");
-        return;
-    };
-    let id = new_id();
-    let dir = shared.state_dir.join("instances").join(&id);
-    let info = Instance {
-        id: id.clone(),
-        group: spec.name.clone(),
-        zone: zone.clone(),
-        address,
-        port: spec.port,
-        pid: 0,
-        start_ticks: 0,
-        lifecycle: Lifecycle::Pending,
-        health: InstanceHealth::Healthy,
-        reason: String::new(),
-        launched_at: now(),
-        dir: dir.display().to_string(),
-        // Kernel-enforced, or (without nftables) enforced in-process by proxyfleet's own proxy.
-        protected: shared.firewall.is_some()
-            || crate::firewall::runs_own_proxy(&group.template.command),
-    };
-    let description = format!("Launching a new instance: {id} ({address}, zone {zone})");
-    let cause = format!("the desired capacity is {desired} and {live} instances were running");
-    let activity = shared.store.begin(&spec.name, &description, &cause).ok();
-    tracing::info!(group = %spec.name, instance = %id, %address, zone, "launching");
-    drop(_alloc);
-    spawn_instance(shared, group, info, None, activity);
-}
-
-/// `i-` and 12 hex digits from the clock and a counter: unique within a state directory.
-fn new_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mixed = proxyfleet_lb::maglev::hash(
-        nanos,
-        &COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes(),
-    );
-    format!("i-{:012x}", mixed & 0xffff_ffff_ffff)
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use proxyfleet_lb::Health;
 use proxyfleet_stack::{HealthCheckType, Placeholders};
+use proxyfleet_state::{Cause, UnixMillis};
 use tokio::sync::mpsc;
 
 use crate::model::{ActivityStatus, InstanceHealth, Lifecycle};
@@ -126,8 +127,8 @@ pub async fn run(
                 .unwrap_or(None);
         register(&shared, &group, &id, addr, &info.zone, capacity);
         group.update(&shared.store, &id, |t| {
+            // An instance marked unhealthy while Pending keeps its verdict (and its cause).
             t.info.lifecycle = Lifecycle::InService;
-            t.info.reason = String::new();
             t.in_service_at = Some(Instant::now());
         });
         {
@@ -144,7 +145,7 @@ pub async fn run(
 
     // In service: watch the process, the load balancer's view, and commands.
     let cause = if lifecycle == Some(Lifecycle::Terminating) {
-        "the controller restarted while the instance was terminating".to_string()
+        Cause::RestartedWhileTerminating
     } else {
         watch(&shared, &group, &id, &mut process, &mut commands).await
     };
@@ -158,24 +159,22 @@ async fn watch(
     id: &str,
     process: &mut InstanceProcess,
     commands: &mut mpsc::UnboundedReceiver<Command>,
-) -> String {
+) -> Cause {
     let spec = &group.spec;
     let mut tick = tokio::time::interval(POLL * 4);
     loop {
         tokio::select! {
             () = process.exited() => {
                 let status = process.exit_status().unwrap_or_else(|| "exited".to_string());
-                group.update(&shared.store, id, |t| {
-                    t.info.health = InstanceHealth::Unhealthy;
-                    t.info.reason = format!("process {status}");
-                });
-                return format!("an instance was taken out of service because its process ended ({status})");
+                let cause = Cause::ProcessExited { status };
+                group.update(&shared.store, id, |t| t.info.mark_unhealthy(cause.clone()));
+                return cause;
             }
             cmd = commands.recv() => match cmd {
                 Some(Command::Terminate { cause }) => return cause,
-                None => return "the controller is stopping".to_string(),
+                None => return Cause::ControllerStopping,
             },
-            () = shared.stop.cancelled() => return "proxyfleet up is stopping".to_string(),
+            () = shared.stop.cancelled() => return Cause::Shutdown,
             _ = tick.tick() => {
                 if spec.health_check_type != HealthCheckType::Lb {
                     continue;
@@ -190,24 +189,21 @@ async fn watch(
                 if in_grace {
                     continue;
                 }
-                if let Some(reason) = lb_unhealthy(shared, group, id) {
+                if let Some(cause) = lb_unhealthy(shared, group, id) {
                     let changed = {
                         let state = group.lock();
                         state.instances.iter().any(|t| t.info.id == id && t.info.health == InstanceHealth::Healthy)
                     };
                     if changed {
-                        group.update(&shared.store, id, |t| {
-                            t.info.health = InstanceHealth::Unhealthy;
-                            t.info.reason = reason;
-                        });
+                        group.update(&shared.store, id, |t| t.info.mark_unhealthy(cause));
                         // The group decides when to replace it (never all at once).
                         group.wake.notify_one();
                     }
                 } else {
+                    // The balancer's verdict is withdrawn when its checks pass again; no other is.
                     group.update(&shared.store, id, |t| {
-                        if t.info.health == InstanceHealth::Unhealthy && t.info.reason.starts_with("load balancer") {
-                            t.info.health = InstanceHealth::Healthy;
-                            t.info.reason = String::new();
+                        if t.info.unhealthy_cause().is_some_and(Cause::is_load_balancer_health) {
+                            t.info.mark_healthy();
                         }
                     });
                 }
@@ -216,9 +212,9 @@ async fn watch(
     }
 }
 
-/// `Some(reason)` when every node checking the instance in any of its target groups finds it
+/// `Some(cause)` when every node checking the instance in any of its target groups finds it
 /// unhealthy.
-fn lb_unhealthy(shared: &Shared, group: &GroupRuntime, id: &str) -> Option<String> {
+fn lb_unhealthy(shared: &Shared, group: &GroupRuntime, id: &str) -> Option<Cause> {
     let info = group
         .lock()
         .instances
@@ -229,9 +225,9 @@ fn lb_unhealthy(shared: &Shared, group: &GroupRuntime, id: &str) -> Option<Strin
     for tg in &group.spec.target_groups {
         let views = shared.balancer.target_health(tg, &target);
         if !views.is_empty() && views.iter().all(|(_, h)| *h == Health::Unhealthy) {
-            return Some(format!(
-                "load balancer health checks of target group {tg} fail on every node"
-            ));
+            return Some(Cause::LoadBalancerHealth {
+                target_group: tg.clone(),
+            });
         }
     }
     None
@@ -258,7 +254,7 @@ async fn terminate(
     group: &Arc<GroupRuntime>,
     id: &str,
     process: &mut InstanceProcess,
-    cause: &str,
+    cause: &Cause,
 ) {
     let (addr, zone) = match group.lock().instances.iter().find(|t| t.info.id == id) {
         Some(t) => (
@@ -275,7 +271,7 @@ async fn terminate(
     let description = format!("Terminating instance {id} ({}, zone {zone})", addr.ip());
     let activity = shared
         .store
-        .begin(&group.spec.name, &description, cause)
+        .begin(&group.spec.name, &description, &cause.activity_text())
         .ok();
     if let Some(a) = activity {
         let _ = shared
@@ -295,7 +291,7 @@ async fn terminate(
     if let Some(a) = activity {
         let _ = shared.store.update(a, ActivityStatus::Successful, None);
     }
-    tracing::info!(group = %group.spec.name, instance = id, cause, "instance terminated");
+    tracing::info!(group = %group.spec.name, instance = id, %cause, "instance terminated");
     finish(shared, group, id);
 }
 
@@ -321,7 +317,7 @@ async fn launch_failed(
         let mut state = group.lock();
         state.failures += 1;
         let backoff = backoff_for(state.failures);
-        state.next_launch_at = Some(Instant::now() + backoff);
+        state.next_launch_at = Some(UnixMillis::now().after(backoff));
         backoff
     };
     let description = format!(

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use proxyfleet_state::Cause;
 use serde::Serialize;
 
 /// An instance's place in its life (the cloud's lifecycle states).
@@ -61,14 +62,51 @@ pub struct Instance {
     pub start_ticks: u64,
     pub lifecycle: Lifecycle,
     pub health: InstanceHealth,
-    /// Why it is unhealthy, or what is happening to it.
-    pub reason: String,
+    /// Why it is unhealthy (set together with `health`: see [`Instance::mark_unhealthy`]).
+    /// Shown, and serialized, as its text ("" for none).
+    #[serde(serialize_with = "reason_text")]
+    pub reason: Option<Cause>,
     /// Seconds since the Unix epoch.
     pub launched_at: f64,
     /// The instance's own directory (rendered files, logs).
     pub dir: String,
     /// Whether a kernel firewall enforces its security groups.
     pub protected: bool,
+}
+
+impl Instance {
+    /// Unhealthy, for `cause`.
+    pub fn mark_unhealthy(&mut self, cause: Cause) {
+        self.health = InstanceHealth::Unhealthy;
+        self.reason = Some(cause);
+    }
+
+    pub fn mark_healthy(&mut self) {
+        self.health = InstanceHealth::Healthy;
+        self.reason = None;
+    }
+
+    /// The cause of the group's unhealthy verdict; `None` while healthy.
+    pub fn unhealthy_cause(&self) -> Option<&Cause> {
+        self.reason
+            .as_ref()
+            .filter(|_| self.health == InstanceHealth::Unhealthy)
+    }
+
+    /// `reason` as people read it ("" for none).
+    pub fn reason_text(&self) -> String {
+        self.reason
+            .as_ref()
+            .map(Cause::to_string)
+            .unwrap_or_default()
+    }
+}
+
+fn reason_text<S: serde::Serializer>(reason: &Option<Cause>, s: S) -> Result<S::Ok, S::Error> {
+    match reason {
+        Some(cause) => s.collect_str(cause),
+        None => s.serialize_str(""),
+    }
 }
 
 /// The status of an activity (the cloud's activity statuses).

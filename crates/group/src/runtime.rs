@@ -9,18 +9,20 @@ use std::time::Instant;
 
 use proxyfleet_lb::Balancer;
 use proxyfleet_stack::{Group, LaunchTemplate, Stack};
+use proxyfleet_state::{Cause, UnixMillis};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Instance, Lifecycle};
+use crate::model::Instance;
 use crate::store::Store;
 
 /// What an instance's task can be asked to do.
 #[derive(Debug)]
 pub enum Command {
-    /// Take the instance out of service and stop it. `cause` goes into the activity history.
-    Terminate { cause: String },
+    /// Take the instance out of service and stop it. `cause` goes into the activity history
+    /// (as [`Cause::activity_text`]).
+    Terminate { cause: Cause },
 }
 
 /// One live instance as the controller tracks it.
@@ -38,7 +40,8 @@ pub struct GroupState {
     pub instances: Vec<Tracked>,
     /// Consecutive failed launches, for the back-off.
     pub failures: u32,
-    pub next_launch_at: Option<Instant>,
+    /// No launch before this (wall-clock, as the planner reads it).
+    pub next_launch_at: Option<UnixMillis>,
     /// The target-tracking policy's last changes.
     pub cooldowns: crate::scaling::Cooldowns,
 }
@@ -70,7 +73,7 @@ impl GroupRuntime {
                     instance = id,
                     lifecycle = t.info.lifecycle.as_str(),
                     health = ?t.info.health,
-                    reason = %t.info.reason,
+                    reason = %t.info.reason_text(),
                     "instance state changed"
                 );
             }
@@ -98,10 +101,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Every address held by an instance that is not Terminated, in any group.
-    pub fn addresses_in_use(&self) -> Vec<IpAddr> {
+    /// Every address held by an instance that is not Terminated, in every group but `group`.
+    pub fn addresses_in_use_except(&self, group: &str) -> Vec<IpAddr> {
         self.groups
             .values()
+            .filter(|g| g.spec.name != group)
             .flat_map(|g| {
                 g.lock()
                     .instances
@@ -110,9 +114,5 @@ impl Shared {
                     .collect::<Vec<_>>()
             })
             .collect()
-    }
-
-    pub fn is_live(t: &Tracked) -> bool {
-        matches!(t.info.lifecycle, Lifecycle::Pending | Lifecycle::InService)
     }
 }

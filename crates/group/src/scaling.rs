@@ -1,20 +1,18 @@
 //! Target tracking: keeps the active connections per in-service instance near a value, with
 //! separate cooldowns for scaling out and in (the cloud's target-tracking policy, on the
-//! load balancer's own flow counters).
+//! load balancer's own flow counters). The decision is the planner's (`crate::planner`);
+//! here are the capacity rule and the reading of the counters.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
-use proxyfleet_stack::Scaling;
-
-use crate::model::{ActivityStatus, Lifecycle};
-use crate::runtime::{GroupRuntime, Shared};
+use proxyfleet_lb::Balancer;
+use proxyfleet_state::UnixMillis;
 
 /// When the policy last changed the desired capacity, per direction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Cooldowns {
-    pub last_out: Option<Instant>,
-    pub last_in: Option<Instant>,
+    pub last_out: Option<UnixMillis>,
+    pub last_in: Option<UnixMillis>,
 }
 
 /// The capacity that puts `active` connections at `target` per instance, within bounds.
@@ -24,68 +22,20 @@ pub fn wanted(active: u64, target: u32, min: u32, max: u32) -> u32 {
     needed.clamp(min, max)
 }
 
-/// One evaluation of the policy; changes the desired capacity when it should.
-pub fn evaluate(shared: &Shared, group: &GroupRuntime, policy: &Scaling) {
-    let addrs: Vec<String> = group
-        .lock()
-        .instances
-        .iter()
-        .filter(|t| t.info.lifecycle == Lifecycle::InService)
-        .map(|t| SocketAddr::new(t.info.address, t.info.port).to_string())
-        .collect();
-    if addrs.is_empty() {
-        return;
-    }
-    let status = shared.balancer.status();
-    let active: u64 = status
+/// The active flows to `targets` in the group's target groups, as the balancer counts them.
+pub fn active_connections(
+    balancer: &Balancer,
+    target_groups: &[String],
+    targets: &[SocketAddr],
+) -> u64 {
+    let ids: Vec<String> = targets.iter().map(SocketAddr::to_string).collect();
+    balancer
+        .status()
         .targets
         .iter()
-        .filter(|t| group.spec.target_groups.contains(&t.group) && addrs.contains(&t.id))
+        .filter(|t| target_groups.contains(&t.group) && ids.contains(&t.id))
         .map(|t| t.active_flows)
-        .sum();
-    let spec = &group.spec;
-    let want = wanted(
-        active,
-        policy.target_active_connections_per_instance,
-        spec.min,
-        spec.max,
-    );
-    let mut state = group.lock();
-    let now = Instant::now();
-    let cooled = |at: Option<Instant>, cooldown| {
-        at.is_none_or(|t: Instant| now.duration_since(t) >= cooldown)
-    };
-    let old = state.desired;
-    let change = if want > old && cooled(state.cooldowns.last_out, policy.scale_out_cooldown) {
-        state.cooldowns.last_out = Some(now);
-        true
-    } else if want < old
-        && cooled(state.cooldowns.last_in, policy.scale_in_cooldown)
-        && cooled(state.cooldowns.last_out, policy.scale_in_cooldown)
-    {
-        state.cooldowns.last_in = Some(now);
-        true
-    } else {
-        false
-    };
-    if !change {
-        return;
-    }
-    state.desired = want;
-    drop(state);
-    let _ = shared.store.set_desired(&spec.name, want);
-    let per = active as f64 / addrs.len() as f64;
-    let _ = shared.store.record(
-        &spec.name,
-        &format!("Setting desired capacity from {old} to {want}"),
-        &format!(
-            "target tracking: {per:.1} active connections per instance against a target of {}",
-            policy.target_active_connections_per_instance
-        ),
-        ActivityStatus::Successful,
-    );
-    tracing::info!(group = %spec.name, from = old, to = want, active, "target tracking changed the desired capacity");
-    group.wake.notify_one();
+        .sum()
 }
 
 #[cfg(test)]

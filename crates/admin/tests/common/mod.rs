@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use proxyfleet_admin::client::{self, Response};
-use proxyfleet_admin::{serve_with, AdminHandle, Control, Options, TOKEN_FILE};
+use proxyfleet_admin::{serve_with, AdminHandle, Control, ControlError, Options, TOKEN_FILE};
 use proxyfleet_group::model::{
     Activity, ActivityStatus, GroupStatus, Instance, InstanceHealth, Lifecycle,
 };
@@ -92,7 +92,7 @@ fn instance(id: &str, zone: &str, address: &str, lifecycle: Lifecycle) -> Instan
         start_ticks: 1,
         lifecycle,
         health: InstanceHealth::Healthy,
-        reason: String::new(),
+        reason: None,
         launched_at: proxyfleet_group::model::now() - 60.0,
         dir: format!("/state/instances/{id}"),
         protected: true,
@@ -218,27 +218,29 @@ impl Control for Fake {
             .collect()
     }
 
-    fn scale(&self, group: &str, desired: u32) -> Result<(), String> {
+    fn scale(&self, group: &str, desired: u32) -> Result<(), ControlError> {
         self.record(format!("scale {group} {desired}"));
         match group {
             "proxies" if desired <= 4 => Ok(()),
-            "proxies" => Err(format!(
+            "proxies" => Err(ControlError::Refused(format!(
                 "group proxies: desired {desired} is outside min 1 .. max 4"
-            )),
-            _ => Err(format!("no group '{group}'")),
+            ))),
+            _ => Err(ControlError::NotFound(format!("no group '{group}'"))),
         }
     }
 
-    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), String> {
+    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), ControlError> {
         self.record(format!("terminate {instance} {decrement_desired}"));
         if instance.starts_with("i-") {
             Ok(())
         } else {
-            Err(format!("no live instance '{instance}'"))
+            Err(ControlError::NotFound(format!(
+                "no live instance '{instance}'"
+            )))
         }
     }
 
-    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), String> {
+    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError> {
         self.record(format!("health {instance} {healthy}"));
         Ok(())
     }
