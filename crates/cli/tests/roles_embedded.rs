@@ -282,5 +282,53 @@ async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host
         text.len(),
         text.join("\n  ")
     );
+
+    // Host a returns: its written-off instance, still running there, is stopped (not adopted
+    // again), and zone a's node goes back to it.
+    let stale = lost.process.expect("it ran").pid;
+    let returned = Instant::now();
+    let a = Agent::start(config("ha", "a", &stack, dir.path()), shared.clone())
+        .await
+        .unwrap();
+    while !is_gone(stale) {
+        assert!(
+            returned.elapsed() < Duration::from_secs(10),
+            "the stale instance {stale} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped = returned.elapsed();
+    while !a
+        .nodes
+        .listen_addrs()
+        .iter()
+        .any(|(_, zone, _)| zone == "a")
+    {
+        assert!(
+            returned.elapsed() < Duration::from_secs(10),
+            "zone a's node never came back to host a"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!c
+        .nodes
+        .listen_addrs()
+        .iter()
+        .any(|(_, zone, _)| zone == "a"));
+    println!(
+        "roles: host a back: its stale instance stopped after {} ms, its node back after {} ms",
+        stopped.as_millis(),
+        returned.elapsed().as_millis()
+    );
+    a.shutdown().await;
     c.shutdown().await;
+}
+
+/// Gone, or a zombie (exited; our own child, not yet reaped).
+fn is_gone(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty()
+        || stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
 }

@@ -49,12 +49,18 @@ pub async fn run(
     let mut tasks: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
         HashMap::new();
     let mut ours: HashMap<String, watch::Sender<Option<Instance>>> = HashMap::new();
+    let mut stale_checked = std::collections::HashSet::new();
     loop {
         let snapshot = view.borrow_and_update().snapshot.clone();
         if view.borrow().connected {
             for i in snapshot.instances.values() {
-                if i.host.as_deref() != Some(&launcher.host) || i.lifecycle == Lifecycle::Terminated
-                {
+                if i.host.as_deref() != Some(&launcher.host) {
+                    continue;
+                }
+                if i.lifecycle == Lifecycle::Terminated {
+                    if !tasks.contains_key(&i.id) && stale_checked.insert(i.id.clone()) {
+                        stop_if_still_running(&launcher, i);
+                    }
                     continue;
                 }
                 if tasks.contains_key(&i.id) {
@@ -101,6 +107,24 @@ pub async fn run(
     for (_, (_, handle)) in tasks {
         let _ = handle.await;
     }
+}
+
+/// An instance written off while this agent was away (its host thought lost) whose process
+/// still runs here: the group has replaced it, so it is stopped, never adopted again.
+fn stop_if_still_running(launcher: &Launcher, i: &Instance) {
+    let Some(p) = i.process else { return };
+    let stop_timeout = launcher
+        .stack
+        .group(&i.group)
+        .and_then(|g| launcher.stack.launch_template(&g.launch_template))
+        .map_or(Duration::from_secs(10), |t| t.stop_timeout);
+    let id = i.id.clone();
+    tokio::spawn(async move {
+        if let Some(mut process) = InstanceProcess::adopt(p.pid, p.start_ticks) {
+            tracing::warn!(instance = %id, pid = p.pid, "a written-off instance still runs here: stopping it");
+            process.stop(stop_timeout).await;
+        }
+    });
 }
 
 async fn report(store: &dyn StateStore, change: Change) {
