@@ -10,14 +10,11 @@
 //! - InService instances: registered with their group's target groups; with
 //!   `health_check_type: lb`, past the grace period, unhealthy when a target group's nodes all
 //!   find them unhealthy, healthy again when they no longer do;
-//! - replacements: an instance unhealthy for any other reason at once; for the load balancer's
-//!   verdict one at a time, and not while a launch is pending or another such replacement is
-//!   terminating (the no-cascade rule: when every proxy fails its checks because of something
-//!   else, the group does not churn them all);
-//! - capacity: missing instances in the least populated zone that has a live host (ties: the
-//!   group's zone order), at the lowest free address of the zone — not in a new leader's
-//!   first host timeout, which gives every host the time to announce itself; extra ones from
-//!   the most populated zone, newest first;
+//! - replacements and capacity by the group controller's own pure planner
+//!   (`proxyfleet_group::planner`, the rules `up` runs: the no-cascade rule, least populated
+//!   zone, lowest free address, newest of the most populated zone on scale-in), with launches
+//!   only in zones that have a live host, and none in a new leader's first host timeout,
+//!   which gives every host the time to announce itself;
 //! - clean-up: drained targets removed after their deregistration delay; Terminated instances
 //!   forgotten once they have no target left and `forget_after` has passed.
 
@@ -87,7 +84,8 @@ pub fn decide(
         out: Vec::new(),
         terminated: BTreeSet::new(),
         drained: BTreeSet::new(),
-        taken: snapshot.live_instances().map(|i| i.address).collect(),
+        created: BTreeSet::new(),
+        judged: BTreeMap::new(),
     };
     pass.define_groups();
     pass.lose_instances_of_dead_hosts();
@@ -95,8 +93,7 @@ pub fn decide(
     pass.time_out_launches();
     for g in &stack.groups {
         pass.register_and_judge(g);
-        pass.replace_unhealthy(g);
-        pass.keep_capacity(g, new_id);
+        pass.plan_group(g, new_id);
     }
     pass.clean_up();
     pass.out
@@ -113,8 +110,10 @@ struct Pass<'a> {
     terminated: BTreeSet<String>,
     /// Targets this pass drains.
     drained: BTreeSet<(String, SocketAddr)>,
-    /// Addresses of live instances, and of those this pass creates.
-    taken: BTreeSet<IpAddr>,
+    /// Addresses of the instances this pass creates.
+    created: BTreeSet<IpAddr>,
+    /// Verdicts this pass reached (`Some`: unhealthy, `None`: healthy again).
+    judged: BTreeMap<String, Option<Cause>>,
 }
 
 impl<'a> Pass<'a> {
@@ -279,13 +278,16 @@ impl<'a> Pass<'a> {
                 .is_some_and(Cause::is_load_balancer_health);
             match (failing, i.health) {
                 (Some(target_group), InstanceHealth::Healthy) => {
+                    let cause = Cause::LoadBalancerHealth { target_group };
+                    self.judged.insert(i.id.clone(), Some(cause.clone()));
                     self.out.push(Change::ReportInstanceHealth {
                         instance: i.id.clone(),
                         health: InstanceHealth::Unhealthy,
-                        cause: Some(Cause::LoadBalancerHealth { target_group }),
+                        cause: Some(cause),
                     })
                 }
                 (None, InstanceHealth::Unhealthy) if lb_verdict => {
+                    self.judged.insert(i.id.clone(), None);
                     self.out.push(Change::ReportInstanceHealth {
                         instance: i.id.clone(),
                         health: InstanceHealth::Healthy,
@@ -297,123 +299,117 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn replace_unhealthy(&mut self, g: &proxyfleet_stack::Group) {
-        let lb_replacement_in_flight = self.instances_of(&g.name).into_iter().any(|i| {
-            i.lifecycle == Lifecycle::Pending
-                || (i.lifecycle == Lifecycle::Terminating
-                    && i.reason
-                        .as_ref()
-                        .is_some_and(Cause::is_load_balancer_health))
-        });
-        let unhealthy: Vec<&Instance> = self
-            .instances_of(&g.name)
-            .into_iter()
-            .filter(|i| {
-                i.lifecycle == Lifecycle::InService && i.health == InstanceHealth::Unhealthy
+    /// Replacements and capacity: the group controller's own planner
+    /// (`proxyfleet_group::planner`, the same rules `up` runs), on this snapshot. Launches go
+    /// only to zones with a live host, and not in a new leader's first host timeout, which
+    /// gives every host the time to announce itself.
+    fn plan_group(&mut self, g: &proxyfleet_stack::Group, new_id: &mut dyn FnMut() -> String) {
+        use proxyfleet_group::model::Lifecycle as L;
+        use proxyfleet_group::planner::{self, Action, Launches, PlanInput, PlanInstance};
+        let instances: Vec<PlanInstance> = self
+            .snapshot
+            .instances
+            .values()
+            .filter(|i| i.group == g.name && i.lifecycle != Lifecycle::Terminated)
+            .map(|i| {
+                let terminating =
+                    self.terminated.contains(&i.id) || i.lifecycle == Lifecycle::Terminating;
+                let lifecycle = match i.lifecycle {
+                    _ if terminating => L::Terminating,
+                    Lifecycle::Pending => L::Pending,
+                    _ => L::InService,
+                };
+                let unhealthy = match self.judged.get(&i.id) {
+                    Some(verdict) => verdict.clone(),
+                    None if i.health == InstanceHealth::Unhealthy => {
+                        Some(i.reason.clone().unwrap_or(Cause::ProcessExited {
+                            status: "unhealthy".to_string(),
+                        }))
+                    }
+                    None => None,
+                };
+                PlanInstance {
+                    id: i.id.clone(),
+                    zone: i.zone.clone(),
+                    address: i.address,
+                    lifecycle,
+                    replaced_for_lb_health: terminating
+                        && i.reason
+                            .as_ref()
+                            .is_some_and(Cause::is_load_balancer_health),
+                    unhealthy,
+                    launched_at: i.launched_at,
+                }
             })
             .collect();
-        let mut lb_replaced = lb_replacement_in_flight;
-        for i in unhealthy {
-            let cause = i.reason.clone().unwrap_or(Cause::ProcessExited {
-                status: "unhealthy".to_string(),
-            });
-            if cause.is_load_balancer_health() {
-                if lb_replaced {
-                    continue;
-                }
-                lb_replaced = true;
-            }
-            self.terminate(i, cause);
-        }
-    }
-
-    fn keep_capacity(&mut self, g: &proxyfleet_stack::Group, new_id: &mut dyn FnMut() -> String) {
-        let desired = self.desired(&g.name) as usize;
-        let live: Vec<&Instance> = self
-            .instances_of(&g.name)
-            .into_iter()
-            .filter(|i| matches!(i.lifecycle, Lifecycle::Pending | Lifecycle::InService))
-            .collect();
-        let running = live.len() as u32;
-        let mut per_zone: BTreeMap<&str, Vec<&Instance>> =
-            g.zones.iter().map(|z| (z.as_str(), Vec::new())).collect();
-        for i in &live {
-            per_zone.entry(i.zone.as_str()).or_default().push(i);
-        }
-        if live.len() > desired {
-            let zone = g
-                .zones
-                .iter()
-                .rev()
-                .max_by_key(|z| per_zone.get(z.as_str()).map_or(0, Vec::len))
-                .map(String::as_str)
-                .unwrap_or_default();
-            let victims = per_zone.get(zone).cloned().unwrap_or_default();
-            if let Some(victim) = victims.iter().max_by_key(|i| i.launched_at) {
-                let cause = Cause::Capacity {
-                    desired: desired as u32,
-                    running,
-                };
-                self.terminate(victim, cause);
-            }
-            return;
-        }
-        // A new leader first lets every host announce itself (for one host timeout), so that
-        // a zone whose agent starts a moment later is not passed over for good.
-        if self.now < self.watching_since.after(self.t.host_timeout) {
-            return;
-        }
-        let mut counts: BTreeMap<String, usize> = per_zone
+        let zones: Vec<proxyfleet_stack::Zone> = self
+            .stack
+            .zones
             .iter()
-            .map(|(z, v)| (z.to_string(), v.len()))
+            .filter(|z| !self.live_hosts_in(&z.name).is_empty())
+            .cloned()
             .collect();
-        for _ in live.len()..desired {
-            let Some(zone) = g
-                .zones
-                .iter()
-                .filter(|z| !self.live_hosts_in(z).is_empty())
-                .min_by_key(|z| counts.get(*z).copied().unwrap_or(0))
-                .cloned()
-            else {
-                return; // no live host in any of the group's zones
-            };
-            let Some(address) = self.free_address(g, &zone) else {
-                tracing::error!(group = %g.name, zone, "no free address left in the zone for a new instance");
-                return;
-            };
-            let host = self.live_hosts_in(&zone)[0].to_string();
-            let id = new_id();
-            self.taken.insert(address);
-            *counts.entry(zone.clone()).or_default() += 1;
-            self.out.push(Change::CreateInstance {
-                id: id.clone(),
-                group: g.name.clone(),
-                zone,
-                address,
-                port: g.port,
-                cause: Cause::Capacity {
-                    desired: desired as u32,
-                    running,
-                },
-                at: self.now,
-            });
-            self.out.push(Change::AssignInstance { instance: id, host });
-        }
-    }
-
-    /// The lowest address of the zone's subnet, from the group's first instance address on,
-    /// that no live instance and no load-balancer node holds.
-    fn free_address(&self, g: &proxyfleet_stack::Group, zone: &str) -> Option<IpAddr> {
-        let subnet = self.stack.zone(zone)?.subnet;
-        let nodes: BTreeSet<IpAddr> = self
+        let addresses_in_use = self
+            .snapshot
+            .live_instances()
+            .filter(|i| i.group != g.name)
+            .map(|i| i.address)
+            .chain(self.created.iter().copied())
+            .collect();
+        let node_addresses = self
             .stack
             .load_balancers
             .iter()
             .flat_map(|lb| lb.nodes.iter().map(|n| n.address))
             .collect();
-        (0..g.max * 2 + 8)
-            .filter_map(|i| g.instance_address(&subnet, i))
-            .find(|a| !self.taken.contains(a) && !nodes.contains(a))
+        let input = PlanInput {
+            spec: g,
+            desired: self.desired(&g.name),
+            instances,
+            zones: &zones,
+            node_addresses,
+            addresses_in_use,
+            launches: Launches::default(),
+            scaling: None,
+        };
+        let settling = self.now < self.watching_since.after(self.t.host_timeout);
+        for action in planner::plan(&input, self.now) {
+            match action {
+                Action::Terminate { instance, cause } => {
+                    if let Some(i) = self.snapshot.instances.get(&instance) {
+                        self.terminate(i, cause);
+                    }
+                }
+                Action::Launch { .. } if settling => {}
+                Action::Launch {
+                    zone,
+                    address,
+                    cause,
+                } => {
+                    let Some(host) = self.live_hosts_in(&zone).first().map(|h| h.to_string())
+                    else {
+                        continue;
+                    };
+                    let id = new_id();
+                    self.created.insert(address);
+                    self.out.push(Change::CreateInstance {
+                        id: id.clone(),
+                        group: g.name.clone(),
+                        zone,
+                        address,
+                        port: g.port,
+                        cause,
+                        at: self.now,
+                    });
+                    self.out.push(Change::AssignInstance { instance: id, host });
+                }
+                Action::NoFreeAddress { zone } => {
+                    tracing::error!(group = %g.name, zone, "no free address left in the zone for a new instance");
+                }
+                // No target tracking across hosts yet (`scaling: None` above).
+                Action::SetDesired { .. } => {}
+            }
+        }
     }
 
     fn clean_up(&mut self) {

@@ -50,7 +50,9 @@ pub struct PlanInput<'a> {
     /// The group's tracked instances, in the order they were tracked (oldest first); every
     /// lifecycle but Terminated (a Terminated instance is forgotten).
     pub instances: Vec<PlanInstance>,
-    /// The zones of the stack, for their subnets. A group zone missing here gets no launch.
+    /// The zones launches may go to, with their subnets: the stack's (for an elected
+    /// controller, those with a live host). A group zone missing here gets no launch; its
+    /// share goes to the others.
     pub zones: &'a [Zone],
     /// Load-balancer node addresses: never given to an instance.
     pub node_addresses: Vec<IpAddr>,
@@ -250,6 +252,7 @@ fn launch(
     let mut per_zone: Vec<(&str, usize)> = spec
         .zones
         .iter()
+        .filter(|z| input.zones.iter().any(|known| known.name == **z))
         .map(|z| (z.as_str(), live.iter().filter(|i| i.zone == *z).count()))
         .collect();
     let mut taken: Vec<IpAddr> = input

@@ -207,6 +207,16 @@ fn a_full_zone_is_reported_not_launched_into() {
 }
 
 #[test]
+fn a_zone_launches_may_not_go_to_passes_its_share_to_the_others() {
+    let spec = group(&["a", "c"], 2, 2);
+    let zones: Vec<Zone> = zones().into_iter().filter(|z| z.name != "a").collect();
+    assert_eq!(
+        launches(&plan(&input(&spec, &zones, 2), NOW)),
+        pairs(&[("c", "127.10.3.11"), ("c", "127.10.3.12")])
+    );
+}
+
+#[test]
 fn empty_zones_launch_nothing() {
     let spec = group(&[], 2, 2);
     let zones = zones();
