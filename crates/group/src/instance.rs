@@ -152,7 +152,10 @@ pub async fn run(
     terminate(&shared, &group, &id, &mut process, &cause).await;
 }
 
-/// Watches an in-service instance; returns why it must go.
+/// Watches an in-service instance; returns why it must go. The balancer's verdict is
+/// re-judged when one of the instance's targets changes health on some node (the balancer
+/// publishes every transition as an event; nothing is polled), and once when the grace
+/// period ends.
 async fn watch(
     shared: &Arc<Shared>,
     group: &Arc<GroupRuntime>,
@@ -161,9 +164,22 @@ async fn watch(
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) -> Cause {
     let spec = &group.spec;
-    let mut tick = tokio::time::interval(POLL * 4);
+    let judged_by_lb = spec.health_check_type == HealthCheckType::Lb;
+    let mut events = shared.balancer.health_events();
+    let (target, in_service_at) = {
+        let state = group.lock();
+        let t = state.instances.iter().find(|t| t.info.id == id);
+        (
+            t.map(|t| SocketAddr::new(t.info.address, t.info.port).to_string())
+                .unwrap_or_default(),
+            t.and_then(|t| t.in_service_at).unwrap_or_else(Instant::now),
+        )
+    };
+    let grace_over = tokio::time::sleep_until((in_service_at + spec.grace_period).into());
+    tokio::pin!(grace_over);
+    let mut in_grace = true;
     loop {
-        tokio::select! {
+        let judge_now = tokio::select! {
             () = process.exited() => {
                 let status = process.exit_status().unwrap_or_else(|| "exited".to_string());
                 let cause = Cause::ProcessExited { status };
@@ -175,39 +191,45 @@ async fn watch(
                 None => return Cause::ControllerStopping,
             },
             () = shared.stop.cancelled() => return Cause::Shutdown,
-            _ = tick.tick() => {
-                if spec.health_check_type != HealthCheckType::Lb {
-                    continue;
+            () = &mut grace_over, if in_grace => {
+                in_grace = false;
+                true
+            }
+            event = events.recv(), if judged_by_lb => match event {
+                Ok(e) => e.target == target,
+                // Fell behind: judge on the views as they are now.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Cause::ControllerStopping
                 }
-                let in_grace = group
-                    .lock()
+            },
+        };
+        if !judge_now || in_grace || !judged_by_lb {
+            continue;
+        }
+        if let Some(cause) = lb_unhealthy(shared, group, id) {
+            let changed = {
+                let state = group.lock();
+                state
                     .instances
                     .iter()
-                    .find(|t| t.info.id == id)
-                    .and_then(|t| t.in_service_at)
-                    .is_none_or(|at| at.elapsed() < spec.grace_period);
-                if in_grace {
-                    continue;
-                }
-                if let Some(cause) = lb_unhealthy(shared, group, id) {
-                    let changed = {
-                        let state = group.lock();
-                        state.instances.iter().any(|t| t.info.id == id && t.info.health == InstanceHealth::Healthy)
-                    };
-                    if changed {
-                        group.update(&shared.store, id, |t| t.info.mark_unhealthy(cause));
-                        // The group decides when to replace it (never all at once).
-                        group.wake.notify_one();
-                    }
-                } else {
-                    // The balancer's verdict is withdrawn when its checks pass again; no other is.
-                    group.update(&shared.store, id, |t| {
-                        if t.info.unhealthy_cause().is_some_and(Cause::is_load_balancer_health) {
-                            t.info.mark_healthy();
-                        }
-                    });
-                }
+                    .any(|t| t.info.id == id && t.info.health == InstanceHealth::Healthy)
+            };
+            if changed {
+                group.update(&shared.store, id, |t| t.info.mark_unhealthy(cause));
+                // The group decides when to replace it (never all at once).
+                group.wake.notify_one();
             }
+        } else {
+            // The balancer's verdict is withdrawn when its checks pass again; no other is.
+            group.update(&shared.store, id, |t| {
+                if t.info
+                    .unhealthy_cause()
+                    .is_some_and(Cause::is_load_balancer_health)
+                {
+                    t.info.mark_healthy();
+                }
+            });
         }
     }
 }

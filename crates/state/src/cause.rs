@@ -1,10 +1,9 @@
 //! Why something happened, as a type: the controller decides on the variant (is this the load
 //! balancer's verdict?), and people read its text.
 //!
-//! Today the group controller keeps causes as sentences and tests them with
-//! `starts_with("load balancer")`; here the decision is [`Cause::is_load_balancer_health`] and
-//! the sentences come out of `Display` and [`Cause::activity_text`], worded as the activity
-//! history words them now, so moving the controller onto these types changes no history text.
+//! The decision is [`Cause::is_load_balancer_health`], never a message's prefix; the sentences
+//! come out of `Display` and [`Cause::activity_text`], worded as the activity history has
+//! always worded them.
 
 use std::fmt;
 
