@@ -28,8 +28,11 @@ pub fn open_store(
     state_dir: &Path,
     create: bool,
 ) -> Result<Arc<dyn StateStore>, Failure> {
-    if stack.etcd.is_some() {
-        return Err(anyhow::anyhow!("the etcd store is not built yet").into());
+    if let Some(etcd) = &stack.etcd {
+        return Ok(Arc::new(proxyfleet_state::EtcdStore::new(
+            etcd.endpoints.clone(),
+            &etcd.prefix,
+        )));
     }
     let db = state_dir.join("roles.db");
     if !create && !db.exists() {

@@ -45,6 +45,7 @@
 pub mod apply;
 pub mod cause;
 pub mod change;
+pub mod etcd;
 pub mod model;
 pub mod sqlite;
 pub mod store;
@@ -58,6 +59,7 @@ mod roundtrip;
 pub use apply::Refusal;
 pub use cause::{Cause, UserRequest};
 pub use change::{Change, Fence, Key, Kind, LeadershipEnd};
+pub use etcd::EtcdStore;
 pub use model::{
     Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeView, Process, Revision,
     Snapshot, Target, TargetHealth, Term,

@@ -1,0 +1,265 @@
+//! Talking to etcd: JSON over HTTP/1.1 to its gRPC gateway, one connection per call, on
+//! whichever member answers.
+//!
+//! A call that fails at the transport (refused, reset, timed out) or that the member cannot
+//! serve (no quorum: gRPC `Unavailable`, `DeadlineExceeded`) moves on to the next member; the
+//! member that answered last is tried first next time. Every try is bounded in time, and so
+//! is the whole call (each member once). Answers are capped in size: nothing a member sends
+//! can make this process hold more than [`MAX_BODY`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use super::wire::GatewayError;
+use crate::store::StoreError;
+
+/// The largest answer read (a snapshot range, one watch line).
+pub const MAX_BODY: usize = 64 << 20;
+/// Connecting to one member.
+const CONNECT: Duration = Duration::from_millis(300);
+/// One call on one member: longer than etcd's own request timeout would be pointless, and a
+/// member without quorum answers only when that runs out.
+const CALL: Duration = Duration::from_millis(1500);
+
+pub(super) struct Client {
+    endpoints: Vec<SocketAddr>,
+    preferred: AtomicUsize,
+}
+
+/// Why one try on one member failed.
+enum TryError {
+    /// Another member may do better.
+    Member(String),
+    /// The request itself is wrong (any member would say so).
+    Request(String),
+}
+
+fn backend(what: &str, detail: String) -> StoreError {
+    StoreError::Backend {
+        what: what.to_string(),
+        source: detail.into(),
+    }
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<SocketAddr>) -> Client {
+        Client {
+            endpoints,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn endpoints(&self) -> &[SocketAddr] {
+        &self.endpoints
+    }
+
+    /// The members in the order to try them: the last one that answered first.
+    fn order(&self) -> impl Iterator<Item = (usize, SocketAddr)> + '_ {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let n = self.endpoints.len();
+        (0..n).map(move |k| {
+            let i = (first + k) % n;
+            (i, self.endpoints[i])
+        })
+    }
+
+    /// A unary call: `POST path` with `body`, answered with `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, StoreError> {
+        let text = body.to_string();
+        let mut failures = Vec::new();
+        for (i, addr) in self.order() {
+            let attempt = async {
+                let response = send(addr, path, &text).await?;
+                let status = response.status();
+                let bytes = read_all(response.into_body()).await?;
+                parse::<T>(status, &bytes)
+            };
+            match tokio::time::timeout(CALL, attempt).await {
+                Ok(Ok(answer)) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Ok(Err(TryError::Request(e))) => return Err(backend(path, e)),
+                Ok(Err(TryError::Member(e))) => failures.push(format!("{addr}: {e}")),
+                Err(_) => failures.push(format!("{addr}: no answer within {CALL:?}")),
+            }
+        }
+        Err(backend(
+            path,
+            format!("no etcd member answered: {}", failures.join("; ")),
+        ))
+    }
+
+    /// A streaming call (watch, keep-alive): the body of the first member that accepts it,
+    /// read line by line by the caller.
+    pub async fn stream(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<(SocketAddr, Lines), StoreError> {
+        let text = body.to_string();
+        let mut failures = Vec::new();
+        for (i, addr) in self.order() {
+            match tokio::time::timeout(CALL, send(addr, path, &text)).await {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok((addr, Lines::new(response.into_body())));
+                }
+                Ok(Ok(response)) => failures.push(format!("{addr}: HTTP {}", response.status())),
+                Ok(Err(TryError::Member(e) | TryError::Request(e))) => {
+                    failures.push(format!("{addr}: {e}"))
+                }
+                Err(_) => failures.push(format!("{addr}: no answer within {CALL:?}")),
+            }
+        }
+        Err(backend(
+            path,
+            format!("no etcd member answered: {}", failures.join("; ")),
+        ))
+    }
+
+    /// One call to one member (`maintenance/status` of each, for health).
+    pub async fn call_one<T: DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, String> {
+        let text = body.to_string();
+        let attempt = async {
+            let response = send(addr, path, &text).await?;
+            let status = response.status();
+            let bytes = read_all(response.into_body()).await?;
+            parse::<T>(status, &bytes)
+        };
+        match tokio::time::timeout(CALL, attempt).await {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(TryError::Member(e) | TryError::Request(e))) => Err(e),
+            Err(_) => Err(format!("no answer within {CALL:?}")),
+        }
+    }
+}
+
+async fn send(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+) -> Result<hyper::Response<Incoming>, TryError> {
+    let stream = tokio::time::timeout(CONNECT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| TryError::Member(format!("connect timed out after {CONNECT:?}")))?
+        .map_err(|e| TryError::Member(format!("connect: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| TryError::Member(format!("handshake: {e}")))?;
+    // The connection's task ends when the response body is dropped or read to its end.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| TryError::Request(e.to_string()))?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| TryError::Member(format!("request: {e}")))
+}
+
+async fn read_all(body: Incoming) -> Result<Bytes, TryError> {
+    Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| {
+            TryError::Member(format!(
+                "reading the answer (at most {MAX_BODY} bytes): {e}"
+            ))
+        })
+}
+
+/// gRPC codes a member says when another member may do better: Unavailable, DeadlineExceeded,
+/// Unknown (etcd wraps "leader changed" and timeouts in it), Canceled.
+fn retry_elsewhere(code: i32) -> bool {
+    matches!(code, 1 | 2 | 4 | 14)
+}
+
+fn parse<T: DeserializeOwned>(status: hyper::StatusCode, bytes: &[u8]) -> Result<T, TryError> {
+    if status.is_success() {
+        return serde_json::from_slice(bytes).map_err(|e| {
+            TryError::Request(format!("unexpected answer ({e}): {}", preview(bytes)))
+        });
+    }
+    let error: GatewayError = serde_json::from_slice(bytes).unwrap_or_default();
+    let detail = format!(
+        "HTTP {status}: {} (gRPC code {})",
+        error.message, error.code
+    );
+    if status.is_server_error() || retry_elsewhere(error.code) {
+        Err(TryError::Member(detail))
+    } else {
+        Err(TryError::Request(detail))
+    }
+}
+
+fn preview(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+}
+
+/// A streaming answer, one JSON object per line (the gateway's framing), each line capped.
+pub(super) struct Lines {
+    body: Incoming,
+    buffer: Vec<u8>,
+}
+
+impl Lines {
+    fn new(body: Incoming) -> Lines {
+        Lines {
+            body,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next line, `Ok(None)` at the end of the stream.
+    pub async fn next_line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(end) = memchr(&self.buffer) {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let line = line.trim_ascii().to_vec();
+                if line.is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                        if self.buffer.len() > MAX_BODY {
+                            return Err(format!("a line of over {MAX_BODY} bytes"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn memchr(buffer: &[u8]) -> Option<usize> {
+    buffer.iter().position(|b| *b == b'\n')
+}

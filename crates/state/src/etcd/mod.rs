@@ -1,0 +1,536 @@
+//! The etcd implementation of [`StateStore`], for a tier whose roles run on several hosts.
+//!
+//! **Why the JSON gateway, not the `etcd-client` crate.** `etcd-client` generates its gRPC
+//! code with `protoc` at build time, and proxyfleet must build on a machine with only the
+//! Rust toolchain (the README's two commands) and keep CI short on two cores; tonic and prost
+//! would add both a system tool and a large build. etcd serves the same API as JSON over
+//! HTTP/1.1 (its documented gRPC gateway, `/v3/...`), which hyper — already here — speaks. The
+//! few calls used (range, txn, watch, lease grant/keep-alive/revoke, maintenance status) are
+//! in [`client`] and [`wire`].
+//!
+//! **Layout**, every key under the stack's prefix (default `/proxyfleet/`):
+//! - `snapshot`: the whole [`Snapshot`] as JSON (a few KB for a tier: hosts, groups,
+//!   instances, targets). Each [`apply`](StateStore::apply) reads it, applies the batch with
+//!   [`Snapshot::apply_all`] (the same rules as every store), and writes it back in one
+//!   transaction that compares its `mod_revision` (optimistic concurrency: a writer that lost
+//!   the race reads again and retries) and, when fenced, the leader key's `create_revision`;
+//! - `log/ID`: the batch itself, put in that same transaction under an id unique to the
+//!   writer and the batch: what [`watch`](StateStore::watch) streams, with the transaction's
+//!   revision. The id also makes a write whose answer was lost (a member died mid-call) safe
+//!   to retry: the batch is found already written and not applied twice;
+//! - `leader`: the controller's leadership, put only if absent and attached to a lease of the
+//!   leadership's ttl. The [`Term`] is its `create_revision`, which etcd never hands out
+//!   twice. A lapsed lease deletes it, and a fenced write's compare then fails.
+//!
+//! Every write rewrites the snapshot (heartbeats included), which keeps the store simple and
+//! every reader consistent at the price of writing a few KB per change; etcd members should
+//! run with `--auto-compaction-retention` (see `deploy/etcd-member.service`). Keys per object
+//! are the way to grow past a few dozen hosts.
+
+mod client;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::apply::Refusal;
+use crate::change::{Change, Fence, Kind, LeadershipEnd};
+use crate::model::{Leadership, Revision, Snapshot, Term};
+use crate::store::{StateStore, StoreError, WatchStream};
+use crate::time::UnixMillis;
+use client::Client;
+use wire::{b64, prefix_end, KeyValue, RangeResponse, TxnResponse};
+
+/// How often a write that lost a race is tried again before giving up.
+const RETRIES: usize = 50;
+/// How often a campaign looks at the leader key while another holds it.
+const CAMPAIGN_POLL: Duration = Duration::from_millis(50);
+
+/// One member's answer to `maintenance/status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MemberHealth {
+    pub endpoint: SocketAddr,
+    pub reachable: bool,
+    /// This member is the raft leader.
+    pub leader: bool,
+    pub revision: u64,
+    pub raft_term: u64,
+    pub version: String,
+    /// Why it is not reachable.
+    pub error: Option<String>,
+}
+
+/// The leadership's value in the `leader` key (the term is the key's create revision).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LeaderValue {
+    leader: String,
+    ttl_ms: u64,
+    elected_at: UnixMillis,
+    lease: u64,
+}
+
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+    /// This store's part of every log id: unique per process and start.
+    writer: String,
+    batches: AtomicU64,
+}
+
+impl EtcdStore {
+    /// A store on the cluster at `endpoints` (client URLs' addresses), every key under
+    /// `prefix`. Nothing is contacted yet: an agent may start while etcd is down.
+    pub fn new(endpoints: Vec<SocketAddr>, prefix: &str) -> EtcdStore {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        EtcdStore {
+            client: Client::new(endpoints),
+            prefix: prefix.to_string(),
+            writer: format!("{:x}-{nanos:x}", std::process::id()),
+            batches: AtomicU64::new(0),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Each member's status, in endpoint order.
+    pub async fn health(&self) -> Vec<MemberHealth> {
+        let mut out = Vec::new();
+        for &endpoint in self.client.endpoints() {
+            let answer: Result<wire::StatusResponse, String> = self
+                .client
+                .call_one(endpoint, "/v3/maintenance/status", &json!({}))
+                .await;
+            out.push(match answer {
+                Ok(s) => MemberHealth {
+                    endpoint,
+                    reachable: true,
+                    leader: s.leader != 0 && s.leader == s.header.member_id,
+                    revision: s.header.revision,
+                    raft_term: s.header.raft_term,
+                    version: s.version,
+                    error: None,
+                },
+                Err(e) => MemberHealth {
+                    endpoint,
+                    reachable: false,
+                    leader: false,
+                    revision: 0,
+                    raft_term: 0,
+                    version: String::new(),
+                    error: Some(e),
+                },
+            });
+        }
+        out
+    }
+
+    async fn get(&self, key: &str) -> Result<(Option<KeyValue>, u64), StoreError> {
+        let r: RangeResponse = self
+            .client
+            .call("/v3/kv/range", &json!({ "key": b64(key) }))
+            .await?;
+        Ok((r.kvs.into_iter().next(), r.header.revision))
+    }
+
+    /// The snapshot and the `mod_revision` of its key (0: none yet), at the answer's revision.
+    async fn read_snapshot(&self) -> Result<(Snapshot, u64, Revision), StoreError> {
+        let (kv, revision) = self.get(&self.key("snapshot")).await?;
+        let Some(kv) = kv else {
+            return Ok((Snapshot::default(), 0, Revision(revision)));
+        };
+        let snapshot = serde_json::from_slice(&kv.value).map_err(|e| StoreError::Backend {
+            what: format!("the snapshot at {}", self.key("snapshot")),
+            source: Box::new(e),
+        })?;
+        Ok((snapshot, kv.mod_revision, Revision(revision)))
+    }
+
+    /// The live leadership's term (the leader key's create revision), if any.
+    async fn current_term(&self) -> Result<Option<(Term, LeaderValue)>, StoreError> {
+        let (kv, _) = self.get(&self.key("leader")).await?;
+        Ok(kv.and_then(|kv| {
+            let value: LeaderValue = serde_json::from_slice(&kv.value).ok()?;
+            Some((Term(kv.create_revision), value))
+        }))
+    }
+
+    /// Applies `changes` (checked by the caller) in one transaction; `term` fences it.
+    async fn commit(
+        &self,
+        term: Option<Term>,
+        changes: Vec<Change>,
+    ) -> Result<Revision, StoreError> {
+        let id = format!(
+            "{}-{}",
+            self.writer,
+            self.batches.fetch_add(1, Ordering::Relaxed)
+        );
+        let log_key = self.key(&format!("log/{id}"));
+        let batch = serde_json::to_vec(&changes).expect("changes serialize");
+        for _ in 0..RETRIES {
+            let (mut snapshot, mod_revision, _) = self.read_snapshot().await?;
+            // A retried call whose first try was applied after all: done.
+            if let (Some(kv), _) = self.get(&log_key).await? {
+                return Ok(Revision(kv.mod_revision));
+            }
+            snapshot
+                .apply_all(&changes)
+                .map_err(|(index, refusal)| StoreError::Refused {
+                    index,
+                    count: changes.len(),
+                    change: changes[index].to_string(),
+                    refusal,
+                })?;
+            let mut compare = vec![json!({
+                "target": "MOD", "key": b64(self.key("snapshot")),
+                "mod_revision": mod_revision.to_string(), "result": "EQUAL",
+            })];
+            if let Some(term) = term {
+                compare.push(json!({
+                    "target": "CREATE", "key": b64(self.key("leader")),
+                    "create_revision": term.0.to_string(), "result": "EQUAL",
+                }));
+            }
+            let value = serde_json::to_vec(&snapshot).expect("snapshot serializes");
+            let txn = json!({
+                "compare": compare,
+                "success": [
+                    { "request_put": { "key": b64(self.key("snapshot")), "value": b64(&value) } },
+                    { "request_put": { "key": b64(&log_key), "value": b64(&batch) } },
+                ],
+                "failure": [ { "request_range": { "key": b64(self.key("leader")) } } ],
+            });
+            let r: TxnResponse = self.client.call("/v3/kv/txn", &txn).await?;
+            if r.succeeded {
+                return Ok(Revision(r.header.revision));
+            }
+            if let Some(term) = term {
+                let leader = r
+                    .responses
+                    .into_iter()
+                    .filter_map(|o| o.response_range)
+                    .flat_map(|range| range.kvs)
+                    .next();
+                let current = leader.map(|kv| Term(kv.create_revision));
+                if current != Some(term) {
+                    return Err(StoreError::Fenced {
+                        presented: term,
+                        current,
+                    });
+                }
+            }
+            // Another writer got there first: read again.
+        }
+        Err(StoreError::Backend {
+            what: "apply".to_string(),
+            source: format!("the snapshot kept changing under {RETRIES} tries").into(),
+        })
+    }
+
+    async fn lease_ttl_left(&self, lease: u64) -> Result<u64, StoreError> {
+        let (_, mut lines) = self
+            .client
+            .stream("/v3/lease/keepalive", &json!({ "ID": lease.to_string() }))
+            .await?;
+        let line = tokio::time::timeout(Duration::from_millis(1500), lines.next_line())
+            .await
+            .map_err(|_| backend("lease keep-alive", "no answer".to_string()))?
+            .map_err(|e| backend("lease keep-alive", e))?
+            .ok_or_else(|| backend("lease keep-alive", "empty answer".to_string()))?;
+        let item: wire::StreamItem<wire::KeepAliveResponse> = serde_json::from_slice(&line)
+            .map_err(|e| backend("lease keep-alive", e.to_string()))?;
+        if let Some(e) = item.error {
+            return Err(backend("lease keep-alive", e.message));
+        }
+        Ok(item.result.map_or(0, |r| r.ttl))
+    }
+}
+
+fn backend(what: &str, detail: String) -> StoreError {
+    StoreError::Backend {
+        what: what.to_string(),
+        source: detail.into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for EtcdStore {
+    async fn apply(&self, fence: Fence, changes: Vec<Change>) -> Result<Revision, StoreError> {
+        let count = changes.len();
+        for (index, c) in changes.iter().enumerate() {
+            if c.is_reserved() {
+                return Err(StoreError::Refused {
+                    index,
+                    count,
+                    change: c.to_string(),
+                    refusal: Refusal::Reserved,
+                });
+            }
+            if c.needs_leadership() && fence == Fence::Unfenced {
+                return Err(StoreError::NotLeader {
+                    index,
+                    count,
+                    change: c.to_string(),
+                });
+            }
+        }
+        let term = match fence {
+            Fence::Leader(term) => Some(term),
+            Fence::Unfenced => None,
+        };
+        if changes.is_empty() {
+            if let Some(term) = term {
+                let current = self.current_term().await?.map(|(t, _)| t);
+                if current != Some(term) {
+                    return Err(StoreError::Fenced {
+                        presented: term,
+                        current,
+                    });
+                }
+            }
+            return Ok(self.read_snapshot().await?.2);
+        }
+        self.commit(term, changes).await
+    }
+
+    async fn snapshot(&self) -> Result<(Snapshot, Revision), StoreError> {
+        let (snapshot, _, revision) = self.read_snapshot().await?;
+        Ok((snapshot, revision))
+    }
+
+    async fn watch(&self, kinds: &[Kind], from: Revision) -> Result<WatchStream, StoreError> {
+        let prefix = self.key("log/");
+        let request = json!({ "create_request": {
+            "key": b64(&prefix),
+            "range_end": b64(prefix_end(&prefix)),
+            "start_revision": from.0.max(1).to_string(),
+        }});
+        let (member, mut lines) = self.client.stream("/v3/watch", &request).await?;
+        let kinds = kinds.to_vec();
+        let stream = async_stream_lines(move |tx| async move {
+            loop {
+                let line = match lines.next_line().await {
+                    Ok(Some(line)) => line,
+                    Ok(None) => {
+                        let _ = tx
+                            .send(Err(backend(
+                                "watch",
+                                format!("member {member} ended the watch"),
+                            )))
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(backend("watch", format!("member {member}: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                let item: wire::StreamItem<wire::WatchResponse> =
+                    match serde_json::from_slice(&line) {
+                        Ok(item) => item,
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(backend("watch", format!("unexpected answer: {e}"))))
+                                .await;
+                            return;
+                        }
+                    };
+                if let Some(e) = item.error {
+                    let _ = tx.send(Err(backend("watch", e.message))).await;
+                    return;
+                }
+                let Some(w) = item.result else { continue };
+                if w.compact_revision > 0 {
+                    let _ = tx
+                        .send(Err(StoreError::Compacted {
+                            from,
+                            oldest: Revision(w.compact_revision),
+                        }))
+                        .await;
+                    return;
+                }
+                if w.canceled {
+                    let _ = tx
+                        .send(Err(backend(
+                            "watch",
+                            format!("canceled: {}", w.cancel_reason),
+                        )))
+                        .await;
+                    return;
+                }
+                for event in w.events {
+                    if event.kind == "DELETE" {
+                        continue;
+                    }
+                    let revision = Revision(event.kv.mod_revision);
+                    let batch: Vec<Change> = match serde_json::from_slice(&event.kv.value) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = tx
+                                .send(Err(backend(
+                                    "watch",
+                                    format!("a log entry that is not a batch: {e}"),
+                                )))
+                                .await;
+                            return;
+                        }
+                    };
+                    for change in batch.into_iter().filter(|c| kinds.contains(&c.kind())) {
+                        if tx.send(Ok((revision, change))).await.is_err() {
+                            return; // the reader dropped the stream
+                        }
+                    }
+                }
+            }
+        });
+        Ok(stream)
+    }
+
+    async fn campaign(&self, candidate: &str, ttl: Duration) -> Result<Leadership, StoreError> {
+        let ttl_s = ttl.as_millis().div_ceil(1000).max(1) as u64;
+        loop {
+            if self.current_term().await?.is_some() {
+                tokio::time::sleep(CAMPAIGN_POLL).await;
+                continue;
+            }
+            let grant: wire::LeaseGrantResponse = self
+                .client
+                .call("/v3/lease/grant", &json!({ "TTL": ttl_s }))
+                .await?;
+            if !grant.error.is_empty() || grant.id == 0 {
+                return Err(backend("lease grant", grant.error));
+            }
+            let value = LeaderValue {
+                leader: candidate.to_string(),
+                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                elected_at: UnixMillis::now(),
+                lease: grant.id,
+            };
+            let key = b64(self.key("leader"));
+            let txn = json!({
+                "compare": [ { "target": "CREATE", "key": key, "create_revision": "0", "result": "EQUAL" } ],
+                "success": [ { "request_put": {
+                    "key": key,
+                    "value": b64(serde_json::to_vec(&value).expect("serializes")),
+                    "lease": grant.id.to_string(),
+                } } ],
+            });
+            let r: TxnResponse = self.client.call("/v3/kv/txn", &txn).await?;
+            if !r.succeeded {
+                // Another candidate won the race.
+                let _ = self
+                    .client
+                    .call::<serde_json::Value>(
+                        "/v3/lease/revoke",
+                        &json!({ "ID": grant.id.to_string() }),
+                    )
+                    .await;
+                continue;
+            }
+            let leadership = Leadership {
+                leader: candidate.to_string(),
+                term: Term(r.header.revision),
+                ttl_ms: value.ttl_ms,
+                elected_at: value.elected_at,
+            };
+            // Recorded in the snapshot and the log, fenced by the new term itself.
+            let (snapshot, _, _) = self.read_snapshot().await?;
+            let mut record = Vec::new();
+            if let Some(old) = &snapshot.leadership {
+                record.push(Change::LeadershipEnded {
+                    term: old.term,
+                    end: LeadershipEnd::LeaseExpired,
+                });
+            }
+            record.push(Change::LeaderElected {
+                leadership: leadership.clone(),
+            });
+            self.commit(Some(leadership.term), record).await?;
+            return Ok(leadership);
+        }
+    }
+
+    async fn renew(&self, leadership: &Leadership) -> Result<UnixMillis, StoreError> {
+        let Some((term, value)) = self.current_term().await? else {
+            return Err(StoreError::Fenced {
+                presented: leadership.term,
+                current: None,
+            });
+        };
+        if term != leadership.term {
+            return Err(StoreError::Fenced {
+                presented: leadership.term,
+                current: Some(term),
+            });
+        }
+        let left = self.lease_ttl_left(value.lease).await?;
+        if left == 0 {
+            return Err(StoreError::Fenced {
+                presented: leadership.term,
+                current: None,
+            });
+        }
+        Ok(UnixMillis::now().after(Duration::from_millis(leadership.ttl_ms)))
+    }
+
+    async fn resign(&self, leadership: &Leadership) -> Result<(), StoreError> {
+        let Some((term, value)) = self.current_term().await? else {
+            return Ok(());
+        };
+        if term != leadership.term {
+            return Ok(());
+        }
+        let (snapshot, _, _) = self.read_snapshot().await?;
+        if snapshot.leadership.as_ref().is_some_and(|l| l.term == term) {
+            let _ = self
+                .commit(
+                    Some(term),
+                    vec![Change::LeadershipEnded {
+                        term,
+                        end: LeadershipEnd::Resigned,
+                    }],
+                )
+                .await;
+        }
+        self.client
+            .call::<serde_json::Value>(
+                "/v3/lease/revoke",
+                &json!({ "ID": value.lease.to_string() }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn leader(&self) -> Result<Option<Leadership>, StoreError> {
+        Ok(self.current_term().await?.map(|(term, v)| Leadership {
+            leader: v.leader,
+            term,
+            ttl_ms: v.ttl_ms,
+            elected_at: v.elected_at,
+        }))
+    }
+}
+
+/// A [`WatchStream`] fed by a task: `produce` sends items into a small bounded channel, so a
+/// slow reader holds the task (and etcd's stream) back rather than growing a buffer.
+fn async_stream_lines<F, Fut>(produce: F) -> WatchStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<(Revision, Change), StoreError>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(produce(tx));
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
