@@ -24,7 +24,7 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
     if let Some(file) = &args.file {
         let stack = crate::tier::load_stack(file)?;
         let store = crate::tier::open_store(&stack, &args.dir.state_dir, false)?;
-        let status = block_on(async { crate::tier::status(&*store).await })?;
+        let status = block_on(async { crate::tier::status(&stack, &*store).await })?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {

@@ -47,21 +47,67 @@ pub fn open_store(
     Ok(Arc::new(proxyfleet_state::SqliteStore::open(&db)?))
 }
 
-pub async fn status(store: &dyn StateStore) -> Result<TierStatus, Failure> {
+/// `status -f`'s answer: the tier, and each etcd member's health when there is a cluster.
+#[derive(serde::Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub tier: TierStatus,
+    pub etcd: Vec<proxyfleet_state::etcd::MemberHealth>,
+}
+
+pub async fn status(
+    stack: &proxyfleet_stack::Stack,
+    store: &dyn StateStore,
+) -> Result<Status, Failure> {
+    let etcd = match &stack.etcd {
+        Some(e) => {
+            proxyfleet_state::EtcdStore::new(e.endpoints.clone(), &e.prefix)
+                .health()
+                .await
+        }
+        None => Vec::new(),
+    };
     let (snapshot, revision) = store.snapshot().await?;
     let leader = store.leader().await?;
-    Ok(TierStatus::build(
+    let tier = TierStatus::build(
         &snapshot,
         revision,
         leader.as_ref(),
         UnixMillis::now(),
         &Timings::default(),
-    ))
+    );
+    Ok(Status { tier, etcd })
 }
 
 /// The tables `status -f` prints.
-pub fn render(s: &TierStatus) -> String {
+pub fn render(status: &Status) -> String {
+    let s = &status.tier;
     let mut out = String::new();
+    if !status.etcd.is_empty() {
+        let rows: Vec<Vec<String>> = status
+            .etcd
+            .iter()
+            .map(|m| {
+                vec![
+                    m.endpoint.to_string(),
+                    if m.reachable {
+                        "reachable"
+                    } else {
+                        "unreachable"
+                    }
+                    .to_string(),
+                    if m.leader { "leader" } else { "" }.to_string(),
+                    m.revision.to_string(),
+                    m.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["ETCD MEMBER", "STATE", "RAFT", "REVISION", "ERROR"],
+            &rows,
+        ));
+        out.push('\n');
+    }
     match &s.leader {
         Some(l) => out.push_str(&format!(
             "controller: {} (term {}, lease {} ms)\n\n",

@@ -1,0 +1,389 @@
+//! The tier as separate processes on etcd: three `proxyfleet agent`s (zones a, b, c, each
+//! with its zone's node address on loopback) and a real 3-member etcd cluster, under four
+//! clients making new connections through the nodes of zones a and c. Each test prints
+//! `roles N: ...` lines with what it measured. Without etcd installed they say `SKIPPED`.
+//!
+//! Networks: the zones on 127.1NN.{1,2,3}.0/24, etcd on 127.99.1NN.1-3, clients from
+//! 127.20.1NN.x, the origin on 127.30.1NN.1. The tests run one at a time (each starts
+//! nine processes and times failovers in hundreds of milliseconds on two cores).
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::tier::{leader, live, serving_in, Tier};
+use testkit::load::Load;
+use testkit::origin::Origin;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn skip() -> bool {
+    if !testkit::etcd::installed() {
+        println!("SKIPPED: etcd not installed (scripts/test installs Debian's etcd-server)");
+        return true;
+    }
+    false
+}
+
+/// Four clients, two through zone a's node and two through zone c's.
+fn load(tier: &Tier, origin: &Origin, net: u8) -> (Load, Load) {
+    let url = format!("{}/", origin.url());
+    let a = Load::start(
+        tier.node(0),
+        &[&format!("127.20.{net}.1"), &format!("127.20.{net}.2")],
+        &url,
+    );
+    let c = Load::start(
+        tier.node(2),
+        &[&format!("127.20.{net}.3"), &format!("127.20.{net}.4")],
+        &url,
+    );
+    a.wait_for_more(20, Duration::from_secs(10));
+    c.wait_for_more(20, Duration::from_secs(10));
+    (a, c)
+}
+
+/// No two live instances on one address, and the group at its size.
+fn no_instance_twice(tier: &Tier, desired: usize) {
+    let s = tier.status();
+    let live = live(&s);
+    let mut addresses: Vec<String> = live.iter().map(|i| i["address"].to_string()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), live.len(), "an address held twice: {s:#}");
+    assert_eq!(live.len(), desired, "live instances: {s:#}");
+}
+
+#[test]
+fn killing_the_controller_leader_elects_another_and_launches_nothing_twice() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let net = 111;
+    let origin = Origin::start(&format!("127.30.{net}.1"));
+    let mut tier = Tier::start(net, 3);
+    let (old, term) = leader(&tier.status()).expect("a leader");
+    let i = (0..3).find(|&i| Tier::host(i) == old).unwrap();
+    let (la, lc) = load(&tier, &origin, net);
+    let killed = Instant::now();
+    tier.kill_agent(i);
+    let took = tier.wait("a new leader", Duration::from_secs(5), |s| {
+        leader(s).is_some_and(|(h, t)| h != old && t > term)
+    });
+    println!(
+        "roles 1: kill -9 of the leader {old}: a new leader after {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(2), "a new leader within 2 s");
+    // Its host is lost too: its instance is replaced; none is launched twice.
+    let whole = tier.wait(
+        "the group whole again, off host ha",
+        Duration::from_secs(10),
+        |s| {
+            ZONES_SERVING(s) >= 2
+                && live(s).len() == 3
+                && live(s)
+                    .iter()
+                    .all(|i| i["host"] != old.as_str() && i["lifecycle"] == "InService")
+        },
+    );
+    println!(
+        "roles 1: its host's instance replaced; the group whole again {} ms after the kill",
+        killed.elapsed().max(whole).as_millis()
+    );
+    no_instance_twice(&tier, 3);
+    let history = tier.activity();
+    let elected: Vec<&str> = history
+        .iter()
+        .filter_map(|a| a["description"].as_str())
+        .filter(|d| d.starts_with("Controller elected"))
+        .collect();
+    assert!(
+        elected.len() >= 2,
+        "both elections in the history: {history:#?}"
+    );
+    let launches = history
+        .iter()
+        .filter(|a| {
+            a["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("Launching"))
+        })
+        .count();
+    assert_eq!(
+        launches, 4,
+        "three at the start, one replacement: {history:#?}"
+    );
+    let (ra, rc) = (la.stop(), lc.stop());
+    println!(
+        "roles 1: {} + {} requests; failed through a: {}, through c: {}; history {} lines, {} elections; {} ms in all",
+        ra.ok,
+        rc.ok,
+        ra.failed.len(),
+        rc.failed.len(),
+        history.len(),
+        elected.len(),
+        killed.elapsed().as_millis()
+    );
+}
+
+/// Zones with at least one serving instance.
+#[allow(non_snake_case)]
+fn ZONES_SERVING(s: &serde_json::Value) -> usize {
+    common::tier::ZONES
+        .iter()
+        .filter(|z| !serving_in(s, z).is_empty())
+        .count()
+}
+
+#[test]
+fn a_lost_host_moves_its_node_address_and_its_instances_elsewhere() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let net = 112;
+    let origin = Origin::start(&format!("127.30.{net}.1"));
+    let mut tier = Tier::start(net, 3);
+    let (la, lc) = load(&tier, &origin, net);
+    // Host a dies whole: its agent and its instance.
+    let pids = tier.instance_pids(Some("ha"));
+    let killed_at = lc.now();
+    let killed = Instant::now();
+    tier.kill_agent(0);
+    for pid in &pids {
+        // SAFETY: kill(2) on an instance of this tier's host a.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    // Zone a's node address serves again, from another agent.
+    let node_a = tier.node(0);
+    let served_again = loop {
+        let ok = std::net::TcpStream::connect_timeout(&node_a, Duration::from_millis(100)).is_ok()
+            && testkit::client::exchange_raw(
+                &format!("127.20.{net}.9"),
+                node_a,
+                format!(
+                    "GET {}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    origin.url()
+                )
+                .as_bytes(),
+            )
+            .starts_with("HTTP/1.1 200");
+        if ok {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "zone a's node never served again"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "roles 2: host a lost: its node address served again after {} ms",
+        served_again.as_millis()
+    );
+    let replaced = tier.wait("host a's instance replaced", Duration::from_secs(10), |s| {
+        live(s).len() == 3 && live(s).iter().all(|i| i["host"] != "ha") && {
+            let serving: usize = ["b", "c"].iter().map(|z| serving_in(s, z).len()).sum();
+            serving == 3
+        }
+    });
+    let replaced = killed.elapsed().max(replaced);
+    println!(
+        "roles 2: its instance replaced elsewhere, in service after {} ms",
+        replaced.as_millis()
+    );
+    let (ra, rc) = (la.stop(), lc.stop());
+    let c_after = rc.failed_from(killed_at);
+    println!(
+        "roles 2: through zone c's node {} ok, {} failed after the kill; through zone a's {} ok, {} failed",
+        rc.ok,
+        c_after.len(),
+        ra.ok,
+        ra.failed.len()
+    );
+    assert!(
+        c_after.is_empty(),
+        "new connections through zone c failed: {c_after:?}"
+    );
+    assert!(
+        served_again < Duration::from_secs(2),
+        "zone a's address back within 2 s"
+    );
+    assert!(
+        replaced < Duration::from_millis(3500),
+        "replacement in service within 3.5 s"
+    );
+}
+
+#[test]
+fn killing_the_etcd_leader_fails_no_request_and_writes_resume() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let net = 113;
+    let origin = Origin::start(&format!("127.30.{net}.1"));
+    let mut tier = Tier::start(net, 3);
+    let (la, lc) = load(&tier, &origin, net);
+    let member = tier.etcd.wait_leader(Duration::from_secs(5));
+    let before = tier.status()["revision"].as_u64().unwrap();
+    let killed = Instant::now();
+    tier.etcd.kill(member);
+    // Heartbeats are writes: the revision moving on again means writes resumed.
+    let resumed = tier.wait("writes to resume", Duration::from_secs(10), |s| {
+        s["revision"].as_u64().unwrap() > before + 3
+    });
+    let resumed = killed.elapsed().max(resumed);
+    println!(
+        "roles 3: etcd leader (member {member}) killed: writes resumed after {} ms",
+        resumed.as_millis()
+    );
+    la.wait_for_more(50, Duration::from_secs(5));
+    let (ra, rc) = (la.stop(), lc.stop());
+    println!(
+        "roles 3: {} requests, {} failed",
+        ra.ok + rc.ok,
+        ra.failed.len() + rc.failed.len()
+    );
+    assert!(
+        ra.failed.is_empty() && rc.failed.is_empty(),
+        "{:?} {:?}",
+        ra.failed,
+        rc.failed
+    );
+    assert!(
+        resumed < Duration::from_millis(1500),
+        "writes resume within 1.5 s"
+    );
+    no_instance_twice(&tier, 3);
+}
+
+#[test]
+fn without_quorum_the_data_plane_serves_and_the_controller_changes_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let net = 114;
+    let origin = Origin::start(&format!("127.30.{net}.1"));
+    let tier = Tier::start(net, 3);
+    let before: Vec<String> = live(&tier.status())
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    let launches_before = count_history(&tier, "Launching");
+    let (la, lc) = load(&tier, &origin, net);
+    tier.etcd.stop(0);
+    tier.etcd.stop(1);
+    let stopped = Instant::now();
+    // 10 s without quorum, under load.
+    while stopped.elapsed() < Duration::from_secs(10) {
+        la.wait_for_more(10, Duration::from_secs(5));
+        lc.wait_for_more(10, Duration::from_secs(5));
+    }
+    tier.etcd.cont(0);
+    tier.etcd.cont(1);
+    let recovered = tier.wait(
+        "writes again, every host live",
+        Duration::from_secs(15),
+        |s| {
+            s["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|h| h["live"] == true)
+        },
+    );
+    // Give the controller time to act if it (wrongly) would.
+    la.wait_for_more(200, Duration::from_secs(10));
+    let (ra, rc) = (la.stop(), lc.stop());
+    let after: Vec<String> = live(&tier.status())
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    println!(
+        "roles 4: 10 s without quorum: {} requests, {} failed; every host live {} ms after quorum returned; instances before {before:?}, after {after:?}",
+        ra.ok + rc.ok,
+        ra.failed.len() + rc.failed.len(),
+        recovered.as_millis()
+    );
+    assert!(
+        ra.failed.is_empty() && rc.failed.is_empty(),
+        "{:?} {:?}",
+        ra.failed,
+        rc.failed
+    );
+    assert_eq!(before, after, "no launch, no termination");
+    assert_eq!(count_history(&tier, "Launching"), launches_before);
+}
+
+fn count_history(tier: &Tier, prefix: &str) -> usize {
+    tier.activity()
+        .iter()
+        .filter(|a| {
+            a["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(prefix))
+        })
+        .count()
+}
+
+#[test]
+fn a_stale_leader_writes_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let net = 115;
+    let mut tier = Tier::start(net, 3);
+    let (old, term) = leader(&tier.status()).expect("a leader");
+    let i = (0..3).find(|&i| Tier::host(i) == old).unwrap();
+    let pid = tier.agent_pid(i);
+    // SAFETY: kill(2) on this tier's agent.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    tier.wait("a new leader", Duration::from_secs(10), |s| {
+        leader(s).is_some_and(|(h, t)| h != old && t > term)
+    });
+    // Long enough for its host to be judged lost and its instance replaced.
+    tier.wait("its instance replaced", Duration::from_secs(10), |s| {
+        live(s).len() == 3 && live(s).iter().all(|i| i["host"] != old.as_str())
+    });
+    let stale_pids = tier.instance_pids(Some(&old));
+    let revision = tier.status()["revision"].as_u64().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    // It wakes believing it leads; whatever it tries is refused, and it steps down.
+    let agent = tier.agents[i].as_mut().unwrap();
+    agent.wait_stderr("no longer the leader", Duration::from_secs(10));
+    let stderr = agent.stderr().join("\n");
+    let accepted_after_wake = stderr
+        .lines()
+        .filter(|l| l.contains("controller: elected"))
+        .count();
+    // Its stale instance is stopped, not adopted again.
+    let gone = Instant::now();
+    for p in &stale_pids {
+        while std::path::Path::new(&format!("/proc/{p}")).exists()
+            && !common::drills::is_dead(u64::from(*p))
+        {
+            assert!(
+                gone.elapsed() < Duration::from_secs(10),
+                "stale instance {p} still runs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let s = tier.status();
+    println!(
+        "roles 5: {old} stopped past its lease and woken: fenced (\"no longer the leader\"), leader now {:?}, revision {revision} -> {}, its {} stale instance(s) stopped",
+        leader(&s),
+        s["revision"],
+        stale_pids.len()
+    );
+    assert_eq!(accepted_after_wake, 1, "elected once (before the stop)");
+    assert!(leader(&s).is_some_and(|(h, _)| h != old));
+    no_instance_twice(&tier, 3);
+}
