@@ -76,7 +76,13 @@ impl Agent {
         };
         // Heartbeats first: an agent that stood in for this host's node hands it back once
         // it sees this host alive, and only then can the node be bound here.
-        tasks.spawn(heartbeat(store.clone(), host, stop.clone()));
+        let writing_since = Arc::new(crate::controller::WritingSince::new());
+        tasks.spawn(heartbeat(
+            store.clone(),
+            host,
+            writing_since.clone(),
+            stop.clone(),
+        ));
         let nodes = NodeSet::new(
             config.stack.clone(),
             config.host.clone(),
@@ -106,6 +112,7 @@ impl Agent {
                 store,
                 lease: config.lease,
                 timings: config.timings,
+                writing_since,
             });
             tasks.spawn(crate::controller::run(controller, view, stop.clone()));
         }
@@ -124,7 +131,12 @@ impl Agent {
 /// Announces the host (again until the store takes it), then says it is alive every
 /// [`HEARTBEAT`]. An agent started while the store is unreachable serves with its nodes
 /// meanwhile.
-async fn heartbeat(store: Arc<dyn StateStore>, host: Host, stop: CancellationToken) {
+async fn heartbeat(
+    store: Arc<dyn StateStore>,
+    host: Host,
+    writing: Arc<crate::controller::WritingSince>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut registered = false;
@@ -147,7 +159,13 @@ async fn heartbeat(store: Arc<dyn StateStore>, host: Host, stop: CancellationTok
                 },
             }
         };
-        match store.apply(Fence::Unfenced, vec![change]).await {
+        let at = UnixMillis::now();
+        let result = store.apply(Fence::Unfenced, vec![change]).await;
+        match &result {
+            Ok(_) => writing.wrote(at),
+            Err(_) => writing.failed(),
+        }
+        match result {
             Ok(_) => {
                 if failing {
                     tracing::info!("state store: heartbeats written again");

@@ -27,6 +27,47 @@ pub struct Controller {
     pub store: Arc<dyn StateStore>,
     pub lease: Duration,
     pub timings: Timings,
+    /// Since when this agent's own heartbeats have been written without a break
+    /// ([`WritingSince`]): hosts' heartbeats are judged from then on only.
+    pub writing_since: Arc<WritingSince>,
+}
+
+/// Since when the store has taken this agent's writes without a break (`None`: it does not
+/// now). A heartbeat missing from before then says nothing about its host — the store may
+/// have been unable to take it (quorum lost) — while one missing since then, with the store
+/// taking writes all along, means the host is silent.
+#[derive(Debug, Default)]
+pub struct WritingSince(std::sync::atomic::AtomicU64);
+
+impl WritingSince {
+    const NOT_WRITING: u64 = u64::MAX;
+
+    pub fn new() -> WritingSince {
+        WritingSince(std::sync::atomic::AtomicU64::new(Self::NOT_WRITING))
+    }
+
+    /// A write went through at `at`.
+    pub fn wrote(&self, at: UnixMillis) {
+        let _ = self.0.compare_exchange(
+            Self::NOT_WRITING,
+            at.0,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// A write failed.
+    pub fn failed(&self) {
+        self.0
+            .store(Self::NOT_WRITING, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn get(&self) -> Option<UnixMillis> {
+        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            Self::NOT_WRITING => None,
+            at => Some(UnixMillis(at)),
+        }
+    }
 }
 
 /// Campaigns, leads, and campaigns again, until `stop`.
@@ -97,7 +138,6 @@ async fn lead(
     over: &CancellationToken,
 ) {
     let fence = leadership.fence();
-    let watching_since = UnixMillis::now();
     let mut written = Revision::default();
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -112,6 +152,10 @@ async fn lead(
         if !v.connected || v.revision < written {
             continue;
         }
+        // No decision while the store does not take this agent's writes.
+        let Some(watching_since) = c.writing_since.get() else {
+            continue;
+        };
         let mut changes = decide(
             &c.stack,
             &v.snapshot,

@@ -13,8 +13,8 @@
 //! - replacements and capacity by the group controller's own pure planner
 //!   (`proxyfleet_group::planner`, the rules `up` runs: the no-cascade rule, least populated
 //!   zone, lowest free address, newest of the most populated zone on scale-in), with launches
-//!   only in zones that have a live host, and none in a new leader's first host timeout,
-//!   which gives every host the time to announce itself;
+//!   only in zones that have a live host, and none in the first host timeout after the store
+//!   began taking the controller's writes, which gives every host the time to announce itself;
 //! - clean-up: drained targets removed after their deregistration delay; Terminated instances
 //!   forgotten once they have no target left and `forget_after` has passed.
 
@@ -49,9 +49,9 @@ impl Default for Timings {
 }
 
 /// Whether `host` has sent a heartbeat within the timeout, counting from no earlier than
-/// `watching_since`: the moment the judge (a newly elected controller) began to watch. Before
-/// it, the store may have been unable to take heartbeats at all (quorum lost), so a stale
-/// heartbeat there says nothing about the host.
+/// `watching_since`: since when the judge's own writes have gone through without a break.
+/// Before it, the store may have been unable to take heartbeats at all (quorum lost), so a
+/// heartbeat missing there says nothing about the host.
 pub fn host_is_live(
     snapshot: &Snapshot,
     host: &str,
@@ -66,7 +66,8 @@ pub fn host_is_live(
 }
 
 /// One pass: the batch the controller writes (empty when nothing is to be done).
-/// `watching_since` is when this controller's leadership began (see [`host_is_live`]).
+/// `watching_since`: since when the store has taken this controller's own writes without a
+/// break (see [`host_is_live`]).
 pub fn decide(
     stack: &Stack,
     snapshot: &Snapshot,
@@ -301,7 +302,7 @@ impl<'a> Pass<'a> {
 
     /// Replacements and capacity: the group controller's own planner
     /// (`proxyfleet_group::planner`, the same rules `up` runs), on this snapshot. Launches go
-    /// only to zones with a live host, and not in a new leader's first host timeout, which
+    /// only to zones with a live host, and not in the first host timeout of `watching_since`, which
     /// gives every host the time to announce itself.
     fn plan_group(&mut self, g: &proxyfleet_stack::Group, new_id: &mut dyn FnMut() -> String) {
         use proxyfleet_group::model::Lifecycle as L;

@@ -24,9 +24,11 @@ use crate::store::StoreError;
 pub const MAX_BODY: usize = 64 << 20;
 /// Connecting to one member.
 const CONNECT: Duration = Duration::from_millis(300);
-/// One call on one member: longer than etcd's own request timeout would be pointless, and a
-/// member without quorum answers only when that runs out.
-const CALL: Duration = Duration::from_millis(1500);
+/// One call on one member. A member without a leader (an election under way, or no quorum)
+/// holds a write until its own request timeout, seconds later; moving on to the next member,
+/// and round again, gets the write through as soon as a leader is elected (well under a
+/// second with tuned timers).
+const CALL: Duration = Duration::from_millis(1000);
 
 pub(super) struct Client {
     endpoints: Vec<SocketAddr>,
