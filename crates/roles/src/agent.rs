@@ -159,10 +159,11 @@ async fn heartbeat(
                 },
             }
         };
-        let at = UnixMillis::now();
         let result = store.apply(Fence::Unfenced, vec![change]).await;
         match &result {
-            Ok(_) => writing.wrote(at),
+            // Counted from when the write is known to have gone through, not from when it
+            // was sent: a write sent during an outage may only be taken when it ends.
+            Ok(_) => writing.wrote(UnixMillis::now()),
             Err(_) => writing.failed(),
         }
         match result {

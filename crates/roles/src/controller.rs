@@ -164,6 +164,21 @@ async fn lead(
             watching_since,
             &mut new_id,
         );
+        // Writing a host off is the one decision a copy that lags behind (a watch slow to
+        // catch up after an outage) could get badly wrong: made again on a fresh snapshot.
+        if changes.iter().any(writes_a_host_off) {
+            let Ok((fresh, _)) = c.store.snapshot().await else {
+                continue;
+            };
+            changes = decide(
+                &c.stack,
+                &fresh,
+                UnixMillis::now(),
+                &c.timings,
+                watching_since,
+                &mut new_id,
+            );
+        }
         // A refused change is dropped and the rest tried again: one decision that the state
         // has overtaken must not hold back every other.
         while !changes.is_empty() {
@@ -188,6 +203,16 @@ async fn lead(
             }
         }
     }
+}
+
+fn writes_a_host_off(change: &proxyfleet_state::Change) -> bool {
+    matches!(
+        change,
+        proxyfleet_state::Change::ReportLifecycle {
+            cause: Some(proxyfleet_state::Cause::HostLost { .. }),
+            ..
+        }
+    )
 }
 
 /// `i-` and 12 hex digits from the clock, this process and a counter: unique across
