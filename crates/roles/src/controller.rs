@@ -111,7 +111,17 @@ async fn renew(c: Arc<Controller>, leadership: Leadership, over: CancellationTok
             () = tokio::time::sleep(every) => {}
             () = over.cancelled() => return,
         }
-        match c.store.renew(&leadership).await {
+        // Bounded by the lease itself: a store that does not answer (no quorum) must not keep
+        // this controller acting past the moment its lease may have lapsed.
+        let renewed = tokio::time::timeout(every, c.store.renew(&leadership))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Backend {
+                    what: "renew".to_string(),
+                    source: format!("no answer within {every:?}").into(),
+                })
+            });
+        match renewed {
             Ok(until) => expires = until,
             Err(e) if e.is_fenced() => {
                 tracing::warn!(error = %e, "controller: lease lost");

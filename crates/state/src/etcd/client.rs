@@ -4,7 +4,8 @@
 //! A call that fails at the transport (refused, reset, timed out) or that the member cannot
 //! serve (no quorum: gRPC `Unavailable`, `DeadlineExceeded`) moves on to the next member; the
 //! member that answered last is tried first next time. Every try is bounded in time, and so
-//! is the whole call (each member once). Answers are capped in size: nothing a member sends
+//! is the whole call: rounds over the members for at most [`TOTAL`], which rides out a raft
+//! election. Answers are capped in size: nothing a member sends
 //! can make this process hold more than [`MAX_BODY`].
 
 use std::net::SocketAddr;
@@ -31,6 +32,11 @@ const CONNECT: Duration = Duration::from_millis(300);
 /// been applied after all: `EtcdStore` finds such a batch by its log key, never applying it
 /// twice.
 const CALL: Duration = Duration::from_millis(600);
+/// One whole call: rounds over the members until it is up (an election with tuned timers
+/// takes about a second; without quorum, the call fails after this).
+const TOTAL: Duration = Duration::from_secs(3);
+/// Between two rounds over the members.
+const ROUND_PAUSE: Duration = Duration::from_millis(50);
 
 pub(super) struct Client {
     endpoints: Vec<SocketAddr>,
@@ -81,28 +87,39 @@ impl Client {
         body: &serde_json::Value,
     ) -> Result<T, StoreError> {
         let text = body.to_string();
-        let mut failures = Vec::new();
-        for (i, addr) in self.order() {
-            let attempt = async {
-                let response = send(addr, path, &text).await?;
-                let status = response.status();
-                let bytes = read_all(response.into_body()).await?;
-                parse::<T>(status, &bytes)
-            };
-            match tokio::time::timeout(CALL, attempt).await {
-                Ok(Ok(answer)) => {
-                    self.preferred.store(i, Ordering::Relaxed);
-                    return Ok(answer);
+        let deadline = tokio::time::Instant::now() + TOTAL;
+        loop {
+            let mut failures = Vec::new();
+            for (i, addr) in self.order() {
+                let attempt = async {
+                    let response = send(addr, path, &text).await?;
+                    let status = response.status();
+                    let bytes = read_all(response.into_body()).await?;
+                    parse::<T>(status, &bytes)
+                };
+                match tokio::time::timeout(CALL, attempt).await {
+                    Ok(Ok(answer)) => {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return Ok(answer);
+                    }
+                    Ok(Err(TryError::Request(e))) => return Err(backend(path, e)),
+                    Ok(Err(TryError::Member(e))) => failures.push(format!("{addr}: {e}")),
+                    Err(_) => failures.push(format!("{addr}: no answer within {CALL:?}")),
                 }
-                Ok(Err(TryError::Request(e))) => return Err(backend(path, e)),
-                Ok(Err(TryError::Member(e))) => failures.push(format!("{addr}: {e}")),
-                Err(_) => failures.push(format!("{addr}: no answer within {CALL:?}")),
             }
+            // Every member failed: an election may be under way. Round again until the
+            // call's time is up.
+            if tokio::time::Instant::now() + ROUND_PAUSE >= deadline {
+                return Err(backend(
+                    path,
+                    format!(
+                        "no etcd member answered within {TOTAL:?}: {}",
+                        failures.join("; ")
+                    ),
+                ));
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
         }
-        Err(backend(
-            path,
-            format!("no etcd member answered: {}", failures.join("; ")),
-        ))
     }
 
     /// A streaming call (watch, keep-alive): the body of the first member that accepts it,
