@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// The controller's lease: a leader that cannot renew within it is replaced.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     lease: Duration,
+    /// Serve a read-only view of the tier (`/api/tier`, `/api/activity`) on this address
+    /// (e.g. 127.0.0.1:9128; port 0: any free port, printed at start).
+    #[arg(long)]
+    api: Option<std::net::SocketAddr>,
     /// How long a host may go without a heartbeat before its instances are replaced.
     #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
     host_timeout: Duration,
@@ -85,6 +89,14 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let store = crate::tier::open_store(&stack, &state_dir, true)?;
+        let api_stop = tokio_util::sync::CancellationToken::new();
+        if let Some(addr) = args.api {
+            let bound =
+                crate::agent_api::serve(addr, stack.clone(), store.clone(), api_stop.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--api {addr}: cannot listen: {e}"))?;
+            println!("proxyfleet agent: api on http://{bound}/api/tier");
+        }
         let config = AgentConfig {
             host: args.host.clone(),
             zone: args.zone.clone(),
@@ -113,6 +125,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
         }
         agent.shutdown().await;
+        api_stop.cancel();
         println!("proxyfleet agent: stopped (instances keep running)");
         Ok(())
     })

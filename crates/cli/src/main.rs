@@ -4,6 +4,7 @@
 
 mod activity;
 mod agent;
+mod agent_api;
 mod check;
 mod client;
 mod down;

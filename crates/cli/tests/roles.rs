@@ -244,6 +244,29 @@ fn killing_the_etcd_leader_fails_no_request_and_writes_resume() {
         resumed.as_millis()
     );
     la.wait_for_more(50, Duration::from_secs(5));
+    // Any agent's API shows the tier: the dead member, the raft leader, hosts and roles.
+    let api = tier.apis[1].clone().unwrap();
+    let curl = testkit::client::curl(&["-s", "-m", "10", &api]);
+    let view: serde_json::Value = serde_json::from_str(&curl.stdout).expect("api JSON");
+    let members = view["etcd"].as_array().unwrap();
+    assert_eq!(
+        members.iter().filter(|m| m["reachable"] == false).count(),
+        1,
+        "{view:#}"
+    );
+    assert_eq!(
+        members.iter().filter(|m| m["leader"] == true).count(),
+        1,
+        "{view:#}"
+    );
+    assert!(view["leader"]["host"].is_string(), "{view:#}");
+    let roles: Vec<String> = view["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{}={}", h["id"].as_str().unwrap(), h["roles"]))
+        .collect();
+    println!("roles 3: host b's API shows 1 of 3 etcd members unreachable, 1 raft leader, hosts {roles:?}");
     let (ra, rc) = (la.stop(), lc.stop());
     println!(
         "roles 3: {} requests, {} failed",

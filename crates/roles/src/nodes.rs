@@ -155,7 +155,7 @@ impl NodeSet {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
-                r = view.changed() => if r.is_err() { return },
+                r = view.changed() => if r.is_err() { break },
                 _ = tick.tick() => {}
                 () = self.stop.cancelled() => break,
             }

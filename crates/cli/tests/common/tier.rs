@@ -21,6 +21,8 @@ pub struct Tier {
     pub dir: tempfile::TempDir,
     pub stack: PathBuf,
     pub agents: Vec<Option<Owned>>,
+    /// Each agent's read-only API (`--api 127.0.0.1:0`).
+    pub apis: Vec<Option<String>>,
     pub etcd: Cluster,
 }
 
@@ -95,6 +97,7 @@ impl Tier {
             dir,
             stack,
             agents: vec![None, None, None],
+            apis: vec![None, None, None],
             etcd,
         };
         for i in 0..3 {
@@ -128,8 +131,15 @@ impl Tier {
             ZONES[i],
             "--state-dir",
             state.to_str().unwrap(),
+            "--api",
+            "127.0.0.1:0",
         ];
         let mut agent = Owned::spawn(BIN, &args);
+        let api = agent.wait_stdout("agent api", Duration::from_secs(20), |l| {
+            l.strip_prefix("proxyfleet agent: api on ")
+                .map(str::to_string)
+        });
+        self.apis[i] = Some(api);
         agent.wait_stdout("agent running", Duration::from_secs(20), |l| {
             l.contains("proxyfleet agent: host").then_some(())
         });
