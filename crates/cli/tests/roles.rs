@@ -412,3 +412,41 @@ fn a_stale_leader_writes_nothing() {
     assert!(leader(&s).is_some_and(|(h, _)| h != old));
     no_instance_twice(&tier, 3);
 }
+
+#[test]
+fn a_hung_etcd_member_does_not_freeze_the_tier() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let net = 116;
+    let tier = Tier::start(net, 3);
+    // Member 0 is every client's first choice, so the agents' watches run through it: it
+    // hangs (its connections stay open, nothing answers), the other two keep quorum.
+    tier.etcd.stop(0);
+    let stopped = Instant::now();
+    let s = tier.status();
+    let victim = live(&s)
+        .into_iter()
+        .find(|i| i["zone"] == "c")
+        .expect("an instance in zone c");
+    let id = victim["id"].as_str().unwrap().to_string();
+    // SAFETY: kill(2) on an instance of this tier.
+    unsafe { libc::kill(victim["pid"].as_u64().unwrap() as i32, libc::SIGKILL) };
+    let took = tier.wait(
+        "the instance replaced with a member hung",
+        Duration::from_secs(20),
+        |s| {
+            live(s).len() == 3
+                && live(s).iter().all(|i| i["id"] != id.as_str())
+                && !serving_in(s, "c").is_empty()
+        },
+    );
+    tier.etcd.cont(0);
+    println!(
+        "roles 6: etcd member 0 hung: a killed instance replaced and serving after {} ms ({} ms after the hang)",
+        took.as_millis(),
+        stopped.elapsed().as_millis()
+    );
+    no_instance_twice(&tier, 3);
+}

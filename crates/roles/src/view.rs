@@ -60,7 +60,10 @@ async fn follow_once(store: &dyn StateStore, tx: &watch::Sender<View>) -> String
         connected: true,
     });
     let mut at = revision;
-    let mut next = stream.next().await;
+    let mut next = match next_or_stalled(&mut stream, store, at).await {
+        Ok(n) => n,
+        Err(e) => return e,
+    };
     while let Some(item) = next.take() {
         let (rev, change) = match item {
             Ok(x) => x,
@@ -87,8 +90,50 @@ async fn follow_once(store: &dyn StateStore, tx: &watch::Sender<View>) -> String
             });
         }
         if next.is_none() {
-            next = stream.next().await;
+            next = match next_or_stalled(&mut stream, store, at).await {
+                Ok(n) => n,
+                Err(e) => return e,
+            };
         }
     }
     "the watch ended".to_string()
+}
+
+/// How long a watch may be quiet before the store is asked whether it has moved on.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// The stream's next item — or an error when the watch has stalled: a member that hangs
+/// (stopped, partitioned) keeps its connection open and delivers nothing, while the store,
+/// through the other members, has moved on. Seen twice in a row (a write may be on its way),
+/// that ends the watch, and the follower watches again through a member that answers.
+async fn next_or_stalled(
+    stream: &mut proxyfleet_state::WatchStream,
+    store: &dyn StateStore,
+    at: Revision,
+) -> Result<
+    Option<Result<(Revision, proxyfleet_state::Change), proxyfleet_state::StoreError>>,
+    String,
+> {
+    let mut suspect: Option<Revision> = None;
+    loop {
+        tokio::select! {
+            item = stream.next() => return Ok(item),
+            () = tokio::time::sleep(QUIET) => {
+                let head = tokio::time::timeout(2 * QUIET, store.snapshot()).await;
+                let Ok(Ok((_, head))) = head else {
+                    // The store does not answer either: nothing to compare with; wait on.
+                    continue;
+                };
+                if head <= at {
+                    suspect = None;
+                } else if suspect.is_some_and(|s| s <= head) {
+                    return Err(format!(
+                        "the watch stalled at revision {at} while the store is at {head}"
+                    ));
+                } else {
+                    suspect = Some(head);
+                }
+            }
+        }
+    }
 }
