@@ -78,6 +78,19 @@ async fn the_store_contract_holds_on_etcd() {
     assert!(r1 > r0);
     let (snap, at) = s.snapshot().await.unwrap();
     assert_eq!(at, r1);
+    // The log entry lives on a lease (the keyspace keeps about half an hour of the log).
+    let range = format!(
+        r#"{{"key":"{}","range_end":"{}"}}"#,
+        b64("/test/log/"),
+        b64("/test/log0")
+    );
+    let url = format!("{}/v3/kv/range", cluster.client_url(0));
+    let curl = testkit::client::curl(&["-s", "-m", "5", "-d", &range, &url]);
+    assert!(
+        curl.stdout.contains("\"lease\":\""),
+        "log entries without a lease: {}",
+        curl.stdout
+    );
     assert!(snap.hosts.contains_key("h1"));
     // Desired state needs the leadership.
     let group = Change::DefineGroup {
@@ -259,4 +272,10 @@ async fn without_quorum_writes_fail_in_bounded_time_and_succeed_again_after() {
         "etcd: quorum back: writes again after {} ms",
         back.elapsed().as_millis()
     );
+}
+
+/// Base64, as etcd's JSON gateway wants keys.
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }

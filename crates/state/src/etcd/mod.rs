@@ -15,7 +15,7 @@
 //!   transaction that compares its `mod_revision` (optimistic concurrency: a writer that lost
 //!   the race reads again and retries) and, when fenced, the leader key's `create_revision`;
 //! - `log/ID`: the batch itself, put in that same transaction under an id unique to the
-//!   writer and the batch: what [`watch`](StateStore::watch) streams, with the transaction's
+//!   writer and the batch, on a lease that keeps it about half an hour ([`LOG_RETENTION`]): what [`watch`](StateStore::watch) streams, with the transaction's
 //!   revision. The id also makes a write whose answer was lost (a member died mid-call) safe
 //!   to retry: the batch is found already written and not applied twice;
 //! - `leader`: the controller's leadership, put only if absent and attached to a lease of the
@@ -46,6 +46,11 @@ use wire::{b64, prefix_end, KeyValue, RangeResponse, TxnResponse};
 
 /// How often a write that lost a race is tried again before giving up.
 const RETRIES: usize = 50;
+/// How long a log entry is kept as a key: it lives on a lease of this ttl, granted anew every
+/// half of it, so the keyspace holds about this much of the log (heartbeats included) rather
+/// than growing forever. Older entries stay in etcd's history, which a watch from an old
+/// revision still reads, until etcd compacts it.
+const LOG_RETENTION: Duration = Duration::from_secs(1800);
 /// How often a campaign looks at the leader key while another holds it.
 const CAMPAIGN_POLL: Duration = Duration::from_millis(50);
 
@@ -75,6 +80,9 @@ struct LeaderValue {
 pub struct EtcdStore {
     client: Client,
     prefix: String,
+    /// The lease this writer's log entries live on (see [`LOG_RETENTION`]), and when it was
+    /// granted.
+    log_lease: tokio::sync::Mutex<Option<(u64, tokio::time::Instant)>>,
     /// This store's part of every log id: unique per process and start.
     writer: String,
     batches: AtomicU64,
@@ -91,6 +99,7 @@ impl EtcdStore {
         EtcdStore {
             client: Client::new(endpoints),
             prefix: prefix.to_string(),
+            log_lease: tokio::sync::Mutex::new(None),
             writer: format!("{:x}-{nanos:x}", std::process::id()),
             batches: AtomicU64::new(0),
         }
@@ -176,6 +185,7 @@ impl EtcdStore {
         let log_key = self.key(&format!("log/{id}"));
         let batch = serde_json::to_vec(&changes).expect("changes serialize");
         for _ in 0..RETRIES {
+            let lease = self.log_lease().await?;
             let (mut snapshot, mod_revision, _) = self.read_snapshot().await?;
             // A retried call whose first try was applied after all: done.
             if let (Some(kv), _) = self.get(&log_key).await? {
@@ -204,11 +214,19 @@ impl EtcdStore {
                 "compare": compare,
                 "success": [
                     { "request_put": { "key": b64(self.key("snapshot")), "value": b64(&value) } },
-                    { "request_put": { "key": b64(&log_key), "value": b64(&batch) } },
+                    { "request_put": { "key": b64(&log_key), "value": b64(&batch), "lease": lease.to_string() } },
                 ],
                 "failure": [ { "request_range": { "key": b64(self.key("leader")) } } ],
             });
-            let r: TxnResponse = self.client.call("/v3/kv/txn", &txn).await?;
+            let r: TxnResponse = match self.client.call("/v3/kv/txn", &txn).await {
+                Ok(r) => r,
+                // The log lease lapsed (this process was paused past its ttl): a new one.
+                Err(e) if e.to_string().contains("lease not found") => {
+                    *self.log_lease.lock().await = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if r.succeeded {
                 return Ok(Revision(r.header.revision));
             }
@@ -233,6 +251,29 @@ impl EtcdStore {
             what: "apply".to_string(),
             source: format!("the snapshot kept changing under {RETRIES} tries").into(),
         })
+    }
+
+    /// The lease for new log entries: this writer's current one, or a new one when it is
+    /// half way through its ttl (or was lost).
+    async fn log_lease(&self) -> Result<u64, StoreError> {
+        let mut current = self.log_lease.lock().await;
+        if let Some((id, granted)) = *current {
+            if granted.elapsed() < LOG_RETENTION / 2 {
+                return Ok(id);
+            }
+        }
+        let grant: wire::LeaseGrantResponse = self
+            .client
+            .call(
+                "/v3/lease/grant",
+                &json!({ "TTL": LOG_RETENTION.as_secs() }),
+            )
+            .await?;
+        if !grant.error.is_empty() || grant.id == 0 {
+            return Err(backend("lease grant (log)", grant.error));
+        }
+        *current = Some((grant.id, tokio::time::Instant::now()));
+        Ok(grant.id)
     }
 
     async fn lease_ttl_left(&self, lease: u64) -> Result<u64, StoreError> {
