@@ -59,6 +59,30 @@ pub enum StoreError {
     Closed,
 }
 
+/// What every store checks of a batch before its rules: no change is the store's own
+/// (campaign's, resign's), and desired state comes with a fence.
+pub(crate) fn check_batch(fence: Fence, changes: &[Change]) -> Result<(), StoreError> {
+    let count = changes.len();
+    for (index, c) in changes.iter().enumerate() {
+        if c.is_reserved() {
+            return Err(StoreError::Refused {
+                index,
+                count,
+                change: c.to_string(),
+                refusal: Refusal::Reserved,
+            });
+        }
+        if c.needs_leadership() && fence == Fence::Unfenced {
+            return Err(StoreError::NotLeader {
+                index,
+                count,
+                change: c.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl StoreError {
     /// Whether the write was refused because the writer no longer leads (stop acting as leader,
     /// campaign again) rather than because of what it wrote.

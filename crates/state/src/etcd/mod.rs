@@ -36,7 +36,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::apply::Refusal;
 use crate::change::{Change, Fence, Kind, LeadershipEnd};
 use crate::model::{Leadership, Revision, Snapshot, Term};
 use crate::store::{StateStore, StoreError, WatchStream};
@@ -305,24 +304,7 @@ fn backend(what: &str, detail: String) -> StoreError {
 #[async_trait::async_trait]
 impl StateStore for EtcdStore {
     async fn apply(&self, fence: Fence, changes: Vec<Change>) -> Result<Revision, StoreError> {
-        let count = changes.len();
-        for (index, c) in changes.iter().enumerate() {
-            if c.is_reserved() {
-                return Err(StoreError::Refused {
-                    index,
-                    count,
-                    change: c.to_string(),
-                    refusal: Refusal::Reserved,
-                });
-            }
-            if c.needs_leadership() && fence == Fence::Unfenced {
-                return Err(StoreError::NotLeader {
-                    index,
-                    count,
-                    change: c.to_string(),
-                });
-            }
-        }
+        crate::store::check_batch(fence, &changes)?;
         let term = match fence {
             Fence::Leader(term) => Some(term),
             Fence::Unfenced => None,

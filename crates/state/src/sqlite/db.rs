@@ -120,24 +120,7 @@ impl Db {
         if let Fence::Leader(term) = fence {
             self.check_fence(term)?;
         }
-        let count = changes.len();
-        for (index, c) in changes.iter().enumerate() {
-            if c.is_reserved() {
-                return Err(StoreError::Refused {
-                    index,
-                    count,
-                    change: c.to_string(),
-                    refusal: crate::Refusal::Reserved,
-                });
-            }
-            if c.needs_leadership() && fence == Fence::Unfenced {
-                return Err(StoreError::NotLeader {
-                    index,
-                    count,
-                    change: c.to_string(),
-                });
-            }
-        }
+        crate::store::check_batch(fence, &changes)?;
         if changes.is_empty() {
             return Ok(self.revision);
         }
