@@ -46,8 +46,7 @@ pub async fn run(
     mut view: watch::Receiver<View>,
     stop: CancellationToken,
 ) {
-    let mut tasks: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> =
-        HashMap::new();
+    let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut ours: HashMap<String, watch::Sender<Option<Instance>>> = HashMap::new();
     let mut stale_checked = std::collections::HashSet::new();
     loop {
@@ -67,16 +66,15 @@ pub async fn run(
                     continue;
                 }
                 let (tx, rx) = watch::channel(Some(i.clone()));
-                let own_stop = stop.child_token();
                 let handle = tokio::spawn(instance_task(
                     launcher.clone(),
                     i.clone(),
                     rx,
                     snapshot.clone(),
-                    own_stop.clone(),
+                    stop.clone(),
                 ));
                 ours.insert(i.id.clone(), tx);
-                tasks.insert(i.id.clone(), (own_stop, handle));
+                tasks.insert(i.id.clone(), handle);
             }
             // What the state now says of each: the task follows it (None: no longer ours).
             for (id, tx) in &ours {
@@ -92,7 +90,7 @@ pub async fn run(
                 });
             }
         }
-        tasks.retain(|id, (_, handle)| {
+        tasks.retain(|id, handle| {
             let running = !handle.is_finished();
             if !running {
                 ours.remove(id);
@@ -104,7 +102,7 @@ pub async fn run(
             () = stop.cancelled() => break,
         }
     }
-    for (_, (_, handle)) in tasks {
+    for (_, handle) in tasks {
         let _ = handle.await;
     }
 }

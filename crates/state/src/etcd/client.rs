@@ -51,7 +51,7 @@ enum TryError {
     Request(String),
 }
 
-fn backend(what: &str, detail: String) -> StoreError {
+pub(super) fn backend(what: &str, detail: String) -> StoreError {
     StoreError::Backend {
         what: what.to_string(),
         source: detail.into(),
@@ -91,20 +91,13 @@ impl Client {
         loop {
             let mut failures = Vec::new();
             for (i, addr) in self.order() {
-                let attempt = async {
-                    let response = send(addr, path, &text).await?;
-                    let status = response.status();
-                    let bytes = read_all(response.into_body()).await?;
-                    parse::<T>(status, &bytes)
-                };
-                match tokio::time::timeout(CALL, attempt).await {
-                    Ok(Ok(answer)) => {
+                match try_member(addr, path, &text).await {
+                    Ok(answer) => {
                         self.preferred.store(i, Ordering::Relaxed);
                         return Ok(answer);
                     }
-                    Ok(Err(TryError::Request(e))) => return Err(backend(path, e)),
-                    Ok(Err(TryError::Member(e))) => failures.push(format!("{addr}: {e}")),
-                    Err(_) => failures.push(format!("{addr}: no answer within {CALL:?}")),
+                    Err(TryError::Request(e)) => return Err(backend(path, e)),
+                    Err(TryError::Member(e)) => failures.push(format!("{addr}: {e}")),
                 }
             }
             // Every member failed: an election may be under way. Round again until the
@@ -157,19 +150,28 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<T, String> {
-        let text = body.to_string();
-        let attempt = async {
-            let response = send(addr, path, &text).await?;
-            let status = response.status();
-            let bytes = read_all(response.into_body()).await?;
-            parse::<T>(status, &bytes)
-        };
-        match tokio::time::timeout(CALL, attempt).await {
-            Ok(Ok(t)) => Ok(t),
-            Ok(Err(TryError::Member(e) | TryError::Request(e))) => Err(e),
-            Err(_) => Err(format!("no answer within {CALL:?}")),
+        match try_member(addr, path, &body.to_string()).await {
+            Ok(t) => Ok(t),
+            Err(TryError::Member(e) | TryError::Request(e)) => Err(e),
         }
     }
+}
+
+/// One unary call to one member, within [`CALL`].
+async fn try_member<T: DeserializeOwned>(
+    addr: SocketAddr,
+    path: &str,
+    text: &str,
+) -> Result<T, TryError> {
+    let attempt = async {
+        let response = send(addr, path, text).await?;
+        let status = response.status();
+        let bytes = read_all(response.into_body()).await?;
+        parse::<T>(status, &bytes)
+    };
+    tokio::time::timeout(CALL, attempt)
+        .await
+        .unwrap_or_else(|_| Err(TryError::Member(format!("no answer within {CALL:?}"))))
 }
 
 async fn send(

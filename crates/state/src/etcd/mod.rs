@@ -40,7 +40,7 @@ use crate::change::{Change, Fence, Kind, LeadershipEnd};
 use crate::model::{Leadership, Revision, Snapshot, Term};
 use crate::store::{StateStore, StoreError, WatchStream};
 use crate::time::UnixMillis;
-use client::Client;
+use client::{backend, Client};
 use wire::{b64, prefix_end, KeyValue, RangeResponse, TxnResponse};
 
 /// How often a write that lost a race is tried again before giving up.
@@ -183,12 +183,15 @@ impl EtcdStore {
         );
         let log_key = self.key(&format!("log/{id}"));
         let batch = serde_json::to_vec(&changes).expect("changes serialize");
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
             let lease = self.log_lease().await?;
             let (mut snapshot, mod_revision, _) = self.read_snapshot().await?;
-            // A retried call whose first try was applied after all: done.
-            if let (Some(kv), _) = self.get(&log_key).await? {
-                return Ok(Revision(kv.mod_revision));
+            // A retry (the snapshot moved, or a member died mid-call) whose earlier try was
+            // applied after all: done. A first try's batch id is new: nothing to look up.
+            if attempt > 0 {
+                if let (Some(kv), _) = self.get(&log_key).await? {
+                    return Ok(Revision(kv.mod_revision));
+                }
             }
             snapshot
                 .apply_all(&changes)
@@ -291,13 +294,6 @@ impl EtcdStore {
             return Err(backend("lease keep-alive", e.message));
         }
         Ok(item.result.map_or(0, |r| r.ttl))
-    }
-}
-
-fn backend(what: &str, detail: String) -> StoreError {
-    StoreError::Backend {
-        what: what.to_string(),
-        source: detail.into(),
     }
 }
 
