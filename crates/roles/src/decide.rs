@@ -4,6 +4,8 @@
 //! One pass returns one batch, written under the leadership's fence (a stale leader's batch is
 //! refused whole):
 //! - groups the stack defines and the state lacks (or whose bounds changed);
+//! - operators' requests (scale, terminate, mark health), carried out and closed in filing
+//!   order — or closed as refused, saying why, when the state no longer allows them;
 //! - instances on a host whose heartbeat stopped: Terminated (cause `HostLost`), targets
 //!   drained — there is no agent left to stop them; its returning agent stops them;
 //! - Pending instances no host has been given: a live host of their zone;
@@ -24,7 +26,8 @@ use std::time::Duration;
 
 use proxyfleet_stack::{HealthCheckType, Stack};
 use proxyfleet_state::{
-    Cause, Change, Group, Instance, InstanceHealth, Lifecycle, Snapshot, TargetHealth, UnixMillis,
+    Ask, Cause, Change, Group, Instance, InstanceHealth, Lifecycle, Request, Snapshot,
+    TargetHealth, UnixMillis, UserRequest,
 };
 
 /// The controller's timings.
@@ -87,9 +90,11 @@ pub fn decide(
         drained: BTreeSet::new(),
         created: BTreeSet::new(),
         judged: BTreeMap::new(),
+        desired_now: BTreeMap::new(),
     };
     pass.define_groups();
     pass.lose_instances_of_dead_hosts();
+    pass.carry_out_requests();
     pass.assign_pending();
     pass.time_out_launches();
     for g in &stack.groups {
@@ -115,6 +120,8 @@ struct Pass<'a> {
     created: BTreeSet<IpAddr>,
     /// Verdicts this pass reached (`Some`: unhealthy, `None`: healthy again).
     judged: BTreeMap<String, Option<Cause>>,
+    /// Desired capacities this pass set.
+    desired_now: BTreeMap<String, u32>,
 }
 
 impl<'a> Pass<'a> {
@@ -137,6 +144,9 @@ impl<'a> Pass<'a> {
     }
 
     fn desired(&self, group: &str) -> u32 {
+        if let Some(d) = self.desired_now.get(group) {
+            return *d;
+        }
         match (self.snapshot.groups.get(group), self.stack.group(group)) {
             (Some(g), Some(spec)) => g.desired.clamp(spec.min, spec.max),
             (None, Some(spec)) => spec.desired,
@@ -204,6 +214,109 @@ impl<'a> Pass<'a> {
         }
     }
 
+    fn set_desired(&mut self, group: &str, desired: u32, cause: Cause) {
+        self.desired_now.insert(group.to_string(), desired);
+        self.out.push(Change::SetDesired {
+            group: group.to_string(),
+            desired,
+            cause,
+        });
+    }
+
+    fn carry_out_requests(&mut self) {
+        let mut requests: Vec<&Request> = self.snapshot.requests.values().collect();
+        requests.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        for r in requests {
+            let refused = self.carry_out(&r.ask).err();
+            if let Some(why) = &refused {
+                tracing::warn!(request = %r.id, ask = %r.ask, why, "operator request refused");
+            }
+            self.out.push(Change::CloseRequest {
+                id: r.id.clone(),
+                refused,
+            });
+        }
+    }
+
+    /// One request; `Err`: why it cannot be done now (the API checked it when it was filed,
+    /// but the state may have moved on since).
+    fn carry_out(&mut self, ask: &Ask) -> Result<(), String> {
+        match ask {
+            Ask::Scale { group, desired } => {
+                let g = self.group_bounds(group)?;
+                if !(g.min..=g.max).contains(desired) {
+                    return Err(format!(
+                        "group {group}: desired {desired} is outside min {} .. max {}",
+                        g.min, g.max
+                    ));
+                }
+                self.set_desired(group, *desired, Cause::User(UserRequest::Scale));
+            }
+            Ask::Terminate {
+                instance,
+                decrement_desired,
+            } => {
+                let i = self.serving_instance(instance)?;
+                let cause = Cause::User(UserRequest::Terminate {
+                    decrement_desired: *decrement_desired,
+                });
+                if *decrement_desired {
+                    let g = self.group_bounds(&i.group)?;
+                    let desired = self.desired(&i.group);
+                    if desired <= g.min {
+                        return Err(format!(
+                            "group {}: desired {} is outside min {} .. max {}",
+                            i.group,
+                            desired.saturating_sub(1),
+                            g.min,
+                            g.max
+                        ));
+                    }
+                    self.set_desired(&i.group, desired - 1, cause.clone());
+                }
+                self.terminate(i, cause);
+            }
+            Ask::SetHealth { instance, healthy } => {
+                let i = self.serving_instance(instance)?;
+                let (health, cause) = if *healthy {
+                    (InstanceHealth::Healthy, None)
+                } else {
+                    (
+                        InstanceHealth::Unhealthy,
+                        Some(Cause::User(UserRequest::MarkUnhealthy)),
+                    )
+                };
+                self.judged.insert(i.id.clone(), cause.clone());
+                self.out.push(Change::ReportInstanceHealth {
+                    instance: i.id.clone(),
+                    health,
+                    cause,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn group_bounds(&self, group: &str) -> Result<proxyfleet_stack::Group, String> {
+        self.stack
+            .group(group)
+            .cloned()
+            .ok_or_else(|| format!("no group '{group}'"))
+    }
+
+    /// A live instance this pass has not taken out of service, not already terminating.
+    fn serving_instance(&self, id: &str) -> Result<&'a Instance, String> {
+        let snapshot: &'a Snapshot = self.snapshot;
+        snapshot
+            .instances
+            .get(id)
+            .filter(|i| {
+                matches!(i.lifecycle, Lifecycle::Pending | Lifecycle::InService)
+                    && !self.terminated.contains(&i.id)
+            })
+            .ok_or_else(|| format!("no live instance '{id}'"))
+    }
+
     fn assign_pending(&mut self) {
         for i in self.snapshot.instances.values() {
             if i.lifecycle != Lifecycle::Pending || i.host.is_some() {
@@ -252,6 +365,7 @@ impl<'a> Pass<'a> {
             .filter(|i| i.lifecycle == Lifecycle::InService)
             .collect();
         for i in in_service {
+            let judged_by_request = self.judged.contains_key(&i.id);
             let mut failing = None;
             for tg in &g.target_groups {
                 match self.snapshot.target(tg, i.target_address()) {
@@ -268,7 +382,8 @@ impl<'a> Pass<'a> {
                     Some(_) => {}
                 }
             }
-            if g.health_check_type != HealthCheckType::Lb
+            if judged_by_request
+                || g.health_check_type != HealthCheckType::Lb
                 || i.since.after(g.grace_period) > self.now
             {
                 continue;

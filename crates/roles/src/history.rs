@@ -90,6 +90,19 @@ pub fn activity(revision: Revision, change: &Change) -> Option<Activity> {
             format!("Setting the desired capacity of {group} to {desired}"),
             cause.activity_text(),
         ),
+        Change::FileRequest { request } => line(
+            Some(request.at),
+            format!("Request {}: {}", request.id, request.ask),
+            format!("an operator asked through host {}'s API", request.filed_by),
+        ),
+        Change::CloseRequest { id, refused } => line(
+            None,
+            match refused {
+                None => format!("Request {id} carried out"),
+                Some(why) => format!("Request {id} refused: {why}"),
+            },
+            "the controller".to_string(),
+        ),
         Change::LeaderElected { leadership } => line(
             Some(leadership.elected_at),
             format!(

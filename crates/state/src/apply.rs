@@ -54,6 +54,10 @@ pub enum Refusal {
         lifecycle: Lifecycle,
         wanted: Lifecycle,
     },
+    #[error("request {0} already exists")]
+    RequestExists(String),
+    #[error("no request {0}")]
+    UnknownRequest(String),
     #[error("the {0} is empty")]
     Empty(&'static str),
     #[error("term {term} is not newer than the last granted term {last}")]
@@ -284,6 +288,18 @@ impl Snapshot {
             Change::LeadershipEnded { term, .. } => {
                 if self.leadership.as_ref().is_some_and(|l| l.term == *term) {
                     self.leadership = None;
+                }
+            }
+            Change::FileRequest { request } => {
+                non_empty(&request.id, "request id")?;
+                if self.requests.contains_key(&request.id) {
+                    return Err(Refusal::RequestExists(request.id.clone()));
+                }
+                self.requests.insert(request.id.clone(), request.clone());
+            }
+            Change::CloseRequest { id, .. } => {
+                if self.requests.remove(id).is_none() {
+                    return Err(Refusal::UnknownRequest(id.clone()));
                 }
             }
         }

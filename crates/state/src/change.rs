@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cause::Cause;
 use crate::model::{
-    Group, Host, InstanceHealth, Leadership, Lifecycle, Process, TargetHealth, Term,
+    Group, Host, InstanceHealth, Leadership, Lifecycle, Process, Request, TargetHealth, Term,
 };
 use crate::time::UnixMillis;
 
@@ -105,6 +105,17 @@ pub enum Change {
         address: SocketAddr,
     },
 
+    // Operators' requests: any agent's API files one (unfenced); the controller carries it
+    // out and closes it in the same fenced batch.
+    FileRequest {
+        request: Request,
+    },
+    /// The request was carried out (`refused: None`), or found impossible by then.
+    CloseRequest {
+        id: String,
+        refused: Option<String>,
+    },
+
     // The store's own, from campaign and resign; refused from `apply`.
     LeaderElected {
         leadership: Leadership,
@@ -131,6 +142,7 @@ pub enum Kind {
     Instance,
     Target,
     Leadership,
+    Request,
 }
 
 impl Kind {
@@ -140,6 +152,7 @@ impl Kind {
         Kind::Instance,
         Kind::Target,
         Kind::Leadership,
+        Kind::Request,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +162,7 @@ impl Kind {
             Kind::Instance => "instance",
             Kind::Target => "target",
             Kind::Leadership => "leadership",
+            Kind::Request => "request",
         }
     }
 
@@ -165,6 +179,7 @@ pub enum Key {
     Instance(String),
     Target(String, SocketAddr),
     Leadership,
+    Request(String),
 }
 
 impl Key {
@@ -175,12 +190,13 @@ impl Key {
             Key::Instance(_) => Kind::Instance,
             Key::Target(..) => Kind::Target,
             Key::Leadership => Kind::Leadership,
+            Key::Request(_) => Kind::Request,
         }
     }
 }
 
 /// The key as a path: `hosts/ID`, `groups/NAME`, `instances/ID`, `targets/GROUP/ADDR:PORT`,
-/// `leadership`.
+/// `leadership`, `requests/ID`.
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -189,6 +205,7 @@ impl fmt::Display for Key {
             Key::Instance(id) => write!(f, "instances/{id}"),
             Key::Target(group, addr) => write!(f, "targets/{group}/{addr}"),
             Key::Leadership => f.write_str("leadership"),
+            Key::Request(id) => write!(f, "requests/{id}"),
         }
     }
 }
@@ -235,6 +252,8 @@ impl Change {
                 address,
             } => Key::Target(target_group.clone(), *address),
             Change::LeaderElected { .. } | Change::LeadershipEnded { .. } => Key::Leadership,
+            Change::FileRequest { request } => Key::Request(request.id.clone()),
+            Change::CloseRequest { id, .. } => Key::Request(id.clone()),
         }
     }
 
@@ -254,6 +273,7 @@ impl Change {
                 | Change::RegisterTarget { .. }
                 | Change::DrainTarget { .. }
                 | Change::RemoveTarget { .. }
+                | Change::CloseRequest { .. }
         )
     }
 
@@ -283,6 +303,8 @@ impl Change {
             Change::RemoveTarget { .. } => "RemoveTarget",
             Change::LeaderElected { .. } => "LeaderElected",
             Change::LeadershipEnded { .. } => "LeadershipEnded",
+            Change::FileRequest { .. } => "FileRequest",
+            Change::CloseRequest { .. } => "CloseRequest",
         }
     }
 }

@@ -171,6 +171,21 @@ pub(crate) fn every_change() -> Vec<Change> {
             target_group: "proxies".into(),
             address: t2,
         },
+        Change::FileRequest {
+            request: crate::model::Request {
+                id: "r-1".into(),
+                filed_by: "host-a".into(),
+                at: at(6000),
+                ask: crate::model::Ask::Terminate {
+                    instance: "i-1".into(),
+                    decrement_desired: true,
+                },
+            },
+        },
+        Change::CloseRequest {
+            id: "r-1".into(),
+            refused: None,
+        },
     ]
 }
 

@@ -61,8 +61,8 @@ pub use cause::{Cause, UserRequest};
 pub use change::{Change, Fence, Key, Kind, LeadershipEnd};
 pub use etcd::EtcdStore;
 pub use model::{
-    Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeView, Process, Revision,
-    Snapshot, Target, TargetHealth, Term,
+    Ask, Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeView, Process, Request,
+    Revision, Snapshot, Target, TargetHealth, Term,
 };
 pub use sqlite::SqliteStore;
 pub use store::{StateStore, StoreError, WatchStream};

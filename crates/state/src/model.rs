@@ -59,6 +59,60 @@ pub struct Host {
     pub last_heartbeat: UnixMillis,
 }
 
+/// What an operator asked of the tier through an agent's API (`scale`, `terminate`, marking
+/// an instance's health). Any agent files it; the controller, the only writer of desired
+/// state, carries it out and closes it in one fenced batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: String,
+    /// The agent whose API took it.
+    pub filed_by: String,
+    pub at: UnixMillis,
+    pub ask: Ask,
+}
+
+/// The operator's ask (the cloud's SetDesiredCapacity, TerminateInstanceInAutoScalingGroup,
+/// SetInstanceHealth).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ask {
+    Scale {
+        group: String,
+        desired: u32,
+    },
+    Terminate {
+        instance: String,
+        decrement_desired: bool,
+    },
+    SetHealth {
+        instance: String,
+        healthy: bool,
+    },
+}
+
+impl fmt::Display for Ask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ask::Scale { group, desired } => write!(f, "scale {group} to {desired}"),
+            Ask::Terminate {
+                instance,
+                decrement_desired: false,
+            } => write!(f, "terminate {instance}"),
+            Ask::Terminate {
+                instance,
+                decrement_desired: true,
+            } => write!(f, "terminate {instance} and decrement the desired capacity"),
+            Ask::SetHealth {
+                instance,
+                healthy: true,
+            } => write!(f, "mark {instance} healthy"),
+            Ask::SetHealth {
+                instance,
+                healthy: false,
+            } => write!(f, "mark {instance} unhealthy"),
+        }
+    }
+}
+
 /// A group's capacity (the stack's group plus the desired capacity the controller keeps).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
@@ -244,6 +298,9 @@ pub struct Snapshot {
     /// The last leadership granted. Whether its lease is still alive is the store's to say
     /// ([`StateStore::leader`](crate::StateStore::leader)): a lapse is not a change.
     pub leadership: Option<Leadership>,
+    /// Operators' requests not yet carried out, by id.
+    #[serde(default)]
+    pub requests: BTreeMap<String, Request>,
 }
 
 impl Snapshot {

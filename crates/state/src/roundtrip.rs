@@ -36,9 +36,11 @@ fn change_index(c: &Change) -> usize {
         Change::RemoveTarget { .. } => 13,
         Change::LeaderElected { .. } => 14,
         Change::LeadershipEnded { .. } => 15,
+        Change::FileRequest { .. } => 16,
+        Change::CloseRequest { .. } => 17,
     }
 }
-const CHANGE_VARIANTS: usize = 16;
+const CHANGE_VARIANTS: usize = 18;
 
 fn cause_index(c: &Cause) -> usize {
     match c {

@@ -516,3 +516,198 @@ fn a_new_leader_launches_nothing_until_every_host_could_announce_itself() {
     );
     assert_eq!(launches(&later).len(), 2);
 }
+
+fn file(s: &mut Snapshot, id: &str, at_ms_ago: u64, ask: Ask) {
+    s.requests.insert(
+        id.into(),
+        Request {
+            id: id.into(),
+            filed_by: "ha".into(),
+            at: ms(at_ms_ago),
+            ask,
+        },
+    );
+}
+
+fn closed(changes: &[Change]) -> Vec<(String, Option<String>)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::CloseRequest { id, refused } => Some((id.clone(), refused.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_scale_request_sets_the_desired_capacity_and_the_planner_launches_for_it() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(1, &[(a1, Some(TargetHealth::Healthy))]);
+    file(
+        &mut s,
+        "r-1",
+        10,
+        Ask::Scale {
+            group: "g".into(),
+            desired: 3,
+        },
+    );
+    let changes = run(&s);
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        Change::SetDesired {
+            desired: 3,
+            cause: Cause::User(UserRequest::Scale),
+            ..
+        }
+    )));
+    // Launched in the same pass, for the new capacity: the least populated zone first.
+    assert_eq!(launches(&changes).len(), 2);
+    assert_eq!(closed(&changes), vec![("r-1".to_string(), None)]);
+}
+
+#[test]
+fn requests_the_state_no_longer_allows_are_closed_as_refused_and_change_nothing() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(1, &[(a1, Some(TargetHealth::Healthy))]);
+    file(
+        &mut s,
+        "r-1",
+        30,
+        Ask::Scale {
+            group: "g".into(),
+            desired: 9,
+        },
+    );
+    file(
+        &mut s,
+        "r-2",
+        20,
+        Ask::Terminate {
+            instance: "i-gone".into(),
+            decrement_desired: false,
+        },
+    );
+    file(
+        &mut s,
+        "r-3",
+        10,
+        Ask::Scale {
+            group: "nope".into(),
+            desired: 1,
+        },
+    );
+    let changes = run(&s);
+    assert_eq!(
+        closed(&changes),
+        vec![
+            (
+                "r-1".to_string(),
+                Some("group g: desired 9 is outside min 0 .. max 6".to_string())
+            ),
+            (
+                "r-2".to_string(),
+                Some("no live instance 'i-gone'".to_string())
+            ),
+            ("r-3".to_string(), Some("no group 'nope'".to_string())),
+        ]
+    );
+    assert!(!changes
+        .iter()
+        .any(|c| matches!(c, Change::SetDesired { .. })));
+    assert!(terminations(&changes).is_empty());
+    assert!(launches(&changes).is_empty());
+}
+
+#[test]
+fn terminate_and_decrement_lowers_the_capacity_so_nothing_replaces_the_instance() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(
+        2,
+        &[
+            (a1, Some(TargetHealth::Healthy)),
+            (c1, Some(TargetHealth::Healthy)),
+        ],
+    );
+    file(
+        &mut s,
+        "r-1",
+        10,
+        Ask::Terminate {
+            instance: "i-a1".into(),
+            decrement_desired: true,
+        },
+    );
+    let changes = run(&s);
+    let cause = Cause::User(UserRequest::Terminate {
+        decrement_desired: true,
+    });
+    assert_eq!(
+        terminations(&changes),
+        vec![("i-a1".to_string(), Lifecycle::Terminating, cause)]
+    );
+    assert!(changes
+        .iter()
+        .any(|c| matches!(c, Change::SetDesired { desired: 1, .. })));
+    assert!(changes
+        .iter()
+        .any(|c| matches!(c, Change::DrainTarget { .. })));
+    assert!(launches(&changes).is_empty(), "{changes:#?}");
+
+    // Without the decrement, the group replaces it in the same pass.
+    let mut s = snapshot(
+        2,
+        &[
+            (
+                instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000)),
+                Some(TargetHealth::Healthy),
+            ),
+            (
+                instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000)),
+                Some(TargetHealth::Healthy),
+            ),
+        ],
+    );
+    file(
+        &mut s,
+        "r-2",
+        10,
+        Ask::Terminate {
+            instance: "i-a1".into(),
+            decrement_desired: false,
+        },
+    );
+    let changes = run(&s);
+    assert_eq!(launches(&changes), vec![("a".into(), "127.70.1.12".into())]);
+}
+
+#[test]
+fn an_instance_marked_unhealthy_by_hand_is_replaced() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(1, &[(a1, Some(TargetHealth::Healthy))]);
+    file(
+        &mut s,
+        "r-1",
+        10,
+        Ask::SetHealth {
+            instance: "i-a1".into(),
+            healthy: false,
+        },
+    );
+    let changes = run(&s);
+    assert!(changes.iter().any(|c| matches!(
+        c,
+        Change::ReportInstanceHealth {
+            health: InstanceHealth::Unhealthy,
+            cause: Some(Cause::User(UserRequest::MarkUnhealthy)),
+            ..
+        }
+    )));
+    assert!(terminations(&changes)
+        .iter()
+        .any(|(id, l, _)| id == "i-a1" && *l == Lifecycle::Terminating));
+    assert_eq!(closed(&changes), vec![("r-1".to_string(), None)]);
+    // Its replacement comes in the next pass, as for any verdict (the request is gone).
+    assert_eq!(launches(&next_pass(&s, &changes)).len(), 1);
+}

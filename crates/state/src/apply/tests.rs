@@ -276,3 +276,37 @@ fn empty_names_are_refused() {
         Err(Refusal::Empty("instance id"))
     );
 }
+
+fn request(id: &str) -> Change {
+    Change::FileRequest {
+        request: crate::model::Request {
+            id: id.into(),
+            filed_by: "host-a".into(),
+            at: at(10),
+            ask: crate::model::Ask::Scale {
+                group: "proxies".into(),
+                desired: 3,
+            },
+        },
+    }
+}
+
+#[test]
+fn a_request_is_filed_once_and_closed_once() {
+    let mut s = base();
+    s.apply(&request("r-1")).unwrap();
+    assert_eq!(
+        s.apply(&request("r-1")),
+        Err(Refusal::RequestExists("r-1".into()))
+    );
+    let close = Change::CloseRequest {
+        id: "r-1".into(),
+        refused: None,
+    };
+    s.apply(&close).unwrap();
+    assert!(s.requests.is_empty());
+    assert_eq!(s.apply(&close), Err(Refusal::UnknownRequest("r-1".into())));
+    // Filing is anyone's (an API of any agent); closing is the controller's.
+    assert!(!request("r-2").needs_leadership());
+    assert!(close.needs_leadership());
+}

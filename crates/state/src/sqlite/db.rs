@@ -355,6 +355,7 @@ fn value(s: &Snapshot, key: &Key) -> serde_json::Result<Option<String>> {
         Key::Instance(id) => s.instances.get(id).map(serde_json::to_string),
         Key::Target(group, addr) => s.target(group, *addr).map(serde_json::to_string),
         Key::Leadership => s.leadership.as_ref().map(serde_json::to_string),
+        Key::Request(id) => s.requests.get(id).map(serde_json::to_string),
     }
     .transpose()
 }
@@ -402,6 +403,11 @@ fn load(conn: &Connection, path: &str) -> Result<Snapshot, StoreError> {
             }
             Some(Kind::Leadership) => {
                 s.leadership = Some(serde_json::from_str(&json).map_err(|e| bad(e.to_string()))?);
+            }
+            Some(Kind::Request) => {
+                let r: crate::Request =
+                    serde_json::from_str(&json).map_err(|e| bad(e.to_string()))?;
+                s.requests.insert(r.id.clone(), r);
             }
             None => return Err(bad(format!("unknown kind {kind:?}"))),
         }
