@@ -50,7 +50,7 @@ use crate::live::{Live, StreamRefused, MAX_STREAMS};
 use crate::server::Options;
 use crate::view::{
     ActivityView, ErrorView, HealthRequest, HistoryView, OkView, ScaleRequest, StatusView,
-    TerminateRequest,
+    TerminateRequest, TierView,
 };
 use crate::{console, metrics, token, Control, ControlError};
 
@@ -94,6 +94,7 @@ pub fn router(
     // The reads: open unless the stack sets admin.read_requires_token.
     let reads = Router::new()
         .route("/api/status", get(status))
+        .route("/api/tier", get(tier))
         .route("/api/activity", get(activity))
         .route("/api/history", get(history))
         .route("/api/events", get(events))
@@ -142,11 +143,14 @@ impl ApiError {
         }
     }
 
-    /// A refusal from [`Control`]: 404 when what it names does not exist, else 400.
+    /// A refusal from [`Control`]: 404 when what it names does not exist, 400 when refused as
+    /// it stands, 504 when taken but not yet carried out, 503 when the state does not answer.
     fn from_control(e: ControlError) -> ApiError {
         let status = match &e {
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Refused(_) => StatusCode::BAD_REQUEST,
+            ControlError::Pending(_) => StatusCode::GATEWAY_TIMEOUT,
+            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }
@@ -264,10 +268,25 @@ fn ok() -> Json<OkView> {
 
 async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, ApiError> {
     let view = blocking(&state, |c| {
-        StatusView::build(&c.balancer(), &c.groups(), proxyfleet_group::model::now())
+        let mut view =
+            StatusView::build(&c.balancer(), &c.groups(), proxyfleet_group::model::now());
+        view.tier = c.tier();
+        view
     })
     .await?;
     Ok(Json(view))
+}
+
+async fn tier(State(state): State<AppState>) -> Result<Json<TierView>, ApiError> {
+    blocking(&state, |c| c.tier())
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this API is `proxyfleet up`'s, not a tier of agents': no tier to show",
+            )
+        })
 }
 
 #[derive(Deserialize)]

@@ -71,6 +71,13 @@ pub enum ControlError {
     /// The call is refused as it stands, e.g. a desired capacity outside min..max (400).
     #[error("{0}")]
     Refused(String),
+    /// The call was taken but not carried out in time: a tier of agents files it for the
+    /// controller, and none has carried it out yet (504; it still will be).
+    #[error("{0}")]
+    Pending(String),
+    /// What the call needs does not answer now, e.g. the tier's state store (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<FleetError> for ControlError {
@@ -103,6 +110,10 @@ pub trait Control: Send + Sync + 'static {
     fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError>;
     /// Asks `up` to stop (what `proxyfleet down` does).
     fn shutdown(&self);
+    /// The tier of agents this API is part of; `None` for `up`.
+    fn tier(&self) -> Option<view::TierView> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -103,7 +103,10 @@ impl Live {
     fn tick(&self, balancer: &BalancerStatus, sample: Option<SampleView>) -> Arc<str> {
         let groups = self.control.groups();
         let tick = TickView {
-            status: StatusView::build(balancer, &groups, model::now()),
+            status: StatusView {
+                tier: self.control.tier(),
+                ..StatusView::build(balancer, &groups, model::now())
+            },
             sample,
             activity: self
                 .control

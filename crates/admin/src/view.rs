@@ -17,6 +17,57 @@ pub struct StatusView {
     /// Every instance not yet Terminated.
     pub instances: Vec<InstanceView>,
     pub groups: Vec<GroupView>,
+    /// A tier of agents only (`proxyfleet agent`): its hosts, roles, controller and store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierView>,
+}
+
+/// `GET /api/tier` (and [`StatusView::tier`]): the tier of agents this API's agent is part of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierView {
+    /// The host whose agent answers.
+    pub this_host: String,
+    /// `etcd` or `sqlite`.
+    pub store: String,
+    /// The revision of the state this agent serves from.
+    pub revision: u64,
+    /// Whether that state is current (`false`: the store is unreachable and the agent serves
+    /// from the last state it saw).
+    pub connected: bool,
+    pub leader: Option<TierLeaderView>,
+    pub hosts: Vec<TierHostView>,
+    /// Each etcd member as this agent last saw it (empty on SQLite).
+    pub etcd: Vec<EtcdMemberView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierLeaderView {
+    pub host: String,
+    pub term: u64,
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierHostView {
+    pub id: String,
+    pub zone: String,
+    pub address: IpAddr,
+    /// `agent`, and `controller` for the leader's host.
+    pub roles: Vec<String>,
+    pub live: bool,
+    pub heartbeat_age_ms: u64,
+    /// The load-balancer nodes (`LB/ZONE`) it runs, its own zone's and any it stands in for.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EtcdMemberView {
+    pub endpoint: String,
+    pub reachable: bool,
+    pub leader: bool,
+    pub revision: u64,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,6 +315,7 @@ impl StatusView {
             })
             .collect();
         StatusView {
+            tier: None,
             load_balancers,
             targets,
             instances,

@@ -89,6 +89,13 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let store = crate::tier::open_store(&stack, &state_dir, true)?;
+        let stack_text = match &args.file {
+            Some(path) => std::fs::read_to_string(path).unwrap_or_default(),
+            None => proxyfleet_stack::BUILTIN.to_string(),
+        };
+        let admin_options = proxyfleet_admin::Options {
+            read_requires_token: stack.admin.read_requires_token,
+        };
         let api_stop = tokio_util::sync::CancellationToken::new();
         if let Some(addr) = args.api {
             let bound =
@@ -97,22 +104,52 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
                     .map_err(|e| anyhow::anyhow!("--api {addr}: cannot listen: {e}"))?;
             println!("proxyfleet agent: api on http://{bound}/api/tier");
         }
+        let timings = Timings {
+            host_timeout: args.host_timeout,
+            ..Timings::default()
+        };
+        let stack_for_api = stack.clone();
         let config = AgentConfig {
             host: args.host.clone(),
             zone: args.zone.clone(),
             address,
             stack,
-            state_dir,
+            state_dir: state_dir.clone(),
             self_exe: std::env::current_exe()?,
             controller: !args.no_controller,
             lease: args.lease,
-            timings: Timings {
-                host_timeout: args.host_timeout,
-                ..Timings::default()
-            },
+            timings,
             limits,
         };
-        let agent = Agent::start(config, store).await?;
+        let agent = Agent::start(config, store.clone()).await?;
+        // The admin API (what `status`, `activity`, `scale`, `terminate`, `down` and the
+        // console talk to, through this state directory), answered from the shared state.
+        let down = tokio_util::sync::CancellationToken::new();
+        let recent = proxyfleet_roles::history::Recent::follow(store.clone(), api_stop.clone());
+        let control = crate::agent_control::AgentControl::new(
+            args.host.clone(),
+            stack_for_api,
+            stack_text,
+            store,
+            agent.view.clone(),
+            agent.nodes.clone(),
+            recent,
+            timings,
+            down.clone(),
+        );
+        let admin = proxyfleet_admin::serve_with(
+            control,
+            &state_dir,
+            admin_options,
+            api_stop.clone().cancelled_owned(),
+        )
+        .await?;
+        println!(
+            "proxyfleet agent: admin API on http://{} (token in {}); web console at http://{}/",
+            admin.addr,
+            state_dir.join(proxyfleet_admin::TOKEN_FILE).display(),
+            admin.addr
+        );
         for (lb, zone, addr) in agent.nodes.listen_addrs() {
             println!("proxyfleet agent: load balancer {lb} node {zone} listening on {addr}");
         }
@@ -123,9 +160,11 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            () = down.cancelled() => tracing::info!("down: stopping"),
         }
         agent.shutdown().await;
         api_stop.cancel();
+        admin.wait().await;
         println!("proxyfleet agent: stopped (instances keep running)");
         Ok(())
     })

@@ -5,6 +5,7 @@
 mod activity;
 mod agent;
 mod agent_api;
+mod agent_control;
 mod check;
 mod client;
 mod down;

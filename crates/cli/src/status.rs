@@ -2,7 +2,7 @@
 //! groups and instances of the running `up`.
 
 use clap::Args;
-use proxyfleet_admin::view::StatusView;
+use proxyfleet_admin::view::{StatusView, TierView};
 
 use crate::client::{block_on, human_duration, table, Api, StateDir};
 use crate::Failure;
@@ -42,9 +42,85 @@ pub fn run(args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A tier of agents' part of `status`: the etcd members, the controller, the hosts.
+pub fn render_tier(t: &TierView) -> String {
+    let mut out = String::new();
+    if !t.etcd.is_empty() {
+        let rows: Vec<Vec<String>> = t
+            .etcd
+            .iter()
+            .map(|m| {
+                vec![
+                    m.endpoint.clone(),
+                    if m.reachable {
+                        "reachable"
+                    } else {
+                        "unreachable"
+                    }
+                    .to_string(),
+                    if m.leader { "leader" } else { "" }.to_string(),
+                    m.revision.to_string(),
+                    m.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["ETCD MEMBER", "STATE", "RAFT", "REVISION", "ERROR"],
+            &rows,
+        ));
+        out.push('\n');
+    }
+    match &t.leader {
+        Some(l) => out.push_str(&format!(
+            "controller: {} (term {}, lease {} ms)\n",
+            l.host, l.term, l.lease_ms
+        )),
+        None => out.push_str("controller: none (no live leadership)\n"),
+    }
+    if !t.connected {
+        out.push_str(&format!(
+            "state: the store does not answer; shown as {} last saw it (revision {})\n",
+            t.this_host, t.revision
+        ));
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = t
+        .hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.id.clone(),
+                h.zone.clone(),
+                h.address.to_string(),
+                h.roles.join(","),
+                if h.live { "live" } else { "lost" }.to_string(),
+                format!("{} ms ago", h.heartbeat_age_ms),
+                h.nodes.join(","),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "HOST",
+            "ZONE",
+            "ADDRESS",
+            "ROLES",
+            "STATE",
+            "HEARTBEAT",
+            "NODES",
+        ],
+        &rows,
+    ));
+    out.push('\n');
+    out
+}
+
 /// The tables `status` prints.
 pub fn render(s: &StatusView) -> String {
     let mut out = String::new();
+    if let Some(tier) = &s.tier {
+        out.push_str(&render_tier(tier));
+    }
 
     let rows: Vec<Vec<String>> = s
         .load_balancers
@@ -224,6 +300,7 @@ mod tests {
     #[test]
     fn renders_every_table() {
         let s = StatusView {
+            tier: None,
             load_balancers: vec![LoadBalancerView {
                 name: "proxy-lb".into(),
                 cross_zone: false,

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use proxyfleet_admin::view::{EtcdMemberView, TierHostView, TierLeaderView, TierView};
 use proxyfleet_roles::decide::Timings;
 use proxyfleet_roles::report::TierStatus;
 use proxyfleet_state::{StateStore, UnixMillis};
@@ -79,61 +80,56 @@ pub async fn status(
     Ok(Status { tier, etcd })
 }
 
+/// The tier's part of [`Status`] as an agent's API shows it (`this_host`: none, the store
+/// was read directly).
+fn tier_view(status: &Status) -> TierView {
+    let s = &status.tier;
+    TierView {
+        this_host: "this machine".to_string(),
+        store: if status.etcd.is_empty() {
+            "sqlite"
+        } else {
+            "etcd"
+        }
+        .to_string(),
+        revision: s.revision,
+        connected: true,
+        leader: s.leader.as_ref().map(|l| TierLeaderView {
+            host: l.host.clone(),
+            term: l.term,
+            lease_ms: l.lease_ms,
+        }),
+        hosts: s
+            .hosts
+            .iter()
+            .map(|h| TierHostView {
+                id: h.id.clone(),
+                zone: h.zone.clone(),
+                address: h.address,
+                roles: h.roles.clone(),
+                live: h.live,
+                heartbeat_age_ms: h.heartbeat_age_ms,
+                nodes: Vec::new(),
+            })
+            .collect(),
+        etcd: status.etcd.iter().map(member_view).collect(),
+    }
+}
+
+pub fn member_view(m: &proxyfleet_state::etcd::MemberHealth) -> EtcdMemberView {
+    EtcdMemberView {
+        endpoint: m.endpoint.to_string(),
+        reachable: m.reachable,
+        leader: m.leader,
+        revision: m.revision,
+        error: m.error.clone(),
+    }
+}
+
 /// The tables `status -f` prints.
 pub fn render(status: &Status) -> String {
     let s = &status.tier;
-    let mut out = String::new();
-    if !status.etcd.is_empty() {
-        let rows: Vec<Vec<String>> = status
-            .etcd
-            .iter()
-            .map(|m| {
-                vec![
-                    m.endpoint.to_string(),
-                    if m.reachable {
-                        "reachable"
-                    } else {
-                        "unreachable"
-                    }
-                    .to_string(),
-                    if m.leader { "leader" } else { "" }.to_string(),
-                    m.revision.to_string(),
-                    m.error.clone().unwrap_or_default(),
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            &["ETCD MEMBER", "STATE", "RAFT", "REVISION", "ERROR"],
-            &rows,
-        ));
-        out.push('\n');
-    }
-    match &s.leader {
-        Some(l) => out.push_str(&format!(
-            "controller: {} (term {}, lease {} ms)\n\n",
-            l.host, l.term, l.lease_ms
-        )),
-        None => out.push_str("controller: none (no live leadership)\n\n"),
-    }
-    let rows: Vec<Vec<String>> = s
-        .hosts
-        .iter()
-        .map(|h| {
-            vec![
-                h.id.clone(),
-                h.zone.clone(),
-                h.address.to_string(),
-                h.roles.join(","),
-                if h.live { "live" } else { "lost" }.to_string(),
-                format!("{} ms ago", h.heartbeat_age_ms),
-            ]
-        })
-        .collect();
-    out.push_str(&table(
-        &["HOST", "ZONE", "ADDRESS", "ROLES", "STATE", "HEARTBEAT"],
-        &rows,
-    ));
-    out.push('\n');
+    let mut out = crate::status::render_tier(&tier_view(status));
     let rows: Vec<Vec<String>> = s
         .groups
         .iter()

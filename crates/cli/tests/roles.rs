@@ -450,3 +450,123 @@ fn a_hung_etcd_member_does_not_freeze_the_tier() {
     );
     no_instance_twice(&tier, 3);
 }
+
+/// `proxyfleet CMD ARGS --state-dir DIR` against an agent's admin API.
+fn cli(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--state-dir", dir.to_str().unwrap()]);
+    let (code, out, err) = testkit::process::run(common::BIN, &all, Duration::from_secs(20));
+    (code.success(), out, err)
+}
+
+#[test]
+fn any_agents_admin_api_scales_terminates_and_shows_the_tier() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let net = 117;
+    let tier = Tier::start(net, 3);
+    // Through an agent that may not be the controller: its API files requests, the
+    // controller (wherever it runs) carries them out.
+    let s = tier.status();
+    let (controller, _) = leader(&s).expect("a controller");
+    let other = (0..3)
+        .map(Tier::host)
+        .find(|h| *h != controller)
+        .expect("a host that is not the controller");
+    let dir = tier.dir.path().join(&other);
+
+    let started = Instant::now();
+    let (ok, out, err) = cli(&dir, &["scale", "g", "5"]);
+    assert!(ok, "scale through {other}: {out}{err}");
+    let answered = started.elapsed();
+    let took = tier.wait("five in service", Duration::from_secs(20), |s| {
+        s["groups"][0]["desired"] == 5
+            && live(s)
+                .iter()
+                .filter(|i| i["lifecycle"] == "InService")
+                .count()
+                == 5
+    });
+    println!(
+        "roles 7: scale 3 -> 5 through {other}'s API (controller {controller}): answered in {} ms, 5 in service after {} ms",
+        answered.as_millis(),
+        took.as_millis()
+    );
+
+    // Refusals come back with the reason, and change nothing.
+    let (ok, out, err) = cli(&dir, &["scale", "g", "9"]);
+    assert!(!ok, "scale beyond max was taken: {out}");
+    assert!(err.contains("desired 9 is outside min 1 .. max 6"), "{err}");
+    let (ok, _, err) = cli(&dir, &["terminate", "i-none"]);
+    assert!(!ok);
+    assert!(err.contains("no live instance 'i-none'"), "{err}");
+
+    // The tier as that agent's API shows it: hosts, roles, the controller, etcd members.
+    let (ok, out, err) = cli(&dir, &["status", "--json"]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &status["tier"];
+    assert_eq!(t["this_host"], other.as_str(), "{t:#}");
+    assert_eq!(t["store"], "etcd");
+    assert_eq!(t["hosts"].as_array().unwrap().len(), 3, "{t:#}");
+    assert!(t["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["live"] == true));
+    assert_eq!(t["leader"]["host"], controller.as_str(), "{t:#}");
+    let members = t["etcd"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{t:#}");
+    assert!(members.iter().all(|m| m["reachable"] == true), "{t:#}");
+    assert_eq!(members.iter().filter(|m| m["leader"] == true).count(), 1);
+    // Every node of the tier, and every target with each node's verdict.
+    assert_eq!(
+        status["load_balancers"][0]["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(status["targets"].as_array().unwrap().len(), 5, "{status:#}");
+    let (ok, text, _) = cli(&dir, &["status"]);
+    assert!(ok);
+    assert!(
+        text.contains(&format!("controller: {controller}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("ETCD MEMBER") && text.contains("HOST"),
+        "{text}"
+    );
+
+    // Terminate and decrement: the group shrinks, nothing replaces it.
+    let victim = live(&tier.status())[0]["id"].as_str().unwrap().to_string();
+    let (ok, out, err) = cli(&dir, &["terminate", &victim, "--decrement-desired"]);
+    assert!(ok, "terminate: {out}{err}");
+    let took = tier.wait("the victim gone, four left", Duration::from_secs(20), |s| {
+        s["groups"][0]["desired"] == 4
+            && live(s).len() == 4
+            && live(s).iter().all(|i| i["id"] != victim.as_str())
+    });
+    println!(
+        "roles 7: terminate --decrement-desired {victim}: 4 left after {} ms",
+        took.as_millis()
+    );
+    no_instance_twice(&tier, 4);
+
+    // The history the API serves has the requests, carried out and refused.
+    let (ok, out, err) = cli(&dir, &["activity", "--json"]);
+    assert!(ok, "{err}");
+    let lines: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = lines.to_string();
+    assert!(text.contains("scale g to 5"), "{text}");
+    assert!(text.contains("carried out"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "terminate {victim} and decrement the desired capacity"
+        )),
+        "{text}"
+    );
+}

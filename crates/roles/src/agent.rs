@@ -51,6 +51,8 @@ pub enum AgentError {
 /// A running agent.
 pub struct Agent {
     pub nodes: Arc<NodeSet>,
+    /// The agent's copy of the state, current while the store answers.
+    pub view: tokio::sync::watch::Receiver<crate::view::View>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -114,10 +116,19 @@ impl Agent {
                 timings: config.timings,
                 writing_since,
             });
-            tasks.spawn(crate::controller::run(controller, view, stop.clone()));
+            tasks.spawn(crate::controller::run(
+                controller,
+                view.clone(),
+                stop.clone(),
+            ));
         }
         tasks.close();
-        Ok(Agent { nodes, stop, tasks })
+        Ok(Agent {
+            nodes,
+            view,
+            stop,
+            tasks,
+        })
     }
 
     /// Stops the loops (resigning the leadership if held) and the nodes; instances keep

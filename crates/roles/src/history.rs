@@ -169,3 +169,161 @@ pub async fn read(store: &dyn StateStore, limit: usize) -> Result<Vec<Activity>,
     }
     Ok(lines.into_iter().rev().collect())
 }
+
+/// How many lines [`Recent`] keeps.
+pub const RECENT_LINES: usize = 10_000;
+
+/// How many closed requests [`Recent`] remembers the outcome of.
+const RECENT_OUTCOMES: usize = 1_000;
+
+/// The newest lines of the history, kept in memory by following the store's log: what an
+/// agent's API serves (every second to an open console) without reading the whole log per
+/// request. Each line carries its group where the log says it (instances are looked up by
+/// the group their creation named).
+#[derive(Default)]
+pub struct Recent {
+    inner: std::sync::Mutex<RecentInner>,
+}
+
+#[derive(Default)]
+struct RecentInner {
+    lines: std::collections::VecDeque<(Option<String>, Activity)>,
+    group_of: std::collections::HashMap<String, String>,
+    /// Closed requests, oldest first: `(id, refused)`.
+    outcomes: std::collections::VecDeque<(String, Option<String>)>,
+    /// The last revision taken, and how many of its changes (a batch shares a revision; a
+    /// watch opened again from it skips those).
+    at: Revision,
+    taken_at: usize,
+}
+
+impl Recent {
+    /// Follows `store`'s log from its oldest retained revision until `stop`, watching again
+    /// (from where it was) whenever a watch ends or stalls.
+    pub fn follow(
+        store: std::sync::Arc<dyn StateStore>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> std::sync::Arc<Recent> {
+        let recent = std::sync::Arc::new(Recent::default());
+        let me = recent.clone();
+        tokio::spawn(async move {
+            let mut pause = std::time::Duration::from_millis(50);
+            loop {
+                let ended = tokio::select! {
+                    e = me.follow_once(&*store) => e,
+                    () = stop.cancelled() => return,
+                };
+                tracing::debug!(error = %ended, "history: watch ended; watching again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => return,
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+        });
+        recent
+    }
+
+    async fn follow_once(&self, store: &dyn StateStore) -> String {
+        let (mut from, mut skip) = {
+            let inner = self.lock();
+            (Revision(inner.at.0.max(1)), inner.taken_at)
+        };
+        let mut stream = loop {
+            match store.watch(Kind::ALL, from).await {
+                Ok(s) => break s,
+                Err(StoreError::Compacted { oldest, .. }) if oldest > from => {
+                    from = oldest;
+                    skip = 0;
+                }
+                Err(e) => return e.to_string(),
+            }
+        };
+        loop {
+            let at = self.lock().at;
+            let item = match crate::view::next_or_stalled(&mut stream, store, at).await {
+                Ok(Some(item)) => item,
+                Ok(None) => return "the watch ended".to_string(),
+                Err(e) => return e,
+            };
+            let (revision, change) = match item {
+                Ok(x) => x,
+                Err(e) => return e.to_string(),
+            };
+            if revision == from && skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            self.take(revision, &change);
+        }
+    }
+
+    fn take(&self, revision: Revision, change: &Change) {
+        let mut inner = self.lock();
+        if revision == inner.at {
+            inner.taken_at += 1;
+        } else {
+            inner.at = revision;
+            inner.taken_at = 1;
+        }
+        let group = match change {
+            Change::CreateInstance { id, group, .. } => {
+                inner.group_of.insert(id.clone(), group.clone());
+                Some(group.clone())
+            }
+            Change::SetDesired { group, .. } => Some(group.clone()),
+            Change::FileRequest { request } => match &request.ask {
+                proxyfleet_state::Ask::Scale { group, .. } => Some(group.clone()),
+                proxyfleet_state::Ask::Terminate { instance, .. }
+                | proxyfleet_state::Ask::SetHealth { instance, .. } => {
+                    inner.group_of.get(instance).cloned()
+                }
+            },
+            Change::ForgetInstance { instance } => inner.group_of.remove(instance),
+            c => match c.key() {
+                proxyfleet_state::Key::Instance(id) => inner.group_of.get(&id).cloned(),
+                _ => None,
+            },
+        };
+        if let Change::CloseRequest { id, refused } = change {
+            if inner.outcomes.len() == RECENT_OUTCOMES {
+                inner.outcomes.pop_front();
+            }
+            inner.outcomes.push_back((id.clone(), refused.clone()));
+        }
+        if let Some(line) = activity(revision, change) {
+            if inner.lines.len() == RECENT_LINES {
+                inner.lines.pop_front();
+            }
+            inner.lines.push_back((group, line));
+        }
+    }
+
+    /// The newest `limit` lines (of `group` only, if given), newest first, each with its
+    /// group.
+    pub fn lines(&self, group: Option<&str>, limit: usize) -> Vec<(Option<String>, Activity)> {
+        self.lock()
+            .lines
+            .iter()
+            .rev()
+            .filter(|(g, _)| group.is_none() || g.as_deref() == group)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// How request `id` was closed: `None` while it is not (or not seen yet); `Some(None)`:
+    /// carried out; `Some(Some(why))`: refused.
+    pub fn outcome(&self, id: &str) -> Option<Option<String>> {
+        self.lock()
+            .outcomes
+            .iter()
+            .rev()
+            .find(|(i, _)| i == id)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecentInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -146,6 +146,15 @@ impl NodeSet {
             .collect()
     }
 
+    /// Each node this agent runs now, with its balancer's status (its counters, and its own
+    /// health checks' verdicts), keyed `(load balancer, zone)`.
+    pub fn statuses(&self) -> Vec<((String, String), proxyfleet_lb::status::BalancerStatus)> {
+        self.lock()
+            .iter()
+            .map(|(key, n)| (key.clone(), n.balancer.status()))
+            .collect()
+    }
+
     /// Takes over other zones' nodes while their zone has no live host, and hands them back.
     /// Only on a current view: an agent cut off from the store takes nothing over.
     pub async fn stand_in(self: Arc<Self>, timings: Timings) {

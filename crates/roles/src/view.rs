@@ -106,7 +106,7 @@ const QUIET: Duration = Duration::from_secs(1);
 /// (stopped, partitioned) keeps its connection open and delivers nothing, while the store,
 /// through the other members, has moved on. Seen twice in a row (a write may be on its way),
 /// that ends the watch, and the follower watches again through a member that answers.
-async fn next_or_stalled(
+pub(crate) async fn next_or_stalled(
     stream: &mut proxyfleet_state::WatchStream,
     store: &dyn StateStore,
     at: Revision,

@@ -43,8 +43,8 @@
   }
 
   const KINDS = {
-    Healthy: 'ok', InService: 'ok', Successful: 'ok',
-    Unhealthy: 'bad', Failed: 'bad',
+    Healthy: 'ok', InService: 'ok', Successful: 'ok', Live: 'ok', Reachable: 'ok',
+    Unhealthy: 'bad', Failed: 'bad', Lost: 'bad', Unreachable: 'bad',
     Initial: 'wait', Pending: 'wait', InProgress: 'wait',
     Draining: 'warn', Terminating: 'warn', WaitingForConnectionDraining: 'warn',
     Unused: 'muted', Cancelled: 'muted', Terminated: 'muted',
@@ -207,12 +207,47 @@
   function render() {
     const s = state.status;
     if (!s) return;
+    renderTier(s);
     renderLoadBalancers(s);
     renderGroups(s);
     renderTargets(s);
     renderInstances(s);
     renderActivity();
     drawCharts();
+  }
+
+  // A tier of agents only (`proxyfleet agent`): its controller, hosts and etcd members.
+  function renderTier(s) {
+    const t = s.tier;
+    $('tier-panel').hidden = !t;
+    if (!t) return;
+    const leader = t.leader ? `controller ${t.leader.host} (term ${t.leader.term})` : 'no controller';
+    const stale = t.connected ? '' : ' · store unreachable: last state seen';
+    $('tier-summary').textContent = `${leader} · ${t.store} · revision ${t.revision} · answered by ${t.this_host}${stale}`;
+    const hosts = el('table', { class: 'table' },
+      el('thead', {}, el('tr', {},
+        ['Host', 'Zone', 'Address', 'Roles', 'State', 'Heartbeat', 'Nodes'].map((h) => el('th', {}, h)))),
+      el('tbody', {}, t.hosts.map((h) => el('tr', {},
+        el('td', {}, h.id),
+        el('td', {}, h.zone),
+        el('td', { class: 'mono' }, h.address),
+        el('td', {}, h.roles.join(', ')),
+        el('td', {}, badge(h.live ? 'Live' : 'Lost')),
+        el('td', { class: 'num' }, `${h.heartbeat_age_ms} ms ago`),
+        el('td', { class: 'mono' }, (h.nodes || []).join(', '))))));
+    const parts = [hosts];
+    if (t.etcd.length > 0) {
+      parts.push(el('table', { class: 'table' },
+        el('thead', {}, el('tr', {},
+          ['etcd member', 'State', 'Raft', 'Revision', 'Error'].map((h) => el('th', {}, h)))),
+        el('tbody', {}, t.etcd.map((m) => el('tr', {},
+          el('td', { class: 'mono' }, m.endpoint),
+          el('td', {}, badge(m.reachable ? 'Reachable' : 'Unreachable')),
+          el('td', {}, m.leader ? 'leader' : ''),
+          el('td', { class: 'num' }, m.revision),
+          el('td', {}, m.error || ''))))));
+    }
+    $('tier').replaceChildren(...parts);
   }
 
   function renderLoadBalancers(s) {

@@ -1,0 +1,477 @@
+//! The admin API of `proxyfleet agent` (the same API, console and metrics `up` serves, in the
+//! agent's state directory): [`AgentControl`] answers it from the agent's copy of the shared
+//! state, its own nodes' counters and the history it follows, and turns `scale`, `terminate`
+//! and marking an instance's health into requests filed in the store, which the elected
+//! controller — wherever it runs — carries out.
+//!
+//! What one agent's API shows: the whole tier's groups, instances, targets and every node's
+//! health verdicts (from the store), but flow counters only for the nodes this agent runs
+//! (other nodes show zeros: ask their agents).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proxyfleet_admin::view::{TierHostView, TierLeaderView, TierView};
+use proxyfleet_admin::{Control, ControlError};
+use proxyfleet_group::model::{self, Activity, ActivityStatus, GroupStatus};
+use proxyfleet_lb::health::Health;
+use proxyfleet_lb::status::{
+    BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus,
+};
+use proxyfleet_roles::decide::Timings;
+use proxyfleet_roles::history::Recent;
+use proxyfleet_roles::nodes::NodeSet;
+use proxyfleet_roles::report::TierStatus;
+use proxyfleet_roles::view::View;
+use proxyfleet_state::{
+    Ask, Change, Fence, InstanceHealth, Leadership, Lifecycle, Request, StateStore, TargetHealth,
+    UnixMillis,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long a call waits for the controller to carry out its request before answering 504
+/// (the request stays filed and is carried out when a controller is elected).
+pub const REQUEST_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the leadership and the etcd members' health are asked (status and the console
+/// read the last answers, never wait for the store).
+const REFRESH: Duration = Duration::from_secs(1);
+
+pub struct AgentControl {
+    pub host: String,
+    pub stack: proxyfleet_stack::Stack,
+    pub stack_text: String,
+    pub store: Arc<dyn StateStore>,
+    pub view: watch::Receiver<View>,
+    pub nodes: Arc<NodeSet>,
+    pub recent: Arc<Recent>,
+    pub timings: Timings,
+    /// Cancelled by `down`: the agent stops (its instances keep running).
+    pub stop: CancellationToken,
+    pub runtime: tokio::runtime::Handle,
+    seen: Arc<Mutex<Seen>>,
+    next_request: AtomicU64,
+}
+
+/// What the refresher last heard from the store.
+#[derive(Default)]
+struct Seen {
+    leader: Option<Leadership>,
+    etcd: Vec<proxyfleet_state::etcd::MemberHealth>,
+}
+
+impl AgentControl {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        host: String,
+        stack: proxyfleet_stack::Stack,
+        stack_text: String,
+        store: Arc<dyn StateStore>,
+        view: watch::Receiver<View>,
+        nodes: Arc<NodeSet>,
+        recent: Arc<Recent>,
+        timings: Timings,
+        stop: CancellationToken,
+    ) -> Arc<AgentControl> {
+        let control = Arc::new(AgentControl {
+            host,
+            stack,
+            stack_text,
+            store,
+            view,
+            nodes,
+            recent,
+            timings,
+            stop,
+            runtime: tokio::runtime::Handle::current(),
+            seen: Arc::default(),
+            next_request: AtomicU64::new(0),
+        });
+        tokio::spawn(refresh(control.clone()));
+        control
+    }
+
+    fn snapshot(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// Files `ask` and waits (at most [`REQUEST_WAIT`]) for the controller to close it.
+    fn request(&self, ask: Ask) -> Result<(), ControlError> {
+        let now = UnixMillis::now();
+        let id = format!(
+            "{}-{}-{}",
+            self.host,
+            now.0,
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        );
+        let request = Request {
+            id: id.clone(),
+            filed_by: self.host.clone(),
+            at: now,
+            ask: ask.clone(),
+        };
+        let filed = self.runtime.block_on(
+            self.store
+                .apply(Fence::Unfenced, vec![Change::FileRequest { request }]),
+        );
+        if let Err(e) = filed {
+            return Err(ControlError::Unavailable(format!(
+                "the tier's state store did not take the request ({ask}): {e}"
+            )));
+        }
+        tracing::info!(request = %id, %ask, "operator request filed");
+        let deadline = Instant::now() + REQUEST_WAIT;
+        // Polled with a deadline: this runs on a blocking thread of the admin API.
+        loop {
+            match self.recent.outcome(&id) {
+                Some(None) => return Ok(()),
+                Some(Some(why)) => return Err(ControlError::Refused(why)),
+                None if Instant::now() >= deadline => {
+                    return Err(ControlError::Pending(format!(
+                        "request {id} ({ask}) is filed, but no controller carried it out within \
+                         {REQUEST_WAIT:?} (is one elected? see `proxyfleet status`); it will be \
+                         carried out when one is"
+                    )))
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// A live (Pending or InService) instance, as the API's errors name it.
+    fn live_instance(&self, id: &str) -> Result<proxyfleet_state::Instance, ControlError> {
+        self.snapshot()
+            .snapshot
+            .instances
+            .get(id)
+            .filter(|i| matches!(i.lifecycle, Lifecycle::Pending | Lifecycle::InService))
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("no live instance '{id}'")))
+    }
+
+    fn desired(&self, view: &View, group: &proxyfleet_stack::Group) -> u32 {
+        view.snapshot
+            .groups
+            .get(&group.name)
+            .map_or(group.desired, |g| g.desired)
+    }
+
+    fn group(&self, name: &str) -> Result<&proxyfleet_stack::Group, ControlError> {
+        self.stack
+            .group(name)
+            .ok_or_else(|| ControlError::NotFound(format!("no group '{name}'")))
+    }
+
+    fn out_of_range(g: &proxyfleet_stack::Group, desired: u32) -> ControlError {
+        ControlError::Refused(format!(
+            "group {}: desired {desired} is outside min {} .. max {}",
+            g.name, g.min, g.max
+        ))
+    }
+}
+
+/// Asks the store for the live leadership and etcd for its members' health, every
+/// [`REFRESH`], until the agent stops.
+async fn refresh(control: Arc<AgentControl>) {
+    let etcd = control
+        .stack
+        .etcd
+        .as_ref()
+        .map(|e| proxyfleet_state::EtcdStore::new(e.endpoints.clone(), &e.prefix));
+    let mut tick = tokio::time::interval(REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = control.stop.cancelled() => return,
+        }
+        let leader = tokio::time::timeout(REFRESH, control.store.leader()).await;
+        let members = match &etcd {
+            Some(e) => e.health().await,
+            None => Vec::new(),
+        };
+        let mut seen = control.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Unknown while the store does not answer: shown as the last answer.
+        if let Ok(Ok(leader)) = leader {
+            seen.leader = leader;
+        }
+        seen.etcd = members;
+    }
+}
+
+fn health(h: TargetHealth) -> Health {
+    match h {
+        TargetHealth::Initial => Health::Initial,
+        TargetHealth::Healthy => Health::Healthy,
+        TargetHealth::Unhealthy => Health::Unhealthy,
+        TargetHealth::Draining => Health::Draining,
+        TargetHealth::Unused => Health::Unused,
+    }
+}
+
+fn seconds(t: UnixMillis) -> f64 {
+    t.0 as f64 / 1000.0
+}
+
+impl Control for AgentControl {
+    fn stack_text(&self) -> String {
+        self.stack_text.clone()
+    }
+
+    fn balancer(&self) -> BalancerStatus {
+        let view = self.snapshot();
+        let local = self.nodes.statuses();
+        let local_node = |lb: &str, zone: &str| {
+            local
+                .iter()
+                .filter(|((l, z), _)| l == lb && z == zone)
+                .flat_map(|(_, s)| &s.load_balancers)
+                .filter(|s| s.name == lb)
+                .flat_map(|s| &s.nodes)
+                .find(|n| n.zone == zone)
+                .cloned()
+        };
+        let load_balancers = self
+            .stack
+            .load_balancers
+            .iter()
+            .map(|lb| LbStatus {
+                name: lb.name.clone(),
+                cross_zone: lb.cross_zone,
+                nodes: lb
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        local_node(&lb.name, &n.zone).unwrap_or_else(|| NodeStatus {
+                            zone: n.zone.clone(),
+                            address: n.address,
+                            listeners: lb
+                                .listeners
+                                .iter()
+                                .map(|l| (l.port, l.target_group.clone()))
+                                .collect(),
+                            accepted: 0,
+                            active: 0,
+                            refused: 0,
+                            failed: 0,
+                            full: 0,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        let now_ms = UnixMillis::now();
+        let now = Instant::now();
+        let mut targets = Vec::new();
+        for (tg, members) in &view.snapshot.targets {
+            for t in members.values() {
+                let id = t.address.to_string();
+                let mut status = TargetStatus {
+                    group: tg.clone(),
+                    id: id.clone(),
+                    zone: t.zone.clone(),
+                    draining: t.state == TargetHealth::Draining,
+                    health: t
+                        .nodes
+                        .iter()
+                        .map(|(node, v)| TargetHealthStatus {
+                            node: node.clone(),
+                            health: health(v.health),
+                            reason: v.reason.clone(),
+                            since: now
+                                .checked_sub(Duration::from_millis(
+                                    now_ms.0.saturating_sub(v.since.0),
+                                ))
+                                .unwrap_or(now),
+                        })
+                        .collect(),
+                    active_flows: 0,
+                    new_flows: 0,
+                    bytes_to_target: 0,
+                    bytes_to_client: 0,
+                    connect_failures: 0,
+                    health_transitions: 0,
+                    max_flows: None,
+                    skipped_full: 0,
+                    checks_not_run: 0,
+                };
+                // This agent's nodes' counters for it.
+                for (_, s) in &local {
+                    for l in s.targets.iter().filter(|l| &l.group == tg && l.id == id) {
+                        status.active_flows += l.active_flows;
+                        status.new_flows += l.new_flows;
+                        status.bytes_to_target += l.bytes_to_target;
+                        status.bytes_to_client += l.bytes_to_client;
+                        status.connect_failures += l.connect_failures;
+                        status.health_transitions += l.health_transitions;
+                        status.skipped_full += l.skipped_full;
+                        status.checks_not_run += l.checks_not_run;
+                        status.max_flows = status.max_flows.or(l.max_flows);
+                    }
+                }
+                targets.push(status);
+            }
+        }
+        BalancerStatus {
+            load_balancers,
+            targets,
+        }
+    }
+
+    fn groups(&self) -> Vec<GroupStatus> {
+        let view = self.snapshot();
+        self.stack
+            .groups
+            .iter()
+            .map(|g| GroupStatus {
+                name: g.name.clone(),
+                min: g.min,
+                max: g.max,
+                desired: self.desired(&view, g),
+                zones: g.zones.clone(),
+                instances: view
+                    .snapshot
+                    .instances
+                    .values()
+                    .filter(|i| i.group == g.name)
+                    .map(|i| model::Instance {
+                        id: i.id.clone(),
+                        group: i.group.clone(),
+                        zone: i.zone.clone(),
+                        address: i.address,
+                        port: i.port,
+                        pid: i.process.map_or(0, |p| p.pid),
+                        start_ticks: i.process.map_or(0, |p| p.start_ticks),
+                        lifecycle: match i.lifecycle {
+                            Lifecycle::Pending => model::Lifecycle::Pending,
+                            Lifecycle::InService => model::Lifecycle::InService,
+                            Lifecycle::Terminating => model::Lifecycle::Terminating,
+                            Lifecycle::Terminated => model::Lifecycle::Terminated,
+                        },
+                        health: match i.health {
+                            InstanceHealth::Healthy => model::InstanceHealth::Healthy,
+                            InstanceHealth::Unhealthy => model::InstanceHealth::Unhealthy,
+                        },
+                        reason: i.reason.clone(),
+                        launched_at: seconds(i.launched_at),
+                        // On its host, under that agent's state directory.
+                        dir: i.host.clone().unwrap_or_default(),
+                        protected: false,
+                    })
+                    .collect(),
+                backoff_seconds: None,
+            })
+            .collect()
+    }
+
+    fn activities(&self, group: Option<&str>, limit: usize) -> Vec<Activity> {
+        self.recent
+            .lines(group, limit)
+            .into_iter()
+            .map(|(g, a)| {
+                let at = a.at.map(seconds).unwrap_or_default();
+                Activity {
+                    id: a.revision as i64,
+                    group: g.unwrap_or_default(),
+                    description: a.description,
+                    cause: a.cause,
+                    status: ActivityStatus::Successful,
+                    start: at,
+                    end: Some(at),
+                }
+            })
+            .collect()
+    }
+
+    fn scale(&self, group: &str, desired: u32) -> Result<(), ControlError> {
+        let g = self.group(group)?;
+        if !(g.min..=g.max).contains(&desired) {
+            return Err(Self::out_of_range(g, desired));
+        }
+        self.request(Ask::Scale {
+            group: group.to_string(),
+            desired,
+        })
+    }
+
+    fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), ControlError> {
+        let i = self.live_instance(instance)?;
+        if decrement_desired {
+            let g = self.group(&i.group)?;
+            let desired = self.desired(&self.snapshot(), g);
+            if desired <= g.min {
+                return Err(Self::out_of_range(g, desired.saturating_sub(1)));
+            }
+        }
+        self.request(Ask::Terminate {
+            instance: instance.to_string(),
+            decrement_desired,
+        })
+    }
+
+    fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError> {
+        self.live_instance(instance)?;
+        self.request(Ask::SetHealth {
+            instance: instance.to_string(),
+            healthy,
+        })
+    }
+
+    fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    fn tier(&self) -> Option<TierView> {
+        let view = self.snapshot();
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let status = TierStatus::build(
+            &view.snapshot,
+            view.revision,
+            seen.leader.as_ref(),
+            UnixMillis::now(),
+            &self.timings,
+        );
+        let own_nodes: Vec<String> = self
+            .nodes
+            .statuses()
+            .into_iter()
+            .map(|((lb, zone), _)| format!("{lb}/{zone}"))
+            .collect();
+        Some(TierView {
+            this_host: self.host.clone(),
+            store: if self.stack.etcd.is_some() {
+                "etcd"
+            } else {
+                "sqlite"
+            }
+            .to_string(),
+            revision: view.revision.0,
+            connected: view.connected,
+            leader: status.leader.map(|l| TierLeaderView {
+                host: l.host,
+                term: l.term,
+                lease_ms: l.lease_ms,
+            }),
+            hosts: status
+                .hosts
+                .into_iter()
+                .map(|h| TierHostView {
+                    nodes: if h.id == self.host {
+                        own_nodes.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    id: h.id,
+                    zone: h.zone,
+                    address: h.address,
+                    roles: h.roles,
+                    live: h.live,
+                    heartbeat_age_ms: h.heartbeat_age_ms,
+                })
+                .collect(),
+            etcd: seen.etcd.iter().map(crate::tier::member_view).collect(),
+        })
+    }
+}
