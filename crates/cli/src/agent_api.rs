@@ -6,8 +6,9 @@
 //! - `GET /api/activity?limit=N`: the history from the store's log, newest first;
 //! - `GET /healthz`: `ok` while the agent runs.
 //!
-//! It writes nothing (scaling and terminating a tier of agents is not built yet), and it
-//! shows instance addresses and pids: bind it to loopback or a management network.
+//! It writes nothing (scaling and terminating go through the agent's admin API in its state
+//! directory, `agent_control`), has no token, and shows instance addresses and pids: bind it
+//! to loopback or a management network.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
