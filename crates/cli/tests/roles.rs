@@ -541,6 +541,44 @@ fn any_agents_admin_api_scales_terminates_and_shows_the_tier() {
         "{text}"
     );
 
+    // Each agent enforces its instances' security groups in the kernel (as root with nft):
+    // an instance admits the app network and the zones (the nodes), and drops the rest.
+    let nft = std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // SAFETY: geteuid(2) has no preconditions.
+    if nft && unsafe { libc::geteuid() } == 0 {
+        let instance = live(&tier.status())[0].clone();
+        let addr: std::net::SocketAddr = format!(
+            "{}:3128",
+            instance["address"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+        )
+        .parse()
+        .unwrap();
+        let short = Duration::from_millis(500);
+        let admitted = testkit::client::try_connect_from(&format!("127.20.{net}.9"), addr, short);
+        assert!(
+            admitted.is_ok(),
+            "from the app network to {addr}: {admitted:?}"
+        );
+        let dropped = testkit::client::try_connect_from(&format!("127.40.{net}.9"), addr, short);
+        assert!(
+            dropped
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+            "from outside its security group to {addr}: {dropped:?}"
+        );
+        println!("roles 7: the kernel firewall of {}'s agent admits the app network and drops 127.40.{net}.9", instance["host"]);
+    } else {
+        println!("roles 7: SKIPPED the kernel firewall check (needs root and nft)");
+    }
+
     // Terminate and decrement: the group shrinks, nothing replaces it.
     let victim = live(&tier.status())[0]["id"].as_str().unwrap().to_string();
     let (ok, out, err) = cli(&dir, &["terminate", &victim, "--decrement-desired"]);

@@ -74,7 +74,8 @@ fn serving(s: &Snapshot, zone: &str) -> Vec<String> {
 }
 
 /// Kills every instance process the state knows of (they are this test's children).
-struct Reaper(Arc<SqliteStore>);
+/// Kills the instances the store knows of and removes the agents' firewall tables.
+struct Reaper(Arc<SqliteStore>, std::path::PathBuf);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
@@ -99,6 +100,7 @@ impl Drop for Reaper {
                 libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
             }
         }
+        testkit::firewall::remove_tables_under(&self.1);
     }
 }
 
@@ -135,7 +137,7 @@ async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host
     )
     .unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
-    let _reaper = Reaper(store.clone());
+    let _reaper = Reaper(store.clone(), dir.path().to_path_buf());
     // The origin runs its own runtime: started off this one's threads.
     let origin = std::thread::spawn(|| testkit::origin::Origin::start("127.30.100.1"))
         .join()

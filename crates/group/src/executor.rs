@@ -194,7 +194,7 @@ fn launch(
         launched_at: now(),
         dir: dir.display().to_string(),
         // Kernel-enforced, or (without nftables) enforced in-process by proxyfleet's own proxy.
-        protected: shared.firewall.is_some()
+        protected: shared.launcher.kernel_firewall()
             || crate::firewall::runs_own_proxy(&group.template.command),
     };
     let description = format!("Launching a new instance: {id} ({address}, zone {zone})");

@@ -11,14 +11,14 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-use proxyfleet_stack::{Protocol, Source};
-
-use crate::model::Lifecycle;
-use crate::runtime::Shared;
+use proxyfleet_stack::{Group, Protocol, Source, Stack};
 
 /// One table per state directory: two stacks on one host never rewrite each other's rules.
 pub struct Firewall {
     table: String,
+    /// The table's comment: `proxyfleet STATE_DIR`, so an operator (or a test cleaning up
+    /// after a killed agent) can tell whose table it is.
+    comment: String,
 }
 
 impl Firewall {
@@ -26,8 +26,20 @@ impl Firewall {
     /// `None`, with the reason logged once.
     pub fn open(state_dir: &std::path::Path) -> Option<Firewall> {
         let key = proxyfleet_lb::maglev::hash(0, state_dir.as_os_str().as_encoded_bytes());
+        // nftables keeps at most 128 bytes of comment; quotes would end it.
+        let dir: String = state_dir
+            .display()
+            .to_string()
+            .chars()
+            .map(|c| if c == '"' || c.is_control() { '_' } else { c })
+            .collect();
+        let mut comment = format!("proxyfleet {dir}");
+        while comment.len() > 120 {
+            comment.pop();
+        }
         let fw = Firewall {
             table: format!("proxyfleet_{:08x}", key & 0xffff_ffff),
+            comment,
         };
         match fw.apply(&fw.reset()) {
             Ok(()) => Some(fw),
@@ -76,13 +88,60 @@ impl Firewall {
     }
 }
 
-/// Rewrites the table for the instances now alive.
-pub fn refresh(shared: &Shared) {
-    let Some(fw) = &shared.firewall else { return };
-    let script = ruleset(shared, &fw.table);
-    if let Err(e) = fw.apply(&script) {
-        tracing::error!(error = %e, "cannot update the firewall");
+/// What may reach one instance: its security groups' ingress rules, sources resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRules {
+    pub address: IpAddr,
+    pub allow: Vec<Allow>,
+}
+
+/// One admitted source: `from` (network address, prefix length) on `protocol` `ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    pub protocol: Protocol,
+    pub ports: (u16, u16),
+    pub from: (IpAddr, u8),
+}
+
+impl Firewall {
+    /// Replaces the table with `rules` (one atomic transaction).
+    pub fn write(&self, rules: &[InstanceRules]) -> Result<(), String> {
+        self.apply(&ruleset(rules, &self.table, &self.comment))
     }
+}
+
+/// The addresses of the instances in a security group, by its name: how a rule whose source is
+/// a security group is resolved (by `up` from its groups, by an agent from the shared state).
+pub type Members<'a> = &'a dyn Fn(&str) -> Vec<IpAddr>;
+
+/// The rules for an instance of `group` at `address`; `None` when the group has no security
+/// group (everything may reach it).
+pub fn instance_rules(
+    stack: &Stack,
+    group: &Group,
+    address: IpAddr,
+    members: Members,
+) -> Option<InstanceRules> {
+    if group.security_groups.is_empty() {
+        return None;
+    }
+    let mut allow = Vec::new();
+    for sg in group
+        .security_groups
+        .iter()
+        .filter_map(|n| stack.security_group(n))
+    {
+        for rule in &sg.ingress {
+            for from in sources(stack, &rule.source, members) {
+                allow.push(Allow {
+                    protocol: rule.protocol,
+                    ports: rule.ports,
+                    from,
+                });
+            }
+        }
+    }
+    Some(InstanceRules { address, allow })
 }
 
 fn family(ip: &IpAddr) -> &'static str {
@@ -94,52 +153,27 @@ fn family(ip: &IpAddr) -> &'static str {
 }
 
 /// The whole table: flush and refill in one transaction.
-fn ruleset(shared: &Shared, table: &str) -> String {
+fn ruleset(rules: &[InstanceRules], table: &str, comment: &str) -> String {
     let mut s = format!(
-        "add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    ct state established,related accept\n"
+        "add table inet {table}\ndelete table inet {table}\ntable inet {table} {{\n  comment \"{comment}\"\n  chain input {{\n    type filter hook input priority -10; policy accept;\n    ct state established,related accept\n"
     );
-    for group in shared.groups.values() {
-        let instances: Vec<IpAddr> = group
-            .lock()
-            .instances
-            .iter()
-            .filter(|t| t.info.lifecycle != Lifecycle::Terminated)
-            .map(|t| t.info.address)
-            .collect();
-        if group.spec.security_groups.is_empty() {
-            continue;
+    for r in rules {
+        let addr = r.address;
+        let fam = family(&addr);
+        for a in r.allow.iter().filter(|a| family(&a.from.0) == fam) {
+            let ports = match a.protocol {
+                Protocol::Tcp => format!(" tcp dport {}-{}", a.ports.0, a.ports.1),
+                Protocol::Udp => format!(" udp dport {}-{}", a.ports.0, a.ports.1),
+                Protocol::All => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "    {fam} daddr {addr}{ports} {fam} saddr {}/{} accept",
+                a.from.0, a.from.1
+            );
         }
-        for addr in instances {
-            let fam = family(&addr);
-            for sg_name in &group.spec.security_groups {
-                let Some(sg) = shared.stack.security_group(sg_name) else {
-                    continue;
-                };
-                for rule in &sg.ingress {
-                    for source in sources(shared, &rule.source) {
-                        if family(&source.0) != fam {
-                            continue;
-                        }
-                        let ports = match rule.protocol {
-                            Protocol::Tcp => {
-                                format!(" tcp dport {}-{}", rule.ports.0, rule.ports.1)
-                            }
-                            Protocol::Udp => {
-                                format!(" udp dport {}-{}", rule.ports.0, rule.ports.1)
-                            }
-                            Protocol::All => String::new(),
-                        };
-                        let _ = writeln!(
-                            s,
-                            "    {fam} daddr {addr}{ports} {fam} saddr {}/{} accept",
-                            source.0, source.1
-                        );
-                    }
-                }
-            }
-            // Everything else to this instance: dropped, as a security group does.
-            let _ = writeln!(s, "    {fam} daddr {addr} drop");
-        }
+        // Everything else to this instance: dropped, as a security group does.
+        let _ = writeln!(s, "    {fam} daddr {addr} drop");
     }
     s.push_str("  }\n}\n");
     s
@@ -149,21 +183,13 @@ fn ruleset(shared: &Shared, table: &str) -> String {
 /// themselves: this is the list of sources (`CIDR,CIDR,...`) for `PROXYFLEET_ALLOWED_SOURCES`,
 /// when the group has security groups at all. (Ports are the instance's own; the rules' port
 /// ranges are not needed for a process that listens on one.)
-pub fn allowed_sources(shared: &Shared, group: &crate::runtime::GroupRuntime) -> Option<String> {
-    if group.spec.security_groups.is_empty() {
-        return None;
-    }
-    let mut list = Vec::new();
-    for sg_name in &group.spec.security_groups {
-        let Some(sg) = shared.stack.security_group(sg_name) else {
-            continue;
-        };
-        for rule in &sg.ingress {
-            for (ip, len) in sources(shared, &rule.source) {
-                list.push(format!("{ip}/{len}"));
-            }
-        }
-    }
+pub fn allowed_sources(stack: &Stack, group: &Group, members: Members) -> Option<String> {
+    let rules = instance_rules(stack, group, IpAddr::from([0, 0, 0, 0]), members)?;
+    let list: Vec<String> = rules
+        .allow
+        .iter()
+        .map(|a| format!("{}/{}", a.from.0, a.from.1))
+        .collect();
     Some(list.join(","))
 }
 
@@ -174,11 +200,10 @@ pub fn runs_own_proxy(command: &[String]) -> bool {
 }
 
 /// (network address, prefix length) of every address a source stands for.
-fn sources(shared: &Shared, source: &Source) -> Vec<(IpAddr, u8)> {
+fn sources(stack: &Stack, source: &Source, members: Members) -> Vec<(IpAddr, u8)> {
     match source {
         Source::Cidr { net, .. } => vec![(net.network(), net.prefix_len())],
-        Source::LoadBalancer(name) => shared
-            .stack
+        Source::LoadBalancer(name) => stack
             .load_balancer(name)
             .map(|lb| {
                 lb.nodes
@@ -187,17 +212,9 @@ fn sources(shared: &Shared, source: &Source) -> Vec<(IpAddr, u8)> {
                     .collect()
             })
             .unwrap_or_default(),
-        Source::SecurityGroup(name) => shared
-            .groups
-            .values()
-            .filter(|g| g.spec.security_groups.contains(name))
-            .flat_map(|g| {
-                g.lock()
-                    .instances
-                    .iter()
-                    .map(|t| (t.info.address, host_len(&t.info.address)))
-                    .collect::<Vec<_>>()
-            })
+        Source::SecurityGroup(name) => members(name)
+            .into_iter()
+            .map(|a| (a, host_len(&a)))
             .collect(),
     }
 }

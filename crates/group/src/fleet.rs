@@ -111,21 +111,20 @@ impl Fleet {
                 }),
             );
         }
-        let firewall = crate::firewall::Firewall::open(state_dir);
+        let launcher = Arc::new(crate::launcher::LocalLauncher::new(state_dir, self_exe));
         let shared = Arc::new(Shared {
             stack,
             balancer,
             store,
             state_dir: state_dir.to_path_buf(),
-            self_exe,
+            launcher,
             groups,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            firewall,
             allocation: Mutex::new(()),
         });
         adopt_or_retire(&shared)?;
-        crate::firewall::refresh(&shared);
+        shared.refresh_firewall();
         for group in shared.groups.values() {
             shared.tasks.spawn(crate::executor::reconcile_loop(
                 shared.clone(),
@@ -251,9 +250,7 @@ impl Fleet {
         self.shared.stop.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
-        if let Some(fw) = &self.shared.firewall {
-            fw.remove();
-        }
+        self.shared.launcher.release();
     }
 }
 
@@ -262,7 +259,7 @@ impl Fleet {
 fn adopt_or_retire(shared: &Arc<Shared>) -> Result<(), FleetError> {
     for mut info in shared.store.live_instances()? {
         let group = shared.groups.get(&info.group).cloned();
-        let process = InstanceProcess::adopt(info.pid, info.start_ticks);
+        let process = shared.launcher.adopt(info.pid, info.start_ticks);
         match (group, process) {
             (Some(group), Some(process)) => {
                 tracing::info!(instance = %info.id, pid = info.pid, "adopted a running instance");
@@ -276,7 +273,7 @@ fn adopt_or_retire(shared: &Arc<Shared>) -> Result<(), FleetError> {
                     ActivityStatus::Successful,
                 )?;
                 info.mark_healthy();
-                info.protected = shared.firewall.is_some();
+                info.protected = shared.launcher.kernel_firewall();
                 spawn_instance(shared, &group, info, Some(process), None);
             }
             (group, process) => {
@@ -326,7 +323,7 @@ pub(crate) fn spawn_instance(
         replaced_for_lb_health: false,
         in_service_at: None,
     });
-    crate::firewall::refresh(shared);
+    shared.refresh_firewall();
     shared.tasks.spawn(crate::instance::run(
         shared.clone(),
         group.clone(),

@@ -45,20 +45,17 @@ pub async fn run(
     };
 
     if process.is_none() {
-        let mut launch = group.template.render(&values);
-        if crate::firewall::runs_own_proxy(&launch.command) {
-            launch
-                .environment
-                .extend(crate::guard::environment(&shared.stack));
-        }
-        if shared.firewall.is_none() && crate::firewall::runs_own_proxy(&launch.command) {
-            if let Some(sources) = crate::firewall::allowed_sources(&shared, &group) {
-                launch
-                    .environment
-                    .push(("PROXYFLEET_ALLOWED_SOURCES".to_string(), sources));
-            }
-        }
-        match InstanceProcess::launch(&launch, std::path::Path::new(&info.dir), &shared.self_exe) {
+        let launch = crate::launcher::prepare(
+            group.template.render(&values),
+            &shared.stack,
+            &group.spec,
+            &*shared.launcher,
+            &|n| shared.members(n),
+        );
+        match shared
+            .launcher
+            .launch(&launch, std::path::Path::new(&info.dir))
+        {
             Ok(p) => {
                 group.update(&shared.store, &id, |t| {
                     t.info.pid = p.pid;

@@ -21,6 +21,8 @@
 //! - [`store`]: instances and the activity history in SQLite, in the state directory;
 //! - [`scaling`]: the target-tracking policy's capacity rule and the balancer's flow counters
 //!   it reads;
+//! - [`launcher`]: the [`Launcher`](launcher::Launcher) trait that runs instances on the
+//!   host that owns them (processes, and the kernel firewall), and the local one;
 //! - [`firewall`]: security groups as one nftables table;
 //! - [`files`]: the modes of the state directory (0711), instance directories (0700) and
 //!   state files (0600), whatever the umask;
@@ -39,6 +41,7 @@ pub mod firewall;
 pub mod fleet;
 pub mod guard;
 pub mod instance;
+pub mod launcher;
 pub mod model;
 pub mod planner;
 pub mod process;

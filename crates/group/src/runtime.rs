@@ -90,17 +90,48 @@ pub struct Shared {
     pub balancer: Arc<Balancer>,
     pub store: Store,
     pub state_dir: PathBuf,
-    pub self_exe: PathBuf,
+    /// Launches, adopts and protects the instances.
+    pub launcher: Arc<dyn crate::launcher::Launcher>,
     pub groups: HashMap<String, Arc<GroupRuntime>>,
     pub stop: CancellationToken,
     pub tasks: TaskTracker,
-    /// Firewall for security groups (None: not available here).
-    pub firewall: Option<crate::firewall::Firewall>,
     /// Serialises address allocation across groups.
     pub allocation: Mutex<()>,
 }
 
 impl Shared {
+    /// The addresses of every tracked instance of a group in security group `name`.
+    pub fn members(&self, name: &str) -> Vec<IpAddr> {
+        self.groups
+            .values()
+            .filter(|g| g.spec.security_groups.iter().any(|s| s == name))
+            .flat_map(|g| {
+                g.lock()
+                    .instances
+                    .iter()
+                    .map(|t| t.info.address)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Rewrites what the kernel enforces for the instances now alive.
+    pub fn refresh_firewall(&self) {
+        if !self.launcher.kernel_firewall() {
+            return;
+        }
+        let mut instances = Vec::new();
+        for g in self.groups.values() {
+            for t in g.lock().instances.iter() {
+                if t.info.lifecycle != crate::model::Lifecycle::Terminated {
+                    instances.push((&g.spec, t.info.address));
+                }
+            }
+        }
+        let rules = crate::launcher::rules(&self.stack, instances, &|n| self.members(n));
+        self.launcher.enforce(&rules);
+    }
+
     /// Every address held by an instance that is not Terminated, in every group but `group`.
     pub fn addresses_in_use_except(&self, group: &str) -> Vec<IpAddr> {
         self.groups

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::Controller;
 use crate::decide::Timings;
-use crate::instances::Launcher;
+use crate::instances::HostInstances;
 use crate::nodes::NodeSet;
 
 /// How often a host says it is alive; [`Timings::host_timeout`] is several of these.
@@ -99,12 +99,15 @@ impl Agent {
             return Err(e.into());
         }
         tasks.spawn(nodes.clone().stand_in(config.timings));
-        let launcher = Arc::new(Launcher {
+        let launcher = Arc::new(HostInstances {
             host: config.host.clone(),
             stack: config.stack.clone(),
             store: store.clone(),
             state_dir: config.state_dir.clone(),
-            self_exe: config.self_exe.clone(),
+            launcher: Arc::new(proxyfleet_group::launcher::LocalLauncher::new(
+                &config.state_dir,
+                config.self_exe.clone(),
+            )),
         });
         tasks.spawn(crate::instances::run(launcher, view.clone(), stop.clone()));
         if config.controller {

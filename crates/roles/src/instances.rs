@@ -7,9 +7,12 @@
 //! state no longer gives this host (Terminated by the controller after the host was thought
 //! lost, or forgotten) is stopped: it is never adopted twice.
 //!
-//! A `proxyfleet proxy` instance gets the destination guard's settings and enforces its
-//! security groups itself (`PROXYFLEET_ALLOWED_SOURCES`): the kernel firewall `up` can use is
-//! not run by agents yet.
+//! Processes are launched, adopted and protected through the host's
+//! [`Launcher`](proxyfleet_group::launcher::Launcher), as `up`'s are: the kernel firewall (one
+//! nftables table per agent state directory, when the agent runs as root with `nft`) is
+//! rewritten whenever the instances on this host change, with security-group sources resolved
+//! from the shared state; without it a `proxyfleet proxy` instance enforces its security
+//! groups itself (`PROXYFLEET_ALLOWED_SOURCES`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,8 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxyfleet_group::process::{is_listening, InstanceProcess};
-use proxyfleet_stack::{Placeholders, Source, Stack};
+use proxyfleet_group::launcher::{self, Launcher};
+use proxyfleet_group::process::is_listening;
+use proxyfleet_stack::{Placeholders, Stack};
 use proxyfleet_state::{
     Cause, Change, Fence, Instance, InstanceHealth, Lifecycle, Process, Snapshot, StateStore,
     UnixMillis,
@@ -32,26 +36,58 @@ use crate::view::View;
 const POLL: Duration = Duration::from_millis(25);
 
 /// What the instance tasks share.
-pub struct Launcher {
+pub struct HostInstances {
     pub host: String,
     pub stack: Stack,
     pub store: Arc<dyn StateStore>,
     pub state_dir: PathBuf,
-    pub self_exe: PathBuf,
+    pub launcher: Arc<dyn Launcher>,
+}
+
+impl HostInstances {
+    /// The addresses of the live instances in security group `name`, anywhere in the tier.
+    fn members(&self, snapshot: &Snapshot, name: &str) -> Vec<IpAddr> {
+        snapshot
+            .live_instances()
+            .filter(|i| {
+                self.stack
+                    .group(&i.group)
+                    .is_some_and(|g| g.security_groups.iter().any(|s| s == name))
+            })
+            .map(|i| i.address)
+            .collect()
+    }
+
+    /// The kernel's rules for the instances this host runs (not yet Terminated).
+    fn rules(&self, snapshot: &Snapshot) -> Vec<proxyfleet_group::firewall::InstanceRules> {
+        let mine = snapshot.instances.values().filter(|i| {
+            i.host.as_deref() == Some(&self.host) && i.lifecycle != Lifecycle::Terminated
+        });
+        let groups = mine.filter_map(|i| Some((self.stack.group(&i.group)?, i.address)));
+        launcher::rules(&self.stack, groups, &|n| self.members(snapshot, n))
+    }
 }
 
 /// Runs this host's instances until `stop`; then stops them all.
 pub async fn run(
-    launcher: Arc<Launcher>,
+    launcher: Arc<HostInstances>,
     mut view: watch::Receiver<View>,
     stop: CancellationToken,
 ) {
     let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut ours: HashMap<String, watch::Sender<Option<Instance>>> = HashMap::new();
     let mut stale_checked = std::collections::HashSet::new();
+    let mut enforced = None;
     loop {
         let snapshot = view.borrow_and_update().snapshot.clone();
         if view.borrow().connected {
+            if launcher.launcher.kernel_firewall() {
+                let rules = launcher.rules(&snapshot);
+                if enforced.as_ref() != Some(&rules) {
+                    launcher.launcher.enforce(&rules);
+                    enforced = Some(rules);
+                }
+            }
             for i in snapshot.instances.values() {
                 if i.host.as_deref() != Some(&launcher.host) {
                     continue;
@@ -109,7 +145,7 @@ pub async fn run(
 
 /// An instance written off while this agent was away (its host thought lost) whose process
 /// still runs here: the group has replaced it, so it is stopped, never adopted again.
-fn stop_if_still_running(launcher: &Launcher, i: &Instance) {
+fn stop_if_still_running(launcher: &HostInstances, i: &Instance) {
     let Some(p) = i.process else { return };
     let stop_timeout = launcher
         .stack
@@ -117,8 +153,9 @@ fn stop_if_still_running(launcher: &Launcher, i: &Instance) {
         .and_then(|g| launcher.stack.launch_template(&g.launch_template))
         .map_or(Duration::from_secs(10), |t| t.stop_timeout);
     let id = i.id.clone();
+    let adopter = launcher.launcher.clone();
     tokio::spawn(async move {
-        if let Some(mut process) = InstanceProcess::adopt(p.pid, p.start_ticks) {
+        if let Some(mut process) = adopter.adopt(p.pid, p.start_ticks) {
             tracing::warn!(instance = %id, pid = p.pid, "a written-off instance still runs here: stopping it");
             process.stop(stop_timeout).await;
         }
@@ -134,7 +171,7 @@ async fn report(store: &dyn StateStore, change: Change) {
 
 /// One instance, from launch (or adoption) to Terminated.
 async fn instance_task(
-    l: Arc<Launcher>,
+    l: Arc<HostInstances>,
     info: Instance,
     mut state: watch::Receiver<Option<Instance>>,
     snapshot: Arc<Snapshot>,
@@ -153,7 +190,7 @@ async fn instance_task(
     };
     let adopted = info
         .process
-        .and_then(|p| InstanceProcess::adopt(p.pid, p.start_ticks));
+        .and_then(|p| l.launcher.adopt(p.pid, p.start_ticks));
     let mut process = match adopted {
         Some(p) => {
             tracing::info!(instance = %info.id, pid = p.pid, "adopted a running instance");
@@ -185,18 +222,14 @@ async fn instance_task(
                 dir: dir.clone(),
                 group: group.name.clone(),
             };
-            let mut launch = template.render(&values);
-            if proxyfleet_group::firewall::runs_own_proxy(&launch.command) {
-                launch
-                    .environment
-                    .extend(proxyfleet_group::guard::environment(&l.stack));
-                if let Some(sources) = allowed_sources(&l.stack, &group, &snapshot) {
-                    launch
-                        .environment
-                        .push(("PROXYFLEET_ALLOWED_SOURCES".to_string(), sources));
-                }
-            }
-            match InstanceProcess::launch(&launch, &dir, &l.self_exe) {
+            let launch = launcher::prepare(
+                template.render(&values),
+                &l.stack,
+                &group,
+                &*l.launcher,
+                &|n| l.members(&snapshot, n),
+            );
+            match l.launcher.launch(&launch, &dir) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(instance = %info.id, error = %e, "launch failed");
@@ -306,7 +339,7 @@ async fn wait_terminating(state: &mut watch::Receiver<Option<Instance>>, stop: &
 
 /// Until the instance's targets are removed (drained) or their deregistration delay is over.
 async fn wait_drained(
-    l: &Launcher,
+    l: &HostInstances,
     instance: &Instance,
     state: &mut watch::Receiver<Option<Instance>>,
     stop: &CancellationToken,
@@ -343,49 +376,4 @@ async fn report_terminated(store: &dyn StateStore, id: &str, cause: Option<Cause
         },
     )
     .await;
-}
-
-/// `CIDR,CIDR,...` the group's security groups admit, for a proxy that enforces them itself;
-/// `None` when the group has no security group.
-fn allowed_sources(
-    stack: &Stack,
-    group: &proxyfleet_stack::Group,
-    snapshot: &Snapshot,
-) -> Option<String> {
-    if group.security_groups.is_empty() {
-        return None;
-    }
-    let host = |a: &IpAddr| format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 });
-    let mut list = Vec::new();
-    for sg in group
-        .security_groups
-        .iter()
-        .filter_map(|n| stack.security_group(n))
-    {
-        for rule in &sg.ingress {
-            match &rule.source {
-                Source::Cidr { net, .. } => list.push(net.to_string()),
-                Source::LoadBalancer(name) => {
-                    if let Some(lb) = stack.load_balancer(name) {
-                        list.extend(lb.nodes.iter().map(|n| host(&n.address)));
-                    }
-                }
-                Source::SecurityGroup(name) => {
-                    let members = stack
-                        .groups
-                        .iter()
-                        .filter(|g| g.security_groups.contains(name))
-                        .map(|g| g.name.as_str())
-                        .collect::<Vec<_>>();
-                    list.extend(
-                        snapshot
-                            .live_instances()
-                            .filter(|i| members.contains(&i.group.as_str()))
-                            .map(|i| host(&i.address)),
-                    );
-                }
-            }
-        }
-    }
-    Some(list.join(","))
 }

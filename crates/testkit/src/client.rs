@@ -6,22 +6,27 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A TCP connection from `source` (any port) to `target`.
-pub fn connect_from(source: &str, target: SocketAddr) -> TcpStream {
+/// A TCP connection from `source` (any port) to `target`, or why not within `timeout` (a
+/// firewall's drop is a timeout).
+pub fn try_connect_from(
+    source: &str,
+    target: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
     let source: IpAddr = source.parse().expect("source address");
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(target),
         socket2::Type::STREAM,
         None,
-    )
-    .expect("socket");
-    socket
-        .bind(&SocketAddr::new(source, 0).into())
-        .expect("bind source address");
-    socket
-        .connect_timeout(&target.into(), Duration::from_secs(5))
-        .expect("connect");
-    let stream: TcpStream = socket.into();
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&target.into(), timeout)?;
+    Ok(socket.into())
+}
+
+/// A TCP connection from `source` (any port) to `target`.
+pub fn connect_from(source: &str, target: SocketAddr) -> TcpStream {
+    let stream = try_connect_from(source, target, Duration::from_secs(5)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

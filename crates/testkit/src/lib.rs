@@ -7,6 +7,7 @@
 //! - [`client`]: raw sockets bound to a chosen source address, and `curl` runs;
 //! - [`load`]: a steady stream of requests on new connections, failures timed (drills);
 //! - [`etcd`]: a real 3-member etcd cluster on 127.99.0.0/16, killed and removed on drop;
+//! - [`firewall`]: removing the nftables tables a test's agents left;
 //! - [`wait`]: polling with a deadline — the only way these tests wait.
 //!
 //! Every address is on loopback: 127.20.0.0/16 for clients, 127.30.0.0/16 for origins.
@@ -14,6 +15,7 @@
 pub mod client;
 pub mod dns;
 pub mod etcd;
+pub mod firewall;
 pub mod load;
 pub mod origin;
 pub mod process;

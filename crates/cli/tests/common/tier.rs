@@ -285,5 +285,6 @@ impl Drop for Tier {
                 kill_if_ours(pid, &needle);
             }
         }
+        testkit::firewall::remove_tables_under(self.dir.path());
     }
 }
