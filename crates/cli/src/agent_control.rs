@@ -361,7 +361,10 @@ impl Control for AgentControl {
                         protected: false,
                     })
                     .collect(),
-                backoff_seconds: None,
+                backoff_seconds: proxyfleet_roles::decide::launch_backoff(&view.snapshot, &g.name)
+                    .next_at
+                    .and_then(|at| at.0.checked_sub(UnixMillis::now().0))
+                    .map(|ms| ms as f64 / 1000.0),
             })
             .collect()
     }

@@ -334,3 +334,54 @@ fn is_gone(pid: u32) -> bool {
             .rsplit_once(") ")
             .is_some_and(|(_, rest)| rest.starts_with('Z'))
 }
+
+/// A launch template whose process exits at once: the controller backs off (1, 2, 4 … s, one
+/// launch at a time), as `up` does (drill 5), instead of launching in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_template_backs_off_in_the_agent_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = proxy_stack(101, 1, 1, 1).replace(
+        r#"command: [proxyfleet, proxy, -f, "{dir}/squid.conf"]"#,
+        r#"command: [sh, -c, "exit 3"]"#,
+    );
+    let stack = proxyfleet_stack::parse(&text, std::path::Path::new("crash.yaml")).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let _reaper = Reaper(store.clone(), dir.path().to_path_buf());
+    let shared: Arc<dyn StateStore> = store.clone();
+    let a = Agent::start(config("ha", "a", &stack, dir.path()), shared.clone())
+        .await
+        .unwrap();
+    // Watched over ten seconds (failed launches stay in the state for minutes: none is
+    // forgotten in between, so the state holds every launch).
+    let started = Instant::now();
+    let mut launched = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        launched = snapshot(&*store).await.instances.len();
+        assert!(launched <= 8, "launching in a loop: {launched} launches");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = snapshot(&*store).await;
+    let failed = s
+        .instances
+        .values()
+        .filter(|i| {
+            i.in_service_at.is_none()
+                && matches!(
+                    i.reason,
+                    Some(proxyfleet_state::Cause::ProcessExited { .. })
+                )
+        })
+        .count();
+    let backoff = proxyfleet_roles::decide::launch_backoff(&s, "g");
+    println!(
+        "roles: crash-looping template: {launched} launches in 10 s, {failed} failed, back-off at {} failures",
+        backoff.failures
+    );
+    assert!(
+        (3..=6).contains(&launched),
+        "back-off 1, 2, 4, 8 s: {launched} launches: {:#?}",
+        s.instances
+    );
+    assert!(backoff.failures >= 3, "{backoff:?}");
+    a.shutdown().await;
+}

@@ -17,8 +17,12 @@
 //!   zone, lowest free address, newest of the most populated zone on scale-in), with launches
 //!   only in zones that have a live host, and none in the first host timeout after the store
 //!   began taking the controller's writes, which gives every host the time to announce itself;
+//! - launch back-off, from the state alone ([`launch_backoff`]): launches that failed in a row (never
+//!   served: their process ended or they timed out) pace the next ones, one at a time, after
+//!   1, 2, 4 … 32 s, as `up` does;
 //! - clean-up: drained targets removed after their deregistration delay; Terminated instances
-//!   forgotten once they have no target left and `forget_after` has passed.
+//!   forgotten once they have no target left and `forget_after` has passed (failed launches
+//!   after [`FAILED_LAUNCH_KEPT`]: the back-off counts them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +52,47 @@ impl Default for Timings {
             launch_timeout: Duration::from_secs(30),
             forget_after: Duration::from_secs(60),
         }
+    }
+}
+
+/// How long a failed launch stays in the state: status shows it, and the launch back-off
+/// counts it (long enough for the longest back-off several times over).
+pub const FAILED_LAUNCH_KEPT: Duration = Duration::from_secs(300);
+
+/// Whether `i` is a launch that failed: it never served, and its process ended or it timed out.
+fn failed_launch(i: &Instance) -> bool {
+    i.in_service_at.is_none()
+        && matches!(
+            i.reason,
+            Some(Cause::ProcessExited { .. } | Cause::LaunchFailed { .. })
+        )
+        && (i.lifecycle >= Lifecycle::Terminating || i.health == InstanceHealth::Unhealthy)
+}
+
+/// The group's launch back-off from the state alone: the launches that failed in a row,
+/// newest first, back to the newest one that served; no launch before the newest failure
+/// plus `up`'s back-off for that many (1, 2, 4 … 32 s).
+pub fn launch_backoff(snapshot: &Snapshot, group: &str) -> proxyfleet_group::planner::Launches {
+    let mut of_group: Vec<&Instance> = snapshot
+        .instances
+        .values()
+        .filter(|i| i.group == group)
+        .collect();
+    of_group.sort_by_key(|i| std::cmp::Reverse(i.launched_at));
+    let mut failures = 0;
+    let mut newest_failure: Option<UnixMillis> = None;
+    for i in of_group {
+        if i.in_service_at.is_some() {
+            break;
+        }
+        if failed_launch(i) {
+            failures += 1;
+            newest_failure = Some(newest_failure.map_or(i.since, |t| t.max(i.since)));
+        }
+    }
+    proxyfleet_group::planner::Launches {
+        failures,
+        next_at: newest_failure.map(|t| t.after(proxyfleet_group::instance::backoff_for(failures))),
     }
 }
 
@@ -96,7 +141,7 @@ pub fn decide(
     pass.lose_instances_of_dead_hosts();
     pass.carry_out_requests();
     pass.assign_pending();
-    pass.time_out_launches();
+    pass.end_failed_launches();
     for g in &stack.groups {
         pass.register_and_judge(g);
         pass.plan_group(g, new_id);
@@ -331,20 +376,30 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn time_out_launches(&mut self) {
-        let late: Vec<&Instance> = self
+    /// Pending instances that will not serve: their process ended (or could not start), or
+    /// they did not serve within the launch timeout. Terminated here, so the group replaces
+    /// them — after the launch back-off, which counts them.
+    fn end_failed_launches(&mut self) {
+        let failed: Vec<(&Instance, Cause)> = self
             .snapshot
             .instances
             .values()
-            .filter(|i| {
-                i.lifecycle == Lifecycle::Pending
-                    && !self.terminated.contains(&i.id)
-                    && i.launched_at.after(self.t.launch_timeout) < self.now
+            .filter(|i| i.lifecycle == Lifecycle::Pending && !self.terminated.contains(&i.id))
+            .filter_map(|i| {
+                if i.health == InstanceHealth::Unhealthy {
+                    let cause = i.reason.clone().unwrap_or(Cause::LaunchFailed {
+                        detail: "it was found unhealthy before it served".to_string(),
+                    });
+                    return Some((i, cause));
+                }
+                (i.launched_at.after(self.t.launch_timeout) < self.now).then(|| {
+                    let detail = format!("it did not serve within {:?}", self.t.launch_timeout);
+                    (i, Cause::LaunchFailed { detail })
+                })
             })
             .collect();
-        for i in late {
-            let detail = format!("it did not serve within {:?}", self.t.launch_timeout);
-            self.terminate(i, Cause::LaunchFailed { detail });
+        for (i, cause) in failed {
+            self.terminate(i, cause);
         }
     }
 
@@ -421,7 +476,7 @@ impl<'a> Pass<'a> {
     /// gives every host the time to announce itself.
     fn plan_group(&mut self, g: &proxyfleet_stack::Group, new_id: &mut dyn FnMut() -> String) {
         use proxyfleet_group::model::Lifecycle as L;
-        use proxyfleet_group::planner::{self, Action, Launches, PlanInput, PlanInstance};
+        use proxyfleet_group::planner::{self, Action, PlanInput, PlanInstance};
         let instances: Vec<PlanInstance> = self
             .snapshot
             .instances
@@ -485,7 +540,7 @@ impl<'a> Pass<'a> {
             zones: &zones,
             node_addresses,
             addresses_in_use,
-            launches: Launches::default(),
+            launches: launch_backoff(self.snapshot, &g.name),
             scaling: None,
         };
         let settling = self.now < self.watching_since.after(self.t.host_timeout);
@@ -550,9 +605,14 @@ impl<'a> Pass<'a> {
                 .values()
                 .flat_map(|t| t.values())
                 .any(|t| t.instance.as_deref() == Some(&i.id));
+            let kept = if failed_launch(i) {
+                FAILED_LAUNCH_KEPT.max(self.t.forget_after)
+            } else {
+                self.t.forget_after
+            };
             if i.lifecycle == Lifecycle::Terminated
                 && !has_targets
-                && i.since.after(self.t.forget_after) <= self.now
+                && i.since.after(kept) <= self.now
             {
                 self.out.push(Change::ForgetInstance {
                     instance: i.id.clone(),

@@ -106,6 +106,9 @@ impl Snapshot {
                     i.lifecycle = *lifecycle;
                     i.since = *at;
                 }
+                if *lifecycle == Lifecycle::InService && i.in_service_at.is_none() {
+                    i.in_service_at = Some(*at);
+                }
                 if cause.is_some() {
                     i.reason = cause.clone();
                 }
@@ -199,6 +202,7 @@ impl Snapshot {
                         reason: Some(cause.clone()),
                         launched_at: *at,
                         process: None,
+                        in_service_at: None,
                     },
                 );
             }

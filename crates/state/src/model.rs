@@ -185,6 +185,10 @@ pub struct Instance {
     pub launched_at: UnixMillis,
     /// Reported by its host once the process exists.
     pub process: Option<Process>,
+    /// When it first reached InService (`None`: it never served — after it is Terminated,
+    /// a failed launch, which the group's launch back-off counts).
+    #[serde(default)]
+    pub in_service_at: Option<UnixMillis>,
 }
 
 impl Instance {

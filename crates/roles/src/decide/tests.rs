@@ -78,6 +78,7 @@ fn instance(
             pid: 1,
             start_ticks: 1,
         }),
+        in_service_at: (lifecycle != Lifecycle::Pending).then_some(launched),
     }
 }
 
@@ -710,4 +711,96 @@ fn an_instance_marked_unhealthy_by_hand_is_replaced() {
     assert_eq!(closed(&changes), vec![("r-1".to_string(), None)]);
     // Its replacement comes in the next pass, as for any verdict (the request is gone).
     assert_eq!(launches(&next_pass(&s, &changes)).len(), 1);
+}
+
+/// A launch that failed: never served, its process ended, Terminated `ended_ms_ago`.
+fn failed(id: &str, addr: &str, launched_ms_ago: u64, ended_ms_ago: u64) -> Instance {
+    let mut i = instance(id, "a", addr, Lifecycle::Pending, ms(launched_ms_ago));
+    i.lifecycle = Lifecycle::Terminated;
+    i.since = ms(ended_ms_ago);
+    i.in_service_at = None;
+    i.health = InstanceHealth::Unhealthy;
+    i.reason = Some(Cause::ProcessExited {
+        status: "exited with status 1".into(),
+    });
+    i
+}
+
+#[test]
+fn failed_launches_back_off_one_at_a_time_as_up_does() {
+    // One failure half a second ago: its 1 s back-off has not passed.
+    let s = snapshot(2, &[(failed("i-f1", "127.70.1.11", 900, 500), None)]);
+    assert_eq!(launch_backoff(&s, "g").failures, 1);
+    assert!(
+        launches(&run(&s)).is_empty(),
+        "launched during the back-off"
+    );
+
+    // 1.5 s ago: one launch (not two, though two are missing: failures go one at a time).
+    let s = snapshot(2, &[(failed("i-f1", "127.70.1.11", 1900, 1500), None)]);
+    assert_eq!(launches(&run(&s)).len(), 1);
+
+    // Two in a row, the newest 1.5 s ago: a 2 s back-off.
+    let s = snapshot(
+        2,
+        &[
+            (failed("i-f1", "127.70.1.11", 5000, 4000), None),
+            (failed("i-f2", "127.70.2.11", 1900, 1500), None),
+        ],
+    );
+    assert_eq!(launch_backoff(&s, "g").failures, 2);
+    assert!(launches(&run(&s)).is_empty());
+
+    // A launch that served since ends the run of failures: no back-off.
+    let mut served = instance("i-ok", "c", "127.70.2.12", Lifecycle::InService, ms(1000));
+    served.in_service_at = Some(ms(800));
+    let s = snapshot(
+        2,
+        &[
+            (failed("i-f1", "127.70.1.11", 5000, 1500), None),
+            (served, Some(TargetHealth::Healthy)),
+        ],
+    );
+    assert_eq!(launch_backoff(&s, "g").failures, 0);
+    assert_eq!(launches(&run(&s)).len(), 1);
+}
+
+#[test]
+fn instances_ended_otherwise_are_no_launch_failures() {
+    // Taken out by scale-in or a lost host before it served: not the template's fault.
+    let mut lost = failed("i-l", "127.70.1.11", 1900, 500);
+    lost.reason = Some(Cause::HostLost { host: "ha".into() });
+    lost.health = InstanceHealth::Healthy;
+    let s = snapshot(1, &[(lost, None)]);
+    assert_eq!(launch_backoff(&s, "g").failures, 0);
+    assert_eq!(launches(&run(&s)).len(), 1);
+}
+
+#[test]
+fn a_pending_instance_whose_process_ended_is_terminated_not_left_pending() {
+    let mut p = instance("i-p", "a", "127.70.1.11", Lifecycle::Pending, ms(300));
+    p.in_service_at = None;
+    p.health = InstanceHealth::Unhealthy;
+    p.reason = Some(Cause::ProcessExited {
+        status: "exit status: 3".into(),
+    });
+    let s = snapshot(1, &[(p, None)]);
+    let changes = run(&s);
+    assert_eq!(
+        terminations(&changes),
+        vec![(
+            "i-p".to_string(),
+            Lifecycle::Terminating,
+            Cause::ProcessExited {
+                status: "exit status: 3".into()
+            }
+        )]
+    );
+    // Its replacement waits for the back-off the failure starts (1 s after it ended).
+    let after = {
+        let mut after = s.clone();
+        after.apply_all(&changes).unwrap();
+        after
+    };
+    assert_eq!(launch_backoff(&after, "g").failures, 1);
 }
