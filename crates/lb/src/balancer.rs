@@ -361,10 +361,14 @@ impl Balancer {
     /// ends, the last set stays registered. The task ends with the balancer.
     ///
     /// [`discovery`]: crate::discovery
-    pub fn follow(self: &Arc<Self>, mut source: TargetSource) {
+    pub fn follow(self: &Arc<Self>, mut source: TargetSource) -> Following {
         let balancer = Arc::downgrade(self);
         let stop = self.stop.clone();
+        let ended = CancellationToken::new();
+        let on_end = ended.clone().drop_guard();
         self.tasks.spawn(async move {
+            // Cancelled however the task ends (the source gone, the balancer stopped).
+            let _on_end = on_end;
             let mut current: BTreeSet<DesiredTarget> = BTreeSet::new();
             loop {
                 let wanted = source.borrow_and_update().clone();
@@ -395,6 +399,7 @@ impl Balancer {
                 }
             }
         });
+        Following { ended }
     }
 
     /// Every change of a target's health on any node of this balancer, from now on.
@@ -525,6 +530,19 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
+}
+
+/// A [`Balancer::follow`] in progress.
+pub struct Following {
+    ended: CancellationToken,
+}
+
+impl Following {
+    /// Resolves once the balancer no longer follows the source (it ended, or the balancer
+    /// stopped); the targets it last registered stay.
+    pub async fn ended(&self) {
+        self.ended.cancelled().await
+    }
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ async fn targets_follow_the_source_and_health_changes_arrive_as_events() {
     );
     let mut events = balancer.health_events();
     let (source, targets) = tokio::sync::watch::channel(BTreeSet::new());
-    balancer.follow(targets);
+    let following = balancer.follow(targets);
     let node: SocketAddr = format!("127.98.1.10:{port}").parse().unwrap();
 
     source.send_replace([desired(&t1, "a")].into());
@@ -127,7 +127,9 @@ async fn targets_follow_the_source_and_health_changes_arrive_as_events() {
     drop(source);
     let t2_id = t2.addr.to_string();
     let still = || balancer.status().targets.iter().any(|t| t.id == t2_id);
-    tokio::time::sleep(Duration::from_millis(200)).await; // a chance to wrongly remove it
+    tokio::time::timeout(Duration::from_secs(5), following.ended())
+        .await
+        .expect("the balancer stops following an ended source");
     assert!(still(), "the last target set must survive the source's end");
     balancer.shutdown().await;
 }
