@@ -269,8 +269,10 @@ fn target_health(h: Health) -> TargetHealth {
     }
 }
 
-/// Writes each node's verdicts; what cannot be written yet is kept (the latest per node and
-/// target) and written when the store answers again.
+/// Writes each node's verdicts, as one batch of whatever has come since the last write (a
+/// burst of verdicts — a zone's targets all failing at once — is one write, not one each);
+/// what cannot be written yet is kept (the latest per node and target) and written when the
+/// store answers again.
 async fn report_health(
     mut events: broadcast::Receiver<HealthEvent>,
     store: Arc<dyn StateStore>,
@@ -281,22 +283,7 @@ async fn report_health(
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Ok(e) => {
-                    // Draining is the controller's to say; nodes report what they check.
-                    if e.to == Health::Draining {
-                        continue;
-                    }
-                    let Ok(address) = e.target.parse::<SocketAddr>() else { continue };
-                    let change = Change::ReportTargetHealth {
-                        target_group: e.group.clone(),
-                        address,
-                        node: e.node.clone(),
-                        health: target_health(e.to),
-                        reason: e.reason.clone(),
-                        at: UnixMillis::from(e.at),
-                    };
-                    pending.insert((e.group, e.node, address), change);
-                }
+                Ok(e) => keep(&mut pending, e),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "health events: fell behind; later verdicts still reported");
                 }
@@ -305,19 +292,44 @@ async fn report_health(
             _ = retry.tick() => {}
             () = stop.cancelled() => return,
         }
-        let keys: Vec<_> = pending.keys().cloned().collect();
-        for key in keys {
-            let change = pending[&key].clone();
-            match store.apply(Fence::Unfenced, vec![change]).await {
-                // Written, or refused because the target is gone: either way, done.
-                Ok(_) | Err(StoreError::Refused { .. }) => {
-                    pending.remove(&key);
+        // Whatever else has arrived goes into the same write.
+        while let Ok(e) = events.try_recv() {
+            keep(&mut pending, e);
+        }
+        while !pending.is_empty() {
+            let keys: Vec<_> = pending.keys().cloned().collect();
+            let batch: Vec<Change> = pending.values().cloned().collect();
+            match store.apply(Fence::Unfenced, batch).await {
+                Ok(_) => pending.clear(),
+                // Refused because its target is gone: that one is done; the rest again.
+                Err(StoreError::Refused { index, .. }) => {
+                    pending.remove(&keys[index]);
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "state store: health report kept for later");
+                    tracing::debug!(error = %e, kept = pending.len(), "state store: health reports kept for later");
                     break;
                 }
             }
         }
     }
+}
+
+/// Keeps `e` as the latest verdict of its node on its target.
+fn keep(pending: &mut BTreeMap<(String, String, SocketAddr), Change>, e: HealthEvent) {
+    // Draining is the controller's to say; nodes report what they check.
+    if e.to == Health::Draining {
+        return;
+    }
+    let Ok(address) = e.target.parse::<SocketAddr>() else {
+        return;
+    };
+    let change = Change::ReportTargetHealth {
+        target_group: e.group.clone(),
+        address,
+        node: e.node.clone(),
+        health: target_health(e.to),
+        reason: e.reason.clone(),
+        at: UnixMillis::from(e.at),
+    };
+    pending.insert((e.group, e.node, address), change);
 }
