@@ -65,5 +65,5 @@ pub use model::{
     Revision, Snapshot, Target, TargetHealth, Term,
 };
 pub use sqlite::SqliteStore;
-pub use store::{StateStore, StoreError, WatchStream};
+pub use store::{Liveness, StateStore, StoreError, WatchStream};
 pub use time::UnixMillis;

@@ -55,8 +55,23 @@ pub enum StoreError {
         what: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The host's liveness lease lapsed (it was not renewed in time): the tier may already
+    /// have judged the host lost. Hold a new one.
+    #[error("the liveness lease of host {host} has lapsed")]
+    LivenessLapsed { host: String },
     #[error("the state store is closed")]
     Closed,
+}
+
+/// A host's liveness: its agent holds it by renewing it within `ttl`; when it lapses the
+/// store itself says the host is gone (etcd deletes the host's key with its lease), judged on
+/// the store's clock, not on any host's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Liveness {
+    pub host: String,
+    /// The store's id of the lease.
+    pub lease: u64,
+    pub ttl: Duration,
 }
 
 /// What every store checks of a batch before its rules: no change is the store's own
@@ -135,4 +150,14 @@ pub trait StateStore: Send + Sync {
 
     /// The live leadership, if its lease has not lapsed.
     async fn leader(&self) -> Result<Option<Leadership>, StoreError>;
+
+    /// Says `host` is alive on a fresh lease of `ttl` (replacing any earlier one of the
+    /// host, whose lapse then removes nothing).
+    async fn hold_liveness(&self, host: &str, ttl: Duration) -> Result<Liveness, StoreError>;
+
+    /// Extends the lease by its ttl from now; [`StoreError::LivenessLapsed`] if it lapsed.
+    async fn renew_liveness(&self, liveness: &Liveness) -> Result<(), StoreError>;
+
+    /// The hosts whose liveness lease holds now.
+    async fn live_hosts(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
 }

@@ -279,3 +279,46 @@ fn b64(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_liveness_lease_lapses_is_gone_by_etcds_own_verdict() {
+    if skip() {
+        return;
+    }
+    let cluster = Cluster::start([205, 1]);
+    let s = store(&cluster);
+    let ttl = Duration::from_secs(1);
+    let a = s.hold_liveness("ha", ttl).await.unwrap();
+    let c = s.hold_liveness("hc", ttl).await.unwrap();
+    let held = Instant::now();
+    let live = s.live_hosts().await.unwrap();
+    assert!(live.contains("ha") && live.contains("hc"), "{live:?}");
+    // ha renews every 250 ms, hc stops: etcd removes hc once its lease lapses.
+    let gone = loop {
+        s.renew_liveness(&a).await.unwrap();
+        let live = s.live_hosts().await.unwrap();
+        assert!(live.contains("ha"), "a renewed lease lapsed: {live:?}");
+        if !live.contains("hc") {
+            break held.elapsed();
+        }
+        assert!(
+            held.elapsed() < Duration::from_secs(5),
+            "hc's lapsed lease still holds"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!(
+        "etcd: a 1 s liveness lease not renewed: the host gone after {} ms",
+        gone.as_millis()
+    );
+    assert!(
+        gone >= Duration::from_millis(900),
+        "gone too early: {gone:?}"
+    );
+    assert!(matches!(
+        s.renew_liveness(&c).await,
+        Err(StoreError::LivenessLapsed { .. })
+    ));
+    s.hold_liveness("hc", ttl).await.unwrap();
+    assert!(s.live_hosts().await.unwrap().contains("hc"));
+}

@@ -18,6 +18,10 @@
 //!   writer and the batch, on a lease that keeps it about half an hour ([`LOG_RETENTION`]): what [`watch`](StateStore::watch) streams, with the transaction's
 //!   revision. The id also makes a write whose answer was lost (a member died mid-call) safe
 //!   to retry: the batch is found already written and not applied twice;
+//! - `alive/HOST`: the host's liveness, put on a lease of its ttl that its agent keeps alive;
+//!   etcd deletes the key when the lease lapses, so whether a host is alive is etcd's verdict
+//!   on its own clock (leases are extended across an etcd leader election, so an outage of
+//!   etcd itself writes no host off);
 //! - `leader`: the controller's leadership, put only if absent and attached to a lease of the
 //!   leadership's ttl. The [`Term`] is its `create_revision`, which etcd never hands out
 //!   twice. A lapsed lease deletes it, and a fenced write's compare then fails.
@@ -38,7 +42,7 @@ use serde_json::json;
 
 use crate::change::{Change, Fence, Kind, LeadershipEnd};
 use crate::model::{Leadership, Revision, Snapshot, Term};
-use crate::store::{StateStore, StoreError, WatchStream};
+use crate::store::{Liveness, StateStore, StoreError, WatchStream};
 use crate::time::UnixMillis;
 use client::{backend, Client};
 use wire::{b64, prefix_end, KeyValue, RangeResponse, TxnResponse};
@@ -528,6 +532,57 @@ impl StateStore for EtcdStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn hold_liveness(&self, host: &str, ttl: Duration) -> Result<Liveness, StoreError> {
+        let ttl_s = ttl.as_millis().div_ceil(1000).max(1) as u64;
+        let grant: wire::LeaseGrantResponse = self
+            .client
+            .call("/v3/lease/grant", &json!({ "TTL": ttl_s }))
+            .await?;
+        if !grant.error.is_empty() || grant.id == 0 {
+            return Err(backend("lease grant (liveness)", grant.error));
+        }
+        let put = json!({
+            "key": b64(self.key(&format!("alive/{host}"))),
+            "value": b64(serde_json::to_vec(&json!({ "host": host, "since": UnixMillis::now() })).expect("serializes")),
+            "lease": grant.id.to_string(),
+        });
+        self.client
+            .call::<serde_json::Value>("/v3/kv/put", &put)
+            .await?;
+        Ok(Liveness {
+            host: host.to_string(),
+            lease: grant.id,
+            ttl,
+        })
+    }
+
+    async fn renew_liveness(&self, liveness: &Liveness) -> Result<(), StoreError> {
+        if self.lease_ttl_left(liveness.lease).await? == 0 {
+            return Err(StoreError::LivenessLapsed {
+                host: liveness.host.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn live_hosts(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let prefix = self.key("alive/");
+        let r: RangeResponse = self
+            .client
+            .call(
+                "/v3/kv/range",
+                &json!({ "key": b64(&prefix), "range_end": b64(prefix_end(&prefix)), "keys_only": true }),
+            )
+            .await?;
+        Ok(r.kvs
+            .iter()
+            .filter_map(|kv| {
+                let key = std::str::from_utf8(&kv.key).ok()?;
+                Some(key.strip_prefix(&prefix)?.to_string())
+            })
+            .collect())
     }
 
     async fn leader(&self) -> Result<Option<Leadership>, StoreError> {

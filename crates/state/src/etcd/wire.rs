@@ -60,6 +60,8 @@ pub(super) struct Header {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub(super) struct KeyValue {
     #[serde(default, deserialize_with = "bytes")]
+    pub key: Vec<u8>,
+    #[serde(default, deserialize_with = "bytes")]
     pub value: Vec<u8>,
     #[serde(default, deserialize_with = "int")]
     pub create_revision: u64,

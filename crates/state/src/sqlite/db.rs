@@ -60,6 +60,10 @@ pub(super) struct Db {
     /// How many revisions the log keeps.
     retention: u64,
     head: watch::Sender<Revision>,
+    /// Each host's liveness lease and when it lapses. In memory only: after a restart of
+    /// the store's process every host holds a new one (its agent is that process).
+    liveness: std::collections::HashMap<String, (u64, UnixMillis)>,
+    last_liveness_lease: u64,
 }
 
 impl Db {
@@ -105,7 +109,43 @@ impl Db {
             clock,
             retention: retention.max(1),
             head,
+            liveness: Default::default(),
+            last_liveness_lease: 0,
         })
+    }
+
+    pub(super) fn hold_liveness(&mut self, host: &str, ttl: Duration) -> crate::Liveness {
+        self.last_liveness_lease += 1;
+        let lease = self.last_liveness_lease;
+        let expires = self.clock.now().after(ttl);
+        self.liveness.insert(host.to_string(), (lease, expires));
+        crate::Liveness {
+            host: host.to_string(),
+            lease,
+            ttl,
+        }
+    }
+
+    pub(super) fn renew_liveness(&mut self, l: &crate::Liveness) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        match self.liveness.get_mut(&l.host) {
+            Some((lease, expires)) if *lease == l.lease && *expires > now => {
+                *expires = now.after(l.ttl);
+                Ok(())
+            }
+            _ => Err(StoreError::LivenessLapsed {
+                host: l.host.clone(),
+            }),
+        }
+    }
+
+    pub(super) fn live_hosts(&self) -> std::collections::BTreeSet<String> {
+        let now = self.clock.now();
+        self.liveness
+            .iter()
+            .filter(|(_, (_, expires))| *expires > now)
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 
     pub(super) fn snapshot(&self) -> (Snapshot, Revision) {

@@ -165,6 +165,24 @@ impl StateStore for SqliteStore {
     async fn leader(&self) -> Result<Option<Leadership>, StoreError> {
         self.call(|db| db.leader()).await
     }
+
+    async fn hold_liveness(
+        &self,
+        host: &str,
+        ttl: Duration,
+    ) -> Result<crate::Liveness, StoreError> {
+        let host = host.to_string();
+        self.call(move |db| db.hold_liveness(&host, ttl)).await
+    }
+
+    async fn renew_liveness(&self, liveness: &crate::Liveness) -> Result<(), StoreError> {
+        let l = liveness.clone();
+        self.call(move |db| db.renew_liveness(&l)).await?
+    }
+
+    async fn live_hosts(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        self.call(|db| db.live_hosts()).await
+    }
 }
 
 /// A watch stream's position.

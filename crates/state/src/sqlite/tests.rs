@@ -429,3 +429,44 @@ fn the_database_is_private_to_its_owner() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&f.path), 0o600);
 }
+
+#[tokio::test]
+async fn a_host_is_live_while_it_renews_its_liveness_and_lost_when_it_lapses() {
+    let f = Fixture::new();
+    let store = f.open();
+    let ttl = Duration::from_secs(1);
+    let a = store.hold_liveness("ha", ttl).await.unwrap();
+    let c = store.hold_liveness("hc", ttl).await.unwrap();
+    assert_eq!(
+        store
+            .live_hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["ha", "hc"]
+    );
+    // a renews, c does not: past the ttl only a is live.
+    f.clock.advance(Duration::from_millis(600));
+    store.renew_liveness(&a).await.unwrap();
+    f.clock.advance(Duration::from_millis(600));
+    assert_eq!(
+        store
+            .live_hosts()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["ha"]
+    );
+    // c's renewal now fails: it must hold a new lease (and is live again once it does).
+    assert!(matches!(
+        store.renew_liveness(&c).await,
+        Err(StoreError::LivenessLapsed { host }) if host == "hc"
+    ));
+    let c2 = store.hold_liveness("hc", ttl).await.unwrap();
+    assert_ne!(c2.lease, c.lease);
+    assert!(store.live_hosts().await.unwrap().contains("hc"));
+    // An old lease of the host renews nothing.
+    assert!(store.renew_liveness(&c).await.is_err());
+}
