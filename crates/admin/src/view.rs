@@ -54,8 +54,10 @@ pub struct TierHostView {
     pub address: IpAddr,
     /// `agent`, and `controller` for the leader's host.
     pub roles: Vec<String>,
+    /// Its liveness lease holds (the store's verdict).
     pub live: bool,
-    pub heartbeat_age_ms: u64,
+    /// How long ago its agent announced it (started).
+    pub announced_ms_ago: u64,
     /// The load-balancer nodes (`LB/ZONE`) it runs, its own zone's and any it stands in for.
     #[serde(default)]
     pub nodes: Vec<String>,

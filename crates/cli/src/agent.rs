@@ -46,8 +46,9 @@ pub struct AgentArgs {
     /// (e.g. 127.0.0.1:9128; port 0: any free port, printed at start).
     #[arg(long)]
     api: Option<std::net::SocketAddr>,
-    /// How long a host may go without a heartbeat before its instances are replaced.
-    #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
+    /// The host's liveness lease: a host that does not renew it within this is lost, its
+    /// node address taken over and its instances replaced (etcd counts whole seconds).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     host_timeout: Duration,
 }
 
@@ -134,7 +135,6 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             agent.view.clone(),
             agent.nodes.clone(),
             recent,
-            timings,
             down.clone(),
         );
         let admin = proxyfleet_admin::serve_with(

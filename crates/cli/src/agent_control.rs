@@ -19,7 +19,6 @@ use proxyfleet_lb::health::Health;
 use proxyfleet_lb::status::{
     BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus,
 };
-use proxyfleet_roles::decide::Timings;
 use proxyfleet_roles::history::Recent;
 use proxyfleet_roles::nodes::NodeSet;
 use proxyfleet_roles::report::TierStatus;
@@ -47,7 +46,6 @@ pub struct AgentControl {
     pub view: watch::Receiver<View>,
     pub nodes: Arc<NodeSet>,
     pub recent: Arc<Recent>,
-    pub timings: Timings,
     /// Cancelled by `down`: the agent stops (its instances keep running).
     pub stop: CancellationToken,
     pub runtime: tokio::runtime::Handle,
@@ -59,6 +57,8 @@ pub struct AgentControl {
 #[derive(Default)]
 struct Seen {
     leader: Option<Leadership>,
+    /// The hosts whose liveness lease held.
+    live: std::collections::BTreeSet<String>,
     etcd: Vec<proxyfleet_state::etcd::MemberHealth>,
 }
 
@@ -72,7 +72,6 @@ impl AgentControl {
         view: watch::Receiver<View>,
         nodes: Arc<NodeSet>,
         recent: Arc<Recent>,
-        timings: Timings,
         stop: CancellationToken,
     ) -> Arc<AgentControl> {
         let control = Arc::new(AgentControl {
@@ -83,7 +82,6 @@ impl AgentControl {
             view,
             nodes,
             recent,
-            timings,
             stop,
             runtime: tokio::runtime::Handle::current(),
             seen: Arc::default(),
@@ -188,6 +186,7 @@ async fn refresh(control: Arc<AgentControl>) {
             () = control.stop.cancelled() => return,
         }
         let leader = tokio::time::timeout(REFRESH, control.store.leader()).await;
+        let live = tokio::time::timeout(REFRESH, control.store.live_hosts()).await;
         let members = match &etcd {
             Some(e) => e.health().await,
             None => Vec::new(),
@@ -196,6 +195,9 @@ async fn refresh(control: Arc<AgentControl>) {
         // Unknown while the store does not answer: shown as the last answer.
         if let Ok(Ok(leader)) = leader {
             seen.leader = leader;
+        }
+        if let Ok(Ok(live)) = live {
+            seen.live = live;
         }
         seen.etcd = members;
     }
@@ -433,8 +435,8 @@ impl Control for AgentControl {
             &view.snapshot,
             view.revision,
             seen.leader.as_ref(),
+            &seen.live,
             UnixMillis::now(),
-            &self.timings,
         );
         let own_nodes: Vec<String> = self
             .nodes
@@ -471,7 +473,7 @@ impl Control for AgentControl {
                     address: h.address,
                     roles: h.roles,
                     live: h.live,
-                    heartbeat_age_ms: h.heartbeat_age_ms,
+                    announced_ms_ago: h.announced_ms_ago,
                 })
                 .collect(),
             etcd: seen.etcd.iter().map(crate::tier::member_view).collect(),

@@ -94,21 +94,13 @@ pub fn render_tier(t: &TierView) -> String {
                 h.address.to_string(),
                 h.roles.join(","),
                 if h.live { "live" } else { "lost" }.to_string(),
-                format!("{} ms ago", h.heartbeat_age_ms),
+                human_duration(h.announced_ms_ago as f64 / 1000.0),
                 h.nodes.join(","),
             ]
         })
         .collect();
     out.push_str(&table(
-        &[
-            "HOST",
-            "ZONE",
-            "ADDRESS",
-            "ROLES",
-            "STATE",
-            "HEARTBEAT",
-            "NODES",
-        ],
+        &["HOST", "ZONE", "ADDRESS", "ROLES", "STATE", "UP", "NODES"],
         &rows,
     ));
     out.push('\n');

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proxyfleet_admin::view::{EtcdMemberView, TierHostView, TierLeaderView, TierView};
-use proxyfleet_roles::decide::Timings;
 use proxyfleet_roles::report::TierStatus;
 use proxyfleet_state::{StateStore, UnixMillis};
 
@@ -70,12 +69,13 @@ pub async fn status(
     };
     let (snapshot, revision) = store.snapshot().await?;
     let leader = store.leader().await?;
+    let live = store.live_hosts().await?;
     let tier = TierStatus::build(
         &snapshot,
         revision,
         leader.as_ref(),
+        &live,
         UnixMillis::now(),
-        &Timings::default(),
     );
     Ok(Status { tier, etcd })
 }
@@ -108,7 +108,7 @@ fn tier_view(status: &Status) -> TierView {
                 address: h.address,
                 roles: h.roles.clone(),
                 live: h.live,
-                heartbeat_age_ms: h.heartbeat_age_ms,
+                announced_ms_ago: h.announced_ms_ago,
                 nodes: Vec::new(),
             })
             .collect(),

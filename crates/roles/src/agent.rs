@@ -1,5 +1,5 @@
-//! One host's agent: announces the host and keeps its heartbeat, runs the host's load-balancer
-//! nodes and instances, and (if it may) campaigns for the controller role.
+//! One host's agent: announces the host and holds its liveness lease, runs the host's
+//! load-balancer nodes and instances, and (if it may) campaigns for the controller role.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,7 +16,8 @@ use crate::decide::Timings;
 use crate::instances::HostInstances;
 use crate::nodes::NodeSet;
 
-/// How often a host says it is alive; [`Timings::host_timeout`] is several of these.
+/// How often a host renews its liveness lease at most; a quarter of the lease's ttl
+/// ([`Timings::host_timeout`]) when that is shorter.
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// What an agent is started with.
@@ -79,9 +80,11 @@ impl Agent {
         // Heartbeats first: an agent that stood in for this host's node hands it back once
         // it sees this host alive, and only then can the node be bound here.
         let writing_since = Arc::new(crate::controller::WritingSince::new());
-        tasks.spawn(heartbeat(
+        tasks.spawn(liveness(
             store.clone(),
             host,
+            config.timings.host_timeout,
+            view.clone(),
             writing_since.clone(),
             stop.clone(),
         ));
@@ -98,7 +101,11 @@ impl Agent {
             stop.cancel();
             return Err(e.into());
         }
-        tasks.spawn(nodes.clone().stand_in(config.timings));
+        tasks.spawn(
+            nodes
+                .clone()
+                .stand_in(config.timings, writing_since.clone()),
+        );
         let launcher = Arc::new(HostInstances {
             host: config.host.clone(),
             stack: config.stack.clone(),
@@ -142,63 +149,78 @@ impl Agent {
     }
 }
 
-/// Announces the host (again until the store takes it), then says it is alive every
-/// [`HEARTBEAT`]. An agent started while the store is unreachable serves with its nodes
-/// meanwhile.
-async fn heartbeat(
+/// Holds the host's liveness lease (a new one whenever it lapsed: the tier may have written
+/// the host off meanwhile) and renews it every [`HEARTBEAT`] or quarter of its ttl, and
+/// announces the host (again whenever the state does not know it: a new cluster, or the host
+/// was removed). An agent started while the store is unreachable serves with its nodes
+/// meanwhile. Each renewal that goes through is this agent's evidence that the store takes
+/// its writes ([`WritingSince`](crate::controller::WritingSince)).
+async fn liveness(
     store: Arc<dyn StateStore>,
     host: Host,
+    ttl: Duration,
+    view: tokio::sync::watch::Receiver<crate::view::View>,
     writing: Arc<crate::controller::WritingSince>,
     stop: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut tick = tokio::time::interval(HEARTBEAT.min(ttl / 4));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut registered = false;
+    let mut lease: Option<proxyfleet_state::Liveness> = None;
     let mut failing = false;
+    // The revision of this agent's last announcement: not repeated before the view has it.
+    let mut announced = proxyfleet_state::Revision(0);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let change = if registered {
-            Change::Heartbeat {
-                host: host.id.clone(),
-                at: UnixMillis::now(),
-            }
-        } else {
-            Change::RegisterHost {
-                host: Host {
-                    last_heartbeat: UnixMillis::now(),
-                    ..host.clone()
-                },
-            }
+        let held = match &lease {
+            Some(l) => store.renew_liveness(l).await,
+            None => store.hold_liveness(&host.id, ttl).await.map(|l| {
+                tracing::info!(host = %host.id, lease = l.lease, "liveness lease held");
+                lease = Some(l);
+            }),
         };
-        let result = store.apply(Fence::Unfenced, vec![change]).await;
-        match &result {
-            // Counted from when the write is known to have gone through, not from when it
-            // was sent: a write sent during an outage may only be taken when it ends.
-            Ok(_) => writing.wrote(UnixMillis::now()),
-            Err(_) => writing.failed(),
-        }
-        match result {
-            Ok(_) => {
+        match held {
+            // Counted from when the renewal is known to have gone through, not from when it
+            // was sent: one sent during an outage may only be taken when it ends.
+            Ok(()) => {
+                writing.wrote(UnixMillis::now());
                 if failing {
-                    tracing::info!("state store: heartbeats written again");
+                    tracing::info!("state store: liveness renewed again");
                 }
-                if !registered {
-                    tracing::info!(host = %host.id, zone = %host.zone, "host announced");
-                }
-                registered = true;
                 failing = false;
             }
-            // The store does not know the host (a new cluster, or the host was removed):
-            // announce it again.
-            Err(proxyfleet_state::StoreError::Refused { .. }) => registered = false,
-            Err(e) if !failing => {
-                tracing::warn!(error = %e, "state store: heartbeat not written");
-                failing = true;
+            Err(proxyfleet_state::StoreError::LivenessLapsed { .. }) => {
+                tracing::warn!(host = %host.id, "liveness lease lapsed (the host may have been written off): holding a new one");
+                lease = None;
+                writing.failed();
+                continue;
             }
-            Err(_) => {}
+            Err(e) => {
+                writing.failed();
+                if !failing {
+                    tracing::warn!(error = %e, "state store: liveness not renewed");
+                }
+                failing = true;
+                continue;
+            }
+        }
+        let known = {
+            let v = view.borrow();
+            !v.connected
+                || v.revision < announced
+                || v.snapshot.hosts.get(&host.id).is_some_and(|h| *h == host)
+        };
+        if !known {
+            let change = Change::RegisterHost { host: host.clone() };
+            match store.apply(Fence::Unfenced, vec![change]).await {
+                Ok(revision) => {
+                    announced = revision;
+                    tracing::info!(host = %host.id, zone = %host.zone, "host announced");
+                }
+                Err(e) => tracing::warn!(error = %e, "state store: host not announced yet"),
+            }
         }
     }
 }

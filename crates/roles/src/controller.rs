@@ -21,21 +21,24 @@ use crate::view::View;
 /// How often the leader looks at the state when nothing changed.
 const TICK: Duration = Duration::from_millis(250);
 
+/// How long a pass waits for the store's list of live hosts before it gives up (and decides
+/// nothing this time).
+const LIVE_HOSTS_WAIT: Duration = Duration::from_secs(2);
+
 pub struct Controller {
     pub candidate: String,
     pub stack: Stack,
     pub store: Arc<dyn StateStore>,
     pub lease: Duration,
     pub timings: Timings,
-    /// Since when this agent's own heartbeats have been written without a break
-    /// ([`WritingSince`]): hosts' heartbeats are judged from then on only.
+    /// Since when this agent's own liveness renewals have gone through without a break
+    /// ([`WritingSince`]): nothing is launched in the first host timeout of it.
     pub writing_since: Arc<WritingSince>,
 }
 
-/// Since when the store has taken this agent's writes without a break (`None`: it does not
-/// now). A heartbeat missing from before then says nothing about its host — the store may
-/// have been unable to take it (quorum lost) — while one missing since then, with the store
-/// taking writes all along, means the host is silent.
+/// Since when the store has taken this agent's liveness renewals without a break (`None`: it
+/// does not now). The controller decides nothing while it is `None`, and launches nothing in
+/// the first host timeout after it, so that every host has had the time to announce itself.
 #[derive(Debug, Default)]
 pub struct WritingSince(std::sync::atomic::AtomicU64);
 
@@ -166,9 +169,14 @@ async fn lead(
         let Some(watching_since) = c.writing_since.get() else {
             continue;
         };
+        // The store's verdict on every host, asked now (etcd: the live `alive/` keys).
+        let Ok(Ok(live)) = tokio::time::timeout(LIVE_HOSTS_WAIT, c.store.live_hosts()).await else {
+            continue;
+        };
         let mut changes = decide(
             &c.stack,
             &v.snapshot,
+            &live,
             UnixMillis::now(),
             &c.timings,
             watching_since,
@@ -180,9 +188,13 @@ async fn lead(
             let Ok((fresh, _)) = c.store.snapshot().await else {
                 continue;
             };
+            let Ok(live) = c.store.live_hosts().await else {
+                continue;
+            };
             changes = decide(
                 &c.stack,
                 &fresh,
+                &live,
                 UnixMillis::now(),
                 &c.timings,
                 watching_since,

@@ -6,7 +6,7 @@
 //! - groups the stack defines and the state lacks (or whose bounds changed);
 //! - operators' requests (scale, terminate, mark health), carried out and closed in filing
 //!   order — or closed as refused, saying why, when the state no longer allows them;
-//! - instances on a host whose heartbeat stopped: Terminated (cause `HostLost`), targets
+//! - instances on a host whose liveness lease lapsed: Terminated (cause `HostLost`), targets
 //!   drained — there is no agent left to stop them; its returning agent stops them;
 //! - Pending instances no host has been given: a live host of their zone;
 //! - InService instances: registered with their group's target groups; with
@@ -37,7 +37,8 @@ use proxyfleet_state::{
 /// The controller's timings.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
-    /// A host whose last heartbeat is older is lost.
+    /// The hosts' liveness lease: a host that does not renew it within this is lost
+    /// (etcd counts whole seconds: rounded up there).
     pub host_timeout: Duration,
     /// How long a Pending instance may take to serve.
     pub launch_timeout: Duration,
@@ -48,7 +49,7 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Timings {
-            host_timeout: Duration::from_millis(1500),
+            host_timeout: Duration::from_secs(1),
             launch_timeout: Duration::from_secs(30),
             forget_after: Duration::from_secs(60),
         }
@@ -96,29 +97,14 @@ pub fn launch_backoff(snapshot: &Snapshot, group: &str) -> proxyfleet_group::pla
     }
 }
 
-/// Whether `host` has sent a heartbeat within the timeout, counting from no earlier than
-/// `watching_since`: since when the judge's own writes have gone through without a break.
-/// Before it, the store may have been unable to take heartbeats at all (quorum lost), so a
-/// heartbeat missing there says nothing about the host.
-pub fn host_is_live(
-    snapshot: &Snapshot,
-    host: &str,
-    now: UnixMillis,
-    t: &Timings,
-    watching_since: UnixMillis,
-) -> bool {
-    snapshot
-        .hosts
-        .get(host)
-        .is_some_and(|h| h.last_heartbeat.max(watching_since).after(t.host_timeout) >= now)
-}
-
 /// One pass: the batch the controller writes (empty when nothing is to be done).
-/// `watching_since`: since when the store has taken this controller's own writes without a
-/// break (see [`host_is_live`]).
+/// `live`: the hosts whose liveness lease holds (the store's verdict); `watching_since`:
+/// since when the store has taken this controller's writes without a break (no launch in
+/// the first host timeout of it, so every host has had the time to announce itself).
 pub fn decide(
     stack: &Stack,
     snapshot: &Snapshot,
+    live: &BTreeSet<String>,
     now: UnixMillis,
     t: &Timings,
     watching_since: UnixMillis,
@@ -127,6 +113,7 @@ pub fn decide(
     let mut pass = Pass {
         stack,
         snapshot,
+        live,
         now,
         t,
         watching_since,
@@ -153,6 +140,7 @@ pub fn decide(
 struct Pass<'a> {
     stack: &'a Stack,
     snapshot: &'a Snapshot,
+    live: &'a BTreeSet<String>,
     now: UnixMillis,
     t: &'a Timings,
     watching_since: UnixMillis,
@@ -203,10 +191,7 @@ impl<'a> Pass<'a> {
         self.snapshot
             .hosts
             .values()
-            .filter(|h| {
-                h.zone == zone
-                    && host_is_live(self.snapshot, &h.id, self.now, self.t, self.watching_since)
-            })
+            .filter(|h| h.zone == zone && self.live.contains(&h.id))
             .map(|h| h.id.as_str())
             .collect()
     }
@@ -242,10 +227,17 @@ impl<'a> Pass<'a> {
         });
     }
 
+    /// A host whose lease is missing is written off — but not in the first two host
+    /// timeouts after this controller's own renewals resumed (an outage of the store, or of
+    /// this host's path to it): the other hosts were cut off too, and need a moment to renew
+    /// or, finding their lease lapsed, hold a new one.
     fn lose_instances_of_dead_hosts(&mut self) {
+        if self.now < self.watching_since.after(self.t.host_timeout * 2) {
+            return;
+        }
         for i in self.snapshot.live_instances() {
             let Some(host) = &i.host else { continue };
-            if host_is_live(self.snapshot, host, self.now, self.t, self.watching_since) {
+            if self.live.contains(host) {
                 continue;
             }
             self.terminated.insert(i.id.clone());

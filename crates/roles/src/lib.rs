@@ -1,6 +1,6 @@
 //! proxyfleet's roles as separate processes, on a shared [`StateStore`](proxyfleet_state::StateStore):
 //!
-//! - [`agent`]: one per host — announces the host and its heartbeat, runs its zone's
+//! - [`agent`]: one per host — announces the host and holds its liveness lease, runs its zone's
 //!   load-balancer [`nodes`] (targets from the state, verdicts back to it) and the
 //!   [`instances`] the controller assigned to it;
 //! - [`controller`]: elected among the agents, the only writer of desired state, every write

@@ -18,8 +18,11 @@ use proxyfleet_state::{Change, Fence, Snapshot, StateStore, StoreError, TargetHe
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::decide::{host_is_live, Timings};
+use crate::decide::Timings;
 use crate::view::View;
+
+/// How long the stand-in check waits for the store's list of live hosts.
+const LIVE_HOSTS_WAIT: Duration = Duration::from_millis(500);
 
 /// One node (`LB/ZONE`) run by this agent: its own balancer, following the state.
 struct RunningNode {
@@ -73,7 +76,7 @@ impl NodeSet {
     }
 
     /// Binds this host's own nodes, retrying while another agent still holds an address
-    /// (it hands it back once it sees this host's heartbeat), for up to `patience`.
+    /// (it hands it back once it sees this host's liveness lease), for up to `patience`.
     pub async fn start_own(&self, patience: Duration) -> Result<(), proxyfleet_lb::LbError> {
         let deadline = tokio::time::Instant::now() + patience;
         for (lb, zone) in self
@@ -157,7 +160,13 @@ impl NodeSet {
 
     /// Takes over other zones' nodes while their zone has no live host, and hands them back.
     /// Only on a current view: an agent cut off from the store takes nothing over.
-    pub async fn stand_in(self: Arc<Self>, timings: Timings) {
+    /// `writing`: since when this agent's own renewals have gone through: a lease missing
+    /// in the first two host timeouts after an outage says little (every host was cut off).
+    pub async fn stand_in(
+        self: Arc<Self>,
+        timings: Timings,
+        writing: Arc<crate::controller::WritingSince>,
+    ) {
         let mut view = self.view.clone();
         let mut watching_since = UnixMillis::now();
         let mut was_connected = true;
@@ -178,13 +187,14 @@ impl NodeSet {
                 was_connected = true;
             }
             let now = UnixMillis::now();
-            // Taking over waits for a verdict made on this agent's own watching (a heartbeat
-            // missing only because the store was unreachable says nothing); handing back
-            // needs a fresh heartbeat from the returning host.
-            let judged_live = |h: &str| host_is_live(&v.snapshot, h, now, &timings, watching_since);
-            let fresh = |h: &str| host_is_live(&v.snapshot, h, now, &timings, UnixMillis(0));
+            // The store's verdict on each host (its liveness lease), asked now; while the
+            // store does not answer nothing is taken over or handed back.
+            let live = match tokio::time::timeout(LIVE_HOSTS_WAIT, self.store.live_hosts()).await {
+                Ok(Ok(live)) => live,
+                _ => continue,
+            };
             // The stand-in for a zone without a live host: the live host with the lowest id.
-            let stand_in = v.snapshot.hosts.keys().find(|h| fresh(h)).cloned();
+            let stand_in = v.snapshot.hosts.keys().find(|h| live.contains(*h)).cloned();
             for key in self.all_nodes() {
                 if key.1 == self.zone {
                     continue;
@@ -192,7 +202,7 @@ impl NodeSet {
                 let hosts_of_zone = || v.snapshot.hosts.values().filter(|h| h.zone == key.1);
                 let running = self.lock().contains_key(&key);
                 if running {
-                    let back = hosts_of_zone().any(|h| fresh(&h.id));
+                    let back = hosts_of_zone().any(|h| live.contains(&h.id));
                     let not_mine = stand_in.as_deref() != Some(self.host.as_str());
                     if back || not_mine {
                         self.stop_node(&key).await;
@@ -200,8 +210,11 @@ impl NodeSet {
                 } else {
                     // Not before this agent has watched for a host timeout: a zone whose
                     // agent starts a moment later than this one is not lost.
-                    let watched = now >= watching_since.after(timings.host_timeout);
-                    let lost = watched && !hosts_of_zone().any(|h| judged_live(&h.id));
+                    let renewing = writing
+                        .get()
+                        .is_some_and(|since| now >= since.after(timings.host_timeout * 2));
+                    let watched = renewing && now >= watching_since.after(timings.host_timeout);
+                    let lost = watched && !hosts_of_zone().any(|h| live.contains(&h.id));
                     if lost && stand_in.as_deref() == Some(self.host.as_str()) {
                         tracing::warn!(lb = %key.0, zone = %key.1, host = %self.host, "zone has no live host: standing in for its node");
                         if let Err(e) = self.start_node(&key.0, &key.1).await {

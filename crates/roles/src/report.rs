@@ -7,8 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 use proxyfleet_state::{Leadership, Revision, Snapshot, UnixMillis};
 use serde::Serialize;
 
-use crate::decide::{host_is_live, Timings};
-
 #[derive(Debug, Clone, Serialize)]
 pub struct TierStatus {
     /// The store's revision the snapshot is at.
@@ -34,9 +32,10 @@ pub struct HostView {
     pub id: String,
     pub zone: String,
     pub address: IpAddr,
-    pub last_heartbeat: UnixMillis,
-    pub heartbeat_age_ms: u64,
-    /// Heartbeat within the host timeout.
+    /// When its agent last announced it (started).
+    pub announced_at: UnixMillis,
+    pub announced_ms_ago: u64,
+    /// Its liveness lease holds.
     pub live: bool,
     /// `agent`, and `controller` for the leader's host.
     pub roles: Vec<String>,
@@ -81,8 +80,8 @@ impl TierStatus {
         snapshot: &Snapshot,
         revision: Revision,
         leader: Option<&Leadership>,
+        live: &std::collections::BTreeSet<String>,
         now: UnixMillis,
-        timings: &Timings,
     ) -> TierStatus {
         let hosts = snapshot
             .hosts
@@ -96,9 +95,9 @@ impl TierStatus {
                     id: h.id.clone(),
                     zone: h.zone.clone(),
                     address: h.address,
-                    last_heartbeat: h.last_heartbeat,
-                    heartbeat_age_ms: now.0.saturating_sub(h.last_heartbeat.0),
-                    live: host_is_live(snapshot, &h.id, now, timings, UnixMillis(0)),
+                    announced_at: h.last_heartbeat,
+                    announced_ms_ago: now.0.saturating_sub(h.last_heartbeat.0),
+                    live: live.contains(&h.id),
                     roles,
                 }
             })

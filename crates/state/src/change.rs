@@ -24,6 +24,9 @@ pub enum Change {
     RegisterHost {
         host: Host,
     },
+    /// A host's sign of life in the state itself. Agents now hold a liveness lease instead
+    /// ([`StateStore::hold_liveness`](crate::StateStore::hold_liveness)), which writes
+    /// nothing; kept so that logs written before still read.
     Heartbeat {
         host: String,
         at: UnixMillis,

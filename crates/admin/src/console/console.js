@@ -226,14 +226,14 @@
     $('tier-summary').textContent = `${leader} · ${t.store} · revision ${t.revision} · answered by ${t.this_host}${stale}`;
     const hosts = el('table', { class: 'table' },
       el('thead', {}, el('tr', {},
-        ['Host', 'Zone', 'Address', 'Roles', 'State', 'Heartbeat', 'Nodes'].map((h) => el('th', {}, h)))),
+        ['Host', 'Zone', 'Address', 'Roles', 'State', 'Up', 'Nodes'].map((h) => el('th', {}, h)))),
       el('tbody', {}, t.hosts.map((h) => el('tr', {},
         el('td', {}, h.id),
         el('td', {}, h.zone),
         el('td', { class: 'mono' }, h.address),
         el('td', {}, h.roles.join(', ')),
         el('td', {}, badge(h.live ? 'Live' : 'Lost')),
-        el('td', { class: 'num' }, `${h.heartbeat_age_ms} ms ago`),
+        el('td', { class: 'num' }, duration(h.announced_ms_ago / 1000)),
         el('td', { class: 'mono' }, (h.nodes || []).join(', '))))));
     const parts = [hosts];
     if (t.etcd.length > 0) {

@@ -1,5 +1,6 @@
 //! The controller's rules on hand-made snapshots: no processes, sockets or store.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -122,11 +123,22 @@ fn snapshot(desired: u32, instances: &[(Instance, Option<TargetHealth>)]) -> Sna
     s
 }
 
+/// The hosts whose liveness lease holds: in these fixtures, a host's `last_heartbeat` stands
+/// for its last renewal (within the 1 s lease of NOW: live).
+fn live(s: &Snapshot) -> BTreeSet<String> {
+    s.hosts
+        .values()
+        .filter(|h| h.last_heartbeat.after(Timings::default().host_timeout) >= NOW)
+        .map(|h| h.id.clone())
+        .collect()
+}
+
 fn run(s: &Snapshot) -> Vec<Change> {
     let mut n = 0;
     decide(
         &stack(),
         s,
+        &live(s),
         NOW,
         &Timings::default(),
         UnixMillis(0),
@@ -471,27 +483,36 @@ fn every_batch_applies_to_the_snapshot_it_was_decided_on() {
 }
 
 #[test]
-fn a_new_leader_judges_no_host_lost_before_it_has_watched_for_the_timeout() {
-    // After a quorum loss every heartbeat is stale: the controller elected afterwards must
-    // give the hosts a timeout's worth of its own watching first.
+fn a_host_is_judged_by_its_liveness_lease_once_the_judge_has_renewed_for_a_while() {
+    // The store's verdict decides, but only two host timeouts after the controller's own
+    // renewals resumed: after an outage every host needs a moment to renew.
     let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
-    let mut s = snapshot(1, &[(a1, Some(TargetHealth::Healthy))]);
-    for h in s.hosts.values_mut() {
-        h.last_heartbeat = ms(10_000);
-    }
-    let judge = |since| {
-        decide(&stack(), &s, NOW, &Timings::default(), since, &mut || {
-            "i-x".to_string()
-        })
+    let s = snapshot(1, &[(a1, Some(TargetHealth::Healthy))]);
+    let judge = |live: &[&str], since: UnixMillis| {
+        let live: BTreeSet<String> = live.iter().map(|h| h.to_string()).collect();
+        decide(
+            &stack(),
+            &s,
+            &live,
+            NOW,
+            &Timings::default(),
+            since,
+            &mut || "i-x".to_string(),
+        )
     };
+    assert!(terminations(&judge(&["ha", "hc"], ms(60_000))).is_empty());
     assert!(
-        terminations(&judge(ms(1_000))).is_empty(),
-        "watching for 1 s of 1.5: no verdict"
+        terminations(&judge(&["hc"], ms(1_500))).is_empty(),
+        "renewing for 1.5 s of 2: no verdict yet"
     );
     assert_eq!(
-        terminations(&judge(ms(2_000))).len(),
-        1,
-        "watching for 2 s: host a is lost"
+        terminations(&judge(&["hc"], ms(2_100))),
+        vec![(
+            "i-a1".to_string(),
+            Lifecycle::Terminated,
+            Cause::HostLost { host: "ha".into() }
+        )],
+        "ha's lease lapsed"
     );
 }
 
@@ -501,18 +522,20 @@ fn a_new_leader_launches_nothing_until_every_host_could_announce_itself() {
     let early = decide(
         &stack(),
         &s,
+        &live(&s),
         NOW,
         &Timings::default(),
-        ms(1_000),
+        ms(500),
         &mut || "i-x".into(),
     );
     assert!(launches(&early).is_empty());
     let later = decide(
         &stack(),
         &s,
+        &live(&s),
         NOW,
         &Timings::default(),
-        ms(1_600),
+        ms(1_100),
         &mut || "i-x".into(),
     );
     assert_eq!(launches(&later).len(), 2);

@@ -26,7 +26,7 @@
 //!   leadership's ttl. The [`Term`] is its `create_revision`, which etcd never hands out
 //!   twice. A lapsed lease deletes it, and a fenced write's compare then fails.
 //!
-//! Every write rewrites the snapshot (heartbeats included), which keeps the store simple and
+//! Every write rewrites the snapshot (liveness renewals are lease keep-alives, not writes), which keeps the store simple and
 //! every reader consistent at the price of writing a few KB per change; etcd members should
 //! run with `--auto-compaction-retention` (see `deploy/etcd-member.service`). Keys per object
 //! are the way to grow past a few dozen hosts.
@@ -319,14 +319,18 @@ impl StateStore for EtcdStore {
                     });
                 }
             }
-            return Ok(self.read_snapshot().await?.2);
+            return Ok(Revision(self.read_snapshot().await?.1));
         }
         self.commit(term, changes).await
     }
 
+    /// At the revision of the last batch (the snapshot key's `mod_revision`), not etcd's
+    /// head: other keys (liveness, leadership, leases lapsing) move the head without a
+    /// change of the state, and a watcher waiting for the log to reach the head would wait
+    /// for the next batch.
     async fn snapshot(&self) -> Result<(Snapshot, Revision), StoreError> {
-        let (snapshot, _, revision) = self.read_snapshot().await?;
-        Ok((snapshot, revision))
+        let (snapshot, mod_revision, _) = self.read_snapshot().await?;
+        Ok((snapshot, Revision(mod_revision)))
     }
 
     async fn watch(&self, kinds: &[Kind], from: Revision) -> Result<WatchStream, StoreError> {
