@@ -385,3 +385,88 @@ async fn a_crash_looping_template_backs_off_in_the_agent_tier() {
     assert!(backoff.failures >= 3, "{backoff:?}");
     a.shutdown().await;
 }
+
+/// Target tracking in the agent tier: the nodes report the flows they carry, the controller
+/// sums them over the nodes and moves the desired capacity (5 connections per instance), with
+/// the cooldowns kept in the group's state; each instance's target is capped at the client
+/// cap its host read from its configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_tracking_follows_the_flows_the_nodes_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = proxy_stack(102, 1, 1, 3).replace(
+        "    health_check_grace_period: 1s\n",
+        "    health_check_grace_period: 1s\n    scaling:\n      target_active_connections_per_instance: 5\n      scale_out_cooldown: 1s\n      scale_in_cooldown: 2s\n",
+    );
+    let stack = proxyfleet_stack::parse(&text, std::path::Path::new("tracking.yaml")).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let _reaper = Reaper(store.clone(), dir.path().to_path_buf());
+    let shared: Arc<dyn StateStore> = store.clone();
+    let a = Agent::start(config("ha", "a", &stack, dir.path()), shared.clone())
+        .await
+        .unwrap();
+    until(
+        &*store,
+        "one serving instance",
+        Duration::from_secs(20),
+        |s| serving(s, "a").len() == 1,
+    )
+    .await;
+    let s = snapshot(&*store).await;
+    let first = s.instances.values().next().unwrap();
+    assert_eq!(
+        first.capacity,
+        Some(8192),
+        "Squid's default max_filedescriptors, halved"
+    );
+
+    // 12 connections held open through node a: 12 / 5 per instance = 3 instances.
+    let node: std::net::SocketAddr = "127.102.1.10:3128".parse().unwrap();
+    let held: Vec<_> = tokio::task::block_in_place(|| {
+        (0..12)
+            .map(|i| testkit::client::connect_from(&format!("127.20.102.{}", i + 1), node))
+            .collect()
+    });
+    let took = until(&*store, "scaled out to 3", Duration::from_secs(30), |s| {
+        s.groups["g"].desired == 3 && serving(s, "a").len() == 3
+    })
+    .await;
+    let s = snapshot(&*store).await;
+    let reported: u64 = s
+        .targets
+        .values()
+        .flat_map(|t| t.values())
+        .flat_map(|t| t.nodes.values())
+        .map(|v| v.active_flows)
+        .sum();
+    println!(
+        "roles: 12 held connections: scaled out to 3 in service after {} ms ({reported} flows reported)",
+        took.as_millis()
+    );
+    assert!(s.groups["g"].last_scale_out.is_some());
+    drop(held);
+    let took = until(
+        &*store,
+        "scaled back in to 1",
+        Duration::from_secs(40),
+        |s| {
+            s.groups["g"].desired == 1
+                && s.instances
+                    .values()
+                    .filter(|i| i.lifecycle == Lifecycle::InService)
+                    .count()
+                    == 1
+        },
+    )
+    .await;
+    let s = snapshot(&*store).await;
+    println!(
+        "roles: connections closed: back to 1 in service after {} ms",
+        took.as_millis()
+    );
+    let (out, inn) = (s.groups["g"].last_scale_out, s.groups["g"].last_scale_in);
+    assert!(
+        inn.zip(out).is_some_and(|(i, o)| i.0 >= o.0 + 2000),
+        "scale-in waited for its cooldown after the scale-out: out {out:?}, in {inn:?}"
+    );
+    a.shutdown().await;
+}

@@ -13,8 +13,10 @@
 //!   `health_check_type: lb`, past the grace period, unhealthy when a target group's nodes all
 //!   find them unhealthy, healthy again when they no longer do;
 //! - replacements and capacity by the group controller's own pure planner
-//!   (`proxyfleet_group::planner`, the rules `up` runs: the no-cascade rule, least populated
-//!   zone, lowest free address, newest of the most populated zone on scale-in), with launches
+//!   (`proxyfleet_group::planner`, the rules `up` runs: target tracking and its cooldowns, the
+//!   no-cascade rule, least populated zone, lowest free address, newest of the most populated
+//!   zone on scale-in) — target tracking on the flows the nodes report ([`Change::ReportTargetFlows`],
+//!   summed over the nodes) and cooldowns kept in the group's state — with launches
 //!   only in zones that have a live host, and none in the first host timeout after the store
 //!   began taking the controller's writes, which gives every host the time to announce itself;
 //! - launch back-off, from the state alone ([`launch_backoff`]): launches that failed in a row (never
@@ -166,12 +168,7 @@ impl<'a> Pass<'a> {
             }
             let desired = current.map_or(g.desired, |c| c.desired.clamp(g.min, g.max));
             self.out.push(Change::DefineGroup {
-                group: Group {
-                    name: g.name.clone(),
-                    min: g.min,
-                    max: g.max,
-                    desired,
-                },
+                group: Group::new(&g.name, g.min, g.max, desired),
             });
         }
     }
@@ -257,6 +254,7 @@ impl<'a> Pass<'a> {
             group: group.to_string(),
             desired,
             cause,
+            at: Some(self.now),
         });
     }
 
@@ -533,7 +531,14 @@ impl<'a> Pass<'a> {
             node_addresses,
             addresses_in_use,
             launches: launch_backoff(self.snapshot, &g.name),
-            scaling: None,
+            scaling: g.scaling.as_ref().map(|_| {
+                let state = self.snapshot.groups.get(&g.name);
+                planner::ScalingInput {
+                    active_connections: self.active_connections(g),
+                    last_out: state.and_then(|s| s.last_scale_out),
+                    last_in: state.and_then(|s| s.last_scale_in),
+                }
+            }),
         };
         let settling = self.now < self.watching_since.after(self.t.host_timeout);
         for action in planner::plan(&input, self.now) {
@@ -569,10 +574,33 @@ impl<'a> Pass<'a> {
                 Action::NoFreeAddress { zone } => {
                     tracing::error!(group = %g.name, zone, "no free address left in the zone for a new instance");
                 }
-                // No target tracking across hosts yet (`scaling: None` above).
-                Action::SetDesired { .. } => {}
+                Action::SetDesired { to, cause, .. } => {
+                    tracing::info!(group = %g.name, to, %cause, "target tracking changed the desired capacity");
+                    self.set_desired(&g.name, to, cause);
+                }
             }
         }
+    }
+
+    /// The target-tracking policy's reading: the flows every node reports to the targets of
+    /// the group's in-service instances in its target groups, summed.
+    fn active_connections(&self, g: &proxyfleet_stack::Group) -> u64 {
+        let in_service: BTreeSet<SocketAddr> = self
+            .snapshot
+            .instances
+            .values()
+            .filter(|i| i.group == g.name && i.lifecycle == Lifecycle::InService)
+            .filter(|i| !self.terminated.contains(&i.id))
+            .map(Instance::target_address)
+            .collect();
+        g.target_groups
+            .iter()
+            .filter_map(|tg| self.snapshot.targets.get(tg))
+            .flat_map(|targets| targets.values())
+            .filter(|t| in_service.contains(&t.address))
+            .flat_map(|t| t.nodes.values())
+            .map(|v| v.active_flows)
+            .sum()
     }
 
     fn clean_up(&mut self) {

@@ -85,6 +85,7 @@ pub fn activity(revision: Revision, change: &Change) -> Option<Activity> {
             group,
             desired,
             cause,
+            ..
         } => line(
             None,
             format!("Setting the desired capacity of {group} to {desired}"),

@@ -188,6 +188,14 @@ async fn instance_task(
         tracing::error!(instance = %info.id, group = %info.group, "instance of a group this stack does not define: not run");
         return;
     };
+    let values = Placeholders {
+        id: info.id.clone(),
+        zone: info.zone.clone(),
+        address: info.address,
+        port: info.port,
+        dir: dir.clone(),
+        group: group.name.clone(),
+    };
     let adopted = info
         .process
         .and_then(|p| l.launcher.adopt(p.pid, p.start_ticks));
@@ -214,14 +222,6 @@ async fn instance_task(
             return;
         }
         None => {
-            let values = Placeholders {
-                id: info.id.clone(),
-                zone: info.zone.clone(),
-                address: info.address,
-                port: info.port,
-                dir: dir.clone(),
-                group: group.name.clone(),
-            };
             let launch = launcher::prepare(
                 template.render(&values),
                 &l.stack,
@@ -250,6 +250,17 @@ async fn instance_task(
             }
         }
     };
+    // Its configuration is on disk by now (written at launch, or by the run that launched an
+    // adopted instance); read off the runtime's threads.
+    let command = template.render(&values).command;
+    let config_dir = dir.clone();
+    let capacity = tokio::task::spawn_blocking(move || {
+        proxyfleet_group::capacity::client_cap(&command, &config_dir)
+    })
+    .await
+    .ok()
+    .flatten()
+    .map(|cap| u32::try_from(cap).unwrap_or(u32::MAX));
     report(
         store,
         Change::ReportProcess {
@@ -258,6 +269,7 @@ async fn instance_task(
                 pid: process.pid,
                 start_ticks: process.start_ticks,
             },
+            capacity,
         },
     )
     .await;

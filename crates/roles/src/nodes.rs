@@ -121,6 +121,13 @@ impl NodeSet {
             self.store.clone(),
             stop.clone(),
         ));
+        tokio::spawn(report_flows(
+            balancer.clone(),
+            format!("{lb}/{zone}"),
+            self.view.clone(),
+            self.store.clone(),
+            stop.clone(),
+        ));
         for (lb, zone, addr) in balancer.listen_addrs() {
             tracing::info!(%lb, %zone, %addr, host = %self.host, "node listening");
         }
@@ -231,7 +238,8 @@ impl NodeSet {
     }
 }
 
-/// The targets every group should have, from a snapshot: all but the draining ones.
+/// The targets every group should have, from a snapshot: all but the draining ones, each an
+/// instance's with the capacity its host read from its configuration.
 pub fn desired_targets(snapshot: &Snapshot) -> BTreeSet<DesiredTarget> {
     snapshot
         .targets
@@ -242,9 +250,68 @@ pub fn desired_targets(snapshot: &Snapshot) -> BTreeSet<DesiredTarget> {
             group: t.target_group.clone(),
             address: t.address,
             zone: t.zone.clone(),
-            capacity: None,
+            capacity: t
+                .instance
+                .as_ref()
+                .and_then(|id| snapshot.instances.get(id))
+                .and_then(|i| i.capacity)
+                .map(|c| c as usize),
         })
         .collect()
+}
+
+/// How often a node's flow counts are compared with what the state says of them.
+const FLOWS_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the node's flow counts per target (the target-tracking policy's reading) where they
+/// differ from what the state holds for this node — which also corrects a count an earlier
+/// run of the node (on this host or a stand-in's) left behind. At most once a second, and
+/// nothing while the store is out of reach.
+async fn report_flows(
+    balancer: Arc<Balancer>,
+    node: String,
+    mut view: watch::Receiver<View>,
+    store: Arc<dyn StateStore>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(FLOWS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let counted: BTreeMap<(String, SocketAddr), u64> = balancer
+            .status()
+            .targets
+            .into_iter()
+            .filter_map(|t| Some(((t.group, t.id.parse().ok()?), t.active_flows)))
+            .collect();
+        let mut changed: BTreeMap<(String, SocketAddr), Change> = BTreeMap::new();
+        {
+            let v = view.borrow_and_update();
+            if !v.connected {
+                continue;
+            }
+            for t in v.snapshot.targets.values().flat_map(|t| t.values()) {
+                let key = (t.target_group.clone(), t.address);
+                let now = counted.get(&key).copied().unwrap_or(0);
+                let written = t.nodes.get(&node).map_or(0, |v| v.active_flows);
+                if now != written {
+                    changed.insert(
+                        key,
+                        Change::ReportTargetFlows {
+                            target_group: t.target_group.clone(),
+                            address: t.address,
+                            node: node.clone(),
+                            active_flows: now,
+                        },
+                    );
+                }
+            }
+        }
+        write_kept(&*store, &mut changed, "flow counts").await;
+    }
 }
 
 async fn feed_targets(
@@ -309,19 +376,29 @@ async fn report_health(
         while let Ok(e) = events.try_recv() {
             keep(&mut pending, e);
         }
-        while !pending.is_empty() {
-            let keys: Vec<_> = pending.keys().cloned().collect();
-            let batch: Vec<Change> = pending.values().cloned().collect();
-            match store.apply(Fence::Unfenced, batch).await {
-                Ok(_) => pending.clear(),
-                // Refused because its target is gone: that one is done; the rest again.
-                Err(StoreError::Refused { index, .. }) => {
-                    pending.remove(&keys[index]);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, kept = pending.len(), "state store: health reports kept for later");
-                    break;
-                }
+        write_kept(&*store, &mut pending, "health reports").await;
+    }
+}
+
+/// Writes `pending` as one batch, and empties it. A change refused because its target is gone
+/// is dropped and the rest written again; when the store does not answer, `pending` is kept
+/// for the next try.
+async fn write_kept<K: Ord + Clone>(
+    store: &dyn StateStore,
+    pending: &mut BTreeMap<K, Change>,
+    what: &str,
+) {
+    while !pending.is_empty() {
+        let keys: Vec<K> = pending.keys().cloned().collect();
+        let batch: Vec<Change> = pending.values().cloned().collect();
+        match store.apply(Fence::Unfenced, batch).await {
+            Ok(_) => pending.clear(),
+            Err(StoreError::Refused { index, .. }) => {
+                pending.remove(&keys[index]);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, kept = pending.len(), "state store: {what} kept for later");
+                return;
             }
         }
     }

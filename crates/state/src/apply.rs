@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::cause::Cause;
 use crate::change::Change;
 use crate::model::{
     Group, Instance, InstanceHealth, Lifecycle, NodeView, Snapshot, Target, TargetHealth, Term,
@@ -83,8 +84,14 @@ impl Snapshot {
                 // Reports may cross on the way; the newest stands.
                 h.last_heartbeat = h.last_heartbeat.max(*at);
             }
-            Change::ReportProcess { instance, process } => {
-                self.instance_mut(instance)?.process = Some(*process);
+            Change::ReportProcess {
+                instance,
+                process,
+                capacity,
+            } => {
+                let i = self.instance_mut(instance)?;
+                i.process = Some(*process);
+                i.capacity = *capacity;
             }
             Change::ReportLifecycle {
                 instance,
@@ -135,12 +142,15 @@ impl Snapshot {
             } => {
                 non_empty(node, "node name")?;
                 let t = self.target_mut(target_group, *address)?;
+                // The node's flow count is its own report's: a verdict keeps it.
+                let active_flows = t.nodes.get(node).map_or(0, |v| v.active_flows);
                 t.nodes.insert(
                     node.clone(),
                     NodeView {
                         health: *health,
                         reason: reason.clone(),
                         since: *at,
+                        active_flows,
                     },
                 );
                 if t.state != TargetHealth::Draining {
@@ -151,17 +161,56 @@ impl Snapshot {
                     }
                 }
             }
+            Change::ReportTargetFlows {
+                target_group,
+                address,
+                node,
+                active_flows,
+            } => {
+                non_empty(node, "node name")?;
+                let t = self.target_mut(target_group, *address)?;
+                let since = t.since;
+                // A count may arrive before the node's first verdict: its view starts Initial
+                // (the target's state is the verdicts' to say, not the counts').
+                t.nodes
+                    .entry(node.clone())
+                    .or_insert_with(|| NodeView {
+                        health: TargetHealth::Initial,
+                        reason: String::new(),
+                        since,
+                        active_flows: 0,
+                    })
+                    .active_flows = *active_flows;
+            }
             Change::DefineGroup { group } => {
                 non_empty(&group.name, "group name")?;
                 in_range(group, group.desired)?;
-                self.groups.insert(group.name.clone(), group.clone());
+                // New bounds keep the policy's cooldowns running.
+                let mut group = group.clone();
+                if let Some(old) = self.groups.get(&group.name) {
+                    group.last_scale_out = group.last_scale_out.or(old.last_scale_out);
+                    group.last_scale_in = group.last_scale_in.or(old.last_scale_in);
+                }
+                self.groups.insert(group.name.clone(), group);
             }
-            Change::SetDesired { group, desired, .. } => {
+            Change::SetDesired {
+                group,
+                desired,
+                cause,
+                at,
+            } => {
                 let g = self
                     .groups
                     .get_mut(group)
                     .ok_or_else(|| Refusal::UnknownGroup(group.clone()))?;
                 in_range(g, *desired)?;
+                if let (Cause::TargetTracking { .. }, Some(at)) = (cause, at) {
+                    if *desired > g.desired {
+                        g.last_scale_out = Some(*at);
+                    } else if *desired < g.desired {
+                        g.last_scale_in = Some(*at);
+                    }
+                }
                 g.desired = *desired;
             }
             Change::CreateInstance {
@@ -203,6 +252,7 @@ impl Snapshot {
                         launched_at: *at,
                         process: None,
                         in_service_at: None,
+                        capacity: None,
                     },
                 );
             }

@@ -31,10 +31,13 @@ pub enum Change {
         host: String,
         at: UnixMillis,
     },
-    /// The instance's process exists on its host.
+    /// The instance's process exists on its host, and takes at most `capacity` connections
+    /// at once (read from its configuration; `None`: not known).
     ReportProcess {
         instance: String,
         process: Process,
+        #[serde(default)]
+        capacity: Option<u32>,
     },
     /// The instance moved on in its life (never back).
     ReportLifecycle {
@@ -60,6 +63,15 @@ pub enum Change {
         reason: String,
         at: UnixMillis,
     },
+    /// The flows a load-balancer node carries to a target now (written when the count
+    /// changed, at most once a second: the target-tracking policy's reading).
+    ReportTargetFlows {
+        target_group: String,
+        address: SocketAddr,
+        /// `LB/ZONE`
+        node: String,
+        active_flows: u64,
+    },
 
     // The controller's desired state (fenced).
     /// A group as the stack defines it (created, or its bounds changed).
@@ -70,6 +82,9 @@ pub enum Change {
         group: String,
         desired: u32,
         cause: Cause,
+        /// When it was decided: a target-tracking change starts its direction's cooldown here.
+        #[serde(default)]
+        at: Option<UnixMillis>,
     },
     /// A new instance, Pending, not yet on any host.
     CreateInstance {
@@ -240,6 +255,11 @@ impl Change {
                 address,
                 ..
             }
+            | Change::ReportTargetFlows {
+                target_group,
+                address,
+                ..
+            }
             | Change::RegisterTarget {
                 target_group,
                 address,
@@ -296,6 +316,7 @@ impl Change {
             Change::ReportLifecycle { .. } => "ReportLifecycle",
             Change::ReportInstanceHealth { .. } => "ReportInstanceHealth",
             Change::ReportTargetHealth { .. } => "ReportTargetHealth",
+            Change::ReportTargetFlows { .. } => "ReportTargetFlows",
             Change::DefineGroup { .. } => "DefineGroup",
             Change::SetDesired { .. } => "SetDesired",
             Change::CreateInstance { .. } => "CreateInstance",

@@ -36,12 +36,7 @@ pub(crate) fn host(id: &str, zone: &str, address: &str) -> Change {
 
 pub(crate) fn group(name: &str, min: u32, desired: u32, max: u32) -> Change {
     Change::DefineGroup {
-        group: Group {
-            name: name.to_string(),
-            min,
-            max,
-            desired,
-        },
+        group: Group::new(name, min, max, desired),
     }
 }
 
@@ -65,6 +60,7 @@ pub(crate) fn desired(n: u32) -> Change {
         group: "proxies".to_string(),
         desired: n,
         cause: Cause::User(UserRequest::Scale),
+        at: None,
     }
 }
 
@@ -114,6 +110,7 @@ pub(crate) fn every_change() -> Vec<Change> {
                 pid: 4242,
                 start_ticks: 99,
             },
+            capacity: Some(8192),
         },
         Change::ReportLifecycle {
             instance: "i-1".into(),
@@ -142,6 +139,12 @@ pub(crate) fn every_change() -> Vec<Change> {
             health: TargetHealth::Unhealthy,
             reason: "connection refused".into(),
             at: at(3000),
+        },
+        Change::ReportTargetFlows {
+            target_group: "proxies".into(),
+            address: t1,
+            node: "nlb/a".into(),
+            active_flows: 7,
         },
         create("i-2", "a", "127.10.1.12"),
         Change::ReportLifecycle {

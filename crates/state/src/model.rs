@@ -120,6 +120,26 @@ pub struct Group {
     pub min: u32,
     pub max: u32,
     pub desired: u32,
+    /// When the target-tracking policy last raised the desired capacity (its scale-out
+    /// cooldown counts from here), and last lowered it.
+    #[serde(default)]
+    pub last_scale_out: Option<UnixMillis>,
+    #[serde(default)]
+    pub last_scale_in: Option<UnixMillis>,
+}
+
+impl Group {
+    /// A group with these bounds that the policy has not yet scaled.
+    pub fn new(name: &str, min: u32, max: u32, desired: u32) -> Group {
+        Group {
+            name: name.to_string(),
+            min,
+            max,
+            desired,
+            last_scale_out: None,
+            last_scale_in: None,
+        }
+    }
 }
 
 /// An instance's place in its life (the cloud's lifecycle states). It only moves forward.
@@ -189,6 +209,11 @@ pub struct Instance {
     /// a failed launch, which the group's launch back-off counts).
     #[serde(default)]
     pub in_service_at: Option<UnixMillis>,
+    /// The most connections it takes at once, as its host read it from the configuration it
+    /// was started with (a `proxyfleet proxy`'s client cap); `None`: not known. The nodes
+    /// cap its target at this unless its target group sets `target_max_connections`.
+    #[serde(default)]
+    pub capacity: Option<u32>,
 }
 
 impl Instance {
@@ -230,6 +255,10 @@ pub struct NodeView {
     /// The check's own words ("connection refused"); shown, never decided on.
     pub reason: String,
     pub since: UnixMillis,
+    /// The flows this node carries to the target, as last reported (the target-tracking
+    /// policy sums them over the nodes).
+    #[serde(default)]
+    pub active_flows: u64,
 }
 
 /// A registered target of a target group.
@@ -329,6 +358,7 @@ mod tests {
             health,
             reason: String::new(),
             since: UnixMillis(0),
+            active_flows: 0,
         }
     }
 

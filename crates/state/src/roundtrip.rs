@@ -38,9 +38,10 @@ fn change_index(c: &Change) -> usize {
         Change::LeadershipEnded { .. } => 15,
         Change::FileRequest { .. } => 16,
         Change::CloseRequest { .. } => 17,
+        Change::ReportTargetFlows { .. } => 18,
     }
 }
-const CHANGE_VARIANTS: usize = 18;
+const CHANGE_VARIANTS: usize = 19;
 
 fn cause_index(c: &Cause) -> usize {
     match c {

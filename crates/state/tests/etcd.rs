@@ -94,12 +94,7 @@ async fn the_store_contract_holds_on_etcd() {
     assert!(snap.hosts.contains_key("h1"));
     // Desired state needs the leadership.
     let group = Change::DefineGroup {
-        group: proxyfleet_state::model::Group {
-            name: "g".into(),
-            min: 0,
-            max: 2,
-            desired: 1,
-        },
+        group: proxyfleet_state::model::Group::new("g", 0, 2, 1),
     };
     assert!(matches!(
         s.apply(Fence::Unfenced, vec![group.clone()])

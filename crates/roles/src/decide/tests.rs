@@ -80,6 +80,7 @@ fn instance(
             start_ticks: 1,
         }),
         in_service_at: (lifecycle != Lifecycle::Pending).then_some(launched),
+        capacity: None,
     }
 }
 
@@ -102,15 +103,7 @@ fn snapshot(desired: u32, instances: &[(Instance, Option<TargetHealth>)]) -> Sna
     for (id, zone) in [("ha", "a"), ("hc", "c")] {
         s.hosts.insert(id.into(), host(id, zone, ms(100)));
     }
-    s.groups.insert(
-        "g".into(),
-        Group {
-            name: "g".into(),
-            min: 0,
-            max: 6,
-            desired,
-        },
-    );
+    s.groups.insert("g".into(), Group::new("g", 0, 6, desired));
     for (i, state) in instances {
         if let Some(state) = state {
             s.targets
@@ -826,4 +819,153 @@ fn a_pending_instance_whose_process_ended_is_terminated_not_left_pending() {
         after
     };
     assert_eq!(launch_backoff(&after, "g").failures, 1);
+}
+
+/// The stack with a target-tracking policy: 5 connections per instance, 1 s out, 2 s in.
+fn tracking_stack() -> Stack {
+    let text = STACK.replace(
+        "    health_check_grace_period: 1s\n",
+        "    health_check_grace_period: 1s\n    scaling:\n      target_active_connections_per_instance: 5\n      scale_out_cooldown: 1s\n      scale_in_cooldown: 2s\n",
+    );
+    proxyfleet_stack::parse(&text, Path::new("test.yaml")).unwrap()
+}
+
+fn run_tracking(s: &Snapshot) -> Vec<Change> {
+    let mut n = 0;
+    decide(
+        &tracking_stack(),
+        s,
+        &live(s),
+        NOW,
+        &Timings::default(),
+        UnixMillis(0),
+        &mut || {
+            n += 1;
+            format!("i-new{n}")
+        },
+    )
+}
+
+/// Sets what node `node` reports of the flows it carries to `i`'s target.
+fn flows(s: &mut Snapshot, i: &Instance, node: &str, active_flows: u64) {
+    let t = s
+        .targets
+        .get_mut("tg")
+        .and_then(|t| t.get_mut(&i.target_address()))
+        .expect("the instance's target");
+    t.nodes.insert(
+        node.into(),
+        proxyfleet_state::NodeView {
+            health: TargetHealth::Healthy,
+            reason: String::new(),
+            since: ms(10_000),
+            active_flows,
+        },
+    );
+}
+
+fn desired_set(changes: &[Change]) -> Vec<(u32, Option<UnixMillis>)> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::SetDesired {
+                desired,
+                cause: Cause::TargetTracking { .. },
+                at,
+                ..
+            } => Some((*desired, *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn target_tracking_sums_the_flows_every_node_reports_and_launches_for_them() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000));
+    let mut gone = instance(
+        "i-a2",
+        "a",
+        "127.70.1.12",
+        Lifecycle::Terminating,
+        ms(50_000),
+    );
+    gone.reason = Some(Cause::User(UserRequest::Scale));
+    let mut s = snapshot(
+        2,
+        &[
+            (a1.clone(), Some(TargetHealth::Healthy)),
+            (c1.clone(), Some(TargetHealth::Healthy)),
+            (gone.clone(), Some(TargetHealth::Draining)),
+        ],
+    );
+    // 12 flows over two nodes to the in-service ones (a draining target's do not count):
+    // 12 / 5 per instance = 3.
+    flows(&mut s, &a1, "front/a", 5);
+    flows(&mut s, &a1, "front/c", 3);
+    flows(&mut s, &c1, "front/c", 4);
+    flows(&mut s, &gone, "front/a", 100);
+    let changes = run_tracking(&s);
+    assert_eq!(desired_set(&changes), vec![(3, Some(NOW))]);
+    assert_eq!(launches(&changes).len(), 1, "launched for the new capacity");
+    // Without a policy the same flows change nothing.
+    assert!(desired_set(&run(&s)).is_empty());
+}
+
+#[test]
+fn target_tracking_waits_out_the_cooldowns_kept_in_the_groups_state() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(
+        2,
+        &[
+            (a1.clone(), Some(TargetHealth::Healthy)),
+            (c1, Some(TargetHealth::Healthy)),
+        ],
+    );
+    flows(&mut s, &a1, "front/a", 20);
+    let g = s.groups.get_mut("g").unwrap();
+    g.last_scale_out = Some(ms(500));
+    assert!(
+        desired_set(&run_tracking(&s)).is_empty(),
+        "scaled out 0.5 s ago: the 1 s cooldown holds"
+    );
+    s.groups.get_mut("g").unwrap().last_scale_out = Some(ms(1_000));
+    assert_eq!(desired_set(&run_tracking(&s)), vec![(4, Some(NOW))]);
+
+    // No load: scaling in waits for 2 s after the last scale-out and the last scale-in.
+    flows(&mut s, &a1, "front/a", 0);
+    s.groups.get_mut("g").unwrap().last_scale_out = Some(ms(1_500));
+    assert!(desired_set(&run_tracking(&s)).is_empty());
+    let g = s.groups.get_mut("g").unwrap();
+    g.last_scale_out = Some(ms(5_000));
+    g.last_scale_in = Some(ms(1_000));
+    assert!(desired_set(&run_tracking(&s)).is_empty());
+    s.groups.get_mut("g").unwrap().last_scale_in = Some(ms(2_000));
+    assert_eq!(desired_set(&run_tracking(&s)), vec![(0, Some(NOW))]);
+}
+
+#[test]
+fn the_nodes_cap_an_instances_target_at_the_capacity_its_host_reported() {
+    let mut a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    a1.capacity = Some(50);
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000));
+    let s = snapshot(
+        2,
+        &[
+            (a1, Some(TargetHealth::Healthy)),
+            (c1, Some(TargetHealth::Healthy)),
+        ],
+    );
+    let caps: Vec<(String, Option<usize>)> = crate::nodes::desired_targets(&s)
+        .into_iter()
+        .map(|t| (t.address.to_string(), t.capacity))
+        .collect();
+    assert_eq!(
+        caps,
+        vec![
+            ("127.70.1.11:3128".to_string(), Some(50)),
+            ("127.70.2.11:3128".to_string(), None)
+        ]
+    );
 }

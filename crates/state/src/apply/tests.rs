@@ -3,6 +3,7 @@ use crate::cause::{Cause, UserRequest};
 use crate::change::Change;
 use crate::fixtures::{at, create, desired, group, heartbeat, host, ip, target};
 use crate::model::{InstanceHealth, Lifecycle, Snapshot, TargetHealth};
+use crate::time::UnixMillis;
 
 fn base() -> Snapshot {
     let mut s = Snapshot::default();
@@ -168,10 +169,37 @@ fn desired_capacity_stays_within_the_group_bounds() {
         s.apply(&Change::SetDesired {
             group: "nope".into(),
             desired: 1,
-            cause: Cause::User(UserRequest::Scale)
+            cause: Cause::User(UserRequest::Scale),
+            at: None,
         }),
         Err(Refusal::UnknownGroup("nope".into()))
     );
+}
+
+#[test]
+fn target_tracking_starts_the_cooldown_of_its_direction_and_new_bounds_keep_it() {
+    let mut s = base();
+    let tracking = |desired: u32, ms: u64| Change::SetDesired {
+        group: "proxies".into(),
+        desired,
+        cause: Cause::TargetTracking {
+            per_instance: 9.0,
+            target: 5,
+        },
+        at: Some(UnixMillis(ms)),
+    };
+    let before = s.groups["proxies"].desired;
+    s.apply(&tracking(before + 1, 10_000)).unwrap();
+    assert_eq!(s.groups["proxies"].last_scale_out, Some(UnixMillis(10_000)));
+    assert_eq!(s.groups["proxies"].last_scale_in, None);
+    s.apply(&tracking(before, 20_000)).unwrap();
+    assert_eq!(s.groups["proxies"].last_scale_in, Some(UnixMillis(20_000)));
+    // An operator's scale starts no cooldown.
+    s.apply(&desired(before + 1)).unwrap();
+    assert_eq!(s.groups["proxies"].last_scale_out, Some(UnixMillis(10_000)));
+    s.apply(&group("proxies", 1, 2, 5)).unwrap();
+    assert_eq!(s.groups["proxies"].last_scale_out, Some(UnixMillis(10_000)));
+    assert_eq!(s.groups["proxies"].last_scale_in, Some(UnixMillis(20_000)));
 }
 
 #[test]
@@ -260,6 +288,48 @@ fn target_state_follows_its_nodes_until_it_drains() {
     );
     assert!(matches!(
         s.apply(&report(a, "nlb/a", TargetHealth::Healthy, 70)),
+        Err(Refusal::UnknownTarget { .. })
+    ));
+}
+
+#[test]
+fn a_nodes_flow_count_is_kept_apart_from_its_verdicts() {
+    let mut s = base();
+    s.apply(&register("127.10.1.11:3128", 1000)).unwrap();
+    let flows = |node: &str, n: u64| Change::ReportTargetFlows {
+        target_group: "proxies".into(),
+        address: target("127.10.1.11:3128"),
+        node: node.into(),
+        active_flows: n,
+    };
+    // Before the node's first verdict: an Initial view, the target's state untouched.
+    s.apply(&flows("nlb/a", 3)).unwrap();
+    let t = s.target("proxies", target("127.10.1.11:3128")).unwrap();
+    assert_eq!(t.nodes["nlb/a"].health, TargetHealth::Initial);
+    assert_eq!(t.nodes["nlb/a"].active_flows, 3);
+    assert_eq!(t.state, TargetHealth::Initial);
+    s.apply(&report(
+        "127.10.1.11:3128",
+        "nlb/a",
+        TargetHealth::Healthy,
+        2000,
+    ))
+    .unwrap();
+    s.apply(&flows("nlb/c", 4)).unwrap();
+    let t = s.target("proxies", target("127.10.1.11:3128")).unwrap();
+    assert_eq!(
+        t.nodes["nlb/a"].active_flows, 3,
+        "a verdict keeps the count"
+    );
+    assert_eq!(t.state, TargetHealth::Healthy, "a count changes no state");
+    assert_eq!(t.nodes.values().map(|v| v.active_flows).sum::<u64>(), 7);
+    assert!(matches!(
+        s.apply(&Change::ReportTargetFlows {
+            target_group: "proxies".into(),
+            address: target("127.10.1.99:3128"),
+            node: "nlb/a".into(),
+            active_flows: 1,
+        }),
         Err(Refusal::UnknownTarget { .. })
     ));
 }
