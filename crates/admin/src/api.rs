@@ -269,7 +269,7 @@ fn ok() -> Json<OkView> {
 async fn status(State(state): State<AppState>) -> Result<Json<StatusView>, ApiError> {
     let view = blocking(&state, |c| {
         let mut view =
-            StatusView::build(&c.balancer(), &c.groups(), proxyfleet_group::model::now());
+            StatusView::build(&c.balancer(), &c.groups(), proxyfleet_state::report::now());
         view.tier = c.tier();
         view
     })

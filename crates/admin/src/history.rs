@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use proxyfleet_lb::status::BalancerStatus;
+use proxyfleet_state::report::BalancerStatus;
 
 use crate::view::{HistoryView, SampleView, TargetSampleView};
 
@@ -88,7 +88,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proxyfleet_lb::status::TargetStatus;
+    use proxyfleet_state::report::TargetStatus;
 
     fn balancer(targets: &[(&str, u64, u64)]) -> BalancerStatus {
         BalancerStatus {

@@ -2,7 +2,10 @@
 //! `terminate` and `down` talk to, and what an operator opens in a browser.
 //!
 //! The API serves whatever implements [`Control`]: `up` implements it over the running
-//! balancer and group controller; tests implement it with fixed data.
+//! balancer and group controller, an agent over the shared state and its own nodes; tests
+//! implement it with fixed data. What [`Control`] hands over are the shared state's reports
+//! (`proxyfleet_state::report`): this crate depends on the stack and the state vocabulary
+//! alone, never on the data path's crates (the balancer, the group controller).
 //!
 //! Modules, in the order a request meets them:
 //!
@@ -50,9 +53,8 @@ mod socket;
 mod token;
 pub mod view;
 
-use proxyfleet_group::model::{Activity, GroupStatus};
-use proxyfleet_group::FleetError;
-use proxyfleet_lb::status::BalancerStatus;
+use proxyfleet_state::report::BalancerStatus;
+use proxyfleet_state::report::{Activity, GroupStatus};
 
 pub use guard::MAX_BODY;
 pub use live::MAX_STREAMS;
@@ -80,20 +82,6 @@ pub enum ControlError {
     Unavailable(String),
 }
 
-impl From<FleetError> for ControlError {
-    fn from(e: FleetError) -> ControlError {
-        match e {
-            FleetError::NoSuchGroup(_) | FleetError::NoSuchInstance(_) => {
-                ControlError::NotFound(e.to_string())
-            }
-            FleetError::OutOfRange { .. }
-            | FleetError::Store(_)
-            | FleetError::StateDir { .. }
-            | FleetError::NoTemplate { .. } => ControlError::Refused(e.to_string()),
-        }
-    }
-}
-
 /// What the admin API can ask of a running stack.
 pub trait Control: Send + Sync + 'static {
     /// The stack file's text (or the built-in stack's). The API redacts its environment
@@ -113,35 +101,5 @@ pub trait Control: Send + Sync + 'static {
     /// The tier of agents this API is part of; `None` for `up`.
     fn tier(&self) -> Option<view::TierView> {
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fleet_errors_map_by_kind_and_keep_their_message() {
-        let missing = ControlError::from(FleetError::NoSuchInstance("i-1".into()));
-        assert_eq!(
-            missing,
-            ControlError::NotFound("no live instance 'i-1'".into())
-        );
-        let refused = ControlError::from(FleetError::OutOfRange {
-            group: "proxies".into(),
-            desired: 9,
-            min: 1,
-            max: 4,
-        });
-        assert_eq!(
-            refused,
-            ControlError::Refused("group proxies: desired 9 is outside min 1 .. max 4".into())
-        );
-        // A refusal worded like a missing thing is still a refusal: the kind decides.
-        let template = ControlError::from(FleetError::NoTemplate {
-            group: "no group".into(),
-            template: "t".into(),
-        });
-        assert!(matches!(template, ControlError::Refused(_)));
     }
 }

@@ -23,8 +23,8 @@ use std::time::Instant;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
-use proxyfleet_group::model;
-use proxyfleet_lb::status::BalancerStatus;
+
+use proxyfleet_state::report::BalancerStatus;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::MissedTickBehavior;
 
@@ -92,7 +92,7 @@ impl Live {
             .history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(&balancer, Instant::now(), model::now());
+            .record(&balancer, Instant::now(), proxyfleet_state::report::now());
         if self.ticks.receiver_count() == 0 {
             return;
         }
@@ -105,7 +105,7 @@ impl Live {
         let tick = TickView {
             status: StatusView {
                 tier: self.control.tier(),
-                ..StatusView::build(balancer, &groups, model::now())
+                ..StatusView::build(balancer, &groups, proxyfleet_state::report::now())
             },
             sample,
             activity: self

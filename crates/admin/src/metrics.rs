@@ -11,8 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use proxyfleet_group::model::Lifecycle;
-use proxyfleet_lb::health::Health;
+use proxyfleet_state::Lifecycle;
+use proxyfleet_state::TargetHealth as Health;
 
 use crate::Control;
 

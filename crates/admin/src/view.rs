@@ -4,9 +4,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use proxyfleet_group::model::{self, Activity, GroupStatus, Lifecycle};
-use proxyfleet_lb::health::Health;
-use proxyfleet_lb::status::{BalancerStatus, TargetStatus};
+use proxyfleet_state::report::{Activity, GroupStatus};
+use proxyfleet_state::report::{BalancerStatus, TargetStatus};
+use proxyfleet_state::TargetHealth as Health;
+use proxyfleet_state::{InstanceHealth, Lifecycle};
 use serde::{Deserialize, Serialize};
 
 /// `GET /api/status`.
@@ -347,7 +348,9 @@ impl TargetView {
                     node: h.node.clone(),
                     health: health_name(h.health).to_string(),
                     reason: h.reason.clone(),
-                    for_seconds: h.since.elapsed().as_secs_f64(),
+                    for_seconds: proxyfleet_state::UnixMillis::now()
+                        .since(h.since)
+                        .as_secs_f64(),
                 })
                 .collect(),
             active_flows: t.active_flows,
@@ -364,7 +367,7 @@ impl TargetView {
 }
 
 impl InstanceView {
-    pub fn build(i: &model::Instance, now: f64) -> InstanceView {
+    pub fn build(i: &proxyfleet_state::report::InstanceStatus, now: f64) -> InstanceView {
         InstanceView {
             id: i.id.clone(),
             group: i.group.clone(),
@@ -374,8 +377,8 @@ impl InstanceView {
             pid: i.pid,
             lifecycle: i.lifecycle.as_str().to_string(),
             health: match i.health {
-                model::InstanceHealth::Healthy => "Healthy",
-                model::InstanceHealth::Unhealthy => "Unhealthy",
+                InstanceHealth::Healthy => "Healthy",
+                InstanceHealth::Unhealthy => "Unhealthy",
             }
             .to_string(),
             reason: i.reason_text(),
@@ -440,8 +443,7 @@ pub fn aggregate_health(t: &TargetStatus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proxyfleet_lb::status::TargetHealthStatus;
-    use std::time::Instant;
+    use proxyfleet_state::report::TargetHealthStatus;
 
     fn target(draining: bool, health: &[Health]) -> TargetStatus {
         TargetStatus {
@@ -456,7 +458,7 @@ mod tests {
                     node: format!("lb/{i}"),
                     health: *h,
                     reason: String::new(),
-                    since: Instant::now(),
+                    since: proxyfleet_state::UnixMillis::now(),
                 })
                 .collect(),
             active_flows: 0,

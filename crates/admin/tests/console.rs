@@ -122,7 +122,7 @@ async fn history_has_the_documented_shape_and_counts_new_flows_per_second() {
         times.windows(2).all(|w| w[0] < w[1]),
         "oldest first: {times:?}"
     );
-    let now = proxyfleet_group::model::now();
+    let now = proxyfleet_state::report::now();
     assert!(
         (now - times[times.len() - 1]).abs() < 5.0,
         "{times:?} vs {now}"

@@ -5,8 +5,10 @@
 //! controller — wherever it runs — carries out.
 //!
 //! What one agent's API shows: the whole tier's groups, instances, targets and every node's
-//! health verdicts (from the store), but flow counters only for the nodes this agent runs
-//! (other nodes show zeros: ask their agents).
+//! health verdicts (from the store); of the flow counters, every node's active flows per
+//! target (as the nodes report them to the store, live for this agent's own nodes) but the
+//! other counters only for the nodes this agent runs (other nodes show zeros: ask their
+//! agents).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,18 +16,16 @@ use std::time::{Duration, Instant};
 
 use proxyfleet_admin::view::{TierHostView, TierLeaderView, TierView};
 use proxyfleet_admin::{Control, ControlError};
-use proxyfleet_group::model::{self, Activity, ActivityStatus, GroupStatus};
-use proxyfleet_lb::health::Health;
-use proxyfleet_lb::status::{
-    BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus,
-};
 use proxyfleet_roles::history::Recent;
 use proxyfleet_roles::nodes::NodeSet;
 use proxyfleet_roles::report::TierStatus;
 use proxyfleet_roles::view::View;
+use proxyfleet_state::report::{
+    Activity, ActivityStatus, BalancerStatus, GroupStatus, InstanceStatus, LbStatus, NodeStatus,
+    TargetHealthStatus, TargetStatus,
+};
 use proxyfleet_state::{
-    Ask, Change, Fence, InstanceHealth, Leadership, Lifecycle, Request, StateStore, TargetHealth,
-    UnixMillis,
+    Ask, Change, Fence, Leadership, Lifecycle, Request, StateStore, TargetHealth, UnixMillis,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -203,16 +203,6 @@ async fn refresh(control: Arc<AgentControl>) {
     }
 }
 
-fn health(h: TargetHealth) -> Health {
-    match h {
-        TargetHealth::Initial => Health::Initial,
-        TargetHealth::Healthy => Health::Healthy,
-        TargetHealth::Unhealthy => Health::Unhealthy,
-        TargetHealth::Draining => Health::Draining,
-        TargetHealth::Unused => Health::Unused,
-    }
-}
-
 fn seconds(t: UnixMillis) -> f64 {
     t.0 as f64 / 1000.0
 }
@@ -264,8 +254,10 @@ impl Control for AgentControl {
                     .collect(),
             })
             .collect();
-        let now_ms = UnixMillis::now();
-        let now = Instant::now();
+        let local_names: std::collections::BTreeSet<String> = local
+            .iter()
+            .map(|((lb, zone), _)| format!("{lb}/{zone}"))
+            .collect();
         let mut targets = Vec::new();
         for (tg, members) in &view.snapshot.targets {
             for t in members.values() {
@@ -280,16 +272,19 @@ impl Control for AgentControl {
                         .iter()
                         .map(|(node, v)| TargetHealthStatus {
                             node: node.clone(),
-                            health: health(v.health),
+                            health: v.health,
                             reason: v.reason.clone(),
-                            since: now
-                                .checked_sub(Duration::from_millis(
-                                    now_ms.0.saturating_sub(v.since.0),
-                                ))
-                                .unwrap_or(now),
+                            since: v.since,
                         })
                         .collect(),
-                    active_flows: 0,
+                    // Other nodes' flows as they last reported them (the target-tracking
+                    // reading); this agent's own nodes' are added live below.
+                    active_flows: t
+                        .nodes
+                        .iter()
+                        .filter(|(node, _)| !local_names.contains(node.as_str()))
+                        .map(|(_, v)| v.active_flows)
+                        .sum(),
                     new_flows: 0,
                     bytes_to_target: 0,
                     bytes_to_client: 0,
@@ -338,7 +333,7 @@ impl Control for AgentControl {
                     .instances
                     .values()
                     .filter(|i| i.group == g.name)
-                    .map(|i| model::Instance {
+                    .map(|i| InstanceStatus {
                         id: i.id.clone(),
                         group: i.group.clone(),
                         zone: i.zone.clone(),
@@ -346,16 +341,8 @@ impl Control for AgentControl {
                         port: i.port,
                         pid: i.process.map_or(0, |p| p.pid),
                         start_ticks: i.process.map_or(0, |p| p.start_ticks),
-                        lifecycle: match i.lifecycle {
-                            Lifecycle::Pending => model::Lifecycle::Pending,
-                            Lifecycle::InService => model::Lifecycle::InService,
-                            Lifecycle::Terminating => model::Lifecycle::Terminating,
-                            Lifecycle::Terminated => model::Lifecycle::Terminated,
-                        },
-                        health: match i.health {
-                            InstanceHealth::Healthy => model::InstanceHealth::Healthy,
-                            InstanceHealth::Unhealthy => model::InstanceHealth::Unhealthy,
-                        },
+                        lifecycle: i.lifecycle,
+                        health: i.health,
                         reason: i.reason.clone(),
                         launched_at: seconds(i.launched_at),
                         // On its host, under that agent's state directory.

@@ -279,8 +279,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use proxyfleet_admin::{Control, ControlError};
-    use proxyfleet_group::model::{Activity, GroupStatus};
-    use proxyfleet_lb::status::BalancerStatus;
+    use proxyfleet_state::report::{Activity, BalancerStatus, GroupStatus};
 
     /// Records calls; refuses group "nope" like the group controller does.
     #[derive(Default)]

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 use proxyfleet_admin::ControlError;
-use proxyfleet_group::model::{Activity, GroupStatus, Lifecycle};
-use proxyfleet_group::Fleet;
-use proxyfleet_lb::status::BalancerStatus;
+use proxyfleet_group::{Fleet, FleetError};
 use proxyfleet_lb::Balancer;
 use proxyfleet_stack::budget::{self, DescriptorBudget};
+use proxyfleet_state::report::{Activity, BalancerStatus, GroupStatus};
+use proxyfleet_state::Lifecycle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -49,20 +49,34 @@ impl proxyfleet_admin::Control for Running {
         self.fleet.activities(group, limit).unwrap_or_default()
     }
     fn scale(&self, group: &str, desired: u32) -> Result<(), ControlError> {
-        self.fleet.scale(group, desired).map_err(ControlError::from)
+        self.fleet.scale(group, desired).map_err(control_error)
     }
     fn terminate(&self, instance: &str, decrement_desired: bool) -> Result<(), ControlError> {
         self.fleet
             .terminate(instance, decrement_desired)
-            .map_err(ControlError::from)
+            .map_err(control_error)
     }
     fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError> {
         self.fleet
             .set_instance_health(instance, healthy)
-            .map_err(ControlError::from)
+            .map_err(control_error)
     }
     fn shutdown(&self) {
         self.stop.cancel();
+    }
+}
+
+/// The admin API's kind of refusal for a group controller's error (the kind decides the
+/// status code, never the message's words).
+fn control_error(e: FleetError) -> ControlError {
+    match e {
+        FleetError::NoSuchGroup(_) | FleetError::NoSuchInstance(_) => {
+            ControlError::NotFound(e.to_string())
+        }
+        FleetError::OutOfRange { .. }
+        | FleetError::Store(_)
+        | FleetError::StateDir { .. }
+        | FleetError::NoTemplate { .. } => ControlError::Refused(e.to_string()),
     }
 }
 
@@ -263,6 +277,32 @@ async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &Cancellati
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fleet_errors_map_by_kind_and_keep_their_message() {
+        use super::{control_error, ControlError, FleetError};
+        let missing = control_error(FleetError::NoSuchInstance("i-1".into()));
+        assert_eq!(
+            missing,
+            ControlError::NotFound("no live instance 'i-1'".into())
+        );
+        let refused = control_error(FleetError::OutOfRange {
+            group: "proxies".into(),
+            desired: 9,
+            min: 1,
+            max: 4,
+        });
+        assert_eq!(
+            refused,
+            ControlError::Refused("group proxies: desired 9 is outside min 1 .. max 4".into())
+        );
+        // A refusal worded like a missing thing is still a refusal: the kind decides.
+        let template = control_error(FleetError::NoTemplate {
+            group: "no group".into(),
+            template: "t".into(),
+        });
+        assert!(matches!(template, ControlError::Refused(_)));
+    }
+
     #[test]
     fn the_descriptor_reserve_counts_every_admin_connection() {
         let admin =

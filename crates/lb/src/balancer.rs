@@ -20,7 +20,7 @@ use crate::group::{Group, Target};
 use crate::health::Health;
 use crate::routes::{GroupView, Scope};
 use crate::spec::{LoadBalancerSpec, NodeSpec, TargetGroupSpec};
-use crate::status::{BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus};
+use crate::status::{target_status, BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {
@@ -443,6 +443,7 @@ impl Balancer {
             })
             .collect();
         let mut targets = Vec::new();
+        let now = proxyfleet_state::UnixMillis::now();
         let mut names: Vec<&String> = self.groups.keys().collect();
         names.sort();
         for name in names {
@@ -457,11 +458,11 @@ impl Balancer {
                             node: format!("{}/{}", n.lb, n.zone),
                             health: s.health,
                             reason: s.reason,
-                            since: s.since,
+                            since: now.before(s.since.elapsed()),
                         })
                     })
                     .collect();
-                targets.push(TargetStatus::new(name, t, health));
+                targets.push(target_status(name, t, health));
             }
         }
         BalancerStatus {

@@ -1,92 +1,31 @@
-//! Snapshots of the balancer for the CLI, the admin API and metrics.
+//! The balancer's report for the CLI, the admin API and metrics: the types are the shared
+//! state's ([`proxyfleet_state::report`]), filled here from the balancer's own counters.
 
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+
+pub use proxyfleet_state::report::{
+    BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus,
+};
 
 use crate::group::Target;
-use crate::health::Health;
 
-#[derive(Debug, Clone)]
-pub struct BalancerStatus {
-    pub load_balancers: Vec<LbStatus>,
-    pub targets: Vec<TargetStatus>,
-}
-
-#[derive(Debug, Clone)]
-pub struct LbStatus {
-    pub name: String,
-    pub cross_zone: bool,
-    pub nodes: Vec<NodeStatus>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NodeStatus {
-    pub zone: String,
-    pub address: IpAddr,
-    /// (port, target group)
-    pub listeners: Vec<(u16, String)>,
-    pub accepted: u64,
-    pub active: u64,
-    pub refused: u64,
-    pub failed: u64,
-    /// Closed because every target the flow could use was full.
-    pub full: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct TargetHealthStatus {
-    /// `LB/ZONE`
-    pub node: String,
-    pub health: Health,
-    pub reason: String,
-    pub since: Instant,
-}
-
-#[derive(Debug, Clone)]
-pub struct TargetStatus {
-    pub group: String,
-    pub id: String,
-    pub zone: String,
-    pub draining: bool,
-    pub health: Vec<TargetHealthStatus>,
-    pub active_flows: u64,
-    pub new_flows: u64,
-    pub bytes_to_target: u64,
-    pub bytes_to_client: u64,
-    pub connect_failures: u64,
-    pub health_transitions: u64,
-    /// Its `target_max_connections` (`None`: no cap).
-    pub max_flows: Option<u64>,
-    /// New flows that passed it by because it was full.
-    pub skipped_full: u64,
-    /// Health checks that could not run on the balancer's host (not counted against it).
-    pub checks_not_run: u64,
-}
-
-impl TargetStatus {
-    pub fn new(group: &str, t: &Target, health: Vec<TargetHealthStatus>) -> TargetStatus {
-        let s = &t.stats;
-        TargetStatus {
-            group: group.to_string(),
-            id: t.id.clone(),
-            zone: t.zone.clone(),
-            draining: t.is_draining(),
-            health,
-            active_flows: s.active_flows.load(Ordering::Relaxed),
-            new_flows: s.new_flows.load(Ordering::Relaxed),
-            bytes_to_target: s.bytes_to_target.load(Ordering::Relaxed),
-            bytes_to_client: s.bytes_to_client.load(Ordering::Relaxed),
-            connect_failures: s.connect_failures.load(Ordering::Relaxed),
-            health_transitions: s.health_transitions.load(Ordering::Relaxed),
-            max_flows: t.max_flows,
-            skipped_full: s.skipped_full.load(Ordering::Relaxed),
-            checks_not_run: s.checks_not_run.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Healthy on every node that checks it.
-    pub fn healthy_everywhere(&self) -> bool {
-        !self.health.is_empty() && self.health.iter().all(|h| h.health == Health::Healthy)
+/// A target's counters as they stand, with each node's verdict on it.
+pub fn target_status(group: &str, t: &Target, health: Vec<TargetHealthStatus>) -> TargetStatus {
+    let s = &t.stats;
+    TargetStatus {
+        group: group.to_string(),
+        id: t.id.clone(),
+        zone: t.zone.clone(),
+        draining: t.is_draining(),
+        health,
+        active_flows: s.active_flows.load(Ordering::Relaxed),
+        new_flows: s.new_flows.load(Ordering::Relaxed),
+        bytes_to_target: s.bytes_to_target.load(Ordering::Relaxed),
+        bytes_to_client: s.bytes_to_client.load(Ordering::Relaxed),
+        connect_failures: s.connect_failures.load(Ordering::Relaxed),
+        health_transitions: s.health_transitions.load(Ordering::Relaxed),
+        max_flows: t.max_flows,
+        skipped_full: s.skipped_full.load(Ordering::Relaxed),
+        checks_not_run: s.checks_not_run.load(Ordering::Relaxed),
     }
 }

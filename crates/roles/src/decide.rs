@@ -465,7 +465,6 @@ impl<'a> Pass<'a> {
     /// only to zones with a live host, and not in the first host timeout of `watching_since`, which
     /// gives every host the time to announce itself.
     fn plan_group(&mut self, g: &proxyfleet_stack::Group, new_id: &mut dyn FnMut() -> String) {
-        use proxyfleet_group::model::Lifecycle as L;
         use proxyfleet_group::planner::{self, Action, PlanInput, PlanInstance};
         let instances: Vec<PlanInstance> = self
             .snapshot
@@ -476,9 +475,9 @@ impl<'a> Pass<'a> {
                 let terminating =
                     self.terminated.contains(&i.id) || i.lifecycle == Lifecycle::Terminating;
                 let lifecycle = match i.lifecycle {
-                    _ if terminating => L::Terminating,
-                    Lifecycle::Pending => L::Pending,
-                    _ => L::InService,
+                    _ if terminating => Lifecycle::Terminating,
+                    Lifecycle::Pending => Lifecycle::Pending,
+                    _ => Lifecycle::InService,
                 };
                 let unhealthy = match self.judged.get(&i.id) {
                     Some(verdict) => verdict.clone(),

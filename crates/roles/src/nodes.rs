@@ -339,16 +339,6 @@ async fn feed_targets(
     }
 }
 
-fn target_health(h: Health) -> TargetHealth {
-    match h {
-        Health::Initial => TargetHealth::Initial,
-        Health::Healthy => TargetHealth::Healthy,
-        Health::Unhealthy => TargetHealth::Unhealthy,
-        Health::Draining => TargetHealth::Draining,
-        Health::Unused => TargetHealth::Unused,
-    }
-}
-
 /// Writes each node's verdicts, as one batch of whatever has come since the last write (a
 /// burst of verdicts — a zone's targets all failing at once — is one write, not one each);
 /// what cannot be written yet is kept (the latest per node and target) and written when the
@@ -417,7 +407,7 @@ fn keep(pending: &mut BTreeMap<(String, String, SocketAddr), Change>, e: HealthE
         target_group: e.group.clone(),
         address,
         node: e.node.clone(),
-        health: target_health(e.to),
+        health: e.to,
         reason: e.reason.clone(),
         at: UnixMillis::from(e.at),
     };

@@ -184,6 +184,7 @@ impl Kind {
         }
     }
 
+    #[cfg_attr(not(feature = "stores"), allow(dead_code))] // the stores' own
     pub(crate) fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.iter().copied().find(|k| k.as_str() == s)
     }

@@ -9,7 +9,11 @@
 //!   [`Refusal`]-ed; every store and every watcher applies changes with it;
 //! - [`store`]: the [`StateStore`] trait — apply a batch atomically, snapshot, watch from a
 //!   revision, campaign for the leadership whose term fences the controller's writes;
-//! - [`sqlite`]: the embedded implementation, [`SqliteStore`], on one SQLite file.
+//! - [`sqlite`]: the embedded implementation, [`SqliteStore`], on one SQLite file; [`etcd`]:
+//!   the one on etcd (both behind the default feature `stores`: the data path's crates use
+//!   the vocabulary alone);
+//! - [`report`]: what the running parts report of themselves (a balancer's counters, a
+//!   group's instances and activities), the admin API's only input.
 //!
 //! Data flows one way: a writer sends a batch of changes; the store checks the fence and the
 //! rules, logs the batch under the next revision and updates its snapshot; watchers read the
@@ -45,8 +49,11 @@
 pub mod apply;
 pub mod cause;
 pub mod change;
+#[cfg(feature = "stores")]
 pub mod etcd;
 pub mod model;
+pub mod report;
+#[cfg(feature = "stores")]
 pub mod sqlite;
 pub mod store;
 mod time;
@@ -59,11 +66,13 @@ mod roundtrip;
 pub use apply::Refusal;
 pub use cause::{Cause, UserRequest};
 pub use change::{Change, Fence, Key, Kind, LeadershipEnd};
+#[cfg(feature = "stores")]
 pub use etcd::EtcdStore;
 pub use model::{
     Ask, Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeView, Process, Request,
     Revision, Snapshot, Target, TargetHealth, Term,
 };
+#[cfg(feature = "stores")]
 pub use sqlite::SqliteStore;
 pub use store::{Liveness, StateStore, StoreError, WatchStream};
 pub use time::UnixMillis;

@@ -163,6 +163,17 @@ impl Lifecycle {
             Lifecycle::Terminated => "Terminated",
         }
     }
+
+    /// The inverse of [`Lifecycle::as_str`].
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        Some(match s {
+            "Pending" => Lifecycle::Pending,
+            "InService" => Lifecycle::InService,
+            "Terminating" => Lifecycle::Terminating,
+            "Terminated" => Lifecycle::Terminated,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Lifecycle {

@@ -76,6 +76,7 @@ pub struct Liveness {
 
 /// What every store checks of a batch before its rules: no change is the store's own
 /// (campaign's, resign's), and desired state comes with a fence.
+#[cfg_attr(not(feature = "stores"), allow(dead_code))] // the stores' own
 pub(crate) fn check_batch(fence: Fence, changes: &[Change]) -> Result<(), StoreError> {
     let count = changes.len();
     for (index, c) in changes.iter().enumerate() {

@@ -28,6 +28,14 @@ impl UnixMillis {
         )
     }
 
+    /// This time less `d` (saturating at the epoch): when something that began `d` ago began.
+    pub fn before(self, d: Duration) -> UnixMillis {
+        UnixMillis(
+            self.0
+                .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
     /// How long from `earlier` to this time; zero if `earlier` is later.
     pub fn since(self, earlier: UnixMillis) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
@@ -64,10 +72,12 @@ impl fmt::Display for UnixMillis {
 
 /// Where a store reads the time that leases expire by. The system clock in production; tests
 /// move a [`ManualClock`] instead of sleeping past a lease.
+#[cfg_attr(not(feature = "stores"), allow(dead_code))] // the stores' own
 pub(crate) trait Clock: Send + Sync + 'static {
     fn now(&self) -> UnixMillis;
 }
 
+#[cfg_attr(not(feature = "stores"), allow(dead_code))] // the stores' own
 pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {

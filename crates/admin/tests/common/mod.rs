@@ -7,18 +7,17 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::Method;
 use proxyfleet_admin::client::{self, Response};
 use proxyfleet_admin::{serve_with, AdminHandle, Control, ControlError, Options, TOKEN_FILE};
-use proxyfleet_group::model::{
-    Activity, ActivityStatus, GroupStatus, Instance, InstanceHealth, Lifecycle,
-};
-use proxyfleet_lb::health::Health;
-use proxyfleet_lb::status::{
+use proxyfleet_state::report::{Activity, ActivityStatus, GroupStatus, InstanceStatus as Instance};
+use proxyfleet_state::report::{
     BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus, TargetStatus,
 };
+use proxyfleet_state::TargetHealth as Health;
+use proxyfleet_state::{InstanceHealth, Lifecycle};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -52,7 +51,7 @@ fn node_health(node: &str, health: Health, reason: &str) -> TargetHealthStatus {
         node: node.into(),
         health,
         reason: reason.into(),
-        since: Instant::now() - Duration::from_secs(12),
+        since: proxyfleet_state::UnixMillis::now().before(Duration::from_secs(12)),
     }
 }
 
@@ -93,7 +92,7 @@ fn instance(id: &str, zone: &str, address: &str, lifecycle: Lifecycle) -> Instan
         lifecycle,
         health: InstanceHealth::Healthy,
         reason: None,
-        launched_at: proxyfleet_group::model::now() - 60.0,
+        launched_at: proxyfleet_state::report::now() - 60.0,
         dir: format!("/state/instances/{id}"),
         protected: true,
     }

@@ -69,30 +69,9 @@ pub fn from_spec(spec: &HealthCheckSpec, proxy_protocol_v2: bool) -> Box<dyn Hea
     }
 }
 
-/// A target's health as one node sees it (the cloud's target states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Health {
-    /// Registered; not yet enough checks passed.
-    Initial,
-    Healthy,
-    Unhealthy,
-    /// Deregistered: no new flows; existing flows run until they end or the delay passes.
-    Draining,
-    /// In a zone the load balancer does not serve.
-    Unused,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Initial => "initial",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-            Health::Draining => "draining",
-            Health::Unused => "unused",
-        }
-    }
-}
+/// A target's health as one node sees it (the cloud's target states): the shared state's
+/// own, so what a node reports needs no translation.
+pub use proxyfleet_state::TargetHealth as Health;
 
 /// A change of health, for logs, counters and the status API.
 #[derive(Debug, Clone, PartialEq, Eq)]
