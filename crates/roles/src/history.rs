@@ -131,7 +131,12 @@ pub fn activity(revision: Revision, change: &Change) -> Option<Activity> {
 pub async fn read(store: &dyn StateStore, limit: usize) -> Result<Vec<Activity>, StoreError> {
     let (_, head) = store.snapshot().await?;
     let mut from = Revision(1);
+    let mut lines = std::collections::VecDeque::new();
     let mut stream = loop {
+        if from > head {
+            // Compacted past the last batch: nothing of the log is left to read.
+            return Ok(Vec::new());
+        }
         match store.watch(Kind::ALL, from).await {
             Ok(s) => break s,
             // The oldest part of the log is gone: read what is left.
@@ -139,9 +144,20 @@ pub async fn read(store: &dyn StateStore, limit: usize) -> Result<Vec<Activity>,
             Err(e) => return Err(e),
         }
     };
-    let mut lines = std::collections::VecDeque::new();
     while let Some(item) = stream.next().await {
-        let (revision, change) = item?;
+        let (revision, change) = match item {
+            Ok(x) => x,
+            // etcd says so on the stream: read what is left, if anything.
+            Err(StoreError::Compacted { oldest, .. }) if oldest > from && lines.is_empty() => {
+                if oldest > head {
+                    return Ok(Vec::new());
+                }
+                from = oldest;
+                stream = store.watch(Kind::ALL, from).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if revision > head {
             break;
         }
@@ -249,6 +265,13 @@ impl Recent {
             };
             let (revision, change) = match item {
                 Ok(x) => x,
+                // etcd says so on the stream: go on from where the log still is.
+                Err(StoreError::Compacted { oldest, .. }) if oldest > from => {
+                    let mut inner = self.lock();
+                    inner.at = oldest;
+                    inner.taken_at = 0;
+                    return format!("compacted up to revision {oldest}");
+                }
                 Err(e) => return e.to_string(),
             };
             if revision == from && skip > 0 {

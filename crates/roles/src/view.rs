@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use proxyfleet_state::{Kind, Revision, Snapshot, StateStore};
+use proxyfleet_state::{Kind, Revision, Snapshot, StateStore, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +67,27 @@ async fn follow_once(store: &dyn StateStore, tx: &watch::Sender<View>) -> String
     while let Some(item) = next.take() {
         let (rev, change) = match item {
             Ok(x) => x,
+            // A quiet tier: nothing was written since the snapshot's revision (every batch
+            // rewrites the snapshot key, whose revision it is), while other keys moved etcd
+            // on and compaction passed it. Once the store confirms nothing was written
+            // meanwhile, watch from where the log still is.
+            Err(StoreError::Compacted { oldest, .. }) if at == revision && oldest > at => {
+                match store.snapshot().await {
+                    Ok((_, now)) if now == revision => {}
+                    Ok(_) => return "written to while the watch was compacted".to_string(),
+                    Err(e) => return e.to_string(),
+                }
+                tracing::debug!(%revision, %oldest, "watch start compacted with no change since the snapshot: watching from the compaction");
+                stream = match store.watch(Kind::ALL, oldest).await {
+                    Ok(s) => s,
+                    Err(e) => return e.to_string(),
+                };
+                next = match next_or_stalled(&mut stream, store, at).await {
+                    Ok(n) => n,
+                    Err(e) => return e,
+                };
+                continue;
+            }
             Err(e) => return e.to_string(),
         };
         if rev > revision {
