@@ -249,6 +249,42 @@ impl Balancer {
             .ok_or_else(|| LbError::NoSuchGroup(name.to_string()))
     }
 
+    /// The nodes that check a target of `group` in `zone`.
+    fn checkers(&self, group: &str, zone: &str) -> Vec<&Node> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.views
+                    .get(group)
+                    .is_some_and(|v| v.scope.lb_zones.iter().any(|z| z == zone))
+            })
+            .collect()
+    }
+
+    /// A registered target's own capacity became known or changed (see [`Balancer::register`]):
+    /// its cap follows in place, without a new registration (which would drain it and check
+    /// it from scratch).
+    pub fn set_capacity(
+        &self,
+        group: &str,
+        addr: SocketAddr,
+        capacity: Option<usize>,
+    ) -> Result<(), LbError> {
+        let g = self.group(group)?.clone();
+        let id = addr.to_string();
+        let members = g.members.load();
+        let Some(target) = members.find(&id) else {
+            return Err(LbError::NoSuchTarget {
+                group: group.to_string(),
+                target: id,
+            });
+        };
+        let cap = max_flows(&g.spec, capacity, self.checkers(group, &target.zone).len());
+        target.set_max_flows(cap);
+        tracing::info!(group, target = %id, max_flows = cap, "target capacity changed");
+        Ok(())
+    }
+
     /// Registers a target: every node starts checking it (from the node's own address) and
     /// routes to it once it is healthy.
     ///
@@ -264,20 +300,8 @@ impl Balancer {
         capacity: Option<usize>,
     ) -> Result<Arc<Target>, LbError> {
         let g = self.group(group)?.clone();
-        let checkers: Vec<&Node> = self
-            .nodes
-            .iter()
-            .filter(|n| {
-                n.views
-                    .get(group)
-                    .is_some_and(|v| v.scope.lb_zones.iter().any(|z| z == zone))
-            })
-            .collect();
-        let max_flows = match (g.spec.target_max_connections, capacity) {
-            (Some(max), _) => Some(max as u64),
-            (None, Some(cap)) => Some(cap.saturating_sub(checkers.len()).max(1) as u64),
-            (None, None) => None,
-        };
+        let checkers = self.checkers(group, zone);
+        let max_flows = max_flows(&g.spec, capacity, checkers.len());
         let (target, added) = g.add(addr, zone, max_flows);
         if !added {
             return Ok(target);
@@ -378,6 +402,15 @@ impl Balancer {
                     current.remove(t);
                     if let Err(e) = b.deregister(&t.group, &t.address.to_string()) {
                         tracing::debug!(error = %e, "target source: already gone");
+                    }
+                }
+                for t in delta.recap {
+                    match b.set_capacity(&t.group, t.address, t.capacity) {
+                        Ok(()) => {
+                            current.retain(|c| !c.same_target(&t));
+                            current.insert(t);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "target source: already gone"),
                     }
                 }
                 for t in delta.register {
@@ -543,6 +576,17 @@ impl Following {
     /// stopped); the targets it last registered stay.
     pub async fn ended(&self) {
         self.ended.cancelled().await
+    }
+}
+
+/// A target's cap: its group's `target_max_connections`, else its own capacity less one place
+/// per node whose health checks reach it (so that a target full of flows still answers its
+/// checks), else none.
+fn max_flows(spec: &TargetGroupSpec, capacity: Option<usize>, checkers: usize) -> Option<u64> {
+    match (spec.target_max_connections, capacity) {
+        (Some(max), _) => Some(max as u64),
+        (None, Some(cap)) => Some(cap.saturating_sub(checkers).max(1) as u64),
+        (None, None) => None,
     }
 }
 

@@ -22,24 +22,44 @@ pub struct DesiredTarget {
     pub capacity: Option<usize>,
 }
 
+impl DesiredTarget {
+    /// The same target (group, address and zone), whatever its capacity.
+    pub fn same_target(&self, other: &DesiredTarget) -> bool {
+        self.group == other.group && self.address == other.address && self.zone == other.zone
+    }
+}
+
 /// The latest desired set of targets, over every group the source speaks for.
 pub type TargetSource = tokio::sync::watch::Receiver<BTreeSet<DesiredTarget>>;
 
-/// What one pass of following changes: targets to register and to deregister. Pure, so the
-/// rule is tested without sockets.
+/// What one pass of following changes: targets to register, to deregister, and whose
+/// capacity changed. Pure, so the rule is tested without sockets.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Delta {
     pub register: Vec<DesiredTarget>,
     pub deregister: Vec<DesiredTarget>,
+    /// Registered already; only their capacity changed: their cap follows in place.
+    pub recap: Vec<DesiredTarget>,
 }
 
 /// From what the source last had registered (`current`) to what it wants now. A target whose
-/// zone or capacity changed is deregistered and registered again.
+/// zone changed is deregistered and registered again; one whose capacity alone changed keeps
+/// its registration (and its flows, its health) and takes the new cap.
 pub fn delta(current: &BTreeSet<DesiredTarget>, wanted: &BTreeSet<DesiredTarget>) -> Delta {
-    Delta {
-        register: wanted.difference(current).cloned().collect(),
-        deregister: current.difference(wanted).cloned().collect(),
+    let mut d = Delta::default();
+    for w in wanted.difference(current) {
+        if current.iter().any(|c| c.same_target(w)) {
+            d.recap.push(w.clone());
+        } else {
+            d.register.push(w.clone());
+        }
     }
+    d.deregister = current
+        .difference(wanted)
+        .filter(|c| !wanted.iter().any(|w| w.same_target(c)))
+        .cloned()
+        .collect();
+    d
 }
 
 #[cfg(test)]
@@ -66,11 +86,22 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_capacity_is_a_new_registration() {
+    fn a_changed_capacity_keeps_the_registration_and_a_changed_zone_does_not() {
         let mut bigger = t("g", "127.0.0.1:1");
         bigger.capacity = Some(10);
         let d = delta(&[t("g", "127.0.0.1:1")].into(), &[bigger.clone()].into());
-        assert_eq!(d.register, vec![bigger]);
+        assert_eq!(
+            d,
+            Delta {
+                recap: vec![bigger],
+                ..Delta::default()
+            }
+        );
+        let mut moved = t("g", "127.0.0.1:1");
+        moved.zone = "c".into();
+        let d = delta(&[t("g", "127.0.0.1:1")].into(), &[moved.clone()].into());
+        assert_eq!(d.register, vec![moved]);
         assert_eq!(d.deregister, vec![t("g", "127.0.0.1:1")]);
+        assert!(d.recap.is_empty());
     }
 }

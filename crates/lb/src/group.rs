@@ -29,6 +29,9 @@ pub struct TargetStats {
     pub checks_not_run: AtomicU64,
 }
 
+/// `max_flows` of a target without a cap.
+const NO_CAP: u64 = u64::MAX;
+
 /// A registered target.
 #[derive(Debug)]
 pub struct Target {
@@ -37,8 +40,9 @@ pub struct Target {
     pub addr: SocketAddr,
     pub zone: String,
     pub stats: TargetStats,
-    /// The most flows it may hold at once (from every node together); `None`: no cap.
-    pub max_flows: Option<u64>,
+    /// The most flows it may hold at once (from every node together); [`NO_CAP`]: no cap.
+    /// Atomic: an instance's capacity may become known, or change, while it is registered.
+    max_flows: AtomicU64,
     /// Flows holding a [`FlowSlot`]: connecting or open.
     admitted: AtomicU64,
     /// Set by deregistration: no new flows.
@@ -56,7 +60,7 @@ impl Target {
             addr,
             zone: zone.to_string(),
             stats: TargetStats::default(),
-            max_flows,
+            max_flows: AtomicU64::new(max_flows.unwrap_or(NO_CAP)),
             admitted: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             gone: CancellationToken::new(),
@@ -68,10 +72,21 @@ impl Target {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// The most flows it may hold at once; `None`: no cap.
+    pub fn max_flows(&self) -> Option<u64> {
+        Some(self.max_flows.load(Ordering::Acquire)).filter(|m| *m != NO_CAP)
+    }
+
+    /// A new cap, for flows admitted from now on (flows already open above it run on).
+    pub fn set_max_flows(&self, max_flows: Option<u64>) {
+        self.max_flows
+            .store(max_flows.unwrap_or(NO_CAP), Ordering::Release);
+    }
+
     /// A place for one more flow, taken before the connect so that flows connecting at once
     /// on every node can never together pass `max_flows`; `None` when it is full.
     pub fn admit(self: &Arc<Self>) -> Option<FlowSlot> {
-        let max = self.max_flows.unwrap_or(u64::MAX);
+        let max = self.max_flows.load(Ordering::Acquire);
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)

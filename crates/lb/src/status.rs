@@ -24,7 +24,7 @@ pub fn target_status(group: &str, t: &Target, health: Vec<TargetHealthStatus>) -
         bytes_to_client: s.bytes_to_client.load(Ordering::Relaxed),
         connect_failures: s.connect_failures.load(Ordering::Relaxed),
         health_transitions: s.health_transitions.load(Ordering::Relaxed),
-        max_flows: t.max_flows,
+        max_flows: t.max_flows(),
         skipped_full: s.skipped_full.load(Ordering::Relaxed),
         checks_not_run: s.checks_not_run.load(Ordering::Relaxed),
     }

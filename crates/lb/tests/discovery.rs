@@ -83,6 +83,40 @@ async fn targets_follow_the_source_and_health_changes_arrive_as_events() {
     )
     .await;
 
+    // t2's capacity becomes known (its host read its configuration): the cap follows in place,
+    // with no new registration (no drain, no checks from scratch).
+    let mut capped = desired(&t2, "a");
+    capped.capacity = Some(8);
+    source.send_replace([desired(&t1, "a"), capped].into());
+    let t2_id = t2.addr.to_string();
+    wait_for(
+        "t2 capped at 8 less its one checker",
+        Duration::from_secs(5),
+        || {
+            balancer
+                .status()
+                .targets
+                .iter()
+                .any(|t| t.id == t2_id && t.max_flows == Some(7))
+        },
+    )
+    .await;
+    let t2_now = balancer
+        .status()
+        .targets
+        .into_iter()
+        .find(|t| t.id == t2_id)
+        .unwrap();
+    assert!(!t2_now.draining, "a new capacity is not a deregistration");
+    assert!(
+        t2_now.healthy_everywhere(),
+        "and not a new registration: still healthy"
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "no health transition for a capacity change"
+    );
+
     // t1 leaves the source: drained, then gone; every new flow goes to t2.
     source.send_replace([desired(&t2, "a")].into());
     event_to(
@@ -125,7 +159,6 @@ async fn targets_follow_the_source_and_health_changes_arrive_as_events() {
 
     // The source ends (the control plane is gone): the last set stays registered.
     drop(source);
-    let t2_id = t2.addr.to_string();
     let still = || balancer.status().targets.iter().any(|t| t.id == t2_id);
     tokio::time::timeout(Duration::from_secs(5), following.ended())
         .await
