@@ -40,7 +40,7 @@ pub struct AgentArgs {
     #[arg(long)]
     no_controller: bool,
     /// The controller's lease: a leader that cannot renew within it is replaced.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = lease_duration)]
     lease: Duration,
     /// Serve a read-only view of the tier (`/api/tier`, `/api/activity`) on this address
     /// (e.g. 127.0.0.1:9128; port 0: any free port, printed at start).
@@ -48,8 +48,26 @@ pub struct AgentArgs {
     api: Option<std::net::SocketAddr>,
     /// The host's liveness lease: a host that does not renew it within this is lost, its
     /// node address taken over and its instances replaced (etcd counts whole seconds).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = lease_duration)]
     host_timeout: Duration,
+}
+
+/// The shortest and longest lease an agent takes: renewals run every quarter of one, so a
+/// lease much shorter than this is renewed in a busy loop (or, at zero, not at all).
+const LEASE_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
+
+/// A lease's length: a duration (`1s`, `500ms`) within [`LEASE_RANGE`].
+fn lease_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let (min, max) = LEASE_RANGE;
+    if d < min || d > max {
+        return Err(format!(
+            "{text} is outside {} .. {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 pub fn run(args: AgentArgs) -> Result<(), Failure> {

@@ -109,6 +109,7 @@ impl AgentControl {
             filed_by: self.host.clone(),
             at: now,
             ask: ask.clone(),
+            seq: 0,
         };
         let filed = self.runtime.block_on(
             self.store

@@ -79,7 +79,9 @@ impl Agent {
         };
         // Heartbeats first: an agent that stood in for this host's node hands it back once
         // it sees this host alive, and only then can the node be bound here.
-        let writing_since = Arc::new(crate::controller::WritingSince::new());
+        let writing_since = Arc::new(crate::controller::WritingSince::new(
+            config.timings.host_timeout,
+        ));
         tasks.spawn(liveness(
             store.clone(),
             host,

@@ -39,34 +39,57 @@ pub struct Controller {
 /// Since when the store has taken this agent's liveness renewals without a break (`None`: it
 /// does not now). The controller decides nothing while it is `None`, and launches nothing in
 /// the first host timeout after it, so that every host has had the time to announce itself.
-#[derive(Debug, Default)]
-pub struct WritingSince(std::sync::atomic::AtomicU64);
+#[derive(Debug)]
+pub struct WritingSince {
+    since: std::sync::atomic::AtomicU64,
+    /// The last write that went through.
+    last: std::sync::atomic::AtomicU64,
+    /// A break longer than this (the host timeout) ends the run of writes, even if no write
+    /// failed: a process that did not run (stopped, paused, its runtime stalled) has had its
+    /// lease lapse without ever seeing a write fail.
+    gap: Duration,
+}
 
 impl WritingSince {
     const NOT_WRITING: u64 = u64::MAX;
 
-    pub fn new() -> WritingSince {
-        WritingSince(std::sync::atomic::AtomicU64::new(Self::NOT_WRITING))
+    pub fn new(gap: Duration) -> WritingSince {
+        WritingSince {
+            since: std::sync::atomic::AtomicU64::new(Self::NOT_WRITING),
+            last: std::sync::atomic::AtomicU64::new(Self::NOT_WRITING),
+            gap,
+        }
+    }
+
+    fn gap_ms(&self) -> u64 {
+        u64::try_from(self.gap.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A write went through at `at`.
     pub fn wrote(&self, at: UnixMillis) {
-        let _ = self.0.compare_exchange(
-            Self::NOT_WRITING,
-            at.0,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        use std::sync::atomic::Ordering::SeqCst;
+        let last = self.last.swap(at.0, SeqCst);
+        if last == Self::NOT_WRITING || at.0.saturating_sub(last) > self.gap_ms() {
+            self.since.store(at.0, SeqCst);
+        }
     }
 
     /// A write failed.
     pub fn failed(&self) {
-        self.0
-            .store(Self::NOT_WRITING, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.since.store(Self::NOT_WRITING, SeqCst);
+        self.last.store(Self::NOT_WRITING, SeqCst);
     }
 
+    /// Since when writes have gone through without a break, as of now; `None` after a
+    /// failed write, or when the last one is older than the gap.
     pub fn get(&self) -> Option<UnixMillis> {
-        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let last = self.last.load(SeqCst);
+        if last == Self::NOT_WRITING || UnixMillis::now().0.saturating_sub(last) > self.gap_ms() {
+            return None;
+        }
+        match self.since.load(SeqCst) {
             Self::NOT_WRITING => None,
             at => Some(UnixMillis(at)),
         }
@@ -170,9 +193,13 @@ async fn lead(
             continue;
         };
         // The store's verdict on every host, asked now (etcd: the live `alive/` keys).
-        let Ok(Ok(live)) = tokio::time::timeout(LIVE_HOSTS_WAIT, c.store.live_hosts()).await else {
+        let Ok(Ok(mut live)) = tokio::time::timeout(LIVE_HOSTS_WAIT, c.store.live_hosts()).await
+        else {
             continue;
         };
+        // This host runs the controller: it is not lost, whatever its lease says (its own
+        // renewal may just not have run yet after a pause).
+        live.insert(c.candidate.clone());
         let mut changes = decide(
             &c.stack,
             &v.snapshot,
@@ -188,9 +215,10 @@ async fn lead(
             let Ok((fresh, _)) = c.store.snapshot().await else {
                 continue;
             };
-            let Ok(live) = c.store.live_hosts().await else {
+            let Ok(mut live) = c.store.live_hosts().await else {
                 continue;
             };
+            live.insert(c.candidate.clone());
             changes = decide(
                 &c.stack,
                 &fresh,
@@ -248,4 +276,27 @@ fn new_id() -> String {
     std::process::id().hash(&mut h);
     COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
     format!("i-{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_break_in_the_writes_starts_a_new_run_even_if_none_failed() {
+        let w = WritingSince::new(Duration::from_secs(1));
+        assert_eq!(w.get(), None);
+        let now = UnixMillis::now();
+        w.wrote(UnixMillis(now.0 - 900));
+        w.wrote(UnixMillis(now.0 - 600));
+        assert_eq!(w.get(), Some(UnixMillis(now.0 - 900)));
+        // The process did not run for 1.5 s (stopped, paused): a new run.
+        w.wrote(UnixMillis(now.0 + 900));
+        assert_eq!(w.get(), Some(UnixMillis(now.0 + 900)));
+        w.failed();
+        assert_eq!(w.get(), None);
+        // A last write older than the gap: not writing now.
+        w.wrote(UnixMillis(now.0 - 1500));
+        assert_eq!(w.get(), None);
+    }
 }

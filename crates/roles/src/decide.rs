@@ -21,7 +21,7 @@
 //!   began taking the controller's writes, which gives every host the time to announce itself;
 //! - launch back-off, from the state alone ([`launch_backoff`]): launches that failed in a row (never
 //!   served: their process ended or they timed out) pace the next ones, one at a time, after
-//!   1, 2, 4 … 32 s, as `up` does;
+//!   1, 2, 4 … 16, then 30 s, as `up` does;
 //! - clean-up: drained targets removed after their deregistration delay; Terminated instances
 //!   forgotten once they have no target left and `forget_after` has passed (failed launches
 //!   after [`FAILED_LAUNCH_KEPT`]: the back-off counts them).
@@ -74,7 +74,7 @@ fn failed_launch(i: &Instance) -> bool {
 
 /// The group's launch back-off from the state alone: the launches that failed in a row,
 /// newest first, back to the newest one that served; no launch before the newest failure
-/// plus `up`'s back-off for that many (1, 2, 4 … 32 s).
+/// plus `up`'s back-off for that many (1, 2, 4 … 16, then 30 s).
 pub fn launch_backoff(snapshot: &Snapshot, group: &str) -> proxyfleet_group::planner::Launches {
     let mut of_group: Vec<&Instance> = snapshot
         .instances
@@ -260,7 +260,7 @@ impl<'a> Pass<'a> {
 
     fn carry_out_requests(&mut self) {
         let mut requests: Vec<&Request> = self.snapshot.requests.values().collect();
-        requests.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        requests.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
         for r in requests {
             let refused = self.carry_out(&r.ask).err();
             if let Some(why) = &refused {
@@ -581,9 +581,16 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// The target-tracking policy's reading: the flows every node reports to the targets of
-    /// the group's in-service instances in its target groups, summed.
+    /// The target-tracking policy's reading: the flows every node of the stack reports to the
+    /// targets of the group's in-service instances in its target groups, summed (a node the
+    /// stack no longer defines left its last counts behind: not counted).
     fn active_connections(&self, g: &proxyfleet_stack::Group) -> u64 {
+        let nodes: BTreeSet<String> = self
+            .stack
+            .load_balancers
+            .iter()
+            .flat_map(|lb| lb.nodes.iter().map(|n| format!("{}/{}", lb.name, n.zone)))
+            .collect();
         let in_service: BTreeSet<SocketAddr> = self
             .snapshot
             .instances
@@ -597,8 +604,9 @@ impl<'a> Pass<'a> {
             .filter_map(|tg| self.snapshot.targets.get(tg))
             .flat_map(|targets| targets.values())
             .filter(|t| in_service.contains(&t.address))
-            .flat_map(|t| t.nodes.values())
-            .map(|v| v.active_flows)
+            .flat_map(|t| t.nodes.iter())
+            .filter(|(node, _)| nodes.contains(*node))
+            .map(|(_, v)| v.active_flows)
             .sum()
     }
 

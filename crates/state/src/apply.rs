@@ -11,6 +11,7 @@ use crate::cause::Cause;
 use crate::change::Change;
 use crate::model::{
     Group, Instance, InstanceHealth, Lifecycle, NodeView, Snapshot, Target, TargetHealth, Term,
+    MAX_OPEN_REQUESTS,
 };
 
 /// Why one change cannot be applied.
@@ -59,6 +60,8 @@ pub enum Refusal {
     RequestExists(String),
     #[error("no request {0}")]
     UnknownRequest(String),
+    #[error("{open} requests already wait for the controller (is one elected?)")]
+    TooManyRequests { open: usize },
     #[error("the {0} is empty")]
     Empty(&'static str),
     #[error("term {term} is not newer than the last granted term {last}")]
@@ -349,7 +352,15 @@ impl Snapshot {
                 if self.requests.contains_key(&request.id) {
                     return Err(Refusal::RequestExists(request.id.clone()));
                 }
-                self.requests.insert(request.id.clone(), request.clone());
+                if self.requests.len() >= MAX_OPEN_REQUESTS {
+                    return Err(Refusal::TooManyRequests {
+                        open: self.requests.len(),
+                    });
+                }
+                self.requests_filed += 1;
+                let mut request = request.clone();
+                request.seq = self.requests_filed;
+                self.requests.insert(request.id.clone(), request);
             }
             Change::CloseRequest { id, .. } => {
                 if self.requests.remove(id).is_none() {

@@ -183,6 +183,7 @@ pub(crate) fn every_change() -> Vec<Change> {
                     instance: "i-1".into(),
                     decrement_desired: true,
                 },
+                seq: 0,
             },
         },
         Change::CloseRequest {

@@ -67,9 +67,18 @@ pub struct Request {
     pub id: String,
     /// The agent whose API took it.
     pub filed_by: String,
+    /// The filing agent's clock: shown, never ordered by (hosts' clocks differ).
     pub at: UnixMillis,
     pub ask: Ask,
+    /// Its place in the filing order, given by the store when it takes the request
+    /// (whatever the filer wrote): requests are carried out in this order.
+    #[serde(default)]
+    pub seq: u64,
 }
+
+/// At most this many requests wait for the controller at once; the next is refused (the
+/// state stays small while no controller is elected and scripts retry).
+pub const MAX_OPEN_REQUESTS: usize = 256;
 
 /// The operator's ask (the cloud's SetDesiredCapacity, TerminateInstanceInAutoScalingGroup,
 /// SetInstanceHealth).
@@ -345,6 +354,9 @@ pub struct Snapshot {
     /// Operators' requests not yet carried out, by id.
     #[serde(default)]
     pub requests: BTreeMap<String, Request>,
+    /// How many requests were ever filed: the next one's [`Request::seq`].
+    #[serde(default)]
+    pub requests_filed: u64,
 }
 
 impl Snapshot {

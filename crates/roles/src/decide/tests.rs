@@ -542,6 +542,8 @@ fn file(s: &mut Snapshot, id: &str, at_ms_ago: u64, ask: Ask) {
             filed_by: "ha".into(),
             at: ms(at_ms_ago),
             ask,
+            // Filed in the order of these times (the store numbers them as it takes them).
+            seq: ms(at_ms_ago).0,
         },
     );
 }
@@ -899,12 +901,14 @@ fn target_tracking_sums_the_flows_every_node_reports_and_launches_for_them() {
             (gone.clone(), Some(TargetHealth::Draining)),
         ],
     );
-    // 12 flows over two nodes to the in-service ones (a draining target's do not count):
+    // 12 flows over two nodes to the in-service ones (a draining target's, and a node's the
+    // stack no longer has, do not count):
     // 12 / 5 per instance = 3.
     flows(&mut s, &a1, "front/a", 5);
     flows(&mut s, &a1, "front/c", 3);
     flows(&mut s, &c1, "front/c", 4);
     flows(&mut s, &gone, "front/a", 100);
+    flows(&mut s, &c1, "removed-lb/a", 100);
     let changes = run_tracking(&s);
     assert_eq!(desired_set(&changes), vec![(3, Some(NOW))]);
     assert_eq!(launches(&changes).len(), 1, "launched for the new capacity");

@@ -357,6 +357,7 @@ fn request(id: &str) -> Change {
                 group: "proxies".into(),
                 desired: 3,
             },
+            seq: 0,
         },
     }
 }
@@ -379,4 +380,32 @@ fn a_request_is_filed_once_and_closed_once() {
     // Filing is anyone's (an API of any agent); closing is the controller's.
     assert!(!request("r-2").needs_leadership());
     assert!(close.needs_leadership());
+}
+
+#[test]
+fn the_store_numbers_requests_in_filing_order_and_caps_the_open_ones() {
+    let mut s = base();
+    for i in 0..crate::model::MAX_OPEN_REQUESTS {
+        s.apply(&request(&format!("r-{i}"))).unwrap();
+    }
+    // Numbered as taken, whatever the filer wrote (its clock, its seq).
+    assert_eq!(s.requests["r-0"].seq, 1);
+    assert_eq!(s.requests["r-9"].seq, 10);
+    assert_eq!(
+        s.apply(&request("one-too-many")),
+        Err(Refusal::TooManyRequests {
+            open: crate::model::MAX_OPEN_REQUESTS
+        })
+    );
+    s.apply(&Change::CloseRequest {
+        id: "r-0".into(),
+        refused: None,
+    })
+    .unwrap();
+    s.apply(&request("next")).unwrap();
+    assert_eq!(
+        s.requests["next"].seq,
+        crate::model::MAX_OPEN_REQUESTS as u64 + 1,
+        "never a number twice"
+    );
 }
