@@ -151,7 +151,8 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             stack_text,
             store,
             agent.view.clone(),
-            agent.nodes.clone(),
+            vec![agent.nodes.clone()],
+            [(args.host.clone(), state_dir.clone())].into(),
             recent,
             down.clone(),
         );

@@ -44,7 +44,11 @@ pub struct AgentControl {
     pub stack_text: String,
     pub store: Arc<dyn StateStore>,
     pub view: watch::Receiver<View>,
-    pub nodes: Arc<NodeSet>,
+    /// The node sets this process runs (an agent's one; `up` on the roles runs one per zone).
+    pub nodes: Vec<Arc<NodeSet>>,
+    /// The state directory of each host this process runs, by host id: instances' own
+    /// directories are under it (other hosts' are shown by host id).
+    pub host_dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
     pub recent: Arc<Recent>,
     /// Cancelled by `down`: the agent stops (its instances keep running).
     pub stop: CancellationToken,
@@ -70,7 +74,8 @@ impl AgentControl {
         stack_text: String,
         store: Arc<dyn StateStore>,
         view: watch::Receiver<View>,
-        nodes: Arc<NodeSet>,
+        nodes: Vec<Arc<NodeSet>>,
+        host_dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
         recent: Arc<Recent>,
         stop: CancellationToken,
     ) -> Arc<AgentControl> {
@@ -81,6 +86,7 @@ impl AgentControl {
             store,
             view,
             nodes,
+            host_dirs,
             recent,
             stop,
             runtime: tokio::runtime::Handle::current(),
@@ -215,7 +221,7 @@ impl Control for AgentControl {
 
     fn balancer(&self) -> BalancerStatus {
         let view = self.snapshot();
-        let local = self.nodes.statuses();
+        let local: Vec<_> = self.nodes.iter().flat_map(|n| n.statuses()).collect();
         let local_node = |lb: &str, zone: &str| {
             local
                 .iter()
@@ -347,8 +353,11 @@ impl Control for AgentControl {
                         reason: i.reason.clone(),
                         launched_at: seconds(i.launched_at),
                         // On its host, under that agent's state directory.
-                        dir: i.host.clone().unwrap_or_default(),
-                        protected: false,
+                        dir: match i.host.as_ref().and_then(|h| self.host_dirs.get(h)) {
+                            Some(dir) => dir.join("instances").join(&i.id).display().to_string(),
+                            None => i.host.clone().unwrap_or_default(),
+                        },
+                        protected: i.protected,
                     })
                     .collect(),
                 backoff_seconds: proxyfleet_roles::decide::launch_backoff(&view.snapshot, &g.name)
@@ -426,12 +435,14 @@ impl Control for AgentControl {
             &seen.live,
             UnixMillis::now(),
         );
-        let own_nodes: Vec<String> = self
-            .nodes
-            .statuses()
-            .into_iter()
-            .map(|((lb, zone), _)| format!("{lb}/{zone}"))
-            .collect();
+        let nodes_of = |host: &str| -> Vec<String> {
+            self.nodes
+                .iter()
+                .filter(|n| n.host() == host)
+                .flat_map(|n| n.statuses())
+                .map(|((lb, zone), _)| format!("{lb}/{zone}"))
+                .collect()
+        };
         Some(TierView {
             this_host: self.host.clone(),
             store: if self.stack.etcd.is_some() {
@@ -451,11 +462,7 @@ impl Control for AgentControl {
                 .hosts
                 .into_iter()
                 .map(|h| TierHostView {
-                    nodes: if h.id == self.host {
-                        own_nodes.clone()
-                    } else {
-                        Vec::new()
-                    },
+                    nodes: nodes_of(&h.id),
                     id: h.id,
                     zone: h.zone,
                     address: h.address,

@@ -16,6 +16,7 @@ mod status;
 mod terminate;
 mod tier;
 mod up;
+mod up_roles;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,7 @@
 //! `proxyfleet up [-f FILE] [--state-dir DIR]`: runs a stack in the foreground — its load
 //! balancers, its self-healing groups, the admin API — until SIGINT, SIGTERM or `down`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,10 @@ pub struct UpArgs {
     /// Where instances, the activity history and the admin API's address and token live.
     #[arg(long, default_value = crate::client::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Run the tier as the roles a multi-host tier runs (one agent per zone, an elected
+    /// controller) in this process, on SQLite: the coming default (README: roles).
+    #[arg(long, env = "PROXYFLEET_UP_ROLES", value_parser = clap::builder::FalseyValueParser::new())]
+    roles: bool,
 }
 
 /// The admin API's view of the running stack.
@@ -129,7 +134,28 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.roles {
+        return runtime.block_on(async {
+            make_state_dir(&args.state_dir)?;
+            crate::up_roles::serve(stack, stack_text, args.state_dir, limits).await
+        });
+    }
     runtime.block_on(serve(stack, stack_text, args.state_dir, limits))
+}
+
+/// 0711 (see group's `files`): it holds the admin token, the store and every instance's
+/// access log. Another mode (0755 from an older proxyfleet, or by hand) is changed, and the
+/// change said.
+fn make_state_dir(state_dir: &std::path::Path) -> Result<(), Failure> {
+    let loose = proxyfleet_group::files::state_dir(state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create state directory: {e}"))?;
+    if let Some(old) = loose {
+        println!(
+            "proxyfleet up: state directory {} was mode {old:04o}, now 0711",
+            state_dir.display()
+        );
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -138,17 +164,7 @@ async fn serve(
     state_dir: PathBuf,
     limits: proxyfleet_lb::Limits,
 ) -> Result<(), Failure> {
-    // 0711 (see group's `files`): it holds the admin token, the store and every instance's
-    // access log. Another mode (0755 from an older proxyfleet, or by hand) is changed, and
-    // the change said.
-    let loose = proxyfleet_group::files::state_dir(&state_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create state directory: {e}"))?;
-    if let Some(old) = loose {
-        println!(
-            "proxyfleet up: state directory {} was mode {old:04o}, now 0711",
-            state_dir.display()
-        );
-    }
+    make_state_dir(&state_dir)?;
     let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
     // Signals are caught from the start: a stop during start-up must still take every
     // instance and the firewall table down.
@@ -171,6 +187,7 @@ async fn serve(
         fleet: fleet.clone(),
         stop: stop.clone(),
     });
+    let running_for_progress = running.clone();
     // The API outlives the stop request: `status` keeps answering while instances drain, and
     // `down` returns only when everything is gone.
     let admin_stop = CancellationToken::new();
@@ -200,7 +217,7 @@ async fn serve(
     );
     let progress = async {
         if groups > 0 {
-            report_when_ready(&fleet, &balancer, &stop).await;
+            report_when_ready(&*running_for_progress, &stop).await;
         }
         std::future::pending::<()>().await
     };
@@ -222,10 +239,14 @@ async fn serve(
 
 /// Prints progress until every group has its desired instances in service, then the
 /// addresses to use as `http_proxy`.
-async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &CancellationToken) {
+pub(crate) async fn report_when_ready(
+    running: &dyn proxyfleet_admin::Control,
+    stop: &CancellationToken,
+) {
     let mut last = String::new();
     loop {
-        let groups = fleet.groups();
+        let groups = running.groups();
+        let balancer = running.balancer();
         let line = groups
             .iter()
             .map(|g| {
@@ -239,7 +260,6 @@ async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &Cancellati
             .collect::<Vec<_>>()
             .join(", ");
         let healthy = balancer
-            .status()
             .targets
             .iter()
             .filter(|t| t.healthy_everywhere())
@@ -258,9 +278,14 @@ async fn report_when_ready(fleet: &Fleet, balancer: &Balancer, stop: &Cancellati
         }) && healthy >= groups.iter().map(|g| g.desired as usize).sum::<usize>();
         if ready {
             let proxies: Vec<String> = balancer
-                .listen_addrs()
+                .load_balancers
                 .iter()
-                .map(|(_, _, a)| format!("http://{a}"))
+                .flat_map(|lb| &lb.nodes)
+                .flat_map(|n| {
+                    n.listeners
+                        .iter()
+                        .map(|(port, _)| format!("http://{}", SocketAddr::new(n.address, *port)))
+                })
                 .collect();
             println!(
                 "proxyfleet up: ready; use http_proxy={}",

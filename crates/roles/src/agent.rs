@@ -54,6 +54,8 @@ pub struct Agent {
     pub nodes: Arc<NodeSet>,
     /// The agent's copy of the state, current while the store answers.
     pub view: tokio::sync::watch::Receiver<crate::view::View>,
+    /// Its controller role, if it campaigns.
+    controller: Option<Arc<Controller>>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -119,17 +121,20 @@ impl Agent {
             )),
         });
         tasks.spawn(crate::instances::run(launcher, view.clone(), stop.clone()));
-        if config.controller {
-            let controller = Arc::new(Controller {
+        let controller = config.controller.then(|| {
+            Arc::new(Controller {
                 candidate: config.host.clone(),
                 stack: config.stack.clone(),
                 store,
                 lease: config.lease,
                 timings: config.timings,
                 writing_since,
-            });
+                stopping: std::sync::atomic::AtomicBool::new(false),
+            })
+        });
+        if let Some(controller) = &controller {
             tasks.spawn(crate::controller::run(
-                controller,
+                controller.clone(),
                 view.clone(),
                 stop.clone(),
             ));
@@ -138,9 +143,23 @@ impl Agent {
         Ok(Agent {
             nodes,
             view,
+            controller,
             stop,
             tasks,
         })
+    }
+
+    /// From now on, while this agent leads, the controller winds the tier down instead of
+    /// keeping it up: every instance drained and stopped, nothing launched
+    /// ([`wind_down`](crate::decide::wind_down)). `false` for an agent that does not campaign.
+    pub fn wind_down(&self) -> bool {
+        match &self.controller {
+            Some(c) => {
+                c.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stops the loops (resigning the leadership if held) and the nodes; instances keep

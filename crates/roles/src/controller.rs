@@ -34,6 +34,9 @@ pub struct Controller {
     /// Since when this agent's own liveness renewals have gone through without a break
     /// ([`WritingSince`]): nothing is launched in the first host timeout of it.
     pub writing_since: Arc<WritingSince>,
+    /// Set when the tier is to stop (`up` stopping): the leader winds it down
+    /// ([`wind_down`](crate::decide::wind_down)) instead of keeping it up.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Since when the store has taken this agent's liveness renewals without a break (`None`: it
@@ -200,6 +203,21 @@ async fn lead(
         // This host runs the controller: it is not lost, whatever its lease says (its own
         // renewal may just not have run yet after a pause).
         live.insert(c.candidate.clone());
+        if c.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let changes =
+                crate::decide::wind_down(&c.stack, &v.snapshot, UnixMillis::now(), &c.timings);
+            if !changes.is_empty() {
+                match c.store.apply(fence, changes).await {
+                    Ok(revision) => written = revision,
+                    Err(e) if e.is_fenced() => {
+                        over.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "controller: winding down: write failed"),
+                }
+            }
+            continue;
+        }
         let mut changes = decide(
             &c.stack,
             &v.snapshot,

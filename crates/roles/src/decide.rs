@@ -112,20 +112,7 @@ pub fn decide(
     watching_since: UnixMillis,
     new_id: &mut dyn FnMut() -> String,
 ) -> Vec<Change> {
-    let mut pass = Pass {
-        stack,
-        snapshot,
-        live,
-        now,
-        t,
-        watching_since,
-        out: Vec::new(),
-        terminated: BTreeSet::new(),
-        drained: BTreeSet::new(),
-        created: BTreeSet::new(),
-        judged: BTreeMap::new(),
-        desired_now: BTreeMap::new(),
-    };
+    let mut pass = Pass::new(stack, snapshot, live, now, t, watching_since);
     pass.define_groups();
     pass.lose_instances_of_dead_hosts();
     pass.carry_out_requests();
@@ -134,6 +121,42 @@ pub fn decide(
     for g in &stack.groups {
         pass.register_and_judge(g);
         pass.plan_group(g, new_id);
+    }
+    pass.clean_up();
+    pass.out
+}
+
+/// The tier is stopping (`up` on the roles, stopping as `up` does): every instance taken out
+/// of service (cause `Shutdown`, its targets drained; its host stops it once they have
+/// drained), nothing launched or replaced, operators' requests closed as refused. Pure, like
+/// [`decide`]; one pass after another until every instance is Terminated.
+pub fn wind_down(stack: &Stack, snapshot: &Snapshot, now: UnixMillis, t: &Timings) -> Vec<Change> {
+    let live = BTreeSet::new();
+    let mut pass = Pass::new(stack, snapshot, &live, now, t, now);
+    let mut requests: Vec<&Request> = snapshot.requests.values().collect();
+    requests.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+    for r in requests {
+        pass.out.push(Change::CloseRequest {
+            id: r.id.clone(),
+            refused: Some("the tier is stopping".to_string()),
+        });
+    }
+    for i in snapshot.live_instances() {
+        if i.lifecycle >= Lifecycle::Terminating {
+            continue;
+        }
+        if i.host.is_none() {
+            // Never given to a host: nothing runs to be stopped.
+            pass.terminated.insert(i.id.clone());
+            pass.out.push(Change::ReportLifecycle {
+                instance: i.id.clone(),
+                lifecycle: Lifecycle::Terminated,
+                cause: Some(Cause::Shutdown),
+                at: now,
+            });
+        } else {
+            pass.terminate(i, Cause::Shutdown);
+        }
     }
     pass.clean_up();
     pass.out
@@ -160,6 +183,30 @@ struct Pass<'a> {
 }
 
 impl<'a> Pass<'a> {
+    fn new(
+        stack: &'a Stack,
+        snapshot: &'a Snapshot,
+        live: &'a BTreeSet<String>,
+        now: UnixMillis,
+        t: &'a Timings,
+        watching_since: UnixMillis,
+    ) -> Pass<'a> {
+        Pass {
+            stack,
+            snapshot,
+            live,
+            now,
+            t,
+            watching_since,
+            out: Vec::new(),
+            terminated: BTreeSet::new(),
+            drained: BTreeSet::new(),
+            created: BTreeSet::new(),
+            judged: BTreeMap::new(),
+            desired_now: BTreeMap::new(),
+        }
+    }
+
     fn define_groups(&mut self) {
         for g in &self.stack.groups {
             let current = self.snapshot.groups.get(&g.name);

@@ -270,6 +270,9 @@ async fn instance_task(
                 start_ticks: process.start_ticks,
             },
             capacity,
+            // Kernel-enforced, or (without nftables) enforced by proxyfleet's own proxy.
+            protected: l.launcher.kernel_firewall()
+                || proxyfleet_group::firewall::runs_own_proxy(&template.command),
         },
     )
     .await;

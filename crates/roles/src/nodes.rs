@@ -66,6 +66,11 @@ impl NodeSet {
         })
     }
 
+    /// The host this node set runs on.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// Every node of the stack, as `(load balancer, zone)`.
     fn all_nodes(&self) -> Vec<(String, String)> {
         self.stack

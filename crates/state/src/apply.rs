@@ -91,10 +91,12 @@ impl Snapshot {
                 instance,
                 process,
                 capacity,
+                protected,
             } => {
                 let i = self.instance_mut(instance)?;
                 i.process = Some(*process);
                 i.capacity = *capacity;
+                i.protected = *protected;
             }
             Change::ReportLifecycle {
                 instance,
@@ -256,6 +258,7 @@ impl Snapshot {
                         process: None,
                         in_service_at: None,
                         capacity: None,
+                        protected: false,
                     },
                 );
             }

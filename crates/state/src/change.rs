@@ -38,6 +38,9 @@ pub enum Change {
         process: Process,
         #[serde(default)]
         capacity: Option<u32>,
+        /// Its security groups are enforced (kernel firewall, or the proxy's own).
+        #[serde(default)]
+        protected: bool,
     },
     /// The instance moved on in its life (never back).
     ReportLifecycle {

@@ -111,6 +111,7 @@ pub(crate) fn every_change() -> Vec<Change> {
                 start_ticks: 99,
             },
             capacity: Some(8192),
+            protected: true,
         },
         Change::ReportLifecycle {
             instance: "i-1".into(),

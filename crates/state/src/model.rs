@@ -234,6 +234,10 @@ pub struct Instance {
     /// cap its target at this unless its target group sets `target_max_connections`.
     #[serde(default)]
     pub capacity: Option<u32>,
+    /// Whether its security groups are enforced (by the kernel on its host, or by a
+    /// `proxyfleet proxy` instance itself), as its host reported.
+    #[serde(default)]
+    pub protected: bool,
 }
 
 impl Instance {

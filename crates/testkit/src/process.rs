@@ -102,8 +102,9 @@ impl Owned {
     }
 
     /// Whether the child has exited (it is reaped if so).
+    /// Whether the child has exited (reaped by [`Owned::wait_exit`] counts).
     pub fn has_exited(&mut self) -> bool {
-        self.try_status().is_some()
+        self.child.is_none() || self.try_status().is_some()
     }
 
     fn try_status(&mut self) -> Option<ExitStatus> {

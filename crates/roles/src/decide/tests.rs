@@ -81,6 +81,7 @@ fn instance(
         }),
         in_service_at: (lifecycle != Lifecycle::Pending).then_some(launched),
         capacity: None,
+        protected: false,
     }
 }
 
@@ -971,5 +972,38 @@ fn the_nodes_cap_an_instances_target_at_the_capacity_its_host_reported() {
             ("127.70.1.11:3128".to_string(), Some(50)),
             ("127.70.2.11:3128".to_string(), None)
         ]
+    );
+}
+
+#[test]
+fn winding_down_takes_every_instance_out_and_launches_nothing() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let mut p1 = instance("i-p1", "c", "127.70.2.11", Lifecycle::Pending, ms(100));
+    p1.host = None;
+    let mut s = snapshot(4, &[(a1, Some(TargetHealth::Healthy)), (p1, None)]);
+    file(
+        &mut s,
+        "r-1",
+        10,
+        Ask::Scale {
+            group: "g".into(),
+            desired: 5,
+        },
+    );
+    let changes = wind_down(&stack(), &s, NOW, &Timings::default());
+    assert!(launches(&changes).is_empty(), "{changes:#?}");
+    assert_eq!(
+        terminations(&changes),
+        vec![
+            ("i-a1".to_string(), Lifecycle::Terminating, Cause::Shutdown),
+            ("i-p1".to_string(), Lifecycle::Terminated, Cause::Shutdown),
+        ]
+    );
+    assert!(changes
+        .iter()
+        .any(|c| matches!(c, Change::DrainTarget { address, .. } if address.to_string() == "127.70.1.11:3128")));
+    assert_eq!(
+        closed(&changes),
+        vec![("r-1".to_string(), Some("the tier is stopping".to_string()))]
     );
 }

@@ -1,0 +1,75 @@
+//! `proxyfleet up --roles`: the tier as the roles (one agent per zone, the elected controller)
+//! in one process on SQLite, end to end with the real binary: both zones serve, the hosts and
+//! the controller show in `status`, `scale` goes through the controller, and `down` drains and
+//! stops every instance. Addresses: 127.104.x (zones), clients 127.20.104.x, the origin on
+//! 127.30.104.1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::up::{proxy_stack, s, Up};
+
+fn get_through(node: &str, origin: &testkit::origin::Origin, source: &str) -> u16 {
+    let curl = testkit::client::curl(&[
+        "--interface",
+        source,
+        "-x",
+        &format!("http://{node}:3128"),
+        "-m",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &origin.url(),
+    ]);
+    curl.stdout.trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn up_on_the_roles_serves_scales_and_stops_like_up() {
+    let origin = testkit::origin::Origin::start("127.30.104.1");
+    let mut up = Up::start_on_roles(&proxy_stack(104, 1, 2, 4));
+    assert_eq!(up.in_service().len(), 2);
+    for (i, node) in ["127.104.1.10", "127.104.2.10"].iter().enumerate() {
+        assert_eq!(
+            get_through(node, &origin, &format!("127.20.104.{}", i + 1)),
+            200,
+            "through node {node}"
+        );
+    }
+    let status = up.status();
+    let hosts: Vec<String> = status["tier"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{} {}", s(&h["id"]), s(&h["zone"])))
+        .collect();
+    assert_eq!(hosts, ["up-a a", "up-c c"], "{status}");
+    assert_eq!(status["tier"]["leader"]["host"], "up-a");
+
+    let (code, _, err) = up.cli(&["scale", "g", "3"]);
+    assert_eq!(code, 0, "{err}");
+    testkit::wait::until_true("3 in service", Duration::from_secs(20), || {
+        up.in_service().len() == 3
+    });
+    let pids: Vec<u64> = up
+        .in_service()
+        .iter()
+        .map(|(id, _, _)| up.pid_of(id))
+        .collect();
+
+    let (code, out, err) = up.cli(&["down"]);
+    assert_eq!(code, 0, "{out}{err}");
+    up.child.wait_exit(Duration::from_secs(20));
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))),
+            "instance {pid} outlived up"
+        );
+    }
+    println!("up --roles: served through both nodes, scaled 2 -> 3, stopped every instance");
+}
