@@ -139,6 +139,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             lease: args.lease,
             timings,
             limits,
+            launcher: None,
         };
         let agent = Agent::start(config, store.clone()).await?;
         // The admin API (what `status`, `activity`, `scale`, `terminate`, `down` and the
@@ -154,6 +155,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             vec![agent.nodes.clone()],
             [(args.host.clone(), state_dir.clone())].into(),
             recent,
+            false,
             down.clone(),
         );
         let admin = proxyfleet_admin::serve_with(

@@ -50,6 +50,12 @@ pub struct AgentControl {
     /// directories are under it (other hosts' are shown by host id).
     pub host_dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
     pub recent: Arc<Recent>,
+    /// Present the tier as `up` does: Terminated instances not shown (`up`'s
+    /// group controller forgets them at once) and the activity history as scaling activities
+    /// (launches, terminations, adoptions, capacity changes, with their status); otherwise as
+    /// an agent: Terminated instances until the controller forgets them, and the store's log
+    /// (hosts, elections, requests, verdicts) as the history.
+    pub as_up: bool,
     /// Cancelled by `down`: the agent stops (its instances keep running).
     pub stop: CancellationToken,
     pub runtime: tokio::runtime::Handle,
@@ -77,6 +83,7 @@ impl AgentControl {
         nodes: Vec<Arc<NodeSet>>,
         host_dirs: std::collections::BTreeMap<String, std::path::PathBuf>,
         recent: Arc<Recent>,
+        as_up: bool,
         stop: CancellationToken,
     ) -> Arc<AgentControl> {
         let control = Arc::new(AgentControl {
@@ -88,6 +95,7 @@ impl AgentControl {
             nodes,
             host_dirs,
             recent,
+            as_up,
             stop,
             runtime: tokio::runtime::Handle::current(),
             seen: Arc::default(),
@@ -340,6 +348,7 @@ impl Control for AgentControl {
                     .instances
                     .values()
                     .filter(|i| i.group == g.name)
+                    .filter(|i| !self.as_up || i.lifecycle != Lifecycle::Terminated)
                     .map(|i| InstanceStatus {
                         id: i.id.clone(),
                         group: i.group.clone(),
@@ -369,6 +378,9 @@ impl Control for AgentControl {
     }
 
     fn activities(&self, group: Option<&str>, limit: usize) -> Vec<Activity> {
+        if self.as_up {
+            return self.recent.scaling_activities(group, limit);
+        }
         self.recent
             .lines(group, limit)
             .into_iter()

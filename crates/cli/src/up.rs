@@ -1,5 +1,7 @@
-//! `proxyfleet up [-f FILE] [--state-dir DIR]`: runs a stack in the foreground — its load
-//! balancers, its self-healing groups, the admin API — until SIGINT, SIGTERM or `down`.
+//! `proxyfleet up [-f FILE] [--state-dir DIR] [--fleet]`: runs a stack in the foreground — its
+//! load balancers, its self-healing groups, the admin API — until SIGINT, SIGTERM or `down`:
+//! as the roles in one process (`crate::up_roles`), or with `--fleet` as the previous group
+//! controller and balancer (this file's `serve`), kept for one release.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,10 +28,10 @@ pub struct UpArgs {
     /// Where instances, the activity history and the admin API's address and token live.
     #[arg(long, default_value = crate::client::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Run the tier as the roles a multi-host tier runs (one agent per zone, an elected
-    /// controller) in this process, on SQLite: the coming default (README: roles).
-    #[arg(long, env = "PROXYFLEET_UP_ROLES", value_parser = clap::builder::FalseyValueParser::new())]
-    roles: bool,
+    /// Run the previous single-process group controller and balancer instead of the roles
+    /// (kept for one release, e.g. to stop instances an older `up` left running).
+    #[arg(long, env = "PROXYFLEET_UP_FLEET", value_parser = clap::builder::FalseyValueParser::new())]
+    fleet: bool,
 }
 
 /// The admin API's view of the running stack.
@@ -134,13 +136,14 @@ pub fn run(args: UpArgs) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if args.roles {
-        return runtime.block_on(async {
-            make_state_dir(&args.state_dir)?;
-            crate::up_roles::serve(stack, stack_text, args.state_dir, limits).await
-        });
+    if args.fleet {
+        return runtime.block_on(serve(stack, stack_text, args.state_dir, limits));
     }
-    runtime.block_on(serve(stack, stack_text, args.state_dir, limits))
+    runtime.block_on(async {
+        make_state_dir(&args.state_dir)?;
+        refuse_fleet_leftovers(&args.state_dir)?;
+        crate::up_roles::serve(stack, stack_text, args.state_dir, limits).await
+    })
 }
 
 /// 0711 (see group's `files`): it holds the admin token, the store and every instance's
@@ -156,6 +159,33 @@ fn make_state_dir(state_dir: &std::path::Path) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// A state directory whose instances the previous group controller (`up --fleet`, or an
+/// `up` before the roles) left running: the roles would not know them and would launch over
+/// their addresses. Refused, saying how to end them.
+fn refuse_fleet_leftovers(state_dir: &std::path::Path) -> Result<(), Failure> {
+    let db = state_dir.join("state.db");
+    if !db.exists() {
+        return Ok(());
+    }
+    let live = proxyfleet_group::store::Store::open(&db)
+        .and_then(|s| s.live_instances())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+    if live.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = live.iter().map(|i| i.id.as_str()).collect();
+    Err(Failure {
+        code: 2,
+        error: anyhow::anyhow!(
+            "{}: {} instances of the previous group controller are still recorded as running              ({}); run `proxyfleet up --fleet --state-dir {}` once (it adopts them) and stop it              with `proxyfleet down`, then start `up` again",
+            db.display(),
+            live.len(),
+            ids.join(", "),
+            state_dir.display()
+        ),
+    })
 }
 
 async fn serve(

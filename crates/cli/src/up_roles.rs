@@ -1,9 +1,8 @@
-//! `proxyfleet up --roles` (or `PROXYFLEET_UP_ROLES=1`): the tier as the roles a multi-host
-//! tier runs — one agent per zone of the stack (host `up-ZONE`, the zone's nodes and
-//! instances), the controller elected among them — in this one process, on the embedded
-//! SQLite store in the state directory (`tier.db`); no etcd. It is meant to become `up`'s
-//! default once it passes every test `up` passes; until then `up` runs its own group controller
-//! and balancer.
+//! `proxyfleet up`: the tier as the roles a multi-host tier runs — one agent per zone of the
+//! stack (host `up-ZONE`, the zone's nodes and instances), the controller elected among them
+//! — in this one process, on the embedded SQLite store in the state directory (`state.db`,
+//! beside the tables of the previous group controller, `up --fleet`); no etcd. Presented as
+//! `up` always was (see `AgentControl::as_up`).
 //!
 //! Stopping (SIGINT, SIGTERM, `down`) is `up`'s: the controller winds the tier down (every
 //! instance deregistered, drained and stopped, nothing launched), the API answering
@@ -22,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Failure;
 
-/// The store's file in the state directory.
-pub const STORE_FILE: &str = "tier.db";
+/// The store's file in the state directory: the file `up`'s group controller keeps its own
+/// tables in (their names do not meet), 0600 like it.
+pub const STORE_FILE: &str = "state.db";
 
 /// How long stopping waits for the instances on top of their drain and stop timeouts.
 const STOP_SLACK: Duration = Duration::from_secs(10);
@@ -37,18 +37,30 @@ pub async fn serve(
     let state_dir = state_dir.canonicalize().unwrap_or(state_dir);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // 0711 and 0600 (see group's `files`): instance directories hold who visited what, the
+    // store every instance's address; SQLite gives its -wal and -shm files the database's mode.
+    proxyfleet_group::files::state_dir(&state_dir.join("instances"))
+        .map_err(|e| anyhow::anyhow!("cannot create the instances' directory: {e}"))?;
+    for name in ["state.db", "state.db-wal", "state.db-shm"] {
+        let path = state_dir.join(name);
+        if name == STORE_FILE || path.exists() {
+            proxyfleet_group::files::private_file(&path, proxyfleet_group::files::STATE_FILE_MODE)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+    }
     let store: Arc<dyn StateStore> = Arc::new(
         SqliteStore::open(&state_dir.join(STORE_FILE))
             .map_err(|e| anyhow::anyhow!("cannot open the state store: {e}"))?,
     );
     let self_exe = std::env::current_exe()?;
+    // Every host of this process keeps its instances where `up` does (STATE/instances/ID),
+    // protected through one firewall table named after the state directory, as `up`'s.
+    let launcher = proxyfleet_group::launcher::SharedLauncher::new(&state_dir, self_exe.clone());
     let mut agents = Vec::new();
     let mut host_dirs = BTreeMap::new();
     for (i, zone) in stack.zones.iter().enumerate() {
         let host = format!("up-{}", zone.name);
-        let dir = state_dir.join("hosts").join(&zone.name);
-        proxyfleet_group::files::state_dir(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        let dir = state_dir.clone();
         let address = stack
             .load_balancers
             .iter()
@@ -67,6 +79,7 @@ pub async fn serve(
             lease: Duration::from_secs(1),
             timings: Timings::default(),
             limits,
+            launcher: Some(launcher.for_host(&host)),
         };
         agents.push(Agent::start(config, store.clone()).await?);
         host_dirs.insert(host, dir);
@@ -79,6 +92,7 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let admin_stop = CancellationToken::new();
     let recent = proxyfleet_roles::history::Recent::follow(store.clone(), admin_stop.clone());
+    wait_taken_up(&agents[0], &recent).await;
     // `up` does not use the stack's etcd (the note at start says so): no member health to ask.
     let mut local_stack = stack.clone();
     local_stack.etcd = None;
@@ -91,6 +105,7 @@ pub async fn serve(
         agents.iter().map(|a| a.nodes.clone()).collect(),
         host_dirs,
         recent,
+        true,
         stop.clone(),
     );
     let options = proxyfleet_admin::Options {
@@ -152,10 +167,62 @@ pub async fn serve(
     for agent in &agents {
         agent.shutdown().await;
     }
+    launcher.release();
     admin_stop.cancel();
     admin.wait().await;
     println!("proxyfleet up: stopped");
     Ok(())
+}
+
+/// How long a restarted `up` waits for its agents to take up the instances an earlier run
+/// left serving.
+const TAKE_UP_WAIT: Duration = Duration::from_secs(10);
+
+/// After a restart, until every instance the state has running here is adopted (or found
+/// lost) — what `up`'s group controller does before it reports anything — so that what `up`
+/// then reports (ready, the activity history) is about instances it runs.
+async fn wait_taken_up(agent: &Agent, recent: &proxyfleet_roles::history::Recent) {
+    // The first copy of the state that is current.
+    let mut view = agent.view.clone();
+    let deadline = tokio::time::Instant::now() + TAKE_UP_WAIT;
+    let running: Vec<String> = loop {
+        {
+            let v = view.borrow_and_update();
+            if v.connected {
+                break v
+                    .snapshot
+                    .live_instances()
+                    .filter(|i| i.process.is_some() && i.lifecycle == Lifecycle::InService)
+                    .map(|i| i.id.clone())
+                    .collect();
+            }
+        }
+        if tokio::time::timeout_at(deadline, view.changed())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    };
+    loop {
+        let adopted = recent.scaling_activities(None, usize::MAX);
+        let current = agent.view.borrow().snapshot.clone();
+        let pending = running.iter().filter(|id| {
+            let taken = adopted.iter().any(|a| {
+                a.description
+                    .starts_with(&format!("Adopting instance {id} "))
+            });
+            let gone = current.instances.get(*id).is_none_or(|i| {
+                i.lifecycle >= Lifecycle::Terminating
+                    || i.health == proxyfleet_state::InstanceHealth::Unhealthy
+            });
+            !taken && !gone
+        });
+        if pending.count() == 0 || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// How long stopping waits for every instance: the longest deregistration delay and stop

@@ -32,6 +32,7 @@ fn config(
         lease: Duration::from_secs(1),
         timings: Timings::default(),
         limits: Default::default(),
+        launcher: None,
     }
 }
 

@@ -108,3 +108,79 @@ pub fn rules<'a>(
         .filter_map(|(g, addr)| firewall::instance_rules(stack, g, addr, members))
         .collect()
 }
+
+/// One [`LocalLauncher`] for several hosts that one process runs (`up`: an agent per
+/// zone over one state directory): each host's handle ([`SharedLauncher::for_host`]) keeps
+/// its own instances' rules, and the firewall's one table enforces all of them — one host's
+/// rewrite never drops another's rules.
+pub struct SharedLauncher {
+    inner: LocalLauncher,
+    rules: std::sync::Mutex<std::collections::BTreeMap<String, Vec<InstanceRules>>>,
+}
+
+impl SharedLauncher {
+    pub fn new(state_dir: &Path, self_exe: PathBuf) -> std::sync::Arc<SharedLauncher> {
+        std::sync::Arc::new(SharedLauncher {
+            inner: LocalLauncher::new(state_dir, self_exe),
+            rules: Default::default(),
+        })
+    }
+
+    /// The launcher `host`'s instances are launched, adopted and protected through.
+    pub fn for_host(self: &std::sync::Arc<Self>, host: &str) -> std::sync::Arc<dyn Launcher> {
+        std::sync::Arc::new(HostLauncher {
+            shared: self.clone(),
+            host: host.to_string(),
+        })
+    }
+
+    /// Stops enforcing, for every host (the tier is going away).
+    pub fn release(&self) {
+        self.lock().clear();
+        self.inner.release();
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Vec<InstanceRules>>> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct HostLauncher {
+    shared: std::sync::Arc<SharedLauncher>,
+    host: String,
+}
+
+impl Launcher for HostLauncher {
+    fn launch(&self, launch: &Launch, dir: &Path) -> io::Result<InstanceProcess> {
+        self.shared.inner.launch(launch, dir)
+    }
+
+    fn adopt(&self, pid: u32, start_ticks: u64) -> Option<InstanceProcess> {
+        self.shared.inner.adopt(pid, start_ticks)
+    }
+
+    fn kernel_firewall(&self) -> bool {
+        self.shared.inner.kernel_firewall()
+    }
+
+    fn enforce(&self, rules: &[InstanceRules]) {
+        let mut all = self.shared.lock();
+        all.insert(self.host.clone(), rules.to_vec());
+        let union: Vec<InstanceRules> = all.values().flatten().cloned().collect();
+        // Written under the lock: two hosts' rewrites never interleave.
+        self.shared.inner.enforce(&union);
+    }
+
+    fn release(&self) {
+        let mut all = self.shared.lock();
+        all.remove(&self.host);
+        if all.is_empty() {
+            self.shared.inner.release();
+        } else {
+            let union: Vec<InstanceRules> = all.values().flatten().cloned().collect();
+            self.shared.inner.enforce(&union);
+        }
+    }
+}

@@ -39,6 +39,11 @@ pub struct AgentConfig {
     pub lease: Duration,
     pub timings: Timings,
     pub limits: Limits,
+    /// How the host's instances are launched and protected; `None`: this host's own
+    /// ([`LocalLauncher`](proxyfleet_group::launcher::LocalLauncher) on `state_dir`).
+    /// Agents that share a state directory in one process share one
+    /// ([`SharedLauncher`](proxyfleet_group::launcher::SharedLauncher)).
+    pub launcher: Option<Arc<dyn proxyfleet_group::launcher::Launcher>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +120,12 @@ impl Agent {
             stack: config.stack.clone(),
             store: store.clone(),
             state_dir: config.state_dir.clone(),
-            launcher: Arc::new(proxyfleet_group::launcher::LocalLauncher::new(
-                &config.state_dir,
-                config.self_exe.clone(),
-            )),
+            launcher: config.launcher.clone().unwrap_or_else(|| {
+                Arc::new(proxyfleet_group::launcher::LocalLauncher::new(
+                    &config.state_dir,
+                    config.self_exe.clone(),
+                ))
+            }),
         });
         tasks.spawn(crate::instances::run(launcher, view.clone(), stop.clone()));
         let controller = config.controller.then(|| {

@@ -664,7 +664,16 @@ impl<'a> Pass<'a> {
                 .target_group(tg)
                 .map_or(Duration::ZERO, |s| s.deregistration_delay);
             for target in targets.values() {
-                if target.state == TargetHealth::Draining && target.since.after(delay) <= self.now {
+                // Its instance stopped: no flow to it can be left, whatever the delay says.
+                let instance_gone = target.instance.as_ref().is_some_and(|id| {
+                    self.snapshot
+                        .instances
+                        .get(id)
+                        .is_some_and(|i| i.lifecycle == Lifecycle::Terminated)
+                });
+                if target.state == TargetHealth::Draining
+                    && (instance_gone || target.since.after(delay) <= self.now)
+                {
                     self.out.push(Change::RemoveTarget {
                         target_group: tg.clone(),
                         address: target.address,

@@ -187,6 +187,57 @@ pub async fn read(store: &dyn StateStore, limit: usize) -> Result<Vec<Activity>,
     Ok(lines.into_iter().rev().collect())
 }
 
+/// Logs an instance's move to another lifecycle or health, one line per transition (what
+/// `up`'s group controller logs, so an operator — and the fault drills — can follow an
+/// instance through Unhealthy, Terminating, Terminated), for changes after following began.
+fn log_transition(
+    inner: &mut RecentInner,
+    revision: Revision,
+    group: Option<&str>,
+    change: &Change,
+) {
+    let (id, cause) = match change {
+        Change::CreateInstance { id, cause, .. } => {
+            inner
+                .states
+                .insert(id.clone(), (Lifecycle::Pending, InstanceHealth::Healthy));
+            (id, Some(cause))
+        }
+        Change::ReportLifecycle {
+            instance, cause, ..
+        }
+        | Change::ReportInstanceHealth {
+            instance, cause, ..
+        } => (instance, cause.as_ref()),
+        Change::ForgetInstance { instance } => {
+            inner.states.remove(instance);
+            return;
+        }
+        _ => return,
+    };
+    let Some(state) = inner.states.get_mut(id) else {
+        return;
+    };
+    let before = *state;
+    match change {
+        Change::ReportLifecycle { lifecycle, .. } if *lifecycle > state.0 => state.0 = *lifecycle,
+        Change::ReportInstanceHealth { health, .. } => state.1 = *health,
+        _ => {}
+    }
+    let after = *state;
+    let created = matches!(change, Change::CreateInstance { .. });
+    if (created || after != before) && revision > inner.logged_after {
+        tracing::info!(
+            group = group.unwrap_or_default(),
+            instance = %id,
+            lifecycle = after.0.as_str(),
+            health = ?after.1,
+            reason = %cause.map(ToString::to_string).unwrap_or_default(),
+            "instance state changed"
+        );
+    }
+}
+
 /// How many lines [`Recent`] keeps.
 pub const RECENT_LINES: usize = 10_000;
 
@@ -212,6 +263,12 @@ struct RecentInner {
     /// watch opened again from it skips those).
     at: Revision,
     taken_at: usize,
+    /// Each known instance's lifecycle and health: a change of either is logged.
+    states: std::collections::HashMap<String, (Lifecycle, InstanceHealth)>,
+    /// The store's revision when following began: what came before is history, not logged.
+    logged_after: Revision,
+    /// The same log as the cloud's scaling activities (what `up` shows).
+    scaling: crate::activities::Scaling,
 }
 
 impl Recent {
@@ -224,6 +281,9 @@ impl Recent {
         let recent = std::sync::Arc::new(Recent::default());
         let me = recent.clone();
         tokio::spawn(async move {
+            if let Ok((_, head)) = store.snapshot().await {
+                me.lock().logged_after = head;
+            }
             let mut pause = std::time::Duration::from_millis(50);
             loop {
                 let ended = tokio::select! {
@@ -309,6 +369,8 @@ impl Recent {
                 _ => None,
             },
         };
+        log_transition(&mut inner, revision, group.as_deref(), change);
+        inner.scaling.take(change);
         if let Change::CloseRequest { id, refused } = change {
             if inner.outcomes.len() == RECENT_OUTCOMES {
                 inner.outcomes.pop_front();
@@ -321,6 +383,16 @@ impl Recent {
             }
             inner.lines.push_back((group, line));
         }
+    }
+
+    /// The newest `limit` scaling activities (of `group` only, if given), newest first
+    /// ([`crate::activities`]).
+    pub fn scaling_activities(
+        &self,
+        group: Option<&str>,
+        limit: usize,
+    ) -> Vec<proxyfleet_state::report::Activity> {
+        self.lock().scaling.newest(group, limit)
     }
 
     /// The newest `limit` lines (of `group` only, if given), newest first, each with its

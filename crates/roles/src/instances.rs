@@ -107,6 +107,7 @@ pub async fn run(
                     i.clone(),
                     rx,
                     snapshot.clone(),
+                    view.clone(),
                     stop.clone(),
                 ));
                 ours.insert(i.id.clone(), tx);
@@ -175,6 +176,7 @@ async fn instance_task(
     info: Instance,
     mut state: watch::Receiver<Option<Instance>>,
     snapshot: Arc<Snapshot>,
+    view: watch::Receiver<View>,
     stop: CancellationToken,
 ) {
     let store = &*l.store;
@@ -199,6 +201,7 @@ async fn instance_task(
     let adopted = info
         .process
         .and_then(|p| l.launcher.adopt(p.pid, p.start_ticks));
+    let was_adopted = adopted.is_some();
     let mut process = match adopted {
         Some(p) => {
             tracing::info!(instance = %info.id, pid = p.pid, "adopted a running instance");
@@ -273,6 +276,7 @@ async fn instance_task(
             // Kernel-enforced, or (without nftables) enforced by proxyfleet's own proxy.
             protected: l.launcher.kernel_firewall()
                 || proxyfleet_group::firewall::runs_own_proxy(&template.command),
+            adopted: was_adopted,
         },
     )
     .await;
@@ -289,7 +293,7 @@ async fn instance_task(
         };
         if current.lifecycle >= Lifecycle::Terminating {
             if current.lifecycle == Lifecycle::Terminating {
-                wait_drained(&l, &current, &mut state, &stop).await;
+                wait_drained(&l, &current, &mut state, view.clone(), &stop).await;
             }
             process.stop(template.stop_timeout).await;
             if current.lifecycle == Lifecycle::Terminating {
@@ -352,13 +356,46 @@ async fn wait_terminating(state: &mut watch::Receiver<Option<Instance>>, stop: &
     }
 }
 
-/// Until the instance's targets are removed (drained) or their deregistration delay is over.
+/// How long after its drain began an instance's targets must show no flow on any node
+/// before the drain counts as done early: the nodes report a changed count within a second
+/// ([`crate::nodes`]), so by then the state holds every node's count from after the drain
+/// began.
+const DRAIN_SETTLE: Duration = Duration::from_secs(2);
+
+/// Until the instance's targets are removed, or every node reports no flow left to them (once
+/// [`DRAIN_SETTLE`] has passed: the drain ends when the flows do, as `up`'s does), or their
+/// deregistration delay is over.
 async fn wait_drained(
     l: &HostInstances,
     instance: &Instance,
     state: &mut watch::Receiver<Option<Instance>>,
+    mut view: watch::Receiver<View>,
     stop: &CancellationToken,
 ) {
+    let began = tokio::time::Instant::now();
+    let no_flows_left = |v: &View| {
+        v.connected
+            && v.snapshot
+                .targets
+                .values()
+                .flat_map(|t| t.values())
+                .filter(|t| t.instance.as_deref() == Some(instance.id.as_str()))
+                .all(|t| {
+                    t.state == proxyfleet_state::TargetHealth::Draining
+                        && t.nodes.values().all(|n| n.active_flows == 0)
+                })
+    };
+    let flows_ended = async {
+        tokio::time::sleep_until(began + DRAIN_SETTLE).await;
+        loop {
+            if no_flows_left(&view.borrow_and_update()) {
+                return;
+            }
+            if view.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     let delay = l
         .stack
         .groups
@@ -376,6 +413,7 @@ async fn wait_drained(
     tokio::select! {
         () = tokio::time::sleep(delay) => {}
         () = async { while state.changed().await.is_ok() {} } => {}
+        () = flows_ended => tracing::debug!(instance = %instance.id, "drained: no flow left on any node"),
         () = stop.cancelled() => {}
     }
 }

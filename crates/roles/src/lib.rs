@@ -14,6 +14,7 @@
 //! `proxyfleet up` does not use this crate yet: it runs its own in-process controller
 //! (`proxyfleet-group`).
 
+pub mod activities;
 pub mod agent;
 pub mod controller;
 pub mod decide;

@@ -120,7 +120,12 @@ impl NodeSet {
         let stop = self.stop.child_token();
         let (targets_tx, targets_rx) = watch::channel(BTreeSet::new());
         balancer.follow(targets_rx);
-        tokio::spawn(feed_targets(self.view.clone(), targets_tx, stop.clone()));
+        tokio::spawn(feed_targets(
+            self.stack.clone(),
+            self.view.clone(),
+            targets_tx,
+            stop.clone(),
+        ));
         tokio::spawn(report_health(
             balancer.health_events(),
             self.store.clone(),
@@ -244,8 +249,11 @@ impl NodeSet {
 }
 
 /// The targets every group should have, from a snapshot: all but the draining ones, each an
-/// instance's with the capacity its host read from its configuration.
-pub fn desired_targets(snapshot: &Snapshot) -> BTreeSet<DesiredTarget> {
+/// instance's with the capacity its host read from its configuration — less a place for the
+/// health checks of every node of the tier but the one it is given to (which keeps a place
+/// for its own, as a balancer does for each of its nodes), so that the cap each node applies
+/// is the one `up`'s single balancer applies.
+pub fn desired_targets(stack: &Stack, snapshot: &Snapshot) -> BTreeSet<DesiredTarget> {
     snapshot
         .targets
         .values()
@@ -260,9 +268,24 @@ pub fn desired_targets(snapshot: &Snapshot) -> BTreeSet<DesiredTarget> {
                 .as_ref()
                 .and_then(|id| snapshot.instances.get(id))
                 .and_then(|i| i.capacity)
-                .map(|c| c as usize),
+                .map(|c| {
+                    let others = checking_nodes(stack, &t.target_group, &t.zone).saturating_sub(1);
+                    (c as usize).saturating_sub(others).max(1)
+                }),
         })
         .collect()
+}
+
+/// The nodes of the tier that health-check a target of `target_group` in `zone`: every node
+/// of each load balancer that forwards to the group and has a node in that zone.
+fn checking_nodes(stack: &Stack, target_group: &str, zone: &str) -> usize {
+    stack
+        .load_balancers
+        .iter()
+        .filter(|lb| lb.listeners.iter().any(|l| l.target_group == target_group))
+        .filter(|lb| lb.nodes.iter().any(|n| n.zone == zone))
+        .map(|lb| lb.nodes.len())
+        .sum()
 }
 
 /// How often a node's flow counts are compared with what the state says of them.
@@ -320,6 +343,7 @@ async fn report_flows(
 }
 
 async fn feed_targets(
+    stack: Stack,
     mut view: watch::Receiver<View>,
     targets: watch::Sender<BTreeSet<DesiredTarget>>,
     stop: CancellationToken,
@@ -329,7 +353,7 @@ async fn feed_targets(
             let v = view.borrow_and_update();
             // While disconnected the copy is the last one seen: keep it as it is.
             if v.connected {
-                let wanted = desired_targets(&v.snapshot);
+                let wanted = desired_targets(&stack, &v.snapshot);
                 targets.send_if_modified(|t| {
                     let changed = *t != wanted;
                     *t = wanted;

@@ -92,6 +92,7 @@ impl Snapshot {
                 process,
                 capacity,
                 protected,
+                ..
             } => {
                 let i = self.instance_mut(instance)?;
                 i.process = Some(*process);

@@ -41,6 +41,10 @@ pub enum Change {
         /// Its security groups are enforced (kernel firewall, or the proxy's own).
         #[serde(default)]
         protected: bool,
+        /// Its host adopted the running process (after the agent restarted) rather than
+        /// launching it.
+        #[serde(default)]
+        adopted: bool,
     },
     /// The instance moved on in its life (never back).
     ReportLifecycle {

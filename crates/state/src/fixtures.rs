@@ -112,6 +112,7 @@ pub(crate) fn every_change() -> Vec<Change> {
             },
             capacity: Some(8192),
             protected: true,
+            adopted: false,
         },
         Change::ReportLifecycle {
             instance: "i-1".into(),

@@ -48,15 +48,15 @@ impl Up {
         Up { child, state }
     }
 
-    /// Starts `up --roles` (the roles in one process, on SQLite) on `stack` and waits for its
-    /// "ready" line.
+    /// Starts `up` (the roles in one process, on SQLite: its default) on `stack` and waits
+    /// for its "ready" line.
     pub fn start_on_roles(stack: &str) -> Up {
         let state = tempfile::tempdir().unwrap();
         let file = state.path().join("stack.yaml");
         std::fs::write(&file, stack).unwrap();
         let dir = state.path().display().to_string();
         let file = file.display().to_string();
-        let mut child = Owned::spawn(BIN, &["up", "--roles", "--state-dir", &dir, "-f", &file]);
+        let mut child = Owned::spawn(BIN, &["up", "--state-dir", &dir, "-f", &file]);
         child.wait_stdout("up ready", Duration::from_secs(60), |l| {
             l.contains("proxyfleet up: ready").then_some(())
         });

@@ -461,6 +461,18 @@ fn drained_targets_are_removed_after_the_delay_and_terminated_instances_forgotte
     assert!(run(&s)
         .iter()
         .any(|c| matches!(c, Change::RemoveTarget { address, .. } if *address == addr)));
+
+    // Within the delay, but its instance stopped: no flow can be left, the target goes.
+    s.targets
+        .get_mut("tg")
+        .unwrap()
+        .get_mut(&addr)
+        .unwrap()
+        .since = ms(500);
+    s.instances.get_mut("i-c1").unwrap().lifecycle = Lifecycle::Terminated;
+    assert!(run(&s)
+        .iter()
+        .any(|c| matches!(c, Change::RemoveTarget { address, .. } if *address == addr)));
 }
 
 #[test]
@@ -962,14 +974,16 @@ fn the_nodes_cap_an_instances_target_at_the_capacity_its_host_reported() {
             (c1, Some(TargetHealth::Healthy)),
         ],
     );
-    let caps: Vec<(String, Option<usize>)> = crate::nodes::desired_targets(&s)
+    // Two nodes check each target: the one a node is given keeps a place for the other's
+    // checks (and its balancer one for its own), as `up`'s balancer does for both.
+    let caps: Vec<(String, Option<usize>)> = crate::nodes::desired_targets(&stack(), &s)
         .into_iter()
         .map(|t| (t.address.to_string(), t.capacity))
         .collect();
     assert_eq!(
         caps,
         vec![
-            ("127.70.1.11:3128".to_string(), Some(50)),
+            ("127.70.1.11:3128".to_string(), Some(49)),
             ("127.70.2.11:3128".to_string(), None)
         ]
     );
