@@ -105,23 +105,6 @@ impl Drop for Reaper {
     }
 }
 
-fn get_through(node: &str, origin: &testkit::origin::Origin, source: &str) -> u16 {
-    let curl = testkit::client::curl(&[
-        "--interface",
-        source,
-        "-x",
-        &format!("http://{node}:3128"),
-        "-m",
-        "5",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &origin.url(),
-    ]);
-    curl.stdout.trim().parse().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host() {
     let _ = tracing_subscriber::fmt()
@@ -161,7 +144,7 @@ async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host
     println!("roles: both zones serving after {} ms", took.as_millis());
     for (i, node) in ["127.100.1.10", "127.100.2.10"].iter().enumerate() {
         let code = tokio::task::block_in_place(|| {
-            get_through(node, &origin, &format!("127.20.100.{}", i + 1))
+            common::get_through(node, &origin, &format!("127.20.100.{}", i + 1))
         });
         assert_eq!(code, 200, "through node {node}");
     }
@@ -234,7 +217,9 @@ async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host
     );
     let leader = store.leader().await.unwrap().expect("a live leader");
     assert_eq!(leader.leader, "hc");
-    let code = tokio::task::block_in_place(|| get_through("127.100.2.10", &origin, "127.20.100.9"));
+    let code = tokio::task::block_in_place(|| {
+        common::get_through("127.100.2.10", &origin, "127.20.100.9")
+    });
     assert_eq!(
         code, 200,
         "zone c's node serves with both instances in zone c"
@@ -242,8 +227,9 @@ async fn two_agents_run_the_tier_replace_a_dead_instance_and_survive_a_lost_host
     // Zone a has no live host: host c stands in for zone a's node, on its address.
     let start = Instant::now();
     loop {
-        let code =
-            tokio::task::block_in_place(|| get_through("127.100.1.10", &origin, "127.20.100.10"));
+        let code = tokio::task::block_in_place(|| {
+            common::get_through("127.100.1.10", &origin, "127.20.100.10")
+        });
         if code == 200 {
             break;
         }

@@ -11,23 +11,6 @@ use std::time::Duration;
 
 use common::up::{proxy_stack, s, Up};
 
-fn get_through(node: &str, origin: &testkit::origin::Origin, source: &str) -> u16 {
-    let curl = testkit::client::curl(&[
-        "--interface",
-        source,
-        "-x",
-        &format!("http://{node}:3128"),
-        "-m",
-        "5",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &origin.url(),
-    ]);
-    curl.stdout.trim().parse().unwrap_or(0)
-}
-
 #[test]
 fn up_on_the_roles_serves_scales_and_stops_like_up() {
     let origin = testkit::origin::Origin::start("127.30.104.1");
@@ -35,7 +18,7 @@ fn up_on_the_roles_serves_scales_and_stops_like_up() {
     assert_eq!(up.in_service().len(), 2);
     for (i, node) in ["127.104.1.10", "127.104.2.10"].iter().enumerate() {
         assert_eq!(
-            get_through(node, &origin, &format!("127.20.104.{}", i + 1)),
+            common::get_through(node, &origin, &format!("127.20.104.{}", i + 1)),
             200,
             "through node {node}"
         );

@@ -118,3 +118,22 @@ pub fn curl_through(proxy: &ProxyUnderTest, args: &[&str]) -> testkit::client::C
     all.extend_from_slice(args);
     testkit::client::curl(&all)
 }
+
+/// The status of `GET origin` through the proxy node `node` (port 3128) from `source`, by
+/// curl (0: no answer).
+pub fn get_through(node: &str, origin: &testkit::origin::Origin, source: &str) -> u16 {
+    let curl = testkit::client::curl(&[
+        "--interface",
+        source,
+        "-x",
+        &format!("http://{node}:3128"),
+        "-m",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &origin.url(),
+    ]);
+    curl.stdout.trim().parse().unwrap_or(0)
+}

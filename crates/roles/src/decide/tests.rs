@@ -128,9 +128,14 @@ fn live(s: &Snapshot) -> BTreeSet<String> {
 }
 
 fn run(s: &Snapshot) -> Vec<Change> {
+    run_on(&stack(), s)
+}
+
+/// One pass of `stack` over `s`, at NOW, every host of `s` announced long before.
+fn run_on(stack: &Stack, s: &Snapshot) -> Vec<Change> {
     let mut n = 0;
     decide(
-        &stack(),
+        stack,
         s,
         &live(s),
         NOW,
@@ -846,19 +851,7 @@ fn tracking_stack() -> Stack {
 }
 
 fn run_tracking(s: &Snapshot) -> Vec<Change> {
-    let mut n = 0;
-    decide(
-        &tracking_stack(),
-        s,
-        &live(s),
-        NOW,
-        &Timings::default(),
-        UnixMillis(0),
-        &mut || {
-            n += 1;
-            format!("i-new{n}")
-        },
-    )
+    run_on(&tracking_stack(), s)
 }
 
 /// Sets what node `node` reports of the flows it carries to `i`'s target.
