@@ -138,7 +138,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             controller: !args.no_controller,
             lease: args.lease,
             timings,
-            limits,
+            budget: proxyfleet_lb::ProcessBudget::new(limits),
             launcher: None,
         };
         let agent = Agent::start(config, store.clone()).await?;

@@ -53,9 +53,8 @@ pub async fn serve(
             .map_err(|e| anyhow::anyhow!("cannot open the state store: {e}"))?,
     );
     let self_exe = std::env::current_exe()?;
-    // The descriptor budget is the process's, but each node runs its own balancer here and
-    // each takes the whole of it (an even split would keep one busy node from flows the
-    // others do not use): a budget shared between the balancers is still to come (README).
+    // The descriptor budget is the process's: every node's balancer draws on the same one.
+    let budget = proxyfleet_lb::ProcessBudget::new(limits);
     // Every host of this process keeps its instances where `up` does (STATE/instances/ID),
     // protected through one firewall table named after the state directory, as `up`'s.
     let launcher = proxyfleet_group::launcher::SharedLauncher::new(&state_dir, self_exe.clone());
@@ -81,7 +80,7 @@ pub async fn serve(
             controller: i == 0,
             lease: Duration::from_secs(1),
             timings: Timings::default(),
-            limits,
+            budget: budget.clone(),
             launcher: Some(launcher.for_host(&host)),
         };
         agents.push(Agent::start(config, store.clone()).await?);

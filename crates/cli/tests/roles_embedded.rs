@@ -31,7 +31,7 @@ fn config(
         controller: true,
         lease: Duration::from_secs(1),
         timings: Timings::default(),
-        limits: Default::default(),
+        budget: proxyfleet_lb::ProcessBudget::new(Default::default()),
         launcher: None,
     }
 }

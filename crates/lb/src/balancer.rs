@@ -55,6 +55,31 @@ pub struct Limits {
     pub pipes: Option<usize>,
 }
 
+/// A process's flows and splice pipes ([`Limits`]), shared by every balancer that is started
+/// with it (`Clone` shares it): an agent's nodes — its own and those it stands in for — and
+/// `up`'s, each its own balancer, together stay within what the open-file limit allows.
+#[derive(Debug, Clone)]
+pub struct ProcessBudget {
+    flows: Arc<Semaphore>,
+    pipes: PipeBudget,
+}
+
+impl ProcessBudget {
+    pub fn new(limits: Limits) -> ProcessBudget {
+        ProcessBudget {
+            flows: Arc::new(Semaphore::new(
+                limits
+                    .flows
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            )),
+            pipes: limits
+                .pipes
+                .map_or_else(PipeBudget::unlimited, PipeBudget::new),
+        }
+    }
+}
+
 /// One node of one load balancer.
 struct Node {
     lb: String,
@@ -111,15 +136,19 @@ impl Balancer {
         limits: Limits,
         runs_here: impl Fn(&LoadBalancerSpec, &NodeSpec) -> bool,
     ) -> Result<Balancer, LbError> {
-        let process_limit = Arc::new(Semaphore::new(
-            limits
-                .flows
-                .unwrap_or(Semaphore::MAX_PERMITS)
-                .clamp(1, Semaphore::MAX_PERMITS),
-        ));
-        let pipes = limits
-            .pipes
-            .map_or_else(PipeBudget::unlimited, PipeBudget::new);
+        Self::start_sharing(lbs, groups, &ProcessBudget::new(limits), runs_here).await
+    }
+
+    /// [`Balancer::start_nodes`] within `budget`, which other balancers of this process
+    /// share: together they stay within what it allows.
+    pub async fn start_sharing(
+        lbs: &[LoadBalancerSpec],
+        groups: &[TargetGroupSpec],
+        budget: &ProcessBudget,
+        runs_here: impl Fn(&LoadBalancerSpec, &NodeSpec) -> bool,
+    ) -> Result<Balancer, LbError> {
+        let process_limit = budget.flows.clone();
+        let pipes = budget.pipes.clone();
         let groups: HashMap<String, Arc<Group>> = groups
             .iter()
             .map(|g| (g.name.clone(), Arc::new(Group::new(g.clone()))))

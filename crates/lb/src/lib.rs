@@ -28,7 +28,7 @@ pub mod routes;
 pub mod spec;
 pub mod status;
 
-pub use balancer::{Balancer, LbError, Limits};
+pub use balancer::{Balancer, LbError, Limits, ProcessBudget};
 pub use discovery::{DesiredTarget, TargetSource};
 pub use events::HealthEvent;
 pub use health::Health;

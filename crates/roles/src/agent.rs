@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxyfleet_lb::Limits;
+use proxyfleet_lb::ProcessBudget;
 use proxyfleet_stack::Stack;
 use proxyfleet_state::{Change, Fence, Host, StateStore, UnixMillis};
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,9 @@ pub struct AgentConfig {
     /// The controller's lease.
     pub lease: Duration,
     pub timings: Timings,
-    pub limits: Limits,
+    /// The flows and splice pipes this host's nodes may use, together (shared with the other
+    /// agents of the process, if any).
+    pub budget: ProcessBudget,
     /// How the host's instances are launched and protected; `None`: this host's own
     /// ([`LocalLauncher`](proxyfleet_group::launcher::LocalLauncher) on `state_dir`).
     /// Agents that share a state directory in one process share one
@@ -101,7 +103,7 @@ impl Agent {
             config.stack.clone(),
             config.host.clone(),
             config.zone.clone(),
-            config.limits,
+            config.budget.clone(),
             store.clone(),
             view.clone(),
             stop.clone(),

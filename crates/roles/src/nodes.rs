@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxyfleet_lb::{Balancer, DesiredTarget, Health, HealthEvent, Limits};
+use proxyfleet_lb::{Balancer, DesiredTarget, Health, HealthEvent, ProcessBudget};
 use proxyfleet_stack::Stack;
 use proxyfleet_state::{Change, Fence, Snapshot, StateStore, StoreError, TargetHealth, UnixMillis};
 use tokio::sync::{broadcast, watch};
@@ -37,7 +37,7 @@ pub struct NodeSet {
     stack: Stack,
     host: String,
     zone: String,
-    limits: Limits,
+    budget: ProcessBudget,
     store: Arc<dyn StateStore>,
     view: watch::Receiver<View>,
     stop: CancellationToken,
@@ -49,7 +49,7 @@ impl NodeSet {
         stack: Stack,
         host: String,
         zone: String,
-        limits: Limits,
+        budget: ProcessBudget,
         store: Arc<dyn StateStore>,
         view: watch::Receiver<View>,
         stop: CancellationToken,
@@ -58,7 +58,7 @@ impl NodeSet {
             stack,
             host,
             zone,
-            limits,
+            budget,
             store,
             view,
             stop,
@@ -109,10 +109,10 @@ impl NodeSet {
             return Ok(());
         }
         let balancer = Arc::new(
-            Balancer::start_nodes(
+            Balancer::start_sharing(
                 &self.stack.load_balancers,
                 &self.stack.target_groups,
-                self.limits,
+                &self.budget,
                 |l, n| l.name == lb && n.zone == zone,
             )
             .await?,

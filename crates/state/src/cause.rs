@@ -64,6 +64,12 @@ pub enum Cause {
     ControllerStopping,
     /// `proxyfleet up` (or the agent running the instance) is stopping.
     Shutdown,
+    /// The group's zones were out of balance (the cloud's AZRebalance): a launch in the least
+    /// populated zone, then the surplus taken from the most populated.
+    Rebalance {
+        from_zone: String,
+        to_zone: String,
+    },
 }
 
 impl Cause {
@@ -130,6 +136,10 @@ impl fmt::Display for Cause {
             Cause::Adopted => {
                 f.write_str("the controller restarted and found the instance still running")
             }
+            Cause::Rebalance { from_zone, to_zone } => write!(
+                f,
+                "rebalancing the group's zones: zone {from_zone} had two or more instances more than zone {to_zone}"
+            ),
             Cause::Lost { pid } => write!(
                 f,
                 "the controller restarted and pid {pid} no longer runs it"

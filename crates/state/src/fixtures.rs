@@ -228,5 +228,9 @@ pub(crate) fn every_cause() -> Vec<Cause> {
         Cause::RestartedWhileTerminating,
         Cause::ControllerStopping,
         Cause::Shutdown,
+        Cause::Rebalance {
+            from_zone: "a".into(),
+            to_zone: "c".into(),
+        },
     ]
 }

@@ -59,9 +59,10 @@ fn cause_index(c: &Cause) -> usize {
         Cause::RestartedWhileTerminating => 11,
         Cause::ControllerStopping => 12,
         Cause::Shutdown => 13,
+        Cause::Rebalance { .. } => 14,
     }
 }
-const CAUSE_VARIANTS: usize = 14;
+const CAUSE_VARIANTS: usize = 15;
 
 #[test]
 fn every_change_round_trips() {

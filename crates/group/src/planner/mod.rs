@@ -219,7 +219,9 @@ fn replace_unhealthy(input: &PlanInput<'_>, actions: &mut Vec<Action>) {
 fn keep_capacity(input: &PlanInput<'_>, desired: u32, now: UnixMillis, actions: &mut Vec<Action>) {
     let live: Vec<&PlanInstance> = input.instances.iter().filter(|i| i.is_live()).collect();
     let desired = desired as usize;
-    if live.len() < desired {
+    if live.len() == desired && actions.is_empty() {
+        rebalance(input, &live, now, actions);
+    } else if live.len() < desired {
         if input.launches.next_at.is_some_and(|at| at > now) {
             return;
         }
@@ -237,6 +239,53 @@ fn keep_capacity(input: &PlanInput<'_>, desired: u32, now: UnixMillis, actions: 
                 cause: capacity_cause(desired, live.len()),
             });
         }
+    }
+}
+
+/// The cloud's AZRebalance: when the group is at its capacity, every instance in service and
+/// nothing else going on (no launch pending or backing off, no instance leaving), and a zone
+/// launches may go to has two or more instances fewer than another, one launch in the least
+/// populated zone; the next pass finds one instance too many and takes the newest of the most
+/// populated zone. Launch first, then terminate: the group never dips below its capacity.
+fn rebalance(
+    input: &PlanInput<'_>,
+    live: &[&PlanInstance],
+    now: UnixMillis,
+    actions: &mut Vec<Action>,
+) {
+    let settled = input
+        .instances
+        .iter()
+        .all(|i| i.lifecycle == Lifecycle::InService && i.unhealthy.is_none());
+    if !settled
+        || input.launches.next_at.is_some_and(|at| at > now)
+        || live.len() >= input.spec.max as usize
+    {
+        return;
+    }
+    let per_zone: Vec<(&str, usize)> = input
+        .spec
+        .zones
+        .iter()
+        .filter(|z| input.zones.iter().any(|known| known.name == **z))
+        .map(|z| (z.as_str(), live.iter().filter(|i| i.zone == *z).count()))
+        .collect();
+    let (Some(least), Some(most)) = (
+        per_zone.iter().min_by_key(|(_, n)| *n),
+        per_zone.iter().max_by_key(|(_, n)| *n),
+    ) else {
+        return;
+    };
+    if most.1 < least.1 + 2 {
+        return;
+    }
+    let before = actions.len();
+    launch(input, live, 1, live.len() + 1, actions);
+    if let Some(Action::Launch { cause, .. }) = actions.get_mut(before) {
+        *cause = Cause::Rebalance {
+            from_zone: most.0.to_string(),
+            to_zone: least.0.to_string(),
+        };
     }
 }
 

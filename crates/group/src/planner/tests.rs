@@ -517,3 +517,54 @@ fn target_tracking_needs_an_instance_in_service() {
     });
     assert_eq!(plan(&i, NOW), vec![]);
 }
+
+#[test]
+fn zones_two_apart_are_rebalanced_launch_first_then_the_surplus_goes() {
+    let spec = group(&["a", "c"], 1, 6);
+    let zones = zones();
+    let mut p = input(&spec, &zones, 4);
+    p.instances = vec![
+        in_service("i-a1", "a", "127.10.1.11"),
+        in_service("i-a2", "a", "127.10.1.12"),
+        in_service("i-a3", "a", "127.10.1.13"),
+        in_service("i-c1", "c", "127.10.3.11"),
+    ];
+    let actions = plan(&p, NOW);
+    assert_eq!(launches(&actions), pairs(&[("c", "127.10.3.12")]));
+    assert!(matches!(
+        &actions[0],
+        Action::Launch { cause: Cause::Rebalance { from_zone, to_zone }, .. }
+            if from_zone == "a" && to_zone == "c"
+    ));
+    // The launch served: one too many, the newest of the most populated zone goes.
+    let mut newest = in_service("i-a3", "a", "127.10.1.13");
+    newest.launched_at = NOW;
+    p.instances[2] = newest;
+    p.instances.push(in_service("i-c2", "c", "127.10.3.12"));
+    assert_eq!(terminated(&plan(&p, NOW)), vec!["i-a3"]);
+}
+
+#[test]
+fn no_rebalance_one_apart_or_while_anything_else_goes_on() {
+    let spec = group(&["a", "c"], 1, 6);
+    let zones = zones();
+    let mut p = input(&spec, &zones, 3);
+    p.instances = vec![
+        in_service("i-a1", "a", "127.10.1.11"),
+        in_service("i-a2", "a", "127.10.1.12"),
+        in_service("i-c1", "c", "127.10.3.11"),
+    ];
+    assert!(plan(&p, NOW).is_empty(), "one apart: balanced enough");
+    p.desired = 4;
+    p.instances
+        .push(instance("i-a3", "a", "127.10.1.13", Lifecycle::Pending));
+    assert!(plan(&p, NOW).is_empty(), "a launch pending");
+    p.instances[3].lifecycle = Lifecycle::InService;
+    p.instances[0] = lb_unhealthy(in_service("i-a1", "a", "127.10.1.11"));
+    assert!(launches(&plan(&p, NOW)).is_empty(), "a replacement first");
+    // A zone launches may not go to (its host is not live) is not rebalanced into.
+    p.instances[0] = in_service("i-a1", "a", "127.10.1.11");
+    let only_a: Vec<Zone> = zones.iter().filter(|z| z.name == "a").cloned().collect();
+    p.zones = &only_a;
+    assert!(plan(&p, NOW).is_empty());
+}
