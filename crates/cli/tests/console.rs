@@ -539,8 +539,11 @@ impl Page {
             .runtime
             .block_on(self.client().find(Locator::Css(css)))
             .unwrap_or_else(|e| panic!("no {css}: {e}"));
-        self.runtime.block_on(element.clear()).unwrap();
-        self.runtime.block_on(element.send_keys(text)).unwrap();
+        // Select all and type over it in one go, keeping the focus: `clear()` blurs the
+        // field, and a live tick landing before the typing would put the group's desired
+        // value back into it (the page refills a field that is neither focused nor edited).
+        let keys = format!("\u{E009}a\u{E000}{text}");
+        self.runtime.block_on(element.send_keys(&keys)).unwrap();
     }
 
     /// A table's rows as the operator reads them: each cell's visible text.
