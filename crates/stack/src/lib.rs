@@ -23,7 +23,9 @@
 //! - `admin`: the `admin:` section ([`Admin`]), and [`redact_environment`], the stack
 //!   file's text with launch templates' environment values hidden, for the admin API;
 //! - `etcd`: the `etcd:` section ([`Etcd`]): the cluster the roles share, when they run as
-//!   separate agents.
+//!   separate agents;
+//! - `hosts`: the `hosts:` and `dns:` sections ([`HostSpec`], [`Dns`]): a tier across hosts,
+//!   and its health-checked DNS name.
 //!
 //! [`BUILTIN`] is the stack `proxyfleet up` runs without a file: the reference system of
 //! DESIGN.md on loopback addresses.
@@ -33,6 +35,7 @@ pub mod budget;
 pub mod check;
 mod error;
 mod etcd;
+mod hosts;
 mod model;
 mod raw;
 mod render;
@@ -48,6 +51,7 @@ pub use proxyfleet_proxy::config::MAX_STACK_FILE_BYTES;
 pub use admin::{redact_environment, Admin, REDACTED};
 pub use error::StackError;
 pub use etcd::{Etcd, DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX};
+pub use hosts::{Dns, HostSpec, DEFAULT_DNS_PORT};
 pub use model::{
     host_address, Group, HealthCheckType, IngressRule, Launch, LaunchTemplate, Protocol, Scaling,
     SecurityGroup, Source, Stack, Zone,

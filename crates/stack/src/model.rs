@@ -15,6 +15,10 @@ pub struct Stack {
     pub admin: crate::Admin,
     /// The etcd cluster the roles share (`etcd:`); `None`: the embedded store.
     pub etcd: Option<crate::Etcd>,
+    /// The hosts of a tier across hosts (`hosts:`); empty: one machine.
+    pub hosts: Vec<crate::HostSpec>,
+    /// The health-checked DNS name every agent answers for (`dns:`).
+    pub dns: Option<crate::Dns>,
     pub zones: Vec<Zone>,
     /// Named CIDRs usable in rules (`app`, `service`, ...).
     pub networks: Vec<(String, IpNet)>,

@@ -25,6 +25,10 @@ pub(crate) struct RawStack {
     #[serde(default)]
     pub etcd: crate::etcd::RawEtcd,
     #[serde(default)]
+    pub hosts: Named<crate::hosts::RawHost>,
+    #[serde(default)]
+    pub dns: crate::hosts::RawDns,
+    #[serde(default)]
     pub zones: Named<RawZone>,
     #[serde(default)]
     pub networks: Named<RawNetwork>,
@@ -189,6 +193,7 @@ sections! {
     RawTarget => "targets",
     RawLaunchTemplate => "launch_templates",
     RawGroup => "groups",
+    crate::hosts::RawHost => "hosts",
 }
 
 /// A mapping of names to objects, in file order (`zones: { a: ..., c: ... }`).

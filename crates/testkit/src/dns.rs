@@ -171,3 +171,82 @@ fn answer(
     }
     Some(reply)
 }
+
+/// One A query for `name` to `server` over UDP: the reply's response code and its A records
+/// with their TTLs, or why there is none within `limit`. The drills' client resolver: a
+/// stub like an app host's, which asks one server and moves on to the next when it is silent.
+pub fn query_a(
+    server: std::net::SocketAddr,
+    name: &str,
+    limit: Duration,
+) -> Result<(u8, Vec<(Ipv4Addr, u32)>), String> {
+    let socket = UdpSocket::bind(if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .map_err(|e| format!("bind: {e}"))?;
+    socket
+        .set_read_timeout(Some(limit))
+        .map_err(|e| e.to_string())?;
+    let id = (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff) as u16;
+    let mut query = Vec::with_capacity(32 + name.len());
+    query.extend_from_slice(&id.to_be_bytes());
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    for label in name.trim_end_matches('.').split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]); // root; type A, class IN
+    socket
+        .send_to(&query, server)
+        .map_err(|e| format!("send to {server}: {e}"))?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let (len, from) = socket
+            .recv_from(&mut buf)
+            .map_err(|e| format!("no answer from {server}: {e}"))?;
+        let reply = &buf[..len];
+        if from != server || len < 12 || reply[..2] != id.to_be_bytes() {
+            continue; // not ours
+        }
+        return parse_a_reply(reply).ok_or_else(|| format!("malformed reply from {server}"));
+    }
+}
+
+/// The response code and A records of a reply.
+fn parse_a_reply(reply: &[u8]) -> Option<(u8, Vec<(Ipv4Addr, u32)>)> {
+    let rcode = reply.get(3)? & 0x0f;
+    let questions = u16::from_be_bytes([*reply.get(4)?, *reply.get(5)?]);
+    let answers = u16::from_be_bytes([*reply.get(6)?, *reply.get(7)?]);
+    let mut at = 12;
+    for _ in 0..questions {
+        at = skip_name(reply, at)? + 4;
+    }
+    let mut records = Vec::new();
+    for _ in 0..answers {
+        at = skip_name(reply, at)?;
+        let field = |i: usize| reply.get(at + i).copied();
+        let kind = u16::from_be_bytes([field(0)?, field(1)?]);
+        let ttl = u32::from_be_bytes([field(4)?, field(5)?, field(6)?, field(7)?]);
+        let len = u16::from_be_bytes([field(8)?, field(9)?]) as usize;
+        let data = reply.get(at + 10..at + 10 + len)?;
+        if kind == 1 && len == 4 {
+            records.push((Ipv4Addr::new(data[0], data[1], data[2], data[3]), ttl));
+        }
+        at += 10 + len;
+    }
+    Some((rcode, records))
+}
+
+/// Where the name starting at `at` ends (labels up to a root byte, or a compression pointer).
+fn skip_name(reply: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *reply.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return Some(at + 2),
+            l => at += 1 + l as usize,
+        }
+    }
+}

@@ -8,6 +8,8 @@
 //! - [`load`]: a steady stream of requests on new connections, failures timed (drills);
 //! - [`etcd`]: a real 3-member etcd cluster on 127.99.0.0/16, killed and removed on drop;
 //! - [`firewall`]: removing the nftables tables a test's agents left;
+//! - [`netns`]: hosts as network namespaces on one bridge (198.18.0.0/16 inside them only),
+//!   killed and partitioned by the drills across hosts, removed on drop;
 //! - [`wait`]: polling with a deadline — the only way these tests wait.
 //!
 //! Every address is on loopback: 127.20.0.0/16 for clients, 127.30.0.0/16 for origins.
@@ -17,6 +19,7 @@ pub mod dns;
 pub mod etcd;
 pub mod firewall;
 pub mod load;
+pub mod netns;
 pub mod origin;
 pub mod process;
 pub mod wait;

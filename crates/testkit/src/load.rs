@@ -54,6 +54,27 @@ impl Load {
     /// One worker per source address, each sending `GET url` (absolute form) to `proxy` on
     /// a new connection, again and again, until stopped.
     pub fn start(proxy: SocketAddr, sources: &[&str], url: &str) -> Load {
+        let sources: Vec<IpAddr> = sources
+            .iter()
+            .map(|s| s.parse().expect("source address"))
+            .collect();
+        Load::start_to(
+            Arc::new(move || Ok(proxy)),
+            &sources,
+            url,
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Like [`Load::start`], but each new connection goes where `target` says then (a name
+    /// resolved again, one of several addresses), and a connect that takes longer than
+    /// `connect_timeout` fails.
+    pub fn start_to(
+        target: Arc<dyn Fn() -> Result<SocketAddr, String> + Send + Sync>,
+        sources: &[IpAddr],
+        url: &str,
+        connect_timeout: Duration,
+    ) -> Load {
         let epoch = Instant::now();
         let counters = Arc::new(Counters {
             ok: AtomicU64::new(0),
@@ -69,13 +90,17 @@ impl Load {
             format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes();
         let workers = sources
             .iter()
-            .map(|source| {
-                let source: IpAddr = source.parse().expect("source address");
-                let (counters, request) = (counters.clone(), request.clone());
+            .map(|&source| {
+                let (counters, request, target) =
+                    (counters.clone(), request.clone(), target.clone());
                 std::thread::spawn(move || {
                     while !counters.stop.load(Ordering::Relaxed) {
                         let started = epoch.elapsed();
-                        match one_request(source, proxy, &request) {
+                        let outcome = target().and_then(|proxy| {
+                            one_request(source, proxy, &request, connect_timeout)
+                                .map_err(|e| format!("{proxy}: {e}"))
+                        });
+                        match outcome {
                             Ok(()) => {
                                 counters.ok.fetch_add(1, Ordering::Relaxed);
                             }
@@ -127,14 +152,19 @@ impl Load {
 }
 
 /// One request on a new connection: a 200 with its whole Content-Length body, or why not.
-fn one_request(source: IpAddr, proxy: SocketAddr, request: &[u8]) -> Result<(), String> {
+fn one_request(
+    source: IpAddr,
+    proxy: SocketAddr,
+    request: &[u8],
+    connect_timeout: Duration,
+) -> Result<(), String> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| format!("socket: {e}"))?;
     socket
         .bind(&SocketAddr::new(source, 0).into())
         .map_err(|e| format!("bind {source}: {e}"))?;
     socket
-        .connect_timeout(&proxy.into(), Duration::from_secs(5))
+        .connect_timeout(&proxy.into(), connect_timeout)
         .map_err(|e| format!("connect: {e}"))?;
     let mut stream: TcpStream = socket.into();
     stream

@@ -30,8 +30,8 @@ fn unclosed_flow_mapping_is_a_syntax_error() {
 fn unknown_top_level_key() {
     assert_eq!(
         err(&["zones: {}", "zone: {}"]),
-        "stack.yaml:2:1: stack: unknown field `zone`, expected one of admin, etcd, zones, networks, \
-         service_networks, security_groups, load_balancers, listeners, target_groups, \
+        "stack.yaml:2:1: stack: unknown field `zone`, expected one of admin, etcd, hosts, dns, zones, \
+         networks, service_networks, security_groups, load_balancers, listeners, target_groups, \
          launch_templates, groups"
     );
 }

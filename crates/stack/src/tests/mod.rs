@@ -8,6 +8,7 @@ mod errors_fleet;
 mod errors_network;
 mod errors_yaml;
 mod etcd;
+mod hosts;
 
 use std::path::Path;
 

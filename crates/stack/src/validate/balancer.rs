@@ -21,6 +21,7 @@ pub(crate) fn target_groups(
     ctx: &Ctx,
     raw: &RawStack,
     zones: &[Zone],
+    across_hosts: bool,
 ) -> Result<Vec<TargetGroupSpec>, StackError> {
     let mut groups = Vec::new();
     for (name, tg) in &raw.target_groups.0 {
@@ -41,6 +42,12 @@ pub(crate) fn target_groups(
             }
         };
         let mut spec = TargetGroupSpec::new(&name.value, port, target_type);
+        // Across hosts the client's address is not local to the node's host: it reaches
+        // the target by PROXY v2 unless the group says otherwise (the cloud's IP targets).
+        let proxy_v2_default = across_hosts && tg.preserve_client_ip.is_none();
+        if proxy_v2_default {
+            spec.preserve_client_ip = false;
+        }
         if let Some(preserve) = tg.preserve_client_ip {
             spec.preserve_client_ip = preserve;
         }
@@ -54,7 +61,14 @@ pub(crate) fn target_groups(
             }
             spec.transparent = transparent.value;
         }
-        spec.proxy_protocol_v2 = tg.proxy_protocol_v2.unwrap_or(false);
+        if across_hosts && spec.preserve_client_ip && !spec.transparent {
+            return Err(ctx.err(
+                &name.referenced,
+                object,
+                "across hosts (a stack with hosts) preserve_client_ip needs transparent: true and return routing (see the README), or use proxy_protocol_v2",
+            ));
+        }
+        spec.proxy_protocol_v2 = tg.proxy_protocol_v2.unwrap_or(proxy_v2_default);
         spec.deregistration_delay = ctx.duration(
             object,
             "deregistration_delay",

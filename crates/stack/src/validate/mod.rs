@@ -33,13 +33,16 @@ pub(crate) fn validate(raw: &RawStack, ctx: &Ctx) -> Result<Stack, StackError> {
         known: &known,
     };
     let security_groups = network::security_groups(ctx, raw, &sources)?;
-    let target_groups = balancer::target_groups(ctx, raw, &zones)?;
+    let hosts = crate::hosts::hosts(ctx, raw, &zones)?;
+    let target_groups = balancer::target_groups(ctx, raw, &zones, !hosts.is_empty())?;
     let load_balancers = balancer::load_balancers(ctx, raw, &sources)?;
     let launch_templates = fleet::launch_templates(ctx, raw)?;
     let groups = fleet::groups(ctx, raw, &known, &zones, &load_balancers)?;
     Ok(Stack {
         admin: crate::admin::validate(raw),
         etcd: crate::etcd::validate(ctx, raw)?,
+        hosts,
+        dns: crate::hosts::dns(ctx, raw)?,
         zones,
         networks,
         service_networks,
