@@ -27,10 +27,12 @@ pub struct AgentArgs {
     /// This host's id, unique in the tier.
     #[arg(long)]
     host: String,
-    /// The zone whose nodes and instances this host runs.
+    /// The zone whose nodes and instances this host runs (default: the stack's `hosts:`
+    /// entry for this host; required without one).
     #[arg(long)]
-    zone: String,
-    /// This host's address, as status shows it (default: the zone's first node address).
+    zone: Option<String>,
+    /// This host's address, as status shows it (default: the stack's `hosts:` entry for
+    /// this host, else the zone's first node address).
     #[arg(long)]
     address: Option<IpAddr>,
     /// Where this host's instances live (and the SQLite store, without etcd).
@@ -76,22 +78,48 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         Some(path) => proxyfleet_stack::load(path).map_err(|e| usage(anyhow::anyhow!("{e}")))?,
         None => proxyfleet_stack::builtin(),
     };
-    let Some(zone) = stack.zone(&args.zone) else {
+    let spec = stack.hosts.iter().find(|h| h.id == args.host).cloned();
+    if spec.is_none() && !stack.hosts.is_empty() {
+        let hosts: Vec<&str> = stack.hosts.iter().map(|h| h.id.as_str()).collect();
+        return Err(usage(anyhow::anyhow!(
+            "--host {}: the stack's hosts section has no such host (it has: {})",
+            args.host,
+            hosts.join(", ")
+        )));
+    }
+    let zone_name = match (&args.zone, &spec) {
+        (Some(z), Some(h)) if *z != h.zone => {
+            return Err(usage(anyhow::anyhow!(
+                "--zone {z}: the stack puts host {} in zone {}",
+                args.host,
+                h.zone
+            )))
+        }
+        (_, Some(h)) => h.zone.clone(),
+        (Some(z), None) => z.clone(),
+        (None, None) => {
+            return Err(usage(anyhow::anyhow!(
+                "--zone is needed: the stack has no hosts section naming host {}",
+                args.host
+            )))
+        }
+    };
+    let Some(zone) = stack.zone(&zone_name) else {
         let zones: Vec<&str> = stack.zones.iter().map(|z| z.name.as_str()).collect();
         return Err(usage(anyhow::anyhow!(
-            "--zone {}: the stack has no such zone (it has: {})",
-            args.zone,
+            "--zone {zone_name}: the stack has no such zone (it has: {})",
             zones.join(", ")
         )));
     };
     let address = args
         .address
+        .or(spec.as_ref().map(|h| h.address))
         .or_else(|| {
             stack
                 .load_balancers
                 .iter()
                 .flat_map(|lb| &lb.nodes)
-                .find(|n| n.zone == args.zone)
+                .find(|n| n.zone == zone_name)
                 .map(|n| n.address)
         })
         .unwrap_or(zone.subnet.network());
@@ -130,7 +158,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         let stack_for_api = stack.clone();
         let config = AgentConfig {
             host: args.host.clone(),
-            zone: args.zone.clone(),
+            zone: zone_name.clone(),
             address,
             stack,
             state_dir: state_dir.clone(),
@@ -176,7 +204,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         }
         println!(
             "proxyfleet agent: host {} (zone {}) running",
-            args.host, args.zone
+            args.host, zone_name
         );
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),

@@ -54,6 +54,11 @@ pub enum AgentError {
     UnknownZone(String),
     #[error(transparent)]
     Nodes(#[from] proxyfleet_lb::LbError),
+    #[error("cannot answer for the DNS name on {listen}: {error}")]
+    Dns {
+        listen: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// A running agent.
@@ -65,6 +70,13 @@ pub struct Agent {
     controller: Option<Arc<Controller>>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
+    /// Ends the liveness lease's renewals: only after every other loop has ended, so that a
+    /// stopping agent's planned hand-over of its node addresses is not cut short by its own
+    /// fencing.
+    keep_alive: CancellationToken,
+    liveness: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The health-checked DNS name's server, while it runs.
+    _dns: Option<crate::dns::DnsServer>,
 }
 
 impl Agent {
@@ -78,26 +90,35 @@ impl Agent {
             return Err(AgentError::UnknownZone(config.zone));
         }
         let stop = CancellationToken::new();
+        let keep_alive = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
+        // Across hosts, this host's entry of the stack's `hosts:` says where its addresses go.
+        let spec = config.stack.hosts.iter().find(|h| h.id == config.host);
+        let interface = spec
+            .and_then(|h| h.interface.as_deref())
+            .map(|name| Arc::new(crate::addresses::Interface::new(name)));
+        let clock = Arc::new(crate::holding::LeaseClock::new(config.timings.host_timeout));
         let view = crate::view::follow(store.clone(), stop.clone());
         let host = Host {
             id: config.host.clone(),
             address: config.address,
             zone: config.zone.clone(),
             last_heartbeat: UnixMillis::now(),
+            nodes: Default::default(),
         };
         // Heartbeats first: an agent that stood in for this host's node hands it back once
         // it sees this host alive, and only then can the node be bound here.
         let writing_since = Arc::new(crate::controller::WritingSince::new(
             config.timings.host_timeout,
         ));
-        tasks.spawn(liveness(
+        let liveness = tokio::spawn(liveness(
             store.clone(),
             host,
             config.timings.host_timeout,
             view.clone(),
             writing_since.clone(),
-            stop.clone(),
+            clock.clone(),
+            keep_alive.clone(),
         ));
         let nodes = NodeSet::new(
             config.stack.clone(),
@@ -107,21 +128,47 @@ impl Agent {
             store.clone(),
             view.clone(),
             stop.clone(),
+            interface.clone(),
         );
-        if let Err(e) = nodes.start_own(config.timings.host_timeout * 4).await {
-            stop.cancel();
-            return Err(e.into());
+        if interface.is_some() {
+            tasks.spawn(nodes.clone().hold(clock));
+        } else {
+            if let Err(e) = nodes.start_own(config.timings.host_timeout * 4).await {
+                stop.cancel();
+                keep_alive.cancel();
+                return Err(e.into());
+            }
+            tasks.spawn(
+                nodes
+                    .clone()
+                    .stand_in(config.timings, writing_since.clone()),
+            );
         }
-        tasks.spawn(
-            nodes
-                .clone()
-                .stand_in(config.timings, writing_since.clone()),
-        );
+        let dns = match (&config.stack.dns, spec) {
+            (Some(dns), Some(spec)) => {
+                let listen = std::net::SocketAddr::new(spec.address, dns.port);
+                let answer =
+                    crate::dns::follow_answer(config.stack.clone(), view.clone(), stop.clone());
+                match crate::dns::serve(listen, dns.name.clone(), answer, stop.clone()).await {
+                    Ok(server) => {
+                        tracing::info!(name = %dns.name, %listen, "answering for the DNS name");
+                        Some(server)
+                    }
+                    Err(e) => {
+                        stop.cancel();
+                        keep_alive.cancel();
+                        return Err(AgentError::Dns { listen, error: e });
+                    }
+                }
+            }
+            _ => None,
+        };
         let launcher = Arc::new(HostInstances {
             host: config.host.clone(),
             stack: config.stack.clone(),
             store: store.clone(),
             state_dir: config.state_dir.clone(),
+            interface: interface.clone(),
             launcher: config.launcher.clone().unwrap_or_else(|| {
                 Arc::new(proxyfleet_group::launcher::LocalLauncher::new(
                     &config.state_dir,
@@ -155,6 +202,9 @@ impl Agent {
             controller,
             stop,
             tasks,
+            keep_alive,
+            liveness: tokio::sync::Mutex::new(Some(liveness)),
+            _dns: dns,
         })
     }
 
@@ -176,6 +226,10 @@ impl Agent {
     pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.wait().await;
+        self.keep_alive.cancel();
+        if let Some(liveness) = self.liveness.lock().await.take() {
+            let _ = liveness.await;
+        }
     }
 }
 
@@ -191,6 +245,7 @@ async fn liveness(
     ttl: Duration,
     view: tokio::sync::watch::Receiver<crate::view::View>,
     writing: Arc<crate::controller::WritingSince>,
+    clock: Arc<crate::holding::LeaseClock>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(HEARTBEAT.min(ttl / 4));
@@ -204,6 +259,7 @@ async fn liveness(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
+        let sent = std::time::Instant::now();
         let held = match &lease {
             Some(l) => store.renew_liveness(l).await,
             None => store.hold_liveness(&host.id, ttl).await.map(|l| {
@@ -215,6 +271,7 @@ async fn liveness(
             // Counted from when the renewal is known to have gone through, not from when it
             // was sent: one sent during an outage may only be taken when it ends.
             Ok(()) => {
+                clock.renewed(sent);
                 writing.wrote(UnixMillis::now());
                 if failing {
                     tracing::info!("state store: liveness renewed again");
@@ -224,6 +281,7 @@ async fn liveness(
             Err(proxyfleet_state::StoreError::LivenessLapsed { .. }) => {
                 tracing::warn!(host = %host.id, "liveness lease lapsed (the host may have been written off): holding a new one");
                 lease = None;
+                clock.lapsed();
                 writing.failed();
                 continue;
             }
@@ -240,7 +298,10 @@ async fn liveness(
             let v = view.borrow();
             !v.connected
                 || v.revision < announced
-                || v.snapshot.hosts.get(&host.id).is_some_and(|h| *h == host)
+                || v.snapshot.hosts.get(&host.id).is_some_and(|h| {
+                    (&h.address, &h.zone, h.last_heartbeat)
+                        == (&host.address, &host.zone, host.last_heartbeat)
+                })
         };
         if !known {
             let change = Change::RegisterHost { host: host.clone() };

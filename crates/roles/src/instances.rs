@@ -42,6 +42,9 @@ pub struct HostInstances {
     pub store: Arc<dyn StateStore>,
     pub state_dir: PathBuf,
     pub launcher: Arc<dyn Launcher>,
+    /// Where instance addresses are added before launch and removed once stopped (a stack
+    /// across hosts); `None`: they are local already.
+    pub interface: Option<Arc<crate::addresses::Interface>>,
 }
 
 impl HostInstances {
@@ -94,7 +97,7 @@ pub async fn run(
                 }
                 if i.lifecycle == Lifecycle::Terminated {
                     if !tasks.contains_key(&i.id) && stale_checked.insert(i.id.clone()) {
-                        stop_if_still_running(&launcher, i);
+                        stop_if_still_running(&launcher, i, &view);
                     }
                     continue;
                 }
@@ -146,19 +149,23 @@ pub async fn run(
 
 /// An instance written off while this agent was away (its host thought lost) whose process
 /// still runs here: the group has replaced it, so it is stopped, never adopted again.
-fn stop_if_still_running(launcher: &HostInstances, i: &Instance) {
+fn stop_if_still_running(
+    launcher: &Arc<HostInstances>,
+    i: &Instance,
+    view: &watch::Receiver<View>,
+) {
     let Some(p) = i.process else { return };
     let stop_timeout = launcher
         .stack
         .group(&i.group)
         .and_then(|g| launcher.stack.launch_template(&g.launch_template))
         .map_or(Duration::from_secs(10), |t| t.stop_timeout);
-    let id = i.id.clone();
-    let adopter = launcher.launcher.clone();
+    let (l, info, view) = (launcher.clone(), i.clone(), view.clone());
     tokio::spawn(async move {
-        if let Some(mut process) = adopter.adopt(p.pid, p.start_ticks) {
-            tracing::warn!(instance = %id, pid = p.pid, "a written-off instance still runs here: stopping it");
+        if let Some(mut process) = l.launcher.adopt(p.pid, p.start_ticks) {
+            tracing::warn!(instance = %info.id, pid = p.pid, "a written-off instance still runs here: stopping it");
             process.stop(stop_timeout).await;
+            release_address(&l, &info, &view).await;
         }
     });
 }
@@ -198,6 +205,19 @@ async fn instance_task(
         dir: dir.clone(),
         group: group.name.clone(),
     };
+    if let Some(interface) = &l.interface {
+        match interface.add(info.address).await {
+            Err(e) => {
+                tracing::warn!(instance = %info.id, address = %info.address, error = %e, "cannot add the instance's address")
+            }
+            // Announced at once: the nodes reach it only once it listens (health checks).
+            Ok(()) => {
+                if let IpAddr::V4(v4) = info.address {
+                    let _ = interface.announce(v4);
+                }
+            }
+        }
+    }
     let adopted = info
         .process
         .and_then(|p| l.launcher.adopt(p.pid, p.start_ticks));
@@ -222,6 +242,7 @@ async fn instance_task(
             .await;
             wait_terminating(&mut state, &stop).await;
             report_terminated(store, &info.id, None).await;
+            release_address(&l, &info, &view).await;
             return;
         }
         None => {
@@ -248,6 +269,7 @@ async fn instance_task(
                     )
                     .await;
                     report_terminated(store, &info.id, None).await;
+                    release_address(&l, &info, &view).await;
                     return;
                 }
             }
@@ -289,6 +311,7 @@ async fn instance_task(
             // No longer ours (Terminated elsewhere, or forgotten): never leave it running.
             tracing::warn!(instance = %info.id, "instance no longer assigned here: stopping it");
             process.stop(template.stop_timeout).await;
+            release_address(&l, &info, &view).await;
             return;
         };
         if current.lifecycle >= Lifecycle::Terminating {
@@ -300,6 +323,7 @@ async fn instance_task(
                 report_terminated(store, &info.id, None).await;
             }
             tracing::info!(instance = %info.id, "instance stopped");
+            release_address(&l, &info, &view).await;
             return;
         }
         lifecycle = lifecycle.max(current.lifecycle);
@@ -315,6 +339,7 @@ async fn instance_task(
                 // The controller terminates it; then it is reported Terminated.
                 wait_terminating(&mut state, &stop).await;
                 report_terminated(store, &info.id, None).await;
+                release_address(&l, &info, &view).await;
                 return;
             }
             r = state.changed() => if r.is_err() { return },
@@ -429,4 +454,21 @@ async fn report_terminated(store: &dyn StateStore, id: &str, cause: Option<Cause
         },
     )
     .await;
+}
+
+/// Removes a stopped instance's address from the host's interface (across hosts), unless
+/// another instance of this host that is not Terminated has it now (an address is reused).
+async fn release_address(l: &HostInstances, info: &Instance, view: &watch::Receiver<View>) {
+    let Some(interface) = &l.interface else {
+        return;
+    };
+    let reused = view.borrow().snapshot.live_instances().any(|i| {
+        i.id != info.id && i.address == info.address && i.host.as_deref() == Some(&l.host)
+    });
+    if reused {
+        return;
+    }
+    if let Err(e) = interface.remove(info.address).await {
+        tracing::warn!(instance = %info.id, address = %info.address, error = %e, "cannot remove the stopped instance's address");
+    }
 }

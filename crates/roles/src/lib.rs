@@ -5,6 +5,8 @@
 //!   [`instances`] the controller assigned to it;
 //! - [`controller`]: elected among the agents, the only writer of desired state, every write
 //!   fenced by its leadership; what it writes is [`decide`]d from a snapshot, purely;
+//! - [`dns`]: the stack's DNS name: the load-balancer nodes whose zone has healthy targets,
+//!   served over UDP and TCP (not yet started by the agent);
 //! - [`history`]: the activity history, read from the store's change log (continuous across
 //!   leaders);
 //! - [`report`]: the tier as `status` shows it, from a snapshot;
@@ -15,10 +17,13 @@
 //! (`proxyfleet-group`).
 
 pub mod activities;
+pub mod addresses;
 pub mod agent;
 pub mod controller;
 pub mod decide;
+pub mod dns;
 pub mod history;
+pub mod holding;
 pub mod instances;
 pub mod nodes;
 pub mod report;

@@ -34,17 +34,21 @@ struct RunningNode {
 /// live host (a lost host's node address serves again from a survivor), handed back when one
 /// returns.
 pub struct NodeSet {
-    stack: Stack,
-    host: String,
+    pub(crate) stack: Stack,
+    pub(crate) host: String,
     zone: String,
     budget: ProcessBudget,
-    store: Arc<dyn StateStore>,
-    view: watch::Receiver<View>,
-    stop: CancellationToken,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) view: watch::Receiver<View>,
+    pub(crate) stop: CancellationToken,
     running: Mutex<BTreeMap<(String, String), RunningNode>>,
+    /// Where node addresses are added when this host takes them ([`crate::holding`]);
+    /// `None`: they are local already (one machine), and binding is the test of ownership.
+    pub(crate) interface: Option<Arc<crate::addresses::Interface>>,
 }
 
 impl NodeSet {
+    #[allow(clippy::too_many_arguments)] // each is one of the agent's own parts
     pub fn new(
         stack: Stack,
         host: String,
@@ -53,6 +57,7 @@ impl NodeSet {
         store: Arc<dyn StateStore>,
         view: watch::Receiver<View>,
         stop: CancellationToken,
+        interface: Option<Arc<crate::addresses::Interface>>,
     ) -> Arc<NodeSet> {
         Arc::new(NodeSet {
             stack,
@@ -63,6 +68,7 @@ impl NodeSet {
             view,
             stop,
             running: Mutex::new(BTreeMap::new()),
+            interface,
         })
     }
 
@@ -72,7 +78,7 @@ impl NodeSet {
     }
 
     /// Every node of the stack, as `(load balancer, zone)`.
-    fn all_nodes(&self) -> Vec<(String, String)> {
+    pub(crate) fn all_nodes(&self) -> Vec<(String, String)> {
         self.stack
             .load_balancers
             .iter()
@@ -103,7 +109,11 @@ impl NodeSet {
         Ok(())
     }
 
-    async fn start_node(&self, lb: &str, zone: &str) -> Result<(), proxyfleet_lb::LbError> {
+    pub(crate) async fn start_node(
+        &self,
+        lb: &str,
+        zone: &str,
+    ) -> Result<(), proxyfleet_lb::LbError> {
         let key = (lb.to_string(), zone.to_string());
         if self.lock().contains_key(&key) {
             return Ok(());
@@ -145,10 +155,12 @@ impl NodeSet {
         Ok(())
     }
 
-    async fn stop_node(&self, key: &(String, String)) {
+    pub(crate) async fn stop_node(&self, key: &(String, String)) {
         let node = self.lock().remove(key);
         if let Some(node) = node {
-            tracing::info!(lb = %key.0, zone = %key.1, host = %self.host, "node handed back to its zone's host");
+            if self.interface.is_none() {
+                tracing::info!(lb = %key.0, zone = %key.1, host = %self.host, "node handed back to its zone's host");
+            }
             node.stop.cancel();
             node.balancer.shutdown().await;
         }

@@ -77,7 +77,22 @@ impl Snapshot {
             Change::RegisterHost { host } => {
                 non_empty(&host.id, "host id")?;
                 non_empty(&host.zone, "host zone")?;
-                self.hosts.insert(host.id.clone(), host.clone());
+                // What nodes it holds is its agent's report alone, not an announcement's.
+                let nodes = self
+                    .hosts
+                    .get(&host.id)
+                    .map(|h| h.nodes.clone())
+                    .unwrap_or_default();
+                let mut host = host.clone();
+                host.nodes = nodes;
+                self.hosts.insert(host.id.clone(), host);
+            }
+            Change::ReportNodes { host, nodes } => {
+                let h = self
+                    .hosts
+                    .get_mut(host)
+                    .ok_or_else(|| Refusal::UnknownHost(host.clone()))?;
+                h.nodes = nodes.clone();
             }
             Change::Heartbeat { host, at } => {
                 let h = self

@@ -31,6 +31,11 @@ pub enum Change {
         host: String,
         at: UnixMillis,
     },
+    /// The node addresses the host serves now (replacing what it reported before).
+    ReportNodes {
+        host: String,
+        nodes: std::collections::BTreeMap<String, crate::model::NodeHold>,
+    },
     /// The instance's process exists on its host, and takes at most `capacity` connections
     /// at once (read from its configuration; `None`: not known).
     ReportProcess {
@@ -249,7 +254,9 @@ impl Change {
     pub fn key(&self) -> Key {
         match self {
             Change::RegisterHost { host } => Key::Host(host.id.clone()),
-            Change::Heartbeat { host, .. } => Key::Host(host.clone()),
+            Change::Heartbeat { host, .. } | Change::ReportNodes { host, .. } => {
+                Key::Host(host.clone())
+            }
             Change::DefineGroup { group } => Key::Group(group.name.clone()),
             Change::SetDesired { group, .. } => Key::Group(group.clone()),
             Change::CreateInstance { id, .. } => Key::Instance(id.clone()),
@@ -320,6 +327,7 @@ impl Change {
         match self {
             Change::RegisterHost { .. } => "RegisterHost",
             Change::Heartbeat { .. } => "Heartbeat",
+            Change::ReportNodes { .. } => "ReportNodes",
             Change::ReportProcess { .. } => "ReportProcess",
             Change::ReportLifecycle { .. } => "ReportLifecycle",
             Change::ReportInstanceHealth { .. } => "ReportInstanceHealth",

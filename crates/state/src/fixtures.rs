@@ -30,6 +30,7 @@ pub(crate) fn host(id: &str, zone: &str, address: &str) -> Change {
             address: ip(address),
             zone: zone.to_string(),
             last_heartbeat: T0,
+            nodes: Default::default(),
         },
     }
 }
@@ -141,6 +142,14 @@ pub(crate) fn every_change() -> Vec<Change> {
             health: TargetHealth::Unhealthy,
             reason: "connection refused".into(),
             at: at(3000),
+        },
+        Change::ReportNodes {
+            host: "host-a".into(),
+            nodes: [
+                ("nlb/a".to_string(), crate::model::NodeHold::Holding),
+                ("nlb/c".to_string(), crate::model::NodeHold::Releasing),
+            ]
+            .into(),
         },
         Change::ReportTargetFlows {
             target_group: "proxies".into(),

@@ -69,8 +69,8 @@ pub use change::{Change, Fence, Key, Kind, LeadershipEnd};
 #[cfg(feature = "stores")]
 pub use etcd::EtcdStore;
 pub use model::{
-    Ask, Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeView, Process, Request,
-    Revision, Snapshot, Target, TargetHealth, Term,
+    Ask, Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeHold, NodeView, Process,
+    Request, Revision, Snapshot, Target, TargetHealth, Term,
 };
 #[cfg(feature = "stores")]
 pub use sqlite::SqliteStore;

@@ -57,6 +57,21 @@ pub struct Host {
     pub address: IpAddr,
     pub zone: String,
     pub last_heartbeat: UnixMillis,
+    /// The load-balancer nodes (`LB/ZONE`) whose address this host serves, as its agent last
+    /// reported them ([`Change::ReportNodes`](crate::Change::ReportNodes)): what hands a node
+    /// address from host to host without two holding it at once.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeHold>,
+}
+
+/// How a host holds a node's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeHold {
+    /// It serves the address.
+    Holding,
+    /// It serves the address until another host takes it (a planned move: make before
+    /// break).
+    Releasing,
 }
 
 /// What an operator asked of the tier through an agent's API (`scale`, `terminate`, marking

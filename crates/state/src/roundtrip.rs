@@ -39,9 +39,10 @@ fn change_index(c: &Change) -> usize {
         Change::FileRequest { .. } => 16,
         Change::CloseRequest { .. } => 17,
         Change::ReportTargetFlows { .. } => 18,
+        Change::ReportNodes { .. } => 19,
     }
 }
-const CHANGE_VARIANTS: usize = 19;
+const CHANGE_VARIANTS: usize = 20;
 
 fn cause_index(c: &Cause) -> usize {
     match c {

@@ -36,6 +36,7 @@ fn host(id: &str) -> Change {
             address: "127.0.0.1".parse().unwrap(),
             zone: "a".into(),
             last_heartbeat: UnixMillis::now(),
+            nodes: Default::default(),
         },
     }
 }

@@ -53,6 +53,7 @@ fn host(id: &str, zone: &str, beat: UnixMillis) -> Host {
         address: "127.0.0.1".parse().unwrap(),
         zone: zone.into(),
         last_heartbeat: beat,
+        nodes: Default::default(),
     }
 }
 

@@ -1,0 +1,282 @@
+//! Node addresses that move between hosts (a stack with `hosts:` and an `interface`).
+//!
+//! Each node (`LB/ZONE`) has one address. The host that should serve it is its zone's
+//! live host with the lowest id, or — while the zone has none — the lowest-id live host of
+//! the tier (the stand-in); a host that is letting a node go ([`NodeHold::Releasing`]) is
+//! passed over. Every agent works this out from the same state and acts only for itself:
+//!
+//! - **take**: it should serve the node and no other live host reports holding it: add the
+//!   address to the interface, bind the node, announce the address (gratuitous ARP), report
+//!   [`NodeHold::Holding`];
+//! - **planned move** (the zone's host is back, or this agent stops): report
+//!   [`NodeHold::Releasing`] and keep serving until another live host reports holding the
+//!   node, then a moment longer (so clients whose ARP entry has not moved yet still get
+//!   through), then let go — make before break, so no new connection finds nobody;
+//! - **fencing**: an agent whose liveness renewals have not gone through for half its lease
+//!   drops every address at once, before its lease can lapse in the store and another host
+//!   take them over: never two owners (a partitioned host serves nothing), at the price that
+//!   a host cut off from etcd stops serving its node.
+//!
+//! A dead host cannot report anything: its stale `Holding` is ignored with it, since only
+//! live hosts' reports count.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proxyfleet_state::{Change, Fence, NodeHold, Snapshot};
+
+use crate::nodes::NodeSet;
+
+/// How long a releasing host keeps serving after another reported holding the node: clients
+/// whose ARP entry still points here get through meanwhile.
+const HANDOVER_GRACE: Duration = Duration::from_millis(200);
+/// A planned move no host takes up within this ends anyway (the node is dropped).
+const RELEASE_LIMIT: Duration = Duration::from_secs(3);
+/// How often holdings are reconsidered (and on every change of the view).
+const TICK: Duration = Duration::from_millis(100);
+/// How long the live-host list may take.
+const LIVE_HOSTS_WAIT: Duration = Duration::from_millis(400);
+
+/// Whether this host's liveness lease certainly still holds in the store: until half its
+/// time after the *sending* of the last renewal that went through (the store counts the
+/// lease from when it took the renewal, which is later).
+#[derive(Debug)]
+pub struct LeaseClock {
+    last_sent: Mutex<Option<Instant>>,
+    ttl: Duration,
+}
+
+impl LeaseClock {
+    pub fn new(ttl: Duration) -> LeaseClock {
+        LeaseClock {
+            last_sent: Mutex::new(None),
+            ttl,
+        }
+    }
+
+    /// A renewal (or a new lease) sent at `sent` went through.
+    pub fn renewed(&self, sent: Instant) {
+        let mut last = self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some(last.map_or(sent, |l| l.max(sent)));
+    }
+
+    /// The lease is gone (lapsed in the store).
+    pub fn lapsed(&self) {
+        *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn holds(&self) -> bool {
+        self.last_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|sent| sent.elapsed() < self.ttl / 2)
+    }
+}
+
+/// The host that should serve node `node` of `zone`, of the `live` hosts. `me`: a host
+/// judged eligible whatever its report says (an agent judging for itself: whether it is
+/// letting the node go is its own decision, not its last report's).
+pub fn preferred_holder(
+    snapshot: &Snapshot,
+    live: &std::collections::BTreeSet<String>,
+    node: &str,
+    zone: &str,
+    me: Option<&str>,
+) -> Option<String> {
+    let eligible = || {
+        snapshot
+            .hosts
+            .values()
+            .filter(|h| live.contains(&h.id))
+            .filter(|h| {
+                Some(h.id.as_str()) == me || h.nodes.get(node) != Some(&NodeHold::Releasing)
+            })
+    };
+    eligible()
+        .find(|h| h.zone == zone)
+        .or_else(|| eligible().next())
+        .map(|h| h.id.clone())
+}
+
+/// Where one node stands on this host.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Holding,
+    /// Since when it has been releasing, and since when another host has held it.
+    Releasing {
+        since: Instant,
+        taken: Option<Instant>,
+    },
+}
+
+impl NodeSet {
+    /// Takes, moves and drops this host's node addresses until the agent stops (see the
+    /// module's overview); then releases them, make before break, within [`RELEASE_LIMIT`].
+    pub async fn hold(self: Arc<Self>, clock: Arc<LeaseClock>) {
+        let interface = self
+            .interface
+            .clone()
+            .expect("hold is run for hosts with an interface");
+        let mut view = self.view.clone();
+        let mut held: BTreeMap<(String, String), Held> = BTreeMap::new();
+        let mut tick = tokio::time::interval(TICK);
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            let stopping = self.stop.is_cancelled();
+            tokio::select! {
+                r = view.changed(), if !stopping => if r.is_err() { break },
+                _ = tick.tick() => {}
+                () = self.stop.cancelled(), if !stopping => {}
+            }
+            if self.stop.is_cancelled() && stopping_since.is_none() {
+                stopping_since = Some(Instant::now());
+            }
+            if !clock.holds() {
+                if !held.is_empty() {
+                    tracing::warn!(host = %self.host, "liveness lease not renewed for half its time: dropping every node address (fencing)");
+                    for key in std::mem::take(&mut held).into_keys() {
+                        self.let_go(&interface, &key).await;
+                    }
+                }
+                if stopping_since.is_some() {
+                    break;
+                }
+                continue;
+            }
+            if let Some(since) = stopping_since {
+                if held.is_empty() || since.elapsed() > RELEASE_LIMIT {
+                    break;
+                }
+            }
+            let v = view.borrow_and_update().clone();
+            if !v.connected {
+                continue;
+            }
+            let live = match tokio::time::timeout(LIVE_HOSTS_WAIT, self.store.live_hosts()).await {
+                Ok(Ok(live)) => live,
+                _ => continue,
+            };
+            for key in self.all_nodes() {
+                let name = format!("{}/{}", key.0, key.1);
+                let held_by_other = v.snapshot.hosts.values().any(|h| {
+                    h.id != self.host
+                        && live.contains(&h.id)
+                        && h.nodes.get(&name) == Some(&NodeHold::Holding)
+                });
+                // Judged with this host eligible unless it is stopping.
+                let me = stopping_since.is_none().then_some(self.host.as_str());
+                let mine = me.is_some()
+                    && preferred_holder(&v.snapshot, &live, &name, &key.1, me).as_deref() == me;
+                match held.get(&key).copied() {
+                    None if mine && !held_by_other && self.take(&interface, &key).await => {
+                        held.insert(key, Held::Holding);
+                    }
+                    None => {}
+                    Some(Held::Holding) if !mine => {
+                        tracing::info!(node = %name, host = %self.host, "releasing the node address to its host (make before break)");
+                        held.insert(
+                            key,
+                            Held::Releasing {
+                                since: Instant::now(),
+                                taken: None,
+                            },
+                        );
+                    }
+                    Some(Held::Holding) => {}
+                    Some(Held::Releasing { since, taken }) => {
+                        let taken = taken.or(held_by_other.then(Instant::now));
+                        let handed_over = taken.is_some_and(|t| t.elapsed() >= HANDOVER_GRACE);
+                        if handed_over || since.elapsed() > RELEASE_LIMIT {
+                            held.remove(&key);
+                            self.let_go(&interface, &key).await;
+                        } else if mine && taken.is_none() {
+                            held.insert(key, Held::Holding);
+                        } else {
+                            held.insert(key, Held::Releasing { since, taken });
+                        }
+                    }
+                }
+            }
+            self.report_holdings(&v.snapshot, &held).await;
+        }
+        for key in std::mem::take(&mut held).into_keys() {
+            self.let_go(&interface, &key).await;
+        }
+        let snapshot = self.view.borrow().snapshot.clone();
+        self.report_holdings(&snapshot, &held).await;
+    }
+
+    /// Adds the node's address, binds the node, announces the address.
+    async fn take(&self, interface: &crate::addresses::Interface, key: &(String, String)) -> bool {
+        let Some(address) = self.node_address(key) else {
+            return false;
+        };
+        if let Err(e) = interface.add(address).await {
+            tracing::warn!(error = %e, %address, "cannot add the node address");
+            return false;
+        }
+        if let Err(e) = self.start_node(&key.0, &key.1).await {
+            tracing::warn!(error = %e, %address, "cannot bind the node on its address");
+            let _ = interface.remove(address).await;
+            return false;
+        }
+        if let IpAddr::V4(v4) = address {
+            if let Err(e) = interface.announce(v4) {
+                tracing::warn!(error = %e, %address, "gratuitous ARP not sent");
+            }
+        }
+        tracing::info!(lb = %key.0, zone = %key.1, %address, host = %self.host, "node address taken");
+        true
+    }
+
+    /// Removes the node's address (at once: nothing more reaches it here), then stops it.
+    async fn let_go(&self, interface: &crate::addresses::Interface, key: &(String, String)) {
+        if let Some(address) = self.node_address(key) {
+            if let Err(e) = interface.remove(address).await {
+                tracing::warn!(error = %e, %address, "cannot remove the node address");
+            }
+            tracing::info!(lb = %key.0, zone = %key.1, %address, host = %self.host, "node address given up");
+        }
+        self.stop_node(key).await;
+    }
+
+    fn node_address(&self, key: &(String, String)) -> Option<IpAddr> {
+        self.stack
+            .load_balancers
+            .iter()
+            .find(|lb| lb.name == key.0)?
+            .nodes
+            .iter()
+            .find(|n| n.zone == key.1)
+            .map(|n| n.address)
+    }
+
+    /// Writes what this host holds when the state says otherwise.
+    async fn report_holdings(&self, snapshot: &Snapshot, held: &BTreeMap<(String, String), Held>) {
+        let nodes: BTreeMap<String, NodeHold> = held
+            .iter()
+            .map(|((lb, zone), h)| {
+                let hold = match h {
+                    Held::Holding => NodeHold::Holding,
+                    Held::Releasing { .. } => NodeHold::Releasing,
+                };
+                (format!("{lb}/{zone}"), hold)
+            })
+            .collect();
+        let Some(known) = snapshot.hosts.get(&self.host) else {
+            return;
+        };
+        if known.nodes == nodes {
+            return;
+        }
+        let change = Change::ReportNodes {
+            host: self.host.clone(),
+            nodes,
+        };
+        if let Err(e) = self.store.apply(Fence::Unfenced, vec![change]).await {
+            tracing::warn!(error = %e, "state store: node holdings not reported yet");
+        }
+    }
+}
