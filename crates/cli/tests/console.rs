@@ -415,14 +415,19 @@ impl Page {
             .next()
             .unwrap()
             .to_string();
-        let mut chromedriver = Owned::spawn(chromedriver, &["--port=0"]);
-        let port = Self::wait_line(
-            &mut chromedriver,
-            "ChromeDriver was started successfully on port ",
-            false,
-        )
-        .trim_end_matches('.')
-        .to_string();
+        // chromedriver picks a free IPv4 port and then binds the same one on IPv6, which can
+        // be taken there: it exits with "bind() failed" (seen once in CI). A new try picks
+        // another port.
+        let (chromedriver, port) = (0..3)
+            .find_map(|_| {
+                let mut driver = Owned::spawn(chromedriver, &["--port=0"]);
+                let port = Self::try_line(
+                    &mut driver,
+                    "ChromeDriver was started successfully on port ",
+                )?;
+                Some((driver, port.trim_end_matches('.').to_string()))
+            })
+            .expect("chromedriver started (three tries)");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -450,6 +455,22 @@ impl Page {
             _chromium: chromium,
             _profile: profile,
         }
+    }
+
+    /// What follows `prefix` on the first stdout line that has it; `None` if the child
+    /// exits first.
+    fn try_line(child: &mut Owned, prefix: &str) -> Option<String> {
+        testkit::wait::until(prefix, Duration::from_secs(30), || {
+            let found = child
+                .stdout()
+                .iter()
+                .find_map(|l| Some(l.split_once(prefix)?.1.to_string()));
+            match found {
+                Some(line) => Some(Some(line)),
+                None if child.has_exited() => Some(None),
+                None => None,
+            }
+        })
     }
 
     /// What follows `prefix` on the first stdout (or stderr) line that has it.
