@@ -78,7 +78,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
         Some(path) => proxyfleet_stack::load(path).map_err(|e| usage(anyhow::anyhow!("{e}")))?,
         None => proxyfleet_stack::builtin(),
     };
-    let spec = stack.hosts.iter().find(|h| h.id == args.host).cloned();
+    let spec = stack.host(&args.host).cloned();
     if spec.is_none() && !stack.hosts.is_empty() {
         let hosts: Vec<&str> = stack.hosts.iter().map(|h| h.id.as_str()).collect();
         return Err(usage(anyhow::anyhow!(

@@ -93,7 +93,7 @@ impl Agent {
         let keep_alive = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
         // Across hosts, this host's entry of the stack's `hosts:` says where its addresses go.
-        let spec = config.stack.hosts.iter().find(|h| h.id == config.host);
+        let spec = config.stack.host(&config.host);
         let interface = spec
             .and_then(|h| h.interface.as_deref())
             .map(|name| Arc::new(crate::addresses::Interface::new(name)));
@@ -268,8 +268,9 @@ async fn liveness(
             }),
         };
         match held {
-            // Counted from when the renewal is known to have gone through, not from when it
-            // was sent: one sent during an outage may only be taken when it ends.
+            // The run of writes counts from when the renewal is known to have gone through
+            // (one sent during an outage may only be taken when it ends); the lease clock
+            // from when it was sent (the lease runs from no earlier than that).
             Ok(()) => {
                 clock.renewed(sent);
                 writing.wrote(UnixMillis::now());
@@ -298,9 +299,12 @@ async fn liveness(
             let v = view.borrow();
             !v.connected
                 || v.revision < announced
+                // What nodes it holds is reported apart (ReportNodes), not announced.
                 || v.snapshot.hosts.get(&host.id).is_some_and(|h| {
-                    (&h.address, &h.zone, h.last_heartbeat)
-                        == (&host.address, &host.zone, host.last_heartbeat)
+                    *h == Host {
+                        nodes: h.nodes.clone(),
+                        ..host.clone()
+                    }
                 })
         };
         if !known {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use proxyfleet_state::{Change, Fence, NodeHold, Snapshot};
 
-use crate::nodes::NodeSet;
+use crate::nodes::{NodeSet, LIVE_HOSTS_WAIT};
 
 /// How long a releasing host keeps serving after another reported holding the node: clients
 /// whose ARP entry still points here get through meanwhile.
@@ -36,8 +36,6 @@ const HANDOVER_GRACE: Duration = Duration::from_millis(200);
 const RELEASE_LIMIT: Duration = Duration::from_secs(3);
 /// How often holdings are reconsidered (and on every change of the view).
 const TICK: Duration = Duration::from_millis(100);
-/// How long the live-host list may take.
-const LIVE_HOSTS_WAIT: Duration = Duration::from_millis(400);
 
 /// Whether this host's liveness lease certainly still holds in the store: until half its
 /// time after the *sending* of the last renewal that went through (the store counts the
@@ -124,7 +122,7 @@ impl NodeSet {
         let mut tick = tokio::time::interval(TICK);
         let mut stopping_since: Option<Instant> = None;
         loop {
-            let stopping = self.stop.is_cancelled();
+            let stopping = stopping_since.is_some();
             tokio::select! {
                 r = view.changed(), if !stopping => if r.is_err() { break },
                 _ = tick.tick() => {}
@@ -244,9 +242,7 @@ impl NodeSet {
 
     fn node_address(&self, key: &(String, String)) -> Option<IpAddr> {
         self.stack
-            .load_balancers
-            .iter()
-            .find(|lb| lb.name == key.0)?
+            .load_balancer(&key.0)?
             .nodes
             .iter()
             .find(|n| n.zone == key.1)

@@ -22,7 +22,7 @@ use crate::decide::Timings;
 use crate::view::View;
 
 /// How long the stand-in check waits for the store's list of live hosts.
-const LIVE_HOSTS_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const LIVE_HOSTS_WAIT: Duration = Duration::from_millis(500);
 
 /// One node (`LB/ZONE`) run by this agent: its own balancer, following the state.
 struct RunningNode {

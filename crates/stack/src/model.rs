@@ -195,6 +195,11 @@ impl Stack {
         self.security_groups.iter().find(|g| g.name == name)
     }
 
+    /// The `hosts:` entry of host `id`.
+    pub fn host(&self, id: &str) -> Option<&crate::HostSpec> {
+        self.hosts.iter().find(|h| h.id == id)
+    }
+
     pub fn load_balancer(&self, name: &str) -> Option<&LoadBalancerSpec> {
         self.load_balancers.iter().find(|lb| lb.name == name)
     }
