@@ -109,7 +109,7 @@ fn tier_view(status: &Status) -> TierView {
                 roles: h.roles.clone(),
                 live: h.live,
                 announced_ms_ago: h.announced_ms_ago,
-                nodes: Vec::new(),
+                nodes: h.nodes.clone(),
             })
             .collect(),
         etcd: status.etcd.iter().map(member_view).collect(),

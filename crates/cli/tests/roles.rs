@@ -513,9 +513,19 @@ fn any_agents_admin_api_scales_terminates_and_shows_the_tier() {
     assert!(err.contains("no live instance 'i-none'"), "{err}");
 
     // The tier as that agent's API shows it: hosts, roles, the controller, etcd members.
-    let (ok, out, err) = cli(&dir, &["status", "--json"]);
-    assert!(ok, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Its targets follow the state through its own node's health checks, so they may
+    // trail the instances by a check interval: poll for all five, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let (ok, out, err) = cli(&dir, &["status", "--json"]);
+        assert!(ok, "{err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let targets = status["targets"].as_array().map_or(0, Vec::len);
+        if targets == 5 || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let t = &status["tier"];
     assert_eq!(t["this_host"], other.as_str(), "{t:#}");
     assert_eq!(t["store"], "etcd");

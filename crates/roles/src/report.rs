@@ -39,6 +39,9 @@ pub struct HostView {
     pub live: bool,
     /// `agent`, and `controller` for the leader's host.
     pub roles: Vec<String>,
+    /// The node addresses it reports holding across hosts (`LB/ZONE`, with ` (releasing)`
+    /// while a planned move hands one over).
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +102,14 @@ impl TierStatus {
                     announced_ms_ago: now.0.saturating_sub(h.last_heartbeat.0),
                     live: live.contains(&h.id),
                     roles,
+                    nodes: h
+                        .nodes
+                        .iter()
+                        .map(|(node, hold)| match hold {
+                            proxyfleet_state::NodeHold::Holding => node.clone(),
+                            proxyfleet_state::NodeHold::Releasing => format!("{node} (releasing)"),
+                        })
+                        .collect(),
                 }
             })
             .collect();

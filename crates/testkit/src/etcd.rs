@@ -36,6 +36,9 @@ pub fn installed() -> bool {
 pub struct Cluster {
     dir: tempfile::TempDir,
     addresses: Vec<Ipv4Addr>,
+    /// Member `i` runs in network namespace `namespaces[i]` when there is one (a host of
+    /// the drills across hosts), else in the test's own.
+    namespaces: Vec<Option<String>>,
     /// `None` while killed.
     members: Vec<Option<Child>>,
 }
@@ -51,19 +54,34 @@ impl Cluster {
         let addresses = (0..3)
             .map(|i| Ipv4Addr::new(127, 99, net[0], net[1] + i))
             .collect();
+        Cluster::start_members(addresses, vec![None, None, None])
+    }
+
+    /// Starts one member per `(namespace, address)`, each inside its namespace (see
+    /// `netns`), on port 2379/2380 of its address; waits until each is healthy.
+    pub fn start_in(members: &[(String, Ipv4Addr)]) -> Cluster {
+        Cluster::start_members(
+            members.iter().map(|(_, a)| *a).collect(),
+            members.iter().map(|(ns, _)| Some(ns.clone())).collect(),
+        )
+    }
+
+    fn start_members(addresses: Vec<Ipv4Addr>, namespaces: Vec<Option<String>>) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("proxyfleet-etcd-")
             .tempdir()
             .expect("a temporary directory for etcd's data");
+        let n = addresses.len();
         let mut cluster = Cluster {
             dir,
             addresses,
-            members: vec![None, None, None],
+            namespaces,
+            members: (0..n).map(|_| None).collect(),
         };
-        for i in 0..3 {
+        for i in 0..n {
             cluster.spawn(i);
         }
-        for i in 0..3 {
+        for i in 0..n {
             cluster.wait_healthy(i);
         }
         cluster
@@ -115,18 +133,14 @@ impl Cluster {
     pub fn leader(&self) -> Option<usize> {
         (0..self.addresses.len()).find(|&i| {
             self.members[i].is_some()
-                && post(
-                    self.addresses[i],
-                    "/v3/maintenance/status",
-                    "{}",
-                    Duration::from_secs(1),
-                )
-                .and_then(|body| {
-                    let member = json_field(&body, "member_id")?;
-                    let leader = json_field(&body, "leader")?;
-                    Some(member == leader)
-                })
-                .unwrap_or(false)
+                && self
+                    .post(i, "/v3/maintenance/status", "{}", Duration::from_secs(1))
+                    .and_then(|body| {
+                        let member = json_field(&body, "member_id")?;
+                        let leader = json_field(&body, "leader")?;
+                        Some(member == leader)
+                    })
+                    .unwrap_or(false)
         })
     }
 
@@ -164,7 +178,16 @@ impl Cluster {
             .append(true)
             .open(self.log_path(i))
             .expect("etcd member log file");
-        let child = Command::new("etcd")
+        // In a namespace, `ip netns exec` replaces itself with etcd: the pid is etcd's.
+        let mut command = match &self.namespaces[i] {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "etcd"]);
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let child = command
             .args([
                 "--name".to_string(),
                 Cluster::name(i),
@@ -199,7 +222,7 @@ impl Cluster {
         let ip = self.addresses[i];
         let deadline = Instant::now() + READY;
         loop {
-            if let Some(body) = get(ip, "/health", Duration::from_secs(1)) {
+            if let Some(body) = self.get(i, "/health", Duration::from_secs(1)) {
                 if body.contains("\"health\":\"true\"") {
                     return;
                 }
@@ -216,6 +239,38 @@ impl Cluster {
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Cluster {
+    fn get(&self, i: usize, path: &str, limit: Duration) -> Option<String> {
+        let ip = self.addresses[i];
+        self.exchange(
+            i,
+            &format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n"),
+            limit,
+        )
+    }
+
+    fn post(&self, i: usize, path: &str, body: &str, limit: Duration) -> Option<String> {
+        let ip = self.addresses[i];
+        self.exchange(
+            i,
+            &format!(
+                "POST {path} HTTP/1.0\r\nHost: {ip}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            limit,
+        )
+    }
+
+    /// One exchange with member `i`, from inside its namespace when it has one.
+    fn exchange(&self, i: usize, request: &str, limit: Duration) -> Option<String> {
+        let ip = self.addresses[i];
+        match &self.namespaces[i] {
+            Some(ns) => crate::netns::run_in(ns, || exchange(ip, request, limit)),
+            None => exchange(ip, request, limit),
         }
     }
 }
@@ -237,25 +292,6 @@ fn json_field(body: &str, name: &str) -> Option<String> {
     let start = body.find(&format!("\"{name}\":\""))? + name.len() + 4;
     let len = body[start..].find('"')?;
     Some(body[start..start + len].to_string())
-}
-
-fn get(ip: Ipv4Addr, path: &str, limit: Duration) -> Option<String> {
-    exchange(
-        ip,
-        &format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n"),
-        limit,
-    )
-}
-
-fn post(ip: Ipv4Addr, path: &str, body: &str, limit: Duration) -> Option<String> {
-    exchange(
-        ip,
-        &format!(
-            "POST {path} HTTP/1.0\r\nHost: {ip}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-        limit,
-    )
 }
 
 /// One HTTP/1.0 exchange (the server closes after the response); the response body.

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod drills;
+pub mod hosts;
 pub mod tier;
 pub mod up;
 

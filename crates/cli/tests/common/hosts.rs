@@ -1,0 +1,379 @@
+//! The tier across hosts, owned by a test: three hosts `ha`, `hb`, `hc` (zones a, b, c) as
+//! network namespaces on one segment (`testkit::netns`), each with its own etcd member and
+//! `proxyfleet agent`; an app namespace for the clients and a service namespace for the
+//! origin. Nothing runs in the test's own namespace but the test, and nothing is sent from it
+//! to 198.18.0.0/16: every look at the tier (`status`, DNS queries, client load) is made from
+//! inside a namespace.
+//!
+//! Addresses (198.18.0.0/16, on the segment only):
+//! - hosts 198.18.0.1-3 (etcd on :2379/:2380, the DNS name on :53);
+//! - zones a, b, c on 198.18.{1,2,3}.0/24, each zone's node at .10, instances from .11;
+//! - the app network 198.18.20.0/24 (clients from .1-.4), the origin on 198.18.30.10.
+//!
+//! Instances take PROXY v2 from the nodes (`require-proxy-header`, the default across
+//! hosts) and log in Squid's format to their own directory, so a drill can read which client
+//! addresses they saw.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::etcd::Cluster;
+use testkit::load::Load;
+use testkit::netns::{self, Net};
+use testkit::origin::Origin;
+use testkit::process::Owned;
+
+use super::BIN;
+
+pub const HOSTS: [&str; 3] = ["ha", "hb", "hc"];
+pub const ZONES: [&str; 3] = ["a", "b", "c"];
+pub const DNS_NAME: &str = "proxy.tier.test";
+/// The connect timeout of the drills' clients.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+
+pub fn host_address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, i as u8 + 1)
+}
+
+pub fn node_address(i: usize) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(198, 18, i as u8 + 1, 10), 3128))
+}
+
+pub fn client_address(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 20, n as u8 + 1)
+}
+
+/// Why the drills cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if let Some(why) = netns::unavailable() {
+        return Some(why);
+    }
+    if !testkit::etcd::installed() {
+        return Some("etcd not installed (.ci/run installs Debian's etcd-server)".to_string());
+    }
+    None
+}
+
+pub struct Hosts {
+    pub dir: tempfile::TempDir,
+    pub stack: PathBuf,
+    pub agents: Vec<Option<Owned>>,
+    pub etcd: Cluster,
+    pub origin: Origin,
+    /// Last: dropping it kills whatever is left in the namespaces and removes them.
+    pub net: Net,
+}
+
+/// The stack across the three hosts: a group of `desired` proxies over the zones.
+pub fn stack(desired: u32) -> String {
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| format!("http://{}:2379", host_address(i)))
+        .collect();
+    let endpoints = endpoints.join(", ");
+    format!(
+        r#"etcd:
+  endpoints: [{endpoints}]
+hosts:
+  ha: {{ zone: a, address: 198.18.0.1, interface: eth0 }}
+  hb: {{ zone: b, address: 198.18.0.2, interface: eth0 }}
+  hc: {{ zone: c, address: 198.18.0.3, interface: eth0 }}
+dns:
+  name: {DNS_NAME}
+zones:
+  a: {{ subnet: 198.18.1.0/24 }}
+  b: {{ subnet: 198.18.2.0/24 }}
+  c: {{ subnet: 198.18.3.0/24 }}
+networks:
+  app: 198.18.20.0/24
+  service: 198.18.30.0/24
+service_networks: [service]
+security_groups:
+  sg:
+    ingress:
+      - {{ protocol: tcp, ports: "3128", from: app }}
+      - {{ protocol: tcp, ports: "3128", from: a }}
+      - {{ protocol: tcp, ports: "3128", from: b }}
+      - {{ protocol: tcp, ports: "3128", from: c }}
+load_balancers:
+  front: {{ zones: [a, b, c] }}
+listeners:
+  - {{ load_balancer: front, port: 3128, protocol: tcp, target_group: tg }}
+target_groups:
+  tg:
+    protocol: tcp
+    port: 3128
+    deregistration_delay: 1s
+    health_check: {{ protocol: http, path: /healthz, interval: 200ms, timeout: 200ms }}
+launch_templates:
+  proxy:
+    command: [proxyfleet, proxy, -f, "{{dir}}/squid.conf"]
+    stop_timeout: 2s
+    files:
+      squid.conf: |
+        http_port {{address}}:{{port}} require-proxy-header
+        acl lb src 198.18.1.10 198.18.2.10 198.18.3.10
+        proxy_protocol_access allow lb
+        proxy_protocol_access deny all
+        acl app src 198.18.20.0/24
+        http_access allow app
+        http_access deny all
+        access_log {{dir}}/access.log squid
+        dns_nameservers 198.18.0.1
+        shutdown_lifetime 1 second
+groups:
+  g:
+    launch_template: proxy
+    min: 1
+    desired: {desired}
+    max: 6
+    zones: [a, b, c]
+    target_groups: [tg]
+    security_groups: [sg]
+    health_check_type: lb
+    health_check_grace_period: 1s
+"#
+    )
+}
+
+impl Hosts {
+    /// Builds the namespaces, starts etcd and an agent on every host and the origin, and
+    /// waits until every zone serves through its own host's node.
+    pub fn start(desired: u32) -> Hosts {
+        let mut net = Net::new();
+        for (i, host) in HOSTS.iter().enumerate() {
+            net.add(host, host_address(i));
+        }
+        net.add("app", client_address(0));
+        for n in 1..4 {
+            net.add_address("app", client_address(n));
+        }
+        net.add("svc", Ipv4Addr::new(198, 18, 30, 10));
+        let members: Vec<(String, Ipv4Addr)> = (0..3)
+            .map(|i| (net.ns(HOSTS[i]).name.clone(), host_address(i)))
+            .collect();
+        let etcd = Cluster::start_in(&members);
+        let origin = netns::run_in(&net.ns("svc").name, || Origin::start("198.18.30.10"));
+        let dir = tempfile::tempdir().unwrap();
+        let stack = dir.path().join("stack.yaml");
+        std::fs::write(&stack, self::stack(desired)).unwrap();
+        let mut hosts = Hosts {
+            dir,
+            stack,
+            agents: vec![None, None, None],
+            etcd,
+            origin,
+            net,
+        };
+        for i in 0..3 {
+            hosts.start_agent(i);
+        }
+        hosts.wait(
+            "every zone serving on its own host",
+            Duration::from_secs(40),
+            |s| {
+                (0..3).all(|i| {
+                    !serving_in(s, ZONES[i]).is_empty()
+                        && holder(s, &format!("front/{}", ZONES[i])).as_deref() == Some(HOSTS[i])
+                })
+            },
+        );
+        hosts
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/", self.origin.url())
+    }
+
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(HOSTS[i])
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let state = self.state_dir(i);
+        let args = [
+            "agent",
+            "-f",
+            self.stack.to_str().unwrap(),
+            "--host",
+            HOSTS[i],
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        let mut agent = self.net.spawn_with_env(
+            HOSTS[i],
+            BIN,
+            &args,
+            &[("RUST_LOG", "info,proxyfleet_roles=debug")],
+        );
+        agent.wait_stdout("agent running", Duration::from_secs(30), |l| {
+            l.contains("proxyfleet agent: host").then_some(())
+        });
+        self.agents[i] = Some(agent);
+    }
+
+    /// SIGTERM to agent `i` and wait until it has exited (a planned stop).
+    pub fn stop_agent(&mut self, i: usize) {
+        if let Some(mut agent) = self.agents[i].take() {
+            agent.signal(libc::SIGTERM);
+            agent.wait_exit(Duration::from_secs(20));
+        }
+    }
+
+    /// Kills host `i` whole: its switch port down, SIGKILL to every process in it (etcd
+    /// member, agent, instances). Nothing of it says goodbye.
+    pub fn kill_host(&mut self, i: usize) {
+        self.net.kill_host(HOSTS[i]);
+        if let Some(mut agent) = self.agents[i].take() {
+            agent.wait_exit(Duration::from_secs(5));
+        }
+        self.etcd.kill(i);
+    }
+
+    /// Brings a killed host back: its port up, its etcd member on its data, its agent.
+    pub fn revive_host(&mut self, i: usize) {
+        self.net.link(HOSTS[i], true);
+        self.etcd.restart(i);
+        self.start_agent(i);
+    }
+
+    /// `proxyfleet status -f STACK --json`, run on a host whose agent runs (etcd is only
+    /// reachable inside the segment).
+    pub fn status(&self) -> Value {
+        let i = (0..3)
+            .find(|&i| self.agents[i].is_some())
+            .expect("a host that runs");
+        self.status_from(i)
+    }
+
+    pub fn status_from(&self, i: usize) -> Value {
+        let args = ["status", "-f", self.stack.to_str().unwrap(), "--json"];
+        let (ok, out, err) = self.cli_in(HOSTS[i], &args);
+        assert!(ok, "status on {} failed: {err}", HOSTS[i]);
+        serde_json::from_str(&out).expect("status JSON")
+    }
+
+    /// Runs the CLI inside namespace `short`.
+    pub fn cli_in(&self, short: &str, args: &[&str]) -> (bool, String, String) {
+        let ns = self.net.ns(short).name.clone();
+        let mut all = vec!["netns", "exec", ns.as_str(), BIN];
+        all.extend_from_slice(args);
+        let (code, out, err) = testkit::process::run("ip", &all, Duration::from_secs(20));
+        (code.success(), out, err)
+    }
+
+    /// Polls `status` until `probe` holds; returns how long it took.
+    pub fn wait(&self, what: &str, limit: Duration, probe: impl Fn(&Value) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            if probe(&s) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out waiting for {what}; status: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `f` in the app namespace (a client's view of the segment).
+    pub fn from_app<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        netns::run_in(&self.net.ns("app").name, f)
+    }
+
+    /// One client connection per source in `sources`, each making new connections again and
+    /// again to `target()` from the app namespace, with the drills' connect timeout.
+    pub fn load(
+        &self,
+        target: Arc<dyn Fn() -> Result<SocketAddr, String> + Send + Sync>,
+        sources: &[usize],
+    ) -> Load {
+        let sources: Vec<IpAddr> = sources
+            .iter()
+            .map(|&n| IpAddr::V4(client_address(n)))
+            .collect();
+        let url = self.url();
+        self.from_app(|| Load::start_to(target, &sources, &url, CONNECT_TIMEOUT))
+    }
+
+    /// The DNS name resolved the way an app host's stub resolver does: each host's server in
+    /// turn until one answers, then one of its addresses (round robin over calls).
+    pub fn through_dns() -> Arc<dyn Fn() -> Result<SocketAddr, String> + Send + Sync> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        Arc::new(move || {
+            let answer = resolve(DNS_NAME)?;
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(SocketAddr::from((answer[n % answer.len()], 3128)))
+        })
+    }
+
+    /// The addresses in the DNS name's answer, from the app namespace.
+    pub fn dns_answer(&self) -> Result<Vec<Ipv4Addr>, String> {
+        self.from_app(|| resolve(DNS_NAME))
+    }
+
+    /// Whether `address:3128` accepts a connection now, from the app namespace.
+    pub fn answers(&self, address: SocketAddr) -> bool {
+        self.from_app(|| std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_ok())
+    }
+
+    /// Every access-log line written by instances of this tier so far.
+    pub fn access_log_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for i in 0..3 {
+            let instances = self.state_dir(i).join("instances");
+            for entry in std::fs::read_dir(&instances)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let log = entry.path().join("access.log");
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    lines.extend(text.lines().map(str::to_string));
+                }
+            }
+        }
+        lines
+    }
+}
+
+/// One A query to each host's DNS server in turn (200 ms each), the first answer's addresses.
+pub fn resolve(name: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let mut why = Vec::new();
+    for i in 0..3 {
+        let server = SocketAddr::from((host_address(i), 53));
+        match testkit::dns::query_a(server, name, CONNECT_TIMEOUT) {
+            Ok((0, records)) if !records.is_empty() => {
+                return Ok(records.into_iter().map(|(a, _)| a).collect())
+            }
+            Ok((code, _)) => why.push(format!("{server}: rcode {code}")),
+            Err(e) => why.push(format!("{server}: {e}")),
+        }
+    }
+    Err(format!("no DNS answer for {name}: {}", why.join("; ")))
+}
+
+/// In-service instances of `zone` whose target is healthy.
+pub fn serving_in(s: &Value, zone: &str) -> Vec<String> {
+    super::tier::serving_in(s, zone)
+}
+
+/// The host that reports holding node `LB/ZONE`, if exactly one live host does.
+pub fn holder(s: &Value, node: &str) -> Option<String> {
+    let holders: Vec<String> = s["hosts"]
+        .as_array()?
+        .iter()
+        .filter(|h| h["live"] == true)
+        .filter(|h| {
+            h["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|x| x == node))
+        })
+        .filter_map(|h| h["id"].as_str().map(str::to_string))
+        .collect();
+    (holders.len() == 1).then(|| holders[0].clone())
+}
