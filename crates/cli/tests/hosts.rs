@@ -53,7 +53,7 @@ fn hosts_1_every_node_reaches_the_service_from_instances_on_two_hosts() {
         let node = node_address(i);
         for n in 0..4 {
             let source = hosts::client_address(n).to_string();
-            let reply = tier.from_app(|| {
+            let reply = tier.in_app(|| {
                 testkit::client::exchange_raw(
                     &source,
                     node,
@@ -88,24 +88,9 @@ fn hosts_1_every_node_reaches_the_service_from_instances_on_two_hosts() {
         .iter()
         .map(|r| r.peer.ip().to_string())
         .collect();
-    // An instance's request leaves from its own address or from its host's primary one.
     let instance_hosts: BTreeSet<String> = seen
         .iter()
-        .filter_map(|peer| {
-            (0..3)
-                .find(|&i| hosts::host_address(i).to_string() == *peer)
-                .map(|i| HOSTS[i].to_string())
-                .or_else(|| {
-                    live(&s)
-                        .iter()
-                        .find(|i| {
-                            i["address"]
-                                .as_str()
-                                .is_some_and(|a| a.split(':').next() == Some(peer.as_str()))
-                        })
-                        .and_then(|i| i["host"].as_str().map(str::to_string))
-                })
-        })
+        .filter_map(|peer| hosts::host_of_peer(&s, peer))
         .collect();
     // The access logs show the clients' own addresses (PROXY v2 from the nodes).
     let lines = tier.access_log_lines();
@@ -132,4 +117,227 @@ fn hosts_1_every_node_reaches_the_service_from_instances_on_two_hosts() {
         clients.iter().all(|c| c.starts_with("198.18.20.")),
         "only client addresses, never a node's: {clients:?}"
     );
+}
+
+/// Waits (polling, with a deadline) until `probe` holds; how long it took since `since`.
+fn until(what: &str, since: Instant, limit: Duration, mut probe: impl FnMut() -> bool) -> Duration {
+    loop {
+        if probe() {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Loads for the drills: client 0 through the DNS name, clients 1-3 through node a, b, c.
+fn loads(tier: &Hosts) -> (testkit::load::Load, Vec<testkit::load::Load>) {
+    let dns = tier.load(Hosts::through_dns(), &[0]);
+    let nodes: Vec<testkit::load::Load> = (0..3)
+        .map(|i| {
+            let node = node_address(i);
+            tier.load(std::sync::Arc::new(move || Ok(node)), &[i + 1])
+        })
+        .collect();
+    dns.wait_for_more(20, Duration::from_secs(10));
+    for l in &nodes {
+        l.wait_for_more(20, Duration::from_secs(10));
+    }
+    (dns, nodes)
+}
+
+#[test]
+fn hosts_2_killing_the_controllers_host_moves_its_node_and_replaces_its_instance() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    kill_the_controllers_host("hosts 2", false);
+}
+
+/// Drill 2 again with the etcd raft leader on the killed host too: etcd elects a new leader
+/// first, and the new leader extends every lease by its whole ttl (so the dead host's
+/// lease, and with it its node address, lasts about an election longer).
+#[test]
+fn hosts_2b_the_killed_host_carries_the_etcd_leader_too() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    kill_the_controllers_host("hosts 2b", true);
+}
+
+fn kill_the_controllers_host(label: &str, etcd_leader_too: bool) {
+    let mut tier = Hosts::start(3);
+    let s = tier.status();
+    let (old, term) = leader(&s).expect("a controller");
+    let k = HOSTS.iter().position(|h| *h == old).unwrap();
+    let etcd_leader = if etcd_leader_too { k } else { (k + 1) % 3 };
+    // The bounds; with the etcd leader lost too, an election (about a second with
+    // the drills' etcd timers) comes first and etcd's new leader extends the dead host's
+    // leases by their whole ttl, so each bound is two seconds longer.
+    let extra = if etcd_leader_too {
+        Duration::from_secs(2)
+    } else {
+        Duration::ZERO
+    };
+    let (leader_limit, moved_limit, replaced_limit) = (
+        Duration::from_secs(2) + extra,
+        Duration::from_secs(2) + extra,
+        Duration::from_millis(3500) + extra,
+    );
+    tier.etcd.move_leader(etcd_leader, Duration::from_secs(10));
+    let zone = ZONES[k];
+    assert!(
+        live(&s).iter().any(|i| i["host"] == old.as_str()),
+        "the controller's host runs an instance: {s:#}"
+    );
+    assert_eq!(
+        holder(&s, &format!("front/{zone}")).as_deref(),
+        Some(old.as_str())
+    );
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != k).collect();
+    // Long-lived flows through the surviving nodes; those served on surviving hosts must
+    // outlive the kill.
+    let mut flows = Vec::new();
+    for &i in &survivors {
+        for f in 0..3 {
+            let name = format!("flow-{}-{f}", ZONES[i]);
+            let mut flow = hosts::Flow::open(&tier, i + 1, node_address(i), &name).unwrap();
+            assert_eq!(flow.request(0), Ok(200), "{name}");
+            flows.push(flow);
+        }
+    }
+    let kept: Vec<usize> = (0..flows.len())
+        .filter(|&f| tier.flow_host(&flows[f].name).is_some_and(|h| h != old))
+        .collect();
+    let (dns, nodes) = loads(&tier);
+    // Each load keeps its own clock.
+    let killed_at: Vec<Duration> = nodes.iter().map(|l| l.now()).collect();
+    let dns_killed_at = dns.now();
+    let killed = Instant::now();
+    tier.kill_host(k);
+    let moved = node_address(k);
+    // From a surviving host's view, polled in its own thread while this one probes the moved
+    // address: when the new controller was elected, when a surviving host reported holding
+    // the moved node, when the replacement was in service (the first status showing each).
+    let (ns, stack) = tier.status_args(survivors[0]);
+    let (old_host, dead_zone, alive) = (old.clone(), zone.to_string(), survivors.clone());
+    let poller = std::thread::spawn(move || {
+        let (mut new_leader, mut held_by, mut replaced) = (None, None, None);
+        loop {
+            let Ok(s) = hosts::status_in(&ns, &stack) else {
+                continue;
+            };
+            let at = killed.elapsed();
+            if new_leader.is_none() {
+                new_leader = leader(&s)
+                    .filter(|(h, t)| *h != old_host && *t > term)
+                    .map(|(h, _)| (at, h));
+            }
+            if held_by.is_none() {
+                held_by = holder(&s, &format!("front/{dead_zone}"))
+                    .filter(|h| *h != old_host)
+                    .map(|h| (at, h));
+            }
+            let whole = live(&s).len() == 3
+                && live(&s)
+                    .iter()
+                    .all(|i| i["lifecycle"] == "InService" && i["host"] != old_host.as_str())
+                && alive
+                    .iter()
+                    .map(|&i| serving_in(&s, ZONES[i]).len())
+                    .sum::<usize>()
+                    == 3;
+            if replaced.is_none() && whole {
+                replaced = Some(at);
+            }
+            if let (Some(l), Some(h), Some(r)) = (&new_leader, &held_by, replaced) {
+                return (l.clone(), h.clone(), r, s);
+            }
+            assert!(
+                at < Duration::from_secs(15),
+                "the tier did not recover: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let served_again = until(
+        "the dead node's address serves again",
+        killed,
+        Duration::from_secs(10),
+        || tier.serves_through(0, moved),
+    );
+    let ((new_leader, elected), (held_at, held_by), replaced, last) = poller
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    // The replacement went to a surviving zone (there is no host left in the dead one).
+    let mut zones: Vec<String> = live(&last)
+        .iter()
+        .filter_map(|i| i["zone"].as_str().map(str::to_string))
+        .collect();
+    zones.sort();
+    assert!(
+        !zones.iter().any(|z| z == zone),
+        "nothing left in the dead zone: {last:#}"
+    );
+    // Flows through the surviving nodes that were served on surviving hosts were not cut.
+    let mut cut = Vec::new();
+    for &f in &kept {
+        if let Err(e) = flows[f].request(1) {
+            cut.push(format!("{}: {e}", flows[f].name));
+        }
+    }
+    // Let the load run on a little past the moved address's 2 s mark.
+    nodes[k].wait_for_more(20, Duration::from_secs(10));
+    let dns = dns.stop();
+    let reports: Vec<testkit::load::Report> = nodes.into_iter().map(|l| l.stop()).collect();
+    let through_survivors: Vec<&testkit::load::Failed> = survivors
+        .iter()
+        .flat_map(|&i| reports[i].failed_from(killed_at[i]))
+        .collect();
+    let moved_late = reports[k].failed_from(killed_at[k] + moved_limit);
+    println!(
+        "{label}: killed host {old} (controller, node {zone}, an instance; etcd leader: {}): new controller {elected} after {} ms; {moved} answers again after {} ms, held by {held_by} after {} ms; replacement in service after {} ms in zones {zones:?}",
+        HOSTS[etcd_leader],
+        new_leader.as_millis(),
+        served_again.as_millis(),
+        held_at.as_millis(),
+        replaced.as_millis()
+    );
+    println!(
+        "{label}: new connections through the surviving nodes: {} ok, {} failed; through the moved address: {} ok, {} failed in all, {} after {moved_limit:?}; through the DNS name: {} ok, {} failed; {} of {} flows on surviving hosts cut",
+        survivors.iter().map(|&i| reports[i].ok).sum::<u64>(),
+        through_survivors.len(),
+        reports[k].ok,
+        reports[k].failed_from(killed_at[k]).len(),
+        moved_late.len(),
+        dns.ok,
+        dns.failed_from(dns_killed_at).len(),
+        cut.len(),
+        kept.len()
+    );
+    assert!(
+        through_survivors.is_empty(),
+        "through surviving nodes: {through_survivors:?}"
+    );
+    assert!(
+        moved_late.is_empty(),
+        "through the moved address after {moved_limit:?}: {moved_late:?}"
+    );
+    assert!(cut.is_empty(), "flows cut: {cut:?}");
+    assert!(!kept.is_empty(), "some flow was served on a surviving host");
+    assert!(
+        new_leader <= leader_limit,
+        "new controller within {leader_limit:?}"
+    );
+    assert!(
+        served_again <= moved_limit,
+        "moved address within {moved_limit:?}"
+    );
+    assert!(
+        replaced <= replaced_limit,
+        "replacement within {replaced_limit:?}"
+    );
+    assert!(HOSTS.contains(&held_by.as_str()) && held_by != old);
 }

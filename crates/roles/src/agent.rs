@@ -131,6 +131,14 @@ impl Agent {
             interface.clone(),
         );
         if interface.is_some() {
+            // Not tracked: it runs as long as the liveness renewals (`keep_alive`), which
+            // outlive the tracked tasks on shutdown.
+            tokio::spawn(crate::holding::follow_elections(
+                store.clone(),
+                clock.clone(),
+                config.timings.host_timeout,
+                keep_alive.clone(),
+            ));
             tasks.spawn(nodes.clone().hold(clock));
         } else {
             if let Err(e) = nodes.start_own(config.timings.host_timeout * 4).await {

@@ -34,22 +34,34 @@ use crate::nodes::{NodeSet, LIVE_HOSTS_WAIT};
 const HANDOVER_GRACE: Duration = Duration::from_millis(200);
 /// A planned move no host takes up within this ends anyway (the node is dropped).
 const RELEASE_LIMIT: Duration = Duration::from_secs(3);
+/// How often a host whose renewals are late asks whether the store is between leaders (each
+/// answer is good for half a lease from when it was asked).
+const ELECTION_PROBE: Duration = Duration::from_millis(50);
 /// How often holdings are reconsidered (and on every change of the view).
 const TICK: Duration = Duration::from_millis(100);
 
 /// Whether this host's liveness lease certainly still holds in the store: until half its
 /// time after the *sending* of the last renewal that went through (the store counts the
-/// lease from when it took the renewal, which is later).
+/// lease from when it took the renewal, which is later) — or, while renewals fail because
+/// the store is between leaders, until half its time after the last probe that found it so
+/// (no lease lapses without a leader, and etcd's next leader extends every lease by its
+/// whole ttl), for at most [`ELECTION_LIMIT`] after the last renewal.
 #[derive(Debug)]
 pub struct LeaseClock {
     last_sent: Mutex<Option<Instant>>,
+    electing_sent: Mutex<Option<Instant>>,
     ttl: Duration,
 }
+
+/// The longest a host keeps its addresses on "the store is electing" alone: an election
+/// with any sane timers is over well within this.
+pub const ELECTION_LIMIT: Duration = Duration::from_secs(5);
 
 impl LeaseClock {
     pub fn new(ttl: Duration) -> LeaseClock {
         LeaseClock {
             last_sent: Mutex::new(None),
+            electing_sent: Mutex::new(None),
             ttl,
         }
     }
@@ -65,11 +77,63 @@ impl LeaseClock {
         *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    pub fn holds(&self) -> bool {
+    /// A probe sent at `sent` found the store between leaders.
+    pub fn electing(&self, sent: Instant) {
+        let mut last = self.electing_sent.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some(last.map_or(sent, |l| l.max(sent)));
+    }
+
+    /// How long since the last renewal that went through was sent (`None`: no lease).
+    pub fn since_renewal(&self) -> Option<Duration> {
         self.last_sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|sent| sent.elapsed() < self.ttl / 2)
+            .map(|sent| sent.elapsed())
+    }
+
+    pub fn holds(&self) -> bool {
+        let Some(renewed) = *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) else {
+            return false;
+        };
+        let half = self.ttl / 2;
+        if renewed.elapsed() < half {
+            return true;
+        }
+        let electing = *self.electing_sent.lock().unwrap_or_else(|p| p.into_inner());
+        renewed.elapsed() < ELECTION_LIMIT
+            && electing.is_some_and(|e| e > renewed && e.elapsed() < half)
+    }
+}
+
+/// While this host's renewals are late (a quarter of the lease without one), asks the store
+/// every [`ELECTION_PROBE`] whether it is between leaders, and tells `clock` when it is: a host whose
+/// renewals fail because the etcd leader died keeps serving through the election, while a
+/// host cut off from the majority (which cannot tell) fences itself as before.
+pub async fn follow_elections(
+    store: Arc<dyn proxyfleet_state::StateStore>,
+    clock: Arc<LeaseClock>,
+    ttl: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(ELECTION_PROBE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if clock.since_renewal().is_none_or(|d| d < ttl / 4) {
+            continue;
+        }
+        let sent = Instant::now();
+        if store.electing().await {
+            if clock.since_renewal().is_some_and(|d| d >= ttl / 2) {
+                tracing::info!(
+                    "state store between leaders: node addresses kept through the election"
+                );
+            }
+            clock.electing(sent);
+        }
     }
 }
 
@@ -274,5 +338,44 @@ impl NodeSet {
         if let Err(e) = self.store.apply(Fence::Unfenced, vec![change]).await {
             tracing::warn!(error = %e, "state store: node holdings not reported yet");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ago(ms: u64) -> Instant {
+        Instant::now() - Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_lease_clock_holds_half_a_lease_or_through_an_election_seen_since() {
+        let clock = LeaseClock::new(Duration::from_secs(1));
+        assert!(!clock.holds(), "no lease yet");
+        clock.renewed(ago(100));
+        assert!(clock.holds());
+        let clock = LeaseClock::new(Duration::from_secs(1));
+        clock.renewed(ago(600));
+        assert!(!clock.holds(), "half a lease without a renewal: fenced");
+        clock.electing(ago(700));
+        assert!(
+            !clock.holds(),
+            "an election seen before the last renewal says nothing"
+        );
+        clock.electing(ago(100));
+        assert!(
+            clock.holds(),
+            "between leaders, seen since: no lease can lapse"
+        );
+        let clock = LeaseClock::new(Duration::from_secs(1));
+        clock.renewed(ago(ELECTION_LIMIT.as_millis() as u64 + 100));
+        clock.electing(ago(10));
+        assert!(
+            !clock.holds(),
+            "an election that never ends does not hold forever"
+        );
+        clock.lapsed();
+        assert!(!clock.holds());
     }
 }

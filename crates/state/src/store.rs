@@ -161,4 +161,13 @@ pub trait StateStore: Send + Sync {
 
     /// The hosts whose liveness lease holds now.
     async fn live_hosts(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
+
+    /// Whether the store is between leaders now: a majority of its members answer and none
+    /// of them leads. No lease can lapse then (only a leader expires leases, and a new
+    /// etcd leader extends every lease by its whole ttl), so a host whose renewals fail
+    /// meanwhile need not give up what its lease guards. A store that cannot tell (or
+    /// has no election, as SQLite) says no.
+    async fn electing(&self) -> bool {
+        false
+    }
 }

@@ -144,6 +144,35 @@ impl Cluster {
         })
     }
 
+    /// Makes member `to` the raft leader (etcd's leadership transfer, asked of the current
+    /// leader) and waits until it is.
+    pub fn move_leader(&self, to: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let leader = self.wait_leader(limit);
+            if leader == to {
+                return;
+            }
+            let target = self
+                .post(to, "/v3/maintenance/status", "{}", Duration::from_secs(1))
+                .and_then(|body| json_field(&body, "member_id"));
+            if let Some(id) = target {
+                let body = format!("{{\"targetID\":\"{id}\"}}");
+                self.post(
+                    leader,
+                    "/v3/maintenance/transfer-leadership",
+                    &body,
+                    Duration::from_secs(2),
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd leadership not moved to member {to} within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until some member is the raft leader; returns it.
     pub fn wait_leader(&self, limit: Duration) -> usize {
         wait::until("an etcd raft leader", limit, || self.leader())

@@ -67,10 +67,12 @@ pub struct Hosts {
     pub net: Net,
 }
 
-/// The stack across the three hosts: a group of `desired` proxies over the zones.
-pub fn stack(desired: u32) -> String {
+/// The stack across the three hosts: a group of `desired` proxies over the zones. Its etcd
+/// endpoints start with host `first`'s member (the copy `status` uses on that host: a CLI
+/// asks its own host's member first, as `etcdctl` on a member host is pointed at its own).
+pub fn stack(desired: u32, first: usize) -> String {
     let endpoints: Vec<String> = (0..3)
-        .map(|i| format!("http://{}:2379", host_address(i)))
+        .map(|i| format!("http://{}:2379", host_address((first + i) % 3)))
         .collect();
     let endpoints = endpoints.join(", ");
     format!(
@@ -158,7 +160,10 @@ impl Hosts {
         let origin = netns::run_in(&net.ns("svc").name, || Origin::start("198.18.30.10"));
         let dir = tempfile::tempdir().unwrap();
         let stack = dir.path().join("stack.yaml");
-        std::fs::write(&stack, self::stack(desired)).unwrap();
+        std::fs::write(&stack, self::stack(desired, 0)).unwrap();
+        for i in 0..3 {
+            std::fs::write(local_stack(dir.path(), i), self::stack(desired, i)).unwrap();
+        }
         let mut hosts = Hosts {
             dir,
             stack,
@@ -249,19 +254,25 @@ impl Hosts {
     }
 
     pub fn status_from(&self, i: usize) -> Value {
-        let args = ["status", "-f", self.stack.to_str().unwrap(), "--json"];
-        let (ok, out, err) = self.cli_in(HOSTS[i], &args);
-        assert!(ok, "status on {} failed: {err}", HOSTS[i]);
-        serde_json::from_str(&out).expect("status JSON")
+        status_in(
+            &self.net.ns(HOSTS[i]).name,
+            &local_stack(self.dir.path(), i),
+        )
+        .unwrap_or_else(|e| panic!("status on {}: {e}", HOSTS[i]))
+    }
+
+    /// What [`status_in`] needs to look from host `i`, for a thread that cannot borrow
+    /// the tier.
+    pub fn status_args(&self, i: usize) -> (String, PathBuf) {
+        (
+            self.net.ns(HOSTS[i]).name.clone(),
+            local_stack(self.dir.path(), i),
+        )
     }
 
     /// Runs the CLI inside namespace `short`.
     pub fn cli_in(&self, short: &str, args: &[&str]) -> (bool, String, String) {
-        let ns = self.net.ns(short).name.clone();
-        let mut all = vec!["netns", "exec", ns.as_str(), BIN];
-        all.extend_from_slice(args);
-        let (code, out, err) = testkit::process::run("ip", &all, Duration::from_secs(20));
-        (code.success(), out, err)
+        cli_in_ns(&self.net.ns(short).name, args)
     }
 
     /// Polls `status` until `probe` holds; returns how long it took.
@@ -281,7 +292,7 @@ impl Hosts {
     }
 
     /// Runs `f` in the app namespace (a client's view of the segment).
-    pub fn from_app<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+    pub fn in_app<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         netns::run_in(&self.net.ns("app").name, f)
     }
 
@@ -297,7 +308,7 @@ impl Hosts {
             .map(|&n| IpAddr::V4(client_address(n)))
             .collect();
         let url = self.url();
-        self.from_app(|| Load::start_to(target, &sources, &url, CONNECT_TIMEOUT))
+        self.in_app(|| Load::start_to(target, &sources, &url, CONNECT_TIMEOUT))
     }
 
     /// The DNS name resolved the way an app host's stub resolver does: each host's server in
@@ -313,12 +324,12 @@ impl Hosts {
 
     /// The addresses in the DNS name's answer, from the app namespace.
     pub fn dns_answer(&self) -> Result<Vec<Ipv4Addr>, String> {
-        self.from_app(|| resolve(DNS_NAME))
+        self.in_app(|| resolve(DNS_NAME))
     }
 
     /// Whether `address:3128` accepts a connection now, from the app namespace.
     pub fn answers(&self, address: SocketAddr) -> bool {
-        self.from_app(|| std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_ok())
+        self.in_app(|| std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_ok())
     }
 
     /// Every access-log line written by instances of this tier so far.
@@ -339,6 +350,46 @@ impl Hosts {
         }
         lines
     }
+}
+
+/// The stack copy whose etcd endpoints start with host `i`'s member.
+fn local_stack(dir: &std::path::Path, i: usize) -> PathBuf {
+    dir.join(format!("stack-{}.yaml", HOSTS[i]))
+}
+
+/// Runs the CLI inside namespace `ns` (by name).
+pub fn cli_in_ns(ns: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["netns", "exec", ns, BIN];
+    all.extend_from_slice(args);
+    let (code, out, err) = testkit::process::run("ip", &all, Duration::from_secs(20));
+    (code.success(), out, err)
+}
+
+/// `proxyfleet status -f STACK --json` inside namespace `ns`.
+pub fn status_in(ns: &str, stack: &std::path::Path) -> Result<Value, String> {
+    let (ok, out, err) = cli_in_ns(ns, &["status", "-f", stack.to_str().unwrap(), "--json"]);
+    if !ok {
+        return Err(err);
+    }
+    serde_json::from_str(&out).map_err(|e| format!("status JSON: {e}: {out}"))
+}
+
+/// The host a request to the origin came from: an instance leaves from its own address or
+/// from its host's primary one.
+pub fn host_of_peer(s: &Value, peer: &str) -> Option<String> {
+    (0..3)
+        .find(|&i| host_address(i).to_string() == peer)
+        .map(|i| HOSTS[i].to_string())
+        .or_else(|| {
+            super::tier::live(s)
+                .iter()
+                .find(|i| {
+                    i["address"]
+                        .as_str()
+                        .is_some_and(|a| a.split(':').next() == Some(peer))
+                })
+                .and_then(|i| i["host"].as_str().map(str::to_string))
+        })
 }
 
 /// One A query to each host's DNS server in turn (200 ms each), the first answer's addresses.
@@ -376,4 +427,114 @@ pub fn holder(s: &Value, node: &str) -> Option<String> {
         .filter_map(|h| h["id"].as_str().map(str::to_string))
         .collect();
     (holders.len() == 1).then(|| holders[0].clone())
+}
+
+/// A long-lived client connection through a node (HTTP keep-alive through the proxy): the
+/// drills' "flow", which must not be cut when a host it does not pass through dies.
+pub struct Flow {
+    stream: std::net::TcpStream,
+    url: String,
+    pub name: String,
+}
+
+impl Flow {
+    /// Opens a flow from client `n` through `node` (from the app namespace).
+    pub fn open(tier: &Hosts, n: usize, node: SocketAddr, name: &str) -> Result<Flow, String> {
+        let source = client_address(n).to_string();
+        let stream = tier.in_app(|| {
+            testkit::client::try_connect_from(&source, node, Duration::from_secs(2))
+                .map_err(|e| format!("connect {node}: {e}"))
+        })?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .map_err(|e| e.to_string())?;
+        Ok(Flow {
+            stream,
+            url: tier.origin.url(),
+            name: name.to_string(),
+        })
+    }
+
+    /// One keep-alive request for `/NAME-SEQ`; the response's status code.
+    pub fn request(&mut self, seq: u32) -> Result<u16, String> {
+        use std::io::{Read, Write};
+        let request = format!(
+            "GET {}/{}-{seq} HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+            self.url, self.name
+        );
+        self.stream
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("closed before a response".to_string()),
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        };
+        let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status line: {head}"))?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = data.len() - head_end;
+        while body < length {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err("closed inside a body".to_string()),
+                Ok(n) => body += n,
+                Err(e) => return Err(format!("read body: {e}")),
+            }
+        }
+        Ok(status)
+    }
+}
+
+impl Hosts {
+    /// The host whose instance served flow `name` (by the origin's record of the request's
+    /// peer: an instance's own address or its host's primary one).
+    pub fn flow_host(&self, name: &str) -> Option<String> {
+        let s = self.status();
+        let prefix = format!("/{name}-");
+        let peer = self
+            .origin
+            .seen()
+            .iter()
+            .rev()
+            .find(|r| r.uri.contains(&prefix))
+            .map(|r| r.peer.ip().to_string())?;
+        host_of_peer(&s, &peer)
+    }
+
+    /// A GET through `node` from client `n` answers 200 now.
+    pub fn serves_through(&self, n: usize, node: SocketAddr) -> bool {
+        let source = client_address(n).to_string();
+        let url = self.url();
+        self.in_app(|| {
+            let Ok(mut s) = testkit::client::try_connect_from(&source, node, CONNECT_TIMEOUT)
+            else {
+                return false;
+            };
+            use std::io::Write;
+            let request = format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            if s.write_all(request.as_bytes()).is_err() {
+                return false;
+            }
+            let reply = testkit::client::read_to_close(&mut s, Duration::from_secs(2));
+            reply.starts_with(b"HTTP/1.1 200")
+        })
+    }
 }

@@ -143,6 +143,34 @@ impl Client {
         ))
     }
 
+    /// A streaming call to one member: its body's lines, once it answers with success
+    /// within [`CALL`].
+    pub async fn stream_one(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Lines, String> {
+        match tokio::time::timeout(CALL, send(addr, path, &body.to_string())).await {
+            Ok(Ok(response)) if response.status().is_success() => {
+                Ok(Lines::new(response.into_body()))
+            }
+            Ok(Ok(response)) => Err(format!("HTTP {}", response.status())),
+            Ok(Err(TryError::Member(e) | TryError::Request(e))) => Err(e),
+            Err(_) => Err(format!("no answer within {CALL:?}")),
+        }
+    }
+
+    /// The members in the order to try them (the last one that answered first).
+    pub fn ordered(&self) -> Vec<(usize, SocketAddr)> {
+        self.order().collect()
+    }
+
+    /// Member `i` answered: try it first next time.
+    pub fn prefer(&self, i: usize) {
+        self.preferred.store(i, Ordering::Relaxed);
+    }
+
     /// One call to one member (`maintenance/status` of each, for health).
     pub async fn call_one<T: DeserializeOwned>(
         &self,

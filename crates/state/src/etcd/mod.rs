@@ -55,6 +55,9 @@ const RETRIES: usize = 50;
 /// revision still reads, until etcd compacts it.
 const LOG_RETENTION: Duration = Duration::from_secs(1800);
 /// How often a campaign looks at the leader key while another holds it.
+/// How long a lease keep-alive waits on one member before racing the next (see
+/// `lease_ttl_left`): many times a healthy member's answer, well under half a lease.
+const KEEPALIVE_HEDGE: Duration = Duration::from_millis(100);
 const CAMPAIGN_POLL: Duration = Duration::from_millis(50);
 
 /// One member's answer to `maintenance/status`.
@@ -112,36 +115,17 @@ impl EtcdStore {
         format!("{}{name}", self.prefix)
     }
 
-    /// Each member's status, in endpoint order.
+    /// Each member's status, all asked at once (so a silent member costs one timeout, not
+    /// one per member), in endpoint order.
     pub async fn health(&self) -> Vec<MemberHealth> {
-        let mut out = Vec::new();
-        for &endpoint in self.client.endpoints() {
+        let asks = self.client.endpoints().iter().map(|&endpoint| async move {
             let answer: Result<wire::StatusResponse, String> = self
                 .client
                 .call_one(endpoint, "/v3/maintenance/status", &json!({}))
                 .await;
-            out.push(match answer {
-                Ok(s) => MemberHealth {
-                    endpoint,
-                    reachable: true,
-                    leader: s.leader != 0 && s.leader == s.header.member_id,
-                    revision: s.header.revision,
-                    raft_term: s.header.raft_term,
-                    version: s.version,
-                    error: None,
-                },
-                Err(e) => MemberHealth {
-                    endpoint,
-                    reachable: false,
-                    leader: false,
-                    revision: 0,
-                    raft_term: 0,
-                    version: String::new(),
-                    error: Some(e),
-                },
-            });
-        }
-        out
+            member_health(endpoint, answer)
+        });
+        futures_util::future::join_all(asks).await
     }
 
     async fn get(&self, key: &str) -> Result<(Option<KeyValue>, u64), StoreError> {
@@ -282,22 +266,70 @@ impl EtcdStore {
         Ok(grant.id)
     }
 
+    /// One keep-alive of `lease`: the ttl left after it (0: the lease is gone).
+    ///
+    /// Hedged: a member that has not answered within [`KEEPALIVE_HEDGE`] is raced by the
+    /// next one, and the first answer wins. A member that died silently (no RST) would
+    /// otherwise hold the renewal for a whole call timeout, which is longer than the half
+    /// lease after which a host fences itself; renewing twice is harmless.
     async fn lease_ttl_left(&self, lease: u64) -> Result<u64, StoreError> {
-        let (_, mut lines) = self
-            .client
-            .stream("/v3/lease/keepalive", &json!({ "ID": lease.to_string() }))
-            .await?;
-        let line = tokio::time::timeout(Duration::from_millis(1500), lines.next_line())
-            .await
-            .map_err(|_| backend("lease keep-alive", "no answer".to_string()))?
-            .map_err(|e| backend("lease keep-alive", e))?
-            .ok_or_else(|| backend("lease keep-alive", "empty answer".to_string()))?;
-        let item: wire::StreamItem<wire::KeepAliveResponse> = serde_json::from_slice(&line)
-            .map_err(|e| backend("lease keep-alive", e.to_string()))?;
-        if let Some(e) = item.error {
-            return Err(backend("lease keep-alive", e.message));
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let body = json!({ "ID": lease.to_string() });
+        let one = |i: usize, addr: SocketAddr| {
+            let body = &body;
+            async move {
+                let ttl = async {
+                    let mut lines = self
+                        .client
+                        .stream_one(addr, "/v3/lease/keepalive", body)
+                        .await?;
+                    let line = tokio::time::timeout(Duration::from_millis(1500), lines.next_line())
+                        .await
+                        .map_err(|_| "no answer".to_string())??
+                        .ok_or_else(|| "empty answer".to_string())?;
+                    let item: wire::StreamItem<wire::KeepAliveResponse> =
+                        serde_json::from_slice(&line).map_err(|e| e.to_string())?;
+                    if let Some(e) = item.error {
+                        return Err(e.message);
+                    }
+                    Ok::<_, String>(item.result.map_or(0, |r| r.ttl))
+                };
+                ttl.await
+                    .map(|t| (i, t))
+                    .map_err(|e| format!("{addr}: {e}"))
+            }
+        };
+        let mut members = self.client.ordered().into_iter();
+        let mut racing = FuturesUnordered::new();
+        let mut failures = Vec::new();
+        loop {
+            if racing.is_empty() {
+                match members.next() {
+                    Some((i, addr)) => racing.push(one(i, addr)),
+                    None => {
+                        return Err(backend(
+                            "lease keep-alive",
+                            format!("no etcd member answered: {}", failures.join("; ")),
+                        ))
+                    }
+                }
+            }
+            tokio::select! {
+                answer = racing.next() => match answer {
+                    Some(Ok((i, ttl))) => {
+                        self.client.prefer(i);
+                        return Ok(ttl);
+                    }
+                    Some(Err(e)) => failures.push(e),
+                    None => {}
+                },
+                () = tokio::time::sleep(KEEPALIVE_HEDGE) => {
+                    if let Some((i, addr)) = members.next() {
+                        racing.push(one(i, addr));
+                    }
+                }
+            }
         }
-        Ok(item.result.map_or(0, |r| r.ttl))
     }
 }
 
@@ -571,6 +603,37 @@ impl StateStore for EtcdStore {
         Ok(())
     }
 
+    async fn electing(&self) -> bool {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        // Decided as soon as a majority has answered without a leader among them: a
+        // silent member costs nothing then (it would cost a connect timeout), which keeps
+        // the probe well inside the half-lease its answer is good for.
+        let endpoints = self.client.endpoints();
+        let mut asks: FuturesUnordered<_> = endpoints
+            .iter()
+            .map(|&endpoint| async move {
+                let answer: Result<wire::StatusResponse, String> = self
+                    .client
+                    .call_one(endpoint, "/v3/maintenance/status", &json!({}))
+                    .await;
+                member_health(endpoint, answer)
+            })
+            .collect();
+        let mut followers = 0;
+        while let Some(member) = asks.next().await {
+            if member.leader {
+                return false;
+            }
+            if member.reachable {
+                followers += 1;
+                if followers * 2 > endpoints.len() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     async fn live_hosts(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         let prefix = self.key("alive/");
         let r: RangeResponse = self
@@ -611,4 +674,31 @@ where
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
+}
+
+/// A member's health from its `maintenance/status` answer, or why there is none.
+fn member_health(
+    endpoint: SocketAddr,
+    answer: Result<wire::StatusResponse, String>,
+) -> MemberHealth {
+    match answer {
+        Ok(s) => MemberHealth {
+            endpoint,
+            reachable: true,
+            leader: s.leader != 0 && s.leader == s.header.member_id,
+            revision: s.header.revision,
+            raft_term: s.header.raft_term,
+            version: s.version,
+            error: None,
+        },
+        Err(e) => MemberHealth {
+            endpoint,
+            reachable: false,
+            leader: false,
+            revision: 0,
+            raft_term: 0,
+            version: String::new(),
+            error: Some(e),
+        },
+    }
 }
