@@ -68,6 +68,15 @@ fn hosts_1_every_node_reaches_the_service_from_instances_on_two_hosts() {
         }
         through.push(node.to_string());
     }
+    // Each agent's answer follows its view of the targets' health: poll until it has every
+    // zone (the zones are serving; the view may trail by a report).
+    let begun = Instant::now();
+    until(
+        "every node in the DNS answer",
+        begun,
+        Duration::from_secs(5),
+        || tier.dns_answer().is_ok_and(|a| a.len() == 3),
+    );
     let answer = tier.dns_answer().expect("the DNS name answers");
     let mut answer_sorted = answer.clone();
     answer_sorted.sort();
@@ -152,7 +161,7 @@ fn hosts_2_killing_the_controllers_host_moves_its_node_and_replaces_its_instance
     if skip() {
         return;
     }
-    kill_the_controllers_host("hosts 2", false);
+    kill_the_controllers_host("hosts 2", false, 1, true);
 }
 
 /// Drill 2 again with the etcd raft leader on the killed host too: etcd elects a new leader
@@ -164,10 +173,32 @@ fn hosts_2b_the_killed_host_carries_the_etcd_leader_too() {
     if skip() {
         return;
     }
-    kill_the_controllers_host("hosts 2b", true);
+    kill_the_controllers_host("hosts 2b", true, 1, true);
 }
 
-fn kill_the_controllers_host(label: &str, etcd_leader_too: bool) {
+/// bench/hosts: drill 2's kill `PROXYFLEET_HOSTS_BENCH` times (a fresh tier each), every
+/// third with the etcd leader on the killed host too, printing a `hosts-bench {...}` line
+/// per kill and asserting nothing (the bench compares; the drills judge). Not run without
+/// the variable.
+#[test]
+fn hosts_bench() {
+    let Some(kills) = std::env::var("PROXYFLEET_HOSTS_BENCH")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+    else {
+        println!("SKIPPED: set PROXYFLEET_HOSTS_BENCH=N to run N host kills (bench/hosts does)");
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    for kill in 1..=kills {
+        kill_the_controllers_host("hosts bench", kill % 3 == 0, kill, false);
+    }
+}
+
+fn kill_the_controllers_host(label: &str, etcd_leader_too: bool, kill: u32, check: bool) {
     let mut tier = Hosts::start(3);
     let s = tier.status();
     let (old, term) = leader(&s).expect("a controller");
@@ -317,6 +348,19 @@ fn kill_the_controllers_host(label: &str, etcd_leader_too: bool) {
         cut.len(),
         kept.len()
     );
+    // One machine-readable line per kill, for bench/hosts.
+    println!(
+        "hosts-bench {{\"kill\":{kill},\"failed_new\":{},\"failed_new_moved\":{},\"failed_new_dns\":{},\"answers_ms\":{},\"replacement_ms\":{},\"new_controller_ms\":{},\"etcd_leader_too\":{etcd_leader_too}}}",
+        through_survivors.len(),
+        reports[k].failed_from(killed_at[k]).len(),
+        dns.failed_from(dns_killed_at).len(),
+        served_again.as_millis(),
+        replaced.as_millis(),
+        new_leader.as_millis()
+    );
+    if !check {
+        return;
+    }
     assert!(
         through_survivors.is_empty(),
         "through surviving nodes: {through_survivors:?}"
@@ -340,4 +384,149 @@ fn kill_the_controllers_host(label: &str, etcd_leader_too: bool) {
         "replacement within {replaced_limit:?}"
     );
     assert!(HOSTS.contains(&held_by.as_str()) && held_by != old);
+}
+
+#[test]
+fn hosts_4_a_zone_without_healthy_targets_leaves_the_dns_answer_and_returns() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let tier = Hosts::start(3);
+    let node_c = match node_address(2).ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => unreachable!(),
+    };
+    // Zone c's instances hang (SIGSTOP): they still accept in the kernel, but answer no
+    // health check, so zone c's target goes unhealthy on every node.
+    let s = tier.status();
+    let pids: Vec<i32> = live(&s)
+        .iter()
+        .filter(|i| i["zone"] == "c")
+        .filter_map(|i| i["pid"].as_u64().map(|p| p as i32))
+        .collect();
+    assert!(!pids.is_empty(), "zone c runs an instance: {s:#}");
+    let stopped = Instant::now();
+    for &pid in &pids {
+        // SAFETY: kill(2) on an instance of this tier (its pid from the tier's state).
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    }
+    let left = until(
+        "zone c out of the DNS answer",
+        stopped,
+        Duration::from_secs(10),
+        || {
+            tier.dns_answer()
+                .is_ok_and(|a| !a.contains(&node_c) && !a.is_empty())
+        },
+    );
+    let answer = tier.dns_answer().unwrap();
+    // Healthy again: the hung instances go on (or the group replaces them, whichever is
+    // first); either way zone c serves and its node is back in the answer.
+    let resumed = Instant::now();
+    for &pid in &pids {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    let back = until(
+        "zone c back in the DNS answer",
+        resumed,
+        Duration::from_secs(15),
+        || tier.dns_answer().is_ok_and(|a| a.contains(&node_c)),
+    );
+    println!(
+        "hosts 4: zone c's instances hung: its node left the DNS answer after {} ms (answer {answer:?}); healthy again: back after {} ms",
+        left.as_millis(),
+        back.as_millis()
+    );
+    assert!(
+        left <= Duration::from_secs(2),
+        "out of the answer within 2 s"
+    );
+    // Failing open (no zone healthy: every node) is crates/roles/tests/dns.rs's: here the
+    // group replaces hung instances before every zone is down at once.
+}
+
+#[test]
+fn hosts_6_a_rolling_restart_of_every_agent_fails_no_new_connection() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let mut tier = Hosts::start(3);
+    let before: BTreeSet<String> = live(&tier.status())
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    let (dns, nodes) = loads(&tier);
+    let started = Instant::now();
+    let mut steps = Vec::new();
+    for i in 0..3 {
+        let step = Instant::now();
+        tier.stop_agent(i);
+        let stopped = step.elapsed();
+        tier.start_agent(i);
+        let node = format!("front/{}", ZONES[i]);
+        tier.wait(
+            "the restarted agent holding its node, every zone serving",
+            Duration::from_secs(20),
+            |s| {
+                holder(s, &node).as_deref() == Some(HOSTS[i])
+                    && (0..3).all(|z| !serving_in(s, ZONES[z]).is_empty())
+            },
+        );
+        steps.push(format!(
+            "{} stopped in {} ms, back holding {node} after {} ms",
+            HOSTS[i],
+            stopped.as_millis(),
+            step.elapsed().as_millis()
+        ));
+        // The load flows through every node before the next restart.
+        for l in &nodes {
+            l.wait_for_more(10, Duration::from_secs(10));
+        }
+    }
+    let after: BTreeSet<String> = live(&tier.status())
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    let dns = dns.stop();
+    let reports: Vec<testkit::load::Report> = nodes.into_iter().map(|l| l.stop()).collect();
+    let failed: Vec<&testkit::load::Failed> = reports
+        .iter()
+        .flat_map(|r| r.failed.iter())
+        .chain(dns.failed.iter())
+        .collect();
+    println!(
+        "hosts 6: rolling restart of the 3 agents in {} ms ({}); {} requests through the nodes and {} through the DNS name, {} failed (resets at the ARP flip); instances replaced meanwhile: {}",
+        started.elapsed().as_millis(),
+        steps.join("; "),
+        reports.iter().map(|r| r.ok).sum::<u64>(),
+        dns.ok,
+        failed.len(),
+        before.difference(&after).count()
+    );
+    // A planned move is make-before-break, but a connection whose handshake went to the old
+    // holder and whose request reaches the new one after its gratuitous ARP is reset there
+    // (it knows no such connection): about one per move at this load, and now and then a
+    // request lost with the old holder's flows. The target is none; the bound
+    // here is what this build does (see the README's table), so it cannot get worse.
+    let moves = 6;
+    let resets = failed
+        .iter()
+        .filter(|f| f.error.contains("reset by peer"))
+        .count();
+    println!(
+        "hosts 6: {} planned moves: {resets} resets at the ARP flip, {} other failures",
+        moves,
+        failed.len() - resets
+    );
+    assert!(
+        failed.len() <= 2 * moves,
+        "at most two failures per planned move: {failed:?}"
+    );
+    assert_eq!(
+        before, after,
+        "the same instances, adopted by the restarted agents"
+    );
 }

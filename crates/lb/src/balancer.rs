@@ -344,10 +344,11 @@ impl Balancer {
             if !checkers.iter().any(|c| std::ptr::eq(*c, node)) {
                 continue;
             }
+            let source = g.spec.from_address.unwrap_or(node.address);
             self.tasks.spawn(check_loop(
                 view.clone(),
                 target.clone(),
-                node.address,
+                source,
                 self.stop.clone(),
             ));
         }

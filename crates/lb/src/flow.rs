@@ -154,7 +154,7 @@ impl Listener {
         let source = if spec.preserve_client_ip {
             peer.ip()
         } else {
-            local.ip()
+            spec.from_address.unwrap_or(local.ip())
         };
         // Targets this flow has passed by: their connect failed, or they were full.
         let mut passed: Vec<Arc<Target>> = Vec::new();

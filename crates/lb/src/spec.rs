@@ -64,6 +64,12 @@ pub struct TargetGroupSpec {
     pub transparent: bool,
     /// Send a PROXY v2 header before the data (health checks send a v2 LOCAL header).
     pub proxy_protocol_v2: bool,
+    /// Without `preserve_client_ip`: connect (and check) from this address — the host's
+    /// own — rather than the node's. Across hosts a node's address moves: during a
+    /// hand-over two hosts have it, and a target's replies to it would go to whichever host
+    /// announced it last; a host's own address never moves. (Not the kernel's choice: to an
+    /// instance on this same host that would be the instance's own address.)
+    pub from_address: Option<IpAddr>,
     /// How long a deregistered target's existing flows may continue (default 30 s; the
     /// cloud's is 300 s).
     pub deregistration_delay: Duration,
@@ -132,6 +138,7 @@ impl TargetGroupSpec {
             preserve_client_ip: target_type == TargetType::Instance,
             transparent: false,
             proxy_protocol_v2: false,
+            from_address: None,
             deregistration_delay: Duration::from_secs(30),
             target_max_connections: None,
             health_check: HealthCheckSpec::default(),

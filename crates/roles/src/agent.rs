@@ -98,7 +98,9 @@ impl Agent {
             .and_then(|h| h.interface.as_deref())
             .map(|name| Arc::new(crate::addresses::Interface::new(name)));
         let clock = Arc::new(crate::holding::LeaseClock::new(config.timings.host_timeout));
-        let view = crate::view::follow(store.clone(), stop.clone());
+        // The view outlives the loops (`stop`): a stopping host hands its node addresses
+        // over by watching another host report holding them.
+        let view = crate::view::follow(store.clone(), keep_alive.clone());
         let host = Host {
             id: config.host.clone(),
             address: config.address,
@@ -128,6 +130,11 @@ impl Agent {
             store.clone(),
             view.clone(),
             stop.clone(),
+            if interface.is_some() {
+                keep_alive.clone()
+            } else {
+                stop.clone()
+            },
             interface.clone(),
         );
         if interface.is_some() {

@@ -6,7 +6,8 @@
 //! - groups the stack defines and the state lacks (or whose bounds changed);
 //! - operators' requests (scale, terminate, mark health), carried out and closed in filing
 //!   order — or closed as refused, saying why, when the state no longer allows them;
-//! - instances on a host whose liveness lease lapsed: Terminated (cause `HostLost`), targets
+//! - instances on a host whose liveness lease lapsed (and that no node of a live host sees
+//!   healthy): Terminated (cause `HostLost`), targets
 //!   drained — there is no agent left to stop them; its returning agent stops them;
 //! - Pending instances no host has been given: a live host of their zone;
 //! - InService instances: registered with their group's target groups; with
@@ -279,9 +280,21 @@ impl<'a> Pass<'a> {
         if self.now < self.watching_since.after(self.t.host_timeout * 2) {
             return;
         }
+        // Across hosts, the nodes live hosts hold check every instance: one they see healthy
+        // is serving, whatever its agent does (an agent restarting, say), and is left alone
+        // until they see it fail (a dead host's instance, within a few health checks).
+        let watching: BTreeSet<&str> = self
+            .snapshot
+            .hosts
+            .values()
+            .filter(|h| self.live.contains(&h.id))
+            .flat_map(|h| h.nodes.iter())
+            .filter(|(_, hold)| **hold == proxyfleet_state::NodeHold::Holding)
+            .map(|(node, _)| node.as_str())
+            .collect();
         for i in self.snapshot.live_instances() {
             let Some(host) = &i.host else { continue };
-            if self.live.contains(host) {
+            if self.live.contains(host) || self.seen_serving(&i.id, &watching) {
                 continue;
             }
             self.terminated.insert(i.id.clone());
@@ -293,6 +306,20 @@ impl<'a> Pass<'a> {
                 at: self.now,
             });
         }
+    }
+
+    /// Whether one of `nodes` sees a target of `instance` healthy.
+    fn seen_serving(&self, instance: &str, nodes: &BTreeSet<&str>) -> bool {
+        self.snapshot
+            .targets
+            .values()
+            .flat_map(|t| t.values())
+            .filter(|t| t.instance.as_deref() == Some(instance))
+            .any(|t| {
+                t.nodes.iter().any(|(node, view)| {
+                    nodes.contains(node.as_str()) && view.health == TargetHealth::Healthy
+                })
+            })
     }
 
     fn set_desired(&mut self, group: &str, desired: u32, cause: Cause) {

@@ -34,6 +34,13 @@ use crate::nodes::{NodeSet, LIVE_HOSTS_WAIT};
 const HANDOVER_GRACE: Duration = Duration::from_millis(200);
 /// A planned move no host takes up within this ends anyway (the node is dropped).
 const RELEASE_LIMIT: Duration = Duration::from_secs(3);
+/// The longest a released node's flows in progress may take to finish before its address
+/// goes: with [`HANDOVER_GRACE`], the most two hosts answer for one address in a planned
+/// move (0.6 s).
+const DRAIN_LIMIT: Duration = Duration::from_millis(400);
+/// The longest a newly bound node waits for a healthy target before it is announced anyway
+/// (no target of the group is healthy anywhere, say): a few health-check rounds.
+const READY_LIMIT: Duration = Duration::from_secs(1);
 /// How often a host whose renewals are late asks whether the store is between leaders (each
 /// answer is good for half a lease from when it was asked).
 const ELECTION_PROBE: Duration = Duration::from_millis(50);
@@ -252,7 +259,7 @@ impl NodeSet {
                         let handed_over = taken.is_some_and(|t| t.elapsed() >= HANDOVER_GRACE);
                         if handed_over || since.elapsed() > RELEASE_LIMIT {
                             held.remove(&key);
-                            self.let_go(&interface, &key).await;
+                            self.let_go_drained(&interface, &key, &clock).await;
                         } else if mine && taken.is_none() {
                             held.insert(key, Held::Holding);
                         } else {
@@ -264,7 +271,7 @@ impl NodeSet {
             self.report_holdings(&v.snapshot, &held).await;
         }
         for key in std::mem::take(&mut held).into_keys() {
-            self.let_go(&interface, &key).await;
+            self.let_go_drained(&interface, &key, &clock).await;
         }
         let snapshot = self.view.borrow().snapshot.clone();
         self.report_holdings(&snapshot, &held).await;
@@ -284,6 +291,12 @@ impl NodeSet {
             let _ = interface.remove(address).await;
             return false;
         }
+        // Announced (and reported held) once it has a healthy target: until then a planned
+        // move's old holder serves on, and a taken-over node would only fail open.
+        let bound = Instant::now();
+        while !self.node_ready(key) && bound.elapsed() < READY_LIMIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if let IpAddr::V4(v4) = address {
             if let Err(e) = interface.announce(v4) {
                 tracing::warn!(error = %e, %address, "gratuitous ARP not sent");
@@ -291,6 +304,23 @@ impl NodeSet {
         }
         tracing::info!(lb = %key.0, zone = %key.1, %address, host = %self.host, "node address taken");
         true
+    }
+
+    /// A planned let-go: the node's flows in progress finish first (for at most
+    /// [`DRAIN_LIMIT`], and only while the lease holds), since removing the address would
+    /// drop their packets silently; then [`NodeSet::let_go`]. The new holder's gratuitous
+    /// ARP has moved new connections already.
+    async fn let_go_drained(
+        &self,
+        interface: &crate::addresses::Interface,
+        key: &(String, String),
+        clock: &LeaseClock,
+    ) {
+        let since = Instant::now();
+        while self.node_active(key) > 0 && since.elapsed() < DRAIN_LIMIT && clock.holds() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.let_go(interface, key).await;
     }
 
     /// Removes the node's address (at once: nothing more reaches it here), then stops it.

@@ -41,6 +41,10 @@ pub struct NodeSet {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) view: watch::Receiver<View>,
     pub(crate) stop: CancellationToken,
+    /// What the running nodes' own tasks end with: `stop` on one machine; across hosts the
+    /// agent's last token, so a stopping host's nodes serve on until `hold` has handed
+    /// their addresses over (make before break) and let each go.
+    serving: CancellationToken,
     running: Mutex<BTreeMap<(String, String), RunningNode>>,
     /// Where node addresses are added when this host takes them ([`crate::holding`]);
     /// `None`: they are local already (one machine), and binding is the test of ownership.
@@ -57,6 +61,7 @@ impl NodeSet {
         store: Arc<dyn StateStore>,
         view: watch::Receiver<View>,
         stop: CancellationToken,
+        serving: CancellationToken,
         interface: Option<Arc<crate::addresses::Interface>>,
     ) -> Arc<NodeSet> {
         Arc::new(NodeSet {
@@ -67,6 +72,7 @@ impl NodeSet {
             store,
             view,
             stop,
+            serving,
             running: Mutex::new(BTreeMap::new()),
             interface,
         })
@@ -118,16 +124,22 @@ impl NodeSet {
         if self.lock().contains_key(&key) {
             return Ok(());
         }
+        // Across hosts the nodes reach targets from this host's own address, which never
+        // moves (see `TargetGroupSpec::from_address`).
+        let mut groups = self.stack.target_groups.clone();
+        if self.interface.is_some() {
+            let host = self.stack.host(&self.host).map(|h| h.address);
+            for g in groups.iter_mut().filter(|g| !g.preserve_client_ip) {
+                g.from_address = host;
+            }
+        }
         let balancer = Arc::new(
-            Balancer::start_sharing(
-                &self.stack.load_balancers,
-                &self.stack.target_groups,
-                &self.budget,
-                |l, n| l.name == lb && n.zone == zone,
-            )
+            Balancer::start_sharing(&self.stack.load_balancers, &groups, &self.budget, |l, n| {
+                l.name == lb && n.zone == zone
+            })
             .await?,
         );
-        let stop = self.stop.child_token();
+        let stop = self.serving.child_token();
         let (targets_tx, targets_rx) = watch::channel(BTreeSet::new());
         balancer.follow(targets_rx);
         tokio::spawn(feed_targets(
@@ -164,6 +176,34 @@ impl NodeSet {
             node.stop.cancel();
             node.balancer.shutdown().await;
         }
+    }
+
+    /// Whether node `key` runs here and has judged one of its targets healthy (it can take
+    /// flows without failing open).
+    pub(crate) fn node_ready(&self, key: &(String, String)) -> bool {
+        let name = format!("{}/{}", key.0, key.1);
+        let Some(balancer) = self.lock().get(key).map(|n| n.balancer.clone()) else {
+            return false;
+        };
+        balancer.status().targets.iter().any(|t| {
+            t.health
+                .iter()
+                .any(|h| h.node == name && h.health == proxyfleet_lb::Health::Healthy)
+        })
+    }
+
+    /// Flows in progress through node `key` here (0 when it does not run).
+    pub(crate) fn node_active(&self, key: &(String, String)) -> u64 {
+        let Some(balancer) = self.lock().get(key).map(|n| n.balancer.clone()) else {
+            return 0;
+        };
+        balancer
+            .status()
+            .load_balancers
+            .iter()
+            .flat_map(|lb| lb.nodes.iter())
+            .map(|n| n.active)
+            .sum()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), RunningNode>> {

@@ -11,7 +11,7 @@
 //! - the app network 198.18.20.0/24 (clients from .1-.4), the origin on 198.18.30.10.
 //!
 //! Instances take PROXY v2 from the nodes (`require-proxy-header`, the default across
-//! hosts) and log in Squid's format to their own directory, so a drill can read which client
+//! hosts), which connect from their host's own address (node addresses move) and log in Squid's format to their own directory, so a drill can read which client
 //! addresses they saw.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -91,14 +91,13 @@ zones:
 networks:
   app: 198.18.20.0/24
   service: 198.18.30.0/24
+  hosts: 198.18.0.0/24
 service_networks: [service]
 security_groups:
   sg:
     ingress:
       - {{ protocol: tcp, ports: "3128", from: app }}
-      - {{ protocol: tcp, ports: "3128", from: a }}
-      - {{ protocol: tcp, ports: "3128", from: b }}
-      - {{ protocol: tcp, ports: "3128", from: c }}
+      - {{ protocol: tcp, ports: "3128", from: hosts }}
 load_balancers:
   front: {{ zones: [a, b, c] }}
 listeners:
@@ -116,7 +115,7 @@ launch_templates:
     files:
       squid.conf: |
         http_port {{address}}:{{port}} require-proxy-header
-        acl lb src 198.18.1.10 198.18.2.10 198.18.3.10
+        acl lb src 198.18.0.1 198.18.0.2 198.18.0.3
         proxy_protocol_access allow lb
         proxy_protocol_access deny all
         acl app src 198.18.20.0/24

@@ -265,6 +265,64 @@ fn a_lost_hosts_instances_are_terminated_drained_and_replaced_in_a_surviving_zon
 }
 
 #[test]
+fn a_lost_hosts_instance_that_a_live_hosts_node_sees_healthy_is_left_serving() {
+    let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
+    let c1 = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(50_000));
+    let mut s = snapshot(
+        2,
+        &[
+            (a1.clone(), Some(TargetHealth::Healthy)),
+            (c1, Some(TargetHealth::Healthy)),
+        ],
+    );
+    // ha's agent stopped renewing (restarting, say); hc holds node front/c and sees i-a1
+    // healthy; ha's own node's view does not count (nobody live holds it).
+    s.hosts.get_mut("ha").unwrap().last_heartbeat = ms(2_000);
+    s.hosts
+        .get_mut("hc")
+        .unwrap()
+        .nodes
+        .insert("front/c".into(), proxyfleet_state::NodeHold::Holding);
+    let view = |health| proxyfleet_state::NodeView {
+        health,
+        reason: String::new(),
+        since: ms(10_000),
+        active_flows: 0,
+    };
+    let t = s
+        .targets
+        .get_mut("tg")
+        .unwrap()
+        .get_mut(&a1.target_address())
+        .unwrap();
+    t.nodes
+        .insert("front/a".into(), view(TargetHealth::Healthy));
+    t.nodes
+        .insert("front/c".into(), view(TargetHealth::Healthy));
+    let changes = run(&s);
+    assert!(terminations(&changes).is_empty(), "{changes:?}");
+    assert!(launches(&changes).is_empty(), "{changes:?}");
+    // Once hc's node sees it fail, it is written off and replaced.
+    let t = s
+        .targets
+        .get_mut("tg")
+        .unwrap()
+        .get_mut(&a1.target_address())
+        .unwrap();
+    t.nodes
+        .insert("front/c".into(), view(TargetHealth::Unhealthy));
+    let changes = run(&s);
+    assert_eq!(
+        terminations(&changes),
+        vec![(
+            "i-a1".to_string(),
+            Lifecycle::Terminated,
+            Cause::HostLost { host: "ha".into() }
+        )]
+    );
+}
+
+#[test]
 fn scale_in_takes_the_newest_of_the_most_populated_zone() {
     let a1 = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(50_000));
     let a2 = instance("i-a2", "a", "127.70.1.12", Lifecycle::InService, ms(40_000));
