@@ -56,6 +56,18 @@ impl Interface {
         }
     }
 
+    /// Makes the ARP requests this host sends on the interface carry its primary address,
+    /// never an address that moves (`arp_announce = 2`, what LVS and keepalived setups set):
+    /// by default Linux puts the packet's source there, so a host still draining a node
+    /// address it handed over would, asking for a client's MAC, point that client back at
+    /// itself. The setting is per network namespace, like the interface.
+    pub fn prefer_primary_in_arp(&self) -> io::Result<()> {
+        for scope in ["all", self.name.as_str()] {
+            std::fs::write(format!("/proc/sys/net/ipv4/conf/{scope}/arp_announce"), "2")?;
+        }
+        Ok(())
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

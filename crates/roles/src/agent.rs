@@ -97,6 +97,11 @@ impl Agent {
         let interface = spec
             .and_then(|h| h.interface.as_deref())
             .map(|name| Arc::new(crate::addresses::Interface::new(name)));
+        if let Some(interface) = &interface {
+            if let Err(e) = interface.prefer_primary_in_arp() {
+                tracing::warn!(interface = interface.name(), error = %e, "cannot set arp_announce = 2: a host handing a node address over may point clients back at itself");
+            }
+        }
         let clock = Arc::new(crate::holding::LeaseClock::new(config.timings.host_timeout));
         // The view outlives the loops (`stop`): a stopping host hands its node addresses
         // over by watching another host report holding them.
