@@ -62,10 +62,12 @@ impl Interface {
     /// address it handed over would, asking for a client's MAC, point that client back at
     /// itself. The setting is per network namespace, like the interface.
     pub fn prefer_primary_in_arp(&self) -> io::Result<()> {
-        for scope in ["all", self.name.as_str()] {
-            std::fs::write(format!("/proc/sys/net/ipv4/conf/{scope}/arp_announce"), "2")?;
-        }
-        Ok(())
+        // The kernel uses the larger of `all` and the interface's value: the interface's
+        // alone is enough, and leaves the host's other interfaces as they were.
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{}/arp_announce", self.name),
+            "2",
+        )
     }
 
     pub fn name(&self) -> &str {
