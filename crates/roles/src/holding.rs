@@ -27,13 +27,15 @@ use std::time::{Duration, Instant};
 
 use proxyfleet_state::{Change, Fence, NodeHold, Snapshot};
 
-use crate::nodes::{NodeSet, LIVE_HOSTS_WAIT};
+use crate::nodes::NodeSet;
 
 /// How long a releasing host keeps serving after another reported holding the node: clients
 /// whose ARP entry still points here get through meanwhile.
 const HANDOVER_GRACE: Duration = Duration::from_millis(200);
 /// A planned move no host takes up within this ends anyway (the node is dropped).
 const RELEASE_LIMIT: Duration = Duration::from_secs(3);
+/// The longest a holdings report may hold the loop up (see `report_holdings`).
+const REPORT_WAIT: Duration = Duration::from_millis(300);
 /// The longest a released node's flows in progress may take to finish before its address
 /// goes: with [`HANDOVER_GRACE`], the most two hosts answer for one address in a planned
 /// move (0.6 s).
@@ -223,10 +225,14 @@ impl NodeSet {
             if !v.connected {
                 continue;
             }
-            let live = match tokio::time::timeout(LIVE_HOSTS_WAIT, self.store.live_hosts()).await {
+            // Short: a fenced host must reach the check above again soon.
+            let live = match tokio::time::timeout(TICK * 2, self.store.live_hosts()).await {
                 Ok(Ok(live)) => live,
                 _ => continue,
             };
+            if !clock.holds() {
+                continue;
+            }
             for key in self.all_nodes() {
                 let name = format!("{}/{}", key.0, key.1);
                 let held_by_other = v.snapshot.hosts.values().any(|h| {
@@ -365,8 +371,17 @@ impl NodeSet {
             host: self.host.clone(),
             nodes,
         };
-        if let Err(e) = self.store.apply(Fence::Unfenced, vec![change]).await {
-            tracing::warn!(error = %e, "state store: node holdings not reported yet");
+        // Bounded: the loop that reports also fences, and a write held up by an outage (a
+        // call rounds over the members for seconds) must not keep it from dropping its
+        // addresses in time. An unfinished report is made again on the next tick.
+        match tokio::time::timeout(REPORT_WAIT, self.store.apply(Fence::Unfenced, vec![change]))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "state store: node holdings not reported yet"),
+            Err(_) => tracing::warn!(
+                "state store: node holdings not reported within {REPORT_WAIT:?}; again next tick"
+            ),
         }
     }
 }

@@ -61,6 +61,17 @@ pub fn read_to_close(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
     out
 }
 
+/// A response head's Content-Length (0 without one).
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
 /// Reads one HTTP response head and its Content-Length body (enough for keep-alive tests).
 pub fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
     let mut data = Vec::new();
@@ -78,14 +89,7 @@ pub fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
         data.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
+    let length = content_length(&head);
     let mut body = data[head_end..].to_vec();
     while body.len() < length {
         let n = stream.read(&mut buf).expect("read response body");

@@ -275,19 +275,29 @@ impl Hosts {
     }
 
     /// Polls `status` until `probe` holds; returns how long it took.
+    /// Polls `status` until `probe` holds; returns how long it took. Each poll asks the
+    /// next host whose agent runs, and a poll that fails (a host cut off from etcd) is
+    /// just a poll that did not see it yet.
     pub fn wait(&self, what: &str, limit: Duration, probe: impl Fn(&Value) -> bool) -> Duration {
         let start = Instant::now();
-        loop {
-            let s = self.status();
-            if probe(&s) {
-                return start.elapsed();
+        let mut last = String::new();
+        for n in 0.. {
+            let i = n % 3;
+            if self.agents[i].is_some() {
+                let (ns, stack) = self.status_args(i);
+                match status_in(&ns, &stack) {
+                    Ok(s) if probe(&s) => return start.elapsed(),
+                    Ok(s) => last = format!("{s:#}"),
+                    Err(e) => last = format!("status on {}: {e}", HOSTS[i]),
+                }
             }
             assert!(
                 start.elapsed() < limit,
-                "timed out waiting for {what}; status: {s:#}"
+                "timed out waiting for {what}; last: {last}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        unreachable!()
     }
 
     /// Runs `f` in the app namespace (a client's view of the segment).
@@ -482,14 +492,7 @@ impl Flow {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| format!("no status line: {head}"))?;
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0);
+        let length = testkit::client::content_length(&head);
         let mut body = data.len() - head_end;
         while body < length {
             match self.stream.read(&mut buf) {
