@@ -177,11 +177,24 @@ impl Hosts {
         hosts.wait(
             "every zone serving on its own host",
             Duration::from_secs(40),
+            // Settled: every zone serving on its own host, and no hand-over from the
+            // start-up (a host that came up first serves every node until the others do)
+            // still releasing a node.
             |s| {
-                (0..3).all(|i| {
-                    !serving_in(s, ZONES[i]).is_empty()
-                        && holder(s, &format!("front/{}", ZONES[i])).as_deref() == Some(HOSTS[i])
-                })
+                let releasing = s["hosts"].as_array().is_some_and(|hs| {
+                    hs.iter().any(|h| {
+                        h["nodes"].as_array().is_some_and(|n| {
+                            n.iter()
+                                .any(|x| x.as_str().is_some_and(|x| x.ends_with("(releasing)")))
+                        })
+                    })
+                });
+                !releasing
+                    && (0..3).all(|i| {
+                        !serving_in(s, ZONES[i]).is_empty()
+                            && holder(s, &format!("front/{}", ZONES[i])).as_deref()
+                                == Some(HOSTS[i])
+                    })
             },
         );
         hosts
