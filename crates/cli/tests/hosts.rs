@@ -80,12 +80,7 @@ fn hosts_1_every_node_reaches_the_service_from_instances_on_two_hosts() {
     let answer = tier.dns_answer().expect("the DNS name answers");
     let mut answer_sorted = answer.clone();
     answer_sorted.sort();
-    let nodes: Vec<std::net::Ipv4Addr> = (0..3)
-        .map(|i| match node_address(i).ip() {
-            std::net::IpAddr::V4(a) => a,
-            std::net::IpAddr::V6(_) => unreachable!(),
-        })
-        .collect();
+    let nodes: Vec<std::net::Ipv4Addr> = (0..3).map(hosts::node_ip).collect();
     assert_eq!(
         answer_sorted, nodes,
         "every zone is healthy: every node in the answer"
@@ -397,10 +392,7 @@ fn hosts_4_a_zone_without_healthy_targets_leaves_the_dns_answer_and_returns() {
         return;
     }
     let tier = Hosts::start(3);
-    let node_c = match node_address(2).ip() {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => unreachable!(),
-    };
+    let node_c = hosts::node_ip(2);
     // Zone c's instances hang (SIGSTOP): they still accept in the kernel, but answer no
     // health check, so zone c's target goes unhealthy on every node.
     let s = tier.status();
@@ -545,7 +537,7 @@ fn sample_overlaps(
 ) -> std::thread::JoinHandle<Vec<(String, Duration, bool)>> {
     use std::sync::atomic::Ordering;
     std::thread::spawn(move || {
-        let nodes: Vec<String> = (0..3).map(|i| node_address(i).ip().to_string()).collect();
+        let nodes: Vec<String> = (0..3).map(|i| hosts::node_ip(i).to_string()).collect();
         let mut open: Vec<Option<(Instant, bool)>> = vec![None; 3];
         let mut overlaps = Vec::new();
         while !stop.load(Ordering::Relaxed) {

@@ -22,7 +22,7 @@ use crate::decide::Timings;
 use crate::view::View;
 
 /// How long the stand-in check waits for the store's list of live hosts.
-pub(crate) const LIVE_HOSTS_WAIT: Duration = Duration::from_millis(500);
+const LIVE_HOSTS_WAIT: Duration = Duration::from_millis(500);
 
 /// One node (`LB/ZONE`) run by this agent: its own balancer, following the state.
 struct RunningNode {
@@ -182,7 +182,7 @@ impl NodeSet {
     /// flows without failing open).
     pub(crate) fn node_ready(&self, key: &(String, String)) -> bool {
         let name = format!("{}/{}", key.0, key.1);
-        let Some(balancer) = self.lock().get(key).map(|n| n.balancer.clone()) else {
+        let Some(balancer) = self.running_balancer(key) else {
             return false;
         };
         balancer.status().targets.iter().any(|t| {
@@ -194,7 +194,7 @@ impl NodeSet {
 
     /// Flows in progress through node `key` here (0 when it does not run).
     pub(crate) fn node_active(&self, key: &(String, String)) -> u64 {
-        let Some(balancer) = self.lock().get(key).map(|n| n.balancer.clone()) else {
+        let Some(balancer) = self.running_balancer(key) else {
             return 0;
         };
         balancer
@@ -204,6 +204,10 @@ impl NodeSet {
             .flat_map(|lb| lb.nodes.iter())
             .map(|n| n.active)
             .sum()
+    }
+
+    fn running_balancer(&self, key: &(String, String)) -> Option<Arc<Balancer>> {
+        self.lock().get(key).map(|n| n.balancer.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), RunningNode>> {

@@ -38,8 +38,14 @@ pub fn host_address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, i as u8 + 1)
 }
 
+/// Zone `i`'s node address.
+pub fn node_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, i as u8 + 1, 10)
+}
+
+/// Zone `i`'s node: its address, port 3128.
 pub fn node_address(i: usize) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::new(198, 18, i as u8 + 1, 10), 3128))
+    SocketAddr::from((node_ip(i), 3128))
 }
 
 pub fn client_address(n: usize) -> Ipv4Addr {
@@ -294,8 +300,10 @@ impl Hosts {
     pub fn wait(&self, what: &str, limit: Duration, probe: impl Fn(&Value) -> bool) -> Duration {
         let start = Instant::now();
         let mut last = String::new();
-        for n in 0.. {
+        let mut n = 0;
+        loop {
             let i = n % 3;
+            n += 1;
             if self.agents[i].is_some() {
                 let (ns, stack) = self.status_args(i);
                 match status_in(&ns, &stack) {
@@ -310,7 +318,6 @@ impl Hosts {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        unreachable!()
     }
 
     /// Runs `f` in the app namespace (a client's view of the segment).
@@ -430,10 +437,7 @@ pub fn resolve(name: &str) -> Result<Vec<Ipv4Addr>, String> {
     Err(format!("no DNS answer for {name}: {}", why.join("; ")))
 }
 
-/// In-service instances of `zone` whose target is healthy.
-pub fn serving_in(s: &Value, zone: &str) -> Vec<String> {
-    super::tier::serving_in(s, zone)
-}
+pub use super::tier::serving_in;
 
 /// The host that reports holding node `LB/ZONE`, if exactly one live host does.
 pub fn holder(s: &Value, node: &str) -> Option<String> {

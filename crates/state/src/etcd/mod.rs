@@ -118,14 +118,21 @@ impl EtcdStore {
     /// Each member's status, all asked at once (so a silent member costs one timeout, not
     /// one per member), in endpoint order.
     pub async fn health(&self) -> Vec<MemberHealth> {
-        let asks = self.client.endpoints().iter().map(|&endpoint| async move {
-            let answer: Result<wire::StatusResponse, String> = self
-                .client
-                .call_one(endpoint, "/v3/maintenance/status", &json!({}))
-                .await;
-            member_health(endpoint, answer)
-        });
+        let asks = self
+            .client
+            .endpoints()
+            .iter()
+            .map(|&endpoint| self.member_health(endpoint));
         futures_util::future::join_all(asks).await
+    }
+
+    /// One member's `maintenance/status` (answered by the member itself, leader or not).
+    async fn member_health(&self, endpoint: SocketAddr) -> MemberHealth {
+        let answer: Result<wire::StatusResponse, String> = self
+            .client
+            .call_one(endpoint, "/v3/maintenance/status", &json!({}))
+            .await;
+        member_health(endpoint, answer)
     }
 
     async fn get(&self, key: &str) -> Result<(Option<KeyValue>, u64), StoreError> {
@@ -611,13 +618,7 @@ impl StateStore for EtcdStore {
         let endpoints = self.client.endpoints();
         let mut asks: FuturesUnordered<_> = endpoints
             .iter()
-            .map(|&endpoint| async move {
-                let answer: Result<wire::StatusResponse, String> = self
-                    .client
-                    .call_one(endpoint, "/v3/maintenance/status", &json!({}))
-                    .await;
-                member_health(endpoint, answer)
-            })
+            .map(|&endpoint| self.member_health(endpoint))
             .collect();
         let mut followers = 0;
         while let Some(member) = asks.next().await {
