@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 use proxyfleet_roles::decide::Timings;
+use proxyfleet_roles::isolated::WhenIsolated;
 use proxyfleet_roles::{Agent, AgentConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -52,6 +53,17 @@ pub struct AgentArgs {
     /// node address taken over and its instances replaced (etcd counts whole seconds).
     #[arg(long, default_value = "1s", value_parser = lease_duration)]
     host_timeout: Duration,
+    /// What this host serves while it cannot reach the etcd majority (across hosts): `serve`
+    /// the node addresses nobody else on the segment answers for (asked by ARP probe, once
+    /// any host that still reaches the majority has taken them over), or `fence`: nothing.
+    #[arg(long, value_enum, default_value = "serve")]
+    isolated: Isolated,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Isolated {
+    Serve,
+    Fence,
 }
 
 /// The shortest and longest lease an agent takes: renewals run every quarter of one, so a
@@ -168,6 +180,10 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             timings,
             budget: proxyfleet_lb::ProcessBudget::new(limits),
             launcher: None,
+            when_isolated: match args.isolated {
+                Isolated::Serve => WhenIsolated::Serve,
+                Isolated::Fence => WhenIsolated::Fence,
+            },
         };
         let agent = Agent::start(config, store.clone()).await?;
         // The admin API (what `status`, `activity`, `scale`, `terminate`, `down` and the

@@ -82,6 +82,7 @@ pub async fn serve(
             timings: Timings::default(),
             budget: budget.clone(),
             launcher: Some(launcher.for_host(&host)),
+            when_isolated: Default::default(),
         };
         agents.push(Agent::start(config, store.clone()).await?);
         host_dirs.insert(host, dir);

@@ -444,6 +444,172 @@ fn hosts_4_a_zone_without_healthy_targets_leaves_the_dns_answer_and_returns() {
 }
 
 #[test]
+fn hosts_5_losing_two_of_three_hosts_leaves_the_third_serving_every_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let mut tier = Hosts::start(3);
+    let (dns, nodes) = loads(&tier);
+    let killed_at: Vec<Duration> = nodes.iter().map(|l| l.now()).collect();
+    let killed = Instant::now();
+    tier.kill_host(0);
+    tier.kill_host(1);
+    // etcd has no majority left: hc fences (half a lease), then, once any majority would
+    // have taken its addresses over, finds by ARP probe that nobody answers for any node
+    // address and serves them all.
+    // hc's own node too: it goes down with the fence and comes back with the probe.
+    let served = tier.each_node_down_then_back(killed, Duration::from_secs(15));
+    let all_served = Instant::now();
+    let on_hc = tier.net.addresses("hc");
+    assert!(
+        (0..3).all(|i| on_hc.contains(&hosts::node_ip(i))),
+        "every node address on hc: {on_hc:?}"
+    );
+    let after: Vec<Duration> = nodes.iter().map(|l| l.now()).collect();
+    let dns_after = dns.now();
+    for l in &nodes {
+        l.wait_for_more(100, Duration::from_secs(10));
+    }
+    // Slow: each lookup waits out the two dead hosts' DNS servers first (200 ms each).
+    dns.wait_for_more(5, Duration::from_secs(10));
+    // Back: their links up, etcd members and agents restarted; the tier is whole again
+    // (a majority, a controller, each zone serving on its own host, three in service).
+    let revived = Instant::now();
+    let revived_at: Vec<Duration> = nodes.iter().map(|l| l.now()).collect();
+    tier.revive_host(0);
+    tier.revive_host(1);
+    tier.wait("the tier whole again", Duration::from_secs(40), |s| {
+        leader(s).is_some()
+            && live(s).len() == 3
+            && live(s).iter().all(|i| i["lifecycle"] == "InService")
+            && (0..3).all(|i| {
+                !serving_in(s, ZONES[i]).is_empty()
+                    && holder(s, &format!("front/{}", ZONES[i])).as_deref() == Some(HOSTS[i])
+            })
+    });
+    let whole = revived.elapsed();
+    let dns = dns.stop();
+    let reports: Vec<testkit::load::Report> = nodes.into_iter().map(|l| l.stop()).collect();
+    let failed_while_isolated: Vec<&testkit::load::Failed> = (0..3)
+        .flat_map(|i| {
+            let returned = revived_at[i];
+            reports[i]
+                .failed_from(after[i] + Duration::from_millis(500))
+                .into_iter()
+                .filter(move |f| f.started < returned)
+        })
+        .collect();
+    let failed_on_return: usize = (0..3)
+        .map(|i| reports[i].failed_from(revived_at[i]).len())
+        .sum();
+    println!(
+        "hosts 5: killed ha and hb (etcd without a majority): hc serves node a again after {} ms, b after {} ms, c (its own, fenced first) after {} ms; then {} ok, {} failed new connections through the nodes while alone; DNS name: {} ok, {} failed after every node served",
+        served[0].as_millis(),
+        served[1].as_millis(),
+        served[2].as_millis(),
+        reports.iter().map(|r| r.ok).sum::<u64>(),
+        failed_while_isolated.len(),
+        dns.ok,
+        dns.failed_from(dns_after + Duration::from_millis(500)).len(),
+    );
+    println!(
+        "hosts 5: ha and hb back: the tier whole again after {} ms ({} ms after every node served alone), {failed_on_return} failed new connections through the nodes while they returned; failed before the kill: {}",
+        whole.as_millis(),
+        (revived - all_served).as_millis(),
+        (0..3)
+            .map(|i| reports[i].failed_before(killed_at[i]).len())
+            .sum::<usize>()
+    );
+    assert!(
+        failed_while_isolated.is_empty(),
+        "nothing fails once hc serves alone: {failed_while_isolated:?}"
+    );
+    // Counted from the first kill: hc renews through the one member left until the second
+    // kill, fences half a lease later, asks the segment 2 s after that (the most any
+    // majority needs to take its addresses over), then probes and waits for a healthy
+    // target (under a second).
+    for (i, d) in served.iter().enumerate() {
+        assert!(
+            *d <= Duration::from_secs(6),
+            "node {} served again within 6 s",
+            ZONES[i]
+        );
+    }
+}
+
+#[test]
+fn hosts_5b_losing_the_etcd_majority_leaves_every_host_serving_its_own_node() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let mut tier = Hosts::start(3);
+    let (dns, nodes) = loads(&tier);
+    let namespaces: Vec<String> = HOSTS.iter().map(|h| tier.net.ns(h).name.clone()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_overlaps(namespaces, std::sync::Arc::default(), stop.clone());
+    // Every host alive, but two etcd members gone: nobody can renew, every host fences; then
+    // all three ask the segment at about the same time, each its own zone's node first.
+    let cut = Instant::now();
+    tier.etcd.kill(0);
+    tier.etcd.kill(1);
+    let back = tier.each_node_down_then_back(cut, Duration::from_secs(15));
+    let after: Vec<Duration> = nodes.iter().map(|l| l.now()).collect();
+    for l in &nodes {
+        l.wait_for_more(100, Duration::from_secs(10));
+    }
+    // Settled: each host has its own zone's node address and no other.
+    let own: Vec<Vec<std::net::Ipv4Addr>> = HOSTS.iter().map(|h| tier.net.addresses(h)).collect();
+    for (i, addresses) in own.iter().enumerate() {
+        for z in 0..3 {
+            assert_eq!(
+                addresses.contains(&hosts::node_ip(z)),
+                z == i,
+                "{} holds exactly its own node's address: {addresses:?}",
+                HOSTS[i]
+            );
+        }
+    }
+    let restored_at: Vec<Duration> = nodes.iter().map(|l| l.now()).collect();
+    tier.etcd.restart(0);
+    tier.etcd.restart(1);
+    let restored = Instant::now();
+    tier.wait("the tier whole again", Duration::from_secs(30), |s| {
+        leader(s).is_some()
+            && live(s).len() == 3
+            && (0..3)
+                .all(|i| holder(s, &format!("front/{}", ZONES[i])).as_deref() == Some(HOSTS[i]))
+    });
+    let whole = restored.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let overlaps = sampler.join().unwrap();
+    let _ = dns.stop();
+    let reports: Vec<testkit::load::Report> = nodes.into_iter().map(|l| l.stop()).collect();
+    let failed_cut_off: usize = (0..3)
+        .map(|i| {
+            reports[i]
+                .failed_from(after[i] + Duration::from_millis(500))
+                .iter()
+                .filter(|f| f.started < restored_at[i])
+                .count()
+        })
+        .sum();
+    let failed_on_return: usize = (0..3)
+        .map(|i| reports[i].failed_from(restored_at[i]).len())
+        .sum();
+    println!(
+        "hosts 5b: etcd majority lost, every host alive: node a serving again after {} ms, b after {} ms, c after {} ms, each from its own host; {failed_cut_off} failed new connections once they served; addresses seen on two hosts: {overlaps:?}; etcd back: whole again after {} ms, {failed_on_return} failed new connections meanwhile",
+        back[0].as_millis(),
+        back[1].as_millis(),
+        back[2].as_millis(),
+        whole.as_millis()
+    );
+    assert!(overlaps.is_empty(), "no address on two hosts: {overlaps:?}");
+    assert_eq!(failed_cut_off, 0);
+}
+
+#[test]
 fn hosts_6_a_rolling_restart_of_every_agent_under_load() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     if skip() {

@@ -33,6 +33,7 @@ fn config(
         timings: Timings::default(),
         budget: proxyfleet_lb::ProcessBudget::new(Default::default()),
         launcher: None,
+        when_isolated: Default::default(),
     }
 }
 

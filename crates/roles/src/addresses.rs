@@ -230,24 +230,63 @@ fn parse_prefix_of(listing: &str, ip: Ipv4Addr) -> Option<u8> {
     })
 }
 
-/// An `AF_PACKET` datagram socket bound to nothing (it receives nothing), for sending ARP out
-/// of one interface: the kernel adds the Ethernet header for the destination it is given.
-struct ArpSocket {
+/// An `AF_PACKET` datagram socket for ARP on one interface: the kernel adds the Ethernet
+/// header for the destination it is given. [`open`](ArpSocket::open)ed, it receives nothing;
+/// [`listening`](ArpSocket::listening), every ARP frame the interface sees.
+pub(crate) struct ArpSocket {
     fd: OwnedFd,
     ifindex: i32,
-    mac: [u8; 6],
+    pub(crate) mac: [u8; 6],
+}
+
+impl AsRawFd for ArpSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 impl ArpSocket {
+    /// Opens a socket that sends only (see [`ArpSocket::open_for`]).
+    fn open(interface: &str) -> io::Result<ArpSocket> {
+        ArpSocket::open_for(interface, 0)
+    }
+
+    /// Opens a non-blocking socket bound to the interface that receives its ARP frames, in
+    /// and out ([`ArpSocket::recv`] tells them apart).
+    pub(crate) fn listening(interface: &str) -> io::Result<ArpSocket> {
+        let socket = ArpSocket::open_for(interface, libc::ETH_P_ARP as u16)?;
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value, filled in below.
+        let mut at: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        at.sll_family = libc::AF_PACKET as u16;
+        at.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+        at.sll_ifindex = socket.ifindex;
+        // SAFETY: the address is valid for the length given, for the call.
+        let bound = unsafe {
+            libc::bind(
+                socket.fd.as_raw_fd(),
+                (&at as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if bound < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot listen for ARP on interface {interface}: {e}"),
+            ));
+        }
+        Ok(socket)
+    }
+
     /// Opens the socket in the calling thread's network namespace and looks the interface up
     /// through it: its index and MAC come from the kernel by ioctl, not from
     /// `/sys/class/net`, which shows the namespace sysfs was mounted in, not necessarily the
-    /// caller's.
-    fn open(interface: &str) -> io::Result<ArpSocket> {
+    /// caller's. `protocol`: what it receives (0: nothing).
+    fn open_for(interface: &str, protocol: u16) -> io::Result<ArpSocket> {
         let context = |e: io::Error| {
             io::Error::new(
                 e.kind(),
-                format!("cannot send gratuitous ARP from interface {interface}: {e}"),
+                format!("cannot open an ARP socket on interface {interface}: {e}"),
             )
         };
         // SAFETY: socket(2) takes plain integers; the descriptor it returns is owned below.
@@ -255,7 +294,7 @@ impl ArpSocket {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
+                i32::from(protocol.to_be()),
             )
         };
         if raw < 0 {
@@ -290,7 +329,54 @@ impl ArpSocket {
     /// Ethernet broadcast address. A request rather than a reply: every neighbour processes a
     /// broadcast request, and Linux updates an existing entry from it.
     fn send_gratuitous(&self, ip: Ipv4Addr) -> io::Result<()> {
-        let frame = arp_request(self.mac, ip);
+        self.broadcast(&arp_request(self.mac, ip), "gratuitous ARP", ip)
+    }
+
+    /// Sends an ARP probe for `ip` (RFC 5227: sender address zero, so that no neighbour
+    /// learns anything from it): a host that has `ip` answers it.
+    pub(crate) fn send_probe(&self, ip: Ipv4Addr) -> io::Result<()> {
+        self.broadcast(&arp_probe(self.mac, ip), "an ARP probe", ip)
+    }
+
+    /// Whether the interface is up with its link (`IFF_RUNNING`: carrier).
+    pub(crate) fn carrier(&self, interface: &str) -> io::Result<bool> {
+        // SAFETY: SIOCGIFFLAGS fills only the `ifreq`'s flags.
+        let req = unsafe { ifreq_ioctl(&self.fd, interface, libc::SIOCGIFFLAGS)? };
+        // SAFETY: SIOCGIFFLAGS fills the flags field of the union.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        let up = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        Ok(flags & up == up)
+    }
+
+    /// The next ARP frame another host sent on the interface, if one is waiting
+    /// (`WouldBlock` when none is); `None` for a frame that was this host's own or not ARP
+    /// over Ethernet for IPv4.
+    pub(crate) fn recv(&self) -> io::Result<Option<SeenArp>> {
+        let mut frame = [0u8; 64];
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value, filled by the kernel.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: the buffer and the address are valid for the lengths given, for the call.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                frame.as_mut_ptr().cast(),
+                frame.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut from_len,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if from.sll_pkttype == libc::PACKET_OUTGOING {
+            return Ok(None);
+        }
+        Ok(SeenArp::parse(&frame[..n as usize]).filter(|seen| seen.sender_mac != self.mac))
+    }
+
+    fn broadcast(&self, frame: &[u8; 28], what: &str, ip: Ipv4Addr) -> io::Result<()> {
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value, filled in below.
         let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         to.sll_family = libc::AF_PACKET as u16;
@@ -314,7 +400,7 @@ impl ArpSocket {
             return Err(io::Error::new(
                 e.kind(),
                 format!(
-                    "cannot send gratuitous ARP for {ip} (ifindex {}): {e}",
+                    "cannot send {what} for {ip} (ifindex {}): {e}",
                     self.ifindex
                 ),
             ));
@@ -371,6 +457,43 @@ fn arp_request(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
     frame
 }
 
+/// An ARP probe (RFC 5227 §2.1.1): a request for `ip` from `mac` with sender address zero.
+fn arp_probe(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
+    let mut frame = arp_request(mac, ip);
+    frame[14..18].copy_from_slice(&[0; 4]);
+    frame
+}
+
+/// An ARP frame (request or reply) another host sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SeenArp {
+    pub sender_mac: [u8; 6],
+    /// Zero in a probe.
+    pub sender_ip: Ipv4Addr,
+    pub target_ip: Ipv4Addr,
+}
+
+impl SeenArp {
+    /// Ethernet/IPv4 ARP (RFC 826) only: anything else is `None`.
+    fn parse(frame: &[u8]) -> Option<SeenArp> {
+        if frame.len() < 28 || frame[0..6] != [0, 1, 8, 0, 6, 4] {
+            return None;
+        }
+        let ip = |at: usize| Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3]);
+        Some(SeenArp {
+            sender_mac: frame[8..14].try_into().ok()?,
+            sender_ip: ip(14),
+            target_ip: ip(24),
+        })
+    }
+
+    /// Whether this frame shows another host having `ip` (it sent from it), or — `probing`
+    /// too — wanting it (its own probe for it: both would take it otherwise).
+    pub fn claims(&self, ip: Ipv4Addr, probing: bool) -> bool {
+        self.sender_ip == ip || (probing && self.sender_ip.is_unspecified() && self.target_ip == ip)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +533,29 @@ mod tests {
                 0, 0, 0, 0, 0, 0, 198, 18, 200, 50, // target
             ]
         );
+    }
+
+    #[test]
+    fn reads_probes_and_claims() {
+        let ip = Ipv4Addr::new(198, 18, 200, 50);
+        let probe = SeenArp::parse(&arp_probe([2, 0, 0, 0, 0, 9], ip)).unwrap();
+        assert_eq!(probe.sender_ip, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(probe.target_ip, ip);
+        assert!(
+            probe.claims(ip, true),
+            "another host probing for it while we probe"
+        );
+        assert!(
+            !probe.claims(ip, false),
+            "a probe is no claim on an address held"
+        );
+        let announce = SeenArp::parse(&arp_request([2, 0, 0, 0, 0, 9], ip)).unwrap();
+        assert!(announce.claims(ip, false));
+        assert!(!announce.claims(Ipv4Addr::new(198, 18, 200, 51), true));
+        assert_eq!(SeenArp::parse(&[0; 27]), None, "short");
+        let mut not_ipv4 = arp_request([2, 0, 0, 0, 0, 9], ip);
+        not_ipv4[2] = 0x86;
+        assert_eq!(SeenArp::parse(&not_ipv4), None);
     }
 
     #[tokio::test]

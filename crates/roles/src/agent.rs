@@ -46,6 +46,8 @@ pub struct AgentConfig {
     /// Agents that share a state directory in one process share one
     /// ([`SharedLauncher`](proxyfleet_group::launcher::SharedLauncher)).
     pub launcher: Option<Arc<dyn proxyfleet_group::launcher::Launcher>>,
+    /// What the host serves while it cannot reach the store's majority (across hosts).
+    pub when_isolated: crate::isolated::WhenIsolated,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +153,7 @@ impl Agent {
                 config.timings.host_timeout,
                 keep_alive.clone(),
             ));
-            tasks.spawn(nodes.clone().hold(clock));
+            tasks.spawn(nodes.clone().hold(clock, config.when_isolated));
         } else {
             if let Err(e) = nodes.start_own(config.timings.host_timeout * 4).await {
                 stop.cancel();

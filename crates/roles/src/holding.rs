@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use proxyfleet_state::{Change, Fence, NodeHold, Snapshot};
 
+use crate::isolated::{witness_after, WhenIsolated};
 use crate::nodes::NodeSet;
 
 /// How long a releasing host keeps serving after another reported holding the node: clients
@@ -42,7 +43,7 @@ const REPORT_WAIT: Duration = Duration::from_millis(300);
 const DRAIN_LIMIT: Duration = Duration::from_millis(400);
 /// The longest a newly bound node waits for a healthy target before it is announced anyway
 /// (no target of the group is healthy anywhere, say): a few health-check rounds.
-const READY_LIMIT: Duration = Duration::from_secs(1);
+pub(crate) const READY_LIMIT: Duration = Duration::from_secs(1);
 /// How often a host whose renewals are late asks whether the store is between leaders (each
 /// answer is good for half a lease from when it was asked).
 const ELECTION_PROBE: Duration = Duration::from_millis(50);
@@ -185,7 +186,7 @@ enum Held {
 impl NodeSet {
     /// Takes, moves and drops this host's node addresses until the agent stops (see the
     /// module's overview); then releases them, make before break, within [`RELEASE_LIMIT`].
-    pub async fn hold(self: Arc<Self>, clock: Arc<LeaseClock>) {
+    pub async fn hold(self: Arc<Self>, clock: Arc<LeaseClock>, when_isolated: WhenIsolated) {
         let interface = self
             .interface
             .clone()
@@ -194,6 +195,9 @@ impl NodeSet {
         let mut held: BTreeMap<(String, String), Held> = BTreeMap::new();
         let mut tick = tokio::time::interval(TICK);
         let mut stopping_since: Option<Instant> = None;
+        // Since when the lease has not held, and whether the segment was asked since.
+        let mut unheld_since: Option<Instant> = None;
+        let mut isolated_tried = false;
         loop {
             let stopping = stopping_since.is_some();
             tokio::select! {
@@ -214,8 +218,20 @@ impl NodeSet {
                 if stopping_since.is_some() {
                     break;
                 }
+                let since = *unheld_since.get_or_insert_with(Instant::now);
+                if when_isolated == WhenIsolated::Serve
+                    && !isolated_tried
+                    && since.elapsed() >= witness_after(clock.ttl)
+                {
+                    isolated_tried = true;
+                    for key in self.hold_isolated(&interface, &clock).await {
+                        held.insert(key, Held::Holding);
+                    }
+                }
                 continue;
             }
+            unheld_since = None;
+            isolated_tried = false;
             if let Some(since) = stopping_since {
                 if held.is_empty() || since.elapsed() > RELEASE_LIMIT {
                     break;
@@ -284,7 +300,11 @@ impl NodeSet {
     }
 
     /// Adds the node's address, binds the node, announces the address.
-    async fn take(&self, interface: &crate::addresses::Interface, key: &(String, String)) -> bool {
+    pub(crate) async fn take(
+        &self,
+        interface: &crate::addresses::Interface,
+        key: &(String, String),
+    ) -> bool {
         let Some(address) = self.node_address(key) else {
             return false;
         };
@@ -330,7 +350,11 @@ impl NodeSet {
     }
 
     /// Removes the node's address (at once: nothing more reaches it here), then stops it.
-    async fn let_go(&self, interface: &crate::addresses::Interface, key: &(String, String)) {
+    pub(crate) async fn let_go(
+        &self,
+        interface: &crate::addresses::Interface,
+        key: &(String, String),
+    ) {
         if let Some(address) = self.node_address(key) {
             if let Err(e) = interface.remove(address).await {
                 tracing::warn!(error = %e, %address, "cannot remove the node address");
@@ -340,7 +364,7 @@ impl NodeSet {
         self.stop_node(key).await;
     }
 
-    fn node_address(&self, key: &(String, String)) -> Option<IpAddr> {
+    pub(crate) fn node_address(&self, key: &(String, String)) -> Option<IpAddr> {
         self.stack
             .load_balancer(&key.0)?
             .nodes

@@ -6,15 +6,19 @@
 //! - [`controller`]: elected among the agents, the only writer of desired state, every write
 //!   fenced by its leadership; what it writes is [`decide`]d from a snapshot, purely;
 //! - [`dns`]: the stack's DNS name: the load-balancer nodes whose zone has healthy targets,
-//!   served over UDP and TCP (not yet started by the agent);
+//!   served over UDP and TCP by every agent across hosts;
+//! - [`holding`] (across hosts): node addresses that move between hosts, owned through the
+//!   liveness lease, fenced when it cannot be renewed; [`isolated`]: what a host cut off from
+//!   the store's majority serves meanwhile (addresses nobody on the segment answers for);
+//!   [`addresses`]: adding, removing and announcing them;
 //! - [`history`]: the activity history, read from the store's change log (continuous across
 //!   leaders);
 //! - [`report`]: the tier as `status` shows it, from a snapshot;
 //! - [`view`]: each role's own copy of the state, current while the store answers and kept as
 //!   it was while it does not — the data plane never waits for the control plane.
 //!
-//! `proxyfleet up` does not use this crate yet: it runs its own in-process controller
-//! (`proxyfleet-group`).
+//! `proxyfleet up` runs these same roles in one process (one agent per zone, an embedded
+//! store).
 
 pub mod activities;
 pub mod addresses;
@@ -25,6 +29,7 @@ pub mod dns;
 pub mod history;
 pub mod holding;
 pub mod instances;
+pub mod isolated;
 pub mod nodes;
 pub mod report;
 pub mod view;

@@ -36,7 +36,7 @@ struct RunningNode {
 pub struct NodeSet {
     pub(crate) stack: Stack,
     pub(crate) host: String,
-    zone: String,
+    pub(crate) zone: String,
     budget: ProcessBudget,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) view: watch::Receiver<View>,
@@ -404,11 +404,14 @@ async fn feed_targets(
     targets: watch::Sender<BTreeSet<DesiredTarget>>,
     stop: CancellationToken,
 ) {
+    let mut first = true;
     loop {
         {
             let v = view.borrow_and_update();
-            // While disconnected the copy is the last one seen: keep it as it is.
-            if v.connected {
+            // While disconnected the copy is the last one seen: keep it as it is — except
+            // for a node started meanwhile (standing in while cut off from the store), whose
+            // targets start as the last ones seen.
+            if v.connected || std::mem::take(&mut first) {
                 let wanted = desired_targets(&stack, &v.snapshot);
                 targets.send_if_modified(|t| {
                     let changed = *t != wanted;

@@ -381,6 +381,23 @@ impl Hosts {
     }
 }
 
+/// With `PROXYFLEET_HOSTS_LOG` set, each agent's output is printed when the tier goes (also
+/// when a drill fails): what each host did, with timestamps.
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        if std::env::var_os("PROXYFLEET_HOSTS_LOG").is_none() {
+            return;
+        }
+        for (i, agent) in self.agents.iter().enumerate() {
+            if let Some(agent) = agent {
+                for line in agent.stdout().iter().chain(agent.stderr().iter()) {
+                    println!("{}: {line}", HOSTS[i]);
+                }
+            }
+        }
+    }
+}
+
 /// The stack copy whose etcd endpoints start with host `i`'s member.
 fn local_stack(dir: &std::path::Path, i: usize) -> PathBuf {
     dir.join(format!("stack-{}.yaml", HOSTS[i]))
@@ -540,20 +557,59 @@ impl Hosts {
 
     /// A GET through `node` from client `n` answers 200 now.
     pub fn serves_through(&self, n: usize, node: SocketAddr) -> bool {
-        let source = client_address(n).to_string();
+        serves_through_in(&self.net.ns("app").name, &self.url(), n, node)
+    }
+
+    /// Waits (polling, with a deadline) until every node has stopped serving and then served
+    /// again; when each served again, since `since`. Each node is probed in its own thread
+    /// (client `i + 1` through node `i`), so that one node's failing probes do not delay
+    /// another's.
+    pub fn each_node_down_then_back(&self, since: Instant, limit: Duration) -> Vec<Duration> {
+        let app = self.net.ns("app").name.clone();
         let url = self.url();
-        self.in_app(|| {
-            let Ok(mut s) = testkit::client::try_connect_from(&source, node, CONNECT_TIMEOUT)
-            else {
-                return false;
-            };
-            use std::io::Write;
-            let request = format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            if s.write_all(request.as_bytes()).is_err() {
-                return false;
-            }
-            let reply = testkit::client::read_to_close(&mut s, Duration::from_secs(2));
-            reply.starts_with(b"HTTP/1.1 200")
+        std::thread::scope(|scope| {
+            let probes: Vec<_> = (0..3)
+                .map(|i| {
+                    let (app, url) = (&app, &url);
+                    scope.spawn(move || {
+                        let mut down = false;
+                        loop {
+                            let serves = serves_through_in(app, url, i + 1, node_address(i));
+                            if serves && down {
+                                return since.elapsed();
+                            }
+                            down |= !serves;
+                            assert!(
+                                since.elapsed() < limit,
+                                "node {} down, then serving again: not within {limit:?}",
+                                ZONES[i]
+                            );
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    })
+                })
+                .collect();
+            probes
+                .into_iter()
+                .map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
         })
     }
+}
+
+/// A GET through `node` from client `n` (in namespace `app`) answers 200 now.
+fn serves_through_in(app: &str, url: &str, n: usize, node: SocketAddr) -> bool {
+    let source = client_address(n).to_string();
+    netns::run_in(app, || {
+        let Ok(mut s) = testkit::client::try_connect_from(&source, node, CONNECT_TIMEOUT) else {
+            return false;
+        };
+        use std::io::Write;
+        let request = format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        if s.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let reply = testkit::client::read_to_close(&mut s, Duration::from_secs(2));
+        reply.starts_with(b"HTTP/1.1 200")
+    })
 }

@@ -1,0 +1,267 @@
+//! What a host cut off from the state store's majority serves: the node addresses nobody
+//! else on the segment answers for.
+//!
+//! A host whose liveness renewals fail fences itself (`holding`): it drops its node
+//! addresses before its lease can lapse and another host take them over. From inside, a host
+//! cannot tell "the others are partitioned away" from "the others are dead", and the fence is
+//! right for the first. For the second — two of three hosts lost, the third left without a
+//! majority — fencing alone would leave nothing serving at all.
+//!
+//! So, once the lease has been gone long enough that any host that still reaches a majority
+//! has taken this host's addresses over and announced them ([`witness_after`]), the host asks
+//! the segment instead: an ARP probe for each node address (RFC 5227's address conflict
+//! detection). An address some host answers for is someone's; one nobody answers for is
+//! taken, served and announced like any other. While it serves so, the host listens to the
+//! segment's ARP: another host claiming one of its addresses (the majority's new holder
+//! announcing it, another isolated host probing for it) makes it let that address go at
+//! once. It stops as soon as its lease holds again, handing what it serves to the normal
+//! holding loop (which hands each node back to its preferred holder, make before break), and
+//! never serves while its interface has no carrier (no client could reach it then, and it
+//! could not hear a holder).
+//!
+//! `--isolated fence` on the agent keeps the plain fence (serve nothing without a majority),
+//! like Pacemaker's `no-quorum-policy=stop`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::addresses::{ArpSocket, Interface, SeenArp};
+use crate::holding::{LeaseClock, READY_LIMIT};
+use crate::nodes::NodeSet;
+
+/// Probes per address, this far apart; then [`PROBE_WAIT`] for late answers. A neighbour on
+/// the segment answers within a millisecond; the margin is for a loaded host.
+const PROBES: u32 = 3;
+const PROBE_GAP: Duration = Duration::from_millis(50);
+const PROBE_WAIT: Duration = Duration::from_millis(150);
+/// How often addresses not served yet are probed again (a holder may have died since).
+const REPROBE: Duration = Duration::from_secs(1);
+/// How often the loop looks at the lease and the carrier.
+const TICK: Duration = Duration::from_millis(100);
+/// Other zones' nodes are probed this long after the host's own: when every host is cut off
+/// at once (the etcd majority lost, the hosts themselves alive), each takes its own zone's
+/// node first and then finds the others answered for.
+const STAND_IN_AFTER: Duration = Duration::from_millis(500);
+/// The longest random wait before a round of probes (RFC 5227's `PROBE_WAIT`, shortened):
+/// hosts cut off at the same moment do not probe in step.
+const PROBE_JITTER: Duration = Duration::from_millis(200);
+
+/// What an agent does while it cannot reach the store's majority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenIsolated {
+    /// Serve the node addresses nobody else on the segment answers for (the module's
+    /// overview).
+    #[default]
+    Serve,
+    /// Serve nothing.
+    Fence,
+}
+
+/// How long after its lease stopped holding (half a lease after the last renewal went out) a
+/// host asks the segment: the lease has lapsed in the store (another half), any host of a
+/// majority has noticed (a holding tick), taken the address and waited for a healthy target
+/// ([`READY_LIMIT`]) before announcing it; the rest is margin.
+pub fn witness_after(ttl: Duration) -> Duration {
+    ttl / 2 + READY_LIMIT + Duration::from_millis(500)
+}
+
+/// The segment's ARP, heard from one interface.
+struct ArpWitness {
+    socket: AsyncFd<ArpSocket>,
+    interface: String,
+}
+
+impl ArpWitness {
+    /// Must be called within a Tokio runtime, in the interface's network namespace.
+    fn open(interface: &Interface) -> io::Result<ArpWitness> {
+        let socket = ArpSocket::listening(interface.name())?;
+        // SAFETY: the socket owns its descriptor, which stays open (and the same) until the
+        // `AsyncFd` drops it.
+        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(ArpWitness {
+            socket,
+            interface: interface.name().to_owned(),
+        })
+    }
+
+    fn carrier(&self) -> bool {
+        self.socket
+            .get_ref()
+            .carrier(&self.interface)
+            .unwrap_or(false)
+    }
+
+    /// The next ARP frame from another host. Cancel-safe.
+    async fn next(&self) -> io::Result<SeenArp> {
+        loop {
+            let mut ready = self.socket.readable().await?;
+            match ready.try_io(|s| s.get_ref().recv()) {
+                Ok(Ok(Some(seen))) => return Ok(seen),
+                Ok(Ok(None)) | Err(_) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Which of `ips` nobody on the segment answers for: each probed [`PROBES`] times, an
+    /// address counted as someone's once any host sends from it — or probes for it too,
+    /// unless it is one of `home`'s (this host's own zone's nodes: another host probing for
+    /// one of them is a stand-in, which gives way to the zone's own host).
+    async fn unclaimed(&self, ips: &[Ipv4Addr], home: &[Ipv4Addr]) -> io::Result<Vec<Ipv4Addr>> {
+        let mut claimed = vec![false; ips.len()];
+        for round in 0..=PROBES {
+            if round < PROBES {
+                for (ip, _) in ips.iter().zip(&claimed).filter(|(_, c)| !**c) {
+                    self.socket.get_ref().send_probe(*ip)?;
+                }
+            }
+            let until = Instant::now()
+                + if round < PROBES {
+                    PROBE_GAP
+                } else {
+                    PROBE_WAIT
+                };
+            while let Ok(seen) = tokio::time::timeout_at(until.into(), self.next()).await {
+                let seen = seen?;
+                for (ip, c) in ips.iter().zip(claimed.iter_mut()) {
+                    if !*c && seen.claims(*ip, !home.contains(ip)) {
+                        tracing::debug!(%ip, ?seen, "answered for, or wanted, by another host");
+                        *c = true;
+                    }
+                }
+            }
+        }
+        Ok(ips
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| !**c)
+            .map(|(ip, _)| *ip)
+            .collect())
+    }
+}
+
+impl NodeSet {
+    /// Serves the node addresses nobody else on the segment answers for (the module's
+    /// overview) until this host's lease holds again or the agent stops; returns the nodes
+    /// it serves then, for the holding loop to carry on with.
+    pub(crate) async fn hold_isolated(
+        &self,
+        interface: &Interface,
+        clock: &LeaseClock,
+    ) -> Vec<(String, String)> {
+        // Opened now, not kept: what the segment said before this host was cut off is old news.
+        let witness = match ArpWitness::open(interface) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cut off from the state store's majority, and cannot listen to the segment's ARP: serving nothing");
+                return Vec::new();
+            }
+        };
+        let nodes: Vec<((String, String), Ipv4Addr)> = self
+            .all_nodes()
+            .into_iter()
+            .filter_map(|key| match self.node_address(&key)? {
+                IpAddr::V4(v4) => Some((key, v4)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let home: Vec<Ipv4Addr> = nodes
+            .iter()
+            .filter(|(key, _)| key.1 == self.zone)
+            .map(|(_, ip)| *ip)
+            .collect();
+        let mut held: BTreeMap<(String, String), Ipv4Addr> = BTreeMap::new();
+        let since = Instant::now();
+        let mut next_probe = since + jitter(PROBE_JITTER);
+        let mut stand_ins_asked = false;
+        tracing::warn!(host = %self.host(), "cut off from the state store's majority: serving the node addresses nobody else on the segment answers for (ARP probes)");
+        loop {
+            if clock.holds() || self.stop.is_cancelled() {
+                break;
+            }
+            if !witness.carrier() {
+                if !held.is_empty() {
+                    tracing::warn!(host = %self.host(), "no carrier on the interface: dropping the node addresses served while cut off");
+                }
+                for key in std::mem::take(&mut held).into_keys() {
+                    self.let_go(interface, &key).await;
+                }
+            } else if Instant::now() >= next_probe {
+                let with_stand_ins = since.elapsed() >= STAND_IN_AFTER;
+                stand_ins_asked |= with_stand_ins;
+                let wanted: Vec<Ipv4Addr> = nodes
+                    .iter()
+                    .filter(|(key, _)| !held.contains_key(key))
+                    .filter(|(key, _)| key.1 == self.zone || with_stand_ins)
+                    .map(|(_, ip)| *ip)
+                    .collect();
+                tracing::debug!(?wanted, "probing node addresses");
+                match witness.unclaimed(&wanted, &home).await {
+                    Ok(free) => {
+                        tracing::debug!(?free, "nobody answers for these");
+                        // At once: each take waits for a healthy target of its own.
+                        let takes = nodes.iter().filter(|(_, ip)| free.contains(ip)).map(
+                            |(key, ip)| async move {
+                                self.take(interface, key).await.then_some((key, ip))
+                            },
+                        );
+                        for (key, ip) in futures_util::future::join_all(takes)
+                            .await
+                            .into_iter()
+                            .flatten()
+                        {
+                            tracing::warn!(lb = %key.0, zone = %key.1, address = %ip, "node address served while cut off from the store: no other host answers for it");
+                            held.insert(key.clone(), *ip);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot probe the node addresses"),
+                }
+                // Soon again while other zones' nodes are still to be asked for.
+                next_probe = if !stand_ins_asked {
+                    since + STAND_IN_AFTER
+                } else {
+                    Instant::now() + REPROBE + jitter(PROBE_JITTER)
+                };
+            }
+            tokio::select! {
+                seen = witness.next() => {
+                    let Ok(seen) = seen else { continue };
+                    let lost: Vec<_> = held
+                        .iter()
+                        .filter(|(_, ip)| seen.claims(**ip, false))
+                        .map(|(key, _)| key.clone())
+                        .collect();
+                    for key in lost {
+                        tracing::warn!(lb = %key.0, zone = %key.1, "another host claims the node address served while cut off: letting it go");
+                        held.remove(&key);
+                        self.let_go(interface, &key).await;
+                        // Not probed again before the claimant's announcements are over.
+                        next_probe = Instant::now() + REPROBE * 2 + jitter(PROBE_JITTER);
+                    }
+                }
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+        held.into_keys().collect()
+    }
+}
+
+/// A random duration below `most`: from the standard library's per-process random hash keys
+/// and the clock (no dependency for a jitter that needs no quality).
+fn jitter(most: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    most.mul_f64((h.finish() % 1_000_000) as f64 / 1_000_000.0)
+}
