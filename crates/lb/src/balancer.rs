@@ -205,12 +205,13 @@ impl Balancer {
                         })
                         .clone();
                     let addr = SocketAddr::new(node_spec.address, listener.port);
-                    let socket = bind(addr).map_err(|source| LbError::Bind {
-                        lb: lb.name.clone(),
-                        zone: node_spec.zone.clone(),
-                        addr,
-                        source,
-                    })?;
+                    let socket =
+                        bind(addr, lb.bind_before_owned).map_err(|source| LbError::Bind {
+                            lb: lb.name.clone(),
+                            zone: node_spec.zone.clone(),
+                            addr,
+                            source,
+                        })?;
                     let runner = Arc::new(Listener {
                         node: format!("{}/{}", lb.name, node_spec.zone),
                         source_check: listener.allowed_cidrs.clone(),
@@ -579,14 +580,21 @@ async fn check_loop(
 }
 
 /// A listening socket with SO_REUSEADDR (restarts need not wait out TIME_WAIT), and the
-/// client-side options every accepted flow needs.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// client-side options every accepted flow needs; `freebind`: bound even while `addr` is not
+/// on this host yet ([`LoadBalancerSpec::bind_before_owned`]).
+fn bind(addr: SocketAddr, freebind: bool) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
+    if freebind {
+        match addr {
+            SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
+        }
+    }
     socket.set_nonblocking(true)?;
     // Accepted sockets inherit these from the listener: set once here, not per flow.
     socket.set_tcp_nodelay(true)?;
@@ -624,7 +632,7 @@ fn max_flows(spec: &TargetGroupSpec, capacity: Option<usize>, checkers: usize) -
 mod tests {
     #[tokio::test]
     async fn accepted_flows_inherit_keepalive_and_nodelay_from_the_listener() {
-        let listener = super::bind("127.10.9.1:0".parse().unwrap()).unwrap();
+        let listener = super::bind("127.10.9.1:0".parse().unwrap(), false).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (accepted, _) = listener.accept().await.unwrap();

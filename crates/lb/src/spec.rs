@@ -25,6 +25,13 @@ pub struct LoadBalancerSpec {
     pub max_connections_per_source: usize,
     /// A flow with no bytes either way for this long is closed (default 350 s, the cloud's).
     pub idle_timeout: Duration,
+    /// Bind the nodes' listeners even while their address is not on this host yet
+    /// (`IP_FREEBIND`; not from the stack file). Across hosts a node address moves: the new
+    /// holder binds and health-checks first (from its own address), and adds the address
+    /// only once the node is ready, so that it is on two hosts for the hand-over alone. On
+    /// one machine it stays off: there a bind that fails is the sign that another process
+    /// has the address.
+    pub bind_before_owned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

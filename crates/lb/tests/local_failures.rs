@@ -79,6 +79,7 @@ async fn a_checker_out_of_descriptors_does_not_fail_a_healthy_target() {
         max_connections: 100,
         max_connections_per_source: 100,
         idle_timeout: Duration::from_secs(30),
+        bind_before_owned: false,
     };
     let b = Balancer::start(&[lb], &[g]).await.unwrap();
     let id = target.to_string();

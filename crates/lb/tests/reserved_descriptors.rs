@@ -95,6 +95,7 @@ async fn with_every_flow_open_and_bulk_health_checks_still_find_descriptors() {
         max_connections: 1000,
         max_connections_per_source: 1000,
         idle_timeout: Duration::from_secs(30),
+        bind_before_owned: false,
     };
     let limits = Limits {
         flows: Some(FLOWS),

@@ -103,6 +103,7 @@ fn lb(nodes: &[(&str, &str)], port: u16) -> LoadBalancerSpec {
         max_connections: 1000,
         max_connections_per_source: 1000,
         idle_timeout: Duration::from_secs(30),
+        bind_before_owned: false,
     }
 }
 

@@ -299,7 +299,8 @@ impl NodeSet {
         self.report_holdings(&snapshot, &held).await;
     }
 
-    /// Adds the node's address, binds the node, announces the address.
+    /// Binds the node (before its address is here), waits until it is ready, adds the
+    /// address and announces it.
     pub(crate) async fn take(
         &self,
         interface: &crate::addresses::Interface,
@@ -308,20 +309,21 @@ impl NodeSet {
         let Some(address) = self.node_address(key) else {
             return false;
         };
-        if let Err(e) = interface.add(address).await {
-            tracing::warn!(error = %e, %address, "cannot add the node address");
-            return false;
-        }
         if let Err(e) = self.start_node(&key.0, &key.1).await {
             tracing::warn!(error = %e, %address, "cannot bind the node on its address");
-            let _ = interface.remove(address).await;
             return false;
         }
-        // Announced (and reported held) once it has a healthy target: until then a planned
-        // move's old holder serves on, and a taken-over node would only fail open.
+        // Added (announced, reported held) once it has a healthy target: until then a
+        // planned move's old holder serves on alone, and a taken-over node would only fail
+        // open. Its health checks leave from the host's own address, not this one.
         let bound = Instant::now();
         while !self.node_ready(key) && bound.elapsed() < READY_LIMIT {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Err(e) = interface.add(address).await {
+            tracing::warn!(error = %e, %address, "cannot add the node address");
+            self.stop_node(key).await;
+            return false;
         }
         if let IpAddr::V4(v4) = address {
             if let Err(e) = interface.announce(v4) {

@@ -126,15 +126,20 @@ impl NodeSet {
         }
         // Across hosts the nodes reach targets from this host's own address, which never
         // moves (see `TargetGroupSpec::from_address`).
+        // And they bind before the address is here: it is added once the node is ready.
         let mut groups = self.stack.target_groups.clone();
+        let mut lbs = self.stack.load_balancers.clone();
         if self.interface.is_some() {
             let host = self.stack.host(&self.host).map(|h| h.address);
             for g in groups.iter_mut().filter(|g| !g.preserve_client_ip) {
                 g.from_address = host;
             }
+            for l in &mut lbs {
+                l.bind_before_owned = true;
+            }
         }
         let balancer = Arc::new(
-            Balancer::start_sharing(&self.stack.load_balancers, &groups, &self.budget, |l, n| {
+            Balancer::start_sharing(&lbs, &groups, &self.budget, |l, n| {
                 l.name == lb && n.zone == zone
             })
             .await?,

@@ -117,6 +117,7 @@ pub fn lb(nodes: &[(&str, &str)], port: u16, group: &str) -> LoadBalancerSpec {
         max_connections: 1000,
         max_connections_per_source: 1000,
         idle_timeout: Duration::from_secs(30),
+        bind_before_owned: false,
     }
 }
 

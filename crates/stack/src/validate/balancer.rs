@@ -299,6 +299,7 @@ pub(crate) fn load_balancers(
             max_connections,
             max_connections_per_source,
             idle_timeout,
+            bind_before_owned: false,
         });
     }
     listeners(ctx, raw, sources, &mut lbs)?;
