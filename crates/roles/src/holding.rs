@@ -192,6 +192,12 @@ impl NodeSet {
             .clone()
             .expect("hold is run for hosts with an interface");
         let mut view = self.view.clone();
+        // A hand-over ends when the new holder's gratuitous ARP is heard on the segment.
+        let listening = tokio_util::sync::CancellationToken::new();
+        let _listening = listening.clone().drop_guard();
+        let claims = crate::segment::ClaimWatch::start(&interface, listening)
+            .map_err(|e| tracing::warn!(error = %e, "cannot listen to the segment's ARP: hand-overs end on the new holder's report alone"))
+            .ok();
         let mut held: BTreeMap<(String, String), Held> = BTreeMap::new();
         let mut tick = tokio::time::interval(TICK);
         let mut stopping_since: Option<Instant> = None;
@@ -237,6 +243,12 @@ impl NodeSet {
                     break;
                 }
             }
+            // A hand-over whose new holder has announced the address ends here, whatever
+            // the store says meanwhile: an election must not keep it on two hosts.
+            if let Some(claims) = &claims {
+                self.end_announced_handovers(&mut held, claims, &interface, &clock)
+                    .await;
+            }
             let v = view.borrow_and_update().clone();
             if !v.connected {
                 continue;
@@ -277,7 +289,15 @@ impl NodeSet {
                     }
                     Some(Held::Holding) => {}
                     Some(Held::Releasing { since, taken }) => {
-                        let taken = taken.or(held_by_other.then(Instant::now));
+                        // Taken up: the new holder announced the address (heard on the
+                        // segment) — a report alone may be one a returning host made before
+                        // it was cut off, while it has not taken the node again yet. Without
+                        // a listener, the report is all there is.
+                        let announced = match (&claims, self.node_address(&key)) {
+                            (Some(c), Some(IpAddr::V4(ip))) => c.claimed_since(ip, since),
+                            _ => held_by_other,
+                        };
+                        let taken = taken.or(announced.then(Instant::now));
                         let handed_over = taken.is_some_and(|t| t.elapsed() >= HANDOVER_GRACE);
                         if handed_over || since.elapsed() > RELEASE_LIMIT {
                             held.remove(&key);
@@ -297,6 +317,32 @@ impl NodeSet {
         }
         let snapshot = self.view.borrow().snapshot.clone();
         self.report_holdings(&snapshot, &held).await;
+    }
+
+    /// Lets go of the nodes being released whose new holder was heard announcing the
+    /// address [`HANDOVER_GRACE`] ago or more.
+    async fn end_announced_handovers(
+        &self,
+        held: &mut BTreeMap<(String, String), Held>,
+        claims: &crate::segment::ClaimWatch,
+        interface: &crate::addresses::Interface,
+        clock: &LeaseClock,
+    ) {
+        for (key, h) in held.clone() {
+            let Held::Releasing { since, taken } = h else {
+                continue;
+            };
+            let Some(IpAddr::V4(ip)) = self.node_address(&key) else {
+                continue;
+            };
+            let taken = taken.or(claims.claimed_since(ip, since).then(Instant::now));
+            if taken.is_some_and(|t| t.elapsed() >= HANDOVER_GRACE) {
+                held.remove(&key);
+                self.let_go_drained(interface, &key, clock).await;
+            } else {
+                held.insert(key, Held::Releasing { since, taken });
+            }
+        }
     }
 
     /// Binds the node (before its address is here), waits until it is ready, adds the

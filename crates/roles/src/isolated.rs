@@ -23,22 +23,14 @@
 //! like Pacemaker's `no-quorum-policy=stop`.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
-
-use crate::addresses::{ArpSocket, Interface, SeenArp};
+use crate::addresses::Interface;
 use crate::holding::{LeaseClock, READY_LIMIT};
 use crate::nodes::NodeSet;
+use crate::segment::ArpWitness;
 
-/// Probes per address, this far apart; then [`PROBE_WAIT`] for late answers. A neighbour on
-/// the segment answers within a millisecond; the margin is for a loaded host.
-const PROBES: u32 = 3;
-const PROBE_GAP: Duration = Duration::from_millis(50);
-const PROBE_WAIT: Duration = Duration::from_millis(150);
 /// How often addresses not served yet are probed again (a holder may have died since).
 const REPROBE: Duration = Duration::from_secs(1);
 /// How often the loop looks at the lease and the carrier.
@@ -68,82 +60,6 @@ pub enum WhenIsolated {
 /// ([`READY_LIMIT`]) before announcing it; the rest is margin.
 pub fn witness_after(ttl: Duration) -> Duration {
     ttl / 2 + READY_LIMIT + Duration::from_millis(500)
-}
-
-/// The segment's ARP, heard from one interface.
-struct ArpWitness {
-    socket: AsyncFd<ArpSocket>,
-    interface: String,
-}
-
-impl ArpWitness {
-    /// Must be called within a Tokio runtime, in the interface's network namespace.
-    fn open(interface: &Interface) -> io::Result<ArpWitness> {
-        let socket = ArpSocket::listening(interface.name())?;
-        // SAFETY: the socket owns its descriptor, which stays open (and the same) until the
-        // `AsyncFd` drops it.
-        let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
-            .map_err(io::Error::from)?;
-        Ok(ArpWitness {
-            socket,
-            interface: interface.name().to_owned(),
-        })
-    }
-
-    fn carrier(&self) -> bool {
-        self.socket
-            .get_ref()
-            .carrier(&self.interface)
-            .unwrap_or(false)
-    }
-
-    /// The next ARP frame from another host. Cancel-safe.
-    async fn next(&self) -> io::Result<SeenArp> {
-        loop {
-            let mut ready = self.socket.readable().await?;
-            match ready.try_io(|s| s.get_ref().recv()) {
-                Ok(Ok(Some(seen))) => return Ok(seen),
-                Ok(Ok(None)) | Err(_) => {}
-                Ok(Err(e)) => return Err(e),
-            }
-        }
-    }
-
-    /// Which of `ips` nobody on the segment answers for: each probed [`PROBES`] times, an
-    /// address counted as someone's once any host sends from it — or probes for it too,
-    /// unless it is one of `home`'s (this host's own zone's nodes: another host probing for
-    /// one of them is a stand-in, which gives way to the zone's own host).
-    async fn unclaimed(&self, ips: &[Ipv4Addr], home: &[Ipv4Addr]) -> io::Result<Vec<Ipv4Addr>> {
-        let mut claimed = vec![false; ips.len()];
-        for round in 0..=PROBES {
-            if round < PROBES {
-                for (ip, _) in ips.iter().zip(&claimed).filter(|(_, c)| !**c) {
-                    self.socket.get_ref().send_probe(*ip)?;
-                }
-            }
-            let until = Instant::now()
-                + if round < PROBES {
-                    PROBE_GAP
-                } else {
-                    PROBE_WAIT
-                };
-            while let Ok(seen) = tokio::time::timeout_at(until.into(), self.next()).await {
-                let seen = seen?;
-                for (ip, c) in ips.iter().zip(claimed.iter_mut()) {
-                    if !*c && seen.claims(*ip, !home.contains(ip)) {
-                        tracing::debug!(%ip, ?seen, "answered for, or wanted, by another host");
-                        *c = true;
-                    }
-                }
-            }
-        }
-        Ok(ips
-            .iter()
-            .zip(&claimed)
-            .filter(|(_, c)| !**c)
-            .map(|(ip, _)| *ip)
-            .collect())
-    }
 }
 
 impl NodeSet {

@@ -32,6 +32,7 @@ pub mod instances;
 pub mod isolated;
 pub mod nodes;
 pub mod report;
+pub mod segment;
 pub mod view;
 
 pub use agent::{Agent, AgentConfig, AgentError};
