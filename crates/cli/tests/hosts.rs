@@ -660,7 +660,7 @@ fn hosts_6_a_rolling_restart_of_every_agent_under_load() {
         .chain(dns.failed.iter())
         .collect();
     println!(
-        "hosts 6: rolling restart of the 3 agents in {} ms ({}); {} requests through the nodes and {} through the DNS name, {} failed (resets at the ARP flip); instances replaced meanwhile: {}",
+        "hosts 6: rolling restart of the 3 agents in {} ms ({}); {} requests through the nodes and {} through the DNS name, {} failed; instances replaced meanwhile: {}",
         started.elapsed().as_millis(),
         steps.join("; "),
         reports.iter().map(|r| r.ok).sum::<u64>(),
@@ -668,11 +668,9 @@ fn hosts_6_a_rolling_restart_of_every_agent_under_load() {
         failed.len(),
         before.difference(&after).count()
     );
-    // A planned move is make-before-break, but a connection whose handshake went to the old
-    // holder and whose request reaches the new one after its gratuitous ARP is reset there
-    // (it knows no such connection): about one per move at this load, and now and then a
-    // request lost with the old holder's flows. The target is none; the bound
-    // here is what this build does (see the README's table), so it cannot get worse.
+    // A planned move is make-before-break, and a connection whose handshake went to the old
+    // holder but whose next segments reach the new one after its gratuitous ARP is passed
+    // back to the old holder (`handover`) instead of being reset: none may fail.
     let moves = 6;
     let resets = failed
         .iter()
@@ -683,10 +681,7 @@ fn hosts_6_a_rolling_restart_of_every_agent_under_load() {
         moves,
         failed.len() - resets
     );
-    assert!(
-        failed.len() <= 3 * moves,
-        "at most three failures per planned move: {failed:?}"
-    );
+    assert!(failed.is_empty(), "no request fails: {failed:?}");
     assert_eq!(
         before, after,
         "the same instances, adopted by the restarted agents"

@@ -100,6 +100,9 @@ impl Agent {
             .and_then(|h| h.interface.as_deref())
             .map(|name| Arc::new(crate::addresses::Interface::new(name)));
         if let Some(interface) = &interface {
+            if let Err(e) = crate::handover::remove_stale().await {
+                tracing::warn!(error = %e, "cannot look for hand-over tables a previous agent left");
+            }
             if let Err(e) = interface.prefer_primary_in_arp() {
                 tracing::warn!(interface = interface.name(), error = %e, "cannot set arp_announce = 2: a host handing a node address over may point clients back at itself");
             }

@@ -21,7 +21,7 @@
 //! live hosts' reports count.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -172,6 +172,24 @@ pub fn preferred_holder(
         .map(|h| h.id.clone())
 }
 
+/// The address of the live host other than `me` that reports releasing node `node`, if any.
+fn releasing_by(
+    snapshot: &Snapshot,
+    live: &std::collections::BTreeSet<String>,
+    node: &str,
+    me: &str,
+) -> Option<Ipv4Addr> {
+    snapshot
+        .hosts
+        .values()
+        .filter(|h| h.id != me && live.contains(&h.id))
+        .find(|h| h.nodes.get(node) == Some(&NodeHold::Releasing))
+        .and_then(|h| match h.address {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+}
+
 /// Where one node stands on this host.
 #[derive(Debug, Clone, Copy)]
 enum Held {
@@ -273,7 +291,16 @@ impl NodeSet {
                 let mine = me.is_some()
                     && preferred_holder(&v.snapshot, &live, &name, &key.1, me).as_deref() == me;
                 match held.get(&key).copied() {
-                    None if mine && !held_by_other && self.take(&interface, &key).await => {
+                    None if mine
+                        && !held_by_other
+                        && self
+                            .take(
+                                &interface,
+                                &key,
+                                releasing_by(&v.snapshot, &live, &name, &self.host),
+                            )
+                            .await =>
+                    {
                         held.insert(key, Held::Holding);
                     }
                     None => {}
@@ -347,10 +374,13 @@ impl NodeSet {
 
     /// Binds the node (before its address is here), waits until it is ready, adds the
     /// address and announces it.
+    /// `old_holder`: the address of the host handing the node over (a planned move), which
+    /// the segments of its connections are passed back to meanwhile ([`crate::handover`]).
     pub(crate) async fn take(
         &self,
         interface: &crate::addresses::Interface,
         key: &(String, String),
+        old_holder: Option<Ipv4Addr>,
     ) -> bool {
         let Some(address) = self.node_address(key) else {
             return false;
@@ -365,6 +395,18 @@ impl NodeSet {
         let bound = Instant::now();
         while !self.node_ready(key) && bound.elapsed() < READY_LIMIT {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let (Some(old), IpAddr::V4(node)) = (old_holder, address) {
+            let ports: Vec<u16> = self
+                .stack
+                .load_balancer(&key.0)
+                .map(|lb| lb.listeners.iter().map(|l| l.port).collect())
+                .unwrap_or_default();
+            if let Err(e) =
+                crate::handover::pass_to_old_holder(interface.name(), node, &ports, old).await
+            {
+                tracing::warn!(error = %e, %address, "cannot pass the old holder's segments back to it: its connections in progress may be reset at the hand-over");
+            }
         }
         if let Err(e) = interface.add(address).await {
             tracing::warn!(error = %e, %address, "cannot add the node address");

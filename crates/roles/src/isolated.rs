@@ -124,7 +124,7 @@ impl NodeSet {
                         // At once: each take waits for a healthy target of its own.
                         let takes = nodes.iter().filter(|(_, ip)| free.contains(ip)).map(
                             |(key, ip)| async move {
-                                self.take(interface, key).await.then_some((key, ip))
+                                self.take(interface, key, None).await.then_some((key, ip))
                             },
                         );
                         for (key, ip) in futures_util::future::join_all(takes)

@@ -26,6 +26,7 @@ pub mod agent;
 pub mod controller;
 pub mod decide;
 pub mod dns;
+pub mod handover;
 pub mod history;
 pub mod holding;
 pub mod instances;
