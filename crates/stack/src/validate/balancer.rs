@@ -61,11 +61,14 @@ pub(crate) fn target_groups(
             }
             spec.transparent = transparent.value;
         }
-        if across_hosts && spec.preserve_client_ip && !spec.transparent {
+        // Refused rather than half working: an instance's replies to the client's own
+        // address must come back through the host holding the node, which moves, and
+        // nothing here routes them there yet.
+        if across_hosts && spec.preserve_client_ip {
             return Err(ctx.err(
                 &name.referenced,
                 object,
-                "across hosts (a stack with hosts) preserve_client_ip needs transparent: true and return routing (see the README), or use proxy_protocol_v2",
+                "across hosts (a stack with hosts) preserve_client_ip is not supported yet: the instances' replies to the client's address would have to return through whichever host holds the node, and proxyfleet does not route them there; the client's address reaches the instances by PROXY v2 (leave preserve_client_ip unset, the default across hosts)",
             ));
         }
         spec.proxy_protocol_v2 = tg.proxy_protocol_v2.unwrap_or(proxy_v2_default);
