@@ -123,6 +123,84 @@ fn hosts_1_every_node_reaches_the_service_from_instances_on_two_hosts() {
     );
 }
 
+/// GETs through `node` from each client; the replies that were not 200, with who asked.
+fn not_served_through(tier: &Hosts, node: std::net::SocketAddr, tag: &str) -> Vec<String> {
+    let url = format!("{}{tag}", tier.url());
+    (0..4)
+        .filter_map(|n| {
+            let source = hosts::client_address(n).to_string();
+            let reply = tier.in_app(|| {
+                testkit::client::exchange_raw(
+                    &source,
+                    node,
+                    format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+            });
+            (!reply.starts_with("HTTP/1.1 200")).then(|| format!("{source} via {node}: {reply}"))
+        })
+        .collect()
+}
+
+#[test]
+fn hosts_1t_transparent_the_instances_see_the_clients_own_addresses_across_hosts() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if skip() {
+        return;
+    }
+    let mut tier = Hosts::start_with(3, hosts::ClientAddress::Transparent);
+    // Each node on its own host first: it reaches its zone's instance there.
+    for i in 0..3 {
+        let failed = not_served_through(&tier, node_address(i), "own");
+        assert!(failed.is_empty(), "{failed:#?}");
+    }
+    // Node a moved (ha's agent stops; its instance keeps serving): hb or hc now connects
+    // from the clients' addresses to the instance on ha, whose replies must come back
+    // through the node's new host.
+    tier.stop_agent(0);
+    let moved = tier.wait(
+        "node a held by another host",
+        Duration::from_secs(10),
+        |s| holder(s, "front/a").is_some_and(|h| h != "ha"),
+    );
+    let s = tier.status();
+    let node_a_on = holder(&s, "front/a").unwrap();
+    let failed = not_served_through(&tier, node_address(0), "moved");
+    let from_ha: Vec<String> = tier
+        .origin
+        .seen()
+        .iter()
+        .filter(|r| r.uri.ends_with("/moved"))
+        .map(|r| r.peer.ip().to_string())
+        .filter(|p| hosts::host_of_peer(&s, p).as_deref() == Some("ha"))
+        .collect();
+    tier.start_agent(0);
+    tier.wait("node a back on ha", Duration::from_secs(15), |s| {
+        holder(s, "front/a").as_deref() == Some("ha")
+    });
+    let back = not_served_through(&tier, node_address(0), "back");
+    let lines = tier.access_log_lines();
+    let clients: BTreeSet<&str> = lines.iter().filter_map(|l| logged_client(l)).collect();
+    println!(
+        "hosts 1t: transparent: every node serves every client from its own host; node a moved to {node_a_on} after {} ms and served {} of 4 clients ({} through the instance on ha); back on ha: {} of 4; access logs name clients {clients:?}",
+        moved.as_millis(),
+        4 - failed.len(),
+        from_ha.len(),
+        4 - back.len()
+    );
+    assert!(failed.is_empty(), "across hosts: {failed:#?}");
+    assert!(back.is_empty(), "back on ha: {back:#?}");
+    assert!(
+        !from_ha.is_empty(),
+        "the instance on ha served node a on {node_a_on}"
+    );
+    assert!(
+        clients.iter().all(|c| c.starts_with("198.18.20.")),
+        "only the clients' own addresses, never a node's or a host's: {clients:?}"
+    );
+    assert_eq!(clients.len(), 4, "every client in the logs: {clients:?}");
+}
+
 /// Waits (polling, with a deadline) until `probe` holds; how long it took since `since`.
 fn until(what: &str, since: Instant, limit: Duration, mut probe: impl FnMut() -> bool) -> Duration {
     loop {

@@ -71,8 +71,8 @@ pub struct TargetGroupSpec {
     pub transparent: bool,
     /// Send a PROXY v2 header before the data (health checks send a v2 LOCAL header).
     pub proxy_protocol_v2: bool,
-    /// Without `preserve_client_ip`: connect (and check) from this address — the host's
-    /// own — rather than the node's. Across hosts a node's address moves: during a
+    /// Health-check from this address — the host's own — rather than the node's, and
+    /// without `preserve_client_ip` connect flows from it too. Across hosts a node's address moves: during a
     /// hand-over two hosts have it, and a target's replies to it would go to whichever host
     /// announced it last; a host's own address never moves. (Not the kernel's choice: to an
     /// instance on this same host that would be the instance's own address.)

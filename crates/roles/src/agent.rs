@@ -103,6 +103,9 @@ impl Agent {
             if let Err(e) = crate::handover::remove_stale().await {
                 tracing::warn!(error = %e, "cannot look for hand-over tables a previous agent left");
             }
+            if let Err(e) = install_return_routes(&config, interface.name(), &keep_alive).await {
+                tracing::warn!(error = %e, "cannot install the return routing client-IP preservation needs across hosts: instances' replies to clients will not find their node");
+            }
             if let Err(e) = interface.prefer_primary_in_arp() {
                 tracing::warn!(interface = interface.name(), error = %e, "cannot set arp_announce = 2: a host handing a node address over may point clients back at itself");
             }
@@ -256,6 +259,55 @@ impl Agent {
             let _ = liveness.await;
         }
     }
+}
+
+/// Across hosts, for a stack that preserves the client's address on the nodes' connections
+/// (`transparent`): routes the instances' replies back to the node host that opened each
+/// connection ([`crate::return_routes`]). Nothing for a stack that does not.
+async fn install_return_routes(
+    config: &AgentConfig,
+    interface: &str,
+    stop: &CancellationToken,
+) -> std::io::Result<()> {
+    if !config
+        .stack
+        .target_groups
+        .iter()
+        .any(|g| g.preserve_client_ip)
+    {
+        return Ok(());
+    }
+    let v4 = |a: IpAddr| match a {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    };
+    let hosts: Vec<std::net::Ipv4Addr> = config
+        .stack
+        .hosts
+        .iter()
+        .filter_map(|h| v4(h.address))
+        .collect();
+    let others: Vec<crate::return_routes::OtherHost> = config
+        .stack
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.id != config.host)
+        .filter_map(|(i, h)| {
+            Some(crate::return_routes::OtherHost {
+                address: v4(h.address)?,
+                index: i as u32,
+            })
+        })
+        .collect();
+    crate::return_routes::install(interface, &hosts, &others).await?;
+    tokio::spawn(crate::return_routes::follow_neighbours(
+        interface.to_string(),
+        others,
+        stop.clone(),
+    ));
+    tracing::info!("return routing for client-IP preservation installed");
+    Ok(())
 }
 
 /// Holds the host's liveness lease (a new one whenever it lapsed: the tier may have written

@@ -16,11 +16,11 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+
+use crate::commands::nft;
 
 /// How long segments are passed on: the old holder serves 0.2 s after hearing the new
 /// holder's announcement and drains for at most 0.4 s more; the rest is margin for a loaded
@@ -102,30 +102,6 @@ pub async fn remove_stale() -> io::Result<()> {
         return Ok(());
     }
     nft(&stale).await
-}
-
-/// Runs `nft -f -` on `script`: an error with nft's own message when it fails.
-async fn nft(script: &str) -> io::Result<()> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run nft: {e}")))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(script.as_bytes()).await?;
-    drop(stdin);
-    let output = child.wait_with_output().await?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
 }
 
 #[cfg(test)]

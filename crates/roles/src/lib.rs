@@ -23,6 +23,7 @@
 pub mod activities;
 pub mod addresses;
 pub mod agent;
+mod commands;
 pub mod controller;
 pub mod decide;
 pub mod dns;
@@ -33,6 +34,7 @@ pub mod instances;
 pub mod isolated;
 pub mod nodes;
 pub mod report;
+pub mod return_routes;
 pub mod segment;
 pub mod view;
 

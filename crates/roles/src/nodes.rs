@@ -131,7 +131,7 @@ impl NodeSet {
         let mut lbs = self.stack.load_balancers.clone();
         if self.interface.is_some() {
             let host = self.stack.host(&self.host).map(|h| h.address);
-            for g in groups.iter_mut().filter(|g| !g.preserve_client_ip) {
+            for g in &mut groups {
                 g.from_address = host;
             }
             for l in &mut lbs {

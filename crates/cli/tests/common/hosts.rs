@@ -77,6 +77,33 @@ pub struct Hosts {
 /// endpoints start with host `first`'s member (the copy `status` uses on that host: a CLI
 /// asks its own host's member first, as `etcdctl` on a member host is pointed at its own).
 pub fn stack(desired: u32, first: usize) -> String {
+    stack_with(desired, first, ClientAddress::ProxyV2)
+}
+
+/// How the client's address reaches the instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddress {
+    /// PROXY v2 from the nodes (the default across hosts).
+    ProxyV2,
+    /// The nodes connect from the client's own address (`transparent`), the agents routing
+    /// the replies back.
+    Transparent,
+}
+
+/// [`stack`], the client's address passed on as `client`.
+pub fn stack_with(desired: u32, first: usize, client: ClientAddress) -> String {
+    let (group, http_port, proxy_header) = match client {
+        ClientAddress::ProxyV2 => (
+            "",
+            "http_port {address}:{port} require-proxy-header",
+            "        acl lb src 198.18.0.1 198.18.0.2 198.18.0.3\n        proxy_protocol_access allow lb\n        proxy_protocol_access deny all\n",
+        ),
+        ClientAddress::Transparent => (
+            "\n    preserve_client_ip: true\n    transparent: true",
+            "http_port {address}:{port}",
+            "",
+        ),
+    };
     let endpoints: Vec<String> = (0..3)
         .map(|i| format!("http://{}:2379", host_address((first + i) % 3)))
         .collect();
@@ -111,7 +138,7 @@ listeners:
 target_groups:
   tg:
     protocol: tcp
-    port: 3128
+    port: 3128{group}
     deregistration_delay: 1s
     health_check: {{ protocol: http, path: /healthz, interval: 200ms, timeout: 200ms }}
 launch_templates:
@@ -120,11 +147,8 @@ launch_templates:
     stop_timeout: 2s
     files:
       squid.conf: |
-        http_port {{address}}:{{port}} require-proxy-header
-        acl lb src 198.18.0.1 198.18.0.2 198.18.0.3
-        proxy_protocol_access allow lb
-        proxy_protocol_access deny all
-        acl app src 198.18.20.0/24
+        {http_port}
+{proxy_header}        acl app src 198.18.20.0/24
         http_access allow app
         http_access deny all
         access_log {{dir}}/access.log squid
@@ -149,6 +173,11 @@ impl Hosts {
     /// Builds the namespaces, starts etcd and an agent on every host and the origin, and
     /// waits until every zone serves through its own host's node.
     pub fn start(desired: u32) -> Hosts {
+        Hosts::start_with(desired, ClientAddress::ProxyV2)
+    }
+
+    /// [`Hosts::start`], the client's address passed on as `client`.
+    pub fn start_with(desired: u32, client: ClientAddress) -> Hosts {
         let mut net = Net::new();
         for (i, host) in HOSTS.iter().enumerate() {
             net.add(host, host_address(i));
@@ -165,9 +194,9 @@ impl Hosts {
         let origin = netns::run_in(&net.ns("svc").name, || Origin::start("198.18.30.10"));
         let dir = tempfile::tempdir().unwrap();
         let stack = dir.path().join("stack.yaml");
-        std::fs::write(&stack, self::stack(desired, 0)).unwrap();
+        std::fs::write(&stack, stack_with(desired, 0, client)).unwrap();
         for i in 0..3 {
-            std::fs::write(local_stack(dir.path(), i), self::stack(desired, i)).unwrap();
+            std::fs::write(local_stack(dir.path(), i), stack_with(desired, i, client)).unwrap();
         }
         let mut hosts = Hosts {
             dir,

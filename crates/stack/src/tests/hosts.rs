@@ -76,12 +76,6 @@ fn bad_hosts_and_names_say_where() {
     lines[3] = "target_groups: {proxies: {port: 3128, preserve_client_ip: true}}";
     lines.push("hosts: {h1: {zone: a, address: 198.18.0.1}}");
     assert!(err(&lines).contains(
-        "target_groups.proxies: across hosts (a stack with hosts) preserve_client_ip is not supported yet"
+        "target_groups.proxies: across hosts (a stack with hosts) preserve_client_ip needs transparent: true"
     ));
-    lines[3] =
-        "target_groups: {proxies: {port: 3128, preserve_client_ip: true, transparent: true}}";
-    assert!(
-        err(&lines).contains("preserve_client_ip is not supported yet"),
-        "transparent does not make it supported"
-    );
 }

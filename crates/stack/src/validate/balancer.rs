@@ -61,14 +61,11 @@ pub(crate) fn target_groups(
             }
             spec.transparent = transparent.value;
         }
-        // Refused rather than half working: an instance's replies to the client's own
-        // address must come back through the host holding the node, which moves, and
-        // nothing here routes them there yet.
-        if across_hosts && spec.preserve_client_ip {
+        if across_hosts && spec.preserve_client_ip && !spec.transparent {
             return Err(ctx.err(
                 &name.referenced,
                 object,
-                "across hosts (a stack with hosts) preserve_client_ip is not supported yet: the instances' replies to the client's address would have to return through whichever host holds the node, and proxyfleet does not route them there; the client's address reaches the instances by PROXY v2 (leave preserve_client_ip unset, the default across hosts)",
+                "across hosts (a stack with hosts) preserve_client_ip needs transparent: true (the agents then route the instances' replies back through the node's host; see the README), or leave it unset for PROXY v2, the default",
             ));
         }
         spec.proxy_protocol_v2 = tg.proxy_protocol_v2.unwrap_or(proxy_v2_default);
