@@ -337,6 +337,7 @@ async fn liveness(
             () = stop.cancelled() => return,
         }
         let sent = std::time::Instant::now();
+        clock.sending(sent);
         let held = match &lease {
             Some(l) => store.renew_liveness(l).await,
             None => store.hold_liveness(&host.id, ttl).await.map(|l| {

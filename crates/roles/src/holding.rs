@@ -47,6 +47,9 @@ pub(crate) const READY_LIMIT: Duration = Duration::from_secs(1);
 /// How often a host whose renewals are late asks whether the store is between leaders (each
 /// answer is good for half a lease from when it was asked).
 const ELECTION_PROBE: Duration = Duration::from_millis(50);
+/// A renewal unanswered for this long is late: a healthy member answers within a few
+/// milliseconds, and the keep-alive is raced to the next member after 100 ms.
+const RENEWAL_LATE: Duration = Duration::from_millis(100);
 /// How often holdings are reconsidered (and on every change of the view).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -60,6 +63,9 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct LeaseClock {
     last_sent: Mutex<Option<Instant>>,
     electing_sent: Mutex<Option<Instant>>,
+    /// Since when the renewal now in flight has been waiting for its answer, or — after one
+    /// that failed — since when renewals have been failing; `None` while they go through.
+    late_since: Mutex<Option<Instant>>,
     ttl: Duration,
 }
 
@@ -72,6 +78,7 @@ impl LeaseClock {
         LeaseClock {
             last_sent: Mutex::new(None),
             electing_sent: Mutex::new(None),
+            late_since: Mutex::new(None),
             ttl,
         }
     }
@@ -80,6 +87,23 @@ impl LeaseClock {
     pub fn renewed(&self, sent: Instant) {
         let mut last = self.last_sent.lock().unwrap_or_else(|p| p.into_inner());
         *last = Some(last.map_or(sent, |l| l.max(sent)));
+        *self.late_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// A renewal is being sent now (its answer is awaited from now on).
+    pub fn sending(&self, sent: Instant) {
+        self.late_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(sent);
+    }
+
+    /// How long renewals have been late: the one in flight unanswered, or failing since.
+    pub fn late_for(&self) -> Option<Duration> {
+        self.late_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|since| since.elapsed())
     }
 
     /// The lease is gone (lapsed in the store).
@@ -115,10 +139,11 @@ impl LeaseClock {
     }
 }
 
-/// While this host's renewals are late (a quarter of the lease without one), asks the store
-/// every [`ELECTION_PROBE`] whether it is between leaders, and tells `clock` when it is: a host whose
-/// renewals fail because the etcd leader died keeps serving through the election, while a
-/// host cut off from the majority (which cannot tell) fences itself as before.
+/// While this host's renewals are late (one unanswered for [`RENEWAL_LATE`], or failing),
+/// asks the store every [`ELECTION_PROBE`] whether it is between leaders, and tells `clock`
+/// when it is: a host whose renewals fail because the etcd leader died keeps serving through
+/// the election, while a host cut off from the majority (which cannot tell) fences itself as
+/// before. While renewals go through, nothing is asked.
 pub async fn follow_elections(
     store: Arc<dyn proxyfleet_state::StateStore>,
     clock: Arc<LeaseClock>,
@@ -132,7 +157,7 @@ pub async fn follow_elections(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        if clock.since_renewal().is_none_or(|d| d < ttl / 4) {
+        if clock.since_renewal().is_none() || clock.late_for().is_none_or(|d| d < RENEWAL_LATE) {
             continue;
         }
         let sent = Instant::now();
@@ -536,5 +561,19 @@ mod tests {
         );
         clock.lapsed();
         assert!(!clock.holds());
+    }
+
+    #[test]
+    fn renewals_are_late_from_the_first_unanswered_send_until_one_goes_through() {
+        let clock = LeaseClock::new(Duration::from_secs(1));
+        assert_eq!(clock.late_for(), None, "nothing sent");
+        clock.sending(ago(150));
+        clock.sending(ago(10));
+        assert!(
+            clock.late_for().unwrap() >= Duration::from_millis(150),
+            "late since the first send still unanswered"
+        );
+        clock.renewed(ago(10));
+        assert_eq!(clock.late_for(), None, "a renewal went through");
     }
 }
