@@ -160,13 +160,20 @@ impl Tier {
 
     /// `proxyfleet status -f STACK --json`.
     pub fn status(&self) -> Value {
+        self.try_status().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `status`, or why it failed (etcd electing, say).
+    pub fn try_status(&self) -> Result<Value, String> {
         let (code, out, err) = run(
             BIN,
             &["status", "-f", self.stack.to_str().unwrap(), "--json"],
             Duration::from_secs(10),
         );
-        assert!(code.success(), "status failed: {err}");
-        serde_json::from_str(&out).expect("status JSON")
+        if !code.success() {
+            return Err(format!("status failed: {err}"));
+        }
+        serde_json::from_str(&out).map_err(|e| format!("status JSON: {e}: {out}"))
     }
 
     /// `proxyfleet activity -f STACK --json`, newest first.
@@ -194,15 +201,21 @@ impl Tier {
 
     /// Polls `status` until `probe` holds; returns how long it took.
     pub fn wait(&self, what: &str, limit: Duration, probe: impl Fn(&Value) -> bool) -> Duration {
+        // A status that fails (the store between leaders, say) is one that did not show it
+        // yet.
         let start = Instant::now();
         loop {
-            let s = self.status();
-            if probe(&s) {
+            let s = self.try_status();
+            if s.as_ref().is_ok_and(&probe) {
                 return start.elapsed();
             }
             assert!(
                 start.elapsed() < limit,
-                "timed out waiting for {what}; status: {s:#}"
+                "timed out waiting for {what}; status: {}",
+                match &s {
+                    Ok(s) => format!("{s:#}"),
+                    Err(e) => e.clone(),
+                }
             );
             std::thread::sleep(Duration::from_millis(50));
         }
