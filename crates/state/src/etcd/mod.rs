@@ -138,7 +138,7 @@ impl EtcdStore {
     async fn get(&self, key: &str) -> Result<(Option<KeyValue>, u64), StoreError> {
         let r: RangeResponse = self
             .client
-            .call("/v3/kv/range", &json!({ "key": b64(key) }))
+            .read("/v3/kv/range", &json!({ "key": b64(key) }))
             .await?;
         Ok((r.kvs.into_iter().next(), r.header.revision))
     }
@@ -639,7 +639,7 @@ impl StateStore for EtcdStore {
         let prefix = self.key("alive/");
         let r: RangeResponse = self
             .client
-            .call(
+            .read(
                 "/v3/kv/range",
                 &json!({ "key": b64(&prefix), "range_end": b64(prefix_end(&prefix)), "keys_only": true }),
             )
