@@ -201,6 +201,25 @@ fn hosts_1t_transparent_the_instances_see_the_clients_own_addresses_across_hosts
     assert_eq!(clients.len(), 4, "every client in the logs: {clients:?}");
 }
 
+/// The failures of the requests each load (`reports[i]`) started from `from[i]` and before
+/// `until[i]` (each load keeps its own clock).
+fn failed_between<'a>(
+    reports: &'a [testkit::load::Report],
+    from: &[Duration],
+    until: &[Duration],
+) -> Vec<&'a testkit::load::Failed> {
+    reports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            let until = until[i];
+            r.failed_from(from[i])
+                .into_iter()
+                .filter(move |f| f.started < until)
+        })
+        .collect()
+}
+
 /// Waits (polling, with a deadline) until `probe` holds; how long it took since `since`.
 fn until(what: &str, since: Instant, limit: Duration, mut probe: impl FnMut() -> bool) -> Duration {
     loop {
@@ -569,18 +588,12 @@ fn hosts_5_losing_two_of_three_hosts_leaves_the_third_serving_every_node() {
     let whole = revived.elapsed();
     let dns = dns.stop();
     let reports: Vec<testkit::load::Report> = nodes.into_iter().map(|l| l.stop()).collect();
-    let failed_while_isolated: Vec<&testkit::load::Failed> = (0..3)
-        .flat_map(|i| {
-            let returned = revived_at[i];
-            reports[i]
-                .failed_from(after[i] + Duration::from_millis(500))
-                .into_iter()
-                .filter(move |f| f.started < returned)
-        })
+    let settled: Vec<Duration> = after
+        .iter()
+        .map(|a| *a + Duration::from_millis(500))
         .collect();
-    let failed_on_return: usize = (0..3)
-        .map(|i| reports[i].failed_from(revived_at[i]).len())
-        .sum();
+    let failed_while_isolated = failed_between(&reports, &settled, &revived_at);
+    let failed_on_return = failed_between(&reports, &revived_at, &[Duration::MAX; 3]).len();
     println!(
         "hosts 5: killed ha and hb (etcd without a majority): hc serves node a again after {} ms, b after {} ms, c (its own, fenced first) after {} ms; then {} ok, {} failed new connections through the nodes while alone; DNS name: {} ok, {} failed after every node served",
         served[0].as_millis(),
@@ -664,18 +677,12 @@ fn hosts_5b_losing_the_etcd_majority_leaves_every_host_serving_its_own_node() {
     let overlaps = sampler.join().unwrap();
     let _ = dns.stop();
     let reports: Vec<testkit::load::Report> = nodes.into_iter().map(|l| l.stop()).collect();
-    let failed_cut_off: usize = (0..3)
-        .map(|i| {
-            reports[i]
-                .failed_from(after[i] + Duration::from_millis(500))
-                .iter()
-                .filter(|f| f.started < restored_at[i])
-                .count()
-        })
-        .sum();
-    let failed_on_return: usize = (0..3)
-        .map(|i| reports[i].failed_from(restored_at[i]).len())
-        .sum();
+    let settled: Vec<Duration> = after
+        .iter()
+        .map(|a| *a + Duration::from_millis(500))
+        .collect();
+    let failed_cut_off = failed_between(&reports, &settled, &restored_at).len();
+    let failed_on_return = failed_between(&reports, &restored_at, &[Duration::MAX; 3]).len();
     println!(
         "hosts 5b: etcd majority lost, every host alive: node a serving again after {} ms, b after {} ms, c after {} ms, each from its own host; {failed_cut_off} failed new connections once they served; addresses seen on two hosts: {overlaps:?}; etcd back: whole again after {} ms, {failed_on_return} failed new connections meanwhile",
         back[0].as_millis(),

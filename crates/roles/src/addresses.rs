@@ -370,7 +370,9 @@ impl ArpSocket {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if from.sll_pkttype == libc::PACKET_OUTGOING {
+        // Outgoing: this host's own. Another interface's: bound to this one, the socket
+        // still heard every interface until the bind.
+        if from.sll_pkttype == libc::PACKET_OUTGOING || from.sll_ifindex != self.ifindex {
             return Ok(None);
         }
         Ok(SeenArp::parse(&frame[..n as usize]).filter(|seen| seen.sender_mac != self.mac))

@@ -66,15 +66,35 @@ pub async fn pass_to_old_holder(
     ports: &[u16],
     old_holder: Ipv4Addr,
 ) -> io::Result<()> {
+    // Each installation's generation: a later hand-over of the same node replaces the
+    // table, and the earlier one's timer must then leave it alone.
+    let generation = {
+        let mut generations = GENERATIONS.lock().unwrap_or_else(|p| p.into_inner());
+        let g = generations.entry(node).or_insert(0);
+        *g += 1;
+        *g
+    };
     nft(&ruleset(interface, node, ports, old_holder)).await?;
     tokio::spawn(async move {
         tokio::time::sleep(PASS_FOR).await;
+        let current = GENERATIONS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)
+            .copied();
+        if current != Some(generation) {
+            return;
+        }
         if let Err(e) = remove(node).await {
             tracing::warn!(error = %e, %node, "cannot remove the hand-over's nftables table");
         }
     });
     Ok(())
 }
+
+/// The latest installation's generation, by node address (see `pass_to_old_holder`).
+static GENERATIONS: std::sync::Mutex<std::collections::BTreeMap<Ipv4Addr, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 async fn remove(node: Ipv4Addr) -> io::Result<()> {
     let table = table_name(node);

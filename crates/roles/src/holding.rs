@@ -5,17 +5,23 @@
 //! the tier (the stand-in); a host that is letting a node go ([`NodeHold::Releasing`]) is
 //! passed over. Every agent works this out from the same state and acts only for itself:
 //!
-//! - **take**: it should serve the node and no other live host reports holding it: add the
-//!   address to the interface, bind the node, announce the address (gratuitous ARP), report
-//!   [`NodeHold::Holding`];
+//! - **take**: it should serve the node and no other live host reports holding it: bind the
+//!   node before the address is here (`IP_FREEBIND`), wait until it has judged a target
+//!   healthy, add the address, announce it (gratuitous ARP), report [`NodeHold::Holding`];
 //! - **planned move** (the zone's host is back, or this agent stops): report
-//!   [`NodeHold::Releasing`] and keep serving until another live host reports holding the
-//!   node, then a moment longer (so clients whose ARP entry has not moved yet still get
-//!   through), then let go — make before break, so no new connection finds nobody;
+//!   [`NodeHold::Releasing`] and keep serving until the new holder is heard announcing the
+//!   address on the segment (`segment::ClaimWatch`; its report through the store alone may
+//!   be one made before it was cut off), then a moment longer (so clients whose ARP entry
+//!   has not moved yet still get through), then let go — make before break, so no new
+//!   connection finds nobody; meanwhile the new holder passes the old one's connections'
+//!   segments back to it (`handover`);
 //! - **fencing**: an agent whose liveness renewals have not gone through for half its lease
 //!   drops every address at once, before its lease can lapse in the store and another host
-//!   take them over: never two owners (a partitioned host serves nothing), at the price that
-//!   a host cut off from etcd stops serving its node.
+//!   take them over. Then, by default (`--isolated serve`), it asks the segment instead of
+//!   the store (`isolated`): it serves the node addresses no other host answers ARP probes
+//!   for, and lets go of any another host turns out to hold. That trades the store's
+//!   guarantee of one owner for the segment's: two hosts that cannot hear each other's ARP
+//!   (a split segment with its carrier up) both serve, each to the clients on its side.
 //!
 //! A dead host cannot report anything: its stale `Holding` is ignored with it, since only
 //! live hosts' reports count.
@@ -238,7 +244,15 @@ impl NodeSet {
         // A hand-over ends when the new holder's gratuitous ARP is heard on the segment.
         let listening = tokio_util::sync::CancellationToken::new();
         let _listening = listening.clone().drop_guard();
-        let claims = crate::segment::ClaimWatch::start(&interface, listening)
+        let node_ips: Vec<Ipv4Addr> = self
+            .all_nodes()
+            .iter()
+            .filter_map(|key| match self.node_address(key)? {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let claims = crate::segment::ClaimWatch::start(&interface, node_ips, listening)
             .map_err(|e| tracing::warn!(error = %e, "cannot listen to the segment's ARP: hand-overs end on the new holder's report alone"))
             .ok();
         let mut held: BTreeMap<(String, String), Held> = BTreeMap::new();
@@ -247,6 +261,7 @@ impl NodeSet {
         // Since when the lease has not held, and whether the segment was asked since.
         let mut unheld_since: Option<Instant> = None;
         let mut isolated_tried = false;
+        let mut last_announced: BTreeMap<(String, String), Instant> = BTreeMap::new();
         loop {
             let stopping = stopping_since.is_some();
             tokio::select! {
@@ -274,6 +289,9 @@ impl NodeSet {
                 {
                     isolated_tried = true;
                     for key in self.hold_isolated(&interface, &clock).await {
+                        // Announced again: a host that let go of it meanwhile and now
+                        // releases it to this one waits to hear that.
+                        self.announce(&interface, &key);
                         held.insert(key, Held::Holding);
                     }
                 }
@@ -288,7 +306,7 @@ impl NodeSet {
             }
             // A hand-over whose new holder has announced the address ends here, whatever
             // the store says meanwhile: an election must not keep it on two hosts.
-            if let Some(claims) = &claims {
+            if let Some(claims) = claims.as_ref().filter(|c| c.listening()) {
                 self.end_announced_handovers(&mut held, claims, &interface, &clock)
                     .await;
             }
@@ -323,9 +341,11 @@ impl NodeSet {
                                 &interface,
                                 &key,
                                 releasing_by(&v.snapshot, &live, &name, &self.host),
+                                Some(&clock),
                             )
                             .await =>
                     {
+                        last_announced.insert(key.clone(), Instant::now());
                         held.insert(key, Held::Holding);
                     }
                     None => {}
@@ -339,6 +359,17 @@ impl NodeSet {
                             },
                         );
                     }
+                    // Another host releases it to this one (it came back from being cut
+                    // off, say) and waits to hear this one announce it: once a second.
+                    Some(Held::Holding)
+                        if releasing_by(&v.snapshot, &live, &name, &self.host).is_some()
+                            && last_announced.get(&key).is_none_or(|at: &Instant| {
+                                at.elapsed() >= Duration::from_secs(1)
+                            }) =>
+                    {
+                        self.announce(&interface, &key);
+                        last_announced.insert(key.clone(), Instant::now());
+                    }
                     Some(Held::Holding) => {}
                     Some(Held::Releasing { since, taken }) => {
                         // Taken up: the new holder announced the address (heard on the
@@ -346,7 +377,9 @@ impl NodeSet {
                         // it was cut off, while it has not taken the node again yet. Without
                         // a listener, the report is all there is.
                         let announced = match (&claims, self.node_address(&key)) {
-                            (Some(c), Some(IpAddr::V4(ip))) => c.claimed_since(ip, since),
+                            (Some(c), Some(IpAddr::V4(ip))) if c.listening() => {
+                                c.claimed_since(ip, since)
+                            }
                             _ => held_by_other,
                         };
                         let taken = taken.or(announced.then(Instant::now));
@@ -406,6 +439,7 @@ impl NodeSet {
         interface: &crate::addresses::Interface,
         key: &(String, String),
         old_holder: Option<Ipv4Addr>,
+        lease: Option<&LeaseClock>,
     ) -> bool {
         let Some(address) = self.node_address(key) else {
             return false;
@@ -420,6 +454,12 @@ impl NodeSet {
         let bound = Instant::now();
         while !self.node_ready(key) && bound.elapsed() < READY_LIMIT {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Taken under the lease: not if it has stopped holding during the wait (this host
+        // must fence, and another may be taking the node over).
+        if lease.is_some_and(|l| !l.holds()) {
+            self.stop_node(key).await;
+            return false;
         }
         if let (Some(old), IpAddr::V4(node)) = (old_holder, address) {
             let ports: Vec<u16> = self
@@ -438,13 +478,18 @@ impl NodeSet {
             self.stop_node(key).await;
             return false;
         }
-        if let IpAddr::V4(v4) = address {
-            if let Err(e) = interface.announce(v4) {
-                tracing::warn!(error = %e, %address, "gratuitous ARP not sent");
-            }
-        }
+        self.announce(interface, key);
         tracing::info!(lb = %key.0, zone = %key.1, %address, host = %self.host, "node address taken");
         true
+    }
+
+    /// Sends the node address's gratuitous ARP (and its repeats).
+    fn announce(&self, interface: &crate::addresses::Interface, key: &(String, String)) {
+        if let Some(IpAddr::V4(v4)) = self.node_address(key) {
+            if let Err(e) = interface.announce(v4) {
+                tracing::warn!(error = %e, address = %v4, "gratuitous ARP not sent");
+            }
+        }
     }
 
     /// A planned let-go: the node's flows in progress finish first (for at most

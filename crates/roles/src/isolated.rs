@@ -87,9 +87,19 @@ impl NodeSet {
                 IpAddr::V6(_) => None,
             })
             .collect();
+        // This host's own zone's nodes are its home — unless another host of the zone has a
+        // lower id (the one the zone's node prefers): then it asks like a stand-in.
+        let first_of_zone = self
+            .stack
+            .hosts
+            .iter()
+            .filter(|h| h.zone == self.zone)
+            .map(|h| h.id.as_str())
+            .min()
+            .is_none_or(|first| first == self.host());
         let home: Vec<Ipv4Addr> = nodes
             .iter()
-            .filter(|(key, _)| key.1 == self.zone)
+            .filter(|(key, _)| key.1 == self.zone && first_of_zone)
             .map(|(_, ip)| *ip)
             .collect();
         let mut held: BTreeMap<(String, String), Ipv4Addr> = BTreeMap::new();
@@ -117,14 +127,29 @@ impl NodeSet {
                     .filter(|(key, _)| key.1 == self.zone || with_stand_ins)
                     .map(|(_, ip)| *ip)
                     .collect();
+                let held_ips: Vec<Ipv4Addr> = held.values().copied().collect();
                 tracing::debug!(?wanted, "probing node addresses");
-                match witness.unclaimed(&wanted, &home).await {
-                    Ok(free) => {
+                match witness.probe(&wanted, &home, &held_ips).await {
+                    Ok((free, contested)) => {
                         tracing::debug!(?free, "nobody answers for these");
+                        // Held here and answered for elsewhere too (a holder this host did not
+                        // hear announce): let go, as on hearing a claim.
+                        let lost: Vec<_> = held
+                            .iter()
+                            .filter(|(_, ip)| contested.contains(ip))
+                            .map(|(key, _)| key.clone())
+                            .collect();
+                        for key in lost {
+                            tracing::warn!(lb = %key.0, zone = %key.1, "another host answers for the node address served while cut off: letting it go");
+                            held.remove(&key);
+                            self.let_go(interface, &key).await;
+                        }
                         // At once: each take waits for a healthy target of its own.
                         let takes = nodes.iter().filter(|(_, ip)| free.contains(ip)).map(
                             |(key, ip)| async move {
-                                self.take(interface, key, None).await.then_some((key, ip))
+                                self.take(interface, key, None, None)
+                                    .await
+                                    .then_some((key, ip))
                             },
                         );
                         for (key, ip) in futures_util::future::join_all(takes)
@@ -155,10 +180,17 @@ impl NodeSet {
                         .collect();
                     for key in lost {
                         tracing::warn!(lb = %key.0, zone = %key.1, "another host claims the node address served while cut off: letting it go");
-                        held.remove(&key);
+                        let ip = held.remove(&key);
                         self.let_go(interface, &key).await;
-                        // Not probed again before the claimant's announcements are over.
-                        next_probe = Instant::now() + REPROBE * 2 + jitter(PROBE_JITTER);
+                        // Not probed again before the claimant's announcements are over; a
+                        // home address sooner than a stand-in's, so that two hosts that took
+                        // one address at once do not give it up and take it again in step.
+                        let back_off = if ip.is_some_and(|ip| home.contains(&ip)) {
+                            REPROBE / 2
+                        } else {
+                            REPROBE * 2
+                        };
+                        next_probe = Instant::now() + back_off + jitter(PROBE_JITTER);
                     }
                 }
                 () = tokio::time::sleep(TICK) => {}

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,19 +60,27 @@ impl ArpWitness {
         }
     }
 
-    /// Which of `ips` nobody on the segment answers for: each probed [`PROBES`] times, an
-    /// address counted as someone's once any host sends from it — or probes for it too,
-    /// unless it is one of `home`'s (this host's own zone's nodes: another host probing for
-    /// one of them is a stand-in, which gives way to the zone's own host).
-    pub(crate) async fn unclaimed(
+    /// One round of probes: which of `wanted` nobody on the segment answers for, and which
+    /// of `held` (addresses this host serves) another host answers for too. Each address is
+    /// probed [`PROBES`] times; a wanted one counts as someone's once any host sends from it
+    /// — or probes for it too, unless it is one of `home`'s (this host's own zone's nodes:
+    /// another host probing for one of them is a stand-in, which gives way to the zone's own
+    /// host). A held one is contested once another host sends from it (a probe is no claim
+    /// on an address held).
+    pub(crate) async fn probe(
         &self,
-        ips: &[Ipv4Addr],
+        wanted: &[Ipv4Addr],
         home: &[Ipv4Addr],
-    ) -> io::Result<Vec<Ipv4Addr>> {
-        let mut claimed = vec![false; ips.len()];
+        held: &[Ipv4Addr],
+    ) -> io::Result<(Vec<Ipv4Addr>, Vec<Ipv4Addr>)> {
+        let mut claimed = vec![false; wanted.len()];
+        let mut contested = vec![false; held.len()];
         for round in 0..=PROBES {
             if round < PROBES {
-                for (ip, _) in ips.iter().zip(&claimed).filter(|(_, c)| !**c) {
+                for (ip, _) in wanted.iter().zip(&claimed).filter(|(_, c)| !**c) {
+                    self.socket.get_ref().send_probe(*ip)?;
+                }
+                for (ip, _) in held.iter().zip(&contested).filter(|(_, c)| !**c) {
                     self.socket.get_ref().send_probe(*ip)?;
                 }
             }
@@ -83,57 +92,99 @@ impl ArpWitness {
                 };
             while let Ok(seen) = tokio::time::timeout_at(until.into(), self.next()).await {
                 let seen = seen?;
-                for (ip, c) in ips.iter().zip(claimed.iter_mut()) {
+                for (ip, c) in wanted.iter().zip(claimed.iter_mut()) {
                     if !*c && seen.claims(*ip, !home.contains(ip)) {
                         tracing::debug!(%ip, ?seen, "answered for, or wanted, by another host");
                         *c = true;
                     }
                 }
+                for (ip, c) in held.iter().zip(contested.iter_mut()) {
+                    *c |= seen.claims(*ip, false);
+                }
             }
         }
-        Ok(ips
-            .iter()
-            .zip(&claimed)
-            .filter(|(_, c)| !**c)
-            .map(|(ip, _)| *ip)
-            .collect())
+        let pick = |ips: &[Ipv4Addr], flags: &[bool], want: bool| {
+            ips.iter()
+                .zip(flags)
+                .filter(|(_, f)| **f == want)
+                .map(|(ip, _)| *ip)
+                .collect::<Vec<_>>()
+        };
+        Ok((pick(wanted, &claimed, false), pick(held, &contested, true)))
     }
 }
 
-/// Which addresses other hosts on the segment have sent ARP from, and when last.
-#[derive(Clone, Default)]
+/// Which of the node addresses other hosts on the segment have sent ARP from, and when last
+/// (only these, and only for [`REMEMBER`]: a host sending from random addresses costs
+/// nothing). While it cannot listen (the interface went away), [`ClaimWatch::listening`] is
+/// false and callers go by the store alone.
+#[derive(Clone)]
 pub(crate) struct ClaimWatch {
     seen: Arc<Mutex<HashMap<Ipv4Addr, Instant>>>,
+    listening: Arc<AtomicBool>,
 }
 
+/// How long a sender is remembered: longer than any hand-over ([`RELEASE_LIMIT`]).
+///
+/// [`RELEASE_LIMIT`]: crate::holding
+const REMEMBER: Duration = Duration::from_secs(10);
+/// After a receive error (the interface down, say), the socket is opened again this often.
+const REOPEN: Duration = Duration::from_secs(1);
+
 impl ClaimWatch {
-    /// Listens on `interface` until `stop`. Must be called within a Tokio runtime, in the
-    /// interface's network namespace.
-    pub(crate) fn start(interface: &Interface, stop: CancellationToken) -> io::Result<ClaimWatch> {
-        let witness = ArpWitness::open(interface)?;
-        let watch = ClaimWatch::default();
-        let seen = watch.seen.clone();
+    /// Listens on `interface` for `addresses` until `stop`, opening the socket again after
+    /// errors. Must be called within a Tokio runtime, in the interface's network namespace.
+    pub(crate) fn start(
+        interface: &Interface,
+        addresses: Vec<Ipv4Addr>,
+        stop: CancellationToken,
+    ) -> io::Result<ClaimWatch> {
+        let mut witness = Some(ArpWitness::open(interface)?);
+        let watch = ClaimWatch {
+            seen: Arc::default(),
+            listening: Arc::new(AtomicBool::new(true)),
+        };
+        let (seen, listening) = (watch.seen.clone(), watch.listening.clone());
+        let name = interface.name().to_owned();
         tokio::spawn(async move {
             loop {
+                let Some(w) = &witness else {
+                    tokio::select! {
+                        () = tokio::time::sleep(REOPEN) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    witness = ArpWitness::open(&Interface::new(&name)).ok();
+                    if witness.is_some() {
+                        tracing::info!("listening to the segment's ARP again");
+                        listening.store(true, Ordering::Relaxed);
+                    }
+                    continue;
+                };
                 let frame = tokio::select! {
-                    f = witness.next() => f,
+                    f = w.next() => f,
                     () = stop.cancelled() => return,
                 };
                 match frame {
-                    Ok(f) if !f.sender_ip.is_unspecified() => {
-                        seen.lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(f.sender_ip, Instant::now());
+                    Ok(f) if addresses.contains(&f.sender_ip) => {
+                        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        seen.retain(|_, at| at.elapsed() < REMEMBER);
+                        seen.insert(f.sender_ip, Instant::now());
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "stopped listening to the segment's ARP");
-                        return;
+                        tracing::warn!(error = %e, "cannot listen to the segment's ARP: hand-overs go by the store's reports until it can again");
+                        listening.store(false, Ordering::Relaxed);
+                        witness = None;
                     }
                 }
             }
         });
         Ok(watch)
+    }
+
+    /// Whether frames are being heard (else a claim cannot be seen).
+    pub(crate) fn listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
     }
 
     /// Whether another host has sent from `ip` since `since`.

@@ -83,39 +83,14 @@ impl Client {
         })
     }
 
-    /// A unary call: `POST path` with `body`, answered with `T`.
+    /// A unary call: `POST path` with `body`, answered with `T`: the members one after
+    /// another (a write is never sent to two at once), in rounds until one answers.
     pub async fn call<T: DeserializeOwned>(
         &self,
         path: &str,
         body: &serde_json::Value,
     ) -> Result<T, StoreError> {
-        let text = body.to_string();
-        let deadline = tokio::time::Instant::now() + TOTAL;
-        loop {
-            let mut failures = Vec::new();
-            for (i, addr) in self.order() {
-                match try_member(addr, path, &text).await {
-                    Ok(answer) => {
-                        self.preferred.store(i, Ordering::Relaxed);
-                        return Ok(answer);
-                    }
-                    Err(TryError::Request(e)) => return Err(backend(path, e)),
-                    Err(TryError::Member(e)) => failures.push(format!("{addr}: {e}")),
-                }
-            }
-            // Every member failed: an election may be under way. Round again until the
-            // call's time is up.
-            if tokio::time::Instant::now() + ROUND_PAUSE >= deadline {
-                return Err(backend(
-                    path,
-                    format!(
-                        "no etcd member answered within {TOTAL:?}: {}",
-                        failures.join("; ")
-                    ),
-                ));
-            }
-            tokio::time::sleep(ROUND_PAUSE).await;
-        }
+        self.rounds(path, body, None).await
     }
 
     /// A read (a range: safe to ask twice): [`Client::call`], except that a member that has
@@ -126,6 +101,18 @@ impl Client {
         &self,
         path: &str,
         body: &serde_json::Value,
+    ) -> Result<T, StoreError> {
+        self.rounds(path, body, Some(HEDGE)).await
+    }
+
+    /// Rounds over the members (the last one that answered first) until one answers or
+    /// [`TOTAL`] is up; within a round the next member is asked when one fails, or — with
+    /// `hedge` — when one has not answered within it.
+    async fn rounds<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        hedge: Option<Duration>,
     ) -> Result<T, StoreError> {
         use futures_util::stream::{FuturesUnordered, StreamExt};
         let text = body.to_string();
@@ -156,13 +143,15 @@ impl Client {
                             }
                         }
                     },
-                    () = tokio::time::sleep(HEDGE), if waiting.len() > 0 => {
+                    () = tokio::time::sleep(hedge.unwrap_or_default()), if hedge.is_some() && waiting.len() > 0 => {
                         if let Some(next) = waiting.next() {
                             tries.push(start(next));
                         }
                     }
                 }
             }
+            // Every member failed: an election may be under way. Round again until the
+            // call's time is up.
             if tokio::time::Instant::now() + ROUND_PAUSE >= deadline {
                 return Err(backend(
                     path,
