@@ -56,7 +56,7 @@ pub fn run(args: ProxyArgs) -> Result<(), Failure> {
             .enable_all()
             .build()?,
     };
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, args.file))
 }
 
 /// Says at start-up whether the destination guard is on, and what it exempts and adds.
@@ -97,7 +97,7 @@ fn announce_ignored(config: &Config) {
     );
 }
 
-async fn serve(config: Config) -> Result<(), Failure> {
+async fn serve(config: Config, file: PathBuf) -> Result<(), Failure> {
     let proxy = Proxy::bind(config)?;
     for addr in proxy.local_addrs() {
         // Tests and the group controller wait for this line.
@@ -112,16 +112,56 @@ async fn serve(config: Config) -> Result<(), Failure> {
         }
     };
     // SIGUSR1 reopens the access logs (what `squid -k rotate` does), for logrotate.
-    let shared = proxy.shared();
+    let reloader = proxy.reloader();
     let mut usr1 = signal(SignalKind::user_defined1())?;
-    let rotate = tokio::spawn(async move {
-        while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1: reopening access logs");
-            shared.log.reopen();
+    let rotate = tokio::spawn({
+        let reloader = reloader.clone();
+        async move {
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening access logs");
+                reloader.current().log.reopen();
+            }
+        }
+    });
+    // SIGHUP reads the configuration again (what `squid -k reconfigure` does): a good file
+    // judges every request from now on, a bad one changes nothing.
+    let mut hup = signal(SignalKind::hangup())?;
+    let reload = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            reconfigure(&reloader, &file);
         }
     });
     proxy.serve(stop).await;
     rotate.abort();
+    reload.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads `file` again and puts it in force, or says why not (the old configuration serves
+/// on).
+fn reconfigure(reloader: &proxyfleet_proxy::Reloader, file: &std::path::Path) {
+    let config = match config::parse_file(file) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration not reloaded, the running one serves on: {e}");
+            eprintln!(
+                "proxyfleet proxy: configuration not reloaded, the running one serves on: {e}"
+            );
+            return;
+        }
+    };
+    match reloader.reload(config) {
+        Ok(()) => {
+            tracing::info!(file = %file.display(), "SIGHUP: configuration reloaded");
+            println!(
+                "proxyfleet proxy: configuration reloaded from {}",
+                file.display()
+            );
+        }
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration not reloaded: {e}");
+            eprintln!("proxyfleet proxy: configuration not reloaded: {e}");
+        }
+    }
 }

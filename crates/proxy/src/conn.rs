@@ -56,7 +56,10 @@ pub enum Next {
 }
 
 pub struct ClientConn {
+    /// The configuration this request is judged by: the one in force when it arrived.
     pub(crate) shared: Arc<Shared>,
+    /// The one in force now (a reload replaces it).
+    current: Arc<arc_swap::ArcSwap<Shared>>,
     pub(crate) stream: TcpStream,
     /// Bytes read from the client and not yet used.
     pub(crate) buf: BytesMut,
@@ -76,7 +79,7 @@ const HEAD_READ: usize = 1024;
 
 impl ClientConn {
     pub fn new(
-        shared: Arc<Shared>,
+        current: Arc<arc_swap::ArcSwap<Shared>>,
         stream: TcpStream,
         peer: SocketAddr,
         port: Arc<HttpPort>,
@@ -84,7 +87,8 @@ impl ClientConn {
     ) -> ClientConn {
         let _ = stream.set_nodelay(true);
         ClientConn {
-            shared,
+            shared: current.load_full(),
+            current,
             stream,
             buf: BytesMut::new(),
             client: peer_ip(peer),
@@ -148,6 +152,9 @@ impl ClientConn {
             let Some(head) = self.read_request_head(first).await else {
                 return;
             };
+            // Judged by the configuration in force now that it has arrived (a reload while
+            // the connection was idle applies to it).
+            self.shared = self.current.load_full();
             self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
             // While draining, a request already sent on this connection is still answered
             // (with `Connection: close`); an idle connection closes in read_request_head.

@@ -28,4 +28,4 @@ pub mod server;
 pub mod tunnel;
 
 pub use config::Config;
-pub use server::{Proxy, StartError, Stop};
+pub use server::{Proxy, ReloadError, Reloader, StartError, Stop};

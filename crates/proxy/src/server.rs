@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -33,15 +34,16 @@ pub struct Stats {
     pub requests: AtomicU64,
 }
 
-/// What every connection shares.
+/// What every connection shares: one configuration's parts, and the process's (counters,
+/// idle origin connections, draining), which a reload carries over to the next one.
 pub struct Shared {
     pub config: Config,
     pub resolver: Resolver,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
     pub log: AccessLogger,
     pub rewrite: RequestRewrite,
-    pub draining: AtomicBool,
-    pub stats: Stats,
+    pub draining: Arc<AtomicBool>,
+    pub stats: Arc<Stats>,
     /// The sockets this proxy listens on (ports resolved): no request may be sent to them.
     pub own_addrs: Vec<SocketAddr>,
     /// `client_ip_max_connections`.
@@ -72,11 +74,56 @@ pub enum Stop {
     Fast,
 }
 
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("http_port lines changed ({before} before, {after} now): ports are not reloaded yet, restart to change them; nothing changed")]
+    Ports { before: String, after: String },
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
 /// A bound, not yet serving proxy: binding is separate so callers learn about port
 /// conflicts before they report readiness.
 pub struct Proxy {
-    shared: Arc<Shared>,
+    current: Arc<ArcSwap<Shared>>,
     listeners: Vec<(TcpListener, Arc<HttpPort>)>,
+}
+
+/// Swaps in a new configuration for a running proxy ([`Proxy::reloader`]).
+#[derive(Clone)]
+pub struct Reloader {
+    current: Arc<ArcSwap<Shared>>,
+}
+
+impl Reloader {
+    /// Makes `config` the one new requests are judged by (requests in progress and tunnels
+    /// keep theirs): access logs reopened as it names them, the resolver as it sets it up.
+    /// Nothing changes when it cannot be put in force.
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let old = self.current.load_full();
+        let ports = |c: &Config| {
+            c.http_ports
+                .iter()
+                .map(|p| format!("{:?}", (p.addr, p.require_proxy_header)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        if ports(&old.config) != ports(&config) {
+            return Err(ReloadError::Ports {
+                before: ports(&old.config),
+                after: ports(&config),
+            });
+        }
+        let next = Shared::build(config, old.own_addrs.clone(), Some(&old))?;
+        self.current.store(Arc::new(next));
+        Ok(())
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> Arc<Shared> {
+        self.current.load_full()
+    }
 }
 
 impl Proxy {
@@ -90,35 +137,22 @@ impl Proxy {
             })?;
             listeners.push((listener, Arc::new(port.clone())));
         }
-        let log = AccessLogger::open(&config.access_logs, config.logfile_error_policy)?;
-        let resolver = Resolver::new(&config.dns_nameservers, config.negative_dns_ttl)?;
-        let via = config.via.then(|| {
-            format!(
-                "1.1 {} (proxyfleet/{})",
-                config.visible_hostname,
-                env!("CARGO_PKG_VERSION")
-            )
-        });
-        let rewrite = RequestRewrite {
-            via,
-            forwarded_for: config.forwarded_for,
-        };
-        let per_client = config.client_ip_max_connections.map(PerSourceLimit::new);
-        let shared = Arc::new(Shared {
-            config,
-            resolver,
-            pool: Pool::default(),
-            log,
-            rewrite,
-            draining: AtomicBool::new(false),
-            stats: Stats::default(),
-            per_client,
-            own_addrs: listeners
-                .iter()
-                .filter_map(|(l, _): &(TcpListener, _)| l.local_addr().ok())
-                .collect(),
-        });
-        Ok(Proxy { shared, listeners })
+        let own_addrs = listeners
+            .iter()
+            .filter_map(|(l, _): &(TcpListener, _)| l.local_addr().ok())
+            .collect();
+        let shared = Shared::build(config, own_addrs, None)?;
+        Ok(Proxy {
+            current: Arc::new(ArcSwap::from_pointee(shared)),
+            listeners,
+        })
+    }
+
+    /// What reloads this proxy's configuration while it serves.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            current: self.current.clone(),
+        }
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -129,13 +163,15 @@ impl Proxy {
             .collect()
     }
 
+    /// The configuration in force now (a reload replaces it).
     pub fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
+        self.current.load_full()
     }
 
     /// Serves until `stop` yields, then stops the way it says.
     pub async fn serve(self, stop: impl std::future::Future<Output = Stop>) {
-        let shared = self.shared;
+        let current = self.current;
+        let shared = current.load_full();
         // Each client connection may hold a second descriptor for its origin.
         let limit = Arc::new(Semaphore::new(shared.config.client_cap()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -148,7 +184,7 @@ impl Proxy {
             acceptors.spawn(accept_loop(
                 listener,
                 port,
-                shared.clone(),
+                current.clone(),
                 limit.clone(),
                 shutdown_rx.clone(),
                 connections.clone(),
@@ -165,6 +201,8 @@ impl Proxy {
             }
         });
         let how = stop.await;
+        // The configuration in force at the stop says how long the stop may take.
+        let shared = current.load_full();
         shared.draining.store(true, Ordering::SeqCst);
         acceptors.abort_all();
         while acceptors.join_next().await.is_some() {}
@@ -197,6 +235,46 @@ impl Proxy {
 }
 
 impl Shared {
+    /// One configuration's parts; `carry`: the configuration it replaces, whose counters,
+    /// idle origin connections and draining flag go on.
+    fn build(
+        config: Config,
+        own_addrs: Vec<SocketAddr>,
+        carry: Option<&Shared>,
+    ) -> Result<Shared, StartError> {
+        let log = AccessLogger::open(&config.access_logs, config.logfile_error_policy)?;
+        let resolver = Resolver::new(&config.dns_nameservers, config.negative_dns_ttl)?;
+        let via = config.via.then(|| {
+            format!(
+                "1.1 {} (proxyfleet/{})",
+                config.visible_hostname,
+                env!("CARGO_PKG_VERSION")
+            )
+        });
+        let rewrite = RequestRewrite {
+            via,
+            forwarded_for: config.forwarded_for,
+        };
+        // The same limit goes on counting the connections already admitted.
+        let per_client = match carry {
+            Some(c) if c.config.client_ip_max_connections == config.client_ip_max_connections => {
+                c.per_client.clone()
+            }
+            _ => config.client_ip_max_connections.map(PerSourceLimit::new),
+        };
+        Ok(Shared {
+            config,
+            resolver,
+            pool: carry.map_or_else(Arc::default, |c| c.pool.clone()),
+            log,
+            rewrite,
+            draining: carry.map_or_else(Arc::default, |c| c.draining.clone()),
+            stats: carry.map_or_else(Arc::default, |c| c.stats.clone()),
+            per_client,
+            own_addrs,
+        })
+    }
+
     /// The proxy's counters in Prometheus' text format (`GET /metrics`). Written out by
     /// hand: six numbers do not need a registry.
     pub fn metrics(&self) -> String {
@@ -289,7 +367,7 @@ fn bind_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(
     listener: TcpListener,
     port: Arc<HttpPort>,
-    shared: Arc<Shared>,
+    current: Arc<ArcSwap<Shared>>,
     limit: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
     connections: Connections,
@@ -321,6 +399,7 @@ async fn accept_loop(
                 continue;
             }
         }
+        let shared = current.load_full();
         shared
             .stats
             .connections_accepted
@@ -329,8 +408,13 @@ async fn accept_loop(
             .stats
             .connections_active
             .fetch_add(1, Ordering::SeqCst);
-        let conn = ClientConn::new(shared.clone(), stream, peer, port.clone(), shutdown.clone());
-        let shared = shared.clone();
+        let conn = ClientConn::new(
+            current.clone(),
+            stream,
+            peer,
+            port.clone(),
+            shutdown.clone(),
+        );
         let hard_stop = connections.hard_stop.clone();
         connections.tracker.spawn(async move {
             tokio::select! {

@@ -1,0 +1,161 @@
+//! `proxyfleet proxy` reads its configuration again on SIGHUP (`squid -k reconfigure`): a
+//! good file judges every request that arrives from then on — on new connections and on
+//! keep-alive connections already open — while a CONNECT tunnel open across the reloads goes
+//! on, and a bad file changes nothing (its error names file:line:column).
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{base_config, start, ProxyUnderTest, APP};
+use testkit::origin::Origin;
+
+/// A client that the reloads admit and refuse in turn (inside the app network).
+const TOGGLED: &str = "127.20.1.7";
+
+/// The rules with `TOGGLED` refused or admitted, and the access log at `log`.
+fn config(log: &str, refuse_toggled: bool) -> String {
+    let deny = if refuse_toggled {
+        "http_access deny toggled\n"
+    } else {
+        ""
+    };
+    let text = base_config(&format!(
+        "acl toggled src {TOGGLED}\n{deny}http_access allow app\nhttp_access deny all"
+    ));
+    format!("{text}access_log {log} squid\n")
+}
+
+/// Writes `text` as the proxy's configuration, sends SIGHUP and waits until the proxy says
+/// it took it (`reloads` such lines so far) or refused it.
+fn reload(proxy: &ProxyUnderTest, text: &str, reloads: usize, refused: usize) {
+    std::fs::write(proxy.dir.path().join("squid.conf"), text).unwrap();
+    proxy.child.signal(libc::SIGHUP);
+    testkit::wait::until_true("the reload answered", Duration::from_secs(10), || {
+        let taken = count(&proxy.child.stdout(), "configuration reloaded");
+        let refusals = count(&proxy.child.stderr(), "configuration not reloaded");
+        taken >= reloads && refusals >= refused && taken + refusals >= reloads + refused
+    });
+}
+
+fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|l| l.contains(needle)).count()
+}
+
+/// One keep-alive GET on `stream`: the status code.
+fn get_on(stream: &mut TcpStream, url: &str) -> u16 {
+    stream
+        .write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, _) = testkit::client::read_response(stream);
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// One GET on a new connection from `source`: the status code.
+fn get_from(source: &str, proxy: &ProxyUnderTest, url: &str) -> u16 {
+    let reply = testkit::client::exchange_raw(
+        source,
+        proxy.addr(),
+        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn reloads_judge_new_requests_by_the_new_rules_and_a_bad_file_changes_nothing() {
+    let origin = Origin::start("127.30.0.61");
+    let url = format!("{}/small", origin.url());
+    // `start` writes the file (ACCESS_LOG: its log path); every reload rewrites it.
+    let proxy = start(&config("ACCESS_LOG", false));
+    let log = proxy.access_log_path().display().to_string();
+    let write = |refuse: bool| config(&log, refuse);
+
+    // Load from an always-admitted client on new connections, all through the reloads.
+    let load = testkit::load::Load::start(proxy.addr(), &[APP, "127.20.0.6"], &url);
+    // A keep-alive connection from the toggled client, and a tunnel, both open throughout.
+    let mut kept = testkit::client::connect_from(TOGGLED, proxy.addr());
+    assert_eq!(get_on(&mut kept, &url), 200);
+    let mut tunnel = testkit::client::connect_from(APP, proxy.addr());
+    let target = origin.url().trim_start_matches("http://").to_string();
+    tunnel
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .unwrap();
+    let (head, _) = testkit::client::read_response(&mut tunnel);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let through_tunnel = |tunnel: &mut TcpStream| {
+        tunnel
+            .write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (head, _) = testkit::client::read_response(tunnel);
+        head.starts_with("HTTP/1.1 200")
+    };
+    assert!(through_tunnel(&mut tunnel));
+
+    let started = Instant::now();
+    let rounds = 100;
+    let (mut reloads, mut refused) = (0, 0);
+    let mut misjudged = Vec::new();
+    for round in 0..rounds {
+        let refuse = round % 2 == 0;
+        if round == rounds / 2 {
+            // A bad file mid-way: refused, saying where; the rules in force stay.
+            let bad = format!("{}acl broken nosuchtype x\n", write(!refuse));
+            refused += 1;
+            reload(&proxy, &bad, reloads, refused);
+            let said = proxy.child.stderr().join("\n");
+            assert!(
+                said.contains("squid.conf:") && said.contains("nosuchtype"),
+                "the refusal names the file, line and column: {said}"
+            );
+            let expected = if round % 2 == 1 { 403 } else { 200 };
+            assert_eq!(
+                get_from(TOGGLED, &proxy, &url),
+                expected,
+                "after the bad file"
+            );
+        }
+        reloads += 1;
+        reload(&proxy, &write(refuse), reloads, refused);
+        let expected = if refuse { 403 } else { 200 };
+        let fresh = get_from(TOGGLED, &proxy, &url);
+        let on_kept = get_on(&mut kept, &url);
+        if fresh != expected || on_kept != expected {
+            misjudged.push(format!(
+                "round {round}: new connection {fresh}, kept connection {on_kept}, expected {expected}"
+            ));
+        }
+    }
+    let tunnel_alive = through_tunnel(&mut tunnel);
+    let report = load.stop();
+    println!(
+        "proxy reload: {rounds} reloads and 1 refused in {} ms; the toggled client judged by the rule in force: {} misjudged; {} requests from admitted clients meanwhile, {} failed; the tunnel open across all: {}",
+        started.elapsed().as_millis(),
+        misjudged.len(),
+        report.ok,
+        report.failed.len(),
+        if tunnel_alive { "served" } else { "broken" }
+    );
+    assert!(misjudged.is_empty(), "{misjudged:#?}");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(tunnel_alive, "the tunnel survives the reloads");
+}
+
+#[test]
+fn a_reload_that_changes_the_ports_is_refused_and_changes_nothing() {
+    let proxy = start(&base_config("http_access allow app\nhttp_access deny all"));
+    let text = std::fs::read_to_string(proxy.dir.path().join("squid.conf")).unwrap();
+    let moved = text.replace(
+        "http_port 127.0.0.1:0",
+        "http_port 127.0.0.1:0\nhttp_port 127.0.0.2:0",
+    );
+    reload(&proxy, &moved, 0, 1);
+    let said = proxy.child.stderr().join("\n");
+    assert!(said.contains("http_port lines changed"), "{said}");
+    assert!(said.contains("nothing changed"), "{said}");
+}
