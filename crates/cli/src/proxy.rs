@@ -17,6 +17,21 @@ pub struct ProxyArgs {
     /// Validate the configuration and exit (Squid's `-k parse`).
     #[arg(long)]
     check: bool,
+    /// Signal the proxy running with this configuration (found by its `pid_filename`), as
+    /// `squid -k` does: reconfigure (SIGHUP: read the file again; a file that does not
+    /// parse is not sent), rotate (SIGUSR1), shutdown (SIGTERM), interrupt (SIGINT), check
+    /// (is it running?).
+    #[arg(short = 'k', value_enum)]
+    signal: Option<Signal>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Signal {
+    Reconfigure,
+    Rotate,
+    Shutdown,
+    Interrupt,
+    Check,
 }
 
 pub fn run(args: ProxyArgs) -> Result<(), Failure> {
@@ -24,6 +39,9 @@ pub fn run(args: ProxyArgs) -> Result<(), Failure> {
         code: 2,
         error: anyhow::anyhow!("{e}"),
     })?;
+    if let Some(k) = args.signal {
+        return signal_running(&config, &args.file, k);
+    }
     if args.check {
         println!(
             "{}: configuration OK ({} http_port)",
@@ -98,7 +116,18 @@ fn announce_ignored(config: &Config) {
 }
 
 async fn serve(config: Config, file: PathBuf) -> Result<(), Failure> {
+    let pid_file = config.pid_filename.clone();
     let proxy = Proxy::bind(config)?;
+    // As Squid: a pid file that cannot be written is a warning (only `-k` needs it).
+    let pid_file = pid_file.filter(|path| {
+        match std::fs::write(path, format!("{}\n", std::process::id())) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write pid_filename: `proxyfleet proxy -k` will not find this proxy");
+                false
+            }
+        }
+    });
     for addr in proxy.local_addrs() {
         // Tests and the group controller wait for this line.
         println!("proxyfleet proxy: serving on {addr}");
@@ -134,6 +163,14 @@ async fn serve(config: Config, file: PathBuf) -> Result<(), Failure> {
     proxy.serve(stop).await;
     rotate.abort();
     reload.abort();
+    // Only a pid file that still names this process (not a successor's).
+    if let Some(path) = &pid_file {
+        let ours =
+            std::fs::read_to_string(path).is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -164,4 +201,53 @@ fn reconfigure(reloader: &proxyfleet_proxy::Reloader, file: &std::path::Path) {
             eprintln!("proxyfleet proxy: configuration not reloaded: {e}");
         }
     }
+}
+
+/// `proxyfleet proxy -k SIGNAL`: the running proxy's pid from `pid_filename`, signalled.
+fn signal_running(config: &Config, file: &std::path::Path, k: Signal) -> Result<(), Failure> {
+    let fail = |code: u8, error: String| Failure {
+        code,
+        error: anyhow::anyhow!(error),
+    };
+    let Some(pid_file) = &config.pid_filename else {
+        return Err(fail(
+            2,
+            format!(
+                "{}: no pid_filename: cannot find the running proxy (set pid_filename, or signal its pid: SIGHUP reconfigures)",
+                file.display()
+            ),
+        ));
+    };
+    let text = std::fs::read_to_string(pid_file).map_err(|e| {
+        fail(
+            1,
+            format!("no running proxy: cannot read {}: {e}", pid_file.display()),
+        )
+    })?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| fail(1, format!("{}: not a pid: {text:?}", pid_file.display())))?;
+    let (signal, what) = match k {
+        Signal::Reconfigure => (libc::SIGHUP, "reconfigure"),
+        Signal::Rotate => (libc::SIGUSR1, "rotate"),
+        Signal::Shutdown => (libc::SIGTERM, "shutdown"),
+        Signal::Interrupt => (libc::SIGINT, "interrupt"),
+        Signal::Check => (0, "check"),
+    };
+    // SAFETY: kill(2) with a pid read from the proxy's own pid file and a plain signal number.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(fail(
+            1,
+            format!(
+                "no running proxy as pid {pid} (from {}): {e}",
+                pid_file.display()
+            ),
+        ));
+    }
+    println!("proxyfleet proxy: {what} sent to pid {pid}");
+    Ok(())
 }

@@ -159,3 +159,65 @@ fn a_reload_that_changes_the_ports_is_refused_and_changes_nothing() {
     assert!(said.contains("http_port lines changed"), "{said}");
     assert!(said.contains("nothing changed"), "{said}");
 }
+
+/// `proxyfleet proxy -k ACTION -f FILE`, as an operator types it: success, stdout, stderr.
+fn k(file: &std::path::Path, action: &str) -> (bool, String, String) {
+    let (code, out, err) = testkit::process::run(
+        common::BIN,
+        &["proxy", "-k", action, "-f", file.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    (code.success(), out, err)
+}
+
+#[test]
+fn k_reconfigure_signals_the_running_proxy_found_by_its_pid_file() {
+    let origin = Origin::start("127.30.0.62");
+    let url = format!("{}/small", origin.url());
+    let rules = |refuse: bool| {
+        let deny = if refuse { "http_access deny app\n" } else { "" };
+        base_config(&format!(
+            "pid_filename proxy.pid\n{deny}http_access allow app\nhttp_access deny all"
+        ))
+    };
+    let proxy = start(&rules(false));
+    let file = proxy.dir.path().join("squid.conf");
+    let pid_file = proxy.dir.path().join("proxy.pid");
+    testkit::wait::until_true("the pid file", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| t.trim() == proxy.child.pid().to_string())
+    });
+    assert_eq!(get_from(APP, &proxy, &url), 200);
+    let log = format!("access_log {} squid\n", proxy.access_log_path().display());
+    std::fs::write(&file, format!("{}{log}", rules(true))).unwrap();
+    let (ok, out, err) = k(&file, "reconfigure");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("reconfigure sent to pid {}", proxy.child.pid())),
+        "{out}"
+    );
+    testkit::wait::until_true("the new rules in force", Duration::from_secs(10), || {
+        get_from(APP, &proxy, &url) == 403
+    });
+    // A file that does not parse is not sent: the running proxy is not even asked.
+    std::fs::write(
+        &file,
+        format!("{}{log}http_acess allow all\n", rules(false)),
+    )
+    .unwrap();
+    let (ok, _, err) = k(&file, "reconfigure");
+    assert!(!ok);
+    assert!(
+        err.contains("squid.conf:") && err.contains("http_acess"),
+        "{err}"
+    );
+    assert_eq!(get_from(APP, &proxy, &url), 403, "the rules in force stay");
+    std::fs::write(&file, format!("{}{log}", rules(false))).unwrap();
+    assert!(k(&file, "check").0, "running");
+    // shutdown: SIGTERM; the proxy exits 0 and removes its pid file.
+    assert!(k(&file, "shutdown").0);
+    let mut child = proxy.child;
+    assert!(child.wait_exit(Duration::from_secs(40)).success());
+    assert!(!pid_file.exists(), "the pid file goes with the proxy");
+    let (ok, _, err) = k(&file, "check");
+    assert!(!ok && err.contains("no running proxy"), "{err}");
+}

@@ -121,6 +121,15 @@ impl Parser {
         Ok(())
     }
 
+    /// `pid_filename PATH|none`: a relative path is taken from the configuration file's
+    /// directory (as `include`s are).
+    pub(super) fn pid_filename(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "file name or none")?;
+        d.no_more(1)?;
+        self.pid_filename = (t.text != "none").then(|| d.base_dir().join(&t.text));
+        Ok(())
+    }
+
     /// `dns_nameservers IP...`; several lines add up, as in Squid.
     pub(super) fn dns_nameservers(&mut self, d: &Directive) -> Result<(), ConfigError> {
         d.arg(0, "name server address")?;

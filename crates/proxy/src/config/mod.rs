@@ -63,10 +63,6 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "cache_effective_group",
         "proxyfleet runs as the group that starts it",
     ),
-    (
-        "pid_filename",
-        "no PID file: the supervisor tracks the process",
-    ),
     ("cache_log", "diagnostics go to standard error"),
     (
         "logfile_rotate",

@@ -102,6 +102,9 @@ pub struct Config {
     pub shutdown_lifetime: Duration,
     /// Default: the machine's host name.
     pub visible_hostname: String,
+    /// `pid_filename`: where the running proxy writes its pid (what `proxyfleet proxy -k`
+    /// signals); `None` (the default, or `none`): no pid file.
+    pub pid_filename: Option<std::path::PathBuf>,
     /// `dns_nameservers`: empty = the system's /etc/resolv.conf.
     pub dns_nameservers: Vec<IpAddr>,
     /// `max_filedescriptors` (default 16384). At most half of it is used for client
