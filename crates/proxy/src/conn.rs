@@ -153,8 +153,12 @@ impl ClientConn {
                 return;
             };
             // Judged by the configuration in force now that it has arrived (a reload while
-            // the connection was idle applies to it).
-            self.shared = self.current.load_full();
+            // the connection was idle applies to it); the reference is replaced only when a
+            // reload has happened.
+            let now = self.current.load();
+            if !Arc::ptr_eq(&self.shared, &now) {
+                self.shared = arc_swap::Guard::into_inner(now);
+            }
             self.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
             // While draining, a request already sent on this connection is still answered
             // (with `Connection: close`); an idle connection closes in read_request_head.

@@ -23,7 +23,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::task::AbortHandle;
 
 /// When the gratuitous ARPs go out, from the first: five, like keepalived, the later ones
@@ -169,38 +168,19 @@ impl Interface {
         Ok(parse_prefix_of(&listing, ip))
     }
 
-    /// Runs `ip ARGS`: its stdout, or an error with the command and its stderr. The kind
-    /// follows the kernel's answer where callers care (`File exists`, `Cannot assign requested
-    /// address`).
+    /// Runs `ip ARGS` ([`crate::commands::ip`]), its error naming this interface.
     async fn ip(&self, args: &[&str]) -> io::Result<String> {
-        let command = format!("ip {}", args.join(" "));
-        let output = Command::new("ip")
-            .args(args)
-            .kill_on_drop(true)
-            .output()
+        crate::commands::ip(args)
             .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot run `{command}`: {e}")))?;
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stderr = stderr.trim();
-        let kind = if stderr.contains("File exists") {
-            io::ErrorKind::AlreadyExists
-        } else if stderr.contains("Cannot assign requested address") {
-            io::ErrorKind::AddrNotAvailable
-        } else if stderr.contains("Operation not permitted") {
-            io::ErrorKind::PermissionDenied
-        } else {
-            io::ErrorKind::Other
-        };
-        Err(io::Error::new(
-            kind,
-            format!(
-                "`{command}` failed on interface {} ({}): {stderr}",
-                self.name, output.status
-            ),
-        ))
+            .map_err(|e| io::Error::new(e.kind(), format!("{e} (interface {})", self.name)))
+    }
+}
+
+/// `ip` if it is IPv4 (what moving addresses, probes and return routes handle).
+pub(crate) fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
     }
 }
 

@@ -277,10 +277,7 @@ async fn install_return_routes(
     {
         return Ok(());
     }
-    let v4 = |a: IpAddr| match a {
-        IpAddr::V4(v4) => Some(v4),
-        IpAddr::V6(_) => None,
-    };
+    let v4 = crate::addresses::v4;
     let hosts: Vec<std::net::Ipv4Addr> = config
         .stack
         .hosts

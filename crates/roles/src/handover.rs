@@ -42,19 +42,16 @@ fn ruleset(interface: &str, node: Ipv4Addr, ports: &[u16], old_holder: Ipv4Addr)
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "add table netdev {table}\n\
-         delete table netdev {table}\n\
-         table netdev {table} {{\n\
-         \tset opened_here {{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 1m; size 65536; }}\n\
+    let body = format!(
+        "\tset opened_here {{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 1m; size 65536; }}\n\
          \tchain ingress {{\n\
          \t\ttype filter hook ingress device \"{interface}\" priority 0; policy accept;\n\
          \t\tip daddr {node} tcp dport {{ {ports} }} tcp flags & (syn | ack) == syn update @opened_here {{ ip saddr . tcp sport }} accept\n\
          \t\tip daddr {node} tcp dport {{ {ports} }} ip saddr . tcp sport @opened_here accept\n\
          \t\tip daddr {node} tcp dport {{ {ports} }} fwd ip to {old_holder} device \"{interface}\"\n\
-         \t}}\n\
-         }}\n"
-    )
+         \t}}\n"
+    );
+    crate::commands::replace_table("netdev", &table, &body)
 }
 
 /// Starts passing `node`'s stray segments on `ports` to `old_holder` (see the module's
@@ -97,11 +94,7 @@ static GENERATIONS: std::sync::Mutex<std::collections::BTreeMap<Ipv4Addr, u64>> 
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 async fn remove(node: Ipv4Addr) -> io::Result<()> {
-    let table = table_name(node);
-    nft(&format!(
-        "add table netdev {table}\ndelete table netdev {table}\n"
-    ))
-    .await
+    nft(&crate::commands::delete_table("netdev", &table_name(node))).await
 }
 
 /// Removes every hand-over table of this module (an agent that died mid-hand-over left it).

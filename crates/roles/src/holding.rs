@@ -215,10 +215,7 @@ fn releasing_by(
         .values()
         .filter(|h| h.id != me && live.contains(&h.id))
         .find(|h| h.nodes.get(node) == Some(&NodeHold::Releasing))
-        .and_then(|h| match h.address {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
+        .and_then(|h| crate::addresses::v4(h.address))
 }
 
 /// Where one node stands on this host.
@@ -244,14 +241,7 @@ impl NodeSet {
         // A hand-over ends when the new holder's gratuitous ARP is heard on the segment.
         let listening = tokio_util::sync::CancellationToken::new();
         let _listening = listening.clone().drop_guard();
-        let node_ips: Vec<Ipv4Addr> = self
-            .all_nodes()
-            .iter()
-            .filter_map(|key| match self.node_address(key)? {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let node_ips: Vec<Ipv4Addr> = self.node_ipv4s().into_iter().map(|(_, ip)| ip).collect();
         let claims = crate::segment::ClaimWatch::start(&interface, node_ips, listening)
             .map_err(|e| tracing::warn!(error = %e, "cannot listen to the segment's ARP: hand-overs end on the new holder's report alone"))
             .ok();
@@ -306,7 +296,8 @@ impl NodeSet {
             }
             // A hand-over whose new holder has announced the address ends here, whatever
             // the store says meanwhile: an election must not keep it on two hosts.
-            if let Some(claims) = claims.as_ref().filter(|c| c.listening()) {
+            let listening = claims.as_ref().is_some_and(|c| c.listening());
+            if let Some(claims) = claims.as_ref().filter(|_| listening) {
                 self.end_announced_handovers(&mut held, claims, &interface, &clock)
                     .await;
             }
@@ -333,17 +324,11 @@ impl NodeSet {
                 let me = stopping_since.is_none().then_some(self.host.as_str());
                 let mine = me.is_some()
                     && preferred_holder(&v.snapshot, &live, &name, &key.1, me).as_deref() == me;
+                let releasing = releasing_by(&v.snapshot, &live, &name, &self.host);
                 match held.get(&key).copied() {
                     None if mine
                         && !held_by_other
-                        && self
-                            .take(
-                                &interface,
-                                &key,
-                                releasing_by(&v.snapshot, &live, &name, &self.host),
-                                Some(&clock),
-                            )
-                            .await =>
+                        && self.take(&interface, &key, releasing, Some(&clock)).await =>
                     {
                         last_announced.insert(key.clone(), Instant::now());
                         held.insert(key, Held::Holding);
@@ -362,7 +347,7 @@ impl NodeSet {
                     // Another host releases it to this one (it came back from being cut
                     // off, say) and waits to hear this one announce it: once a second.
                     Some(Held::Holding)
-                        if releasing_by(&v.snapshot, &live, &name, &self.host).is_some()
+                        if releasing.is_some()
                             && last_announced.get(&key).is_none_or(|at: &Instant| {
                                 at.elapsed() >= Duration::from_secs(1)
                             }) =>
@@ -372,17 +357,12 @@ impl NodeSet {
                     }
                     Some(Held::Holding) => {}
                     Some(Held::Releasing { since, taken }) => {
-                        // Taken up: the new holder announced the address (heard on the
-                        // segment) — a report alone may be one a returning host made before
-                        // it was cut off, while it has not taken the node again yet. Without
-                        // a listener, the report is all there is.
-                        let announced = match (&claims, self.node_address(&key)) {
-                            (Some(c), Some(IpAddr::V4(ip))) if c.listening() => {
-                                c.claimed_since(ip, since)
-                            }
-                            _ => held_by_other,
-                        };
-                        let taken = taken.or(announced.then(Instant::now));
+                        // Taken up: while the segment is heard, the new holder's announcement
+                        // (`end_announced_handovers`, above) — a report alone may be one a
+                        // returning host made before it was cut off. Without a listener, the
+                        // report is all there is.
+                        let reported = !listening && held_by_other;
+                        let taken = taken.or(reported.then(Instant::now));
                         let handed_over = taken.is_some_and(|t| t.elapsed() >= HANDOVER_GRACE);
                         if handed_over || since.elapsed() > RELEASE_LIMIT {
                             held.remove(&key);
@@ -417,7 +397,7 @@ impl NodeSet {
             let Held::Releasing { since, taken } = h else {
                 continue;
             };
-            let Some(IpAddr::V4(ip)) = self.node_address(&key) else {
+            let Some(ip) = self.node_address(&key).and_then(crate::addresses::v4) else {
                 continue;
             };
             let taken = taken.or(claims.claimed_since(ip, since).then(Instant::now));
@@ -485,7 +465,7 @@ impl NodeSet {
 
     /// Sends the node address's gratuitous ARP (and its repeats).
     fn announce(&self, interface: &crate::addresses::Interface, key: &(String, String)) {
-        if let Some(IpAddr::V4(v4)) = self.node_address(key) {
+        if let Some(v4) = self.node_address(key).and_then(crate::addresses::v4) {
             if let Err(e) = interface.announce(v4) {
                 tracing::warn!(error = %e, address = %v4, "gratuitous ARP not sent");
             }
@@ -522,6 +502,17 @@ impl NodeSet {
             tracing::info!(lb = %key.0, zone = %key.1, %address, host = %self.host, "node address given up");
         }
         self.stop_node(key).await;
+    }
+
+    /// Every node of the stack with its IPv4 address (the ones that can move).
+    pub(crate) fn node_ipv4s(&self) -> Vec<((String, String), Ipv4Addr)> {
+        self.all_nodes()
+            .into_iter()
+            .filter_map(|key| {
+                let ip = crate::addresses::v4(self.node_address(&key)?)?;
+                Some((key, ip))
+            })
+            .collect()
     }
 
     pub(crate) fn node_address(&self, key: &(String, String)) -> Option<IpAddr> {

@@ -12,9 +12,9 @@
 //! the segment instead: an ARP probe for each node address (RFC 5227's address conflict
 //! detection). An address some host answers for is someone's; one nobody answers for is
 //! taken, served and announced like any other. While it serves so, the host listens to the
-//! segment's ARP: another host claiming one of its addresses (the majority's new holder
-//! announcing it, another isolated host probing for it) makes it let that address go at
-//! once. It stops as soon as its lease holds again, handing what it serves to the normal
+//! segment's ARP and probes the addresses it serves again: another host sending from one of
+//! them (the majority's new holder announcing it) or answering for it makes it let that
+//! address go at once. It stops as soon as its lease holds again, handing what it serves to the normal
 //! holding loop (which hands each node back to its preferred holder, make before break), and
 //! never serves while its interface has no carrier (no client could reach it then, and it
 //! could not hear a holder).
@@ -23,7 +23,7 @@
 //! like Pacemaker's `no-quorum-policy=stop`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::addresses::Interface;
@@ -72,21 +72,14 @@ impl NodeSet {
         clock: &LeaseClock,
     ) -> Vec<(String, String)> {
         // Opened now, not kept: what the segment said before this host was cut off is old news.
-        let witness = match ArpWitness::open(interface) {
+        let witness = match ArpWitness::open(interface.name()) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cut off from the state store's majority, and cannot listen to the segment's ARP: serving nothing");
                 return Vec::new();
             }
         };
-        let nodes: Vec<((String, String), Ipv4Addr)> = self
-            .all_nodes()
-            .into_iter()
-            .filter_map(|key| match self.node_address(&key)? {
-                IpAddr::V4(v4) => Some((key, v4)),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let nodes = self.node_ipv4s();
         // This host's own zone's nodes are its home — unless another host of the zone has a
         // lower id (the one the zone's node prefers): then it asks like a stand-in.
         let first_of_zone = self

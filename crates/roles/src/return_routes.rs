@@ -119,11 +119,8 @@ fn ruleset(hosts: &[Ipv4Addr]) -> String {
         .map(Ipv4Addr::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "add table inet {NFT_TABLE}\n\
-         delete table inet {NFT_TABLE}\n\
-         table inet {NFT_TABLE} {{\n\
-         \tmap node_hosts {{ type ether_addr : mark; }}\n\
+    let body = format!(
+        "\tmap node_hosts {{ type ether_addr : mark; }}\n\
          \tchain prerouting {{\n\
          \t\ttype filter hook prerouting priority mangle; policy accept;\n\
          \t\tmeta l4proto tcp socket transparent 1 meta mark set {MARK_LOCAL:#x} accept\n\
@@ -133,9 +130,9 @@ fn ruleset(hosts: &[Ipv4Addr]) -> String {
          \t\ttype route hook output priority mangle; policy accept;\n\
          \t\tmeta l4proto tcp ct state new fib saddr type != local ct mark set {MARK_LOCAL:#x}\n\
          \t\tct direction reply ct mark and 0xffff0000 == {MARK_LOCAL:#x} meta mark set ct mark\n\
-         \t}}\n\
-         }}\n"
-    )
+         \t}}\n"
+    );
+    crate::commands::replace_table("inet", NFT_TABLE, &body)
 }
 
 /// Keeps the map from the other hosts' MACs to their marks current, from the neighbour

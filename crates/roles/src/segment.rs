@@ -29,15 +29,15 @@ pub(crate) struct ArpWitness {
 
 impl ArpWitness {
     /// Must be called within a Tokio runtime, in the interface's network namespace.
-    pub(crate) fn open(interface: &Interface) -> io::Result<ArpWitness> {
-        let socket = ArpSocket::listening(interface.name())?;
+    pub(crate) fn open(interface: &str) -> io::Result<ArpWitness> {
+        let socket = ArpSocket::listening(interface)?;
         // SAFETY: the socket owns its descriptor, which stays open (and the same) until the
         // `AsyncFd` drops it.
         let socket = unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
             .map_err(io::Error::from)?;
         Ok(ArpWitness {
             socket,
-            interface: interface.name().to_owned(),
+            interface: interface.to_owned(),
         })
     }
 
@@ -124,9 +124,7 @@ pub(crate) struct ClaimWatch {
     listening: Arc<AtomicBool>,
 }
 
-/// How long a sender is remembered: longer than any hand-over ([`RELEASE_LIMIT`]).
-///
-/// [`RELEASE_LIMIT`]: crate::holding
+/// How long a sender is remembered: longer than any hand-over (`holding`'s release limit).
 const REMEMBER: Duration = Duration::from_secs(10);
 /// After a receive error (the interface down, say), the socket is opened again this often.
 const REOPEN: Duration = Duration::from_secs(1);
@@ -139,7 +137,7 @@ impl ClaimWatch {
         addresses: Vec<Ipv4Addr>,
         stop: CancellationToken,
     ) -> io::Result<ClaimWatch> {
-        let mut witness = Some(ArpWitness::open(interface)?);
+        let mut witness = Some(ArpWitness::open(interface.name())?);
         let watch = ClaimWatch {
             seen: Arc::default(),
             listening: Arc::new(AtomicBool::new(true)),
@@ -153,7 +151,7 @@ impl ClaimWatch {
                         () = tokio::time::sleep(REOPEN) => {}
                         () = stop.cancelled() => return,
                     }
-                    witness = ArpWitness::open(&Interface::new(&name)).ok();
+                    witness = ArpWitness::open(&name).ok();
                     if witness.is_some() {
                         tracing::info!("listening to the segment's ARP again");
                         listening.store(true, Ordering::Relaxed);

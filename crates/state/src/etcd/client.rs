@@ -39,7 +39,7 @@ const TOTAL: Duration = Duration::from_secs(3);
 const ROUND_PAUSE: Duration = Duration::from_millis(50);
 /// A read that has no answer from one member within this is asked of the next too (a
 /// healthy member answers within a few milliseconds).
-const HEDGE: Duration = Duration::from_millis(100);
+pub(super) const HEDGE: Duration = Duration::from_millis(100);
 
 pub(super) struct Client {
     endpoints: Vec<SocketAddr>,

@@ -55,9 +55,6 @@ const RETRIES: usize = 50;
 /// revision still reads, until etcd compacts it.
 const LOG_RETENTION: Duration = Duration::from_secs(1800);
 /// How often a campaign looks at the leader key while another holds it.
-/// How long a lease keep-alive waits on one member before racing the next (see
-/// `lease_ttl_left`): many times a healthy member's answer, well under half a lease.
-const KEEPALIVE_HEDGE: Duration = Duration::from_millis(100);
 const CAMPAIGN_POLL: Duration = Duration::from_millis(50);
 
 /// One member's answer to `maintenance/status`.
@@ -275,7 +272,7 @@ impl EtcdStore {
 
     /// One keep-alive of `lease`: the ttl left after it (0: the lease is gone).
     ///
-    /// Hedged: a member that has not answered within [`KEEPALIVE_HEDGE`] is raced by the
+    /// Hedged: a member that has not answered within [`client::HEDGE`] is raced by the
     /// next one, and the first answer wins. A member that died silently (no RST) would
     /// otherwise hold the renewal for a whole call timeout, which is longer than the half
     /// lease after which a host fences itself; renewing twice is harmless.
@@ -330,7 +327,7 @@ impl EtcdStore {
                     Some(Err(e)) => failures.push(e),
                     None => {}
                 },
-                () = tokio::time::sleep(KEEPALIVE_HEDGE) => {
+                () = tokio::time::sleep(client::HEDGE) => {
                     if let Some((i, addr)) = members.next() {
                         racing.push(one(i, addr));
                     }
