@@ -189,7 +189,15 @@ fn reconfigure(reloader: &proxyfleet_proxy::Reloader, file: &std::path::Path) {
         }
     };
     match reloader.reload(config) {
-        Ok(()) => {
+        Ok(ports) => {
+            for addr in ports.added {
+                println!("proxyfleet proxy: serving on {addr}");
+            }
+            for addr in ports.removed {
+                println!(
+                    "proxyfleet proxy: no longer listening on {addr} (its connections finish)"
+                );
+            }
             tracing::info!(file = %file.display(), "SIGHUP: configuration reloaded");
             println!(
                 "proxyfleet proxy: configuration reloaded from {}",
@@ -197,8 +205,10 @@ fn reconfigure(reloader: &proxyfleet_proxy::Reloader, file: &std::path::Path) {
             );
         }
         Err(e) => {
-            tracing::error!("SIGHUP: configuration not reloaded: {e}");
-            eprintln!("proxyfleet proxy: configuration not reloaded: {e}");
+            tracing::error!("SIGHUP: configuration not reloaded, the running one serves on: {e}");
+            eprintln!(
+                "proxyfleet proxy: configuration not reloaded, the running one serves on: {e}"
+            );
         }
     }
 }

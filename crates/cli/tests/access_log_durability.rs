@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{base_config, start, ProxyUnderTest, APP};
+use common::{base_config, get_metrics, metric, start, ProxyUnderTest, APP};
 use testkit::origin::Origin;
 
 const ORIGIN_IP: &str = "127.96.0.10";
@@ -165,27 +165,7 @@ fn proxy_logging_to(log: &Path, policy: &str) -> ProxyUnderTest {
     )))
 }
 
-/// The whole answer to `GET /metrics` on `port`, from this host.
-fn get_metrics(port: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(port).expect("connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    String::from_utf8_lossy(&testkit::client::read_to_close(
-        &mut stream,
-        Duration::from_secs(5),
-    ))
-    .to_string()
-}
-
-/// The value of `name` in the proxy's `/metrics`.
-fn metric(proxy: &ProxyUnderTest, name: &str) -> u64 {
-    let text = get_metrics(proxy.addr());
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
-
+/// `GET /healthz`'s status code.
 fn healthz(proxy: &ProxyUnderTest) -> u16 {
     let mut stream = TcpStream::connect(proxy.addr()).expect("connect");
     stream

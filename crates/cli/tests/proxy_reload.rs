@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{base_config, start, ProxyUnderTest, APP};
+use common::{base_config, metric, start, ProxyUnderTest, APP};
 use testkit::origin::Origin;
 
 /// A client that the reloads admit and refuse in turn (inside the app network).
@@ -76,8 +76,11 @@ fn reloads_judge_new_requests_by_the_new_rules_and_a_bad_file_changes_nothing() 
     let log = proxy.access_log_path().display().to_string();
     let write = |refuse: bool| config(&log, refuse);
 
-    // Load from an always-admitted client on new connections, all through the reloads.
-    let load = testkit::load::Load::start(proxy.addr(), &[APP, "127.20.0.6"], &url);
+    // Load from always-admitted clients through all the reloads: 20 workers on new
+    // connections, 20 on connections they keep alive.
+    let sources: Vec<&str> = [APP, "127.20.0.6"].repeat(10);
+    let fresh_load = testkit::load::Load::start(proxy.addr(), &sources, &url);
+    let kept_load = testkit::load::Load::start_keep_alive(proxy.addr(), &sources, &url);
     // A keep-alive connection from the toggled client, and a tunnel, both open throughout.
     let mut kept = testkit::client::connect_from(TOGGLED, proxy.addr());
     assert_eq!(get_on(&mut kept, &url), 200);
@@ -132,32 +135,134 @@ fn reloads_judge_new_requests_by_the_new_rules_and_a_bad_file_changes_nothing() 
         }
     }
     let tunnel_alive = through_tunnel(&mut tunnel);
-    let report = load.stop();
+    let fresh = fresh_load.stop();
+    let kept_alive = kept_load.stop();
     println!(
-        "proxy reload: {rounds} reloads and 1 refused in {} ms; the toggled client judged by the rule in force: {} misjudged; {} requests from admitted clients meanwhile, {} failed; the tunnel open across all: {}",
+        "proxy reload: {rounds} reloads and 1 refused in {} ms; the toggled client judged by the rule in force: {} misjudged; from admitted clients meanwhile {} requests on new connections ({} failed) and {} on kept-alive ones ({} failed); the tunnel open across all: {}",
         started.elapsed().as_millis(),
         misjudged.len(),
-        report.ok,
-        report.failed.len(),
+        fresh.ok,
+        fresh.failed.len(),
+        kept_alive.ok,
+        kept_alive.failed.len(),
         if tunnel_alive { "served" } else { "broken" }
     );
     assert!(misjudged.is_empty(), "{misjudged:#?}");
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(fresh.failed.is_empty(), "{:?}", fresh.failed);
+    assert!(kept_alive.failed.is_empty(), "{:?}", kept_alive.failed);
+    assert!(kept_alive.ok > 0 && fresh.ok > 0, "both loads ran");
+    // The access-log counters count on across the reloads: every request above was logged.
+    let logged = metric(&proxy, "proxyfleet_proxy_access_log_lines_written_total");
+    assert!(
+        logged >= fresh.ok + kept_alive.ok + 2 * rounds as u64,
+        "{logged} lines counted"
+    );
     assert!(tunnel_alive, "the tunnel survives the reloads");
 }
 
+/// The address a `serving on` line after `after` such lines names.
+fn serving_on(proxy: &ProxyUnderTest, after: usize) -> std::net::SocketAddr {
+    testkit::wait::until("a new port's serving line", Duration::from_secs(10), || {
+        proxy
+            .child
+            .stdout()
+            .iter()
+            .filter_map(|l| l.strip_prefix("proxyfleet proxy: serving on "))
+            .nth(after)
+            .and_then(|a| a.parse().ok())
+    })
+}
+
 #[test]
-fn a_reload_that_changes_the_ports_is_refused_and_changes_nothing() {
-    let proxy = start(&base_config("http_access allow app\nhttp_access deny all"));
+fn a_reload_adds_ports_first_and_a_removed_port_stops_accepting_while_its_connections_finish() {
+    let origin = Origin::start("127.30.0.62");
+    let rules = "http_access allow app\nhttp_access deny all";
+    let proxy = start(&base_config(rules));
+    let first = proxy.addr();
     let text = std::fs::read_to_string(proxy.dir.path().join("squid.conf")).unwrap();
-    let moved = text.replace(
+    let with_second = text.replace(
         "http_port 127.0.0.1:0",
         "http_port 127.0.0.1:0\nhttp_port 127.0.0.2:0",
     );
-    reload(&proxy, &moved, 0, 1);
+    reload(&proxy, &with_second, 1, 0);
+    let second = serving_on(&proxy, 1);
+    assert_eq!(second.ip().to_string(), "127.0.0.2");
+    let small = format!("{}/small", origin.url());
+    let on = |addr| {
+        let reply = testkit::client::exchange_raw(
+            APP,
+            addr,
+            format!("GET {small} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        reply.starts_with("HTTP/1.1 200")
+    };
+    assert!(on(first) && on(second), "both ports serve");
+
+    // A port that cannot be bound fails the whole reload: nothing changes, it says where.
+    let taken = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let conflicting = format!(
+        "{with_second}http_port {}\nacl later src 127.0.0.0/8\n",
+        taken.local_addr().unwrap()
+    );
+    reload(&proxy, &conflicting, 1, 1);
     let said = proxy.child.stderr().join("\n");
-    assert!(said.contains("http_port lines changed"), "{said}");
-    assert!(said.contains("nothing changed"), "{said}");
+    assert!(
+        said.contains("cannot listen on 127.0.0.3") && said.contains("squid.conf:"),
+        "{said}"
+    );
+    assert!(on(first) && on(second), "a refused reload changes nothing");
+
+    // Open on the first port: a kept-alive connection with a slow response in flight, and a
+    // tunnel. Then a file without the first port.
+    let mut kept = testkit::client::connect_from(APP, first);
+    assert_eq!(get_on(&mut kept, &small), 200);
+    let mut tunnel = testkit::client::connect_from(APP, first);
+    let target = origin.url().trim_start_matches("http://").to_string();
+    tunnel
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .unwrap();
+    assert!(testkit::client::read_response(&mut tunnel)
+        .0
+        .starts_with("HTTP/1.1 200"));
+    kept.write_all(
+        format!("GET {}/slow/1500 HTTP/1.1\r\nHost: x\r\n\r\n", origin.url()).as_bytes(),
+    )
+    .unwrap();
+    let without_first = with_second.replace("http_port 127.0.0.1:0\n", "");
+    reload(&proxy, &without_first, 2, 1);
+    assert!(
+        proxy
+            .child
+            .stdout()
+            .iter()
+            .any(|l| l.contains(&format!("no longer listening on {first}"))),
+        "{:?}",
+        proxy.child.stdout()
+    );
+    testkit::wait::until_true(
+        "the removed port to refuse connections",
+        Duration::from_secs(5),
+        || std::net::TcpStream::connect(first).is_err(),
+    );
+    let (head, body) = testkit::client::read_response(&mut kept);
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "the transfer in flight finishes: {head}"
+    );
+    assert_eq!(body, b"slow\n");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "and closes its connection: {head}"
+    );
+    tunnel
+        .write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (head, _) = testkit::client::read_response(&mut tunnel);
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "the tunnel goes on: {head}"
+    );
+    assert!(on(second), "the kept port serves");
 }
 
 /// `proxyfleet proxy -k ACTION -f FILE`, as an operator types it: success, stdout, stderr.

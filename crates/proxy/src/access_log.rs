@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::acl::{AclList, Facts};
@@ -109,9 +109,10 @@ pub struct AccessLogger {
     policy: LogErrorPolicy,
     /// A write failed and none has succeeded since.
     failing: AtomicBool,
-    /// Lines written, and dropped because a write failed (over all files).
-    pub lines_written: AtomicU64,
-    pub lines_dropped: AtomicU64,
+    /// Lines written, and dropped because a write failed (over all files); shared with the
+    /// loggers of the configurations a reload replaces, whose transactions still finish.
+    pub lines_written: Arc<AtomicU64>,
+    pub lines_dropped: Arc<AtomicU64>,
 }
 
 /// An access log file that could not be opened.
@@ -142,9 +143,16 @@ impl AccessLogger {
             targets,
             policy,
             failing: AtomicBool::new(false),
-            lines_written: AtomicU64::new(0),
-            lines_dropped: AtomicU64::new(0),
+            lines_written: Arc::default(),
+            lines_dropped: Arc::default(),
         })
+    }
+
+    /// Counts on in `previous`'s counters (a reload's new logger).
+    pub fn counting_on(mut self, previous: &AccessLogger) -> AccessLogger {
+        self.lines_written = previous.lines_written.clone();
+        self.lines_dropped = previous.lines_dropped.clone();
+        self
     }
 
     pub fn is_enabled(&self) -> bool {

@@ -13,11 +13,11 @@ use tokio::sync::watch;
 
 use crate::access_log::LogEntry;
 use crate::acl::Facts;
-use crate::config::HttpPort;
 use crate::errors::SquidError;
 use crate::http::body::{write_all, CopyError};
 use crate::http::head::{request_framing, Head, HeadError};
 use crate::http::target::Target;
+use crate::listeners::OpenPort;
 use crate::proxy_protocol::{self, peer_ip};
 use crate::server::Shared;
 
@@ -66,8 +66,10 @@ pub struct ClientConn {
     /// The client as ACLs and logs see it (the PROXY header's source, if any).
     pub(crate) client: IpAddr,
     peer: SocketAddr,
-    port: Arc<HttpPort>,
+    port: Arc<OpenPort>,
     shutdown: watch::Receiver<bool>,
+    /// Set when a reload removes this connection's port: it finishes like a stopping proxy's.
+    pub(crate) port_closing: watch::Receiver<bool>,
 }
 
 /// The Prometheus text exposition format.
@@ -82,7 +84,7 @@ impl ClientConn {
         current: Arc<arc_swap::ArcSwap<Shared>>,
         stream: TcpStream,
         peer: SocketAddr,
-        port: Arc<HttpPort>,
+        port: Arc<OpenPort>,
         shutdown: watch::Receiver<bool>,
     ) -> ClientConn {
         let _ = stream.set_nodelay(true);
@@ -93,6 +95,7 @@ impl ClientConn {
             buf: BytesMut::new(),
             client: peer_ip(peer),
             peer,
+            port_closing: port.closing(),
             port,
             shutdown,
         }
@@ -111,7 +114,7 @@ impl ClientConn {
 
     async fn serve_inner(&mut self) {
         let config = &self.shared.config;
-        if self.port.require_proxy_header {
+        if self.port.spec.require_proxy_header {
             match proxy_protocol::read_header(
                 &mut self.stream,
                 &mut self.buf,
@@ -130,7 +133,7 @@ impl ClientConn {
                     }
                 }
                 Err(e) => {
-                    tracing::info!(peer = %self.peer, port = %self.port.addr, error = %e, "connection refused: PROXY protocol");
+                    tracing::info!(peer = %self.peer, port = %self.port.spec.addr, error = %e, "connection refused: PROXY protocol");
                     return;
                 }
             }
@@ -176,7 +179,7 @@ impl ClientConn {
     }
 
     pub(crate) fn draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Relaxed)
+        self.shared.draining.load(Ordering::Relaxed) || *self.port_closing.borrow()
     }
 
     /// The next request head; `None` when the connection is done (closed, timed out,
@@ -225,7 +228,7 @@ impl ClientConn {
                 }
             }
             let idle = self.buf.is_empty();
-            if idle && *self.shutdown.borrow() {
+            if idle && (*self.shutdown.borrow() || *self.port_closing.borrow()) {
                 // Draining: answer what the client already sent, close if it sent nothing.
                 self.buf.reserve(4096);
                 match self.stream.try_read_buf(&mut self.buf) {
@@ -236,9 +239,11 @@ impl ClientConn {
             let read = read_head_bytes(&self.stream, &mut self.buf, deadline);
             let result = if idle {
                 let mut shutdown = self.shutdown.clone();
+                let mut port_closing = self.port_closing.clone();
                 tokio::select! {
                     r = read => r,
                     _ = shutdown.changed() => return None,
+                    _ = port_closing.changed() => return None,
                 }
             } else {
                 read.await
@@ -394,7 +399,7 @@ impl ClientConn {
     /// balancer's PROXY header (an application client's request would arrive that way), not
     /// from another host.
     fn may_read_metrics(&self) -> bool {
-        !self.port.require_proxy_header && self.peer.ip().is_loopback()
+        !self.port.spec.require_proxy_header && self.peer.ip().is_loopback()
     }
 
     /// Sends an error page, logs `NONE_NONE/status`, and leaves the connection to be closed.

@@ -30,6 +30,8 @@ pub struct ExchangeRequest<'a> {
     pub client_http10: bool,
     /// Set when the proxy starts draining: the response then closes the client connection.
     pub draining: &'a AtomicBool,
+    /// Set when a reload removes the client's port: the response then closes it too.
+    pub port_closing: tokio::sync::watch::Receiver<bool>,
     pub via: Option<&'a str>,
     pub idle: Duration,
     pub max_reply_header: usize,
@@ -227,7 +229,8 @@ where
     };
     let client_reusable = req.client_keep_alive
         && fields != ResponseFraming::Close
-        && !req.draining.load(Ordering::Relaxed);
+        && !req.draining.load(Ordering::Relaxed)
+        && !*req.port_closing.borrow();
     let mut out = BytesMut::with_capacity(head.wire_len() + 128);
     client_response(&head, req.via, client_reusable, fields, &mut out);
     responding.store(true, Ordering::Relaxed);

@@ -94,6 +94,7 @@ impl ClientConn {
             client_keep_alive: head.wants_keep_alive() && !closes_after(&head),
             client_http10: head.minor_version == 0,
             draining: &shared.draining,
+            port_closing: self.port_closing.clone(),
             via: shared.rewrite.via.as_deref(),
             idle: config.read_timeout,
             max_reply_header: config.reply_header_max_size,

@@ -5,7 +5,7 @@
 //! - [`guard`] knows the destinations no client may reach (the proxy host, metadata, the
 //!   tier itself), judged on the addresses actually dialed;
 //! - [`acl`] holds the ACLs and the `http_access`-style rule lists evaluated per transaction;
-//! - [`server`] binds the `http_port`s and owns start and stop; each accepted socket becomes a
+//! - [`server`] owns start, stop and reloads, [`listeners`] the `http_port`s' sockets; each accepted socket becomes a
 //!   [`conn::ClientConn`], which reads an optional [`proxy_protocol`] header and then requests;
 //! - a request is parsed by [`http`], then either forwarded ([`forward`]: [`resolve`], an
 //!   [`origin`] connection, one [`exchange`]), tunnelled ([`tunnel`], for CONNECT), answered
@@ -21,6 +21,7 @@ pub mod exchange;
 pub mod forward;
 pub mod guard;
 pub mod http;
+pub mod listeners;
 pub mod origin;
 pub mod proxy_protocol;
 pub mod resolve;
@@ -28,4 +29,5 @@ pub mod server;
 pub mod tunnel;
 
 pub use config::Config;
+pub use listeners::PortChanges;
 pub use server::{Proxy, ReloadError, Reloader, StartError, Stop};

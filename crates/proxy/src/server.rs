@@ -10,19 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
 use proxyfleet_relay::per_source::PerSourceLimit;
-use proxyfleet_relay::throttle::Throttle;
 
 use crate::access_log::AccessLogger;
-use crate::config::{Config, HttpPort};
-use crate::conn::ClientConn;
+use crate::config::Config;
 use crate::http::rewrite::RequestRewrite;
+use crate::listeners::{self, Listeners, PortChanges};
 use crate::origin::Pool;
 use crate::resolve::Resolver;
 
@@ -77,8 +70,8 @@ pub enum Stop {
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error("http_port lines changed ({before} before, {after} now): ports are not reloaded yet, restart to change them; nothing changed")]
-    Ports { before: String, after: String },
+    #[error("the proxy is stopping")]
+    Stopping,
     #[error(transparent)]
     Start(#[from] StartError),
 }
@@ -87,64 +80,53 @@ pub enum ReloadError {
 /// conflicts before they report readiness.
 pub struct Proxy {
     current: Arc<ArcSwap<Shared>>,
-    listeners: Vec<(TcpListener, Arc<HttpPort>)>,
+    listeners: Arc<Listeners>,
 }
 
 /// Swaps in a new configuration for a running proxy ([`Proxy::reloader`]).
 #[derive(Clone)]
 pub struct Reloader {
     current: Arc<ArcSwap<Shared>>,
+    listeners: Arc<Listeners>,
 }
 
 impl Reloader {
     /// Makes `config` the one new requests are judged by (requests in progress and tunnels
-    /// keep theirs): access logs reopened as it names them, the resolver as it sets it up.
-    /// Nothing changes when it cannot be put in force.
-    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
-        let old = self.current.load_full();
-        let ports = |c: &Config| {
-            c.http_ports
-                .iter()
-                .map(|p| format!("{:?}", (p.addr, p.require_proxy_header)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        if ports(&old.config) != ports(&config) {
-            return Err(ReloadError::Ports {
-                before: ports(&old.config),
-                after: ports(&config),
-            });
-        }
-        let next = Shared::build(config, old.own_addrs.clone(), Some(&old))?;
-        self.current.store(Arc::new(next));
-        Ok(())
+    /// keep theirs): access logs reopened as it names them, the resolver as it sets it up,
+    /// ports added and removed. Nothing changes when it cannot all be put in force.
+    pub fn reload(&self, config: Config) -> Result<PortChanges, ReloadError> {
+        let wanted = config.http_ports.clone();
+        self.listeners.change(&wanted, |own_addrs| {
+            let old = self.current.load_full();
+            let next = Shared::build(config, own_addrs, Some(&old))?;
+            self.current.store(Arc::new(next));
+            Ok(())
+        })
     }
 
     /// The configuration in force now.
     pub fn current(&self) -> Arc<Shared> {
         self.current.load_full()
     }
+
+    /// The addresses listening now.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.local_addrs()
+    }
 }
 
 impl Proxy {
     pub fn bind(config: Config) -> Result<Proxy, StartError> {
-        let mut listeners = Vec::new();
-        for port in &config.http_ports {
-            let listener = bind_port(port.addr).map_err(|source| StartError::Bind {
-                addr: port.addr,
-                location: port.location.to_string(),
-                source,
-            })?;
-            listeners.push((listener, Arc::new(port.clone())));
-        }
-        let own_addrs = listeners
+        let bound = config
+            .http_ports
             .iter()
-            .filter_map(|(l, _): &(TcpListener, _)| l.local_addr().ok())
-            .collect();
-        let shared = Shared::build(config, own_addrs, None)?;
+            .map(listeners::bind)
+            .collect::<Result<Vec<_>, _>>()?;
+        let listeners = Listeners::new(bound, config.client_cap());
+        let shared = Shared::build(config, listeners.local_addrs(), None)?;
         Ok(Proxy {
             current: Arc::new(ArcSwap::from_pointee(shared)),
-            listeners,
+            listeners: Arc::new(listeners),
         })
     }
 
@@ -152,15 +134,13 @@ impl Proxy {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             current: self.current.clone(),
+            listeners: self.listeners.clone(),
         }
     }
 
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+        self.listeners.local_addrs()
     }
 
     /// The configuration in force now (a reload replaces it).
@@ -171,32 +151,15 @@ impl Proxy {
     /// Serves until `stop` yields, then stops the way it says.
     pub async fn serve(self, stop: impl std::future::Future<Output = Stop>) {
         let current = self.current;
-        let shared = current.load_full();
-        // Each client connection may hold a second descriptor for its origin.
-        let limit = Arc::new(Semaphore::new(shared.config.client_cap()));
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let connections = Connections {
-            tracker: TaskTracker::new(),
-            hard_stop: CancellationToken::new(),
-        };
-        let mut acceptors = JoinSet::new();
-        for (listener, port) in self.listeners {
-            acceptors.spawn(accept_loop(
-                listener,
-                port,
-                current.clone(),
-                limit.clone(),
-                shutdown_rx.clone(),
-                connections.clone(),
-            ));
-        }
+        let listeners = self.listeners;
+        listeners.start(current.clone());
         let sweeper = tokio::spawn({
-            let shared = shared.clone();
+            let current = current.clone();
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tick.tick().await;
-                    shared.pool.sweep();
+                    current.load().pool.sweep();
                 }
             }
         });
@@ -204,9 +167,7 @@ impl Proxy {
         // The configuration in force at the stop says how long the stop may take.
         let shared = current.load_full();
         shared.draining.store(true, Ordering::SeqCst);
-        acceptors.abort_all();
-        while acceptors.join_next().await.is_some() {}
-        let _ = shutdown_tx.send(true);
+        listeners.stop();
         let lifetime = if how == Stop::Graceful {
             shared.config.shutdown_lifetime
         } else {
@@ -217,6 +178,7 @@ impl Proxy {
             wait = ?lifetime,
             "stopping: listeners closed, waiting for transactions in flight"
         );
+        let connections = &listeners.connections;
         connections.tracker.close();
         if tokio::time::timeout(lifetime, connections.tracker.wait())
             .await
@@ -242,7 +204,10 @@ impl Shared {
         own_addrs: Vec<SocketAddr>,
         carry: Option<&Shared>,
     ) -> Result<Shared, StartError> {
-        let log = AccessLogger::open(&config.access_logs, config.logfile_error_policy)?;
+        let mut log = AccessLogger::open(&config.access_logs, config.logfile_error_policy)?;
+        if let Some(previous) = carry {
+            log = log.counting_on(&previous.log);
+        }
         let resolver = Resolver::new(&config.dns_nameservers, config.negative_dns_ttl)?;
         let via = config.via.then(|| {
             format!(
@@ -324,108 +289,5 @@ impl Shared {
             ));
         }
         out
-    }
-}
-
-/// Sources admitted by the instance's security groups, set by the group controller in
-/// `PROXYFLEET_ALLOWED_SOURCES` (comma-separated CIDRs) when no kernel firewall enforces them.
-/// Unset: every source may connect (access control is http_access's job).
-static ALLOWED_SOURCES: std::sync::LazyLock<Option<Vec<ipnet::IpNet>>> = std::sync::LazyLock::new(
-    || {
-        let text = std::env::var("PROXYFLEET_ALLOWED_SOURCES").ok()?;
-        let nets: Vec<ipnet::IpNet> = text
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        tracing::info!(sources = %text, "security groups enforced in-process: other sources are refused at accept");
-        Some(nets)
-    },
-);
-
-/// Every client connection's task: tracked so stopping can wait for them, and cancelled
-/// together when the wait is over.
-#[derive(Clone)]
-struct Connections {
-    tracker: TaskTracker,
-    hard_stop: CancellationToken,
-}
-
-/// The listening socket: SO_REUSEADDR so a restart does not wait out TIME_WAIT.
-fn bind_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    port: Arc<HttpPort>,
-    current: Arc<ArcSwap<Shared>>,
-    limit: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
-    connections: Connections,
-) {
-    // A failing accept repeats twenty times a second: one warning a second, with the count.
-    let accept_failures = Throttle::default();
-    let local = listener.local_addr().map_or(port.addr, |a| a);
-    loop {
-        // Waiting for a permit before accepting leaves excess clients in the kernel's
-        // backlog instead of costing memory here.
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                if let Some(count) = accept_failures.hit() {
-                    tracing::warn!(port = %local, error = %e, count, "accept failed (count: since the last such warning)");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if let Some(allowed) = &*ALLOWED_SOURCES {
-            let ip = crate::proxy_protocol::peer_ip(peer);
-            if !allowed.iter().any(|net| net.contains(&ip)) {
-                tracing::debug!(%peer, "refused: not admitted by the instance's security groups");
-                continue;
-            }
-        }
-        let shared = current.load_full();
-        shared
-            .stats
-            .connections_accepted
-            .fetch_add(1, Ordering::Relaxed);
-        shared
-            .stats
-            .connections_active
-            .fetch_add(1, Ordering::SeqCst);
-        let conn = ClientConn::new(
-            current.clone(),
-            stream,
-            peer,
-            port.clone(),
-            shutdown.clone(),
-        );
-        let hard_stop = connections.hard_stop.clone();
-        connections.tracker.spawn(async move {
-            tokio::select! {
-                () = conn.serve() => {}
-                () = hard_stop.cancelled() => {}
-            }
-            shared
-                .stats
-                .connections_active
-                .fetch_sub(1, Ordering::SeqCst);
-            drop(permit);
-        });
     }
 }

@@ -81,13 +81,7 @@ impl Load {
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
-        let host = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        let request =
-            format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes();
+        let request = get_request(url, "Connection: close\r\n");
         let workers = sources
             .iter()
             .map(|&source| {
@@ -108,6 +102,56 @@ impl Load {
                                 started,
                                 ended: epoch.elapsed(),
                                 error,
+                            }),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            epoch,
+            counters,
+            workers,
+        }
+    }
+
+    /// Like [`Load::start`], but each worker keeps one connection open and sends its
+    /// requests on it one after another (keep-alive); it opens a new one only after a
+    /// response that closes (`Connection: close`) or a failure.
+    pub fn start_keep_alive(proxy: SocketAddr, sources: &[&str], url: &str) -> Load {
+        let epoch = Instant::now();
+        let counters = Arc::new(Counters {
+            ok: AtomicU64::new(0),
+            failed: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let request = get_request(url, "");
+        let workers = sources
+            .iter()
+            .map(|s| s.parse::<IpAddr>().expect("source address"))
+            .map(|source| {
+                let (counters, request) = (counters.clone(), request.clone());
+                std::thread::spawn(move || {
+                    let mut open: Option<TcpStream> = None;
+                    while !counters.stop.load(Ordering::Relaxed) {
+                        let started = epoch.elapsed();
+                        let outcome = match open.take() {
+                            Some(stream) => Ok(stream),
+                            None => connect(source, proxy, Duration::from_secs(5)),
+                        }
+                        .and_then(|mut stream| {
+                            let keep = kept_request(&mut stream, &request)?;
+                            Ok(keep.then_some(stream))
+                        });
+                        match outcome {
+                            Ok(stream) => {
+                                open = stream;
+                                counters.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => counters.failed.lock().unwrap().push(Failed {
+                                started,
+                                ended: epoch.elapsed(),
+                                error: format!("{proxy} (keep-alive): {error}"),
                             }),
                         }
                     }
@@ -151,6 +195,70 @@ impl Load {
     }
 }
 
+/// `GET url` in absolute form, with `extra` header lines.
+fn get_request(url: &str, extra: &str) -> Vec<u8> {
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").into_bytes()
+}
+
+/// A connection from `source` to `proxy`, with a 5-second read timeout.
+fn connect(source: IpAddr, proxy: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    socket
+        .connect_timeout(&proxy.into(), timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// One request on a kept connection: whether the connection may carry another (the reply
+/// did not say `Connection: close`), or why it failed.
+fn kept_request(stream: &mut TcpStream, request: &[u8]) -> Result<bool, String> {
+    stream
+        .write_all(request)
+        .map_err(|e| format!("send: {e}"))?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 16384];
+    let head_end = loop {
+        if let Some(i) = reply.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "closed before a whole response head ({} bytes)",
+                reply.len()
+            ));
+        }
+        reply.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&reply[..head_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok())
+        .unwrap_or(0usize);
+    while reply.len() < head_end + length {
+        let n = stream.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    check_reply(&reply)?;
+    Ok(!head.contains("\r\nconnection: close"))
+}
+
 /// One request on a new connection: a 200 with its whole Content-Length body, or why not.
 fn one_request(
     source: IpAddr,
@@ -158,18 +266,7 @@ fn one_request(
     request: &[u8],
     connect_timeout: Duration,
 ) -> Result<(), String> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(|e| format!("socket: {e}"))?;
-    socket
-        .bind(&SocketAddr::new(source, 0).into())
-        .map_err(|e| format!("bind {source}: {e}"))?;
-    socket
-        .connect_timeout(&proxy.into(), connect_timeout)
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
+    let mut stream = connect(source, proxy, connect_timeout)?;
     stream
         .write_all(request)
         .map_err(|e| format!("send: {e}"))?;

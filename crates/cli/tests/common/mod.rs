@@ -138,3 +138,25 @@ pub fn get_through(node: &str, origin: &testkit::origin::Origin, source: &str) -
     ]);
     curl.stdout.trim().parse().unwrap_or(0)
 }
+
+/// `GET /metrics` on `port`, directly from this host: the whole reply.
+pub fn get_metrics(port: SocketAddr) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(port).expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    String::from_utf8_lossy(&testkit::client::read_to_close(
+        &mut stream,
+        std::time::Duration::from_secs(5),
+    ))
+    .to_string()
+}
+
+/// The value of `name` in the proxy's `/metrics`.
+pub fn metric(proxy: &ProxyUnderTest, name: &str) -> u64 {
+    let text = get_metrics(proxy.addr());
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
