@@ -174,6 +174,8 @@ pub struct GroupView {
     pub zones: Vec<String>,
     /// Set while launches back off after failures: seconds until the next attempt.
     pub backoff_seconds: Option<f64>,
+    /// Set while replacements for the load balancer's verdict are held (the churn stop): why.
+    pub replacements_held: Option<String>,
 }
 
 /// One entry of `GET /api/activity` (newest first).
@@ -315,6 +317,7 @@ impl StatusView {
                 desired: g.desired,
                 zones: g.zones.clone(),
                 backoff_seconds: g.backoff_seconds,
+                replacements_held: g.replacements_held.clone(),
             })
             .collect();
         StatusView {

@@ -143,7 +143,15 @@ async fn status_json_has_exactly_the_documented_shape() {
     let g = &v["groups"][0];
     assert_eq!(
         keys(g),
-        set(&["name", "min", "max", "desired", "zones", "backoff_seconds"])
+        set(&[
+            "name",
+            "min",
+            "max",
+            "desired",
+            "zones",
+            "backoff_seconds",
+            "replacements_held"
+        ])
     );
     assert_eq!(g["backoff_seconds"], Value::Null);
     assert_eq!(g["zones"], json!(["a", "c"]));

@@ -373,6 +373,11 @@ impl Control for AgentControl {
                     .next_at
                     .and_then(|at| at.0.checked_sub(UnixMillis::now().0))
                     .map(|ms| ms as f64 / 1000.0),
+                replacements_held: view
+                    .snapshot
+                    .groups
+                    .get(&g.name)
+                    .and_then(|s| s.replacements_held.clone()),
             })
             .collect()
     }

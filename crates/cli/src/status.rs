@@ -239,6 +239,11 @@ pub fn render(s: &StatusView) -> String {
         ],
         &rows,
     ));
+    for g in &s.groups {
+        if let Some(held) = &g.replacements_held {
+            out.push_str(&format!("group {}: {held}\n", g.name));
+        }
+    }
 
     let rows: Vec<Vec<String>> = s
         .instances
@@ -354,6 +359,7 @@ mod tests {
                 desired: 2,
                 zones: vec!["a".into(), "c".into()],
                 backoff_seconds: Some(4.2),
+                replacements_held: None,
             }],
         };
         let out = render(&s);

@@ -415,6 +415,39 @@ fn drill_8_security_groups_drop_unadmitted_sources_and_check_explains_the_pitfal
     let (_, text, _) = up.cli(&["status"]);
     assert!(text.contains("timed out"), "status says why: {text}");
     println!("drill 8: the pitfall stack's target is Unhealthy: {reason}");
+    // The churn stop: the instance never passed, so a replacement would fail the same way;
+    // the group holds instead of cycling instances, and says why.
+    let held = "replacing instances for failed load balancer health checks is held";
+    let text = testkit::wait::until(
+        "status to say replacements are held",
+        Duration::from_secs(10),
+        || {
+            let (_, text, _) = up.cli(&["status"]);
+            text.contains(held).then_some(text)
+        },
+    );
+    assert!(
+        text.contains("never passed target group tg's health checks"),
+        "{text}"
+    );
+    let first = up.in_service();
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(3) {
+        let activity = up.activity().to_string();
+        assert!(
+            !activity.contains("Terminating instance"),
+            "no instance is replaced while held: {activity}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(up.in_service(), first, "the same instance serves on");
+    let activity = up.activity().to_string();
+    assert!(
+        activity.contains("Holding replacements for load balancer health"),
+        "{activity} {:?}",
+        up.child.stderr()
+    );
+    println!("drill 8: replacements held after 0 failed replacements, status and activity say why");
     drop(up);
 
     // A correct stack: the app network passes, 127.99.0.5 never reaches the program.

@@ -34,13 +34,65 @@ fn reconcile(shared: &Arc<Shared>, group: &Arc<GroupRuntime>) {
     let _allocation = shared.allocation.lock().unwrap_or_else(|p| p.into_inner());
     let now = UnixMillis::now();
     let input = plan_input(shared, group);
-    for action in planner::plan(&input, now) {
+    let actions = planner::plan(&input, now);
+    if !actions
+        .iter()
+        .any(|a| matches!(a, Action::HoldReplacements { .. }))
+    {
+        resume_replacements(shared, group);
+    }
+    for action in actions {
         if !execute(shared, group, action, now) {
             // The plan rested on a state that changed meanwhile: the next pass plans again.
             group.wake.notify_one();
             return;
         }
     }
+}
+
+/// Starts the churn stop, saying so once.
+fn hold_replacements(
+    shared: &Shared,
+    group: &GroupRuntime,
+    instance: &str,
+    cause: &proxyfleet_state::Cause,
+) {
+    let reason = planner::held_reason(instance, cause);
+    let held = crate::runtime::Held {
+        instance: instance.to_string(),
+        reason: reason.clone(),
+    };
+    {
+        let mut state = group.lock();
+        if state.replacements_held.as_ref() == Some(&held) {
+            return;
+        }
+        state.replacements_held = Some(held);
+    }
+    tracing::warn!(group = %group.spec.name, instance, "{reason}");
+    let _ = shared.store.record(
+        &group.spec.name,
+        "Holding replacements for load balancer health",
+        &reason,
+        ActivityStatus::Failed,
+    );
+}
+
+/// Ends the churn stop, if it was in force, saying so.
+fn resume_replacements(shared: &Shared, group: &GroupRuntime) {
+    let Some(held) = group.lock().replacements_held.take() else {
+        return;
+    };
+    tracing::info!(group = %group.spec.name, instance = held.instance, "replacements for load balancer health resume");
+    let _ = shared.store.record(
+        &group.spec.name,
+        "Resuming replacements for load balancer health",
+        &format!(
+            "no new instance fails the load balancer's health checks any more (held since {} failed them)",
+            held.instance
+        ),
+        ActivityStatus::Successful,
+    );
 }
 
 fn node_addresses(shared: &Shared) -> Vec<IpAddr> {
@@ -106,6 +158,7 @@ fn plan_instances(state: &GroupState) -> Vec<PlanInstance> {
             unhealthy: t.info.unhealthy_cause().cloned(),
             launched_at: UnixMillis((t.info.launched_at * 1000.0) as u64),
             replaced_for_lb_health: t.replaced_for_lb_health,
+            passed_lb_health: t.passed_lb_health,
         })
         .collect()
 }
@@ -161,6 +214,9 @@ fn execute(
             if let Some(t) = state.instances.iter().find(|t| t.info.id == instance) {
                 let _ = t.commands.send(Command::Terminate { cause });
             }
+        }
+        Action::HoldReplacements { instance, cause } => {
+            hold_replacements(shared, group, &instance, &cause);
         }
         Action::NoFreeAddress { zone } => {
             tracing::error!(group = %group.spec.name, zone, "no free address left in the zone for a new instance");

@@ -106,6 +106,7 @@ impl Fleet {
                         failures: 0,
                         next_launch_at: None,
                         cooldowns: Default::default(),
+                        replacements_held: None,
                     }),
                     wake: Notify::new(),
                 }),
@@ -152,6 +153,7 @@ impl Fleet {
                         .next_launch_at
                         .map(|at| at.since(UnixMillis::now()).as_secs_f64())
                         .filter(|s| *s > 0.0),
+                    replacements_held: state.replacements_held.as_ref().map(|h| h.reason.clone()),
                 }
             })
             .collect();
@@ -321,6 +323,7 @@ pub(crate) fn spawn_instance(
         info,
         commands: tx,
         replaced_for_lb_health: false,
+        passed_lb_health: false,
         in_service_at: None,
     });
     shared.refresh_firewall();

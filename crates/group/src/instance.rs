@@ -201,6 +201,18 @@ async fn watch(
                 }
             },
         };
+        if judge_now && judged_by_lb && lb_passed(shared, group, id) {
+            // Also in the grace period: a replacement is proven once it has passed.
+            let mut first = false;
+            group.update(&shared.store, id, |t| {
+                first = !t.passed_lb_health;
+                t.passed_lb_health = true;
+            });
+            if first {
+                // A held or waiting replacement may go now.
+                group.wake.notify_one();
+            }
+        }
         if !judge_now || in_grace || !judged_by_lb {
             continue;
         }
@@ -250,6 +262,26 @@ fn lb_unhealthy(shared: &Shared, group: &GroupRuntime, id: &str) -> Option<Cause
         }
     }
     None
+}
+
+/// Whether some node finds the instance healthy in every one of its target groups.
+fn lb_passed(shared: &Shared, group: &GroupRuntime, id: &str) -> bool {
+    let Some(target) = group
+        .lock()
+        .instances
+        .iter()
+        .find(|t| t.info.id == id)
+        .map(|t| SocketAddr::new(t.info.address, t.info.port).to_string())
+    else {
+        return false;
+    };
+    group.spec.target_groups.iter().all(|tg| {
+        shared
+            .balancer
+            .target_health(tg, &target)
+            .iter()
+            .any(|(_, h)| *h == Health::Healthy)
+    })
 }
 
 fn register(

@@ -31,6 +31,8 @@ pub struct Tracked {
     pub commands: mpsc::UnboundedSender<Command>,
     /// Why it was taken out of service by health, if it was (for the no-cascade rule).
     pub replaced_for_lb_health: bool,
+    /// The balancer has found it healthy in every target group at least once.
+    pub passed_lb_health: bool,
     /// When it became InService (grace period and uptime).
     pub in_service_at: Option<Instant>,
 }
@@ -44,6 +46,15 @@ pub struct GroupState {
     pub next_launch_at: Option<UnixMillis>,
     /// The target-tracking policy's last changes.
     pub cooldowns: crate::scaling::Cooldowns,
+    /// Set while replacements for the balancer's verdict are held (the churn stop).
+    pub replacements_held: Option<Held>,
+}
+
+/// The churn stop in force: the instance that showed it, and why in words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub instance: String,
+    pub reason: String,
 }
 
 pub struct GroupRuntime {

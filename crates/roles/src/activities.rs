@@ -65,6 +65,23 @@ impl Scaling {
                     );
                 }
             }
+            Change::HoldReplacements { group, held, at } => {
+                let (description, cause, status) = match held {
+                    Some(why) => (
+                        "Holding replacements for load balancer health",
+                        why.clone(),
+                        ActivityStatus::Failed,
+                    ),
+                    None => (
+                        "Resuming replacements for load balancer health",
+                        "no new instance fails the load balancer's health checks any more"
+                            .to_string(),
+                        ActivityStatus::Successful,
+                    ),
+                };
+                let at = seconds(*at);
+                self.push(group, description.to_string(), cause, status, at, Some(at));
+            }
             Change::CreateInstance {
                 id,
                 group,

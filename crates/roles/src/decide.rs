@@ -76,6 +76,16 @@ fn failed_launch(i: &Instance) -> bool {
 /// The group's launch back-off from the state alone: the launches that failed in a row,
 /// newest first, back to the newest one that served; no launch before the newest failure
 /// plus `up`'s back-off for that many (1, 2, 4 … 16, then 30 s).
+/// Whether some node has found `i` healthy in every target group of `g` (since each
+/// registration).
+pub fn passed_lb_health(snapshot: &Snapshot, g: &proxyfleet_stack::Group, i: &Instance) -> bool {
+    g.target_groups.iter().all(|tg| {
+        snapshot
+            .target(tg, i.target_address())
+            .is_some_and(|t| t.ever_healthy)
+    })
+}
+
 pub fn launch_backoff(snapshot: &Snapshot, group: &str) -> proxyfleet_group::planner::Launches {
     let mut of_group: Vec<&Instance> = snapshot
         .instances
@@ -571,6 +581,7 @@ impl<'a> Pass<'a> {
                         && i.reason
                             .as_ref()
                             .is_some_and(Cause::is_load_balancer_health),
+                    passed_lb_health: self.passed_lb_health(g, i),
                     unhealthy,
                     launched_at: i.launched_at,
                 }
@@ -614,7 +625,26 @@ impl<'a> Pass<'a> {
             }),
         };
         let settling = self.now < self.watching_since.after(self.t.host_timeout);
-        for action in planner::plan(&input, self.now) {
+        let actions = planner::plan(&input, self.now);
+        let held = actions.iter().find_map(|a| match a {
+            Action::HoldReplacements { instance, cause } => {
+                Some(planner::held_reason(instance, cause))
+            }
+            _ => None,
+        });
+        let recorded = self
+            .snapshot
+            .groups
+            .get(&g.name)
+            .and_then(|s| s.replacements_held.clone());
+        if held != recorded {
+            self.out.push(Change::HoldReplacements {
+                group: g.name.clone(),
+                held,
+                at: self.now,
+            });
+        }
+        for action in actions {
             match action {
                 Action::Terminate { instance, cause } => {
                     if let Some(i) = self.snapshot.instances.get(&instance) {
@@ -647,12 +677,19 @@ impl<'a> Pass<'a> {
                 Action::NoFreeAddress { zone } => {
                     tracing::error!(group = %g.name, zone, "no free address left in the zone for a new instance");
                 }
+                // Recorded above, when it starts and ends.
+                Action::HoldReplacements { .. } => {}
                 Action::SetDesired { to, cause, .. } => {
                     tracing::info!(group = %g.name, to, %cause, "target tracking changed the desired capacity");
                     self.set_desired(&g.name, to, cause);
                 }
             }
         }
+    }
+
+    /// Whether some node has found the instance healthy in every target group of `g`.
+    fn passed_lb_health(&self, g: &proxyfleet_stack::Group, i: &Instance) -> bool {
+        passed_lb_health(self.snapshot, g, i)
     }
 
     /// The target-tracking policy's reading: the flows every node of the stack reports to the

@@ -324,6 +324,7 @@ mod tests {
                     state: *state,
                     since: UnixMillis(0),
                     nodes: BTreeMap::new(),
+                    ever_healthy: false,
                 };
                 (address, target)
             })

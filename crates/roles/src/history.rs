@@ -91,6 +91,18 @@ pub fn activity(revision: Revision, change: &Change) -> Option<Activity> {
             format!("Setting the desired capacity of {group} to {desired}"),
             cause.activity_text(),
         ),
+        Change::HoldReplacements { group, held, at } => match held {
+            Some(why) => line(
+                Some(*at),
+                format!("Holding replacements in {group} for load balancer health"),
+                why.clone(),
+            ),
+            None => line(
+                Some(*at),
+                format!("Resuming replacements in {group} for load balancer health"),
+                "no new instance fails the load balancer's health checks any more".to_string(),
+            ),
+        },
         Change::FileRequest { request } => line(
             Some(request.at),
             format!("Request {}: {}", request.id, request.ask),
@@ -355,7 +367,9 @@ impl Recent {
                 inner.group_of.insert(id.clone(), group.clone());
                 Some(group.clone())
             }
-            Change::SetDesired { group, .. } => Some(group.clone()),
+            Change::SetDesired { group, .. } | Change::HoldReplacements { group, .. } => {
+                Some(group.clone())
+            }
             Change::FileRequest { request } => match &request.ask {
                 proxyfleet_state::Ask::Scale { group, .. } => Some(group.clone()),
                 proxyfleet_state::Ask::Terminate { instance, .. }

@@ -176,6 +176,7 @@ impl Snapshot {
                 );
                 if t.state != TargetHealth::Draining {
                     let state = Target::summary(&t.nodes);
+                    t.ever_healthy |= state == TargetHealth::Healthy;
                     if state != t.state {
                         t.state = state;
                         t.since = *at;
@@ -213,6 +214,13 @@ impl Snapshot {
                     group.last_scale_in = group.last_scale_in.or(old.last_scale_in);
                 }
                 self.groups.insert(group.name.clone(), group);
+            }
+            Change::HoldReplacements { group, held, .. } => {
+                let g = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| Refusal::UnknownGroup(group.clone()))?;
+                g.replacements_held = held.clone();
             }
             Change::SetDesired {
                 group,
@@ -326,6 +334,7 @@ impl Snapshot {
                         state: TargetHealth::Initial,
                         since: *at,
                         nodes: Default::default(),
+                        ever_healthy: false,
                     },
                 );
             }

@@ -98,6 +98,14 @@ pub enum Change {
         #[serde(default)]
         at: Option<UnixMillis>,
     },
+    /// The group's churn stop started (`held`: why, in the activity history's words) or
+    /// ended (`None`): replacements for the load balancer's verdict are held while an
+    /// in-service instance that never passed the balancer's checks fails them.
+    HoldReplacements {
+        group: String,
+        held: Option<String>,
+        at: UnixMillis,
+    },
     /// A new instance, Pending, not yet on any host.
     CreateInstance {
         id: String,
@@ -258,7 +266,9 @@ impl Change {
                 Key::Host(host.clone())
             }
             Change::DefineGroup { group } => Key::Group(group.name.clone()),
-            Change::SetDesired { group, .. } => Key::Group(group.clone()),
+            Change::SetDesired { group, .. } | Change::HoldReplacements { group, .. } => {
+                Key::Group(group.clone())
+            }
             Change::CreateInstance { id, .. } => Key::Instance(id.clone()),
             Change::ReportProcess { instance, .. }
             | Change::ReportLifecycle { instance, .. }
@@ -305,6 +315,7 @@ impl Change {
             self,
             Change::DefineGroup { .. }
                 | Change::SetDesired { .. }
+                | Change::HoldReplacements { .. }
                 | Change::CreateInstance { .. }
                 | Change::AssignInstance { .. }
                 | Change::ForgetInstance { .. }
@@ -335,6 +346,7 @@ impl Change {
             Change::ReportTargetFlows { .. } => "ReportTargetFlows",
             Change::DefineGroup { .. } => "DefineGroup",
             Change::SetDesired { .. } => "SetDesired",
+            Change::HoldReplacements { .. } => "HoldReplacements",
             Change::CreateInstance { .. } => "CreateInstance",
             Change::AssignInstance { .. } => "AssignInstance",
             Change::ForgetInstance { .. } => "ForgetInstance",

@@ -100,6 +100,16 @@ pub(crate) fn every_change() -> Vec<Change> {
         heartbeat("host-a", 1000),
         group("proxies", 1, 2, 4),
         desired(3),
+        Change::HoldReplacements {
+            group: "proxies".into(),
+            held: Some("held".into()),
+            at: T0,
+        },
+        Change::HoldReplacements {
+            group: "proxies".into(),
+            held: None,
+            at: T0,
+        },
         create("i-1", "a", "127.10.1.11"),
         Change::AssignInstance {
             instance: "i-1".into(),

@@ -150,6 +150,9 @@ pub struct Group {
     pub last_scale_out: Option<UnixMillis>,
     #[serde(default)]
     pub last_scale_in: Option<UnixMillis>,
+    /// Set while the churn stop holds replacements for the load balancer's verdict: why.
+    #[serde(default)]
+    pub replacements_held: Option<String>,
 }
 
 impl Group {
@@ -162,6 +165,7 @@ impl Group {
             desired,
             last_scale_out: None,
             last_scale_in: None,
+            replacements_held: None,
         }
     }
 }
@@ -315,6 +319,10 @@ pub struct Target {
     pub since: UnixMillis,
     /// Each node's view, by node (`LB/ZONE`).
     pub nodes: BTreeMap<String, NodeView>,
+    /// Some node has found it healthy since it was registered (a replacement is proven only
+    /// then: the group's churn stop reads it).
+    #[serde(default)]
+    pub ever_healthy: bool,
 }
 
 impl Target {

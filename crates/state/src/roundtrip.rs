@@ -40,9 +40,10 @@ fn change_index(c: &Change) -> usize {
         Change::CloseRequest { .. } => 17,
         Change::ReportTargetFlows { .. } => 18,
         Change::ReportNodes { .. } => 19,
+        Change::HoldReplacements { .. } => 20,
     }
 }
-const CHANGE_VARIANTS: usize = 20;
+const CHANGE_VARIANTS: usize = 21;
 
 fn cause_index(c: &Cause) -> usize {
     match c {

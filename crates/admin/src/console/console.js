@@ -295,6 +295,7 @@
         ['Desired', g.desired], ['Min', g.min], ['Max', g.max],
         ['Zones', g.zones.join(', ')],
         g.backoff_seconds !== null ? ['Launch back-off', `next try in ${duration(g.backoff_seconds)}`] : null,
+        g.replacements_held ? ['Replacements held', g.replacements_held] : null,
       ].filter(Boolean).map(([k, v]) => el('div', {}, el('dt', {}, k), el('dd', {}, v))));
       const input = div.querySelector('input');
       input.min = g.min;

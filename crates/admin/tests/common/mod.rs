@@ -182,6 +182,7 @@ impl Control for Fake {
                     instance("i-0", "a", "127.10.1.12", Lifecycle::Terminated),
                 ],
                 backoff_seconds: None,
+                replacements_held: None,
             },
             GroupStatus {
                 name: "broken".into(),
@@ -191,6 +192,7 @@ impl Control for Fake {
                 zones: vec!["a".into()],
                 instances: vec![],
                 backoff_seconds: Some(4.0),
+                replacements_held: None,
             },
         ]
     }

@@ -15,8 +15,11 @@
 //!    load balancer's verdict at once; for the load balancer's verdict one per pass, and
 //!    none while a launch is pending or an earlier such replacement is still around (the
 //!    no-cascade rule: when every proxy fails its checks because something else is wrong,
-//!    the origin say, the group does not churn them all). Nothing after that one is looked
-//!    at in the same pass;
+//!    the origin say, the group does not churn them all; a replacement is "around" until it
+//!    has passed the balancer's checks). Nothing after that one is looked at in the same
+//!    pass. The churn stop: while an in-service instance that never passed the balancer's
+//!    checks fails them, no instance is replaced for the balancer's verdict
+//!    ([`replacements_held`], [`Action::HoldReplacements`]);
 //! 3. capacity, counting Pending and InService instances as live: below the desired
 //!    capacity, every missing instance at once (one per pass while launches are failing, and
 //!    none before the back-off's deadline), each in the least populated zone (ties: the
@@ -75,6 +78,9 @@ pub struct PlanInstance {
     pub launched_at: UnixMillis,
     /// Taken out of service for the load balancer's verdict (for the no-cascade rule).
     pub replaced_for_lb_health: bool,
+    /// The load balancer has found it healthy at least once (in every target group): a
+    /// replacement is proven only then.
+    pub passed_lb_health: bool,
 }
 
 impl PlanInstance {
@@ -125,6 +131,11 @@ pub enum Action {
     Terminate { instance: String, cause: Cause },
     /// A launch was due but `zone`'s subnet has no free slot address left: say so.
     NoFreeAddress { zone: String },
+    /// Replacements for the load balancer's verdict are held: `instance`, which never passed
+    /// the load balancer's health checks, fails them (`cause`), so a replacement would fail
+    /// the same way (a security group that drops the nodes, a broken template). Planned in
+    /// every pass while it lasts; the executor reports the change of state.
+    HoldReplacements { instance: String, cause: Cause },
 }
 
 /// Which way the target-tracking policy moved the desired capacity (each has its cooldown).
@@ -192,10 +203,13 @@ fn target_tracking(input: &PlanInput<'_>, now: UnixMillis) -> Option<Action> {
 }
 
 fn replace_unhealthy(input: &PlanInput<'_>, actions: &mut Vec<Action>) {
-    let lb_replacement_in_flight = input
-        .instances
-        .iter()
-        .any(|i| i.replaced_for_lb_health || i.lifecycle == Lifecycle::Pending);
+    let held = replacements_held(&input.instances);
+    // An earlier replacement is in flight until it has passed the balancer's checks.
+    let lb_replacement_in_flight = input.instances.iter().any(|i| {
+        i.replaced_for_lb_health
+            || i.lifecycle == Lifecycle::Pending
+            || (i.lifecycle == Lifecycle::InService && !i.passed_lb_health)
+    });
     let unhealthy = input
         .instances
         .iter()
@@ -203,7 +217,7 @@ fn replace_unhealthy(input: &PlanInput<'_>, actions: &mut Vec<Action>) {
         .filter_map(|i| Some((i, i.unhealthy.clone()?)));
     for (instance, cause) in unhealthy {
         let for_lb = cause.is_load_balancer_health();
-        if for_lb && lb_replacement_in_flight {
+        if for_lb && (lb_replacement_in_flight || held.is_some()) {
             continue;
         }
         actions.push(Action::Terminate {
@@ -211,9 +225,42 @@ fn replace_unhealthy(input: &PlanInput<'_>, actions: &mut Vec<Action>) {
             cause,
         });
         if for_lb {
-            return;
+            break;
         }
     }
+    if let Some((instance, cause)) = held {
+        actions.push(Action::HoldReplacements {
+            instance: instance.id.clone(),
+            cause,
+        });
+    }
+}
+
+/// The churn stop: an in-service instance that has never passed the load balancer's health
+/// checks and now fails them (after its grace period) shows that new instances fail them
+/// too, so the group stops replacing instances for that verdict (other causes still
+/// replace) until an instance passes. The first such instance, and its verdict.
+pub fn replacements_held(instances: &[PlanInstance]) -> Option<(&PlanInstance, Cause)> {
+    instances.iter().find_map(|i| {
+        let cause = i.unhealthy.clone()?;
+        (i.lifecycle == Lifecycle::InService
+            && !i.passed_lb_health
+            && cause.is_load_balancer_health())
+        .then_some((i, cause))
+    })
+}
+
+/// The churn stop's wording, for status and the activity history.
+pub fn held_reason(instance: &str, cause: &Cause) -> String {
+    let Cause::LoadBalancerHealth { target_group } = cause else {
+        return format!("instance {instance} never passed its health checks: {cause}");
+    };
+    format!(
+        "replacing instances for failed load balancer health checks is held: {instance}, a new \
+         instance, never passed target group {target_group}'s health checks, so a replacement \
+         would fail them the same way (a security group that drops the nodes, a wrong health \
+         check, a broken launch template); replacing resumes when an instance passes"
+    )
 }
 
 fn keep_capacity(input: &PlanInput<'_>, desired: u32, now: UnixMillis, actions: &mut Vec<Action>) {

@@ -53,6 +53,7 @@ fn instance(id: &str, zone: &str, address: &str, lifecycle: Lifecycle) -> PlanIn
         unhealthy: None,
         launched_at: UnixMillis(NOW.0 - 60_000),
         replaced_for_lb_health: false,
+        passed_lb_health: true,
     }
 }
 
@@ -394,8 +395,50 @@ fn no_cascade_one_load_balancer_replacement_at_a_time() {
     i.instances
         .push(instance("i-3", "a", "127.10.1.12", Lifecycle::Pending));
     assert_eq!(plan(&i, NOW), vec![]);
-    // The replacement in service: now the second one goes.
+    // The replacement in service but not yet found healthy by the balancer: still waiting.
     i.instances[1].lifecycle = Lifecycle::InService;
+    i.instances[1].passed_lb_health = false;
+    assert_eq!(plan(&i, NOW), vec![]);
+    // Once it has passed, the second one goes.
+    i.instances[1].passed_lb_health = true;
+    assert_eq!(terminated(&plan(&i, NOW)), ["i-2"]);
+}
+
+#[test]
+fn a_replacement_that_fails_the_load_balancer_checks_holds_further_replacements() {
+    let spec = group(&["a", "c"], 2, 2);
+    let zones = zones();
+    let mut i = input(&spec, &zones, 2);
+    // i-1 served, then failed (say a security group now drops the nodes) and was replaced by
+    // i-3, which fails the same way without ever passing; i-2 fails too.
+    let mut replacement = lb_unhealthy(in_service("i-3", "a", "127.10.1.12"));
+    replacement.passed_lb_health = false;
+    i.instances = vec![
+        lb_unhealthy(in_service("i-2", "c", "127.10.3.11")),
+        replacement,
+    ];
+    let actions = plan(&i, NOW);
+    assert_eq!(
+        terminated(&actions),
+        Vec::<String>::new(),
+        "no further replacement"
+    );
+    assert_eq!(
+        actions,
+        vec![Action::HoldReplacements {
+            instance: "i-3".into(),
+            cause: Cause::LoadBalancerHealth {
+                target_group: "proxies-tg".into()
+            },
+        }]
+    );
+    // Other causes still replace.
+    i.instances[0].unhealthy = Some(Cause::User(UserRequest::MarkUnhealthy));
+    assert_eq!(terminated(&plan(&i, NOW)), ["i-2"]);
+    // Once the replacement passes (the cause fixed), replacing resumes.
+    i.instances[0].unhealthy = i.instances[1].unhealthy.clone();
+    i.instances[1].passed_lb_health = true;
+    i.instances[1].unhealthy = None;
     assert_eq!(terminated(&plan(&i, NOW)), ["i-2"]);
 }
 

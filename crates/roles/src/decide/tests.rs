@@ -95,6 +95,8 @@ fn target(i: &Instance, state: TargetHealth) -> Target {
         state,
         since: ms(10_000),
         nodes: Default::default(),
+        // These instances served before (a new one's never-healthy target is set apart).
+        ever_healthy: true,
     }
 }
 
@@ -428,6 +430,41 @@ fn load_balancer_verdicts_replace_one_at_a_time_and_not_while_a_replacement_is_p
         ],
     );
     assert!(terminations(&run(&s)).is_empty());
+}
+
+#[test]
+fn a_replacement_that_never_passed_and_fails_holds_replacements_and_says_so_once() {
+    let a1 = lb_unhealthy("i-a1", "a", "127.70.1.11");
+    let c1 = lb_unhealthy("i-c1", "c", "127.70.2.11");
+    let mut s = snapshot(
+        2,
+        &[
+            (a1, Some(TargetHealth::Unhealthy)),
+            (c1, Some(TargetHealth::Unhealthy)),
+        ],
+    );
+    // i-a1 is the replacement: its target never turned healthy.
+    let address = s.instances["i-a1"].target_address();
+    s.targets.get_mut("tg").unwrap().get_mut(&address).unwrap().ever_healthy = false;
+    let changes = run(&s);
+    assert!(terminations(&changes).is_empty(), "{changes:?}");
+    let held: Vec<&Change> = changes
+        .iter()
+        .filter(|c| matches!(c, Change::HoldReplacements { .. }))
+        .collect();
+    let [Change::HoldReplacements {
+        held: Some(why), ..
+    }] = held.as_slice()
+    else {
+        panic!("one HoldReplacements with a reason: {changes:?}")
+    };
+    assert!(why.contains("i-a1, a new instance, never passed target group tg's health checks"));
+    // Recorded: the next pass says nothing more.
+    let again = next_pass(&s, &changes);
+    assert!(!again
+        .iter()
+        .any(|c| matches!(c, Change::HoldReplacements { .. })));
+    assert!(terminations(&again).is_empty());
 }
 
 #[test]

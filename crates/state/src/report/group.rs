@@ -132,6 +132,9 @@ pub struct GroupStatus {
     pub instances: Vec<InstanceStatus>,
     /// Set while launches back off after failures: seconds until the next attempt.
     pub backoff_seconds: Option<f64>,
+    /// Set while replacements for the load balancer's verdict are held (the churn stop):
+    /// why, in the activity history's words.
+    pub replacements_held: Option<String>,
 }
 
 /// Seconds since the Unix epoch, the reports' time.
