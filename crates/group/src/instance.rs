@@ -264,7 +264,8 @@ fn lb_unhealthy(shared: &Shared, group: &GroupRuntime, id: &str) -> Option<Cause
     None
 }
 
-/// Whether some node finds the instance healthy in every one of its target groups.
+/// Whether some node finds the instance healthy in every one of its target groups (a target
+/// group no node checks it in cannot judge it: it does not hold it back either).
 fn lb_passed(shared: &Shared, group: &GroupRuntime, id: &str) -> bool {
     let Some(target) = group
         .lock()
@@ -276,11 +277,8 @@ fn lb_passed(shared: &Shared, group: &GroupRuntime, id: &str) -> bool {
         return false;
     };
     group.spec.target_groups.iter().all(|tg| {
-        shared
-            .balancer
-            .target_health(tg, &target)
-            .iter()
-            .any(|(_, h)| *h == Health::Healthy)
+        let views = shared.balancer.target_health(tg, &target);
+        views.is_empty() || views.iter().any(|(_, h)| *h == Health::Healthy)
     })
 }
 

@@ -77,12 +77,12 @@ fn failed_launch(i: &Instance) -> bool {
 /// newest first, back to the newest one that served; no launch before the newest failure
 /// plus `up`'s back-off for that many (1, 2, 4 … 16, then 30 s).
 /// Whether some node has found `i` healthy in every target group of `g` (since each
-/// registration).
+/// registration); a target no node serves (Unused) cannot be judged and holds nothing back.
 pub fn passed_lb_health(snapshot: &Snapshot, g: &proxyfleet_stack::Group, i: &Instance) -> bool {
     g.target_groups.iter().all(|tg| {
         snapshot
             .target(tg, i.target_address())
-            .is_some_and(|t| t.ever_healthy)
+            .is_some_and(|t| t.ever_healthy || t.state == TargetHealth::Unused)
     })
 }
 
