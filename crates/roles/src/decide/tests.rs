@@ -445,7 +445,12 @@ fn a_replacement_that_never_passed_and_fails_holds_replacements_and_says_so_once
     );
     // i-a1 is the replacement: its target never turned healthy.
     let address = s.instances["i-a1"].target_address();
-    s.targets.get_mut("tg").unwrap().get_mut(&address).unwrap().ever_healthy = false;
+    s.targets
+        .get_mut("tg")
+        .unwrap()
+        .get_mut(&address)
+        .unwrap()
+        .ever_healthy = false;
     let changes = run(&s);
     assert!(terminations(&changes).is_empty(), "{changes:?}");
     let held: Vec<&Change> = changes
