@@ -5,6 +5,8 @@
 //! | `GET /api/status` | [`StatusView`] |
 //! | `GET /api/activity?group=G&limit=N` | [`ActivityView`]s, newest first (limit 100 by default) |
 //! | `GET /api/stack` | the stack file, `text/yaml`, environment values redacted (token needed) |
+//! | `POST /api/plan` `{"stack": TEXT}` | what changing the running tier to that stack takes, step by step (token needed) |
+//! | `POST /api/apply` `{"stack": TEXT}` | changes the running tier to it, all or nothing (token needed) |
 //! | `GET /api/history` | [`HistoryView`]: the last five minutes, one sample per second |
 //! | `GET /api/events` | server-sent events: `history`, then a [`TickView`] per second |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
@@ -89,6 +91,8 @@ pub fn router(
         .route("/api/instances/{id}/health", post(set_health))
         .route("/api/down", post(down))
         .route("/api/stack", get(stack))
+        .route("/api/plan", post(plan))
+        .route("/api/apply", post(apply))
         .route("/api/token", get(|| async { ok() }))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     // The reads: open unless the stack sets admin.read_requires_token.
@@ -355,6 +359,57 @@ async fn stack(State(state): State<AppState>) -> Result<Response, ApiError> {
         ));
     };
     Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], text).into_response())
+}
+
+/// `POST /api/plan` and `/api/apply`'s answer.
+#[derive(serde::Serialize)]
+struct PlanView {
+    steps: Vec<proxyfleet_stack::plan::Step>,
+    /// Every step can be applied to the running tier.
+    applicable: bool,
+    applied: bool,
+}
+
+/// `POST /api/plan` and `/api/apply`'s body: the stack file's text.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StackRequest {
+    stack: String,
+}
+
+fn stack_body(body: Result<Bytes, BytesRejection>) -> Result<String, ApiError> {
+    Ok(parse_body::<StackRequest>(&read_body(body)?)?.stack)
+}
+
+async fn plan(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PlanView>, ApiError> {
+    let text = stack_body(body)?;
+    let steps = blocking(&state, move |c| c.plan(&text))
+        .await?
+        .map_err(ApiError::from_control)?;
+    Ok(Json(PlanView {
+        applicable: proxyfleet_stack::plan::applicable(&steps),
+        steps,
+        applied: false,
+    }))
+}
+
+async fn apply(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PlanView>, ApiError> {
+    let text = stack_body(body)?;
+    tracing::info!("admin API: apply requested");
+    let steps = blocking(&state, move |c| c.apply(&text))
+        .await?
+        .map_err(ApiError::from_control)?;
+    Ok(Json(PlanView {
+        applicable: true,
+        applied: !steps.is_empty(),
+        steps,
+    }))
 }
 
 async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {

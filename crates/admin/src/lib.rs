@@ -98,6 +98,19 @@ pub trait Control: Send + Sync + 'static {
     fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError>;
     /// Asks `up` to stop (what `proxyfleet down` does).
     fn shutdown(&self);
+    /// What changing the running tier to the stack in `text` takes (`proxyfleet diff`).
+    fn plan(&self, _text: &str) -> Result<Vec<proxyfleet_stack::plan::Step>, ControlError> {
+        Err(ControlError::Refused(
+            "this tier does not change its stack while it runs".into(),
+        ))
+    }
+    /// Changes the running tier to the stack in `text`, all or nothing (`proxyfleet apply`):
+    /// the plan it carried out.
+    fn apply(&self, _text: &str) -> Result<Vec<proxyfleet_stack::plan::Step>, ControlError> {
+        Err(ControlError::Refused(
+            "this tier does not change its stack while it runs".into(),
+        ))
+    }
     /// The tier of agents this API is part of; `None` for `up`.
     fn tier(&self) -> Option<view::TierView> {
         None

@@ -173,6 +173,8 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             zone: zone_name.clone(),
             address,
             stack,
+            // Across hosts `apply` does not change a running tier yet.
+            live_stack: None,
             state_dir: state_dir.clone(),
             self_exe: std::env::current_exe()?,
             controller: !args.no_controller,
@@ -201,6 +203,7 @@ pub fn run(args: AgentArgs) -> Result<(), Failure> {
             recent,
             false,
             down.clone(),
+            None,
         );
         let admin = proxyfleet_admin::serve_with(
             control,

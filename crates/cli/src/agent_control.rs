@@ -40,8 +40,11 @@ const REFRESH: Duration = Duration::from_secs(1);
 
 pub struct AgentControl {
     pub host: String,
-    pub stack: proxyfleet_stack::Stack,
-    pub stack_text: String,
+    /// The stack in force and its text (`apply` replaces both).
+    stack: Mutex<(Arc<proxyfleet_stack::Stack>, String)>,
+    /// What `apply` changes: the stack the agents of this process follow (`up`); `None` for
+    /// an agent across hosts, where `apply` does not change a running tier yet.
+    live: Option<proxyfleet_roles::LiveStack>,
     pub store: Arc<dyn StateStore>,
     pub view: watch::Receiver<View>,
     /// The node sets this process runs (an agent's one; `up` on the roles runs one per zone).
@@ -85,11 +88,12 @@ impl AgentControl {
         recent: Arc<Recent>,
         as_up: bool,
         stop: CancellationToken,
+        live: Option<proxyfleet_roles::LiveStack>,
     ) -> Arc<AgentControl> {
         let control = Arc::new(AgentControl {
             host,
-            stack,
-            stack_text,
+            stack: Mutex::new((Arc::new(stack), stack_text)),
+            live,
             store,
             view,
             nodes,
@@ -171,10 +175,36 @@ impl AgentControl {
             .map_or(group.desired, |g| g.desired)
     }
 
-    fn group(&self, name: &str) -> Result<&proxyfleet_stack::Group, ControlError> {
+    /// The stack in force.
+    fn stack(&self) -> Arc<proxyfleet_stack::Stack> {
         self.stack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    fn group(&self, name: &str) -> Result<proxyfleet_stack::Group, ControlError> {
+        self.stack()
             .group(name)
+            .cloned()
             .ok_or_else(|| ControlError::NotFound(format!("no group '{name}'")))
+    }
+
+    /// The stack in `text`, and the plan of changing the running tier to it.
+    fn plan_for(
+        &self,
+        text: &str,
+    ) -> Result<(proxyfleet_stack::Stack, Vec<proxyfleet_stack::plan::Step>), ControlError> {
+        let next = proxyfleet_stack::parse(text, std::path::Path::new("STACK"))
+            .map_err(|e| ControlError::Refused(e.to_string()))?;
+        // `up` runs without the stack's etcd (see `up_roles`): compared as it runs.
+        let mut compared = next.clone();
+        if self.as_up {
+            compared.etcd = None;
+        }
+        let steps = proxyfleet_stack::plan::plan(&self.stack(), &compared);
+        Ok((compared, steps))
     }
 
     fn out_of_range(g: &proxyfleet_stack::Group, desired: u32) -> ControlError {
@@ -189,7 +219,7 @@ impl AgentControl {
 /// [`REFRESH`], until the agent stops.
 async fn refresh(control: Arc<AgentControl>) {
     let etcd = control
-        .stack
+        .stack()
         .etcd
         .as_ref()
         .map(|e| proxyfleet_state::EtcdStore::new(e.endpoints.clone(), &e.prefix));
@@ -224,7 +254,77 @@ fn seconds(t: UnixMillis) -> f64 {
 
 impl Control for AgentControl {
     fn stack_text(&self) -> String {
-        self.stack_text.clone()
+        self.stack
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    fn plan(&self, text: &str) -> Result<Vec<proxyfleet_stack::plan::Step>, ControlError> {
+        Ok(self.plan_for(text)?.1)
+    }
+
+    fn apply(&self, text: &str) -> Result<Vec<proxyfleet_stack::plan::Step>, ControlError> {
+        let Some(live) = &self.live else {
+            return Err(ControlError::Refused(
+                "this tier's agents run on separate hosts: apply does not change such a tier while it runs yet (change the stack file on every host and restart the agents one at a time)".into(),
+            ));
+        };
+        let (next, steps) = self.plan_for(text)?;
+        if !proxyfleet_stack::plan::applicable(&steps) {
+            let refused: Vec<String> = steps
+                .iter()
+                .filter(|s| matches!(s.cost, proxyfleet_stack::plan::Cost::NotWhileRunning(_)))
+                .map(ToString::to_string)
+                .collect();
+            return Err(ControlError::Refused(format!(
+                "nothing applied: {}",
+                refused.join("; ")
+            )));
+        }
+        if steps.is_empty() {
+            return Ok(steps);
+        }
+        let old = self.stack();
+        *self.stack.lock().unwrap_or_else(|p| p.into_inner()) =
+            (Arc::new(next.clone()), text.to_string());
+        live.set(next.clone());
+        tracing::info!(
+            changes = steps.len(),
+            "apply: the running tier follows the new stack"
+        );
+        let summary: Vec<String> = steps.iter().map(ToString::to_string).collect();
+        let at = UnixMillis::now();
+        let changes = next
+            .groups
+            .iter()
+            .map(|g| proxyfleet_state::Change::StackApplied {
+                group: g.name.clone(),
+                summary: summary.join("; "),
+                at,
+            })
+            .collect();
+        let store = self.store.clone();
+        if let Err(e) = self.runtime.block_on(async move {
+            store
+                .apply(proxyfleet_state::Fence::Unfenced, changes)
+                .await
+        }) {
+            tracing::warn!(error = %e, "apply: cannot record the change in the activity history");
+        }
+        // A desired capacity the new stack changes is set as `scale` would (within the new
+        // bounds, which the controller defines first).
+        for g in &next.groups {
+            let before = old.group(&g.name).map(|o| o.desired);
+            if before.is_some_and(|d| d != g.desired) {
+                self.request(Ask::Scale {
+                    group: g.name.clone(),
+                    desired: g.desired,
+                })?;
+            }
+        }
+        Ok(steps)
     }
 
     fn balancer(&self) -> BalancerStatus {
@@ -241,7 +341,7 @@ impl Control for AgentControl {
                 .cloned()
         };
         let load_balancers = self
-            .stack
+            .stack()
             .load_balancers
             .iter()
             .map(|lb| LbStatus {
@@ -334,7 +434,7 @@ impl Control for AgentControl {
 
     fn groups(&self) -> Vec<GroupStatus> {
         let view = self.snapshot();
-        self.stack
+        self.stack()
             .groups
             .iter()
             .map(|g| GroupStatus {
@@ -407,7 +507,7 @@ impl Control for AgentControl {
     fn scale(&self, group: &str, desired: u32) -> Result<(), ControlError> {
         let g = self.group(group)?;
         if !(g.min..=g.max).contains(&desired) {
-            return Err(Self::out_of_range(g, desired));
+            return Err(Self::out_of_range(&g, desired));
         }
         self.request(Ask::Scale {
             group: group.to_string(),
@@ -419,9 +519,9 @@ impl Control for AgentControl {
         let i = self.live_instance(instance)?;
         if decrement_desired {
             let g = self.group(&i.group)?;
-            let desired = self.desired(&self.snapshot(), g);
+            let desired = self.desired(&self.snapshot(), &g);
             if desired <= g.min {
-                return Err(Self::out_of_range(g, desired.saturating_sub(1)));
+                return Err(Self::out_of_range(&g, desired.saturating_sub(1)));
             }
         }
         self.request(Ask::Terminate {
@@ -462,7 +562,7 @@ impl Control for AgentControl {
         };
         Some(TierView {
             this_host: self.host.clone(),
-            store: if self.stack.etcd.is_some() {
+            store: if self.stack().etcd.is_some() {
                 "etcd"
             } else {
                 "sqlite"

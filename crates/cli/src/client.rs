@@ -167,6 +167,21 @@ impl Api {
         Ok(())
     }
 
+    /// `POST path` with a JSON body; the answer decoded from JSON.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, Failure> {
+        let response = self.call(hyper::Method::POST, path, Some(&body)).await?;
+        serde_json::from_slice(&response.body).map_err(|e| {
+            failure(format!(
+                "admin API at {}: POST {path}: unexpected answer: {e}",
+                self.addr
+            ))
+        })
+    }
+
     /// Whether anything still accepts connections at the API's address or its socket.
     pub async fn listening(&self) -> bool {
         let limit = Duration::from_secs(1);

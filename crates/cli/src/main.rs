@@ -6,6 +6,7 @@ mod activity;
 mod agent;
 mod agent_api;
 mod agent_control;
+mod apply;
 mod check;
 mod client;
 mod down;
@@ -53,6 +54,10 @@ enum Command {
     Down(down::DownArgs),
     /// Validate a stack file and explain what will not work, without starting anything.
     Check(check::CheckArgs),
+    /// Show what changing the running tier to a stack file takes, change by change.
+    Diff(apply::DiffArgs),
+    /// Change the running tier to a stack file, without dropping a request.
+    Apply(apply::ApplyArgs),
     /// Run one host's share of the tier (its zone's nodes and instances) and stand for the
     /// controller role, on a shared state store.
     Agent(agent::AgentArgs),
@@ -96,6 +101,8 @@ fn main() -> ExitCode {
         Command::Terminate(args) => terminate::run(args),
         Command::Down(args) => down::run(args),
         Command::Check(args) => check::run(args),
+        Command::Diff(args) => apply::diff(args),
+        Command::Apply(args) => apply::apply(args),
         Command::Agent(args) => agent::run(args),
     };
     match result {

@@ -60,6 +60,8 @@ pub async fn serve(
     let launcher = proxyfleet_group::launcher::SharedLauncher::new(&state_dir, self_exe.clone());
     let mut agents = Vec::new();
     let mut host_dirs = BTreeMap::new();
+    // One stack every agent of this process follows: what `apply` changes.
+    let live_stack = proxyfleet_roles::LiveStack::new(stack.clone());
     for (i, zone) in stack.zones.iter().enumerate() {
         let host = format!("up-{}", zone.name);
         let dir = state_dir.clone();
@@ -74,6 +76,7 @@ pub async fn serve(
             zone: zone.name.clone(),
             address,
             stack: stack.clone(),
+            live_stack: Some(live_stack.clone()),
             state_dir: dir.clone(),
             self_exe: self_exe.clone(),
             // One candidate: in one process there is nothing to fail over to.
@@ -110,6 +113,7 @@ pub async fn serve(
         recent,
         true,
         stop.clone(),
+        Some(live_stack.clone()),
     );
     let options = proxyfleet_admin::Options {
         read_requires_token: stack.admin.read_requires_token,

@@ -26,6 +26,7 @@ fn config(
         zone: zone.into(),
         address: "127.0.0.1".parse().unwrap(),
         stack: stack.clone(),
+        live_stack: None,
         state_dir: dir.join(host),
         self_exe: BIN.into(),
         controller: true,

@@ -152,6 +152,11 @@ impl InstanceProcess {
         let _ = rustix::process::pidfd_send_signal(self.pidfd.get_ref(), signal);
     }
 
+    /// SIGHUP: proxyfleet's proxy and Squid read their configuration again.
+    pub fn reload(&self) {
+        self.signal(rustix::process::Signal::HUP);
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `timeout`.
     pub async fn stop(&mut self, timeout: Duration) {
         self.signal(rustix::process::Signal::TERM);

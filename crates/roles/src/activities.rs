@@ -65,6 +65,17 @@ impl Scaling {
                     );
                 }
             }
+            Change::StackApplied { group, summary, at } => {
+                let at = seconds(*at);
+                self.push(
+                    group,
+                    "Applying a changed stack".to_string(),
+                    format!("an operator ran proxyfleet apply: {summary}"),
+                    ActivityStatus::Successful,
+                    at,
+                    Some(at),
+                );
+            }
             Change::HoldReplacements { group, held, at } => {
                 let (description, cause, status) = match held {
                     Some(why) => (

@@ -29,6 +29,9 @@ pub struct AgentConfig {
     /// The host's own address (shown in status).
     pub address: IpAddr,
     pub stack: Stack,
+    /// The stack `apply` changes while the tier runs, shared by the agents of one process;
+    /// `None`: this agent's own, made from `stack`.
+    pub live_stack: Option<crate::LiveStack>,
     /// Instance directories live under `STATE_DIR/instances/`.
     pub state_dir: PathBuf,
     /// The `proxyfleet` binary (a template's `proxyfleet` argv[0]).
@@ -191,9 +194,13 @@ impl Agent {
             }
             _ => None,
         };
+        let live_stack = config
+            .live_stack
+            .clone()
+            .unwrap_or_else(|| crate::LiveStack::new(config.stack.clone()));
         let launcher = Arc::new(HostInstances {
             host: config.host.clone(),
-            stack: config.stack.clone(),
+            stack: live_stack.clone(),
             store: store.clone(),
             state_dir: config.state_dir.clone(),
             interface: interface.clone(),
@@ -208,7 +215,7 @@ impl Agent {
         let controller = config.controller.then(|| {
             Arc::new(Controller {
                 candidate: config.host.clone(),
-                stack: config.stack.clone(),
+                stack: live_stack,
                 store,
                 lease: config.lease,
                 timings: config.timings,

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use proxyfleet_stack::Stack;
 use proxyfleet_state::{Leadership, Revision, StateStore, StoreError, UnixMillis};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +26,8 @@ const LIVE_HOSTS_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Controller {
     pub candidate: String,
-    pub stack: Stack,
+    /// Read on every pass: `apply` may change it.
+    pub stack: crate::LiveStack,
     pub store: Arc<dyn StateStore>,
     pub lease: Duration,
     pub timings: Timings,
@@ -204,8 +204,12 @@ async fn lead(
         // renewal may just not have run yet after a pause).
         live.insert(c.candidate.clone());
         if c.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            let changes =
-                crate::decide::wind_down(&c.stack, &v.snapshot, UnixMillis::now(), &c.timings);
+            let changes = crate::decide::wind_down(
+                &c.stack.get(),
+                &v.snapshot,
+                UnixMillis::now(),
+                &c.timings,
+            );
             if !changes.is_empty() {
                 match c.store.apply(fence, changes).await {
                     Ok(revision) => written = revision,
@@ -218,8 +222,9 @@ async fn lead(
             }
             continue;
         }
+        let stack = c.stack.get();
         let mut changes = decide(
-            &c.stack,
+            &stack,
             &v.snapshot,
             &live,
             UnixMillis::now(),
@@ -238,7 +243,7 @@ async fn lead(
             };
             live.insert(c.candidate.clone());
             changes = decide(
-                &c.stack,
+                &stack,
                 &fresh,
                 &live,
                 UnixMillis::now(),

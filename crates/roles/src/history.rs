@@ -91,6 +91,11 @@ pub fn activity(revision: Revision, change: &Change) -> Option<Activity> {
             format!("Setting the desired capacity of {group} to {desired}"),
             cause.activity_text(),
         ),
+        Change::StackApplied { group, summary, at } => line(
+            Some(*at),
+            format!("Applying a changed stack to {group}"),
+            format!("an operator ran proxyfleet apply: {summary}"),
+        ),
         Change::HoldReplacements { group, held, at } => match held {
             Some(why) => line(
                 Some(*at),
@@ -367,9 +372,9 @@ impl Recent {
                 inner.group_of.insert(id.clone(), group.clone());
                 Some(group.clone())
             }
-            Change::SetDesired { group, .. } | Change::HoldReplacements { group, .. } => {
-                Some(group.clone())
-            }
+            Change::SetDesired { group, .. }
+            | Change::HoldReplacements { group, .. }
+            | Change::StackApplied { group, .. } => Some(group.clone()),
             Change::FileRequest { request } => match &request.ask {
                 proxyfleet_state::Ask::Scale { group, .. } => Some(group.clone()),
                 proxyfleet_state::Ask::Terminate { instance, .. }

@@ -38,7 +38,8 @@ const POLL: Duration = Duration::from_millis(25);
 /// What the instance tasks share.
 pub struct HostInstances {
     pub host: String,
-    pub stack: Stack,
+    /// Followed as it changes (`apply`).
+    pub stack: crate::LiveStack,
     pub store: Arc<dyn StateStore>,
     pub state_dir: PathBuf,
     pub launcher: Arc<dyn Launcher>,
@@ -50,10 +51,11 @@ pub struct HostInstances {
 impl HostInstances {
     /// The addresses of the live instances in security group `name`, anywhere in the tier.
     fn members(&self, snapshot: &Snapshot, name: &str) -> Vec<IpAddr> {
+        let stack = self.stack.get();
         snapshot
             .live_instances()
             .filter(|i| {
-                self.stack
+                stack
                     .group(&i.group)
                     .is_some_and(|g| g.security_groups.iter().any(|s| s == name))
             })
@@ -66,8 +68,9 @@ impl HostInstances {
         let mine = snapshot.instances.values().filter(|i| {
             i.host.as_deref() == Some(&self.host) && i.lifecycle != Lifecycle::Terminated
         });
-        let groups = mine.filter_map(|i| Some((self.stack.group(&i.group)?, i.address)));
-        launcher::rules(&self.stack, groups, &|n| self.members(snapshot, n))
+        let stack = self.stack.get();
+        let groups = mine.filter_map(|i| Some((stack.group(&i.group)?, i.address)));
+        launcher::rules(&stack, groups, &|n| self.members(snapshot, n))
     }
 }
 
@@ -81,8 +84,15 @@ pub async fn run(
     let mut ours: HashMap<String, watch::Sender<Option<Instance>>> = HashMap::new();
     let mut stale_checked = std::collections::HashSet::new();
     let mut enforced = None;
+    let mut stack_changes = launcher.stack.subscribe();
+    let mut followed = launcher.stack.get();
     loop {
         let snapshot = view.borrow_and_update().snapshot.clone();
+        let stack = launcher.stack.get();
+        if !Arc::ptr_eq(&stack, &followed) {
+            reload_changed_templates(&launcher, &followed, &stack, &snapshot);
+            followed = stack;
+        }
         if view.borrow().connected {
             if launcher.launcher.kernel_firewall() {
                 let rules = launcher.rules(&snapshot);
@@ -139,11 +149,67 @@ pub async fn run(
         });
         tokio::select! {
             r = view.changed() => if r.is_err() { break },
+            // `apply`: the firewall is recomputed at once, changed files reloaded.
+            r = stack_changes.changed() => if r.is_err() { break },
             () = stop.cancelled() => break,
         }
     }
     for (_, handle) in tasks {
         let _ = handle.await;
+    }
+}
+
+/// After `apply`: a launch template whose files alone changed (the plan's "reload
+/// instances") has them rewritten in the directory of each of this host's running instances
+/// of its groups, which are then sent SIGHUP. Instances launched from now on get them anyway.
+fn reload_changed_templates(l: &HostInstances, old: &Stack, new: &Stack, snapshot: &Snapshot) {
+    for template in &new.launch_templates {
+        let Some(before) = old.launch_template(&template.name) else {
+            continue;
+        };
+        if before.files == template.files {
+            continue;
+        }
+        let running = snapshot.instances.values().filter(|i| {
+            i.host.as_deref() == Some(&l.host)
+                && matches!(i.lifecycle, Lifecycle::Pending | Lifecycle::InService)
+                && new
+                    .group(&i.group)
+                    .is_some_and(|g| g.launch_template == template.name)
+        });
+        for i in running {
+            let Some(p) = i.process else { continue };
+            let dir = l.state_dir.join("instances").join(&i.id);
+            let launch = template.render(&placeholders(i, &dir));
+            let written = launch.files.iter().try_for_each(|(name, text)| {
+                proxyfleet_group::files::write_file(&dir.join(name), text.as_bytes(), 0o600)
+            });
+            if let Err(e) = written {
+                tracing::error!(instance = %i.id, error = %e, "apply: cannot rewrite the instance's files; not reloaded");
+                continue;
+            }
+            match l.launcher.adopt(p.pid, p.start_ticks) {
+                Some(process) => {
+                    process.reload();
+                    tracing::info!(instance = %i.id, pid = p.pid, template = %template.name, "apply: files rewritten, SIGHUP sent");
+                }
+                None => {
+                    tracing::warn!(instance = %i.id, "apply: the instance's process is gone; not reloaded")
+                }
+            }
+        }
+    }
+}
+
+/// The placeholders of `info`'s template, its directory `dir`.
+fn placeholders(info: &Instance, dir: &std::path::Path) -> Placeholders {
+    Placeholders {
+        id: info.id.clone(),
+        zone: info.zone.clone(),
+        address: info.address,
+        port: info.port,
+        dir: dir.to_path_buf(),
+        group: info.group.clone(),
     }
 }
 
@@ -155,10 +221,10 @@ fn stop_if_still_running(
     view: &watch::Receiver<View>,
 ) {
     let Some(p) = i.process else { return };
-    let stop_timeout = launcher
-        .stack
+    let stack = launcher.stack.get();
+    let stop_timeout = stack
         .group(&i.group)
-        .and_then(|g| launcher.stack.launch_template(&g.launch_template))
+        .and_then(|g| stack.launch_template(&g.launch_template))
         .map_or(Duration::from_secs(10), |t| t.stop_timeout);
     let (l, info, view) = (launcher.clone(), i.clone(), view.clone());
     tokio::spawn(async move {
@@ -188,23 +254,17 @@ async fn instance_task(
 ) {
     let store = &*l.store;
     let dir = l.state_dir.join("instances").join(&info.id);
-    let group = l.stack.group(&info.group).cloned();
+    let stack = l.stack.get();
+    let group = stack.group(&info.group).cloned();
     let template = group
         .as_ref()
-        .and_then(|g| l.stack.launch_template(&g.launch_template))
+        .and_then(|g| stack.launch_template(&g.launch_template))
         .cloned();
     let (Some(group), Some(template)) = (group, template) else {
         tracing::error!(instance = %info.id, group = %info.group, "instance of a group this stack does not define: not run");
         return;
     };
-    let values = Placeholders {
-        id: info.id.clone(),
-        zone: info.zone.clone(),
-        address: info.address,
-        port: info.port,
-        dir: dir.clone(),
-        group: group.name.clone(),
-    };
+    let values = placeholders(&info, &dir);
     if let Some(interface) = &l.interface {
         match interface.add(info.address).await {
             Err(e) => {
@@ -248,7 +308,7 @@ async fn instance_task(
         None => {
             let launch = launcher::prepare(
                 template.render(&values),
-                &l.stack,
+                &stack,
                 &group,
                 &*l.launcher,
                 &|n| l.members(&snapshot, n),
@@ -421,15 +481,15 @@ async fn wait_drained(
             }
         }
     };
-    let delay = l
-        .stack
+    let stack = l.stack.get();
+    let delay = stack
         .groups
         .iter()
         .find(|g| g.name == instance.group)
         .map(|g| {
             g.target_groups
                 .iter()
-                .filter_map(|tg| l.stack.target_group(tg))
+                .filter_map(|tg| stack.target_group(tg))
                 .map(|tg| tg.deregistration_delay)
                 .max()
                 .unwrap_or_default()

@@ -32,6 +32,7 @@ pub mod history;
 pub mod holding;
 pub mod instances;
 pub mod isolated;
+pub mod live_stack;
 pub mod nodes;
 pub mod report;
 pub mod return_routes;
@@ -39,3 +40,4 @@ pub mod segment;
 pub mod view;
 
 pub use agent::{Agent, AgentConfig, AgentError};
+pub use live_stack::LiveStack;

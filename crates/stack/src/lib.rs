@@ -24,6 +24,8 @@
 //!   file's text with launch templates' environment values hidden, for the admin API;
 //! - `etcd`: the `etcd:` section ([`Etcd`]): the cluster the roles share, when they run as
 //!   separate agents;
+//! - [`plan`]: what changing a running tier from one stack to another costs, object by
+//!   object (`proxyfleet diff` and `apply`);
 //! - `hosts`: the `hosts:` and `dns:` sections ([`HostSpec`], [`Dns`]): a tier across hosts,
 //!   and its health-checked DNS name.
 //!
@@ -37,6 +39,7 @@ mod error;
 mod etcd;
 mod hosts;
 mod model;
+pub mod plan;
 mod raw;
 mod render;
 mod validate;

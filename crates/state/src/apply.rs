@@ -215,6 +215,11 @@ impl Snapshot {
                 }
                 self.groups.insert(group.name.clone(), group);
             }
+            Change::StackApplied { group, .. } => {
+                if !self.groups.contains_key(group) {
+                    return Err(Refusal::UnknownGroup(group.clone()));
+                }
+            }
             Change::HoldReplacements { group, held, .. } => {
                 let g = self
                     .groups

@@ -85,6 +85,14 @@ pub enum Change {
         active_flows: u64,
     },
 
+    /// `proxyfleet apply` changed the stack the tier follows (`summary`: the plan's steps):
+    /// for the group's activity history; nothing else changes in the state.
+    StackApplied {
+        group: String,
+        summary: String,
+        at: UnixMillis,
+    },
+
     // The controller's desired state (fenced).
     /// A group as the stack defines it (created, or its bounds changed).
     DefineGroup {
@@ -266,9 +274,9 @@ impl Change {
                 Key::Host(host.clone())
             }
             Change::DefineGroup { group } => Key::Group(group.name.clone()),
-            Change::SetDesired { group, .. } | Change::HoldReplacements { group, .. } => {
-                Key::Group(group.clone())
-            }
+            Change::SetDesired { group, .. }
+            | Change::HoldReplacements { group, .. }
+            | Change::StackApplied { group, .. } => Key::Group(group.clone()),
             Change::CreateInstance { id, .. } => Key::Instance(id.clone()),
             Change::ReportProcess { instance, .. }
             | Change::ReportLifecycle { instance, .. }
@@ -347,6 +355,7 @@ impl Change {
             Change::DefineGroup { .. } => "DefineGroup",
             Change::SetDesired { .. } => "SetDesired",
             Change::HoldReplacements { .. } => "HoldReplacements",
+            Change::StackApplied { .. } => "StackApplied",
             Change::CreateInstance { .. } => "CreateInstance",
             Change::AssignInstance { .. } => "AssignInstance",
             Change::ForgetInstance { .. } => "ForgetInstance",

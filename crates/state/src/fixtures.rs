@@ -110,6 +110,11 @@ pub(crate) fn every_change() -> Vec<Change> {
             held: None,
             at: T0,
         },
+        Change::StackApplied {
+            group: "proxies".into(),
+            summary: "group proxies: max 4 -> 6 (in place)".into(),
+            at: T0,
+        },
         create("i-1", "a", "127.10.1.11"),
         Change::AssignInstance {
             instance: "i-1".into(),

@@ -41,9 +41,10 @@ fn change_index(c: &Change) -> usize {
         Change::ReportTargetFlows { .. } => 18,
         Change::ReportNodes { .. } => 19,
         Change::HoldReplacements { .. } => 20,
+        Change::StackApplied { .. } => 21,
     }
 }
-const CHANGE_VARIANTS: usize = 21;
+const CHANGE_VARIANTS: usize = 22;
 
 fn cause_index(c: &Cause) -> usize {
     match c {
