@@ -5,6 +5,7 @@
 //! | `GET /api/status` | [`StatusView`] |
 //! | `GET /api/activity?group=G&limit=N` | [`ActivityView`]s, newest first (limit 100 by default) |
 //! | `GET /api/stack` | the stack file, `text/yaml`, environment values redacted (token needed) |
+//! | `POST /api/groups/NAME/refresh` `{"cancel":false,"min_healthy_percentage":90}` | start or cancel an instance refresh (token needed) |
 //! | `POST /api/plan` `{"stack": TEXT}` | what changing the running tier to that stack takes, step by step (token needed) |
 //! | `POST /api/apply` `{"stack": TEXT}` | changes the running tier to it, all or nothing (token needed) |
 //! | `GET /api/history` | [`HistoryView`]: the last five minutes, one sample per second |
@@ -92,6 +93,7 @@ pub fn router(
         .route("/api/down", post(down))
         .route("/api/stack", get(stack))
         .route("/api/plan", post(plan))
+        .route("/api/groups/{name}/refresh", post(refresh))
         .route("/api/apply", post(apply))
         .route("/api/token", get(|| async { ok() }))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
@@ -359,6 +361,40 @@ async fn stack(State(state): State<AppState>) -> Result<Response, ApiError> {
         ));
     };
     Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], text).into_response())
+}
+
+/// `POST /api/groups/{name}/refresh`'s body (may be empty: start, min healthy 90 %).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    #[serde(default)]
+    cancel: bool,
+    #[serde(default)]
+    min_healthy_percentage: Option<u32>,
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<OkView>, ApiError> {
+    let body = read_body(body)?;
+    let req: RefreshRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RefreshRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let percentage = req.min_healthy_percentage.unwrap_or(90);
+    if percentage > 100 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("min_healthy_percentage {percentage} is over 100"),
+        ));
+    }
+    blocking(&state, move |c| c.refresh(&name, req.cancel, percentage))
+        .await?
+        .map_err(ApiError::from_control)?;
+    Ok(ok())
 }
 
 /// `POST /api/plan` and `/api/apply`'s answer.

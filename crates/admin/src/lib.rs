@@ -98,6 +98,17 @@ pub trait Control: Send + Sync + 'static {
     fn set_instance_health(&self, instance: &str, healthy: bool) -> Result<(), ControlError>;
     /// Asks `up` to stop (what `proxyfleet down` does).
     fn shutdown(&self);
+    /// Starts (or, `cancel`, cancels) an instance refresh of `group` (`proxyfleet refresh`).
+    fn refresh(
+        &self,
+        _group: &str,
+        _cancel: bool,
+        _min_healthy_percentage: u32,
+    ) -> Result<(), ControlError> {
+        Err(ControlError::Refused(
+            "this tier has no instance refresh".into(),
+        ))
+    }
     /// What changing the running tier to the stack in `text` takes (`proxyfleet diff`).
     fn plan(&self, _text: &str) -> Result<Vec<proxyfleet_stack::plan::Step>, ControlError> {
         Err(ControlError::Refused(

@@ -176,6 +176,8 @@ pub struct GroupView {
     pub backoff_seconds: Option<f64>,
     /// Set while replacements for the load balancer's verdict are held (the churn stop): why.
     pub replacements_held: Option<String>,
+    /// Set while an instance refresh runs: its progress.
+    pub refresh: Option<String>,
 }
 
 /// One entry of `GET /api/activity` (newest first).
@@ -318,6 +320,7 @@ impl StatusView {
                 zones: g.zones.clone(),
                 backoff_seconds: g.backoff_seconds,
                 replacements_held: g.replacements_held.clone(),
+                refresh: g.refresh.clone(),
             })
             .collect();
         StatusView {

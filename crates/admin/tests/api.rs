@@ -150,7 +150,8 @@ async fn status_json_has_exactly_the_documented_shape() {
             "desired",
             "zones",
             "backoff_seconds",
-            "replacements_held"
+            "replacements_held",
+            "refresh"
         ])
     );
     assert_eq!(g["backoff_seconds"], Value::Null);

@@ -252,6 +252,27 @@ fn seconds(t: UnixMillis) -> f64 {
     t.0 as f64 / 1000.0
 }
 
+/// An instance refresh's progress, for status: how many of the group's instances still run
+/// from before it began.
+fn refresh_progress(snapshot: &proxyfleet_state::Snapshot, group: &str) -> Option<String> {
+    let refresh = snapshot.groups.get(group)?.refresh.as_ref()?;
+    let live: Vec<_> = snapshot
+        .instances
+        .values()
+        .filter(|i| i.group == group)
+        .filter(|i| matches!(i.lifecycle, Lifecycle::Pending | Lifecycle::InService))
+        .collect();
+    let old = live
+        .iter()
+        .filter(|i| i.launched_at < refresh.started_at)
+        .count();
+    Some(format!(
+        "instance refresh in progress: {old} old instance(s) left, {} new (min healthy {} %)",
+        live.len() - old,
+        refresh.min_healthy_percentage
+    ))
+}
+
 impl Control for AgentControl {
     fn stack_text(&self) -> String {
         self.stack
@@ -259,6 +280,36 @@ impl Control for AgentControl {
             .unwrap_or_else(|p| p.into_inner())
             .1
             .clone()
+    }
+
+    fn refresh(
+        &self,
+        group: &str,
+        cancel: bool,
+        min_healthy_percentage: u32,
+    ) -> Result<(), ControlError> {
+        self.group(group)?;
+        let refreshing = self
+            .snapshot()
+            .snapshot
+            .groups
+            .get(group)
+            .is_some_and(|g| g.refresh.is_some());
+        match (cancel, refreshing) {
+            (true, false) => Err(ControlError::Refused(format!(
+                "group {group}: no instance refresh is in progress"
+            ))),
+            (false, true) => Err(ControlError::Refused(format!(
+                "group {group}: an instance refresh is in progress (--cancel ends it)"
+            ))),
+            (true, true) => self.request(Ask::CancelRefresh {
+                group: group.to_string(),
+            }),
+            (false, false) => self.request(Ask::Refresh {
+                group: group.to_string(),
+                min_healthy_percentage,
+            }),
+        }
     }
 
     fn plan(&self, text: &str) -> Result<Vec<proxyfleet_stack::plan::Step>, ControlError> {
@@ -312,6 +363,23 @@ impl Control for AgentControl {
                 .await
         }) {
             tracing::warn!(error = %e, "apply: cannot record the change in the activity history");
+        }
+        // A template that changes more than its files rolls through its groups.
+        let rolled: Vec<&str> = steps
+            .iter()
+            .filter(|s| s.cost == proxyfleet_stack::plan::Cost::RollingReplacement)
+            .filter_map(|s| {
+                s.object
+                    .strip_prefix("launch template ")
+                    .or_else(|| s.object.strip_prefix("group "))
+            })
+            .collect();
+        for g in &next.groups {
+            if rolled.contains(&g.launch_template.as_str()) || rolled.contains(&g.name.as_str()) {
+                if let Err(e) = self.refresh(&g.name, false, 90) {
+                    tracing::warn!(group = %g.name, error = %e, "apply: the instance refresh did not start");
+                }
+            }
         }
         // A desired capacity the new stack changes is set as `scale` would (within the new
         // bounds, which the controller defines first).
@@ -478,6 +546,7 @@ impl Control for AgentControl {
                     .groups
                     .get(&g.name)
                     .and_then(|s| s.replacements_held.clone()),
+                refresh: refresh_progress(&view.snapshot, &g.name),
             })
             .collect()
     }

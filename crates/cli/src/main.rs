@@ -12,6 +12,7 @@ mod client;
 mod down;
 mod limits;
 mod proxy;
+mod refresh;
 mod scale;
 mod status;
 mod terminate;
@@ -54,6 +55,8 @@ enum Command {
     Down(down::DownArgs),
     /// Validate a stack file and explain what will not work, without starting anything.
     Check(check::CheckArgs),
+    /// Replace a group's instances one at a time from the launch template in force.
+    Refresh(refresh::RefreshArgs),
     /// Show what changing the running tier to a stack file takes, change by change.
     Diff(apply::DiffArgs),
     /// Change the running tier to a stack file, without dropping a request.
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Terminate(args) => terminate::run(args),
         Command::Down(args) => down::run(args),
         Command::Check(args) => check::run(args),
+        Command::Refresh(args) => refresh::run(args),
         Command::Diff(args) => apply::diff(args),
         Command::Apply(args) => apply::apply(args),
         Command::Agent(args) => agent::run(args),

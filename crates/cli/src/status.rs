@@ -243,6 +243,9 @@ pub fn render(s: &StatusView) -> String {
         if let Some(held) = &g.replacements_held {
             out.push_str(&format!("group {}: {held}\n", g.name));
         }
+        if let Some(refresh) = &g.refresh {
+            out.push_str(&format!("group {}: {refresh}\n", g.name));
+        }
     }
 
     let rows: Vec<Vec<String>> = s
@@ -360,6 +363,7 @@ mod tests {
                 zones: vec!["a".into(), "c".into()],
                 backoff_seconds: Some(4.2),
                 replacements_held: None,
+                refresh: None,
             }],
         };
         let out = render(&s);

@@ -173,3 +173,128 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
     );
     assert!(report.failed.is_empty(), "{:?}", report.failed);
 }
+
+/// A 3-second transfer through `node` from `source`: the reply's status line and body.
+fn slow_transfer(
+    node: SocketAddr,
+    source: &'static str,
+    url: String,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        testkit::client::exchange_raw(
+            source,
+            node,
+            format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    })
+}
+
+#[test]
+fn a_changed_template_rolls_through_a_group_of_four_under_load_and_a_broken_one_rolls_back() {
+    let origin = Origin::start("127.30.0.66");
+    let url = format!("{}/small", origin.url());
+    // Old instances drain for up to 10 s: long enough for the 3 s transfers in flight.
+    let base = proxy_stack(66, 1, 4, 4).replacen(
+        "deregistration_delay: 1s",
+        "deregistration_delay: 10s",
+        1,
+    );
+    let up = Up::start(Some(&base));
+    testkit::wait::until_true("4 in service", Duration::from_secs(30), || {
+        up.in_service().len() == 4 && up.healthy_targets() == 4
+    });
+    let nodes: Vec<SocketAddr> = up.status()["load_balancers"][0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| format!("{}:3128", s(&n["address"])).parse().unwrap())
+        .collect();
+    let old: Vec<String> = up.in_service().into_iter().map(|i| i.0).collect();
+    let files = tempfile::tempdir().unwrap();
+    let load = Load::start(nodes[0], &["127.20.0.5", "127.20.0.6"], &url);
+    load.wait_for_more(20, Duration::from_secs(20));
+    // Transfers of 3 s in flight on the old instances when the refresh begins.
+    let slow = format!("{}/slow/3000", origin.url());
+    let transfers: Vec<_> = ["127.20.0.11", "127.20.0.12", "127.20.0.13", "127.20.0.14"]
+        .iter()
+        .enumerate()
+        .map(|(i, source)| slow_transfer(nodes[i % 2], source, slow.clone()))
+        .collect();
+
+    let changed = base.replacen(
+        "    stop_timeout: 5s\n",
+        "    stop_timeout: 5s\n    environment: { REFRESHED: \"1\" }\n",
+        1,
+    );
+    let file = write(&files, "env.yaml", &changed);
+    let (code, out, err) = up.cli(&["apply", "-f", &file, "--yes"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.contains("launch template proxy: environment changed (an instance refresh of every group using it) (rolling replacement)"),
+        "{out}"
+    );
+    let mut fewest = usize::MAX;
+    let mut progress = String::new();
+    testkit::wait::until_true("the refresh to end", Duration::from_secs(120), || {
+        let st = up.status();
+        let in_service = st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["lifecycle"] == "InService")
+            .count();
+        fewest = fewest.min(in_service);
+        if let Some(p) = st["groups"][0]["refresh"].as_str() {
+            progress = p.to_string();
+        }
+        up.activity()
+            .to_string()
+            .contains("Ending the instance refresh")
+    });
+    let activity = up.activity().to_string();
+    assert!(
+        activity.contains("successful: every instance runs the launch template in force"),
+        "{activity}"
+    );
+    let now: Vec<String> = up.in_service().into_iter().map(|i| i.0).collect();
+    assert_eq!(now.len(), 4, "{now:?}");
+    assert!(
+        now.iter().all(|id| !old.contains(id)),
+        "every instance replaced: {old:?} -> {now:?}"
+    );
+    assert!(
+        fewest >= 4,
+        "never fewer than 4 in service (90 % of 4, rounded up): {fewest}"
+    );
+    let finished: Vec<String> = transfers.into_iter().map(|t| t.join().unwrap()).collect();
+    for reply in &finished {
+        assert!(
+            reply.starts_with("HTTP/1.1 200") && reply.ends_with("slow\n"),
+            "a transfer in flight on an old instance completes: {reply}"
+        );
+    }
+    println!("refresh: 4 instances replaced, at least {fewest} in service throughout, {} in-flight 3 s transfers completed; seen: {progress}", finished.len());
+
+    // A broken template: its first new instance fails, the refresh rolls back, the
+    // instances of the last one keep serving.
+    let broken = changed.replacen("{dir}/squid.conf", "{dir}/missing.conf", 1);
+    let file = write(&files, "broken.yaml", &broken);
+    let (code, out, err) = up.cli(&["apply", "-f", &file, "--yes"]);
+    assert_eq!(code, 0, "{out} {err}");
+    testkit::wait::until_true("the refresh to roll back", Duration::from_secs(60), || {
+        up.activity()
+            .to_string()
+            .contains("rolled back: new instance")
+    });
+    testkit::wait::until_true("the group back at its 4", Duration::from_secs(30), || {
+        let ids: Vec<String> = up.in_service().into_iter().map(|i| i.0).collect();
+        ids == now && up.status()["instances"].as_array().unwrap().len() == 4
+    });
+    let report = load.stop();
+    println!(
+        "refresh: a broken template rolled back, the 4 instances serving on; {} requests through the node, {} failed",
+        report.ok,
+        report.failed.len()
+    );
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+}

@@ -142,6 +142,7 @@ fn plan_input<'a>(shared: &'a Shared, group: &'a GroupRuntime) -> PlanInput<'a> 
         node_addresses: node_addresses(shared),
         addresses_in_use: shared.addresses_in_use_except(&group.spec.name),
         launches,
+        surge: 0,
         scaling,
     }
 }

@@ -154,6 +154,7 @@ impl Fleet {
                         .map(|at| at.since(UnixMillis::now()).as_secs_f64())
                         .filter(|s| *s > 0.0),
                     replacements_held: state.replacements_held.as_ref().map(|h| h.reason.clone()),
+                    refresh: None,
                 }
             })
             .collect();

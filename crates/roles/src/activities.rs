@@ -65,6 +65,33 @@ impl Scaling {
                     );
                 }
             }
+            Change::SetRefresh {
+                group,
+                refresh,
+                outcome,
+                at,
+            } => {
+                let status = if refresh.is_some() || outcome.starts_with("successful") {
+                    ActivityStatus::Successful
+                } else if outcome.starts_with("cancelled") {
+                    ActivityStatus::Cancelled
+                } else {
+                    ActivityStatus::Failed
+                };
+                let description = match refresh {
+                    Some(_) => "Starting an instance refresh",
+                    None => "Ending the instance refresh",
+                };
+                let at = seconds(*at);
+                self.push(
+                    group,
+                    description.to_string(),
+                    outcome.clone(),
+                    status,
+                    at,
+                    Some(at),
+                );
+            }
             Change::StackApplied { group, summary, at } => {
                 let at = seconds(*at);
                 self.push(

@@ -191,6 +191,9 @@ struct Pass<'a> {
     judged: BTreeMap<String, Option<Cause>>,
     /// Desired capacities this pass set.
     desired_now: BTreeMap<String, u32>,
+    /// Instance refreshes started and ended in this pass.
+    refreshes_started: BTreeSet<String>,
+    refreshes_ended: BTreeSet<String>,
 }
 
 impl<'a> Pass<'a> {
@@ -215,6 +218,8 @@ impl<'a> Pass<'a> {
             created: BTreeSet::new(),
             judged: BTreeMap::new(),
             desired_now: BTreeMap::new(),
+            refreshes_started: BTreeSet::new(),
+            refreshes_ended: BTreeSet::new(),
         }
     }
 
@@ -267,6 +272,139 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+    }
+
+    /// The group's instance refresh in progress (not one ended in this pass).
+    fn refresh_of(&self, group: &str) -> Option<proxyfleet_state::Refresh> {
+        if self.refreshes_ended.contains(group) {
+            return None;
+        }
+        self.snapshot.groups.get(group)?.refresh.clone()
+    }
+
+    fn end_refresh(&mut self, group: &str, outcome: String) {
+        tracing::info!(group, outcome, "instance refresh ended");
+        self.refreshes_ended.insert(group.to_string());
+        self.out.push(Change::SetRefresh {
+            group: group.to_string(),
+            refresh: None,
+            outcome,
+            at: self.now,
+        });
+    }
+
+    /// One step of `g`'s instance refresh, if one runs; the instances the group may run above
+    /// its desired capacity meanwhile (one: the new instance launched before an old one
+    /// goes). An old instance (launched before the refresh began) is taken out of service
+    /// only once every new one has passed the load balancer's health checks and served for
+    /// the warm-up (the group's grace period), and never below `min_healthy_percentage` of
+    /// the desired capacity in service. A new instance that fails (unhealthy, or its launch
+    /// failed) ends the refresh as rolled back: the new instances that failed go, the old
+    /// ones keep serving.
+    fn refresh_step(&mut self, g: &proxyfleet_stack::Group) -> u32 {
+        let Some(refresh) = self.refresh_of(&g.name) else {
+            return 0;
+        };
+        let started = refresh.started_at;
+        let of_group: Vec<&Instance> = self
+            .snapshot
+            .instances
+            .values()
+            .filter(|i| i.group == g.name)
+            .collect();
+        let failed = of_group.iter().find(|i| {
+            i.launched_at >= started
+                && (i.health == InstanceHealth::Unhealthy
+                    || matches!(i.reason, Some(Cause::LaunchFailed { .. })))
+                && !matches!(
+                    i.reason,
+                    Some(
+                        Cause::InstanceRefresh
+                            | Cause::User(_)
+                            | Cause::Shutdown
+                            | Cause::HostLost { .. }
+                            | Cause::ControllerStopping
+                    )
+                )
+        });
+        if let Some(i) = failed {
+            let why = i
+                .reason
+                .as_ref()
+                .map_or_else(|| "unhealthy".to_string(), ToString::to_string);
+            let failed_new: Vec<Instance> = of_group
+                .iter()
+                .filter(|n| n.launched_at >= started && n.health == InstanceHealth::Unhealthy)
+                .filter(|n| matches!(n.lifecycle, Lifecycle::Pending | Lifecycle::InService))
+                .map(|n| (*n).clone())
+                .collect();
+            self.end_refresh(
+                &g.name,
+                format!(
+                    "rolled back: new instance {} failed ({why}); the old instances keep serving, and the launch template in force stays (fix it and apply again)",
+                    i.id
+                ),
+            );
+            for n in failed_new {
+                let cause = n.reason.clone().unwrap_or(Cause::InstanceRefresh);
+                self.terminate(&n, cause);
+            }
+            return 0;
+        }
+        let live = |i: &&&Instance| {
+            matches!(i.lifecycle, Lifecycle::Pending | Lifecycle::InService)
+                && !self.terminated.contains(&i.id)
+        };
+        let old: Vec<&Instance> = of_group
+            .iter()
+            .filter(live)
+            .filter(|i| i.launched_at < started)
+            .copied()
+            .collect();
+        if old.is_empty() {
+            self.end_refresh(
+                &g.name,
+                "successful: every instance runs the launch template in force".into(),
+            );
+            return 0;
+        }
+        let warmup = g.grace_period;
+        let new: Vec<&Instance> = of_group
+            .iter()
+            .filter(live)
+            .filter(|i| i.launched_at >= started)
+            .copied()
+            .collect();
+        let proven = |i: &Instance| {
+            i.lifecycle == Lifecycle::InService
+                && i.health == InstanceHealth::Healthy
+                && passed_lb_health(self.snapshot, g, i)
+                && i.in_service_at
+                    .is_some_and(|at| at.after(warmup) <= self.now)
+        };
+        let desired = self.desired(&g.name);
+        let serving = old.len() + new.len();
+        let in_service_after = (serving - 1) as u64;
+        let floor = (u64::from(desired) * u64::from(refresh.min_healthy_percentage)).div_ceil(100);
+        let leaving = of_group.iter().any(|i| {
+            i.lifecycle == Lifecycle::Terminating && i.reason == Some(Cause::InstanceRefresh)
+        });
+        if new.iter().all(|i| proven(i))
+            && serving > desired as usize
+            && in_service_after >= floor
+            && !leaving
+        {
+            // The oldest old instance goes; its replacement is already serving.
+            if let Some(victim) = old.iter().min_by_key(|i| i.launched_at) {
+                let victim = (*victim).clone();
+                self.terminate(&victim, Cause::InstanceRefresh);
+            }
+            // That was the last: no further new instance.
+            if old.len() == 1 {
+                return 0;
+            }
+        }
+        1
     }
 
     fn terminate(&mut self, instance: &Instance, cause: Cause) {
@@ -394,6 +532,36 @@ impl<'a> Pass<'a> {
                     self.set_desired(&i.group, desired - 1, cause.clone());
                 }
                 self.terminate(i, cause);
+            }
+            Ask::Refresh {
+                group,
+                min_healthy_percentage,
+            } => {
+                self.group_bounds(group)?;
+                if self.refresh_of(group).is_some() || self.refreshes_started.contains(group) {
+                    return Err(format!("group {group}: an instance refresh is in progress"));
+                }
+                self.out.push(Change::SetRefresh {
+                    group: group.clone(),
+                    refresh: Some(proxyfleet_state::Refresh {
+                        started_at: self.now,
+                        min_healthy_percentage: *min_healthy_percentage,
+                    }),
+                    outcome: format!(
+                        "an operator asked; every instance launched before now is replaced, one at a time, never fewer than {min_healthy_percentage} % of the desired capacity in service"
+                    ),
+                    at: self.now,
+                });
+                self.refreshes_started.insert(group.clone());
+            }
+            Ask::CancelRefresh { group } => {
+                if self.refresh_of(group).is_none() {
+                    return Err(format!("group {group}: no instance refresh is in progress"));
+                }
+                self.end_refresh(
+                    group,
+                    "cancelled by an operator: the instances replaced so far stay".into(),
+                );
             }
             Ask::SetHealth { instance, healthy } => {
                 let i = self.serving_instance(instance)?;
@@ -550,6 +718,7 @@ impl<'a> Pass<'a> {
     /// gives every host the time to announce itself.
     fn plan_group(&mut self, g: &proxyfleet_stack::Group, new_id: &mut dyn FnMut() -> String) {
         use proxyfleet_group::planner::{self, Action, PlanInput, PlanInstance};
+        let surge = self.refresh_step(g);
         let instances: Vec<PlanInstance> = self
             .snapshot
             .instances
@@ -615,6 +784,7 @@ impl<'a> Pass<'a> {
             node_addresses,
             addresses_in_use,
             launches: launch_backoff(self.snapshot, &g.name),
+            surge,
             scaling: g.scaling.as_ref().map(|_| {
                 let state = self.snapshot.groups.get(&g.name);
                 planner::ScalingInput {

@@ -91,6 +91,13 @@ pub fn activity(revision: Revision, change: &Change) -> Option<Activity> {
             format!("Setting the desired capacity of {group} to {desired}"),
             cause.activity_text(),
         ),
+        Change::SetRefresh {
+            group, outcome, at, ..
+        } => line(
+            Some(*at),
+            format!("Instance refresh of {group}"),
+            outcome.clone(),
+        ),
         Change::StackApplied { group, summary, at } => line(
             Some(*at),
             format!("Applying a changed stack to {group}"),
@@ -374,9 +381,12 @@ impl Recent {
             }
             Change::SetDesired { group, .. }
             | Change::HoldReplacements { group, .. }
-            | Change::StackApplied { group, .. } => Some(group.clone()),
+            | Change::StackApplied { group, .. }
+            | Change::SetRefresh { group, .. } => Some(group.clone()),
             Change::FileRequest { request } => match &request.ask {
-                proxyfleet_state::Ask::Scale { group, .. } => Some(group.clone()),
+                proxyfleet_state::Ask::Scale { group, .. }
+                | proxyfleet_state::Ask::Refresh { group, .. }
+                | proxyfleet_state::Ask::CancelRefresh { group } => Some(group.clone()),
                 proxyfleet_state::Ask::Terminate { instance, .. }
                 | proxyfleet_state::Ask::SetHealth { instance, .. } => {
                     inner.group_of.get(instance).cloned()

@@ -211,10 +211,11 @@ fn template_change(old: &LaunchTemplate, new: &LaunchTemplate) -> (String, Cost)
         what.push(format!("files {}", files.join(", ")));
     }
     (
-        format!("{} changed", what.join(", ")),
-        Cost::NotWhileRunning(
-            "a new launch template rolls through the group by an instance refresh, which is not built yet: change it with down and up".into(),
+        format!(
+            "{} changed (an instance refresh of every group using it)",
+            what.join(", ")
         ),
+        Cost::RollingReplacement,
     )
 }
 
@@ -265,10 +266,11 @@ fn group_changes(o: &Group, n: &Group) -> Vec<(String, Cost)> {
     }
     if o.launch_template != n.launch_template {
         out.push((
-            format!("launch template {} -> {}", o.launch_template, n.launch_template),
-            Cost::NotWhileRunning(
-                "instances of another template roll in by an instance refresh, which is not built yet: change it with down and up".into(),
+            format!(
+                "launch template {} -> {} (an instance refresh)",
+                o.launch_template, n.launch_template
             ),
+            Cost::RollingReplacement,
         ));
     }
     if o.zones != n.zones
@@ -358,10 +360,10 @@ mod tests {
         );
         let command = edited(&[("stop_timeout: 10s", "stop_timeout: 20s")]);
         let steps = plan(&builtin(), &command);
-        assert!(!applicable(&steps));
-        assert!(
-            lines(&steps)[0].starts_with("launch template proxy: stop_timeout changed (not allowed while running: a new launch template rolls through the group by an instance refresh"),
-            "{steps:?}"
+        assert!(applicable(&steps));
+        assert_eq!(
+            lines(&steps),
+            ["launch template proxy: stop_timeout changed (an instance refresh of every group using it) (rolling replacement)"]
         );
     }
 

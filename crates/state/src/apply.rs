@@ -215,6 +215,13 @@ impl Snapshot {
                 }
                 self.groups.insert(group.name.clone(), group);
             }
+            Change::SetRefresh { group, refresh, .. } => {
+                let g = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| Refusal::UnknownGroup(group.clone()))?;
+                g.refresh = refresh.clone();
+            }
             Change::StackApplied { group, .. } => {
                 if !self.groups.contains_key(group) {
                     return Err(Refusal::UnknownGroup(group.clone()));

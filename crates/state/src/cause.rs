@@ -70,6 +70,9 @@ pub enum Cause {
         from_zone: String,
         to_zone: String,
     },
+    /// An instance refresh replaced it (a new instance from the launch template in force
+    /// served first).
+    InstanceRefresh,
 }
 
 impl Cause {
@@ -136,6 +139,9 @@ impl fmt::Display for Cause {
             Cause::Adopted => {
                 f.write_str("the controller restarted and found the instance still running")
             }
+            Cause::InstanceRefresh => f.write_str(
+                "an instance refresh: a new instance from the launch template in force passed its health checks and warm-up first",
+            ),
             Cause::Rebalance { from_zone, to_zone } => write!(
                 f,
                 "rebalancing the group's zones: zone {from_zone} had two or more instances more than zone {to_zone}"

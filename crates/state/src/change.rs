@@ -98,6 +98,14 @@ pub enum Change {
     DefineGroup {
         group: Group,
     },
+    /// An instance refresh started (`refresh`) or ended (`None`); `outcome` says how, in the
+    /// activity history's words.
+    SetRefresh {
+        group: String,
+        refresh: Option<crate::model::Refresh>,
+        outcome: String,
+        at: UnixMillis,
+    },
     SetDesired {
         group: String,
         desired: u32,
@@ -276,7 +284,8 @@ impl Change {
             Change::DefineGroup { group } => Key::Group(group.name.clone()),
             Change::SetDesired { group, .. }
             | Change::HoldReplacements { group, .. }
-            | Change::StackApplied { group, .. } => Key::Group(group.clone()),
+            | Change::StackApplied { group, .. }
+            | Change::SetRefresh { group, .. } => Key::Group(group.clone()),
             Change::CreateInstance { id, .. } => Key::Instance(id.clone()),
             Change::ReportProcess { instance, .. }
             | Change::ReportLifecycle { instance, .. }
@@ -324,6 +333,7 @@ impl Change {
             Change::DefineGroup { .. }
                 | Change::SetDesired { .. }
                 | Change::HoldReplacements { .. }
+                | Change::SetRefresh { .. }
                 | Change::CreateInstance { .. }
                 | Change::AssignInstance { .. }
                 | Change::ForgetInstance { .. }
@@ -356,6 +366,7 @@ impl Change {
             Change::SetDesired { .. } => "SetDesired",
             Change::HoldReplacements { .. } => "HoldReplacements",
             Change::StackApplied { .. } => "StackApplied",
+            Change::SetRefresh { .. } => "SetRefresh",
             Change::CreateInstance { .. } => "CreateInstance",
             Change::AssignInstance { .. } => "AssignInstance",
             Change::ForgetInstance { .. } => "ForgetInstance",

@@ -110,6 +110,21 @@ pub(crate) fn every_change() -> Vec<Change> {
             held: None,
             at: T0,
         },
+        Change::SetRefresh {
+            group: "proxies".into(),
+            refresh: Some(crate::model::Refresh {
+                started_at: T0,
+                min_healthy_percentage: 90,
+            }),
+            outcome: "started".into(),
+            at: T0,
+        },
+        Change::SetRefresh {
+            group: "proxies".into(),
+            refresh: None,
+            outcome: "successful".into(),
+            at: T0,
+        },
         Change::StackApplied {
             group: "proxies".into(),
             summary: "group proxies: max 4 -> 6 (in place)".into(),
@@ -256,5 +271,6 @@ pub(crate) fn every_cause() -> Vec<Cause> {
             from_zone: "a".into(),
             to_zone: "c".into(),
         },
+        Cause::InstanceRefresh,
     ]
 }

@@ -70,7 +70,7 @@ pub use change::{Change, Fence, Key, Kind, LeadershipEnd};
 pub use etcd::EtcdStore;
 pub use model::{
     Ask, Group, Host, Instance, InstanceHealth, Leadership, Lifecycle, NodeHold, NodeView, Process,
-    Request, Revision, Snapshot, Target, TargetHealth, Term,
+    Refresh, Request, Revision, Snapshot, Target, TargetHealth, Term,
 };
 #[cfg(feature = "stores")]
 pub use sqlite::SqliteStore;

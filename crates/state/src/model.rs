@@ -111,6 +111,15 @@ pub enum Ask {
         instance: String,
         healthy: bool,
     },
+    /// Start an instance refresh of `group` (the cloud's StartInstanceRefresh).
+    Refresh {
+        group: String,
+        min_healthy_percentage: u32,
+    },
+    /// Cancel the group's instance refresh (the instances replaced so far stay).
+    CancelRefresh {
+        group: String,
+    },
 }
 
 impl fmt::Display for Ask {
@@ -133,6 +142,14 @@ impl fmt::Display for Ask {
                 instance,
                 healthy: false,
             } => write!(f, "mark {instance} unhealthy"),
+            Ask::Refresh {
+                group,
+                min_healthy_percentage,
+            } => write!(
+                f,
+                "refresh the instances of {group} (min healthy {min_healthy_percentage} %)"
+            ),
+            Ask::CancelRefresh { group } => write!(f, "cancel the instance refresh of {group}"),
         }
     }
 }
@@ -153,6 +170,18 @@ pub struct Group {
     /// Set while the churn stop holds replacements for the load balancer's verdict: why.
     #[serde(default)]
     pub replacements_held: Option<String>,
+    /// Set while an instance refresh runs.
+    #[serde(default)]
+    pub refresh: Option<Refresh>,
+}
+
+/// An instance refresh in progress: every instance launched before `started_at` is replaced,
+/// one at a time, by one launched from the template in force, which must pass the load
+/// balancer's health checks and the group's warm-up (its grace period) first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refresh {
+    pub started_at: UnixMillis,
+    pub min_healthy_percentage: u32,
 }
 
 impl Group {
@@ -166,6 +195,7 @@ impl Group {
             last_scale_out: None,
             last_scale_in: None,
             replacements_held: None,
+            refresh: None,
         }
     }
 }

@@ -42,9 +42,10 @@ fn change_index(c: &Change) -> usize {
         Change::ReportNodes { .. } => 19,
         Change::HoldReplacements { .. } => 20,
         Change::StackApplied { .. } => 21,
+        Change::SetRefresh { .. } => 22,
     }
 }
-const CHANGE_VARIANTS: usize = 22;
+const CHANGE_VARIANTS: usize = 23;
 
 fn cause_index(c: &Cause) -> usize {
     match c {
@@ -63,9 +64,10 @@ fn cause_index(c: &Cause) -> usize {
         Cause::ControllerStopping => 12,
         Cause::Shutdown => 13,
         Cause::Rebalance { .. } => 14,
+        Cause::InstanceRefresh => 15,
     }
 }
-const CAUSE_VARIANTS: usize = 15;
+const CAUSE_VARIANTS: usize = 16;
 
 #[test]
 fn every_change_round_trips() {

@@ -296,6 +296,7 @@
         ['Zones', g.zones.join(', ')],
         g.backoff_seconds !== null ? ['Launch back-off', `next try in ${duration(g.backoff_seconds)}`] : null,
         g.replacements_held ? ['Replacements held', g.replacements_held] : null,
+        g.refresh ? ['Instance refresh', g.refresh] : null,
       ].filter(Boolean).map(([k, v]) => el('div', {}, el('dt', {}, k), el('dd', {}, v))));
       const input = div.querySelector('input');
       input.min = g.min;

@@ -183,6 +183,7 @@ impl Control for Fake {
                 ],
                 backoff_seconds: None,
                 replacements_held: None,
+                refresh: None,
             },
             GroupStatus {
                 name: "broken".into(),
@@ -193,6 +194,7 @@ impl Control for Fake {
                 instances: vec![],
                 backoff_seconds: Some(4.0),
                 replacements_held: None,
+                refresh: None,
             },
         ]
     }

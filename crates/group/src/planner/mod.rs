@@ -62,6 +62,9 @@ pub struct PlanInput<'a> {
     /// Addresses held by other groups' instances.
     pub addresses_in_use: Vec<IpAddr>,
     pub launches: Launches,
+    /// Instances the group may run above its desired capacity (an instance refresh's new
+    /// instance, launched before an old one goes).
+    pub surge: u32,
     /// The target-tracking policy's readings; `None` without a policy.
     pub scaling: Option<ScalingInput>,
 }
@@ -156,7 +159,7 @@ pub fn plan(input: &PlanInput<'_>, now: UnixMillis) -> Vec<Action> {
         actions.push(change);
     }
     replace_unhealthy(input, &mut actions);
-    keep_capacity(input, desired, now, &mut actions);
+    keep_capacity(input, desired + input.surge, now, &mut actions);
     actions
 }
 

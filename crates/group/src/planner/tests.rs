@@ -77,6 +77,7 @@ fn input<'a>(spec: &'a Group, zones: &'a [Zone], desired: u32) -> PlanInput<'a> 
         node_addresses: vec![ip("127.10.1.10"), ip("127.10.2.10"), ip("127.10.3.10")],
         addresses_in_use: vec![],
         launches: Launches::default(),
+        surge: 0,
         scaling: None,
     }
 }

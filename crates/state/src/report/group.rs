@@ -135,6 +135,8 @@ pub struct GroupStatus {
     /// Set while replacements for the load balancer's verdict are held (the churn stop):
     /// why, in the activity history's words.
     pub replacements_held: Option<String>,
+    /// Set while an instance refresh runs: its progress.
+    pub refresh: Option<String>,
 }
 
 /// Seconds since the Unix epoch, the reports' time.
