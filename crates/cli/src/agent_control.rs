@@ -41,7 +41,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 pub struct AgentControl {
     pub host: String,
     /// The stack in force and its text (`apply` replaces both).
-    stack: Mutex<(Arc<proxyfleet_stack::Stack>, String)>,
+    stack: Arc<Mutex<InForce>>,
     /// What `apply` changes: the stack the agents of this process follow (`up`); `None` for
     /// an agent across hosts, where `apply` does not change a running tier yet.
     live: Option<proxyfleet_roles::LiveStack>,
@@ -65,6 +65,9 @@ pub struct AgentControl {
     seen: Arc<Mutex<Seen>>,
     next_request: AtomicU64,
 }
+
+/// The stack in force, and its text.
+type InForce = (Arc<proxyfleet_stack::Stack>, String);
 
 /// What the refresher last heard from the store.
 #[derive(Default)]
@@ -92,7 +95,7 @@ impl AgentControl {
     ) -> Arc<AgentControl> {
         let control = Arc::new(AgentControl {
             host,
-            stack: Mutex::new((Arc::new(stack), stack_text)),
+            stack: Arc::new(Mutex::new((Arc::new(stack), stack_text))),
             live,
             store,
             view,
@@ -252,6 +255,76 @@ fn seconds(t: UnixMillis) -> f64 {
     t.0 as f64 / 1000.0
 }
 
+/// The cloud's automatic rollback: when an instance refresh that `apply` started ends rolled
+/// back, the stack in force before that `apply` is put back (unless another `apply` has
+/// replaced it since), so that replacements launch from the template that worked.
+async fn roll_back_if_refresh_fails(
+    mut view: watch::Receiver<View>,
+    in_force: Arc<Mutex<InForce>>,
+    live: proxyfleet_roles::LiveStack,
+    store: Arc<dyn StateStore>,
+    groups: Vec<String>,
+    applied: Arc<proxyfleet_stack::Stack>,
+    previous: InForce,
+) {
+    // The refreshes are requests: they start once the controller carries them out.
+    let mut started = std::collections::BTreeSet::new();
+    let begun = std::time::Instant::now();
+    loop {
+        let snapshot = view.borrow_and_update().snapshot.clone();
+        for g in &groups {
+            if snapshot.groups.get(g).is_some_and(|s| s.refresh.is_some()) {
+                started.insert(g.clone());
+            }
+        }
+        let running = groups
+            .iter()
+            .any(|g| snapshot.groups.get(g).is_some_and(|s| s.refresh.is_some()));
+        if started.is_empty() && begun.elapsed() > Duration::from_secs(60) {
+            return;
+        }
+        if !started.is_empty() && !running {
+            let rolled_back = started.iter().find(|g| {
+                snapshot.groups.get(*g).is_some_and(|s| {
+                    s.last_refresh
+                        .as_deref()
+                        .is_some_and(|o| o.starts_with("rolled back"))
+                })
+            });
+            let Some(group) = rolled_back else { return };
+            {
+                let mut now = in_force.lock().unwrap_or_else(|p| p.into_inner());
+                if !Arc::ptr_eq(&now.0, &applied) {
+                    return;
+                }
+                *now = previous.clone();
+            }
+            live.set((*previous.0).clone());
+            tracing::warn!(
+                group,
+                "instance refresh rolled back: the stack before the apply is in force again"
+            );
+            let changes = groups
+                .iter()
+                .map(|g| proxyfleet_state::Change::StackApplied {
+                    group: g.clone(),
+                    summary: format!(
+                        "the instance refresh of {group} rolled back, so the stack in force before the apply is again (its launch template included)"
+                    ),
+                    at: UnixMillis::now(),
+                })
+                .collect();
+            let _ = store
+                .apply(proxyfleet_state::Fence::Unfenced, changes)
+                .await;
+            return;
+        }
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// An instance refresh's progress, for status: how many of the group's instances still run
 /// from before it began.
 fn refresh_progress(snapshot: &proxyfleet_state::Snapshot, group: &str) -> Option<String> {
@@ -337,9 +410,10 @@ impl Control for AgentControl {
         if steps.is_empty() {
             return Ok(steps);
         }
-        let old = self.stack();
-        *self.stack.lock().unwrap_or_else(|p| p.into_inner()) =
-            (Arc::new(next.clone()), text.to_string());
+        let previous = self.stack.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let old = previous.0.clone();
+        let applied = Arc::new(next.clone());
+        *self.stack.lock().unwrap_or_else(|p| p.into_inner()) = (applied.clone(), text.to_string());
         live.set(next.clone());
         tracing::info!(
             changes = steps.len(),
@@ -374,12 +448,27 @@ impl Control for AgentControl {
                     .or_else(|| s.object.strip_prefix("group "))
             })
             .collect();
+        let mut refreshed = Vec::new();
         for g in &next.groups {
             if rolled.contains(&g.launch_template.as_str()) || rolled.contains(&g.name.as_str()) {
-                if let Err(e) = self.refresh(&g.name, false, 90) {
-                    tracing::warn!(group = %g.name, error = %e, "apply: the instance refresh did not start");
+                match self.refresh(&g.name, false, 90) {
+                    Ok(()) => refreshed.push(g.name.clone()),
+                    Err(e) => {
+                        tracing::warn!(group = %g.name, error = %e, "apply: the instance refresh did not start")
+                    }
                 }
             }
+        }
+        if !refreshed.is_empty() {
+            self.runtime.spawn(roll_back_if_refresh_fails(
+                self.view.clone(),
+                self.stack.clone(),
+                live.clone(),
+                self.store.clone(),
+                refreshed,
+                applied,
+                previous,
+            ));
         }
         // A desired capacity the new stack changes is set as `scale` would (within the new
         // bounds, which the controller defines first).

@@ -53,20 +53,6 @@ fn get_on(stream: &mut TcpStream, url: &str) -> u16 {
     head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// One GET on a new connection from `source`: the status code.
-fn get_from(source: &str, proxy: &ProxyUnderTest, url: &str) -> u16 {
-    let reply = testkit::client::exchange_raw(
-        source,
-        proxy.addr(),
-        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn reloads_judge_new_requests_by_the_new_rules_and_a_bad_file_changes_nothing() {
     let origin = Origin::start("127.30.0.61");
@@ -118,7 +104,7 @@ fn reloads_judge_new_requests_by_the_new_rules_and_a_bad_file_changes_nothing() 
             );
             let expected = if round % 2 == 1 { 403 } else { 200 };
             assert_eq!(
-                get_from(TOGGLED, &proxy, &url),
+                testkit::client::status_of(TOGGLED, proxy.addr(), &url),
                 expected,
                 "after the bad file"
             );
@@ -126,7 +112,7 @@ fn reloads_judge_new_requests_by_the_new_rules_and_a_bad_file_changes_nothing() 
         reloads += 1;
         reload(&proxy, &write(refuse), reloads, refused);
         let expected = if refuse { 403 } else { 200 };
-        let fresh = get_from(TOGGLED, &proxy, &url);
+        let fresh = testkit::client::status_of(TOGGLED, proxy.addr(), &url);
         let on_kept = get_on(&mut kept, &url);
         if fresh != expected || on_kept != expected {
             misjudged.push(format!(
@@ -291,7 +277,7 @@ fn k_reconfigure_signals_the_running_proxy_found_by_its_pid_file() {
     testkit::wait::until_true("the pid file", Duration::from_secs(10), || {
         std::fs::read_to_string(&pid_file).is_ok_and(|t| t.trim() == proxy.child.pid().to_string())
     });
-    assert_eq!(get_from(APP, &proxy, &url), 200);
+    assert_eq!(testkit::client::status_of(APP, proxy.addr(), &url), 200);
     let log = format!("access_log {} squid\n", proxy.access_log_path().display());
     std::fs::write(&file, format!("{}{log}", rules(true))).unwrap();
     let (ok, out, err) = k(&file, "reconfigure");
@@ -301,7 +287,7 @@ fn k_reconfigure_signals_the_running_proxy_found_by_its_pid_file() {
         "{out}"
     );
     testkit::wait::until_true("the new rules in force", Duration::from_secs(10), || {
-        get_from(APP, &proxy, &url) == 403
+        testkit::client::status_of(APP, proxy.addr(), &url) == 403
     });
     // A file that does not parse is not sent: the running proxy is not even asked.
     std::fs::write(
@@ -315,7 +301,11 @@ fn k_reconfigure_signals_the_running_proxy_found_by_its_pid_file() {
         err.contains("squid.conf:") && err.contains("http_acess"),
         "{err}"
     );
-    assert_eq!(get_from(APP, &proxy, &url), 403, "the rules in force stay");
+    assert_eq!(
+        testkit::client::status_of(APP, proxy.addr(), &url),
+        403,
+        "the rules in force stay"
+    );
     std::fs::write(&file, format!("{}{log}", rules(false))).unwrap();
     assert!(k(&file, "check").0, "running");
     // shutdown: SIGTERM; the proxy exits 0 and removes its pid file.

@@ -40,20 +40,6 @@ fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// One GET through `proxy` from `source`: the status code (0: no answer).
-fn status_from(source: &str, proxy: SocketAddr, url: &str) -> u16 {
-    let reply = testkit::client::exchange_raw(
-        source,
-        proxy,
-        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest() {
     let origin = Origin::start("127.30.0.65");
@@ -98,15 +84,15 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
         out.contains("  launch template proxy: files squid.conf changed (rewritten in each instance's directory, then SIGHUP) (reload instances)"),
         "{out}"
     );
-    assert_eq!(status_from("127.20.0.9", node, &url), 200);
+    assert_eq!(testkit::client::status_of("127.20.0.9", node, &url), 200);
     let (code, out, err) = up.cli(&["apply", "-f", &acl, "--yes"]);
     assert_eq!(code, 0, "{out} {err}");
     testkit::wait::until_true("the new ACL in force", Duration::from_secs(10), || {
-        status_from("127.20.0.9", node, &url) == 403
+        testkit::client::status_of("127.20.0.9", node, &url) == 403
     });
     // Through every instance: a few dozen requests, spread by the node.
     let refused = (0..30)
-        .filter(|_| status_from("127.20.0.9", node, &url) == 403)
+        .filter(|_| testkit::client::status_of("127.20.0.9", node, &url) == 403)
         .count();
     assert_eq!(refused, 30, "every instance reloaded");
     assert_eq!(up.in_service(), before, "no instance replaced");
@@ -290,9 +276,18 @@ fn a_changed_template_rolls_through_a_group_of_four_under_load_and_a_broken_one_
         let ids: Vec<String> = up.in_service().into_iter().map(|i| i.0).collect();
         ids == now && up.status()["instances"].as_array().unwrap().len() == 4
     });
+    // The stack before the broken apply is in force again.
+    testkit::wait::until_true("the stack rolled back", Duration::from_secs(10), || {
+        let env = files.path().join("env.yaml").display().to_string();
+        up.cli(&["diff", "-f", &env]).1.contains("no changes")
+    });
+    assert!(up
+        .activity()
+        .to_string()
+        .contains("so the stack in force before the apply is again"));
     let report = load.stop();
     println!(
-        "refresh: a broken template rolled back, the 4 instances serving on; {} requests through the node, {} failed",
+        "refresh: a broken template rolled back (the stack too), the 4 instances serving on; {} requests through the node, {} failed",
         report.ok,
         report.failed.len()
     );

@@ -240,10 +240,14 @@ impl ClientConn {
             let result = if idle {
                 let mut shutdown = self.shutdown.clone();
                 let mut port_closing = self.port_closing.clone();
+                // Stopping, or the port removed: back to the check above, which answers a
+                // request the client has already sent (its bytes may have arrived with the
+                // signal) and closes otherwise, never leaving sent bytes unread (a reset).
                 tokio::select! {
+                    biased;
                     r = read => r,
-                    _ = shutdown.changed() => return None,
-                    _ = port_closing.changed() => return None,
+                    r = shutdown.changed() => if r.is_err() { return None } else { continue },
+                    r = port_closing.changed() => if r.is_err() { return None } else { continue },
                 }
             } else {
                 read.await

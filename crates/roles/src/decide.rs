@@ -341,7 +341,7 @@ impl<'a> Pass<'a> {
             self.end_refresh(
                 &g.name,
                 format!(
-                    "rolled back: new instance {} failed ({why}); the old instances keep serving, and the launch template in force stays (fix it and apply again)",
+                    "rolled back: new instance {} failed ({why}); the old instances keep serving",
                     i.id
                 ),
             );

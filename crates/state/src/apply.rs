@@ -215,23 +215,23 @@ impl Snapshot {
                 }
                 self.groups.insert(group.name.clone(), group);
             }
-            Change::SetRefresh { group, refresh, .. } => {
-                let g = self
-                    .groups
-                    .get_mut(group)
-                    .ok_or_else(|| Refusal::UnknownGroup(group.clone()))?;
+            Change::SetRefresh {
+                group,
+                refresh,
+                outcome,
+                ..
+            } => {
+                let g = self.group_mut(group)?;
+                if refresh.is_none() {
+                    g.last_refresh = Some(outcome.clone());
+                }
                 g.refresh = refresh.clone();
             }
             Change::StackApplied { group, .. } => {
-                if !self.groups.contains_key(group) {
-                    return Err(Refusal::UnknownGroup(group.clone()));
-                }
+                self.group_mut(group)?;
             }
             Change::HoldReplacements { group, held, .. } => {
-                let g = self
-                    .groups
-                    .get_mut(group)
-                    .ok_or_else(|| Refusal::UnknownGroup(group.clone()))?;
+                let g = self.group_mut(group)?;
                 g.replacements_held = held.clone();
             }
             Change::SetDesired {
@@ -240,10 +240,7 @@ impl Snapshot {
                 cause,
                 at,
             } => {
-                let g = self
-                    .groups
-                    .get_mut(group)
-                    .ok_or_else(|| Refusal::UnknownGroup(group.clone()))?;
+                let g = self.group_mut(group)?;
                 in_range(g, *desired)?;
                 if let (Cause::TargetTracking { .. }, Some(at)) = (cause, at) {
                     if *desired > g.desired {
@@ -420,6 +417,12 @@ impl Snapshot {
         }
         *self = next;
         Ok(())
+    }
+
+    fn group_mut(&mut self, name: &str) -> Result<&mut Group, Refusal> {
+        self.groups
+            .get_mut(name)
+            .ok_or_else(|| Refusal::UnknownGroup(name.to_string()))
     }
 
     fn instance_mut(&mut self, id: &str) -> Result<&mut Instance, Refusal> {

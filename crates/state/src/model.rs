@@ -173,6 +173,9 @@ pub struct Group {
     /// Set while an instance refresh runs.
     #[serde(default)]
     pub refresh: Option<Refresh>,
+    /// How the last instance refresh ended.
+    #[serde(default)]
+    pub last_refresh: Option<String>,
 }
 
 /// An instance refresh in progress: every instance launched before `started_at` is replaced,
@@ -196,6 +199,7 @@ impl Group {
             last_scale_in: None,
             replacements_held: None,
             refresh: None,
+            last_refresh: None,
         }
     }
 }

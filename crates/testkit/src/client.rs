@@ -99,6 +99,21 @@ pub fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
     (head, body)
 }
 
+/// One `GET url` (absolute form) through `proxy` from `source` on a new connection: the
+/// status code, 0 without an answer.
+pub fn status_of(source: &str, proxy: SocketAddr, url: &str) -> u16 {
+    let reply = exchange_raw(
+        source,
+        proxy,
+        format!("GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sends `request` from `source` and returns everything until the proxy closes.
 pub fn exchange_raw(source: &str, proxy: SocketAddr, request: &[u8]) -> String {
     let mut s = connect_from(source, proxy);

@@ -37,6 +37,7 @@ impl Report {
     }
 }
 
+#[derive(Default)]
 struct Counters {
     ok: AtomicU64,
     failed: Mutex<Vec<Failed>>,
@@ -76,11 +77,7 @@ impl Load {
         connect_timeout: Duration,
     ) -> Load {
         let epoch = Instant::now();
-        let counters = Arc::new(Counters {
-            ok: AtomicU64::new(0),
-            failed: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
-        });
+        let counters = Arc::new(Counters::default());
         let request = get_request(url, "Connection: close\r\n");
         let workers = sources
             .iter()
@@ -120,11 +117,7 @@ impl Load {
     /// response that closes (`Connection: close`) or a failure.
     pub fn start_keep_alive(proxy: SocketAddr, sources: &[&str], url: &str) -> Load {
         let epoch = Instant::now();
-        let counters = Arc::new(Counters {
-            ok: AtomicU64::new(0),
-            failed: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
-        });
+        let counters = Arc::new(Counters::default());
         let request = get_request(url, "");
         let workers = sources
             .iter()

@@ -1115,3 +1115,112 @@ fn winding_down_takes_every_instance_out_and_launches_nothing() {
         vec![("r-1".to_string(), Some("the tier is stopping".to_string()))]
     );
 }
+
+/// Group g (desired 2) in an instance refresh begun 30 s before NOW, with `instances`.
+fn refreshing(instances: &[(Instance, Option<TargetHealth>)]) -> Snapshot {
+    let mut s = snapshot(2, instances);
+    s.groups.get_mut("g").unwrap().refresh = Some(proxyfleet_state::Refresh {
+        started_at: ms(30_000),
+        min_healthy_percentage: 90,
+    });
+    s
+}
+
+#[test]
+fn an_instance_refresh_launches_first_and_retires_an_old_instance_only_once_the_new_one_is_proven()
+{
+    let old_a = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(60_000));
+    let old_c = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(60_000));
+    let olds = [
+        (old_a.clone(), Some(TargetHealth::Healthy)),
+        (old_c.clone(), Some(TargetHealth::Healthy)),
+    ];
+    // Two old instances at the desired capacity: one new instance above it, nobody leaves.
+    let changes = run(&refreshing(&olds));
+    assert_eq!(launches(&changes).len(), 1, "{changes:?}");
+    assert!(terminations(&changes).is_empty());
+    // The new one in service but not yet found healthy: still nobody leaves.
+    let mut new = instance(
+        "i-new",
+        "a",
+        "127.70.1.12",
+        Lifecycle::InService,
+        ms(10_000),
+    );
+    new.in_service_at = Some(ms(5_000));
+    let mut with_new = olds.to_vec();
+    with_new.push((new.clone(), Some(TargetHealth::Initial)));
+    let mut s = refreshing(&with_new);
+    s.targets
+        .get_mut("tg")
+        .unwrap()
+        .get_mut(&new.target_address())
+        .unwrap()
+        .ever_healthy = false;
+    assert!(terminations(&run(&s)).is_empty());
+    assert!(launches(&run(&s)).is_empty(), "one new instance at a time");
+    // Healthy and past its warm-up (the 1 s grace period): the oldest old instance goes.
+    let s = refreshing(&{
+        let mut v = olds.to_vec();
+        v.push((new.clone(), Some(TargetHealth::Healthy)));
+        v
+    });
+    let t = terminations(&run(&s));
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].2, Cause::InstanceRefresh);
+    // Every instance new: the refresh ends, successful.
+    let mut second = instance(
+        "i-new2",
+        "c",
+        "127.70.2.12",
+        Lifecycle::InService,
+        ms(9_000),
+    );
+    second.in_service_at = Some(ms(5_000));
+    let s = refreshing(&[
+        (new, Some(TargetHealth::Healthy)),
+        (second, Some(TargetHealth::Healthy)),
+    ]);
+    let changes = run(&s);
+    assert!(changes.iter().any(|c| matches!(c,
+        Change::SetRefresh { refresh: None, outcome, .. } if outcome.starts_with("successful"))));
+}
+
+#[test]
+fn a_failing_new_instance_rolls_the_refresh_back_and_the_old_ones_serve_on() {
+    let old_a = instance("i-a1", "a", "127.70.1.11", Lifecycle::InService, ms(60_000));
+    let old_c = instance("i-c1", "c", "127.70.2.11", Lifecycle::InService, ms(60_000));
+    let mut new = instance(
+        "i-new",
+        "a",
+        "127.70.1.12",
+        Lifecycle::InService,
+        ms(10_000),
+    );
+    new.health = InstanceHealth::Unhealthy;
+    new.reason = Some(Cause::ProcessExited {
+        status: "exited with status 2".into(),
+    });
+    let s = refreshing(&[
+        (old_a, Some(TargetHealth::Healthy)),
+        (old_c, Some(TargetHealth::Healthy)),
+        (new, Some(TargetHealth::Unhealthy)),
+    ]);
+    let changes = run(&s);
+    assert!(
+        changes.iter().any(|c| matches!(c,
+        Change::SetRefresh { refresh: None, outcome, .. }
+            if outcome.starts_with("rolled back: new instance i-new failed"))),
+        "{changes:?}"
+    );
+    let t = terminations(&changes);
+    assert_eq!(
+        t.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        ["i-new"],
+        "only the failed new instance goes"
+    );
+    assert!(
+        launches(&changes).is_empty(),
+        "no replacement above the desired 2"
+    );
+}
