@@ -34,6 +34,8 @@ const ADMIT_OTHERS: (&str, &str) = (
     "      - { protocol: tcp, ports: \"3128\", from: app }\n      - { protocol: tcp, ports: \"3128\", from: 127.21.0.0/16 }\n",
 );
 
+const DELAY_2S: (&str, &str) = ("deregistration_delay: 1s", "deregistration_delay: 2s");
+
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
@@ -101,12 +103,13 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
     let sg = write(
         &files,
         "sg.yaml",
-        &stack(&[MAX_6, DESIRED_3, BLOCK, ADMIT_OTHERS]),
+        &stack(&[MAX_6, DESIRED_3, BLOCK, ADMIT_OTHERS, DELAY_2S]),
     );
     let (code, out, err) = up.cli(&["apply", "-f", &sg, "--yes"]);
     assert_eq!(code, 0, "{out} {err}");
     assert!(
-        out.contains("security group sg: ingress rules changed (the firewall is rewritten in one transaction) (in place)"),
+        out.contains("security group sg: ingress rules changed (the firewall is rewritten in one transaction) (in place)")
+            && out.contains("target group tg: deregistration delay 1s -> 2s (drains that begin from now) (in place)"),
         "{out}"
     );
     if up.status()["instances"][0]["protected"] == true {
@@ -134,6 +137,7 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
             DESIRED_3,
             BLOCK,
             ADMIT_OTHERS,
+            DELAY_2S,
             ("    max: 6\n", "    max: 5\n"),
             ("port: 3128, protocol: tcp", "port: 3129, protocol: tcp"),
         ]),

@@ -383,7 +383,7 @@ impl Balancer {
         for view in &views {
             view.on_drain(&target);
         }
-        let delay = g.spec.deregistration_delay;
+        let delay = g.tuned().deregistration_delay;
         tracing::info!(group, target = %target.id, ?delay, "target deregistered: draining");
         Ok(tokio::spawn(async move {
             let flows_ended = async {
@@ -408,6 +408,18 @@ impl Balancer {
                 if early { "every flow had ended" } else { "deregistration delay over, remaining flows closed" }
             );
         }))
+    }
+
+    /// Puts the health check and deregistration delay of `spec`'s target group in force (see
+    /// [`Group::retune`]); `false` if this balancer has no such group.
+    pub fn retune(&self, spec: &TargetGroupSpec) -> bool {
+        match self.groups.get(&spec.name) {
+            Some(g) => {
+                g.retune(spec);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Keeps the targets `source` speaks for equal to its latest set (see [`discovery`]):
@@ -559,10 +571,8 @@ async fn check_loop(
     source: IpAddr,
     stop: CancellationToken,
 ) {
-    let spec = view.group.spec.health_check.clone();
-    let port = spec.port.unwrap_or(target.addr.port());
-    let addr = SocketAddr::new(target.addr.ip(), port);
-    let mut tick = tokio::time::interval(spec.interval);
+    let mut interval = view.group.tuned().health_check.interval;
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -570,8 +580,18 @@ async fn check_loop(
             () = target.gone.cancelled() => return,
             () = stop.cancelled() => return,
         }
+        // Read every round: `apply` may change the check while the group runs.
+        let tuned = view.group.tuned();
+        let spec = &tuned.health_check;
+        if spec.interval != interval {
+            interval = spec.interval;
+            tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        let port = spec.port.unwrap_or(target.addr.port());
+        let addr = SocketAddr::new(target.addr.ip(), port);
         let result = tokio::select! {
-            r = view.group.check.probe(source, addr, spec.timeout) => r,
+            r = tuned.check.probe(source, addr, spec.timeout) => r,
             () = target.gone.cancelled() => return,
             () = stop.cancelled() => return,
         };

@@ -151,10 +151,29 @@ impl Members {
     }
 }
 
+/// The settings of a target group that may change while it runs (`proxyfleet apply`): the
+/// health check and the deregistration delay. The `spec`'s own copies are those it started
+/// with.
+pub struct Tuned {
+    pub health_check: crate::spec::HealthCheckSpec,
+    pub check: Box<dyn HealthCheck>,
+    pub deregistration_delay: std::time::Duration,
+}
+
+impl Tuned {
+    fn of(spec: &TargetGroupSpec) -> Tuned {
+        Tuned {
+            health_check: spec.health_check.clone(),
+            check: health::from_spec(&spec.health_check, spec.proxy_protocol_v2),
+            deregistration_delay: spec.deregistration_delay,
+        }
+    }
+}
+
 /// One target group at run time.
 pub struct Group {
     pub spec: TargetGroupSpec,
-    pub check: Box<dyn HealthCheck>,
+    tuned: ArcSwap<Tuned>,
     pub members: ArcSwap<Members>,
     /// Serialises membership changes (they rebuild the table).
     edit: Mutex<()>,
@@ -162,13 +181,26 @@ pub struct Group {
 
 impl Group {
     pub fn new(spec: TargetGroupSpec) -> Group {
-        let check = health::from_spec(&spec.health_check, spec.proxy_protocol_v2);
         Group {
+            tuned: ArcSwap::from_pointee(Tuned::of(&spec)),
             spec,
-            check,
             members: ArcSwap::from_pointee(Members::new(Vec::new())),
             edit: Mutex::new(()),
         }
+    }
+
+    /// The health check and deregistration delay in force.
+    pub fn tuned(&self) -> Arc<Tuned> {
+        self.tuned.load_full()
+    }
+
+    /// Puts `spec`'s health check and deregistration delay in force: checks from their next
+    /// round, drains that begin from now.
+    pub fn retune(&self, spec: &TargetGroupSpec) {
+        self.tuned.store(Arc::new(Tuned::of(&TargetGroupSpec {
+            proxy_protocol_v2: self.spec.proxy_protocol_v2,
+            ..spec.clone()
+        })));
     }
 
     /// Adds a target (a no-op returning the existing one if its address is registered), which

@@ -144,7 +144,7 @@ impl GroupView {
             }
         };
         self.transition(target, |state| {
-            state.on_probe(result, &self.group.spec.health_check)
+            state.on_probe(result, &self.group.tuned().health_check)
         });
     }
 

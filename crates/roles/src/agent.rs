@@ -198,6 +198,11 @@ impl Agent {
             .live_stack
             .clone()
             .unwrap_or_else(|| crate::LiveStack::new(config.stack.clone()));
+        tasks.spawn(crate::live_stack::retune_nodes(
+            live_stack.clone(),
+            nodes.clone(),
+            stop.clone(),
+        ));
         let launcher = Arc::new(HostInstances {
             host: config.host.clone(),
             stack: live_stack.clone(),

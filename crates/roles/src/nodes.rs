@@ -46,6 +46,9 @@ pub struct NodeSet {
     /// their addresses over (make before break) and let each go.
     serving: CancellationToken,
     running: Mutex<BTreeMap<(String, String), RunningNode>>,
+    /// Target groups whose health check or deregistration delay `apply` changed: nodes
+    /// started later take them too.
+    retuned: Mutex<Vec<proxyfleet_lb::spec::TargetGroupSpec>>,
     /// Where node addresses are added when this host takes them ([`crate::holding`]);
     /// `None`: they are local already (one machine), and binding is the test of ownership.
     pub(crate) interface: Option<Arc<crate::addresses::Interface>>,
@@ -74,6 +77,7 @@ impl NodeSet {
             stop,
             serving,
             running: Mutex::new(BTreeMap::new()),
+            retuned: Mutex::new(Vec::new()),
             interface,
         })
     }
@@ -128,6 +132,13 @@ impl NodeSet {
         // moves (see `TargetGroupSpec::from_address`).
         // And they bind before the address is here: it is added once the node is ready.
         let mut groups = self.stack.target_groups.clone();
+        for g in &mut groups {
+            let retuned = self.retuned.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = retuned.iter().find(|r| r.name == g.name) {
+                g.health_check = r.health_check.clone();
+                g.deregistration_delay = r.deregistration_delay;
+            }
+        }
         let mut lbs = self.stack.load_balancers.clone();
         if self.interface.is_some() {
             let host = self.stack.host(&self.host).map(|h| h.address);
@@ -225,6 +236,23 @@ impl NodeSet {
             .values()
             .flat_map(|n| n.balancer.listen_addrs())
             .collect()
+    }
+
+    /// Puts the health check and deregistration delay of `groups` in force on every node this
+    /// agent runs, and on those it starts later (`apply`).
+    pub fn retune(&self, groups: &[proxyfleet_lb::spec::TargetGroupSpec]) {
+        {
+            let mut retuned = self.retuned.lock().unwrap_or_else(|p| p.into_inner());
+            for g in groups {
+                retuned.retain(|r| r.name != g.name);
+                retuned.push(g.clone());
+            }
+        }
+        for node in self.lock().values() {
+            for g in groups {
+                node.balancer.retune(g);
+            }
+        }
     }
 
     /// Each node this agent runs now, with its balancer's status (its counters, and its own

@@ -65,7 +65,7 @@ const SHAPE: &str =
     "it is the running tier's shape (its addresses and who runs what): change it with down and up";
 /// Why the balancer's settings need a restart for now.
 const BALANCER: &str =
-    "the load balancer's nodes take their listeners and target groups at start: change them with down and up (not yet applied live)";
+    "the load balancer's nodes take their listeners and target groups at start (only health checks and deregistration delays change live): change them with down and up";
 
 /// The changes from `running` to `next`, in the stack file's order of sections.
 pub fn plan(running: &Stack, next: &Stack) -> Vec<Step> {
@@ -128,23 +128,47 @@ pub fn plan(running: &Stack, next: &Stack) -> Vec<Step> {
         step(format!("load balancer {name}"), change, cost);
     }
     for (name, old, new) in by_name(&running.target_groups, &next.target_groups, |t| &t.name) {
-        let change = match (old, new) {
-            (None, Some(_)) => "added".to_string(),
-            (Some(_), None) => "removed".to_string(),
-            (Some(o), Some(n)) if o.health_check != n.health_check => {
-                "health check changed".to_string()
-            }
-            (Some(o), Some(n)) if o.deregistration_delay != n.deregistration_delay => format!(
-                "deregistration delay {:?} -> {:?}",
-                o.deregistration_delay, n.deregistration_delay
-            ),
-            _ => "settings changed".to_string(),
+        let object = format!("target group {name}");
+        let (Some(o), Some(n)) = (old, new) else {
+            let change = if old.is_none() { "added" } else { "removed" };
+            step(
+                object,
+                change.into(),
+                Cost::NotWhileRunning(BALANCER.into()),
+            );
+            continue;
         };
-        step(
-            format!("target group {name}"),
-            change,
-            Cost::NotWhileRunning(BALANCER.into()),
-        );
+        // The health check and the deregistration delay are retuned on the running nodes.
+        let tuned = |t: &proxyfleet_lb::spec::TargetGroupSpec| {
+            let mut t = t.clone();
+            t.health_check = n.health_check.clone();
+            t.deregistration_delay = n.deregistration_delay;
+            t
+        };
+        if o.health_check != n.health_check {
+            step(
+                object.clone(),
+                "health check changed (from each node's next check)".into(),
+                Cost::InPlace,
+            );
+        }
+        if o.deregistration_delay != n.deregistration_delay {
+            step(
+                object.clone(),
+                format!(
+                    "deregistration delay {:?} -> {:?} (drains that begin from now)",
+                    o.deregistration_delay, n.deregistration_delay
+                ),
+                Cost::InPlace,
+            );
+        }
+        if tuned(o) != *n {
+            step(
+                object,
+                "settings changed".into(),
+                Cost::NotWhileRunning(BALANCER.into()),
+            );
+        }
     }
     for (name, old, new) in by_name(&running.launch_templates, &next.launch_templates, |t| {
         &t.name
@@ -380,6 +404,6 @@ mod tests {
         assert!(!applicable(&steps));
         let text = lines(&steps).join("\n");
         assert!(text.contains("load balancer front: nodes changed (not allowed while running: it is the running tier's shape"), "{text}");
-        assert!(text.contains("target group proxies: deregistration delay 5s -> 3s (not allowed while running: the load balancer's nodes take"), "{text}");
+        assert!(text.contains("target group proxies: deregistration delay 5s -> 3s (drains that begin from now) (in place)"), "{text}");
     }
 }
