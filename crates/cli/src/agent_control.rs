@@ -255,6 +255,33 @@ fn seconds(t: UnixMillis) -> f64 {
     t.0 as f64 / 1000.0
 }
 
+/// Every port a new listener needs is free on its nodes' addresses (the nodes bind them
+/// once the stack is in force; a port in use would leave that listener out): checked first,
+/// so that `apply` stays all or nothing.
+fn free_new_listener_ports(
+    old: &proxyfleet_stack::Stack,
+    next: &proxyfleet_stack::Stack,
+) -> Result<(), ControlError> {
+    for lb in &next.load_balancers {
+        let before = old.load_balancers.iter().find(|o| o.name == lb.name);
+        for listener in &lb.listeners {
+            if before.is_some_and(|b| b.listeners.iter().any(|l| l.port == listener.port)) {
+                continue;
+            }
+            for node in &lb.nodes {
+                let addr = std::net::SocketAddr::new(node.address, listener.port);
+                if let Err(e) = std::net::TcpListener::bind(addr) {
+                    return Err(ControlError::Refused(format!(
+                        "nothing applied: load balancer {} node {}: cannot listen on {addr}: {e}",
+                        lb.name, node.zone
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The cloud's automatic rollback: when an instance refresh that `apply` started ends rolled
 /// back, the stack in force before that `apply` is put back (unless another `apply` has
 /// replaced it since), so that replacements launch from the template that worked.
@@ -410,6 +437,7 @@ impl Control for AgentControl {
         if steps.is_empty() {
             return Ok(steps);
         }
+        free_new_listener_ports(&self.stack(), &next)?;
         let previous = self.stack.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let old = previous.0.clone();
         let applied = Arc::new(next.clone());

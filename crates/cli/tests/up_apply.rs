@@ -1,7 +1,7 @@
 //! `proxyfleet diff` and `apply` against a running `up`, under load: a group's bounds and
 //! desired capacity, an ACL in the instances' squid.conf (reloaded in place with SIGHUP), a
-//! security group's rules (the firewall rewritten), and a change that is not allowed while
-//! running (refused, nothing changed). Every change is in the activity history; the load
+//! security group's rules (the firewall rewritten), listeners added and removed, an instance
+//! refresh, and a change that is not allowed while running (refused, nothing changed). Every change is in the activity history; the load
 //! through a node fails nothing.
 
 mod common;
@@ -139,7 +139,10 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
             ADMIT_OTHERS,
             DELAY_2S,
             ("    max: 6\n", "    max: 5\n"),
-            ("port: 3128, protocol: tcp", "port: 3129, protocol: tcp"),
+            (
+                "    port: 3128\n    deregistration_delay",
+                "    port: 3127\n    deregistration_delay",
+            ),
         ]),
     );
     let (code, out, err) = up.cli(&["apply", "-f", &moved, "--yes"]);
@@ -156,7 +159,7 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
         "{activity}"
     );
     println!(
-        "apply: bounds, an ACL (reloaded, {} instances kept), a security group applied under load: {} requests, {} failed; a listener change refused",
+        "apply: bounds, an ACL (reloaded, {} instances kept), a security group applied under load: {} requests, {} failed; a target group's port change refused",
         before.len(),
         report.ok,
         report.failed.len()
@@ -292,6 +295,87 @@ fn a_changed_template_rolls_through_a_group_of_four_under_load_and_a_broken_one_
     let report = load.stop();
     println!(
         "refresh: a broken template rolled back (the stack too), the 4 instances serving on; {} requests through the node, {} failed",
+        report.ok,
+        report.failed.len()
+    );
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+}
+
+#[test]
+fn listeners_are_added_and_removed_on_the_running_nodes_and_a_removed_one_drains() {
+    use std::io::Write;
+    let origin = Origin::start("127.30.0.67");
+    let url = format!("{}/small", origin.url());
+    let base = proxy_stack(67, 1, 2, 2);
+    let up = Up::start(Some(&base));
+    let node_ip = s(&up.status()["load_balancers"][0]["nodes"][0]["address"]);
+    let on = |port: u16| -> SocketAddr { format!("{node_ip}:{port}").parse().unwrap() };
+    let files = tempfile::tempdir().unwrap();
+    let listener = |port: u16| {
+        format!("  - {{ load_balancer: front, port: {port}, protocol: tcp, target_group: tg }}\n")
+    };
+    let with_both = base.replacen(&listener(3128), &(listener(3128) + &listener(3130)), 1);
+    let both = write(&files, "both.yaml", &with_both);
+    let (code, out, err) = up.cli(&["apply", "-f", &both, "--yes"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.contains("load balancer front: listener 3130 -> target group tg added (bound on every node first) (in place)"),
+        "{out}"
+    );
+    testkit::wait::until_true("the new listener serving", Duration::from_secs(10), || {
+        testkit::client::status_of("127.20.0.5", on(3130), &url) == 200
+    });
+    let load = Load::start(on(3130), &["127.20.0.5", "127.20.0.6"], &url);
+    load.wait_for_more(20, Duration::from_secs(20));
+
+    // A connection open through the listener about to go.
+    let mut kept = testkit::client::connect_from("127.20.0.7", on(3128));
+    let get = format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n");
+    kept.write_all(get.as_bytes()).unwrap();
+    assert!(testkit::client::read_response(&mut kept)
+        .0
+        .starts_with("HTTP/1.1 200"));
+
+    // A port in use on the node: refused, nothing changed.
+    let taken = std::net::TcpListener::bind(on(0)).unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let conflict = write(
+        &files,
+        "conflict.yaml",
+        &with_both.replacen(&listener(3130), &(listener(3130) + &listener(busy)), 1),
+    );
+    let (code, out, err) = up.cli(&["apply", "-f", &conflict, "--yes"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("nothing applied") && err.contains("cannot listen on"),
+        "{err}"
+    );
+
+    // Only 3130 now: 3128 stops accepting, the open connection goes on.
+    let only_new = write(
+        &files,
+        "new.yaml",
+        &with_both.replacen(&listener(3128), "", 1),
+    );
+    let (code, out, err) = up.cli(&["apply", "-f", &only_new, "--yes"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(
+        out.contains("load balancer front: listener 3128 removed (stops accepting at once; its open flows drain) (in place)"),
+        "{out}"
+    );
+    testkit::wait::until_true("3128 refusing", Duration::from_secs(10), || {
+        std::net::TcpStream::connect_timeout(&on(3128), Duration::from_millis(300)).is_err()
+    });
+    kept.write_all(get.as_bytes()).unwrap();
+    let (head, _) = testkit::client::read_response(&mut kept);
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "the open flow drains on: {head}"
+    );
+    let listeners = up.status()["load_balancers"][0]["nodes"][0]["listeners"].to_string();
+    let report = load.stop();
+    println!(
+        "listeners: 3130 added and 3128 removed under load: {} requests through 3130, {} failed; a flow open on 3128 served on after; a port in use refused; listeners now {listeners}",
         report.ok,
         report.failed.len()
     );

@@ -19,7 +19,7 @@ use crate::flow::{Listener, NodeStats};
 use crate::group::{Group, Target};
 use crate::health::Health;
 use crate::routes::{GroupView, Scope};
-use crate::spec::{LoadBalancerSpec, NodeSpec, TargetGroupSpec};
+use crate::spec::{ListenerSpec, LoadBalancerSpec, NodeSpec, TargetGroupSpec};
 use crate::status::{target_status, BalancerStatus, LbStatus, NodeStatus, TargetHealthStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,23 @@ struct Node {
     stats: Arc<NodeStats>,
     /// group name → this node's view of it.
     views: HashMap<String, Arc<GroupView>>,
-    listeners: Vec<(u16, String)>,
+    /// Its listeners: port, target group, and what stops that one accepting (`apply` may
+    /// add and remove them while the node runs).
+    listeners: std::sync::Mutex<Vec<(u16, String, CancellationToken)>>,
+    /// What every listener of the node shares.
+    limit: Arc<Semaphore>,
+    per_source: Arc<PerSourceLimit>,
+}
+
+impl Node {
+    fn ports(&self) -> Vec<(u16, String)> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(port, group, _)| (*port, group.clone()))
+            .collect()
+    }
 }
 
 /// Every load balancer of a stack, running.
@@ -100,6 +116,8 @@ pub struct Balancer {
     flows: TaskTracker,
     stop: CancellationToken,
     pipes: PipeBudget,
+    /// The process's flow budget (listeners added later draw on it too).
+    process_limit: Arc<Semaphore>,
     events: HealthEvents,
 }
 
@@ -161,22 +179,25 @@ impl Balancer {
             flows: TaskTracker::new(),
             stop: CancellationToken::new(),
             pipes: pipes.clone(),
+            process_limit: process_limit.clone(),
             events: HealthEvents::default(),
         };
         let mut bound = Vec::new();
         for lb in lbs {
             let lb_zones: Vec<String> = lb.nodes.iter().map(|n| n.zone.clone()).collect();
             for node_spec in lb.nodes.iter().filter(|n| runs_here(lb, n)) {
+                let limit = Arc::new(Semaphore::new(lb.max_connections.max(1)));
+                let per_source = PerSourceLimit::new(lb.max_connections_per_source);
                 let mut node = Node {
                     lb: lb.name.clone(),
                     zone: node_spec.zone.clone(),
                     address: node_spec.address,
                     stats: Arc::new(NodeStats::default()),
                     views: HashMap::new(),
-                    listeners: Vec::new(),
+                    listeners: Default::default(),
+                    limit: limit.clone(),
+                    per_source: per_source.clone(),
                 };
-                let limit = Arc::new(Semaphore::new(lb.max_connections.max(1)));
-                let per_source = PerSourceLimit::new(lb.max_connections_per_source);
                 for listener in &lb.listeners {
                     let group = balancer
                         .groups
@@ -224,17 +245,23 @@ impl Balancer {
                         pipes: pipes.clone(),
                         warnings: Default::default(),
                     });
-                    bound.push((runner, socket));
+                    let accepting = balancer.stop.child_token();
+                    bound.push((runner, socket, accepting.clone()));
                     node.listeners
-                        .push((listener.port, listener.target_group.clone()));
+                        .get_mut()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((listener.port, listener.target_group.clone(), accepting));
                 }
                 balancer.nodes.push(node);
             }
         }
-        for (runner, socket) in bound {
-            balancer
-                .tasks
-                .spawn(runner.run(socket, balancer.flows.clone(), balancer.stop.clone()));
+        for (runner, socket, accepting) in bound {
+            balancer.tasks.spawn(runner.run(
+                socket,
+                balancer.flows.clone(),
+                balancer.stop.clone(),
+                accepting,
+            ));
         }
         let statics: Vec<(String, SocketAddr, String)> = balancer
             .groups
@@ -262,15 +289,104 @@ impl Balancer {
         self.nodes
             .iter()
             .flat_map(|n| {
-                n.listeners.iter().map(|(port, _)| {
+                n.ports().into_iter().map(|(port, _)| {
                     (
                         n.lb.clone(),
                         n.zone.clone(),
-                        SocketAddr::new(n.address, *port),
+                        SocketAddr::new(n.address, port),
                     )
                 })
             })
             .collect()
+    }
+
+    /// Makes load balancer `lb`'s listeners on the nodes this balancer runs those of `wanted`
+    /// (`apply`): new ports are bound on every node first (any failure: nothing changes);
+    /// then removed ones stop accepting while their flows run on. A listener may only go to
+    /// a target group the node already serves. The ports added and removed.
+    pub fn set_listeners(
+        &self,
+        lb: &str,
+        wanted: &[ListenerSpec],
+    ) -> Result<(Vec<u16>, Vec<u16>), LbError> {
+        let Some(spec) = self.specs.iter().find(|s| s.name == lb) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let nodes: Vec<&Node> = self.nodes.iter().filter(|n| n.lb == lb).collect();
+        let mut fresh = Vec::new();
+        for node in &nodes {
+            let have = node.ports();
+            for listener in wanted {
+                if have.iter().any(|(port, _)| *port == listener.port) {
+                    continue;
+                }
+                let view = node
+                    .views
+                    .get(&listener.target_group)
+                    .cloned()
+                    .ok_or_else(|| LbError::UnknownGroup {
+                        lb: lb.to_string(),
+                        port: listener.port,
+                        group: listener.target_group.clone(),
+                    })?;
+                let addr = SocketAddr::new(node.address, listener.port);
+                let socket =
+                    bind(addr, spec.bind_before_owned).map_err(|source| LbError::Bind {
+                        lb: lb.to_string(),
+                        zone: node.zone.clone(),
+                        addr,
+                        source,
+                    })?;
+                let runner = Arc::new(Listener {
+                    node: format!("{lb}/{}", node.zone),
+                    source_check: listener.allowed_cidrs.clone(),
+                    view,
+                    stats: node.stats.clone(),
+                    limit: node.limit.clone(),
+                    process_limit: self.process_limit.clone(),
+                    per_source: node.per_source.clone(),
+                    idle: spec.idle_timeout,
+                    pipes: self.pipes.clone(),
+                    warnings: Default::default(),
+                });
+                fresh.push((*node, listener.clone(), runner, socket));
+            }
+        }
+        let mut added = Vec::new();
+        for (node, listener, runner, socket) in fresh {
+            let accepting = self.stop.child_token();
+            self.tasks.spawn(runner.run(
+                socket,
+                self.flows.clone(),
+                self.stop.clone(),
+                accepting.clone(),
+            ));
+            node.listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((listener.port, listener.target_group.clone(), accepting));
+            tracing::info!(node = %format!("{lb}/{}", node.zone), port = listener.port, group = %listener.target_group, "listener added");
+            added.push(listener.port);
+        }
+        let mut removed = Vec::new();
+        for node in &nodes {
+            node.listeners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(port, _, accepting)| {
+                    let keep = wanted.iter().any(|l| l.port == *port);
+                    if !keep {
+                        // Its socket closes with the accept loop; its flows run on.
+                        accepting.cancel();
+                        tracing::info!(node = %format!("{lb}/{}", node.zone), port, "listener removed: no new flows, open ones drain");
+                        removed.push(*port);
+                    }
+                    keep
+                });
+        }
+        added.dedup();
+        removed.dedup();
+        Ok((added, removed))
     }
 
     fn group(&self, name: &str) -> Result<&Arc<Group>, LbError> {
@@ -508,7 +624,7 @@ impl Balancer {
                     .map(|n| NodeStatus {
                         zone: n.zone.clone(),
                         address: n.address,
-                        listeners: n.listeners.clone(),
+                        listeners: n.ports(),
                         accepted: n.stats.accepted.load(Ordering::Relaxed),
                         active: n.stats.active.load(Ordering::Relaxed),
                         refused: n.stats.refused.load(Ordering::Relaxed),

@@ -87,20 +87,23 @@ pub fn flow_hash(client: SocketAddr, local: SocketAddr) -> u64 {
 }
 
 impl Listener {
+    /// Accepts until `accepting` is cancelled (the listener removed: its flows run on; a
+    /// child of `stop`, so the balancer stopping ends it too, and its flows with `stop`).
     pub async fn run(
         self: Arc<Self>,
         socket: TcpListener,
         flows: TaskTracker,
         stop: CancellationToken,
+        accepting: CancellationToken,
     ) {
         loop {
             let permit = tokio::select! {
                 p = self.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                () = stop.cancelled() => return,
+                () = accepting.cancelled() => return,
             };
             let process_permit = tokio::select! {
                 p = self.process_limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                () = stop.cancelled() => return,
+                () = accepting.cancelled() => return,
             };
             let (client, peer) = tokio::select! {
                 r = socket.accept() => match r {
@@ -114,7 +117,7 @@ impl Listener {
                         continue;
                     }
                 },
-                () = stop.cancelled() => return,
+                () = accepting.cancelled() => return,
             };
             if let Some(allowed) = &self.source_check {
                 if !allowed.iter().any(|net| net.contains(&peer.ip())) {

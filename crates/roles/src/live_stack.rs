@@ -2,9 +2,9 @@
 //! on every pass (groups' bounds, scaling policies, health-check type and grace period) and
 //! each host's instances follow it (security groups rewritten in the firewall, changed
 //! template files rewritten and the instances told with SIGHUP), and each host's nodes take
-//! target groups' new health checks and deregistration delays ([`retune_nodes`]). Listeners
-//! and the rest of the balancer keep the stack they started with (see
-//! `proxyfleet_stack::plan` for what that refuses).
+//! target groups' new health checks and deregistration delays, and load balancers' listeners
+//! added and removed ([`retune_nodes`]). The rest of the balancer keeps the stack it started
+//! with (see `proxyfleet_stack::plan` for what that refuses).
 //!
 //! One process's agents share one ([`AgentConfig::live_stack`](crate::AgentConfig)); agents
 //! on separate hosts each have their own and are not changed live yet.
@@ -44,7 +44,8 @@ impl LiveStack {
 }
 
 /// Follows `live` until `stop`: a target group whose health check or deregistration delay
-/// changes is retuned on every node of `nodes`.
+/// changes is retuned on every node of `nodes`, a load balancer whose listeners change gets
+/// them there.
 pub async fn retune_nodes(
     live: LiveStack,
     nodes: Arc<crate::nodes::NodeSet>,
@@ -69,6 +70,21 @@ pub async fn retune_nodes(
             })
             .cloned()
             .collect();
+        let relistened: Vec<_> = now
+            .load_balancers
+            .iter()
+            .filter(|l| {
+                followed
+                    .load_balancers
+                    .iter()
+                    .find(|b| b.name == l.name)
+                    .is_some_and(|before| before.listeners != l.listeners)
+            })
+            .cloned()
+            .collect();
+        if !relistened.is_empty() {
+            nodes.relisten(&relistened);
+        }
         if !retuned.is_empty() {
             tracing::info!(
                 groups = retuned.len(),

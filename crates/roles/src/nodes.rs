@@ -49,6 +49,8 @@ pub struct NodeSet {
     /// Target groups whose health check or deregistration delay `apply` changed: nodes
     /// started later take them too.
     retuned: Mutex<Vec<proxyfleet_lb::spec::TargetGroupSpec>>,
+    /// Load balancers whose listeners `apply` changed: nodes started later take them too.
+    relistened: Mutex<Vec<proxyfleet_lb::spec::LoadBalancerSpec>>,
     /// Where node addresses are added when this host takes them ([`crate::holding`]);
     /// `None`: they are local already (one machine), and binding is the test of ownership.
     pub(crate) interface: Option<Arc<crate::addresses::Interface>>,
@@ -78,6 +80,7 @@ impl NodeSet {
             serving,
             running: Mutex::new(BTreeMap::new()),
             retuned: Mutex::new(Vec::new()),
+            relistened: Mutex::new(Vec::new()),
             interface,
         })
     }
@@ -140,6 +143,12 @@ impl NodeSet {
             }
         }
         let mut lbs = self.stack.load_balancers.clone();
+        for l in &mut lbs {
+            let relistened = self.relistened.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = relistened.iter().find(|r| r.name == l.name) {
+                l.listeners = r.listeners.clone();
+            }
+        }
         if self.interface.is_some() {
             let host = self.stack.host(&self.host).map(|h| h.address);
             for g in &mut groups {
@@ -251,6 +260,32 @@ impl NodeSet {
         for node in self.lock().values() {
             for g in groups {
                 node.balancer.retune(g);
+            }
+        }
+    }
+
+    /// Puts the listeners of `lbs` in force on every node this agent runs (new ports bound
+    /// first, removed ones drained: see `Balancer::set_listeners`), and on those it starts
+    /// later (`apply`).
+    pub fn relisten(&self, lbs: &[proxyfleet_lb::spec::LoadBalancerSpec]) {
+        {
+            let mut relistened = self.relistened.lock().unwrap_or_else(|p| p.into_inner());
+            for l in lbs {
+                relistened.retain(|r| r.name != l.name);
+                relistened.push(l.clone());
+            }
+        }
+        for ((lb, zone), node) in self.lock().iter() {
+            let Some(spec) = lbs.iter().find(|l| l.name == *lb) else {
+                continue;
+            };
+            match node.balancer.set_listeners(lb, &spec.listeners) {
+                Ok((added, removed)) => {
+                    tracing::info!(node = %format!("{lb}/{zone}"), ?added, ?removed, "apply: listeners changed")
+                }
+                Err(e) => {
+                    tracing::error!(node = %format!("{lb}/{zone}"), error = %e, "apply: listeners not changed")
+                }
             }
         }
     }

@@ -114,6 +114,18 @@ pub fn plan(running: &Stack, next: &Stack) -> Vec<Step> {
         );
     }
     for (name, old, new) in by_name(&running.load_balancers, &next.load_balancers, |l| &l.name) {
+        if let (Some(o), Some(n)) = (old, new) {
+            let same_but_listeners = proxyfleet_lb::spec::LoadBalancerSpec {
+                listeners: n.listeners.clone(),
+                ..o.clone()
+            } == *n;
+            if same_but_listeners {
+                for (change, cost) in listener_changes(&o.listeners, &n.listeners) {
+                    step(format!("load balancer {name}"), change, cost);
+                }
+                continue;
+            }
+        }
         let change = match (old, new) {
             (None, Some(_)) => "added".to_string(),
             (Some(_), None) => "removed".to_string(),
@@ -194,6 +206,52 @@ pub fn plan(running: &Stack, next: &Stack) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// A load balancer's listeners, one step per port: added (to a target group it serves
+/// already) and removed are done on the running nodes; anything else is refused.
+fn listener_changes(
+    old: &[proxyfleet_lb::spec::ListenerSpec],
+    new: &[proxyfleet_lb::spec::ListenerSpec],
+) -> Vec<(String, Cost)> {
+    let mut out = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.port == n.port) {
+            Some(o) if o == n => {}
+            Some(_) => out.push((
+                format!("listener {} changed", n.port),
+                Cost::NotWhileRunning(
+                    "a listener's target group or allowed sources are taken at start: remove it and add it on another port, or down and up".into(),
+                ),
+            )),
+            None if old.iter().any(|o| o.target_group == n.target_group) => out.push((
+                format!(
+                    "listener {} -> target group {} added (bound on every node first)",
+                    n.port, n.target_group
+                ),
+                Cost::InPlace,
+            )),
+            None => out.push((
+                format!("listener {} -> target group {} added", n.port, n.target_group),
+                Cost::NotWhileRunning(format!(
+                    "the load balancer does not serve target group {} yet (its nodes check only the groups of their listeners at start): down and up",
+                    n.target_group
+                )),
+            )),
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.port == o.port) {
+            out.push((
+                format!(
+                    "listener {} removed (stops accepting at once; its open flows drain)",
+                    o.port
+                ),
+                Cost::InPlace,
+            ));
+        }
+    }
+    out
 }
 
 /// A template's change: files only, and its instances run a program that reads its
@@ -388,6 +446,24 @@ mod tests {
         assert_eq!(
             lines(&steps),
             ["launch template proxy: stop_timeout changed (an instance refresh of every group using it) (rolling replacement)"]
+        );
+    }
+
+    #[test]
+    fn listeners_are_added_and_removed_in_place_to_the_groups_served_already() {
+        let steps = plan(
+            &builtin(),
+            &edited(&[(
+                "  - { load_balancer: front, port: 3128, protocol: tcp, target_group: proxies }",
+                "  - { load_balancer: front, port: 8080, protocol: tcp, target_group: proxies }",
+            )]),
+        );
+        assert_eq!(
+            lines(&steps),
+            [
+                "load balancer front: listener 8080 -> target group proxies added (bound on every node first) (in place)",
+                "load balancer front: listener 3128 removed (stops accepting at once; its open flows drain) (in place)",
+            ]
         );
     }
 
