@@ -35,6 +35,10 @@ const ADMIT_OTHERS: (&str, &str) = (
 );
 
 const DELAY_2S: (&str, &str) = ("deregistration_delay: 1s", "deregistration_delay: 2s");
+const CHECK_300MS: (&str, &str) = (
+    "interval: 200ms, timeout: 200ms",
+    "interval: 300ms, timeout: 250ms, healthy_threshold: 3",
+);
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path = dir.path().join(name);
@@ -103,13 +107,14 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
     let sg = write(
         &files,
         "sg.yaml",
-        &stack(&[MAX_6, DESIRED_3, BLOCK, ADMIT_OTHERS, DELAY_2S]),
+        &stack(&[MAX_6, DESIRED_3, BLOCK, ADMIT_OTHERS, DELAY_2S, CHECK_300MS]),
     );
     let (code, out, err) = up.cli(&["apply", "-f", &sg, "--yes"]);
     assert_eq!(code, 0, "{out} {err}");
     assert!(
         out.contains("security group sg: ingress rules changed (the firewall is rewritten in one transaction) (in place)")
-            && out.contains("target group tg: deregistration delay 1s -> 2s (drains that begin from now) (in place)"),
+            && out.contains("target group tg: deregistration delay 1s -> 2s (drains that begin from now) (in place)")
+            && out.contains("target group tg: health check changed (from each node's next check) (in place)"),
         "{out}"
     );
     if up.status()["instances"][0]["protected"] == true {
@@ -138,6 +143,7 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
             BLOCK,
             ADMIT_OTHERS,
             DELAY_2S,
+            CHECK_300MS,
             ("    max: 6\n", "    max: 5\n"),
             (
                 "    port: 3128\n    deregistration_delay",
@@ -159,7 +165,7 @@ fn apply_changes_bounds_acls_and_security_groups_under_load_and_refuses_the_rest
         "{activity}"
     );
     println!(
-        "apply: bounds, an ACL (reloaded, {} instances kept), a security group applied under load: {} requests, {} failed; a target group's port change refused",
+        "apply: bounds, an ACL (reloaded, {} instances kept), a security group, a health check and a deregistration delay applied under load: {} requests, {} failed; a target group's port change refused",
         before.len(),
         report.ok,
         report.failed.len()
