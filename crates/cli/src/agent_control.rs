@@ -467,23 +467,12 @@ impl Control for AgentControl {
             tracing::warn!(error = %e, "apply: cannot record the change in the activity history");
         }
         // A template that changes more than its files rolls through its groups.
-        let rolled: Vec<&str> = steps
-            .iter()
-            .filter(|s| s.cost == proxyfleet_stack::plan::Cost::RollingReplacement)
-            .filter_map(|s| {
-                s.object
-                    .strip_prefix("launch template ")
-                    .or_else(|| s.object.strip_prefix("group "))
-            })
-            .collect();
         let mut refreshed = Vec::new();
-        for g in &next.groups {
-            if rolled.contains(&g.launch_template.as_str()) || rolled.contains(&g.name.as_str()) {
-                match self.refresh(&g.name, false, 90) {
-                    Ok(()) => refreshed.push(g.name.clone()),
-                    Err(e) => {
-                        tracing::warn!(group = %g.name, error = %e, "apply: the instance refresh did not start")
-                    }
+        for group in proxyfleet_stack::plan::refreshed_groups(&old, &next) {
+            match self.refresh(&group, false, 90) {
+                Ok(()) => refreshed.push(group),
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "apply: the instance refresh did not start")
                 }
             }
         }

@@ -78,7 +78,7 @@ fn failed_launch(i: &Instance) -> bool {
 /// plus `up`'s back-off for that many (1, 2, 4 … 16, then 30 s).
 /// Whether some node has found `i` healthy in every target group of `g` (since each
 /// registration); a target no node serves (Unused) cannot be judged and holds nothing back.
-pub fn passed_lb_health(snapshot: &Snapshot, g: &proxyfleet_stack::Group, i: &Instance) -> bool {
+fn passed_lb_health(snapshot: &Snapshot, g: &proxyfleet_stack::Group, i: &Instance) -> bool {
     g.target_groups.iter().all(|tg| {
         snapshot
             .target(tg, i.target_address())
@@ -750,7 +750,7 @@ impl<'a> Pass<'a> {
                         && i.reason
                             .as_ref()
                             .is_some_and(Cause::is_load_balancer_health),
-                    passed_lb_health: self.passed_lb_health(g, i),
+                    passed_lb_health: passed_lb_health(self.snapshot, g, i),
                     unhealthy,
                     launched_at: i.launched_at,
                 }
@@ -855,11 +855,6 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-    }
-
-    /// Whether some node has found the instance healthy in every target group of `g`.
-    fn passed_lb_health(&self, g: &proxyfleet_stack::Group, i: &Instance) -> bool {
-        passed_lb_health(self.snapshot, g, i)
     }
 
     /// The target-tracking policy's reading: the flows every node of the stack reports to the

@@ -208,6 +208,31 @@ pub fn plan(running: &Stack, next: &Stack) -> Vec<Step> {
     steps
 }
 
+/// The groups that going from `running` to `next` rolls through by an instance refresh (the
+/// plan's "rolling replacement" steps): another template, or their template changed more
+/// than a reload can take.
+pub fn refreshed_groups(running: &Stack, next: &Stack) -> Vec<String> {
+    next.groups
+        .iter()
+        .filter(|g| {
+            let Some(before) = running.group(&g.name) else {
+                return false;
+            };
+            if before.launch_template != g.launch_template {
+                return true;
+            }
+            match (
+                running.launch_template(&g.launch_template),
+                next.launch_template(&g.launch_template),
+            ) {
+                (Some(o), Some(n)) if o != n => template_change(o, n).1 == Cost::RollingReplacement,
+                _ => false,
+            }
+        })
+        .map(|g| g.name.clone())
+        .collect()
+}
+
 /// A load balancer's listeners, one step per port: added (to a target group it serves
 /// already) and removed are done on the running nodes; anything else is refused.
 fn listener_changes(
@@ -446,6 +471,11 @@ mod tests {
         assert_eq!(
             lines(&steps),
             ["launch template proxy: stop_timeout changed (an instance refresh of every group using it) (rolling replacement)"]
+        );
+        assert_eq!(refreshed_groups(&builtin(), &command), ["proxies"]);
+        assert!(
+            refreshed_groups(&builtin(), &acl).is_empty(),
+            "a reload, no refresh"
         );
     }
 
