@@ -108,11 +108,6 @@ impl Reloader {
     pub fn current(&self) -> Arc<Shared> {
         self.current.load_full()
     }
-
-    /// The addresses listening now.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.local_addrs()
-    }
 }
 
 impl Proxy {
