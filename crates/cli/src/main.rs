@@ -81,16 +81,42 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
+/// Changes the diagnostics' filter once a configuration says what it wants (squid.conf's
+/// `debug_options`); set only while `RUST_LOG` is unset, which always wins.
+static DIAGNOSTICS_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+fn init_diagnostics() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = tracing_subscriber::EnvFilter::try_from_default_env().ok();
+    let env_set = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+    if !env_set {
+        let _ = DIAGNOSTICS_FILTER.set(handle);
+    }
+}
+
+/// Sets the diagnostics' level (`error`, `info`, `debug`, ...) unless `RUST_LOG` did.
+pub fn set_diagnostics_level(level: &str) {
+    if let Some(handle) = DIAGNOSTICS_FILTER.get() {
+        let _ = handle.modify(|f| *f = tracing_subscriber::EnvFilter::new(level));
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_diagnostics();
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(args),
         Command::Up(args) => up::run(args),

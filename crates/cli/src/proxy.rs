@@ -42,6 +42,12 @@ pub fn run(args: ProxyArgs) -> Result<(), Failure> {
     if let Some(k) = args.signal {
         return signal_running(&config, &args.file, k);
     }
+    if let Some(level) = config.debug_level {
+        crate::set_diagnostics_level(config::debug_filter(level));
+    }
+    for (at, note) in &config.notes {
+        tracing::warn!("{at}: {note}");
+    }
     if args.check {
         println!(
             "{}: configuration OK ({} http_port)",

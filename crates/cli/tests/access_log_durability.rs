@@ -137,7 +137,7 @@ fn read_whole(stream: &mut TcpStream) -> Option<(u16, bool)> {
     Some((status, !head.contains("connection: close")))
 }
 
-/// The `?m=MARKER` of every access log line, checking that each line is whole: ten fields,
+/// The `/m=MARKER` (a path: `strip_query_terms` would cut a query) of every access log line, checking that each line is whole: ten fields,
 /// ended by a newline.
 fn logged_markers(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -151,7 +151,7 @@ fn logged_markers(path: &Path) -> Vec<String> {
             let fields: Vec<&str> = line.split_whitespace().collect();
             assert_eq!(fields.len(), 10, "not a whole Squid line: {line:?}");
             fields[6]
-                .split_once("?m=")
+                .split_once("/m=")
                 .map(|(_, m)| m.to_string())
                 .unwrap_or_else(|| fields[6].to_string())
         })
@@ -195,7 +195,7 @@ fn full_disk_drops_whole_lines_counts_them_and_never_replays() {
     let requests = 2_000;
     let mut served = 0;
     for i in 0..requests {
-        if client.get(&format!("{}/?m=before-{i}", origin.url())) == Got::Whole(200) {
+        if client.get(&format!("{}/m=before-{i}", origin.url())) == Got::Whole(200) {
             served += 1;
         }
     }
@@ -236,7 +236,7 @@ fn full_disk_drops_whole_lines_counts_them_and_never_replays() {
     std::fs::remove_file(&filler).expect("free space");
     for i in 0..20 {
         assert_eq!(
-            client.get(&format!("{}/?m=after-{i}", origin.url())),
+            client.get(&format!("{}/m=after-{i}", origin.url())),
             Got::Whole(200)
         );
     }
@@ -267,7 +267,7 @@ fn full_disk_with_refuse_serves_nothing_unlogged() {
     let mut client = Client::new(proxy.addr());
     let (mut whole_200, mut refused, mut cut) = (Vec::new(), 0, 0);
     for i in 0..2_000 {
-        match client.get(&format!("{}/?m=r-{i}", origin.url())) {
+        match client.get(&format!("{}/m=r-{i}", origin.url())) {
             Got::Whole(200) => whole_200.push(format!("r-{i}")),
             Got::Whole(503) => refused += 1,
             Got::Whole(other) => panic!("unexpected status {other}"),
@@ -294,7 +294,7 @@ fn full_disk_with_refuse_serves_nothing_unlogged() {
     // The first request after space returns is refused (its line is the probe), then serving
     // resumes.
     testkit::wait::until_true("serving to resume", Duration::from_secs(5), || {
-        client.get(&format!("{}/?m=back", origin.url())) == Got::Whole(200)
+        client.get(&format!("{}/m=back", origin.url())) == Got::Whole(200)
     });
     assert!(logged_markers(&log).contains(&"back".to_string()));
     assert_eq!(healthz(&proxy), 200);
@@ -322,7 +322,7 @@ fn kill_9_loses_no_line_of_an_answered_request() {
                             break;
                         }
                         let marker = format!("k{t}-{i}");
-                        match client.get(&format!("{url}/?m={marker}")) {
+                        match client.get(&format!("{url}/m={marker}")) {
                             Got::Whole(200) => answered.lock().unwrap().push(marker),
                             Got::Whole(other) => panic!("status {other}"),
                             Got::Cut => break,

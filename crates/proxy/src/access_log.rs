@@ -39,7 +39,16 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    pub fn format(&self) -> String {
+    /// `%ru` as logged: with `strip_query_terms` (Squid's default), everything after the
+    /// first `?` is left out (the `?` stays, as Squid writes it).
+    pub fn logged_url(&self, strip_query_terms: bool) -> &str {
+        match self.url.find('?') {
+            Some(at) if strip_query_terms => &self.url[..=at],
+            _ => &self.url,
+        }
+    }
+
+    pub fn format(&self, strip_query_terms: bool) -> String {
         let since = self.start.duration_since(UNIX_EPOCH).unwrap_or_default();
         let server = self
             .server
@@ -64,7 +73,7 @@ impl LogEntry {
             self.http_status,
             self.bytes,
             method,
-            self.url,
+            self.logged_url(strip_query_terms),
             self.hierarchy,
             server,
             mime
@@ -107,6 +116,7 @@ struct Target {
 pub struct AccessLogger {
     targets: Vec<Target>,
     policy: LogErrorPolicy,
+    strip_query_terms: bool,
     /// A write failed and none has succeeded since.
     failing: AtomicBool,
     /// Lines written, and dropped because a write failed (over all files); shared with the
@@ -142,10 +152,17 @@ impl AccessLogger {
         Ok(AccessLogger {
             targets,
             policy,
+            strip_query_terms: false,
             failing: AtomicBool::new(false),
             lines_written: Arc::default(),
             lines_dropped: Arc::default(),
         })
+    }
+
+    /// `strip_query_terms`: URLs are logged without their query (after the `?`).
+    pub fn stripping_query_terms(mut self, strip: bool) -> AccessLogger {
+        self.strip_query_terms = strip;
+        self
     }
 
     /// Counts on in `previous`'s counters (a reload's new logger).
@@ -171,7 +188,7 @@ impl AccessLogger {
         if self.targets.is_empty() {
             return true;
         }
-        let line = entry.format();
+        let line = entry.format(self.strip_query_terms);
         let mut all_written = true;
         for target in self.targets.iter().filter(|t| t.acls.matches(facts)) {
             if target.write(line.as_bytes()) {
@@ -325,6 +342,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strip_query_terms_keeps_the_question_mark() {
+        let mut entry = LogEntry {
+            start: UNIX_EPOCH,
+            elapsed: Duration::ZERO,
+            client: "127.20.0.5".parse().unwrap(),
+            squid_status: "TCP_MISS",
+            http_status: 200,
+            bytes: 1,
+            method: "GET".into(),
+            url: String::new(),
+            hierarchy: "HIER_NONE",
+            server: None,
+            mime: None,
+        };
+        entry.url = "http://h.test/p?token=secret&x=1".into();
+        assert_eq!(entry.logged_url(true), "http://h.test/p?");
+        assert_eq!(entry.logged_url(false), entry.url);
+        entry.url = "h.test:443".into();
+        assert_eq!(entry.logged_url(true), "h.test:443");
+    }
+
+    #[test]
     fn formats_like_squid() {
         let entry = LogEntry {
             start: UNIX_EPOCH + Duration::from_millis(1_795_596_876_783),
@@ -341,7 +380,7 @@ mod tests {
         };
         // The same transaction as Squid 5.7 logged it.
         assert_eq!(
-            entry.format(),
+            entry.format(false),
             "1795596876.783      2 127.20.0.5 TCP_MISS/200 794 GET http://127.30.0.10:8080/ - HIER_DIRECT/127.30.0.10 text/html\n"
         );
     }
@@ -362,7 +401,7 @@ mod tests {
             mime: None,
         };
         assert_eq!(
-            entry.format(),
+            entry.format(false),
             "0.000      0 ::1 NONE_NONE/000 0 - error:transaction-end-before-headers - HIER_NONE/- -\n"
         );
     }

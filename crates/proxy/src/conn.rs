@@ -437,7 +437,13 @@ impl ClientConn {
         t0: Instant,
     ) -> u64 {
         let config = &self.shared.config;
-        let page = error.response(&info.url, &config.visible_hostname, close);
+        let page = error.response(&crate::errors::Page {
+            url: &info.url,
+            hostname: &config.visible_hostname,
+            product: &self.shared.product,
+            close,
+            extra_headers: "",
+        });
         let (most, last) = page.split_at(page.len() - 1);
         let sent = write_all(&mut self.stream, most, config.read_timeout)
             .await

@@ -100,24 +100,29 @@ impl SquidError {
         }
     }
 
-    /// The whole response, head and body. `close` adds `Connection: close`.
-    pub fn response(self, url: &str, hostname: &str, close: bool) -> BytesMut {
+    /// The whole response, head and body, as `page` describes it.
+    pub fn response(self, page: &Page) -> BytesMut {
+        let Page {
+            url,
+            hostname,
+            product,
+            close,
+            extra_headers,
+        } = *page;
         let body = format!(
-            "<!DOCTYPE html>\n<html><head><title>ERROR: The requested URL could not be retrieved</title></head>\n<body>\n<h1>ERROR</h1>\n<h2>The requested URL could not be retrieved</h2>\n<p>While trying to retrieve the URL: <a href=\"{url}\">{url}</a></p>\n<p><b>{code}</b>: {text}</p>\n<hr>\n<p>Generated {date} by {host} (proxyfleet/{version})</p>\n</body></html>\n",
+            "<!DOCTYPE html>\n<html><head><title>ERROR: The requested URL could not be retrieved</title></head>\n<body>\n<h1>ERROR</h1>\n<h2>The requested URL could not be retrieved</h2>\n<p>While trying to retrieve the URL: <a href=\"{url}\">{url}</a></p>\n<p><b>{code}</b>: {text}</p>\n<hr>\n<p>Generated {date} by {host} ({product})</p>\n</body></html>\n",
             url = html_escape(url),
             code = self.code(),
             text = self.explanation(),
             date = httpdate::fmt_http_date(SystemTime::now()),
             host = html_escape(hostname),
-            version = env!("CARGO_PKG_VERSION"),
         );
         let mut out = BytesMut::with_capacity(body.len() + 400);
         let _ = write!(
             (&mut out).writer(),
-            "HTTP/1.1 {status} {reason}\r\nServer: proxyfleet/{version}\r\nMime-Version: 1.0\r\nDate: {date}\r\nContent-Type: text/html;charset=utf-8\r\nContent-Length: {len}\r\nX-Squid-Error: {code} {errno}\r\nVary: Accept-Language\r\nContent-Language: en\r\nConnection: {conn}\r\n\r\n",
+            "HTTP/1.1 {status} {reason}\r\nServer: {product}\r\nMime-Version: 1.0\r\nDate: {date}\r\nContent-Type: text/html;charset=utf-8\r\nContent-Length: {len}\r\nX-Squid-Error: {code} {errno}\r\nVary: Accept-Language\r\nContent-Language: en\r\n{extra_headers}Connection: {conn}\r\n\r\n",
             status = self.status(),
             reason = reason_phrase(self.status()),
-            version = env!("CARGO_PKG_VERSION"),
             date = httpdate::fmt_http_date(SystemTime::now()),
             len = body.len(),
             code = self.code(),
@@ -127,6 +132,19 @@ impl SquidError {
         out.put_slice(body.as_bytes());
         out
     }
+}
+
+/// What an error page says besides the error itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub url: &'a str,
+    pub hostname: &'a str,
+    /// `proxyfleet/VERSION`, or `proxyfleet` under `httpd_suppress_version_string on`.
+    pub product: &'a str,
+    /// Adds `Connection: close` (else `keep-alive`).
+    pub close: bool,
+    /// Whole header lines (each ending in CRLF), e.g. a 407's `Proxy-Authenticate`.
+    pub extra_headers: &'a str,
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -157,11 +175,19 @@ mod tests {
 
     #[test]
     fn response_has_squid_headers_and_escaped_url() {
-        let r = SquidError::ConnectFail(111).response("http://a/<x>", "px", true);
+        let r = SquidError::ConnectFail(111).response(&Page {
+            url: "http://a/<x>",
+            hostname: "px",
+            product: "proxyfleet",
+            close: true,
+            extra_headers: "X-Extra: 1\r\n",
+        });
         let text = String::from_utf8(r.to_vec()).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
         assert!(text.contains("\r\nX-Squid-Error: ERR_CONNECT_FAIL 111\r\n"));
-        assert!(text.contains("Connection: close\r\n\r\n"));
+        assert!(text.contains("\r\nX-Extra: 1\r\nConnection: close\r\n\r\n"));
+        assert!(text.contains("\r\nServer: proxyfleet\r\n"));
+        assert!(text.contains("by px (proxyfleet)</p>"));
         assert!(text.contains("http://a/&lt;x&gt;"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let len: usize = head

@@ -44,7 +44,10 @@ impl ClientConn {
         let shared = self.shared.clone();
         let config = &shared.config;
         // An unread request body would be taken for the next request: close instead.
-        let may_keep = framing == Framing::Length(0) && head.wants_keep_alive() && !self.draining();
+        let may_keep = framing == Framing::Length(0)
+            && head.wants_keep_alive()
+            && config.client_persistent_connections
+            && !self.draining();
         let next = if may_keep {
             Next::KeepAlive
         } else {
@@ -91,7 +94,9 @@ impl ClientConn {
         let req = ExchangeRequest {
             method: head.method(),
             framing,
-            client_keep_alive: head.wants_keep_alive() && !closes_after(&head),
+            client_keep_alive: head.wants_keep_alive()
+                && !closes_after(&head)
+                && config.client_persistent_connections,
             client_http10: head.minor_version == 0,
             draining: &shared.draining,
             port_closing: self.port_closing.clone(),
@@ -165,7 +170,7 @@ impl ClientConn {
             .await;
             return match outcome {
                 Outcome::Done(d) => {
-                    if d.origin_reusable {
+                    if d.origin_reusable && config.server_persistent_connections {
                         shared.pool.put(key, origin);
                     }
                     if !d.logged {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,6 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Idle connections kept per (origin, source address).
 const MAX_IDLE_PER_KEY: usize = 256;
-/// How long an idle origin connection is kept (Squid's server_idle_pconn_timeout default).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which idle connections can serve a request: same origin, same source address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,18 +26,39 @@ struct Idle {
 }
 
 /// Idle keep-alive connections to origins.
-#[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    /// `server_idle_pconn_timeout`, in milliseconds (a reload may change it).
+    idle_timeout_ms: AtomicU64,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            idle: Mutex::default(),
+            // Squid's server_idle_pconn_timeout default.
+            idle_timeout_ms: AtomicU64::new(60_000),
+        }
+    }
 }
 
 impl Pool {
+    pub fn set_idle_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.idle_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed))
+    }
+
     /// The most recently used idle connection for `key` that is still open.
     pub fn take(&self, key: &PoolKey) -> Option<TcpStream> {
+        let timeout = self.idle_timeout();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
         while let Some(entry) = list.pop() {
-            if entry.since.elapsed() < IDLE_TIMEOUT && is_open_and_quiet(&entry.stream) {
+            if entry.since.elapsed() < timeout && is_open_and_quiet(&entry.stream) {
                 return Some(entry.stream);
             }
         }
@@ -57,11 +77,13 @@ impl Pool {
         });
     }
 
-    /// Closes connections idle longer than [`IDLE_TIMEOUT`] or closed by the origin.
+    /// Closes connections idle longer than `server_idle_pconn_timeout` or closed by the
+    /// origin.
     pub fn sweep(&self) {
+        let timeout = self.idle_timeout();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|_, list| {
-            list.retain(|e| e.since.elapsed() < IDLE_TIMEOUT && is_open_and_quiet(&e.stream));
+            list.retain(|e| e.since.elapsed() < timeout && is_open_and_quiet(&e.stream));
             !list.is_empty()
         });
     }

@@ -33,8 +33,13 @@ pub struct Resolver {
 const MAX_NEGATIVE: usize = 10_000;
 
 impl Resolver {
-    /// `nameservers` empty: the system's resolv.conf.
-    pub fn new(nameservers: &[IpAddr], negative_ttl: Duration) -> Result<Resolver, DnsError> {
+    /// `nameservers` empty: the system's resolv.conf. `positive_ttl` caps how long an
+    /// answer is cached (`positive_dns_ttl`), whatever its records' TTL.
+    pub fn new(
+        nameservers: &[IpAddr],
+        positive_ttl: Duration,
+        negative_ttl: Duration,
+    ) -> Result<Resolver, DnsError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = if nameservers.is_empty() {
             TokioResolver::builder(provider.clone()).unwrap_or_else(|e| {
@@ -55,6 +60,7 @@ impl Resolver {
         opts.timeout = Duration::from_secs(5);
         opts.attempts = 2;
         opts.use_hosts_file = ResolveHosts::Always;
+        opts.positive_max_ttl = Some(positive_ttl);
         let inner = builder.build().map_err(|e| DnsError {
             host: String::new(),
             reason: e.to_string(),

@@ -31,6 +31,8 @@ pub struct Stats {
 /// idle origin connections, draining), which a reload carries over to the next one.
 pub struct Shared {
     pub config: Config,
+    /// `proxyfleet/VERSION` (or without the version: `httpd_suppress_version_string`).
+    pub product: String,
     pub resolver: Resolver,
     pub pool: Arc<Pool>,
     pub log: AccessLogger,
@@ -199,18 +201,20 @@ impl Shared {
         own_addrs: Vec<SocketAddr>,
         carry: Option<&Shared>,
     ) -> Result<Shared, StartError> {
-        let mut log = AccessLogger::open(&config.access_logs, config.logfile_error_policy)?;
+        let mut log = AccessLogger::open(&config.access_logs, config.logfile_error_policy)?
+            .stripping_query_terms(config.strip_query_terms);
         if let Some(previous) = carry {
             log = log.counting_on(&previous.log);
         }
-        let resolver = Resolver::new(&config.dns_nameservers, config.negative_dns_ttl)?;
-        let via = config.via.then(|| {
-            format!(
-                "1.1 {} (proxyfleet/{})",
-                config.visible_hostname,
-                env!("CARGO_PKG_VERSION")
-            )
-        });
+        let resolver = Resolver::new(
+            &config.dns_nameservers,
+            config.positive_dns_ttl,
+            config.negative_dns_ttl,
+        )?;
+        let product = config.product();
+        let via = config
+            .via
+            .then(|| format!("1.1 {} ({product})", config.visible_hostname));
         let rewrite = RequestRewrite {
             via,
             forwarded_for: config.forwarded_for,
@@ -222,10 +226,13 @@ impl Shared {
             }
             _ => config.client_ip_max_connections.map(PerSourceLimit::new),
         };
+        let pool = carry.map_or_else(Arc::default, |c: &Shared| c.pool.clone());
+        pool.set_idle_timeout(config.server_idle_pconn_timeout);
         Ok(Shared {
             config,
+            product,
             resolver,
-            pool: carry.map_or_else(Arc::default, |c| c.pool.clone()),
+            pool,
             log,
             rewrite,
             draining: carry.map_or_else(Arc::default, |c| c.draining.clone()),

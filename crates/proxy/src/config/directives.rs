@@ -54,7 +54,9 @@ impl Parser {
         Ok(())
     }
 
-    /// `forwarded_for on|off|transparent|delete|truncate` (Squid ignores case here).
+    /// `forwarded_for on|off|transparent|delete|truncate` (case is ignored). Squid keeps the
+    /// word as a string and treats any other word (`yes`, Squid 2's spellings) as `delete`:
+    /// so does proxyfleet, with a note at start-up.
     pub(super) fn forwarded_for(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let t = d.arg(0, "'on', 'off', 'transparent', 'delete' or 'truncate'")?;
         d.no_more(1)?;
@@ -65,26 +67,16 @@ impl Parser {
             "delete" => ForwardedFor::Delete,
             "truncate" => ForwardedFor::Truncate,
             _ => {
-                return Err(d.error(
-                    t,
+                self.notes.push((
+                    d.location_of(t),
                     format!(
-                        "expected 'on', 'off', 'transparent', 'delete' or 'truncate', found '{}'",
+                        "forwarded_for '{}' is not on, off, transparent, delete or truncate: \
+                         as in Squid, X-Forwarded-For is removed (delete)",
                         t.text
                     ),
-                ))
+                ));
+                ForwardedFor::Delete
             }
-        };
-        Ok(())
-    }
-
-    /// `via on|off`; like Squid, also the deprecated `enable` / `disable`.
-    pub(super) fn via(&mut self, d: &Directive) -> Result<(), ConfigError> {
-        let t = d.arg(0, "'on' or 'off'")?;
-        d.no_more(1)?;
-        self.via = match t.text.as_str() {
-            "on" | "enable" => true,
-            "off" | "disable" => false,
-            _ => return Err(d.error(t, format!("expected 'on' or 'off', found '{}'", t.text))),
         };
         Ok(())
     }
@@ -441,11 +433,6 @@ mod tests {
         assert!(!parse_ok("via off").via);
         assert!(parse_ok("via off\nvia enable").via);
         let cases = [
-            (
-                "forwarded_for maybe",
-                "1:15: forwarded_for: expected 'on', 'off', 'transparent', 'delete' or \
-                 'truncate', found 'maybe'",
-            ),
             ("via", "1:4: via: missing 'on' or 'off'"),
             ("via yes", "1:5: via: expected 'on' or 'off', found 'yes'"),
             ("via on off", "1:8: via: unexpected extra argument 'off'"),

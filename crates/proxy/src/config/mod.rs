@@ -28,11 +28,13 @@ mod parse;
 mod read;
 #[cfg(test)]
 mod test_support;
+mod tuning;
 mod units;
 
 use std::path::{Path, PathBuf};
 
 pub use model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
+pub use tuning::debug_filter;
 pub use read::{
     read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_CONFIG_TOTAL_BYTES,
     MAX_STACK_FILE_BYTES,
@@ -82,6 +84,79 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "address order comes from the resolver (Squid 5 ignores it too)",
     ),
     ("hosts_file", "/etc/hosts is always read"),
+    ("no_cache", "the old name of `cache`: proxyfleet does not cache"),
+    ("negative_ttl", "how long Squid caches error replies: proxyfleet does not cache"),
+    ("range_offset_limit", "proxyfleet does not cache: ranges are passed to the origin"),
+    ("quick_abort_min", "proxyfleet does not cache: a transfer its client abandons stops"),
+    ("quick_abort_max", "proxyfleet does not cache: a transfer its client abandons stops"),
+    ("quick_abort_pct", "proxyfleet does not cache: a transfer its client abandons stops"),
+    ("broken_vary_encoding", "proxyfleet does not cache"),
+    ("collapsed_forwarding", "proxyfleet does not cache"),
+    ("offline_mode", "proxyfleet does not cache"),
+    ("store_avg_object_size", "proxyfleet does not cache"),
+    ("store_objects_per_bucket", "proxyfleet does not cache"),
+    ("memory_cache_mode", "proxyfleet does not cache"),
+    ("memory_cache_shared", "proxyfleet does not cache"),
+    ("reload_into_ims", "proxyfleet does not cache"),
+    ("icp_access", "no ICP: there are no sibling caches"),
+    ("htcp_access", "no HTCP: there are no sibling caches"),
+    ("htcp_clr_access", "no HTCP: there are no sibling caches"),
+    ("icp_hit_stale", "no ICP: there are no sibling caches"),
+    ("log_icp_queries", "no ICP: there are no sibling caches"),
+    ("snmp_access", "no SNMP agent"),
+    ("snmp_incoming_address", "no SNMP agent"),
+    ("snmp_outgoing_address", "no SNMP agent"),
+    (
+        "hierarchy_stoplist",
+        "obsolete: Squid 5 reports it and goes on without it",
+    ),
+    (
+        "pipeline_prefetch",
+        "pipelined requests are read and answered one after another",
+    ),
+    (
+        "client_db",
+        "no per-client statistics table (the metrics count per instance)",
+    ),
+    (
+        "ignore_unknown_nameservers",
+        "answers are only ever taken from the name server that was asked",
+    ),
+    (
+        "half_closed_clients",
+        "not tunable: how half-closed connections are handled is fixed",
+    ),
+    ("memory_pools", "memory is not pooled the way Squid pools it"),
+    ("memory_pools_limit", "memory is not pooled the way Squid pools it"),
+    (
+        "cache_mgr",
+        "error pages name no administrator's address",
+    ),
+    ("mail_from", "no mail is sent"),
+    ("mail_program", "no mail is sent"),
+    (
+        "error_directory",
+        "error pages are proxyfleet's own (English, with Squid's X-Squid-Error codes)",
+    ),
+    (
+        "error_default_language",
+        "error pages are proxyfleet's own (English, with Squid's X-Squid-Error codes)",
+    ),
+    (
+        "dns_retransmit_interval",
+        "the resolver's own retry schedule (5 s a try, 2 tries) is used",
+    ),
+    (
+        "dns_timeout",
+        "the resolver's own retry schedule (5 s a try, 2 tries) is used",
+    ),
+    ("ipcache_size", "the resolver's cache sizes itself"),
+    ("ipcache_low", "the resolver's cache sizes itself"),
+    ("ipcache_high", "the resolver's cache sizes itself"),
+    ("fqdncache_size", "no reverse lookups are made"),
+    ("client_netmask", "the access log shows whole client addresses"),
+    ("umask", "log files are created 0640 whatever the umask"),
+    ("max_open_disk_fds", "no disk cache"),
 ];
 
 /// A configuration problem and where it is.

@@ -129,12 +129,43 @@ pub struct Config {
     /// `client_ip_max_connections N`: open connections per client address at most (the
     /// PROXY header's client where there is one); `None` (Squid's `-1`, the default): no cap.
     pub client_ip_max_connections: Option<usize>,
+    /// `strip_query_terms` (default on): the access log shows URLs cut after their `?`.
+    pub strip_query_terms: bool,
+    /// `httpd_suppress_version_string` (default off): error pages, `Server` and `Via` name
+    /// `proxyfleet` without its version.
+    pub httpd_suppress_version_string: bool,
+    /// `client_persistent_connections` (default on): off closes every client connection
+    /// after its response.
+    pub client_persistent_connections: bool,
+    /// `server_persistent_connections` (default on): off uses each origin connection once.
+    pub server_persistent_connections: bool,
+    /// `server_idle_pconn_timeout` (old name `pconn_timeout`, default 1 minute): how long an
+    /// idle origin connection is kept for reuse.
+    pub server_idle_pconn_timeout: Duration,
+    /// `positive_dns_ttl` (default 6 hours): the longest a resolved name is cached, whatever
+    /// its record's TTL says.
+    pub positive_dns_ttl: Duration,
+    /// `debug_options ALL,N`: Squid's debug level, which sets the diagnostics' level when
+    /// `RUST_LOG` does not ([`crate::config::debug_filter`]).
+    pub debug_level: Option<u8>,
+    /// Things start-up should warn about: a line accepted with a meaning the user may not
+    /// expect (Squid's own warnings, and where proxyfleet differs).
+    pub notes: Vec<(Location, String)>,
     /// Directives accepted without effect (cache and other Squid-only tuning), with where
     /// they were seen, so start-up can say once that they are ignored.
     pub ignored: Vec<(String, Location)>,
 }
 
 impl Config {
+    /// What error pages, `Server` and `Via` call this proxy.
+    pub fn product(&self) -> String {
+        if self.httpd_suppress_version_string {
+            "proxyfleet".to_string()
+        } else {
+            concat!("proxyfleet/", env!("CARGO_PKG_VERSION")).to_string()
+        }
+    }
+
     /// The most client connections served at once: half of `max_filedescriptors`, since each
     /// may need a second descriptor for its origin. A load balancer in front sends at most
     /// this many flows to the instance (its default `target_max_connections`).

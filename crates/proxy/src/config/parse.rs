@@ -157,7 +157,15 @@ pub(super) struct Parser {
     pub guard_deny: Vec<ipnet::IpNet>,
     pub negative_dns_ttl: Duration,
     pub client_ip_max_connections: Option<usize>,
+    pub strip_query_terms: bool,
+    pub httpd_suppress_version_string: bool,
+    pub client_persistent_connections: bool,
+    pub server_persistent_connections: bool,
+    pub server_idle_pconn_timeout: Duration,
+    pub positive_dns_ttl: Duration,
+    pub debug_level: Option<u8>,
     pub ignored: Vec<(String, Location)>,
+    pub notes: Vec<(Location, String)>,
 }
 
 impl Parser {
@@ -203,7 +211,15 @@ impl Parser {
             guard_deny: Vec::new(),
             negative_dns_ttl: Duration::from_secs(60),
             client_ip_max_connections: None,
+            strip_query_terms: true,
+            httpd_suppress_version_string: false,
+            client_persistent_connections: true,
+            server_persistent_connections: true,
+            server_idle_pconn_timeout: Duration::from_secs(60),
+            positive_dns_ttl: Duration::from_secs(6 * 60 * 60),
+            debug_level: None,
             ignored: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -263,9 +279,15 @@ impl Parser {
             "http_access" => self.access_rule(d, false),
             "proxy_protocol_access" => self.access_rule(d, true),
             "tcp_outgoing_address" => self.tcp_outgoing_address(d),
-            "access_log" => self.access_log(d),
+            // Squid 2's name, still accepted by Squid 5.
+            "access_log" | "cache_access_log" => self.access_log(d),
             "forwarded_for" => self.forwarded_for(d),
-            "via" => self.via(d),
+            "via"
+            | "strip_query_terms"
+            | "httpd_suppress_version_string"
+            | "client_persistent_connections"
+            | "server_persistent_connections" => self.flag(d),
+            "debug_options" => self.debug_options(d),
             "request_header_max_size" | "reply_header_max_size" => self.size(d),
             "connect_timeout"
             | "read_timeout"
@@ -273,7 +295,10 @@ impl Parser {
             | "client_idle_pconn_timeout"
             | "client_lifetime"
             | "shutdown_lifetime"
-            | "negative_dns_ttl" => self.time(d),
+            | "negative_dns_ttl"
+            | "positive_dns_ttl"
+            | "pconn_timeout"
+            | "server_idle_pconn_timeout" => self.time(d),
             "visible_hostname" => self.visible_hostname(d),
             "pid_filename" => self.pid_filename(d),
             "dns_nameservers" => self.dns_nameservers(d),
@@ -303,6 +328,9 @@ impl Parser {
             "client_lifetime" => &mut self.client_lifetime,
             "shutdown_lifetime" => &mut self.shutdown_lifetime,
             "negative_dns_ttl" => &mut self.negative_dns_ttl,
+            "positive_dns_ttl" => &mut self.positive_dns_ttl,
+            // Squid 5's `pconn_timeout` is the old name of `server_idle_pconn_timeout`.
+            "pconn_timeout" | "server_idle_pconn_timeout" => &mut self.server_idle_pconn_timeout,
             _ => unreachable!("not a time directive: {name}"),
         }
     }
@@ -479,7 +507,15 @@ impl Parser {
             logfile_error_policy: self.logfile_error_policy,
             negative_dns_ttl: self.negative_dns_ttl,
             client_ip_max_connections: self.client_ip_max_connections,
+            strip_query_terms: self.strip_query_terms,
+            httpd_suppress_version_string: self.httpd_suppress_version_string,
+            client_persistent_connections: self.client_persistent_connections,
+            server_persistent_connections: self.server_persistent_connections,
+            server_idle_pconn_timeout: self.server_idle_pconn_timeout,
+            positive_dns_ttl: self.positive_dns_ttl,
+            debug_level: self.debug_level,
             ignored: self.ignored,
+            notes: self.notes,
         })
     }
 
