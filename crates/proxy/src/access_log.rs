@@ -36,6 +36,8 @@ pub struct LogEntry {
     pub server: Option<IpAddr>,
     /// `%mt`: the reply's media type without parameters.
     pub mime: Option<String>,
+    /// `%un`: the user name the client logged in as.
+    pub user: Option<String>,
 }
 
 impl LogEntry {
@@ -64,7 +66,7 @@ impl LogEntry {
             &self.method
         };
         format!(
-            "{}.{:03} {:>6} {} {}/{:03} {} {} {} - {}/{} {}\n",
+            "{}.{:03} {:>6} {} {}/{:03} {} {} {} {} {}/{} {}\n",
             since.as_secs(),
             since.subsec_millis(),
             self.elapsed.as_millis(),
@@ -74,6 +76,7 @@ impl LogEntry {
             self.bytes,
             method,
             self.logged_url(strip_query_terms),
+            self.user.as_deref().unwrap_or("-"),
             self.hierarchy,
             server,
             mime
@@ -355,6 +358,7 @@ mod tests {
             hierarchy: "HIER_NONE",
             server: None,
             mime: None,
+            user: None,
         };
         entry.url = "http://h.test/p?token=secret&x=1".into();
         assert_eq!(entry.logged_url(true), "http://h.test/p?");
@@ -377,6 +381,7 @@ mod tests {
             hierarchy: "HIER_DIRECT",
             server: Some("127.30.0.10".parse().unwrap()),
             mime: media_type(b"text/html; charset=utf-8"),
+            user: None,
         };
         // The same transaction as Squid 5.7 logged it.
         assert_eq!(
@@ -399,6 +404,7 @@ mod tests {
             hierarchy: "HIER_NONE",
             server: None,
             mime: None,
+            user: None,
         };
         assert_eq!(
             entry.format(false),

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::access_log::LogEntry;
-use crate::acl::Facts;
+use crate::acl::{Check, Facts, Login};
 use crate::errors::SquidError;
 use crate::http::body::{write_all, CopyError};
 use crate::http::head::{request_framing, Head, HeadError};
@@ -32,6 +32,17 @@ pub struct RequestInfo {
     pub port: u16,
     pub path: String,
     pub dst_ips: Vec<IpAddr>,
+    /// Who the client proved to be (`proxy_auth`), once asked.
+    pub login: LoginState,
+}
+
+/// The owned form of [`crate::acl::Login`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LoginState {
+    #[default]
+    Unchecked,
+    Failed,
+    User(String),
 }
 
 impl RequestInfo {
@@ -44,6 +55,20 @@ impl RequestInfo {
             port: self.port,
             path: &self.path,
             dst_ips: &self.dst_ips,
+            url: &self.url,
+            login: match &self.login {
+                LoginState::Unchecked => Login::Unchecked,
+                LoginState::Failed => Login::Failed,
+                LoginState::User(user) => Login::User(user),
+            },
+        }
+    }
+
+    /// `%un`: the user name, when the client logged in.
+    pub fn user(&self) -> Option<&str> {
+        match &self.login {
+            LoginState::User(user) => Some(user),
+            _ => None,
         }
     }
 }
@@ -317,7 +342,7 @@ impl ClientConn {
                     port,
                     ..Default::default()
                 };
-                self.tunnel(info, start, t0).await
+                self.tunnel(&head, info, start, t0).await
             }
             Target::Absolute {
                 scheme,
@@ -332,7 +357,7 @@ impl ClientConn {
                     host,
                     port,
                     path: path_and_query,
-                    dst_ips: Vec::new(),
+                    ..Default::default()
                 };
                 if info.scheme != "http" {
                     self.reply_error(
@@ -442,7 +467,10 @@ impl ClientConn {
             hostname: &config.visible_hostname,
             product: &self.shared.product,
             close,
-            extra_headers: "",
+            extra_headers: match (error, &self.shared.auth) {
+                (SquidError::CacheAccessDenied, Some(auth)) => auth.challenge(),
+                _ => "",
+            },
         });
         let (most, last) = page.split_at(page.len() - 1);
         let sent = write_all(&mut self.stream, most, config.read_timeout)
@@ -488,6 +516,7 @@ impl ClientConn {
             },
             server,
             mime: None,
+            user: info.user().map(str::to_string),
         }
     }
 
@@ -501,11 +530,20 @@ impl ClientConn {
     /// (resolved once: what is judged is what will be dialed) and the destination guard on
     /// every one of them. A name that does not resolve fails closed. The host is looked up
     /// only when `http_access` does not deny without it.
-    pub(crate) async fn admit(&self, info: &mut RequestInfo) -> Admission {
+    pub(crate) async fn admit(&self, info: &mut RequestInfo, head: &Head) -> Admission {
         let rules = &self.shared.config.http_access;
-        let decided = rules.allows_without_lookup(&info.facts(self.client));
-        if decided == Some(false) {
-            return Admission::Denied(Denial::Rules);
+        loop {
+            match rules.check(&info.facts(self.client)) {
+                Check::Allow => break,
+                Check::Deny(_) => return Admission::Denied(Denial::Rules),
+                Check::Challenge => return Admission::Challenge,
+                Check::NeedsDst => match self.shared.resolver.resolve(&info.host).await {
+                    Ok(ips) if !ips.is_empty() => info.dst_ips = canonical_addresses(ips),
+                    Ok(_) => return Admission::Denied(Denial::Rules),
+                    Err(e) => return Admission::DnsFailed(e),
+                },
+                Check::NeedsLogin => info.login = self.log_in(head).await,
+            }
         }
         if info.dst_ips.is_empty() {
             match self.shared.resolver.resolve(&info.host).await {
@@ -513,14 +551,26 @@ impl ClientConn {
                 Err(e) => return Admission::DnsFailed(e),
             }
         }
-        if decided.is_none() && !rules.allows(&info.facts(self.client)) {
-            return Admission::Denied(Denial::Rules);
-        }
         let guard = &self.shared.config.destination_guard;
         if let Some((ip, why)) = guard.refuses(&info.dst_ips, info.port, &self.shared.own_addrs) {
             return Admission::Denied(Denial::Guard(ip, why));
         }
         Admission::Allowed
+    }
+
+    /// Checks the request's credentials with `auth_param basic`'s helper.
+    async fn log_in(&self, head: &Head) -> LoginState {
+        let Some(auth) = &self.shared.auth else {
+            return LoginState::Failed;
+        };
+        match auth.check(head).await {
+            crate::auth::Outcome::User(user) => LoginState::User(user),
+            crate::auth::Outcome::Rejected => LoginState::Failed,
+            crate::auth::Outcome::Unavailable(why) => {
+                tracing::error!(client = %self.client, reason = %why, "basic auth helper could not check credentials: refused");
+                LoginState::Failed
+            }
+        }
     }
 
     /// The cache log's line for a refused request: why, in words.
@@ -545,6 +595,8 @@ pub(crate) enum Admission {
     /// `info.dst_ips` holds the judged addresses: dial only those.
     Allowed,
     Denied(Denial),
+    /// A `proxy_auth` ACL wants (other) credentials: 407.
+    Challenge,
     DnsFailed(crate::resolve::DnsError),
 }
 

@@ -12,6 +12,8 @@ use crate::http::head::FramingError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SquidError {
     AccessDenied,
+    /// 407: credentials needed (`proxy_auth`), with `Proxy-Authenticate`.
+    CacheAccessDenied,
     /// With the connect(2) errno (111 = refused, 110 = timed out).
     ConnectFail(i32),
     DnsFail,
@@ -46,6 +48,7 @@ impl SquidError {
     pub fn status(self) -> u16 {
         match self {
             SquidError::AccessDenied => 403,
+            SquidError::CacheAccessDenied => 407,
             SquidError::ConnectFail(_)
             | SquidError::DnsFail
             | SquidError::ShuttingDown
@@ -62,6 +65,7 @@ impl SquidError {
     pub fn code(self) -> &'static str {
         match self {
             SquidError::AccessDenied => "ERR_ACCESS_DENIED",
+            SquidError::CacheAccessDenied => "ERR_CACHE_ACCESS_DENIED",
             SquidError::ConnectFail(_) => "ERR_CONNECT_FAIL",
             SquidError::DnsFail => "ERR_DNS_FAIL",
             SquidError::ReadTimeout => "ERR_READ_TIMEOUT",
@@ -86,6 +90,7 @@ impl SquidError {
     fn explanation(self) -> &'static str {
         match self {
             SquidError::AccessDenied => "Access control configuration prevents your request from being allowed at this time.",
+            SquidError::CacheAccessDenied => "Sorry, you are not currently allowed to request this URL until you have authenticated yourself.",
             SquidError::ConnectFail(_) => "The system returned an error while connecting to the remote host.",
             SquidError::DnsFail => "Unable to determine IP address from host name.",
             SquidError::ReadTimeout => "The system timed out while waiting for the remote host.",

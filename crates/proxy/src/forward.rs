@@ -57,10 +57,16 @@ impl ClientConn {
         let admission = if via_names(&head, &config.visible_hostname) {
             Admission::Denied(Denial::Loop)
         } else {
-            self.admit(&mut info).await
+            self.admit(&mut info, &head).await
         };
         match admission {
             Admission::Allowed => {}
+            Admission::Challenge => {
+                let refusal = (SquidError::CacheAccessDenied, "TCP_DENIED");
+                self.reply_failure(refusal, !may_keep, None, &info, (start, t0))
+                    .await;
+                return next;
+            }
             Admission::Denied(denial) => {
                 self.log_denial(&info, denial);
                 let refusal = (SquidError::AccessDenied, "TCP_DENIED");

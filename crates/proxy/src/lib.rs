@@ -10,16 +10,20 @@
 //! - a request is parsed by [`http`], then either forwarded ([`forward`]: [`resolve`], an
 //!   [`origin`] connection, one [`exchange`]), tunnelled ([`tunnel`], for CONNECT), answered
 //!   as the health check, or refused with a Squid-style page from [`errors`];
+//! - [`auth`] checks `Proxy-Authorization` with Squid's helpers ([`helper`]) when a
+//!   `proxy_auth` ACL asks who the client is;
 //! - every transaction ends as one [`access_log`] line in Squid's native format.
 
 pub mod access_log;
 pub mod acl;
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod errors;
 pub mod exchange;
 pub mod forward;
 pub mod guard;
+pub mod helper;
 pub mod http;
 pub mod listeners;
 pub mod origin;

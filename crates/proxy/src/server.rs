@@ -34,6 +34,8 @@ pub struct Shared {
     /// `proxyfleet/VERSION` (or without the version: `httpd_suppress_version_string`).
     pub product: String,
     pub resolver: Resolver,
+    /// `auth_param basic`, with its helpers running.
+    pub auth: Option<Arc<crate::auth::BasicScheme>>,
     pub pool: Arc<Pool>,
     pub log: AccessLogger,
     pub rewrite: RequestRewrite,
@@ -51,6 +53,12 @@ pub enum StartError {
     #[error("cannot listen on {addr} (http_port at {location}): {source}")]
     Bind {
         addr: SocketAddr,
+        location: String,
+        source: std::io::Error,
+    },
+    #[error("cannot run helper {program} (auth_param basic program at {location}): {source}")]
+    Helper {
+        program: String,
         location: String,
         source: std::io::Error,
     },
@@ -212,6 +220,23 @@ impl Shared {
             config.negative_dns_ttl,
         )?;
         let product = config.product();
+        let auth = match &config.basic_auth {
+            Some(basic) => {
+                let program = &basic.helper.argv[0];
+                if let Err(e) = std::fs::metadata(program) {
+                    return Err(StartError::Helper {
+                        program: program.clone(),
+                        location: basic
+                            .location
+                            .as_ref()
+                            .map_or_else(String::new, ToString::to_string),
+                        source: e,
+                    });
+                }
+                Some(Arc::new(crate::auth::BasicScheme::start(basic.clone())))
+            }
+            None => None,
+        };
         let via = config
             .via
             .then(|| format!("1.1 {} ({product})", config.visible_hostname));
@@ -232,6 +257,7 @@ impl Shared {
             config,
             product,
             resolver,
+            auth,
             pool,
             log,
             rewrite,

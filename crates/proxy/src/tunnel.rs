@@ -16,14 +16,21 @@ const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 impl ClientConn {
     pub(crate) async fn tunnel(
         &mut self,
+        head: &crate::http::head::Head,
         mut info: RequestInfo,
         start: SystemTime,
         t0: Instant,
     ) -> Next {
         let shared = self.shared.clone();
         let config = &shared.config;
-        match self.admit(&mut info).await {
+        match self.admit(&mut info, head).await {
             Admission::Allowed => {}
+            Admission::Challenge => {
+                let entry = self.entry(&info, start, ("TCP_DENIED", 407), None);
+                self.send_error(SquidError::CacheAccessDenied, true, &info, entry, t0)
+                    .await;
+                return Next::Close;
+            }
             Admission::Denied(denial) => {
                 self.log_denial(&info, denial);
                 let entry = self.entry(&info, start, ("TCP_DENIED", 403), None);

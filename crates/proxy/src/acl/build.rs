@@ -25,6 +25,14 @@ pub enum AclType {
     Port,
     Method,
     Proto,
+    /// `url_regex`: the whole URL (`host:port` for CONNECT).
+    UrlRegex,
+    /// `urlpath_regex`: the path and query, without scheme and host.
+    UrlPathRegex,
+    /// `proxy_auth REQUIRED|USER...`: who the client proved to be (`auth_param`).
+    ProxyAuth,
+    /// `proxy_auth_regex`: the same, user names matched by patterns.
+    ProxyAuthRegex,
     /// Only the built-in `manager` ACL has it (Squid 5 defines it with `url_regex`, which
     /// squid.conf files here cannot use).
     Manager,
@@ -42,6 +50,10 @@ impl AclType {
         AclType::Port,
         AclType::Method,
         AclType::Proto,
+        AclType::UrlRegex,
+        AclType::UrlPathRegex,
+        AclType::ProxyAuth,
+        AclType::ProxyAuthRegex,
     ];
 
     pub fn from_name(name: &str) -> Option<AclType> {
@@ -57,6 +69,10 @@ impl AclType {
             AclType::Port => "port",
             AclType::Method => "method",
             AclType::Proto => "proto",
+            AclType::UrlRegex => "url_regex",
+            AclType::UrlPathRegex => "urlpath_regex",
+            AclType::ProxyAuth => "proxy_auth",
+            AclType::ProxyAuthRegex => "proxy_auth_regex",
             AclType::Manager => "url_regex",
             AclType::Protected => "dst",
         }
@@ -68,6 +84,11 @@ impl AclType {
     pub fn accepts_flag(self, opt: &str) -> bool {
         match self {
             AclType::DstDomRegex => matches!(opt, "-i" | "+i" | "-n"),
+            AclType::UrlRegex | AclType::UrlPathRegex | AclType::ProxyAuthRegex => {
+                matches!(opt, "-i" | "+i")
+            }
+            // Case-insensitive user names.
+            AclType::ProxyAuth => opt == "-i",
             AclType::Dst | AclType::DstDomain => opt == "-n",
             _ => false,
         }
@@ -75,7 +96,18 @@ impl AclType {
 
     /// Whether `-i` / `+i` between values switch case sensitivity for the following values.
     pub fn is_regex(self) -> bool {
-        self == AclType::DstDomRegex
+        matches!(
+            self,
+            AclType::DstDomRegex
+                | AclType::UrlRegex
+                | AclType::UrlPathRegex
+                | AclType::ProxyAuthRegex
+        )
+    }
+
+    /// Whether matching needs to know who the client is (`auth_param`).
+    pub fn needs_login(self) -> bool {
+        matches!(self, AclType::ProxyAuth | AclType::ProxyAuthRegex)
     }
 }
 
@@ -95,6 +127,12 @@ enum Values {
     Regex(Vec<String>),
     Ports(Vec<(u16, u16)>),
     Words(Vec<Box<str>>),
+    /// `proxy_auth`: `REQUIRED` (any user who logged in) or user names (lowercased when
+    /// `-i` was given: then compared ignoring case).
+    Users {
+        required: bool,
+        names: Vec<(Box<str>, bool)>,
+    },
     Manager,
     Protected,
 }
@@ -104,7 +142,14 @@ impl AclBuilder {
         let values = match ty {
             AclType::Src | AclType::Dst => Values::Ip(IpSet::default()),
             AclType::DstDomain => Values::Domain(DomainSet::default()),
-            AclType::DstDomRegex => Values::Regex(Vec::new()),
+            AclType::DstDomRegex
+            | AclType::UrlRegex
+            | AclType::UrlPathRegex
+            | AclType::ProxyAuthRegex => Values::Regex(Vec::new()),
+            AclType::ProxyAuth => Values::Users {
+                required: false,
+                names: Vec::new(),
+            },
             AclType::Port => Values::Ports(Vec::new()),
             AclType::Method | AclType::Proto => Values::Words(Vec::new()),
             AclType::Manager => Values::Manager,
@@ -159,6 +204,16 @@ impl AclBuilder {
                 words.push(word);
                 Ok(())
             }
+            Values::Users { required, names } => {
+                if value == "REQUIRED" {
+                    *required = true;
+                } else if icase {
+                    names.push((value.to_lowercase().into(), true));
+                } else {
+                    names.push((value.into(), false));
+                }
+                Ok(())
+            }
             Values::Manager => Err("the built-in 'manager' ACL takes no values".to_owned()),
             Values::Protected => Err("the built-in 'to_protected' ACL takes no values: use \
                  destination_guard_deny or destination_guard_allow"
@@ -172,10 +227,20 @@ impl AclBuilder {
             (AclType::Src, Values::Ip(set)) => Kind::Src(set),
             (AclType::Dst, Values::Ip(set)) => Kind::Dst(set),
             (_, Values::Domain(set)) => Kind::DstDomain(set),
-            (_, Values::Regex(patterns)) => Kind::DstDomRegex(
-                RegexSet::new(&patterns)
-                    .map_err(|e| format!("acl '{}': {}", self.name, regex_reason(&e)))?,
-            ),
+            (ty, Values::Regex(patterns)) => {
+                let set = RegexSet::new(&patterns)
+                    .map_err(|e| format!("acl '{}': {}", self.name, regex_reason(&e)))?;
+                match ty {
+                    AclType::UrlRegex => Kind::UrlRegex(set),
+                    AclType::UrlPathRegex => Kind::UrlPathRegex(set),
+                    AclType::ProxyAuthRegex => Kind::ProxyAuthRegex(set),
+                    _ => Kind::DstDomRegex(set),
+                }
+            }
+            (_, Values::Users { required, names }) => Kind::ProxyAuth {
+                any: required,
+                names: names.into(),
+            },
             (_, Values::Ports(ranges)) => Kind::Port(ranges.into()),
             (AclType::Method, Values::Words(words)) => Kind::Method(words.into()),
             (_, Values::Words(words)) => Kind::Proto(words.into()),
@@ -286,6 +351,8 @@ mod tests {
             port,
             path: "/",
             dst_ips: &[],
+            url: "",
+            login: crate::acl::Login::Unchecked,
         }
     }
 
@@ -302,7 +369,7 @@ mod tests {
         for ty in AclType::USABLE {
             assert_eq!(AclType::from_name(ty.name()), Some(*ty));
         }
-        assert_eq!(AclType::from_name("url_regex"), None);
+        assert_eq!(AclType::from_name("browser"), None);
         assert_eq!(AclType::from_name("SRC"), None);
     }
 

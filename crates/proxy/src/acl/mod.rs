@@ -20,6 +20,7 @@ use crate::config::Location;
 use crate::guard::DestinationGuard;
 
 pub use build::{AclBuilder, AclType};
+
 use domain::DomainSet;
 use ip::IpSet;
 
@@ -41,6 +42,22 @@ pub struct Facts<'a> {
     pub path: &'a str,
     /// Resolved destination addresses (an IP-literal host's own address); empty when unknown.
     pub dst_ips: &'a [IpAddr],
+    /// The URL as the client sent it (`host:port` for CONNECT); `""` when unknown.
+    pub url: &'a str,
+    /// Who the client proved to be, if it was asked.
+    pub login: Login<'a>,
+}
+
+/// What is known of the client's identity (`auth_param` and `proxy_auth` ACLs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Login<'a> {
+    /// No `proxy_auth` ACL was reached yet: the credentials were not checked.
+    #[default]
+    Unchecked,
+    /// Credentials missing, wrong, or the helper could not say: Squid challenges (407).
+    Failed,
+    /// The helper accepted these credentials for this user name.
+    User(&'a str),
 }
 
 impl Facts<'_> {
@@ -54,6 +71,8 @@ impl Facts<'_> {
             port: 0,
             path: "",
             dst_ips: &[],
+            url: "",
+            login: Login::Unchecked,
         }
     }
 }
@@ -73,6 +92,14 @@ enum Kind {
     Method(Box<[Box<str>]>),
     /// Lowercase schemes; `""` stands for CONNECT's missing scheme.
     Proto(Box<[Box<str>]>),
+    UrlRegex(RegexSet),
+    UrlPathRegex(RegexSet),
+    /// `any`: `REQUIRED`; names with whether they compare ignoring case.
+    ProxyAuth {
+        any: bool,
+        names: Box<[(Box<str>, bool)]>,
+    },
+    ProxyAuthRegex(RegexSet),
     Manager,
     /// The built-in `to_protected`: any destination address the guard protects.
     Protected(Arc<DestinationGuard>),
@@ -104,6 +131,24 @@ impl Acl {
                 !f.method.is_empty() && methods.iter().any(|m| **m == *f.method)
             }
             Kind::Proto(schemes) => schemes.iter().any(|s| **s == *f.scheme),
+            Kind::UrlRegex(set) => !f.url.is_empty() && set.is_match(f.url),
+            Kind::UrlPathRegex(set) => !f.path.is_empty() && set.is_match(f.path),
+            Kind::ProxyAuth { any, names } => match f.login {
+                Login::User(user) => {
+                    *any || names.iter().any(|(name, icase)| {
+                        if *icase {
+                            name.eq_ignore_ascii_case(user) || **name == user.to_lowercase()
+                        } else {
+                            **name == *user
+                        }
+                    })
+                }
+                _ => false,
+            },
+            Kind::ProxyAuthRegex(set) => match f.login {
+                Login::User(user) => set.is_match(user),
+                _ => false,
+            },
             // Squid 5: `url_regex -i ^cache_object:// +i ^[^:]+://[^/]+/squid-internal-mgr/`.
             Kind::Manager => {
                 f.scheme == "cache_object" || f.path.starts_with("/squid-internal-mgr/")
@@ -123,6 +168,15 @@ impl Acl {
         }
     }
 
+    /// Whether evaluating this ACL needs the client's identity (a `proxy_auth` type).
+    pub fn needs_login(&self) -> bool {
+        match &self.kind {
+            Kind::ProxyAuth { .. } | Kind::ProxyAuthRegex(_) => true,
+            Kind::AllOf(list) => list.0.iter().any(|r| r.acl.needs_login()),
+            _ => false,
+        }
+    }
+
     /// The squid.conf type name (`url_regex` for the built-in `manager`).
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
@@ -133,6 +187,10 @@ impl Acl {
             Kind::Port(_) => AclType::Port.name(),
             Kind::Method(_) => AclType::Method.name(),
             Kind::Proto(_) => AclType::Proto.name(),
+            Kind::UrlRegex(_) => AclType::UrlRegex.name(),
+            Kind::UrlPathRegex(_) => AclType::UrlPathRegex.name(),
+            Kind::ProxyAuth { .. } => AclType::ProxyAuth.name(),
+            Kind::ProxyAuthRegex(_) => AclType::ProxyAuthRegex.name(),
             Kind::Manager => AclType::Manager.name(),
             Kind::Protected(_) => AclType::Protected.name(),
             Kind::AllOf(_) => "all-of",
@@ -193,6 +251,20 @@ impl AclList {
     }
 }
 
+/// What [`AccessRules::check`] found.
+#[derive(Debug, Clone, Copy)]
+pub enum Check<'r> {
+    Allow,
+    /// Denied by this line (`None`: no line matched).
+    Deny(Option<&'r AccessRule>),
+    /// Denied, asking for credentials: 407 with `Proxy-Authenticate`.
+    Challenge,
+    /// Resolve the destination, then check again.
+    NeedsDst,
+    /// Check the client's credentials, then check again.
+    NeedsLogin,
+}
+
 /// One `http_access allow|deny ...` (or `proxy_protocol_access`) line.
 #[derive(Clone, Debug)]
 pub struct AccessRule {
@@ -236,6 +308,52 @@ impl AccessRules {
             }
         }
         Some(self.rules.last().is_some_and(|last| !last.allow))
+    }
+
+    /// Squid's evaluation with both things that may be missing: in order, stopping at the
+    /// first `dst` ACL reached without addresses ([`Check::NeedsDst`]) and at the first
+    /// `proxy_auth` ACL reached before the credentials were checked ([`Check::NeedsLogin`]).
+    /// A `proxy_auth` ACL reached with failed credentials challenges at once, whatever its
+    /// negation; a deny line whose last ACL is a `proxy_auth` one challenges too (Squid's
+    /// `http_access deny !authenticated` asks for credentials again).
+    pub fn check(&self, f: &Facts) -> Check<'_> {
+        'rules: for rule in &self.rules {
+            for r in &rule.acls.0 {
+                if f.dst_ips.is_empty() && r.acl.needs_dst_ips() {
+                    return Check::NeedsDst;
+                }
+                if r.acl.needs_login() {
+                    match f.login {
+                        Login::Unchecked => return Check::NeedsLogin,
+                        Login::Failed => return Check::Challenge,
+                        Login::User(_) => {}
+                    }
+                }
+                if !r.matches(f) {
+                    continue 'rules;
+                }
+            }
+            if rule.allow {
+                return Check::Allow;
+            }
+            let last_is_login = rule.acls.0.last().is_some_and(|r| r.acl.needs_login());
+            return if last_is_login {
+                Check::Challenge
+            } else {
+                Check::Deny(Some(rule))
+            };
+        }
+        match self.rules.last() {
+            Some(last) if !last.allow => Check::Allow,
+            _ => Check::Deny(None),
+        }
+    }
+
+    /// Whether any rule names a `proxy_auth` ACL.
+    pub fn needs_login(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.acls.0.iter().any(|a| a.acl.needs_login()))
     }
 
     /// Whether any referenced ACL (built-ins such as `to_localhost` included) is a `dst` ACL.
@@ -304,6 +422,8 @@ mod tests {
             port: 80,
             path: "/",
             dst_ips: &[],
+            url: "",
+            login: Login::Unchecked,
         }
     }
 
@@ -347,6 +467,8 @@ mod tests {
             port: 80,
             path: "/",
             dst_ips: &[],
+            url: "",
+            login: Login::Unchecked,
         }
     }
 

@@ -55,6 +55,17 @@ impl Parser {
                     ),
                 )
             })?;
+        if ty.needs_login() && !self.basic_auth.has_program {
+            // Squid 5: "Can't use proxy auth because no authentication schemes are fully
+            // configured", fatal at this line.
+            return Err(d.error_plain(
+                name_tok,
+                format!(
+                    "acl '{name}' of type {} needs an 'auth_param basic program' line before it",
+                    ty.name()
+                ),
+            ));
+        }
         let files = &self.files;
         let slot = self.acls.entry(name.to_owned()).or_insert_with(|| AclSlot {
             builder: AclBuilder::new(name, ty),
@@ -110,14 +121,18 @@ impl Parser {
                 _ => icase,
             };
         }
+        let mut missing_files = Vec::new();
         for t in values {
             if t.quoted {
-                add_file_values(d, files, t, &mut slot.builder, &mut icase)?;
+                if let Some(note) = add_file_values(d, files, t, &mut slot.builder, &mut icase)? {
+                    missing_files.push((d.location_of(t), note));
+                }
             } else {
                 add_value(&mut slot.builder, &t.text, &mut icase)
                     .map_err(|m| d.error_plain(t, format!("acl '{name}': {m}")))?;
             }
         }
+        self.notes.extend(missing_files);
         if values.is_empty() && slot.defined_at.as_ref() == Some(&d.location_of(name_tok)) {
             // Squid only warns ("empty ACL"); such an ACL matches nothing.
             tracing::warn!(
@@ -220,7 +235,7 @@ fn add_file_values(
     t: &Token,
     builder: &mut AclBuilder,
     icase: &mut bool,
-) -> Result<(), ConfigError> {
+) -> Result<Option<String>, ConfigError> {
     if t.unterminated {
         return Err(d.error_plain(
             t,
@@ -234,7 +249,19 @@ fn add_file_values(
     let path = files
         .resolve(d.base_dir(), &t.text, false)
         .map_err(|m| d.error_plain(t, format!("acl '{}': {m}", builder.name())))?;
-    let text = files.read(&path).map_err(|e| {
+    let text = match files.read(&path) {
+        // Squid reports a value file that does not exist and goes on without its values;
+        // so does proxyfleet, saying so at start-up (anything else wrong with it is an error).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some(format!(
+                "acl '{}': value file '{}' does not exist: the acl has none of its values",
+                builder.name(),
+                path.display()
+            )))
+        }
+        other => other,
+    };
+    let text = text.map_err(|e| {
         d.error_plain(
             t,
             format!(
@@ -276,7 +303,7 @@ fn add_file_values(
             ConfigError::new(location, format!("acl '{}': {m}", builder.name()))
         })?;
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -382,12 +409,14 @@ mod tests {
             (
                 "acl x",
                 "1:6: acl: missing type of acl 'x' (supported: src, dst, dstdomain, \
-                 dstdom_regex, port, method, proto)",
+                 dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
+                 proxy_auth_regex)",
             ),
             (
-                "acl x url_regex ^http://",
-                "1:7: acl 'x': unknown acl type 'url_regex' (supported: src, dst, dstdomain, \
-                 dstdom_regex, port, method, proto)",
+                "acl x browser ^curl",
+                "1:7: acl 'x': unknown acl type 'browser' (supported: src, dst, dstdomain, \
+                 dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
+                 proxy_auth_regex)",
             ),
             (
                 "acl lan src 10.0.0.0/8\nacl  lan dst 10.0.0.1",
@@ -512,14 +541,16 @@ mod tests {
             )
         );
 
+        // As in Squid, a value file that does not exist is reported and the ACL goes on
+        // without its values.
         let text = "acl lan src 10.0.0.1 \"missing.txt\"\nhttp_port 3128\n";
-        let e = parse_str(text, &conf).unwrap_err();
+        let c = parse_str(text, &conf).unwrap();
+        assert_eq!(c.notes.len(), 1);
+        assert_eq!(c.notes[0].0.column, 22);
         assert_eq!(
-            e.to_string(),
+            c.notes[0].1,
             format!(
-                "{}:1:22: acl 'lan': cannot read value file '{}': No such file or directory \
-                 (os error 2)",
-                conf.display(),
+                "acl 'lan': value file '{}' does not exist: the acl has none of its values",
                 dir.0.join("missing.txt").display()
             )
         );

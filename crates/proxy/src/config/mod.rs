@@ -19,6 +19,7 @@
 //! [`IGNORED_DIRECTIVES`]; anything else unknown is an error rather than silently dropped.
 
 mod acl_lines;
+mod auth_lines;
 mod directives;
 mod files;
 mod lex;
@@ -33,12 +34,12 @@ mod units;
 
 use std::path::{Path, PathBuf};
 
-pub use model::{AccessLog, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
-pub use tuning::debug_filter;
+pub use model::{AccessLog, BasicAuth, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
 pub use read::{
     read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_CONFIG_TOTAL_BYTES,
     MAX_STACK_FILE_BYTES,
 };
+pub use tuning::debug_filter;
 
 /// Directives accepted without effect, each with why it can be ignored (this list feeds the
 /// README's directive table).
@@ -84,12 +85,30 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "address order comes from the resolver (Squid 5 ignores it too)",
     ),
     ("hosts_file", "/etc/hosts is always read"),
-    ("no_cache", "the old name of `cache`: proxyfleet does not cache"),
-    ("negative_ttl", "how long Squid caches error replies: proxyfleet does not cache"),
-    ("range_offset_limit", "proxyfleet does not cache: ranges are passed to the origin"),
-    ("quick_abort_min", "proxyfleet does not cache: a transfer its client abandons stops"),
-    ("quick_abort_max", "proxyfleet does not cache: a transfer its client abandons stops"),
-    ("quick_abort_pct", "proxyfleet does not cache: a transfer its client abandons stops"),
+    (
+        "no_cache",
+        "the old name of `cache`: proxyfleet does not cache",
+    ),
+    (
+        "negative_ttl",
+        "how long Squid caches error replies: proxyfleet does not cache",
+    ),
+    (
+        "range_offset_limit",
+        "proxyfleet does not cache: ranges are passed to the origin",
+    ),
+    (
+        "quick_abort_min",
+        "proxyfleet does not cache: a transfer its client abandons stops",
+    ),
+    (
+        "quick_abort_max",
+        "proxyfleet does not cache: a transfer its client abandons stops",
+    ),
+    (
+        "quick_abort_pct",
+        "proxyfleet does not cache: a transfer its client abandons stops",
+    ),
     ("broken_vary_encoding", "proxyfleet does not cache"),
     ("collapsed_forwarding", "proxyfleet does not cache"),
     ("offline_mode", "proxyfleet does not cache"),
@@ -126,13 +145,25 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "half_closed_clients",
         "not tunable: how half-closed connections are handled is fixed",
     ),
-    ("memory_pools", "memory is not pooled the way Squid pools it"),
-    ("memory_pools_limit", "memory is not pooled the way Squid pools it"),
     (
-        "cache_mgr",
-        "error pages name no administrator's address",
+        "memory_pools",
+        "memory is not pooled the way Squid pools it",
     ),
+    (
+        "memory_pools_limit",
+        "memory is not pooled the way Squid pools it",
+    ),
+    ("cache_mgr", "error pages name no administrator's address"),
     ("mail_from", "no mail is sent"),
+    (
+        "logfile_daemon",
+        "access log lines are written by the proxy itself (a `daemon:` log is a file)",
+    ),
+    (
+        "cachemgr_passwd",
+        "no cache manager actions (only GET /metrics, from this host)",
+    ),
+    ("ident_lookup_access", "no ident (RFC 931) lookups are made"),
     ("mail_program", "no mail is sent"),
     (
         "error_directory",
@@ -154,7 +185,10 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
     ("ipcache_low", "the resolver's cache sizes itself"),
     ("ipcache_high", "the resolver's cache sizes itself"),
     ("fqdncache_size", "no reverse lookups are made"),
-    ("client_netmask", "the access log shows whole client addresses"),
+    (
+        "client_netmask",
+        "the access log shows whole client addresses",
+    ),
     ("umask", "log files are created 0640 whatever the umask"),
     ("max_open_disk_fds", "no disk cache"),
 ];

@@ -70,6 +70,21 @@ pub struct OutgoingAddress {
     pub acls: AclList,
 }
 
+/// `auth_param basic ...`: how `Proxy-Authorization: Basic` credentials are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    /// `program` and `children`.
+    pub helper: crate::helper::HelperSpec,
+    /// `realm` (default Squid's "Squid proxy-caching web server").
+    pub realm: String,
+    /// `credentialsttl` (default 2 hours): how long accepted credentials are not asked again.
+    pub credentials_ttl: Duration,
+    /// `casesensitive` (default off: user names are lowercased before the helper sees them).
+    pub case_sensitive: bool,
+    /// Where `program` was given.
+    pub location: Option<Location>,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -148,6 +163,8 @@ pub struct Config {
     /// `debug_options ALL,N`: Squid's debug level, which sets the diagnostics' level when
     /// `RUST_LOG` does not ([`crate::config::debug_filter`]).
     pub debug_level: Option<u8>,
+    /// `auth_param basic`, when a `program` is configured.
+    pub basic_auth: Option<BasicAuth>,
     /// Things start-up should warn about: a line accepted with a meaning the user may not
     /// expect (Squid's own warnings, and where proxyfleet differs).
     pub notes: Vec<(Location, String)>,

@@ -164,6 +164,7 @@ pub(super) struct Parser {
     pub server_idle_pconn_timeout: Duration,
     pub positive_dns_ttl: Duration,
     pub debug_level: Option<u8>,
+    pub basic_auth: super::auth_lines::PendingBasic,
     pub ignored: Vec<(String, Location)>,
     pub notes: Vec<(Location, String)>,
 }
@@ -218,6 +219,7 @@ impl Parser {
             server_idle_pconn_timeout: Duration::from_secs(60),
             positive_dns_ttl: Duration::from_secs(6 * 60 * 60),
             debug_level: None,
+            basic_auth: Default::default(),
             ignored: Vec::new(),
             notes: Vec::new(),
         }
@@ -260,8 +262,9 @@ impl Parser {
             self.ignored.push((name.to_owned(), d.location()));
             return Ok(());
         }
-        // Only ACL values may be quoted (Squid's "read the values from this file").
-        if name != "acl" {
+        // Only ACL values may be quoted (Squid's "read the values from this file"), and
+        // texts that are more than one word (a realm).
+        if !matches!(name, "acl" | "auth_param") {
             if let Some(t) = d.args.iter().find(|t| t.quoted) {
                 return Err(d.error(
                     t,
@@ -274,6 +277,7 @@ impl Parser {
         }
         match name {
             "include" => self.include(d, depth),
+            "auth_param" => self.auth_param(d),
             "acl" => self.acl(d),
             "http_port" => self.http_port(d),
             "http_access" => self.access_rule(d, false),
@@ -514,6 +518,7 @@ impl Parser {
             server_idle_pconn_timeout: self.server_idle_pconn_timeout,
             positive_dns_ttl: self.positive_dns_ttl,
             debug_level: self.debug_level,
+            basic_auth: self.basic_auth.has_program.then_some(self.basic_auth.auth),
             ignored: self.ignored,
             notes: self.notes,
         })

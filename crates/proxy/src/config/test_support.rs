@@ -103,6 +103,8 @@ impl Request {
             port: self.port,
             path: self.path,
             dst_ips: &self.dst_ips,
+            url: "",
+            login: crate::acl::Login::Unchecked,
         }
     }
 }

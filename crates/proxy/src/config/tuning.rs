@@ -122,7 +122,11 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            assert_eq!(parse_err(text), format!("/etc/test.conf:{expected}"), "{text}");
+            assert_eq!(
+                parse_err(text),
+                format!("/etc/test.conf:{expected}"),
+                "{text}"
+            );
         }
     }
 
@@ -140,7 +144,10 @@ mod tests {
     fn old_names() {
         let c = parse_ok("cache_access_log /var/log/squid/old.log\nno_cache deny all\n");
         assert_eq!(c.access_logs.len(), 1);
-        assert_eq!(c.access_logs[0].path, std::path::Path::new("/var/log/squid/old.log"));
+        assert_eq!(
+            c.access_logs[0].path,
+            std::path::Path::new("/var/log/squid/old.log")
+        );
         assert_eq!(c.ignored[0].0, "no_cache");
     }
 }

@@ -1,0 +1,181 @@
+//! `Proxy-Authorization: Basic` checked the way Squid checks it: the user name and password
+//! go to the `auth_param basic program` helper as `USER PASSWORD` (each percent-encoded, as
+//! Squid sends them), `OK` means the client is that user. Accepted credentials are
+//! remembered for `credentialsttl`; rejected ones are asked again each time, as Squid does.
+//! A helper that is broken, crashes or does not answer never lets a request through.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use base64::Engine as _;
+
+use crate::config::BasicAuth;
+use crate::helper::{Helpers, Verdict};
+use crate::http::head::Head;
+
+/// Accepted credentials remembered at most (a client trying endless passwords costs bounded
+/// memory: only accepted ones are kept).
+const MAX_REMEMBERED: usize = 10_000;
+
+/// The Basic scheme with its running helpers.
+pub struct BasicScheme {
+    config: BasicAuth,
+    helpers: Helpers,
+    /// `user:password` -> (user name as logged, accepted until).
+    accepted: Mutex<HashMap<String, (String, Instant)>>,
+    /// The `Proxy-Authenticate` header line of a 407.
+    challenge: String,
+}
+
+/// What checking one request's credentials found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The helper accepted them: the user name (as `%un` logs it).
+    User(String),
+    /// No Basic credentials, malformed ones, or the helper said ERR.
+    Rejected,
+    /// The helper could not say (BH, crashed, no answer): refused too.
+    Unavailable(String),
+}
+
+impl BasicScheme {
+    /// Starts the helpers (inside a tokio runtime).
+    pub fn start(config: BasicAuth) -> BasicScheme {
+        let helpers = Helpers::start(config.helper.clone());
+        let challenge = format!("Proxy-Authenticate: Basic realm=\"{}\"\r\n", config.realm);
+        BasicScheme {
+            config,
+            helpers,
+            accepted: Mutex::default(),
+            challenge,
+        }
+    }
+
+    pub fn config(&self) -> &BasicAuth {
+        &self.config
+    }
+
+    /// The header line a 407 carries.
+    pub fn challenge(&self) -> &str {
+        &self.challenge
+    }
+
+    /// Checks the request's `Proxy-Authorization`.
+    pub async fn check(&self, head: &Head) -> Outcome {
+        let Some((user, password)) = basic_credentials(head) else {
+            return Outcome::Rejected;
+        };
+        let user = if self.config.case_sensitive {
+            user
+        } else {
+            user.to_lowercase()
+        };
+        let key = format!("{user}:{password}");
+        if let Some(user) = self.remembered(&key) {
+            return Outcome::User(user);
+        }
+        let line = format!("{} {}", percent_encode(&user), percent_encode(&password));
+        let answer = self.helpers.ask(line).await;
+        match answer.verdict {
+            Verdict::Ok => {
+                self.remember(key, &user);
+                Outcome::User(user)
+            }
+            Verdict::Err => Outcome::Rejected,
+            Verdict::Broken => Outcome::Unavailable(
+                answer
+                    .get("message")
+                    .unwrap_or(answer.rest.as_str())
+                    .to_string(),
+            ),
+        }
+    }
+
+    fn remembered(&self, key: &str) -> Option<String> {
+        let accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        let (user, until) = accepted.get(key)?;
+        (Instant::now() < *until).then(|| user.clone())
+    }
+
+    fn remember(&self, key: String, user: &str) {
+        let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        if accepted.len() >= MAX_REMEMBERED {
+            let now = Instant::now();
+            accepted.retain(|_, (_, until)| *until > now);
+            if accepted.len() >= MAX_REMEMBERED {
+                accepted.clear();
+            }
+        }
+        let until = Instant::now() + self.config.credentials_ttl;
+        accepted.insert(key, (user.to_string(), until));
+    }
+}
+
+/// `Proxy-Authorization: Basic BASE64(user:password)`; `None` when absent, another scheme,
+/// or not decodable.
+pub fn basic_credentials(head: &Head) -> Option<(String, String)> {
+    let value = head.values("proxy-authorization").next()?;
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some((user.to_string(), password.to_string()))
+}
+
+/// RFC 1738 escaping as Squid applies it to a Basic helper's fields: everything but
+/// unreserved characters becomes `%XX`, so a space or newline can never split the line.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+
+    fn head(authorization: &str) -> Head {
+        let mut buf = BytesMut::from(
+            format!("GET http://h.test/ HTTP/1.1\r\nHost: h.test\r\n{authorization}\r\n").as_str(),
+        );
+        Head::parse_request(&mut buf, 65536).unwrap().unwrap()
+    }
+
+    #[test]
+    fn credentials_are_decoded_and_escaped() {
+        // alice:open sesame
+        let h = head("Proxy-Authorization: Basic YWxpY2U6b3BlbiBzZXNhbWU=\r\n");
+        assert_eq!(
+            basic_credentials(&h),
+            Some(("alice".into(), "open sesame".into()))
+        );
+        assert_eq!(percent_encode("open sesame\n"), "open%20sesame%0A");
+        assert_eq!(
+            basic_credentials(&head("Proxy-Authorization: Digest x\r\n")),
+            None
+        );
+        assert_eq!(
+            basic_credentials(&head("Proxy-Authorization: Basic !!\r\n")),
+            None
+        );
+        assert_eq!(basic_credentials(&head("X: y\r\n")), None);
+    }
+}

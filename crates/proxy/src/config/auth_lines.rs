@@ -1,0 +1,230 @@
+//! `auth_param SCHEME PARAMETER VALUE...` lines: the Basic scheme and its helper. Squid's
+//! other schemes (digest, ntlm, negotiate) are refused with a message that says so.
+
+use std::time::Duration;
+
+use super::model::BasicAuth;
+use super::parse::{Directive, Parser};
+use super::tuning::on_off;
+use super::units;
+use super::ConfigError;
+
+/// Squid 5's default `realm`.
+pub const DEFAULT_REALM: &str = "Squid proxy-caching web server";
+
+/// `auth_param basic` settings as they accumulate over lines; `program` makes them real.
+#[derive(Debug, Clone)]
+pub(super) struct PendingBasic {
+    pub auth: BasicAuth,
+    pub has_program: bool,
+}
+
+impl Default for PendingBasic {
+    fn default() -> PendingBasic {
+        PendingBasic {
+            auth: BasicAuth {
+                helper: crate::helper::HelperSpec {
+                    role: "basic auth".into(),
+                    argv: Vec::new(),
+                    // Squid's `children 20 startup=0 idle=1`.
+                    max_children: 20,
+                    startup: 0,
+                    concurrency: 0,
+                },
+                realm: DEFAULT_REALM.into(),
+                credentials_ttl: Duration::from_secs(2 * 60 * 60),
+                case_sensitive: false,
+                location: None,
+            },
+            has_program: false,
+        }
+    }
+}
+
+impl Parser {
+    pub(super) fn auth_param(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let scheme = d.arg(0, "scheme (basic)")?;
+        match scheme.text.as_str() {
+            "basic" => {}
+            "digest" | "ntlm" | "negotiate" => {
+                return Err(d.error(
+                    scheme,
+                    format!(
+                        "the '{}' scheme is not supported (only basic is): its clients would \
+                         never authenticate",
+                        scheme.text
+                    ),
+                ))
+            }
+            other => return Err(d.error(scheme, format!("unknown scheme '{other}'"))),
+        }
+        let param = d.arg(
+            1,
+            "parameter (program, children, realm, credentialsttl, ...)",
+        )?;
+        let values = &d.args[2..];
+        let basic = &mut self.basic_auth.auth;
+        match param.text.as_str() {
+            "program" => {
+                if values.is_empty() {
+                    return Err(d.missing("helper program"));
+                }
+                basic.helper.argv = values.iter().map(|t| t.text.clone()).collect();
+                basic.location = Some(d.location_of(&values[0]));
+                self.basic_auth.has_program = true;
+            }
+            "children" => {
+                let n = d.arg(2, "number of children")?;
+                basic.helper.max_children = match n.text.parse::<usize>() {
+                    Ok(n @ 1..=1000) => n,
+                    _ => return Err(d.error(n, format!("'{}' is not 1 to 1000", n.text))),
+                };
+                for option in &values[1..] {
+                    let (key, value) = option.text.split_once('=').unwrap_or((&option.text, ""));
+                    let number = || {
+                        value
+                            .parse::<usize>()
+                            .map_err(|_| d.error(option, format!("'{value}' is not a number")))
+                    };
+                    match key {
+                        "startup" => basic.helper.startup = number()?,
+                        "concurrency" => basic.helper.concurrency = number()?,
+                        // Spare children and queue tuning: children start on demand here.
+                        "idle"
+                        | "queue-size"
+                        | "on-persistent-overload"
+                        | "reservation-timeout" => {}
+                        _ => {
+                            return Err(d.error(
+                                option,
+                                format!("unknown children option '{}'", option.text),
+                            ))
+                        }
+                    }
+                }
+                basic.helper.startup = basic.helper.startup.min(basic.helper.max_children);
+            }
+            "realm" => {
+                if values.is_empty() {
+                    return Err(d.missing("realm"));
+                }
+                let realm: Vec<&str> = values.iter().map(|t| t.text.as_str()).collect();
+                let realm = realm.join(" ");
+                if realm.contains(['"', '\\']) {
+                    return Err(d.error(&values[0], "a realm cannot contain '\"' or '\\'"));
+                }
+                basic.realm = realm;
+            }
+            "credentialsttl" => {
+                let n = d.arg(2, "time (e.g. 2 hours)")?;
+                let unit = d.args.get(3);
+                d.no_more(4)?;
+                basic.credentials_ttl = units::parse_time(&n.text, unit.map(|u| u.text.as_str()))
+                    .map_err(|e| d.error(n, format!("{e:?}")))?;
+            }
+            "casesensitive" => basic.case_sensitive = on_off_at(d, 2)?,
+            // The helper's own encoding, and Squid's reuse of helper connections.
+            "utf8" | "keep_alive" => {
+                on_off_at(d, 2)?;
+            }
+            other => {
+                return Err(d.error(
+                    param,
+                    format!(
+                        "unknown basic parameter '{other}' (supported: program, children, \
+                         realm, credentialsttl, casesensitive, utf8, keep_alive)"
+                    ),
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `on|off` as the argument at `index`.
+fn on_off_at(d: &Directive, index: usize) -> Result<bool, ConfigError> {
+    let shifted = Directive {
+        file: d.file,
+        name: d.name,
+        args: &d.args[index.min(d.args.len())..],
+        end: d.end,
+    };
+    on_off(&shifted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{parse_err, parse_ok};
+    use super::*;
+
+    #[test]
+    fn basic_auth_lines() {
+        let c = parse_ok(
+            "auth_param basic program /usr/lib/squid/basic_ncsa_auth /etc/squid/passwd\n\
+             auth_param basic children 5 startup=2 idle=1 concurrency=3\n\
+             auth_param basic realm Proxy of Example Corp\n\
+             auth_param basic credentialsttl 30 minutes\n\
+             auth_param basic casesensitive on\n\
+             acl authed proxy_auth REQUIRED\n\
+             http_access allow authed\n",
+        );
+        let b = c.basic_auth.expect("configured");
+        assert_eq!(
+            b.helper.argv,
+            ["/usr/lib/squid/basic_ncsa_auth", "/etc/squid/passwd"]
+        );
+        assert_eq!(
+            (
+                b.helper.max_children,
+                b.helper.startup,
+                b.helper.concurrency
+            ),
+            (5, 2, 3)
+        );
+        assert_eq!(b.realm, "Proxy of Example Corp");
+        assert_eq!(b.credentials_ttl, Duration::from_secs(1800));
+        assert!(b.case_sensitive);
+        let c =
+            parse_ok("auth_param basic program /bin/true\nauth_param basic realm \"Corp Proxy\"");
+        let b = c.basic_auth.unwrap();
+        assert_eq!(b.realm, "Corp Proxy");
+        assert_eq!(b.helper.max_children, 20);
+        assert!(!b.case_sensitive);
+        assert!(parse_ok("http_access allow all").basic_auth.is_none());
+    }
+
+    #[test]
+    fn auth_errors() {
+        let cases = [
+            (
+                "auth_param digest program /usr/lib/squid/digest_file_auth /etc/squid/d",
+                "1:12: auth_param: the 'digest' scheme is not supported (only basic is): its \
+                 clients would never authenticate",
+            ),
+            (
+                "auth_param basic children lots",
+                "1:27: auth_param: 'lots' is not 1 to 1000",
+            ),
+            (
+                "auth_param basic nonsense 1",
+                "1:18: auth_param: unknown basic parameter 'nonsense' (supported: program, \
+                 children, realm, credentialsttl, casesensitive, utf8, keep_alive)",
+            ),
+            (
+                "acl a proxy_auth REQUIRED\nhttp_access allow a",
+                "1:5: acl 'a' of type proxy_auth needs an 'auth_param basic program' line before it",
+            ),
+            (
+                "auth_param basic realm x\nacl a proxy_auth REQUIRED\nhttp_access allow a",
+                "2:5: acl 'a' of type proxy_auth needs an 'auth_param basic program' line before it",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_err(text),
+                format!("/etc/test.conf:{expected}"),
+                "{text}"
+            );
+        }
+    }
+}
