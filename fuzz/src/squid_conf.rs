@@ -53,6 +53,8 @@ fn requests() -> Vec<(Facts<'static>, &'static str)> {
         port,
         path: "/",
         dst_ips,
+        url: "",
+        login: proxyfleet_proxy::acl::Login::Unchecked,
     };
     vec![
         (
