@@ -4,13 +4,10 @@
 //! remembered for `credentialsttl`; rejected ones are asked again each time, as Squid does.
 //! A helper that is broken, crashes or does not answer never lets a request through.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
-
 use base64::Engine as _;
 
 use crate::config::BasicAuth;
+use crate::expiring::ExpiringMap;
 use crate::helper::{Helpers, Verdict};
 use crate::http::head::Head;
 
@@ -22,8 +19,8 @@ const MAX_REMEMBERED: usize = 10_000;
 pub struct BasicScheme {
     config: BasicAuth,
     helpers: Helpers,
-    /// `user:password` -> (user name as logged, accepted until).
-    accepted: Mutex<HashMap<String, (String, Instant)>>,
+    /// `user:password` -> the user name as logged, for `credentialsttl`.
+    accepted: ExpiringMap<String>,
     /// The `Proxy-Authenticate` header line of a 407.
     challenge: String,
 }
@@ -47,13 +44,9 @@ impl BasicScheme {
         BasicScheme {
             config,
             helpers,
-            accepted: Mutex::default(),
+            accepted: ExpiringMap::new(MAX_REMEMBERED),
             challenge,
         }
-    }
-
-    pub fn config(&self) -> &BasicAuth {
-        &self.config
     }
 
     /// The header line a 407 carries.
@@ -72,14 +65,15 @@ impl BasicScheme {
             user.to_lowercase()
         };
         let key = format!("{user}:{password}");
-        if let Some(user) = self.remembered(&key) {
+        if let Some(user) = self.accepted.get(&key) {
             return Outcome::User(user);
         }
         let line = format!("{} {}", percent_encode(&user), percent_encode(&password));
         let answer = self.helpers.ask(line).await;
         match answer.verdict {
             Verdict::Ok => {
-                self.remember(key, &user);
+                self.accepted
+                    .insert(key, user.clone(), self.config.credentials_ttl);
                 Outcome::User(user)
             }
             Verdict::Err => Outcome::Rejected,
@@ -90,25 +84,6 @@ impl BasicScheme {
                     .to_string(),
             ),
         }
-    }
-
-    fn remembered(&self, key: &str) -> Option<String> {
-        let accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-        let (user, until) = accepted.get(key)?;
-        (Instant::now() < *until).then(|| user.clone())
-    }
-
-    fn remember(&self, key: String, user: &str) {
-        let mut accepted = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
-        if accepted.len() >= MAX_REMEMBERED {
-            let now = Instant::now();
-            accepted.retain(|_, (_, until)| *until > now);
-            if accepted.len() >= MAX_REMEMBERED {
-                accepted.clear();
-            }
-        }
-        let until = Instant::now() + self.config.credentials_ttl;
-        accepted.insert(key, (user.to_string(), until));
     }
 }
 

@@ -535,20 +535,20 @@ impl ClientConn {
         loop {
             match rules.check(&info.facts(self.client)) {
                 Check::Allow => break,
-                Check::Deny(_) => return Admission::Denied(Denial::Rules),
+                Check::Deny => return Admission::Denied(Denial::Rules),
                 Check::Challenge => return Admission::Challenge,
-                Check::NeedsDst => match self.shared.resolver.resolve(&info.host).await {
-                    Ok(ips) if !ips.is_empty() => info.dst_ips = canonical_addresses(ips),
-                    Ok(_) => return Admission::Denied(Denial::Rules),
-                    Err(e) => return Admission::DnsFailed(e),
-                },
+                Check::NeedsDst => {
+                    if let Err(e) = self.resolve_destination(info).await {
+                        return Admission::DnsFailed(e);
+                    }
+                }
                 Check::NeedsLogin => info.login = self.log_in(head).await,
             }
         }
+        // Allowed without a lookup: the addresses to dial (and to guard) are still needed.
         if info.dst_ips.is_empty() {
-            match self.shared.resolver.resolve(&info.host).await {
-                Ok(ips) => info.dst_ips = canonical_addresses(ips),
-                Err(e) => return Admission::DnsFailed(e),
+            if let Err(e) = self.resolve_destination(info).await {
+                return Admission::DnsFailed(e);
             }
         }
         let guard = &self.shared.config.destination_guard;
@@ -556,6 +556,23 @@ impl ClientConn {
             return Admission::Denied(Denial::Guard(ip, why));
         }
         Admission::Allowed
+    }
+
+    /// The destination's addresses as connections reach them. A resolver that answers no
+    /// address at all is a failure, so a `dst` check can never loop.
+    async fn resolve_destination(
+        &self,
+        info: &mut RequestInfo,
+    ) -> Result<(), crate::resolve::DnsError> {
+        let ips = self.shared.resolver.resolve(&info.host).await?;
+        if ips.is_empty() {
+            return Err(crate::resolve::DnsError {
+                host: info.host.clone(),
+                reason: "no addresses".into(),
+            });
+        }
+        info.dst_ips = canonical_addresses(ips);
+        Ok(())
     }
 
     /// Checks the request's credentials with `auth_param basic`'s helper.

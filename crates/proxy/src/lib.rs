@@ -21,6 +21,7 @@ pub mod config;
 pub mod conn;
 pub mod errors;
 pub mod exchange;
+pub mod expiring;
 pub mod forward;
 pub mod guard;
 pub mod helper;

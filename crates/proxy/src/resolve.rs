@@ -4,14 +4,14 @@
 //! `negative_dns_ttl`, as Squid's ipcache does: asking again within that time fails at once,
 //! so a flapping name server cannot give one request two different verdicts.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
+
+use crate::expiring::ExpiringMap;
 
 /// A name that did not resolve: Squid's ERR_DNS_FAIL.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +24,8 @@ pub struct DnsError {
 pub struct Resolver {
     inner: TokioResolver,
     negative_ttl: Duration,
-    /// Names whose lookup failed: until when, and why.
-    failed: Mutex<HashMap<String, (Instant, String)>>,
+    /// Names whose lookup failed, and why.
+    failed: ExpiringMap<String>,
 }
 
 /// At most this many failed names are remembered: a client asking for endless random names
@@ -68,7 +68,7 @@ impl Resolver {
         Ok(Resolver {
             inner,
             negative_ttl,
-            failed: Mutex::new(HashMap::new()),
+            failed: ExpiringMap::new(MAX_NEGATIVE),
         })
     }
 
@@ -104,24 +104,14 @@ impl Resolver {
     }
 
     fn remembered_failure(&self, host: &str) -> Option<String> {
-        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        let (until, reason) = failed.get(host)?;
-        (Instant::now() < *until).then(|| format!("{reason} (remembered for negative_dns_ttl)"))
+        let reason = self.failed.get(host)?;
+        Some(format!("{reason} (remembered for negative_dns_ttl)"))
     }
 
     fn remember_failure(&self, host: &str, reason: &str) {
-        if self.negative_ttl.is_zero() {
-            return;
+        if !self.negative_ttl.is_zero() {
+            self.failed
+                .insert(host.to_string(), reason.to_string(), self.negative_ttl);
         }
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        if failed.len() >= MAX_NEGATIVE {
-            let now = Instant::now();
-            failed.retain(|_, (until, _)| *until > now);
-            if failed.len() >= MAX_NEGATIVE {
-                failed.clear();
-            }
-        }
-        let until = Instant::now() + self.negative_ttl;
-        failed.insert(host.to_string(), (until, reason.to_string()));
     }
 }

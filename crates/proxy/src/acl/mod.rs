@@ -135,9 +135,10 @@ impl Acl {
             Kind::UrlPathRegex(set) => !f.path.is_empty() && set.is_match(f.path),
             Kind::ProxyAuth { any, names } => match f.login {
                 Login::User(user) => {
+                    // `-i` names are stored lowercased.
                     *any || names.iter().any(|(name, icase)| {
                         if *icase {
-                            name.eq_ignore_ascii_case(user) || **name == user.to_lowercase()
+                            **name == *user.to_lowercase()
                         } else {
                             **name == *user
                         }
@@ -232,31 +233,19 @@ impl AclList {
         self.0.iter().all(|r| r.matches(f))
     }
 
-    /// Like [`AclList::matches`], in order and short-circuiting as Squid does, but `None` when
-    /// it reaches a `dst` ACL while the destination's addresses are not known yet.
-    fn matches_without_lookup(&self, f: &Facts) -> Option<bool> {
-        for r in &self.0 {
-            if f.dst_ips.is_empty() && r.acl.needs_dst_ips() {
-                return None;
-            }
-            if !r.matches(f) {
-                return Some(false);
-            }
-        }
-        Some(true)
-    }
-
     pub fn needs_dst_ips(&self) -> bool {
         self.0.iter().any(|r| r.acl.needs_dst_ips())
     }
 }
 
 /// What [`AccessRules::check`] found.
-#[derive(Debug, Clone, Copy)]
-pub enum Check<'r> {
+/// `http_access`'s answer is reached without the destination's addresses when no line up
+/// to the deciding one has a `dst` ACL, and the host is then never looked up (Squid's
+/// behaviour too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
     Allow,
-    /// Denied by this line (`None`: no line matched).
-    Deny(Option<&'r AccessRule>),
+    Deny,
     /// Denied, asking for credentials: 407 with `Proxy-Authenticate`.
     Challenge,
     /// Resolve the destination, then check again.
@@ -297,26 +286,13 @@ impl AccessRules {
         }
     }
 
-    /// The decision if it can be made without resolving the destination host: `None` when
-    /// the lines up to the deciding one reach a `dst` ACL and `f.dst_ips` is empty. The
-    /// caller then resolves and asks [`AccessRules::allows`]; names that an earlier line
-    /// already decides are never looked up (Squid's behaviour too).
-    pub fn allows_without_lookup(&self, f: &Facts) -> Option<bool> {
-        for rule in &self.rules {
-            if rule.acls.matches_without_lookup(f)? {
-                return Some(rule.allow);
-            }
-        }
-        Some(self.rules.last().is_some_and(|last| !last.allow))
-    }
-
     /// Squid's evaluation with both things that may be missing: in order, stopping at the
     /// first `dst` ACL reached without addresses ([`Check::NeedsDst`]) and at the first
     /// `proxy_auth` ACL reached before the credentials were checked ([`Check::NeedsLogin`]).
     /// A `proxy_auth` ACL reached with failed credentials challenges at once, whatever its
     /// negation; a deny line whose last ACL is a `proxy_auth` one challenges too (Squid's
     /// `http_access deny !authenticated` asks for credentials again).
-    pub fn check(&self, f: &Facts) -> Check<'_> {
+    pub fn check(&self, f: &Facts) -> Check {
         'rules: for rule in &self.rules {
             for r in &rule.acls.0 {
                 if f.dst_ips.is_empty() && r.acl.needs_dst_ips() {
@@ -340,12 +316,12 @@ impl AccessRules {
             return if last_is_login {
                 Check::Challenge
             } else {
-                Check::Deny(Some(rule))
+                Check::Deny
             };
         }
         match self.rules.last() {
             Some(last) if !last.allow => Check::Allow,
-            _ => Check::Deny(None),
+            _ => Check::Deny,
         }
     }
 
@@ -389,20 +365,12 @@ mod tests {
             ],
         };
         let mut f = facts_from("127.99.0.1");
-        assert_eq!(
-            rules.allows_without_lookup(&f),
-            Some(false),
-            "decided by the src line"
-        );
+        assert_eq!(rules.check(&f), Check::Deny, "decided by the src line");
         f.client = "127.20.0.1".parse().unwrap();
-        assert_eq!(
-            rules.allows_without_lookup(&f),
-            None,
-            "the dst line is reached"
-        );
+        assert_eq!(rules.check(&f), Check::NeedsDst, "the dst line is reached");
         let ips = ["127.30.0.5".parse().unwrap()];
         f.dst_ips = &ips;
-        assert_eq!(rules.allows_without_lookup(&f), Some(true));
+        assert_eq!(rules.check(&f), Check::Allow);
     }
 
     fn loc() -> Location {

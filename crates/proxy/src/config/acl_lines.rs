@@ -55,7 +55,7 @@ impl Parser {
                     ),
                 )
             })?;
-        if ty.needs_login() && !self.basic_auth.has_program {
+        if ty.needs_login() && self.basic_auth.helper.argv.is_empty() {
             // Squid 5: "Can't use proxy auth because no authentication schemes are fully
             // configured", fatal at this line.
             return Err(d.error_plain(
@@ -309,7 +309,7 @@ fn add_file_values(
 #[cfg(test)]
 mod tests {
     use super::super::parse_str;
-    use super::super::test_support::{parse_err, parse_ok, Request, TempDir};
+    use super::super::test_support::{assert_errors, parse_ok, Request, TempDir};
 
     #[test]
     fn a_value_file_line_longer_than_64_kib_is_refused_at_its_line() {
@@ -474,13 +474,7 @@ mod tests {
                 ),
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 
     #[test]
@@ -591,13 +585,7 @@ mod tests {
                  they are used)",
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 
     #[test]

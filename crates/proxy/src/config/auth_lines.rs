@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::directives::unit_error;
 use super::model::BasicAuth;
 use super::parse::{Directive, Parser};
 use super::tuning::on_off;
@@ -12,32 +13,22 @@ use super::ConfigError;
 /// Squid 5's default `realm`.
 pub const DEFAULT_REALM: &str = "Squid proxy-caching web server";
 
-/// `auth_param basic` settings as they accumulate over lines; `program` makes them real.
-#[derive(Debug, Clone)]
-pub(super) struct PendingBasic {
-    pub auth: BasicAuth,
-    pub has_program: bool,
-}
-
-impl Default for PendingBasic {
-    fn default() -> PendingBasic {
-        PendingBasic {
-            auth: BasicAuth {
-                helper: crate::helper::HelperSpec {
-                    role: "basic auth".into(),
-                    argv: Vec::new(),
-                    // Squid's `children 20 startup=0 idle=1`.
-                    max_children: 20,
-                    startup: 0,
-                    concurrency: 0,
-                },
-                realm: DEFAULT_REALM.into(),
-                credentials_ttl: Duration::from_secs(2 * 60 * 60),
-                case_sensitive: false,
-                location: None,
-            },
-            has_program: false,
-        }
+/// `auth_param basic` settings before any line: Squid's defaults, and no program yet (the
+/// scheme is configured once a `program` line gives one).
+pub(super) fn default_basic() -> BasicAuth {
+    BasicAuth {
+        helper: crate::helper::HelperSpec {
+            role: "basic auth".into(),
+            argv: Vec::new(),
+            // Squid's `children 20 startup=0 idle=1`.
+            max_children: 20,
+            startup: 0,
+            concurrency: 0,
+        },
+        realm: DEFAULT_REALM.into(),
+        credentials_ttl: Duration::from_secs(2 * 60 * 60),
+        case_sensitive: false,
+        location: None,
     }
 }
 
@@ -63,7 +54,7 @@ impl Parser {
             "parameter (program, children, realm, credentialsttl, ...)",
         )?;
         let values = &d.args[2..];
-        let basic = &mut self.basic_auth.auth;
+        let basic = &mut self.basic_auth;
         match param.text.as_str() {
             "program" => {
                 if values.is_empty() {
@@ -71,7 +62,6 @@ impl Parser {
                 }
                 basic.helper.argv = values.iter().map(|t| t.text.clone()).collect();
                 basic.location = Some(d.location_of(&values[0]));
-                self.basic_auth.has_program = true;
             }
             "children" => {
                 let n = d.arg(2, "number of children")?;
@@ -120,7 +110,7 @@ impl Parser {
                 let unit = d.args.get(3);
                 d.no_more(4)?;
                 basic.credentials_ttl = units::parse_time(&n.text, unit.map(|u| u.text.as_str()))
-                    .map_err(|e| d.error(n, format!("{e:?}")))?;
+                    .map_err(|e| unit_error(d, n, unit, e))?;
             }
             "casesensitive" => basic.case_sensitive = on_off_at(d, 2)?,
             // The helper's own encoding, and Squid's reuse of helper connections.
@@ -154,7 +144,7 @@ fn on_off_at(d: &Directive, index: usize) -> Result<bool, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{parse_err, parse_ok};
+    use super::super::test_support::{assert_errors, parse_ok};
     use super::*;
 
     #[test]
@@ -219,12 +209,6 @@ mod tests {
                 "2:5: acl 'a' of type proxy_auth needs an 'auth_param basic program' line before it",
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 }

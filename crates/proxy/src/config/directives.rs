@@ -279,7 +279,12 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Points a units error at the token at fault.
-fn unit_error(d: &Directive, n: &Token, unit: Option<&Token>, e: UnitError) -> ConfigError {
+pub(super) fn unit_error(
+    d: &Directive,
+    n: &Token,
+    unit: Option<&Token>,
+    e: UnitError,
+) -> ConfigError {
     match (e, unit) {
         (UnitError::Unit(m), Some(u)) => d.error(u, m),
         (UnitError::Unit(m) | UnitError::Number(m), _) => d.error(n, m),
@@ -293,7 +298,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::parse_str;
-    use super::super::test_support::{parse, parse_err, parse_ok, Request};
+    use super::super::test_support::{assert_errors, parse, parse_err, parse_ok, Request};
     use super::*;
 
     fn addr(s: &str) -> SocketAddr {
@@ -350,13 +355,7 @@ mod tests {
                  require-proxy-header, name=...)",
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 
     #[test]
@@ -437,13 +436,7 @@ mod tests {
             ("via yes", "1:5: via: expected 'on' or 'off', found 'yes'"),
             ("via on off", "1:8: via: unexpected extra argument 'off'"),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 
     #[test]
@@ -495,13 +488,7 @@ mod tests {
                 "1:26: connect_timeout: unexpected extra argument 'extra'",
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 
     #[test]
@@ -548,13 +535,7 @@ mod tests {
                  value files)",
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn log_path(text: &str) -> Result<PathBuf, String> {
 mod tests {
     use std::path::Path;
 
-    use super::super::test_support::{parse_err, parse_ok, Request};
+    use super::super::test_support::{assert_errors, parse_ok, Request};
 
     #[test]
     fn access_log_forms() {
@@ -208,12 +208,6 @@ mod tests {
                  used)",
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 }

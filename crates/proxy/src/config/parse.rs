@@ -164,7 +164,8 @@ pub(super) struct Parser {
     pub server_idle_pconn_timeout: Duration,
     pub positive_dns_ttl: Duration,
     pub debug_level: Option<u8>,
-    pub basic_auth: super::auth_lines::PendingBasic,
+    /// `auth_param basic`; configured once `argv` is set by a `program` line.
+    pub basic_auth: super::model::BasicAuth,
     pub ignored: Vec<(String, Location)>,
     pub notes: Vec<(Location, String)>,
 }
@@ -219,7 +220,7 @@ impl Parser {
             server_idle_pconn_timeout: Duration::from_secs(60),
             positive_dns_ttl: Duration::from_secs(6 * 60 * 60),
             debug_level: None,
-            basic_auth: Default::default(),
+            basic_auth: super::auth_lines::default_basic(),
             ignored: Vec::new(),
             notes: Vec::new(),
         }
@@ -518,7 +519,7 @@ impl Parser {
             server_idle_pconn_timeout: self.server_idle_pconn_timeout,
             positive_dns_ttl: self.positive_dns_ttl,
             debug_level: self.debug_level,
-            basic_auth: self.basic_auth.has_program.then_some(self.basic_auth.auth),
+            basic_auth: (!self.basic_auth.helper.argv.is_empty()).then_some(self.basic_auth),
             ignored: self.ignored,
             notes: self.notes,
         })

@@ -32,6 +32,18 @@ pub fn parse_err(text: &str) -> String {
     }
 }
 
+/// Each `(TEXT, EXPECTED)`: parsing TEXT (as /etc/test.conf) fails with
+/// `/etc/test.conf:EXPECTED`.
+pub fn assert_errors(cases: &[(&str, &str)]) {
+    for (text, expected) in cases {
+        assert_eq!(
+            parse_err(text),
+            format!("/etc/test.conf:{expected}"),
+            "{text}"
+        );
+    }
+}
+
 /// A directory removed (with its contents) when dropped.
 pub struct TempDir(pub PathBuf);
 

@@ -73,7 +73,7 @@ pub fn debug_filter(level: u8) -> &'static str {
 mod tests {
     use std::time::Duration;
 
-    use super::super::test_support::{parse_err, parse_ok};
+    use super::super::test_support::{assert_errors, parse_ok};
     use super::*;
 
     #[test]
@@ -121,13 +121,7 @@ mod tests {
                 "1:15: debug_options: '10' is not a debug level (0-9)",
             ),
         ];
-        for (text, expected) in cases {
-            assert_eq!(
-                parse_err(text),
-                format!("/etc/test.conf:{expected}"),
-                "{text}"
-            );
-        }
+        assert_errors(&cases);
     }
 
     /// Squid keeps `forwarded_for`'s word as a string: a word it does not know (`yes`, the
