@@ -144,10 +144,10 @@ struct Job {
 /// A pool of one helper program's children.
 pub struct Helpers {
     spec: Arc<HelperSpec>,
+    /// The only strong sender: dropping the pool closes the queue, which ends every child.
     queue: mpsc::Sender<Job>,
     /// Children take jobs from here; shared so that any free child takes the next one.
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    requeue: mpsc::Sender<Job>,
     running: Arc<AtomicUsize>,
     busy: Arc<AtomicUsize>,
 }
@@ -158,12 +158,10 @@ impl Helpers {
     pub fn start(spec: HelperSpec) -> Helpers {
         let capacity = (spec.max_children * QUEUE_PER_CHILD).max(16);
         let (queue, jobs) = mpsc::channel(capacity);
-        let requeue = queue.clone();
         let helpers = Helpers {
             spec: Arc::new(spec),
             queue,
             jobs: Arc::new(Mutex::new(jobs)),
-            requeue,
             running: Arc::default(),
             busy: Arc::default(),
         };
@@ -198,11 +196,13 @@ impl Helpers {
             tries: 0,
             reply,
         };
-        let queued = tokio::time::timeout(ANSWER_TIMEOUT, self.queue.send(job)).await;
+        // One deadline for waiting in the queue and for the answer.
+        let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+        let queued = tokio::time::timeout_at(deadline, self.queue.send(job)).await;
         if !matches!(queued, Ok(Ok(()))) {
             return Answer::broken("the helpers' queue is full");
         }
-        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Answer::broken("the helpers stopped"),
             Err(_) => Answer::broken("no answer in time"),
@@ -214,7 +214,7 @@ impl Helpers {
         let child = ChildSlot {
             spec: self.spec.clone(),
             jobs: self.jobs.clone(),
-            requeue: self.requeue.clone(),
+            requeue: self.queue.downgrade(),
             busy: self.busy.clone(),
             running: self.running.clone(),
         };
@@ -227,7 +227,9 @@ impl Helpers {
 struct ChildSlot {
     spec: Arc<HelperSpec>,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    requeue: mpsc::Sender<Job>,
+    /// Weak, so that the children do not keep the queue (and so themselves) alive after
+    /// the pool is dropped (a reload replaces it).
+    requeue: mpsc::WeakSender<Job>,
     busy: Arc<AtomicUsize>,
     running: Arc<AtomicUsize>,
 }
@@ -319,7 +321,11 @@ impl ChildSlot {
                 .send(Answer::broken("the helper died on this request"));
             return;
         }
-        if let Err(mpsc::error::SendError(job)) = self.requeue.send(job).await {
+        let Some(queue) = self.requeue.upgrade() else {
+            let _ = job.reply.send(Answer::broken("the helpers stopped"));
+            return;
+        };
+        if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
             let _ = job.reply.send(Answer::broken("the helpers stopped"));
         }
     }
@@ -331,7 +337,9 @@ impl ChildSlot {
             let mut jobs = self.jobs.lock().await;
             tokio::select! {
                 job = jobs.recv() => job,
-                () = tokio::time::sleep(Duration::from_millis(10)) => return !self.requeue.is_closed(),
+                () = tokio::time::sleep(Duration::from_millis(10)) => {
+                    return self.requeue.upgrade().is_some();
+                }
             }
         };
         match job {
@@ -424,6 +432,42 @@ mod tests {
             pool.ask("line\nbreak".into()).await.verdict,
             Verdict::Broken
         );
+    }
+
+    /// A reload drops the pool: its children must exit, not linger.
+    #[tokio::test]
+    async fn dropping_the_pool_ends_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!(
+            "echo $$ > {}; while read l; do echo OK; done",
+            pid_file.display()
+        );
+        let pool = Helpers::start(spec(&script, 0));
+        assert_eq!(pool.ask("a b".into()).await.verdict, Verdict::Ok);
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+        assert!(proc_dir.exists());
+        drop(pool);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // The child is killed and reaped once its slot ends (tokio reaps in the background).
+        while proc_dir.exists() && !is_zombie(&proc_dir) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "helper {pid} still runs after its pool was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn is_zombie(proc_dir: &std::path::Path) -> bool {
+        std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
     }
 
     #[tokio::test]
