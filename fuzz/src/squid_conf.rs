@@ -55,6 +55,10 @@ fn requests() -> Vec<(Facts<'static>, &'static str)> {
         dst_ips,
         url: "",
         login: proxyfleet_proxy::acl::Login::Unchecked,
+        request: None,
+        reply: None,
+        local: None,
+        port_name: "",
     };
     vec![
         (

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::acl::{AclList, Facts};
 use crate::config::AccessLog;
+use crate::http::head::Head;
+use crate::log_format::{Context, LogFormat};
 
 /// One transaction's log record.
 #[derive(Debug, Clone)]
@@ -38,6 +40,27 @@ pub struct LogEntry {
     pub mime: Option<String>,
     /// `%un`: the user name the client logged in as.
     pub user: Option<String>,
+    /// `%>p`: the client's port (0 when unknown).
+    pub client_port: u16,
+    /// `%la` / `%lp`: the proxy address the client connected to.
+    pub local: Option<SocketAddr>,
+    /// `%<p`: the origin's port.
+    pub server_port: u16,
+    /// What only `logformat` codes read (`%rp`, `%rd`, `%>h`, ...): filled only when a
+    /// configured format uses them ([`AccessLogger::wants`]).
+    pub request: Option<Box<LoggedRequest>>,
+    /// `%<h`: the reply head, when a format uses it.
+    pub reply: Option<Head>,
+}
+
+/// The request's parts that `logformat` codes may name.
+#[derive(Debug, Clone, Default)]
+pub struct LoggedRequest {
+    pub scheme: String,
+    pub host: String,
+    pub path: String,
+    /// The head as the client sent it (`%>h`, `%rv`); `None` when none was read.
+    pub head: Option<Head>,
 }
 
 impl LogEntry {
@@ -106,6 +129,10 @@ pub enum LogErrorPolicy {
 struct Target {
     acls: AclList,
     path: PathBuf,
+    /// `None`: Squid's native `squid` format, written by [`LogEntry::format`].
+    format: Option<LogFormat>,
+    /// `%sn`: lines written to this log.
+    sequence: AtomicU64,
     file: Mutex<LogFile>,
 }
 
@@ -118,6 +145,8 @@ struct Target {
 /// is dropped, never kept to be replayed later.
 pub struct AccessLogger {
     targets: Vec<Target>,
+    /// What entries must carry for the configured formats.
+    pub wants: Wants,
     policy: LogErrorPolicy,
     strip_query_terms: bool,
     /// A write failed and none has succeeded since.
@@ -126,6 +155,17 @@ pub struct AccessLogger {
     /// loggers of the configurations a reload replaces, whose transactions still finish.
     pub lines_written: Arc<AtomicU64>,
     pub lines_dropped: Arc<AtomicU64>,
+}
+
+/// What [`LogEntry`]'s optional parts the configured formats read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wants {
+    /// [`LogEntry::request`] (any `logformat` other than the native one).
+    pub request: bool,
+    /// Its head (`%>h`, `%rv`).
+    pub request_head: bool,
+    /// [`LogEntry::reply`] (`%<h`).
+    pub reply: bool,
 }
 
 /// An access log file that could not be opened.
@@ -149,11 +189,26 @@ impl AccessLogger {
             targets.push(Target {
                 acls: log.acls.clone(),
                 path: log.path.clone(),
+                format: log.format.clone(),
+                sequence: AtomicU64::new(0),
                 file: Mutex::new(LogFile::new(file)),
             });
         }
+        let wants =
+            targets
+                .iter()
+                .filter_map(|t| t.format.as_ref())
+                .fold(Wants::default(), |w, f| {
+                    let (request_head, reply) = f.needs_heads();
+                    Wants {
+                        request: true,
+                        request_head: w.request_head || request_head,
+                        reply: w.reply || reply,
+                    }
+                });
         Ok(AccessLogger {
             targets,
+            wants,
             policy,
             strip_query_terms: false,
             failing: AtomicBool::new(false),
@@ -191,9 +246,27 @@ impl AccessLogger {
         if self.targets.is_empty() {
             return true;
         }
-        let line = entry.format(self.strip_query_terms);
+        let mut native: Option<String> = None;
         let mut all_written = true;
         for target in self.targets.iter().filter(|t| t.acls.matches(facts)) {
+            let custom;
+            let line = match &target.format {
+                None => native.get_or_insert_with(|| entry.format(self.strip_query_terms)),
+                Some(format) => {
+                    let mut text = String::with_capacity(256);
+                    format.render(
+                        &Context {
+                            strip_query_terms: self.strip_query_terms,
+                            sequence: target.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+                            entry,
+                        },
+                        &mut text,
+                    );
+                    text.push('\n');
+                    custom = text;
+                    &custom
+                }
+            };
             if target.write(line.as_bytes()) {
                 self.lines_written.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -359,6 +432,11 @@ mod tests {
             server: None,
             mime: None,
             user: None,
+            client_port: 0,
+            local: None,
+            server_port: 0,
+            request: None,
+            reply: None,
         };
         entry.url = "http://h.test/p?token=secret&x=1".into();
         assert_eq!(entry.logged_url(true), "http://h.test/p?");
@@ -382,6 +460,11 @@ mod tests {
             server: Some("127.30.0.10".parse().unwrap()),
             mime: media_type(b"text/html; charset=utf-8"),
             user: None,
+            client_port: 0,
+            local: None,
+            server_port: 8080,
+            request: None,
+            reply: None,
         };
         // The same transaction as Squid 5.7 logged it.
         assert_eq!(
@@ -405,6 +488,11 @@ mod tests {
             server: None,
             mime: None,
             user: None,
+            client_port: 0,
+            local: None,
+            server_port: 0,
+            request: None,
+            reply: None,
         };
         assert_eq!(
             entry.format(false),

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::access_log::LogEntry;
+use crate::access_log::{LogEntry, LoggedRequest};
 use crate::acl::{Check, Facts, Login};
 use crate::errors::SquidError;
 use crate::http::body::{write_all, CopyError};
@@ -34,6 +34,8 @@ pub struct RequestInfo {
     pub dst_ips: Vec<IpAddr>,
     /// Who the client proved to be (`proxy_auth`), once asked.
     pub login: LoginState,
+    /// The request head as the client sent it (header ACLs, `%>h`).
+    pub head: Option<Head>,
 }
 
 /// The owned form of [`crate::acl::Login`].
@@ -61,6 +63,8 @@ impl RequestInfo {
                 LoginState::Failed => Login::Failed,
                 LoginState::User(user) => Login::User(user),
             },
+            request: self.head.as_ref(),
+            ..Facts::connection(client)
         }
     }
 
@@ -91,6 +95,8 @@ pub struct ClientConn {
     /// The client as ACLs and logs see it (the PROXY header's source, if any).
     pub(crate) client: IpAddr,
     peer: SocketAddr,
+    /// The proxy's address this connection reached (`%la`, `myip`, `myport`).
+    pub(crate) local: Option<SocketAddr>,
     port: Arc<OpenPort>,
     shutdown: watch::Receiver<bool>,
     /// Set when a reload removes this connection's port: it finishes like a stopping proxy's.
@@ -113,6 +119,7 @@ impl ClientConn {
         shutdown: watch::Receiver<bool>,
     ) -> ClientConn {
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         ClientConn {
             shared: current.load_full(),
             current,
@@ -120,6 +127,7 @@ impl ClientConn {
             buf: BytesMut::new(),
             client: peer_ip(peer),
             peer,
+            local,
             port_closing: port.closing(),
             port,
             shutdown,
@@ -340,6 +348,7 @@ impl ClientConn {
                     method,
                     host,
                     port,
+                    head: Some(head.clone()),
                     ..Default::default()
                 };
                 self.tunnel(&head, info, start, t0).await
@@ -357,6 +366,7 @@ impl ClientConn {
                     host,
                     port,
                     path: path_and_query,
+                    head: Some(head.clone()),
                     ..Default::default()
                 };
                 if info.scheme != "http" {
@@ -500,6 +510,7 @@ impl ClientConn {
         (squid_status, http_status): (&'static str, u16),
         server: Option<IpAddr>,
     ) -> LogEntry {
+        let wants = self.shared.log.wants;
         LogEntry {
             start,
             elapsed: std::time::Duration::ZERO,
@@ -517,6 +528,27 @@ impl ClientConn {
             server,
             mime: None,
             user: info.user().map(str::to_string),
+            // Behind a PROXY header the client's port is not kept.
+            client_port: if self.port.spec.require_proxy_header {
+                0
+            } else {
+                self.peer.port()
+            },
+            local: self.local,
+            server_port: info.port,
+            request: wants.request.then(|| {
+                Box::new(LoggedRequest {
+                    scheme: info.scheme.clone(),
+                    host: info.host.clone(),
+                    path: info.path.clone(),
+                    head: if wants.request_head {
+                        info.head.clone()
+                    } else {
+                        None
+                    },
+                })
+            }),
+            reply: None,
         }
     }
 

@@ -27,6 +27,7 @@ pub mod guard;
 pub mod helper;
 pub mod http;
 pub mod listeners;
+pub mod log_format;
 pub mod origin;
 pub mod proxy_protocol;
 pub mod resolve;

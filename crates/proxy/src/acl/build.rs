@@ -353,6 +353,10 @@ mod tests {
             dst_ips: &[],
             url: "",
             login: crate::acl::Login::Unchecked,
+            request: None,
+            reply: None,
+            local: None,
+            port_name: "",
         }
     }
 

@@ -11,13 +11,14 @@ mod build;
 mod domain;
 mod ip;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use regex::RegexSet;
 
 use crate::config::Location;
 use crate::guard::DestinationGuard;
+use crate::http::head::Head;
 
 pub use build::{AclBuilder, AclType};
 
@@ -46,6 +47,15 @@ pub struct Facts<'a> {
     pub url: &'a str,
     /// Who the client proved to be, if it was asked.
     pub login: Login<'a>,
+    /// The request head (`req_header`, `browser`, `referer_regex`, `has request`).
+    pub request: Option<&'a Head>,
+    /// The reply head, in `http_reply_access` and `reply_header_*` (`rep_header`,
+    /// `rep_mime_type`, `http_status`); `None` before the reply.
+    pub reply: Option<&'a Head>,
+    /// The proxy address the client connected to (`myip`/`localip`, `myport`).
+    pub local: Option<SocketAddr>,
+    /// The `http_port`'s `name=` (default: its address as written) for `myportname`.
+    pub port_name: &'a str,
 }
 
 /// What is known of the client's identity (`auth_param` and `proxy_auth` ACLs).
@@ -73,6 +83,10 @@ impl Facts<'_> {
             dst_ips: &[],
             url: "",
             login: Login::Unchecked,
+            request: None,
+            reply: None,
+            local: None,
+            port_name: "",
         }
     }
 }
@@ -392,6 +406,10 @@ mod tests {
             dst_ips: &[],
             url: "",
             login: Login::Unchecked,
+            request: None,
+            reply: None,
+            local: None,
+            port_name: "",
         }
     }
 
@@ -437,6 +455,10 @@ mod tests {
             dst_ips: &[],
             url: "",
             login: Login::Unchecked,
+            request: None,
+            reply: None,
+            local: None,
+            port_name: "",
         }
     }
 

@@ -2,18 +2,10 @@
 
 use std::path::PathBuf;
 
+use super::lex::Token;
 use super::parse::{Directive, Parser, PendingLog};
 use super::ConfigError;
-
-/// Log formats Squid has built in; only `squid` is written by proxyfleet.
-const SQUID_LOG_FORMATS: &[&str] = &[
-    "squid",
-    "common",
-    "combined",
-    "referrer",
-    "useragent",
-    "icap_squid",
-];
+use crate::log_format::LogFormat;
 
 impl Parser {
     /// `access_log none [acl...]` or `access_log [stdio:|daemon:]PATH [squid|option=...]
@@ -31,20 +23,46 @@ impl Parser {
             return Ok(());
         }
         let path = log_path(&t.text).map_err(|m| d.error(t, m))?;
+        let mut format = None;
         let mut rest = &d.args[1..];
         while let Some(next) = rest.first() {
-            let format = match next.text.split_once('=') {
-                Some(("logformat", format)) => format,
+            let name = match next.text.split_once('=') {
+                Some(("logformat", name)) => name,
+                // Each line is written whole with its own write(2): there is no buffer.
+                Some(("buffer-size", _)) => {
+                    rest = &rest[1..];
+                    continue;
+                }
+                Some(("rotate", _)) => {
+                    self.ignored
+                        .push(("access_log rotate=".to_owned(), d.location_of(next)));
+                    rest = &rest[1..];
+                    continue;
+                }
+                Some(("on-error", "drop")) => {
+                    rest = &rest[1..];
+                    continue;
+                }
+                Some(("on-error", "die")) => {
+                    // Squid exits; proxyfleet stops serving what it cannot log instead.
+                    self.logfile_error_policy = crate::access_log::LogErrorPolicy::Refuse;
+                    self.notes.push((
+                        d.location_of(next),
+                        "access_log on-error=die: while this log cannot be written, requests \
+                         are refused (logfile_error_policy refuse) rather than the proxy \
+                         exiting"
+                            .into(),
+                    ));
+                    rest = &rest[1..];
+                    continue;
+                }
                 Some(_) => return Err(d.error(next, format!("unsupported option '{}'", next.text))),
-                None if SQUID_LOG_FORMATS.contains(&next.text.as_str()) => &next.text,
+                None if self.log_format(&next.text).is_some() => next.text.as_str(),
                 None => break,
             };
-            if format != "squid" {
-                return Err(d.error(
-                    next,
-                    format!("log format '{format}' is not supported (only 'squid' is)"),
-                ));
-            }
+            format = Some(self.log_format(name).ok_or_else(|| {
+                d.error(next, format!("logformat '{name}' is not defined (define it with a logformat line before this one)"))
+            })?);
             rest = &rest[1..];
         }
         let refs = self.acl_refs(d, rest).map_err(|e| {
@@ -53,8 +71,9 @@ impl Parser {
                 Some(first) if !self.is_acl_ref(&first.text) => d.error(
                     first,
                     format!(
-                        "'{}' is neither a defined acl nor a supported log format (only \
-                         'squid' is supported)",
+                        "'{}' is neither a defined acl nor a log format (built in: squid, \
+                         common, combined, referrer, useragent; or one a logformat line \
+                         defines)",
                         first.text
                     ),
                 ),
@@ -63,9 +82,50 @@ impl Parser {
         })?;
         self.logs.push(PendingLog::File {
             path,
+            format: format.flatten(),
             refs,
             location: d.location(),
         });
+        Ok(())
+    }
+
+    /// A log format by name: `Some(None)` for the native `squid` one.
+    fn log_format(&self, name: &str) -> Option<Option<LogFormat>> {
+        if name == "squid" {
+            return Some(None);
+        }
+        if let Some(f) = self.log_formats.get(name) {
+            return Some(Some(f.clone()));
+        }
+        LogFormat::built_in(name).map(Some)
+    }
+
+    /// `logformat NAME FORMAT`: the format is the rest of the line as written (or one
+    /// quoted string). Squid's built-in names cannot be redefined: Squid 5.7 says "logformat
+    /// squid is already defined. Ignoring." and so does proxyfleet, at start-up.
+    pub(super) fn logformat(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let name = d.arg(0, "format name")?;
+        let first = d.arg(1, "format (e.g. %ts.%03tu %>a %rm %ru)")?;
+        let text = if d.args.len() == 2 && first.quoted {
+            first.text.clone()
+        } else {
+            rest_of_line(&d.args[1..])
+        };
+        if name.text == "squid"
+            || LogFormat::built_in(&name.text).is_some()
+            || self.log_formats.contains_key(&name.text)
+        {
+            self.notes.push((
+                d.location_of(name),
+                format!(
+                    "logformat {} is already defined: this line is ignored (as Squid 5.7 does)",
+                    name.text
+                ),
+            ));
+            return Ok(());
+        }
+        let format = LogFormat::parse(&text).map_err(|why| d.error(first, why))?;
+        self.log_formats.insert(name.text.clone(), format);
         Ok(())
     }
 
@@ -73,6 +133,26 @@ impl Parser {
         let name = text.strip_prefix('!').unwrap_or(text);
         self.acls.contains_key(name)
     }
+}
+
+/// Tokens as they were written: quoted ones with their quotes, and the blanks between
+/// tokens of one line kept (a format's spacing is part of it).
+pub(super) fn rest_of_line(tokens: &[Token]) -> String {
+    let mut text = String::new();
+    let mut end: Option<(usize, usize)> = None;
+    for t in tokens {
+        let raw = t.raw();
+        match end {
+            Some((line, column)) if line == t.line && t.column > column => {
+                text.extend(std::iter::repeat_n(' ', t.column - column));
+            }
+            Some(_) => text.push(' '),
+            None => {}
+        }
+        end = Some((t.line, t.column + raw.chars().count()));
+        text.push_str(&raw);
+    }
+    text
 }
 
 /// The file of an `access_log` line, without its logging-module prefix.
@@ -129,6 +209,35 @@ mod tests {
     }
 
     #[test]
+    fn logformat_lines_and_the_built_in_names() {
+        let c = parse_ok(
+            "logformat squid %ts ignored\n\
+             logformat mine  %>a  \"%rm %ru\" %{User-Agent}>h\n\
+             logformat quoted \"%ts %tr\"\n\
+             access_log /a.log squid\n\
+             access_log /b.log combined\n\
+             access_log /c.log logformat=mine\n\
+             access_log /d.log quoted localhost\n",
+        );
+        let formats: Vec<_> = c.access_logs.iter().map(|l| l.format.clone()).collect();
+        assert_eq!(formats[0], None, "squid stays the native format");
+        assert_eq!(
+            formats[1],
+            crate::log_format::LogFormat::built_in("combined")
+        );
+        assert_eq!(
+            formats[2],
+            Some(crate::log_format::LogFormat::parse("%>a  \"%rm %ru\" %{User-Agent}>h").unwrap())
+        );
+        assert_eq!(
+            formats[3],
+            Some(crate::log_format::LogFormat::parse("%ts %tr").unwrap())
+        );
+        assert_eq!(c.access_logs[3].acls.0.len(), 1);
+        assert!(c.notes[0].1.contains("logformat squid is already defined"));
+    }
+
+    #[test]
     fn access_log_none_silences_later_lines() {
         let c = parse_ok(
             "acl lan src 10.0.0.0/8\n\
@@ -177,16 +286,17 @@ mod tests {
                 "1:11: access_log: missing log file path or 'none'",
             ),
             (
-                "access_log /x common",
-                "1:15: access_log: log format 'common' is not supported (only 'squid' is)",
+                "access_log /x logformat=mine",
+                "1:15: access_log: logformat 'mine' is not defined (define it with a \
+                 logformat line before this one)",
             ),
             (
-                "access_log /x logformat=combined",
-                "1:15: access_log: log format 'combined' is not supported (only 'squid' is)",
+                "access_log /x replay=3",
+                "1:15: access_log: unsupported option 'replay=3'",
             ),
             (
-                "access_log /x rotate=3",
-                "1:15: access_log: unsupported option 'rotate=3'",
+                "logformat mine",
+                "1:15: logformat: missing format (e.g. %ts.%03tu %>a %rm %ru)",
             ),
             (
                 "access_log syslog:daemon.info",
@@ -199,8 +309,9 @@ mod tests {
             ),
             (
                 "access_log /x fancy",
-                "1:15: access_log: 'fancy' is neither a defined acl nor a supported log format \
-                 (only 'squid' is supported)",
+                "1:15: access_log: 'fancy' is neither a defined acl nor a log format (built \
+                 in: squid, common, combined, referrer, useragent; or one a logformat line \
+                 defines)",
             ),
             (
                 "access_log /x localhost nosuch",
@@ -209,5 +320,13 @@ mod tests {
             ),
         ];
         assert_errors(&cases);
+        let unknown = super::super::test_support::parse_err("logformat mine %ts %Xy");
+        assert!(
+            unknown.starts_with(
+                "/etc/test.conf:1:16: logformat: character 5: format code '%Xy' is not one \
+                 proxyfleet can log (supported: "
+            ),
+            "{unknown}"
+        );
     }
 }

@@ -58,6 +58,8 @@ pub struct AccessLog {
     pub path: PathBuf,
     /// Only transactions matching all of these are logged (empty = all).
     pub acls: AclList,
+    /// `None`: Squid's native `squid` format; otherwise a built-in or `logformat` one.
+    pub format: Option<crate::log_format::LogFormat>,
     pub location: Location,
 }
 

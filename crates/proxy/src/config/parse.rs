@@ -119,6 +119,7 @@ pub(super) enum PendingLog {
     },
     File {
         path: PathBuf,
+        format: Option<crate::log_format::LogFormat>,
         refs: Vec<PendingRef>,
         location: Location,
     },
@@ -134,6 +135,8 @@ pub(super) struct Parser {
     pub proxy_protocol_access: Vec<PendingRule>,
     pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
     pub logs: Vec<PendingLog>,
+    /// `logformat` lines by name (the built-in names are not here).
+    pub log_formats: HashMap<String, crate::log_format::LogFormat>,
     pub saw_access_log: bool,
     pub forwarded_for: ForwardedFor,
     pub via: bool,
@@ -191,6 +194,7 @@ impl Parser {
             proxy_protocol_access: Vec::new(),
             outgoing: Vec::new(),
             logs: Vec::new(),
+            log_formats: HashMap::new(),
             saw_access_log: false,
             forwarded_for: ForwardedFor::On,
             via: true,
@@ -265,7 +269,10 @@ impl Parser {
         }
         // Only ACL values may be quoted (Squid's "read the values from this file"), and
         // texts that are more than one word (a realm).
-        if !matches!(name, "acl" | "auth_param") {
+        if !matches!(
+            name,
+            "acl" | "auth_param" | "logformat" | "request_header_add" | "reply_header_add"
+        ) {
             if let Some(t) = d.args.iter().find(|t| t.quoted) {
                 return Err(d.error(
                     t,
@@ -286,6 +293,7 @@ impl Parser {
             "tcp_outgoing_address" => self.tcp_outgoing_address(d),
             // Squid 2's name, still accepted by Squid 5.
             "access_log" | "cache_access_log" => self.access_log(d),
+            "logformat" => self.logformat(d),
             "forwarded_for" => self.forwarded_for(d),
             "via"
             | "strip_query_terms"
@@ -461,6 +469,7 @@ impl Parser {
                 }
                 PendingLog::File {
                     path,
+                    format,
                     refs,
                     location,
                 } => {
@@ -469,6 +478,7 @@ impl Parser {
                     access_logs.push(AccessLog {
                         path,
                         acls,
+                        format,
                         location,
                     });
                 }
@@ -478,6 +488,7 @@ impl Parser {
             access_logs.push(AccessLog {
                 path: PathBuf::from(DEFAULT_ACCESS_LOG),
                 acls: AclList::default(),
+                format: None,
                 location: Location {
                     file: self.root.clone(),
                     line: 0,

@@ -117,6 +117,10 @@ impl Request {
             dst_ips: &self.dst_ips,
             url: "",
             login: crate::acl::Login::Unchecked,
+            request: None,
+            reply: None,
+            local: None,
+            port_name: "",
         }
     }
 }

@@ -347,6 +347,10 @@ impl Conf<'_> {
                 dst_ips: &[ip],
                 url: "",
                 login: Login::Unchecked,
+                request: None,
+                reply: None,
+                local: None,
+                port_name: "",
             })
         };
         let protects_host = guarded || !probe("GET", "http", loopback, 80);
@@ -388,6 +392,10 @@ fn allows_request(access: &AccessRules, client: IpAddr, destination: IpAddr) -> 
         dst_ips: &[destination],
         url: "",
         login: Login::Unchecked,
+        request: None,
+        reply: None,
+        local: None,
+        port_name: "",
     })
 }
 
