@@ -36,6 +36,10 @@ pub struct RequestInfo {
     pub login: LoginState,
     /// The request head as the client sent it (header ACLs, `%>h`).
     pub head: Option<Head>,
+    /// The proxy address the client reached, and its port's name (`localip`, `myport`,
+    /// `myportname`).
+    pub local: Option<SocketAddr>,
+    pub port_name: Arc<str>,
 }
 
 /// The owned form of [`crate::acl::Login`].
@@ -64,6 +68,8 @@ impl RequestInfo {
                 LoginState::User(user) => Login::User(user),
             },
             request: self.head.as_ref(),
+            local: self.local,
+            port_name: &self.port_name,
             ..Facts::connection(client)
         }
     }
@@ -349,6 +355,8 @@ impl ClientConn {
                     host,
                     port,
                     head: Some(head.clone()),
+                    local: self.local,
+                    port_name: self.port.spec.name.clone(),
                     ..Default::default()
                 };
                 self.tunnel(&head, info, start, t0).await
@@ -367,6 +375,8 @@ impl ClientConn {
                     port,
                     path: path_and_query,
                     head: Some(head.clone()),
+                    local: self.local,
+                    port_name: self.port.spec.name.clone(),
                     ..Default::default()
                 };
                 if info.scheme != "http" {

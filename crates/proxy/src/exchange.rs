@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use crate::access_log::media_type;
 use crate::http::body::{copy_body, read_some, write_all, CopyError, Encode};
 use crate::http::head::{response_framing, response_has_no_body, Framing, Head, HeadError};
-use crate::http::rewrite::{client_response, ResponseFraming};
+use crate::http::rewrite::{client_response, Edits, FieldAction, ResponseFraming};
 
 /// What the exchange needs to know about the request.
 pub struct ExchangeRequest<'a> {
@@ -35,6 +35,20 @@ pub struct ExchangeRequest<'a> {
     pub via: Option<&'a str>,
     pub idle: Duration,
     pub max_reply_header: usize,
+    /// `http_reply_access` and `reply_header_*`; `None` when none are configured.
+    pub reply_rules: Option<&'a dyn ReplyRules>,
+    /// Keep the reply head in [`Delivered::reply`] (a log format's `%<h`).
+    pub keep_reply_head: bool,
+}
+
+/// What the configuration says about a reply, once its head is read.
+pub trait ReplyRules: Sync {
+    /// `http_reply_access`: false answers 403 instead of the reply.
+    fn allows(&self, reply: &Head) -> bool;
+    /// `reply_header_access` / `reply_header_replace` for one field.
+    fn action(&self, reply: &Head, name: &[u8]) -> FieldAction<'_>;
+    /// `reply_header_add`.
+    fn additions(&self, reply: &Head) -> Vec<(String, String)>;
 }
 
 /// How the exchange went.
@@ -52,6 +66,8 @@ pub enum Outcome {
 /// A response that (at least partly) reached the client.
 #[derive(Debug, Default)]
 pub struct Delivered {
+    /// The reply head, when [`ExchangeRequest::keep_reply_head`].
+    pub reply: Option<Head>,
     pub status: u16,
     pub bytes: u64,
     pub mime: Option<String>,
@@ -80,6 +96,9 @@ pub enum Failure {
     InvalidResponse,
     /// The client went away before the response.
     ClientGone,
+    /// `http_reply_access` denied the reply: nothing of it was sent, and the origin
+    /// connection is not reusable (its body was not read).
+    ReplyDenied,
     /// The client's body was malformed (chunked syntax) before any response started: the
     /// caller answers 400 and closes. The origin got an unfinished body, never the rest.
     MalformedBody(&'static str),
@@ -231,14 +250,30 @@ where
         && fields != ResponseFraming::Close
         && !req.draining.load(Ordering::Relaxed)
         && !*req.port_closing.borrow();
+    if req.reply_rules.is_some_and(|rules| !rules.allows(&head)) {
+        return Outcome::NoResponse(Failure::ReplyDenied);
+    }
     let mut out = BytesMut::with_capacity(head.wire_len() + 128);
-    client_response(&head, req.via, client_reusable, fields, &mut out);
+    let decide = |name: &[u8]| match req.reply_rules {
+        Some(rules) => rules.action(&head, name),
+        None => FieldAction::Keep,
+    };
+    let edits = Edits {
+        decide: req.reply_rules.is_some().then_some(&decide as _),
+        add: req
+            .reply_rules
+            .map(|rules| rules.additions(&head))
+            .unwrap_or_default(),
+    };
+    client_response(&head, req.via, client_reusable, fields, &edits, &mut out);
+    let kept_head = req.keep_reply_head.then(|| head.clone());
     responding.store(true, Ordering::Relaxed);
     let mut delivered = Delivered {
         status: head.status,
         bytes: sent,
         mime: head.value("content-type").and_then(media_type),
         client_reusable,
+        reply: kept_head,
         ..Default::default()
     };
     let mut logged = false;
@@ -248,6 +283,7 @@ where
             status: head.status,
             bytes: sent + n,
             mime: delivered.mime.clone(),
+            reply: delivered.reply.clone(),
             ..Default::default()
         })
     };

@@ -10,10 +10,11 @@ use crate::acl::Facts;
 use crate::config::OutgoingAddress;
 use crate::conn::{Admission, ClientConn, Denial, Next, RequestInfo};
 use crate::errors::SquidError;
+use crate::exchange::ReplyRules;
 use crate::exchange::{exchange, Delivered, ExchangeRequest, Failure, Outcome};
 use crate::http::body::write_all;
 use crate::http::head::{closes_after, Framing, Head};
-use crate::http::rewrite::origin_request;
+use crate::http::rewrite::{origin_request, Edits, FieldAction};
 use crate::http::target::Target;
 use crate::origin::{connect, PoolKey};
 
@@ -88,6 +89,18 @@ impl ClientConn {
 
         let mut request_head = BytesMut::with_capacity(head.wire_len() + 256);
         let host_header = Target::host_header(&info.host, info.port, "http");
+        let facts = info.facts(self.client);
+        let header_rules = &config.request_headers;
+        let decide = |name: &[u8]| header_rules.action(name, &facts);
+        let edits = if header_rules.is_empty() {
+            Edits::default()
+        } else {
+            let so_far = self.entry(&info, start, ("TCP_MISS", 0), None);
+            Edits {
+                decide: Some(&decide),
+                add: header_rules.additions(&facts, &so_far),
+            }
+        };
         origin_request(
             &head,
             framing,
@@ -95,6 +108,7 @@ impl ClientConn {
             &host_header,
             self.client,
             &shared.rewrite,
+            &edits,
             &mut request_head,
         );
         let req = ExchangeRequest {
@@ -109,6 +123,8 @@ impl ClientConn {
             via: shared.rewrite.via.as_deref(),
             idle: config.read_timeout,
             max_reply_header: config.reply_header_max_size,
+            reply_rules: None,
+            keep_reply_head: shared.log.wants.reply,
         };
 
         let mut may_reuse = true;
@@ -161,12 +177,26 @@ impl ClientConn {
             }
             let line = self.entry(&info, start, ("TCP_MISS", 0), Some(ip));
             let client = self.client;
+            let policy = ReplyPolicy {
+                config,
+                info: &info,
+                client,
+                line: &line,
+            };
+            let req = ExchangeRequest {
+                reply_rules: (!config.reply_headers.is_empty()
+                    || !config.http_reply_access.is_empty())
+                .then_some(&policy as _),
+                port_closing: req.port_closing.clone(),
+                ..req
+            };
             let record = |tag: &'static str, d: &Delivered| {
                 let mut entry = line.clone();
                 entry.squid_status = tag;
                 entry.http_status = d.status;
                 entry.bytes = d.bytes;
                 entry.mime = d.mime.clone();
+                entry.reply = d.reply.clone();
                 entry.elapsed = t0.elapsed();
                 shared.log.log(&info.facts(client), &entry)
             };
@@ -212,6 +242,13 @@ impl ClientConn {
                     tracing::info!(client = %self.client, url = %info.url, why, "malformed request body");
                     let failure = (SquidError::InvalidReq, "NONE_NONE");
                     self.reply_failure(failure, true, Some(ip), &info, (start, t0))
+                        .await;
+                    Next::Close
+                }
+                Outcome::NoResponse(Failure::ReplyDenied) => {
+                    tracing::debug!(client = %self.client, url = %info.url, "reply denied by http_reply_access");
+                    let refusal = (SquidError::AccessDenied, "TCP_DENIED_REPLY");
+                    self.reply_failure(refusal, true, Some(ip), &info, (start, t0))
                         .await;
                     Next::Close
                 }
@@ -263,4 +300,40 @@ fn via_names(head: &Head, name: &str) -> bool {
             })
         })
     })
+}
+
+/// The reply-side rules of one transaction (`http_reply_access`, `reply_header_*`), judged
+/// with the request's facts and the reply head.
+struct ReplyPolicy<'a> {
+    config: &'a crate::config::Config,
+    info: &'a RequestInfo,
+    client: IpAddr,
+    /// The transaction's log entry so far, for `reply_header_add` values.
+    line: &'a crate::access_log::LogEntry,
+}
+
+impl ReplyPolicy<'_> {
+    fn facts<'r>(&'r self, reply: &'r Head) -> Facts<'r> {
+        Facts {
+            reply: Some(reply),
+            ..self.info.facts(self.client)
+        }
+    }
+}
+
+impl ReplyRules for ReplyPolicy<'_> {
+    fn allows(&self, reply: &Head) -> bool {
+        let rules = &self.config.http_reply_access;
+        rules.is_empty() || rules.allows(&self.facts(reply))
+    }
+
+    fn action(&self, reply: &Head, name: &[u8]) -> FieldAction<'_> {
+        self.config.reply_headers.action(name, &self.facts(reply))
+    }
+
+    fn additions(&self, reply: &Head) -> Vec<(String, String)> {
+        self.config
+            .reply_headers
+            .additions(&self.facts(reply), self.line)
+    }
 }

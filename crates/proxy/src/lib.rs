@@ -24,6 +24,7 @@ pub mod exchange;
 pub mod expiring;
 pub mod forward;
 pub mod guard;
+pub mod header_rules;
 pub mod helper;
 pub mod http;
 pub mod listeners;

@@ -33,6 +33,28 @@ pub enum AclType {
     ProxyAuth,
     /// `proxy_auth_regex`: the same, user names matched by patterns.
     ProxyAuthRegex,
+    /// `browser`: the request's User-Agent, by pattern.
+    Browser,
+    /// `referer_regex`: the request's Referer, by pattern.
+    RefererRegex,
+    /// `req_header NAME pattern...`: a request field, by pattern.
+    ReqHeader,
+    /// `rep_header NAME pattern...`: a reply field (reply rules only).
+    RepHeader,
+    /// `rep_mime_type`: the reply's Content-Type, by pattern (reply rules only).
+    RepMimeType,
+    /// `http_status N|N-M...`: the reply's status (reply rules only).
+    HttpStatus,
+    /// `myport`: the proxy port the client connected to.
+    MyPort,
+    /// `myportname`: that port's `name=`.
+    MyPortName,
+    /// `localip` (Squid 3's `myip`): the proxy address the client connected to.
+    LocalIp,
+    /// `has request|response|ALE`: which parts of the transaction exist.
+    Has,
+    /// `time [days] [h1:m1-h2:m2]`: the proxy's local time.
+    Time,
     /// Only the built-in `manager` ACL has it (Squid 5 defines it with `url_regex`, which
     /// squid.conf files here cannot use).
     Manager,
@@ -54,9 +76,22 @@ impl AclType {
         AclType::UrlPathRegex,
         AclType::ProxyAuth,
         AclType::ProxyAuthRegex,
+        AclType::Browser,
+        AclType::RefererRegex,
+        AclType::ReqHeader,
+        AclType::RepHeader,
+        AclType::RepMimeType,
+        AclType::HttpStatus,
+        AclType::MyPort,
+        AclType::MyPortName,
+        AclType::LocalIp,
+        AclType::Has,
+        AclType::Time,
     ];
 
     pub fn from_name(name: &str) -> Option<AclType> {
+        // Squid 3's name for `localip`, still accepted by Squid 5.
+        let name = if name == "myip" { "localip" } else { name };
         Self::USABLE.iter().copied().find(|t| t.name() == name)
     }
 
@@ -73,6 +108,17 @@ impl AclType {
             AclType::UrlPathRegex => "urlpath_regex",
             AclType::ProxyAuth => "proxy_auth",
             AclType::ProxyAuthRegex => "proxy_auth_regex",
+            AclType::Browser => "browser",
+            AclType::RefererRegex => "referer_regex",
+            AclType::ReqHeader => "req_header",
+            AclType::RepHeader => "rep_header",
+            AclType::RepMimeType => "rep_mime_type",
+            AclType::HttpStatus => "http_status",
+            AclType::MyPort => "myport",
+            AclType::MyPortName => "myportname",
+            AclType::LocalIp => "localip",
+            AclType::Has => "has",
+            AclType::Time => "time",
             AclType::Manager => "url_regex",
             AclType::Protected => "dst",
         }
@@ -84,9 +130,12 @@ impl AclType {
     pub fn accepts_flag(self, opt: &str) -> bool {
         match self {
             AclType::DstDomRegex => matches!(opt, "-i" | "+i" | "-n"),
-            AclType::UrlRegex | AclType::UrlPathRegex | AclType::ProxyAuthRegex => {
-                matches!(opt, "-i" | "+i")
-            }
+            AclType::UrlRegex
+            | AclType::UrlPathRegex
+            | AclType::ProxyAuthRegex
+            | AclType::Browser
+            | AclType::RefererRegex
+            | AclType::RepMimeType => matches!(opt, "-i" | "+i"),
             // Case-insensitive user names.
             AclType::ProxyAuth => opt == "-i",
             AclType::Dst | AclType::DstDomain => opt == "-n",
@@ -102,6 +151,11 @@ impl AclType {
                 | AclType::UrlRegex
                 | AclType::UrlPathRegex
                 | AclType::ProxyAuthRegex
+                | AclType::Browser
+                | AclType::RefererRegex
+                | AclType::ReqHeader
+                | AclType::RepHeader
+                | AclType::RepMimeType
         )
     }
 
@@ -133,6 +187,12 @@ enum Values {
         required: bool,
         names: Vec<(Box<str>, bool)>,
     },
+    /// `req_header` / `rep_header`: the field name (the first value), then patterns.
+    Field {
+        name: Option<Box<str>>,
+        patterns: Vec<String>,
+    },
+    Times(Vec<super::TimeSpan>),
     Manager,
     Protected,
 }
@@ -145,7 +205,18 @@ impl AclBuilder {
             AclType::DstDomRegex
             | AclType::UrlRegex
             | AclType::UrlPathRegex
-            | AclType::ProxyAuthRegex => Values::Regex(Vec::new()),
+            | AclType::ProxyAuthRegex
+            | AclType::Browser
+            | AclType::RefererRegex
+            | AclType::RepMimeType => Values::Regex(Vec::new()),
+            AclType::ReqHeader | AclType::RepHeader => Values::Field {
+                name: None,
+                patterns: Vec::new(),
+            },
+            AclType::LocalIp => Values::Ip(IpSet::default()),
+            AclType::HttpStatus | AclType::MyPort => Values::Ports(Vec::new()),
+            AclType::MyPortName | AclType::Has => Values::Words(Vec::new()),
+            AclType::Time => Values::Times(Vec::new()),
             AclType::ProxyAuth => Values::Users {
                 required: false,
                 names: Vec::new(),
@@ -177,27 +248,36 @@ impl AclBuilder {
             Values::Ip(set) => set.add(value),
             Values::Domain(set) => set.add(value),
             Values::Regex(patterns) => {
-                let pattern = if icase {
-                    format!("(?i:{value})")
-                } else {
-                    format!("(?:{value})")
-                };
-                Regex::new(&pattern).map_err(|e| {
-                    format!(
-                        "'{value}' is not a valid regular expression: {}",
-                        regex_reason(&e)
-                    )
-                })?;
-                patterns.push(pattern);
+                patterns.push(checked_pattern(value, icase)?);
                 Ok(())
             }
+            Values::Field { name, patterns } => {
+                match name {
+                    None => *name = Some(value.to_ascii_lowercase().into()),
+                    Some(_) => patterns.push(checked_pattern(value, icase)?),
+                }
+                Ok(())
+            }
+            Values::Times(spans) => super::time::add(spans, value),
             Values::Ports(ranges) => {
-                ranges.push(parse_port_range(value)?);
+                let range = parse_port_range(value)?;
+                if self.ty == AclType::HttpStatus && (range.0 < 100 || range.1 > 999) {
+                    return Err(format!("'{value}' is not an HTTP status code (100-999)"));
+                }
+                ranges.push(range);
                 Ok(())
             }
             Values::Words(words) => {
                 let word = match self.ty {
                     AclType::Proto => proto_value(value)?,
+                    AclType::Has => match value {
+                        "request" | "response" | "ALE" => value.into(),
+                        _ => {
+                            return Err(format!(
+                                "'{value}' is not a transaction part (request, response, ALE)"
+                            ))
+                        }
+                    },
                     // Squid compares methods case-sensitively (RFC 9110 says they are).
                     _ => value.into(),
                 };
@@ -230,13 +310,44 @@ impl AclBuilder {
             (ty, Values::Regex(patterns)) => {
                 let set = RegexSet::new(&patterns)
                     .map_err(|e| format!("acl '{}': {}", self.name, regex_reason(&e)))?;
+                let field = |reply, name: &str| Kind::Field {
+                    reply,
+                    name: name.into(),
+                    set: set.clone(),
+                };
                 match ty {
                     AclType::UrlRegex => Kind::UrlRegex(set),
                     AclType::UrlPathRegex => Kind::UrlPathRegex(set),
                     AclType::ProxyAuthRegex => Kind::ProxyAuthRegex(set),
+                    AclType::Browser => field(false, "user-agent"),
+                    AclType::RefererRegex => field(false, "referer"),
+                    AclType::RepMimeType => field(true, "content-type"),
                     _ => Kind::DstDomRegex(set),
                 }
             }
+            (ty, Values::Field { name, patterns }) => {
+                let name =
+                    name.ok_or_else(|| format!("acl '{}': missing header name", self.name))?;
+                if patterns.is_empty() {
+                    return Err(format!(
+                        "acl '{}': no pattern after the header name '{name}'",
+                        self.name
+                    ));
+                }
+                let set = RegexSet::new(&patterns)
+                    .map_err(|e| format!("acl '{}': {}", self.name, regex_reason(&e)))?;
+                Kind::Field {
+                    reply: ty == AclType::RepHeader,
+                    name,
+                    set,
+                }
+            }
+            (_, Values::Times(spans)) => Kind::Time(spans.into()),
+            (AclType::LocalIp, Values::Ip(set)) => Kind::LocalIp(set),
+            (AclType::HttpStatus, Values::Ports(ranges)) => Kind::HttpStatus(ranges.into()),
+            (AclType::MyPort, Values::Ports(ranges)) => Kind::MyPort(ranges.into()),
+            (AclType::MyPortName, Values::Words(words)) => Kind::MyPortName(words.into()),
+            (AclType::Has, Values::Words(words)) => Kind::Has(words.into()),
             (_, Values::Users { required, names }) => Kind::ProxyAuth {
                 any: required,
                 names: names.into(),
@@ -284,6 +395,22 @@ impl AclBuilder {
             AclBuilder::new("to_protected", AclType::Protected),
         ]
     }
+}
+
+/// A pattern wrapped for its case sensitivity, checked to compile.
+fn checked_pattern(value: &str, icase: bool) -> Result<String, String> {
+    let pattern = if icase {
+        format!("(?i:{value})")
+    } else {
+        format!("(?:{value})")
+    };
+    Regex::new(&pattern).map_err(|e| {
+        format!(
+            "'{value}' is not a valid regular expression: {}",
+            regex_reason(&e)
+        )
+    })?;
+    Ok(pattern)
 }
 
 /// `N` or `N-M`, both within 0-65535.
@@ -373,7 +500,8 @@ mod tests {
         for ty in AclType::USABLE {
             assert_eq!(AclType::from_name(ty.name()), Some(*ty));
         }
-        assert_eq!(AclType::from_name("browser"), None);
+        assert_eq!(AclType::from_name("myip"), Some(AclType::LocalIp));
+        assert_eq!(AclType::from_name("maxconn"), None);
         assert_eq!(AclType::from_name("SRC"), None);
     }
 
@@ -483,5 +611,83 @@ mod tests {
         assert!(AclType::DstDomain.accepts_flag("-n"));
         assert!(!AclType::DstDomain.accepts_flag("-i"));
         assert!(!AclType::Port.accepts_flag("-n"));
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+    use crate::acl::Facts;
+    use crate::http::head::Head;
+
+    fn head(text: &str, request: bool) -> Head {
+        let mut buf = bytes::BytesMut::from(text.as_bytes());
+        if request {
+            Head::parse_request(&mut buf, 65536).unwrap().unwrap()
+        } else {
+            Head::parse_response(&mut buf, 65536).unwrap().unwrap()
+        }
+    }
+
+    fn acl(ty: AclType, values: &[&str], icase: bool) -> Acl {
+        let mut b = AclBuilder::new("t", ty);
+        for v in values {
+            b.add(v, icase).unwrap();
+        }
+        b.build(&Arc::default()).unwrap()
+    }
+
+    #[test]
+    fn request_and_reply_field_acls() {
+        let req = head(
+            "GET http://h/ HTTP/1.1\r\nUser-Agent: Wget/1.21\r\nReferer: http://ads.test/x\r\nX-Team: blue\r\n\r\n",
+            true,
+        );
+        let rep = head(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: application/x-msdownload\r\nServer: Apache\r\n\r\n",
+            false,
+        );
+        let f = Facts {
+            request: Some(&req),
+            ..Facts::connection("127.0.0.1".parse().unwrap())
+        };
+        let with_reply = Facts {
+            reply: Some(&rep),
+            ..f
+        };
+        assert!(acl(AclType::Browser, &["^wget"], true).matches(&f));
+        assert!(!acl(AclType::Browser, &["^wget"], false).matches(&f));
+        assert!(acl(AclType::RefererRegex, &["ads\\.test"], false).matches(&f));
+        assert!(acl(AclType::ReqHeader, &["X-Team", "^blue$"], false).matches(&f));
+        assert!(!acl(AclType::ReqHeader, &["X-Other", "."], false).matches(&f));
+        let mime = acl(AclType::RepMimeType, &["^application/x-msdownload$"], false);
+        assert!(!mime.matches(&f), "no reply yet");
+        assert!(mime.matches(&with_reply));
+        assert!(acl(AclType::RepHeader, &["Server", "apache"], true).matches(&with_reply));
+        let status = acl(AclType::HttpStatus, &["400-499"], false);
+        assert!(status.matches(&with_reply) && !status.matches(&f));
+        let has = acl(AclType::Has, &["response"], false);
+        assert!(has.matches(&with_reply) && !has.matches(&f));
+        let mut b = AclBuilder::new("t", AclType::HttpStatus);
+        assert!(b.add("99", false).is_err());
+        let b = AclBuilder::new("t", AclType::ReqHeader);
+        assert!(b
+            .build(&Arc::default())
+            .unwrap_err()
+            .contains("missing header name"));
+    }
+
+    #[test]
+    fn local_address_and_port_acls() {
+        let f = Facts {
+            local: Some("127.0.0.1:3128".parse().unwrap()),
+            port_name: "inside",
+            ..Facts::connection("127.0.0.1".parse().unwrap())
+        };
+        assert!(acl(AclType::MyPort, &["3128"], false).matches(&f));
+        assert!(!acl(AclType::MyPort, &["8080"], false).matches(&f));
+        assert!(acl(AclType::LocalIp, &["127.0.0.0/8"], false).matches(&f));
+        assert!(acl(AclType::MyPortName, &["inside"], false).matches(&f));
+        assert!(!acl(AclType::MyPortName, &["outside"], false).matches(&f));
     }
 }

@@ -10,6 +10,7 @@
 mod build;
 mod domain;
 mod ip;
+mod time;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use build::{AclBuilder, AclType};
 
 use domain::DomainSet;
 use ip::IpSet;
+pub use time::TimeSpan;
 
 /// What ACLs are evaluated against: one transaction (or, for proxy_protocol_access, just a
 /// connection).
@@ -114,6 +116,20 @@ enum Kind {
         names: Box<[(Box<str>, bool)]>,
     },
     ProxyAuthRegex(RegexSet),
+    /// A request field (or a reply field, with `reply`) by lowercase name, by pattern:
+    /// `req_header`, `rep_header`, `browser`, `referer_regex`, `rep_mime_type`.
+    Field {
+        reply: bool,
+        name: Box<str>,
+        set: RegexSet,
+    },
+    HttpStatus(Box<[(u16, u16)]>),
+    MyPort(Box<[(u16, u16)]>),
+    MyPortName(Box<[Box<str>]>),
+    LocalIp(IpSet),
+    /// `request`, `response`, `ALE`.
+    Has(Box<[Box<str>]>),
+    Time(Box<[TimeSpan]>),
     Manager,
     /// The built-in `to_protected`: any destination address the guard protects.
     Protected(Arc<DestinationGuard>),
@@ -164,6 +180,32 @@ impl Acl {
                 Login::User(user) => set.is_match(user),
                 _ => false,
             },
+            Kind::Field { reply, name, set } => {
+                let head = if *reply { f.reply } else { f.request };
+                head.is_some_and(|h| {
+                    h.values(name)
+                        .any(|v| set.is_match(&String::from_utf8_lossy(v)))
+                })
+            }
+            Kind::HttpStatus(ranges) => f.reply.is_some_and(|r| {
+                ranges
+                    .iter()
+                    .any(|&(lo, hi)| lo <= r.status && r.status <= hi)
+            }),
+            Kind::MyPort(ranges) => f.local.is_some_and(|l| {
+                ranges
+                    .iter()
+                    .any(|&(lo, hi)| lo <= l.port() && l.port() <= hi)
+            }),
+            Kind::MyPortName(names) => names.iter().any(|n| **n == *f.port_name),
+            Kind::LocalIp(set) => f
+                .local
+                .is_some_and(|l| set.contains(crate::proxy_protocol::normalize(l.ip()))),
+            Kind::Has(parts) => parts.iter().all(|p| match &**p {
+                "request" | "ALE" => f.request.is_some(),
+                _ => f.reply.is_some(),
+            }),
+            Kind::Time(spans) => time::now_within(spans),
             // Squid 5: `url_regex -i ^cache_object:// +i ^[^:]+://[^/]+/squid-internal-mgr/`.
             Kind::Manager => {
                 f.scheme == "cache_object" || f.path.starts_with("/squid-internal-mgr/")
@@ -206,6 +248,14 @@ impl Acl {
             Kind::UrlPathRegex(_) => AclType::UrlPathRegex.name(),
             Kind::ProxyAuth { .. } => AclType::ProxyAuth.name(),
             Kind::ProxyAuthRegex(_) => AclType::ProxyAuthRegex.name(),
+            Kind::Field { reply: false, .. } => AclType::ReqHeader.name(),
+            Kind::Field { reply: true, .. } => AclType::RepHeader.name(),
+            Kind::HttpStatus(_) => AclType::HttpStatus.name(),
+            Kind::MyPort(_) => AclType::MyPort.name(),
+            Kind::MyPortName(_) => AclType::MyPortName.name(),
+            Kind::LocalIp(_) => AclType::LocalIp.name(),
+            Kind::Has(_) => AclType::Has.name(),
+            Kind::Time(_) => AclType::Time.name(),
             Kind::Manager => AclType::Manager.name(),
             Kind::Protected(_) => AclType::Protected.name(),
             Kind::AllOf(_) => "all-of",

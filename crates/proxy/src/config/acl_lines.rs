@@ -183,6 +183,15 @@ impl Parser {
         Ok(())
     }
 
+    /// `http_reply_access allow|deny [!]acl...`.
+    pub(super) fn reply_access_rule(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let before = self.http_access.len();
+        self.access_rule(d, false)?;
+        let rule = self.http_access.remove(before);
+        self.http_reply_access.push(rule);
+        Ok(())
+    }
+
     /// `[!]name...`: every name must already be defined.
     pub(super) fn acl_refs(
         &self,
@@ -410,13 +419,15 @@ mod tests {
                 "acl x",
                 "1:6: acl: missing type of acl 'x' (supported: src, dst, dstdomain, \
                  dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
-                 proxy_auth_regex)",
+                 proxy_auth_regex, browser, referer_regex, req_header, rep_header, \
+                 rep_mime_type, http_status, myport, myportname, localip, has, time)",
             ),
             (
-                "acl x browser ^curl",
-                "1:7: acl 'x': unknown acl type 'browser' (supported: src, dst, dstdomain, \
+                "acl x maxconn 5",
+                "1:7: acl 'x': unknown acl type 'maxconn' (supported: src, dst, dstdomain, \
                  dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
-                 proxy_auth_regex)",
+                 proxy_auth_regex, browser, referer_regex, req_header, rep_header, \
+                 rep_mime_type, http_status, myport, myportname, localip, has, time)",
             ),
             (
                 "acl lan src 10.0.0.0/8\nacl  lan dst 10.0.0.1",

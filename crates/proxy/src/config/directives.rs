@@ -19,11 +19,11 @@ impl Parser {
         let t = d.arg(0, "port (expected [ADDR:]PORT)")?;
         let addr = listen_addr(&t.text).map_err(|m| d.error(t, m))?;
         let mut require_proxy_header = false;
+        let mut name: std::sync::Arc<str> = t.text.as_str().into();
         for option in &d.args[1..] {
             match option.text.as_str() {
                 "require-proxy-header" => require_proxy_header = true,
-                // Only names the port in Squid's reports and ACLs proxyfleet does not have.
-                o if o.starts_with("name=") => {}
+                o if o.starts_with("name=") => name = o["name=".len()..].into(),
                 o => {
                     return Err(d.error(
                         option,
@@ -37,6 +37,7 @@ impl Parser {
         self.http_ports.push(HttpPort {
             addr,
             require_proxy_header,
+            name,
             location: d.location(),
         });
         Ok(())

@@ -22,6 +22,7 @@ mod acl_lines;
 mod auth_lines;
 mod directives;
 mod files;
+mod header_lines;
 mod lex;
 mod logging;
 pub mod model;

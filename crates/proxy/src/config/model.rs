@@ -33,6 +33,8 @@ pub struct HttpPort {
     pub addr: SocketAddr,
     /// `require-proxy-header`: every connection must start with a PROXY v1/v2 header.
     pub require_proxy_header: bool,
+    /// `name=` (default: the address as written), for `myportname` ACLs.
+    pub name: Arc<str>,
     pub location: Location,
 }
 
@@ -95,6 +97,12 @@ pub struct Config {
     pub http_ports: Vec<HttpPort>,
     pub http_access: Arc<AccessRules>,
     pub proxy_protocol_access: Arc<AccessRules>,
+    /// `http_reply_access`: with no lines, every reply is allowed (Squid's default).
+    pub http_reply_access: Arc<AccessRules>,
+    /// `request_header_access`, `request_header_replace`, `request_header_add`.
+    pub request_headers: Arc<crate::header_rules::HeaderRules>,
+    /// `reply_header_access`, `reply_header_replace`, `reply_header_add`.
+    pub reply_headers: Arc<crate::header_rules::HeaderRules>,
     pub tcp_outgoing_address: Vec<OutgoingAddress>,
     /// Empty when logging is off (`access_log none` and no other line).
     /// With no access_log line at all: Squid's default, `/var/log/squid/access.log`.

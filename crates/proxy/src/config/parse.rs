@@ -19,6 +19,7 @@ use super::{ConfigError, IGNORED_DIRECTIVES};
 use crate::access_log::LogErrorPolicy;
 use crate::acl::{AccessRule, AccessRules, Acl, AclBuilder, AclList, AclRef};
 use crate::guard::{self, DestinationGuard};
+use crate::header_rules::{FieldAdd, HeaderRules};
 
 /// Squid's limit, which also stops a file that includes itself.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -133,6 +134,9 @@ pub(super) struct Parser {
     pub http_ports: Vec<HttpPort>,
     pub http_access: Vec<PendingRule>,
     pub proxy_protocol_access: Vec<PendingRule>,
+    pub http_reply_access: Vec<PendingRule>,
+    pub request_headers: super::header_lines::PendingHeaders,
+    pub reply_headers: super::header_lines::PendingHeaders,
     pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
     pub logs: Vec<PendingLog>,
     /// `logformat` lines by name (the built-in names are not here).
@@ -192,6 +196,9 @@ impl Parser {
             http_ports: Vec::new(),
             http_access: Vec::new(),
             proxy_protocol_access: Vec::new(),
+            http_reply_access: Vec::new(),
+            request_headers: Default::default(),
+            reply_headers: Default::default(),
             outgoing: Vec::new(),
             logs: Vec::new(),
             log_formats: HashMap::new(),
@@ -290,6 +297,10 @@ impl Parser {
             "http_port" => self.http_port(d),
             "http_access" => self.access_rule(d, false),
             "proxy_protocol_access" => self.access_rule(d, true),
+            "http_reply_access" => self.reply_access_rule(d),
+            "request_header_access" | "reply_header_access" => self.header_access(d),
+            "request_header_replace" | "reply_header_replace" => self.header_replace(d),
+            "request_header_add" | "reply_header_add" => self.header_add(d),
             "tcp_outgoing_address" => self.tcp_outgoing_address(d),
             // Squid 2's name, still accepted by Squid 5.
             "access_log" | "cache_access_log" => self.access_log(d),
@@ -432,6 +443,31 @@ impl Parser {
                 })
                 .collect(),
         };
+        let header_rules = |pending: super::header_lines::PendingHeaders| {
+            let mut named: HashMap<String, AccessRules> = pending
+                .access
+                .into_iter()
+                .map(|(name, lines)| (name, rules(lines)))
+                .collect();
+            HeaderRules {
+                other: named.remove("other"),
+                all: named.remove("all"),
+                named,
+                replace: pending.replace,
+                add: pending
+                    .add
+                    .into_iter()
+                    .map(|(name, value, refs)| FieldAdd {
+                        name,
+                        value,
+                        acls: resolve(refs),
+                    })
+                    .collect(),
+            }
+        };
+        let request_headers = Arc::new(header_rules(self.request_headers));
+        let reply_headers = Arc::new(header_rules(self.reply_headers));
+        let http_reply_access = Arc::new(rules(self.http_reply_access));
         let http_access = Arc::new(rules(self.http_access));
         let proxy_protocol_access = Arc::new(rules(self.proxy_protocol_access));
         let tcp_outgoing_address = self
@@ -501,6 +537,9 @@ impl Parser {
             http_ports: self.http_ports,
             http_access,
             proxy_protocol_access,
+            http_reply_access,
+            request_headers,
+            reply_headers,
             tcp_outgoing_address,
             access_logs,
             forwarded_for: self.forwarded_for,

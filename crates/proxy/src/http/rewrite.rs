@@ -55,6 +55,39 @@ impl<'a> ConnectionTokens<'a> {
     }
 }
 
+/// What header rules (`request_header_access` and friends) decide for one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldAction<'a> {
+    Keep,
+    Drop,
+    /// Keep the name, send this value instead.
+    Replace(&'a str),
+}
+
+/// Header rules applied to one message: a decision per field, and fields added at the end.
+#[derive(Default)]
+pub struct Edits<'a> {
+    pub decide: Option<&'a (dyn Fn(&[u8]) -> FieldAction<'a> + Sync)>,
+    pub add: Vec<(String, String)>,
+}
+
+impl Edits<'_> {
+    /// Writes `name: value` unless the rules drop it.
+    fn put_field(&self, out: &mut BytesMut, name: &[u8], value: &[u8]) {
+        match self.decide.map_or(FieldAction::Keep, |d| d(name)) {
+            FieldAction::Keep => put(out, &[name, b": ", value, b"\r\n"]),
+            FieldAction::Drop => {}
+            FieldAction::Replace(v) => put(out, &[name, b": ", v.as_bytes(), b"\r\n"]),
+        }
+    }
+
+    fn put_added(&self, out: &mut BytesMut) {
+        for (name, value) in &self.add {
+            put(out, &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"]);
+        }
+    }
+}
+
 /// Per-proxy settings for the request rewrite.
 #[derive(Debug, Clone)]
 pub struct RequestRewrite {
@@ -78,6 +111,7 @@ pub fn origin_request(
     host_header: &str,
     client: IpAddr,
     rw: &RequestRewrite,
+    edits: &Edits<'_>,
     out: &mut BytesMut,
 ) {
     put(
@@ -111,7 +145,7 @@ pub fn origin_request(
             acc.extend_from_slice(value);
             continue;
         }
-        put(out, &[name, b": ", value, b"\r\n"]);
+        edits.put_field(out, name, value);
     }
     let client_text = client.to_string();
     let appended: Option<&[u8]> = match rw.forwarded_for {
@@ -133,11 +167,12 @@ pub fn origin_request(
             value.extend_from_slice(b", ");
         }
         value.extend_from_slice(extra);
-        put(out, &[b"X-Forwarded-For: ", &value, b"\r\n"]);
+        edits.put_field(out, b"X-Forwarded-For", &value);
     }
     if let Some(via) = &rw.via {
-        put(out, &[b"Via: ", via.as_bytes(), b"\r\n"]);
+        edits.put_field(out, b"Via", via.as_bytes());
     }
+    edits.put_added(out);
     match framing {
         Framing::Chunked => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::Length(n) if n > 0 || head.value("content-length").is_some() => {
@@ -169,6 +204,7 @@ pub fn client_response(
     via: Option<&str>,
     keep_alive: bool,
     framing: ResponseFraming,
+    edits: &Edits<'_>,
     out: &mut BytesMut,
 ) {
     // Like Squid, the proxy speaks HTTP/1.1 to every client.
@@ -181,7 +217,7 @@ pub fn client_response(
         {
             continue;
         }
-        put(out, &[name, b": ", value, b"\r\n"]);
+        edits.put_field(out, name, value);
     }
     match framing {
         ResponseFraming::Length(n) => {
@@ -191,8 +227,9 @@ pub fn client_response(
         ResponseFraming::NoBody | ResponseFraming::Close => {}
     }
     if let Some(via) = via {
-        put(out, &[b"Via: ", via.as_bytes(), b"\r\n"]);
+        edits.put_field(out, b"Via", via.as_bytes());
     }
+    edits.put_added(out);
     out.put_slice(if keep_alive {
         b"Connection: keep-alive\r\n\r\n"
     } else {
@@ -231,6 +268,7 @@ mod tests {
             "o.test",
             "127.20.0.5".parse().unwrap(),
             &rw,
+            &Edits::default(),
             &mut out,
         );
         String::from_utf8(out.to_vec()).unwrap()
@@ -344,7 +382,7 @@ mod tests {
         let resp = Head::parse_response(&mut buf, 65536).unwrap().unwrap();
         let text = |framing| {
             let mut out = BytesMut::new();
-            client_response(&resp, None, true, framing, &mut out);
+            client_response(&resp, None, true, framing, &Edits::default(), &mut out);
             String::from_utf8(out.to_vec()).unwrap()
         };
         assert_eq!(
