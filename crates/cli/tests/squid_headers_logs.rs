@@ -1,0 +1,129 @@
+//! squid.conf header rules, reply rules, header ACLs and log formats end to end, through the
+//! real binary to a real origin: `request_header_access` / `_replace` / `_add` as the origin
+//! sees them, `reply_header_access` / `_add` as the client sees them, `http_reply_access`
+//! with `rep_mime_type`, `req_header` / `browser` ACLs, and `logformat` lines (and the
+//! built-in `combined`) as written to the access logs.
+
+mod common;
+
+use common::{base_config, start, APP};
+use testkit::client::exchange_raw;
+use testkit::origin::Origin;
+
+fn status(reply: &str) -> u16 {
+    reply.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn get(proxy: std::net::SocketAddr, url: &str, fields: &str) -> String {
+    exchange_raw(
+        APP,
+        proxy,
+        format!("GET {url} HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn header_rules_reply_rules_and_log_formats() {
+    let origin = Origin::start("127.30.0.63");
+    let proxy = start(&base_config(
+        "acl red_team req_header X-Team -i ^red$\n\
+         acl bots browser -i ^badbot\n\
+         acl html rep_mime_type -i ^text/html\n\
+         acl teapot http_status 418\n\
+         http_access deny red_team\n\
+         http_access deny bots\n\
+         http_access allow app\n\
+         http_access deny all\n\
+         http_reply_access deny html\n\
+         http_reply_access allow all\n\
+         request_header_access User-Agent deny all\n\
+         request_header_replace User-Agent Hidden/1.0\n\
+         request_header_access X-Secret deny all\n\
+         request_header_access Via deny all\n\
+         request_header_access X-Forwarded-For deny all\n\
+         request_header_add X-Client \"%>a via %la\" app\n\
+         reply_header_access Date deny all\n\
+         reply_header_add X-Egress \"checked\" teapot\n\
+         logformat mine %>a %rm %ru %>Hs %Ss \"%{User-Agent}>h\" [%<h{Content-Type}] %la\n\
+         access_log ACCESS_LOG mine\n\
+         access_log ACCESS_LOG.combined combined\n",
+    ));
+    let p = proxy.addr();
+    let base = origin.url();
+
+    let reply = get(
+        p,
+        &format!("{base}/headers"),
+        "User-Agent: curl/8.0\r\nX-Secret: s3cret\r\nX-Team: blue\r\nX-Forwarded-For: 10.9.9.9\r\n",
+    );
+    assert_eq!(status(&reply), 200, "{reply}");
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        body.contains("user-agent: hidden/1.0\n"),
+        "replaced: {body}"
+    );
+    assert!(!body.contains("x-secret"), "denied: {body}");
+    assert!(!body.contains("via:"), "Via denied: {body}");
+    assert!(!body.contains("x-forwarded-for"), "XFF denied: {body}");
+    assert!(body.contains("x-team: blue\n"), "other fields pass: {body}");
+    assert!(
+        body.contains(&format!("x-client: {APP} via 127.0.0.1\n")),
+        "added with format codes: {body}"
+    );
+    assert!(
+        !reply.to_ascii_lowercase().contains("\r\ndate:"),
+        "reply Date denied: {reply}"
+    );
+    assert!(!reply.contains("X-Egress"), "only for 418: {reply}");
+
+    let teapot = get(p, &format!("{base}/status/418"), "");
+    assert_eq!(status(&teapot), 418, "{teapot}");
+    assert!(teapot.contains("\r\nX-Egress: checked\r\n"), "{teapot}");
+
+    // The origin's default page is text/html: the reply is refused.
+    let html = get(p, &format!("{base}/page"), "");
+    assert_eq!(status(&html), 403, "{html}");
+    assert!(html.contains("X-Squid-Error: ERR_ACCESS_DENIED"), "{html}");
+
+    assert_eq!(
+        status(&get(p, &format!("{base}/small"), "X-Team: Red\r\n")),
+        403
+    );
+    assert_eq!(
+        status(&get(
+            p,
+            &format!("{base}/small"),
+            "User-Agent: BadBot/2\r\n"
+        )),
+        403
+    );
+
+    let log = proxy.access_log(5);
+    assert_eq!(
+        log[0],
+        format!("{APP} GET {base}/headers 200 TCP_MISS \"curl/8.0\" [text/plain] 127.0.0.1"),
+        "{log:#?}"
+    );
+    assert!(
+        log[1].starts_with(&format!("{APP} GET {base}/status/418 418 TCP_MISS \"-\"")),
+        "{log:#?}"
+    );
+    assert!(log[2].contains(" 403 TCP_DENIED_REPLY "), "{log:#?}");
+    assert!(log[3].contains(" 403 TCP_DENIED "), "{log:#?}");
+
+    let combined_path = format!("{}.combined", proxy.access_log_path().display());
+    let combined = std::fs::read_to_string(&combined_path).unwrap();
+    let first = combined.lines().next().unwrap();
+    // `%>a %[ui %[un [%tl] "%rm %ru HTTP/%rv" %>Hs %<st "%{Referer}>h" "%{User-Agent}>h" %Ss:%Sh`
+    let pattern = regex::Regex::new(&format!(
+        r#"^{} - - \[\d\d/[A-Z][a-z]{{2}}/\d{{4}}:\d\d:\d\d:\d\d [+-]\d{{4}}\] "GET {}/headers HTTP/1\.1" 200 \d+ "-" "curl/8\.0" TCP_MISS:HIER_DIRECT$"#,
+        regex::escape(APP),
+        regex::escape(&base)
+    ))
+    .unwrap();
+    assert!(pattern.is_match(first), "{first}");
+}
