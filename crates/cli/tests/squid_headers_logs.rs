@@ -127,3 +127,38 @@ fn header_rules_reply_rules_and_log_formats() {
     .unwrap();
     assert!(pattern.is_match(first), "{first}");
 }
+
+/// `miss_access` is a second `http_access` here (every request is a miss), and
+/// `never_direct` without a parent cannot be forwarded: Squid's pages for both, and the
+/// origin never sees either request.
+#[test]
+fn miss_access_and_never_direct() {
+    let origin = Origin::start("127.30.0.64");
+    let proxy = start(&base_config(
+        "acl nd urlpath_regex ^/nd\n\
+         acl miss urlpath_regex ^/miss\n\
+         http_access allow app\n\
+         miss_access deny miss\n\
+         miss_access allow all\n\
+         never_direct allow nd\n\
+         always_direct allow all\n\
+         prefer_direct off\n",
+    ));
+    let p = proxy.addr();
+    let base = origin.url();
+    let nd = get(p, &format!("{base}/nd"), "");
+    assert_eq!(status(&nd), 503, "{nd}");
+    assert!(nd.contains("X-Squid-Error: ERR_CANNOT_FORWARD 0"), "{nd}");
+    let miss = get(p, &format!("{base}/miss"), "");
+    assert_eq!(status(&miss), 403, "{miss}");
+    assert!(
+        miss.contains("X-Squid-Error: ERR_FORWARDING_DENIED 0"),
+        "{miss}"
+    );
+    assert_eq!(status(&get(p, &format!("{base}/small"), "")), 200);
+    let seen: Vec<String> = origin.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(seen, ["/small"]);
+    let log = proxy.access_log(3);
+    assert!(log[0].contains(" NONE_NONE/503 "), "{log:#?}");
+    assert!(log[1].contains(" TCP_DENIED/403 "), "{log:#?}");
+}

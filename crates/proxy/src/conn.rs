@@ -74,6 +74,11 @@ impl RequestInfo {
         }
     }
 
+    /// The addresses a connection may be tried to: `forward_max_tries` of them at most.
+    pub fn tries(&self, max: usize) -> &[IpAddr] {
+        &self.dst_ips[..self.dst_ips.len().min(max)]
+    }
+
     /// `%un`: the user name, when the client logged in.
     pub fn user(&self) -> Option<&str> {
         match &self.login {
@@ -587,6 +592,15 @@ impl ClientConn {
                 Check::NeedsLogin => info.login = self.log_in(head).await,
             }
         }
+        let config = &self.shared.config;
+        let facts = info.facts(self.client);
+        if !config.miss_access.is_empty() && !config.miss_access.allows(&facts) {
+            return Admission::Denied(Denial::Miss);
+        }
+        // No parents (cache_peer) here: a request that may not go direct cannot go at all.
+        if !config.never_direct.is_empty() && config.never_direct.allows(&facts) {
+            return Admission::Denied(Denial::NeverDirect);
+        }
         // Allowed without a lookup: the addresses to dial (and to guard) are still needed.
         if info.dst_ips.is_empty() {
             if let Err(e) = self.resolve_destination(info).await {
@@ -638,6 +652,12 @@ impl ClientConn {
             Denial::Rules => {
                 tracing::debug!(client = %self.client, url = %info.url, "denied by http_access")
             }
+            Denial::Miss => {
+                tracing::debug!(client = %self.client, url = %info.url, "denied by miss_access")
+            }
+            Denial::NeverDirect => {
+                tracing::info!(client = %self.client, url = %info.url, "never_direct forbids going direct and there is no cache_peer: not forwarded")
+            }
             Denial::Guard(ip, why) => {
                 tracing::warn!(client = %self.client, url = %info.url, address = %ip, reason = %why, "destination refused by the destination guard")
             }
@@ -668,6 +688,29 @@ pub(crate) enum Denial {
     Guard(IpAddr, crate::guard::Protected),
     /// The request already passed through this proxy (its `Via` names it).
     Loop,
+    /// `miss_access`.
+    Miss,
+    /// `never_direct`, with no parent to go through.
+    NeverDirect,
+}
+
+impl Denial {
+    /// The error page this refusal answers with.
+    pub(crate) fn error(self) -> SquidError {
+        match self {
+            Denial::Miss => SquidError::ForwardingDenied,
+            Denial::NeverDirect => SquidError::CannotForward,
+            Denial::Rules | Denial::Guard(..) | Denial::Loop => SquidError::AccessDenied,
+        }
+    }
+
+    /// The access log's `%Ss`.
+    pub(crate) fn tag(self) -> &'static str {
+        match self {
+            Denial::NeverDirect => "NONE_NONE",
+            _ => "TCP_DENIED",
+        }
+    }
 }
 
 /// Resolved addresses as connections reach them, without repeats, in their order.

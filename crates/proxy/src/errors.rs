@@ -31,6 +31,10 @@ pub enum SquidError {
     /// The access log cannot be written and `logfile_error_policy refuse` says to serve
     /// nothing unlogged.
     LogUnwritable,
+    /// `miss_access` denied the request (every request is a cache miss here).
+    ForwardingDenied,
+    /// `never_direct` forbids going direct and there is no parent to go through.
+    CannotForward,
 }
 
 impl SquidError {
@@ -47,12 +51,13 @@ impl SquidError {
 
     pub fn status(self) -> u16 {
         match self {
-            SquidError::AccessDenied => 403,
+            SquidError::AccessDenied | SquidError::ForwardingDenied => 403,
             SquidError::CacheAccessDenied => 407,
             SquidError::ConnectFail(_)
             | SquidError::DnsFail
             | SquidError::ShuttingDown
-            | SquidError::LogUnwritable => 503,
+            | SquidError::LogUnwritable
+            | SquidError::CannotForward => 503,
             SquidError::ReadTimeout => 504,
             SquidError::ReadError | SquidError::InvalidResp => 502,
             SquidError::InvalidReq | SquidError::InvalidUrl => 400,
@@ -77,6 +82,8 @@ impl SquidError {
             SquidError::UnsupportedRequest => "ERR_UNSUP_REQ",
             SquidError::ShuttingDown => "ERR_SHUTTING_DOWN",
             SquidError::LogUnwritable => "ERR_ACCESS_LOG_UNWRITABLE",
+            SquidError::ForwardingDenied => "ERR_FORWARDING_DENIED",
+            SquidError::CannotForward => "ERR_CANNOT_FORWARD",
         }
     }
 
@@ -102,6 +109,8 @@ impl SquidError {
             SquidError::UnsupportedRequest => "This proxy does not support the request method or URL scheme.",
             SquidError::ShuttingDown => "This proxy is in the process of shutting down.",
             SquidError::LogUnwritable => "This proxy cannot write its access log, and serves nothing it cannot log.",
+            SquidError::ForwardingDenied => "This cache will not forward your request because it is trying to enforce a sibling relationship.",
+            SquidError::CannotForward => "Unable to forward this request at this time.",
         }
     }
 

@@ -70,7 +70,7 @@ impl ClientConn {
             }
             Admission::Denied(denial) => {
                 self.log_denial(&info, denial);
-                let refusal = (SquidError::AccessDenied, "TCP_DENIED");
+                let refusal = (denial.error(), denial.tag());
                 self.reply_failure(refusal, !may_keep, None, &info, (start, t0))
                     .await;
                 return next;
@@ -143,8 +143,13 @@ impl ClientConn {
             let reused = pooled.is_some();
             let (mut origin, ip, key) = match pooled {
                 Some(p) => p,
-                None => match connect(&info.dst_ips, info.port, local_for, config.connect_timeout)
-                    .await
+                None => match connect(
+                    info.tries(config.forward_max_tries),
+                    info.port,
+                    local_for,
+                    config.connect_timeout,
+                )
+                .await
                 {
                     Ok((stream, ip)) => {
                         let key = PoolKey {

@@ -33,9 +33,9 @@ impl ClientConn {
             }
             Admission::Denied(denial) => {
                 self.log_denial(&info, denial);
-                let entry = self.entry(&info, start, ("TCP_DENIED", 403), None);
-                self.send_error(SquidError::AccessDenied, true, &info, entry, t0)
-                    .await;
+                let error = denial.error();
+                let entry = self.entry(&info, start, (denial.tag(), error.status()), None);
+                self.send_error(error, true, &info, entry, t0).await;
                 return Next::Close;
             }
             Admission::DnsFailed(e) => {
@@ -48,17 +48,23 @@ impl ClientConn {
         }
         let (v4, v6) = outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));
         let local_for = |ip: IpAddr| if ip.is_ipv4() { v4 } else { v6 };
-        let (mut origin, ip) =
-            match connect(&info.dst_ips, info.port, local_for, config.connect_timeout).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::info!(url = %info.url, error = %e.error, "CONNECT to origin failed");
-                    let entry = self.entry(&info, start, ("NONE_NONE", 503), e.last_addr);
-                    self.send_error(SquidError::ConnectFail(e.errno), true, &info, entry, t0)
-                        .await;
-                    return Next::Close;
-                }
-            };
+        let (mut origin, ip) = match connect(
+            info.tries(config.forward_max_tries),
+            info.port,
+            local_for,
+            config.connect_timeout,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(url = %info.url, error = %e.error, "CONNECT to origin failed");
+                let entry = self.entry(&info, start, ("NONE_NONE", 503), e.last_addr);
+                self.send_error(SquidError::ConnectFail(e.errno), true, &info, entry, t0)
+                    .await;
+                return Next::Close;
+            }
+        };
         let idle = config.read_timeout;
         if write_all(&mut self.stream, ESTABLISHED, idle)
             .await

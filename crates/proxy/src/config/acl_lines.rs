@@ -37,9 +37,10 @@ impl Parser {
             1,
             &format!("type of acl '{name}' (supported: {})", supported()),
         )?;
-        if name == "manager" && type_tok.is("proto") {
-            // The pre-3.2 `acl manager proto cache_object`: Squid 5 says "UPGRADE: ACL
-            // 'manager' is now a built-in ACL" and ignores the line; so do we.
+        if name == "manager" && (type_tok.is("proto") || type_tok.is("url_regex")) {
+            // The pre-3.2 `acl manager proto cache_object` (or Squid 5's own definition
+            // copied): Squid 5 says "UPGRADE: ACL 'manager' is now a built-in ACL" and
+            // ignores the line; so do we.
             self.ignored.push(("acl manager".to_owned(), d.location()));
             return Ok(());
         }
@@ -183,12 +184,19 @@ impl Parser {
         Ok(())
     }
 
-    /// `http_reply_access allow|deny [!]acl...`.
-    pub(super) fn reply_access_rule(&mut self, d: &Directive) -> Result<(), ConfigError> {
+    /// `http_reply_access`, `miss_access`, `never_direct`, `always_direct`: `allow|deny
+    /// [!]acl...` lines. `always_direct` is read (its ACLs must exist) and kept nowhere:
+    /// without `cache_peer`, every request goes direct, which is what it asks for.
+    pub(super) fn other_access_rule(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let before = self.http_access.len();
         self.access_rule(d, false)?;
         let rule = self.http_access.remove(before);
-        self.http_reply_access.push(rule);
+        match d.name.text.as_str() {
+            "http_reply_access" => self.http_reply_access.push(rule),
+            "miss_access" => self.miss_access.push(rule),
+            "never_direct" => self.never_direct.push(rule),
+            _ => {}
+        }
         Ok(())
     }
 

@@ -107,9 +107,20 @@ impl Parser {
         Ok(())
     }
 
+    /// `visible_hostname NAME`: like Squid 5.7, only the first word counts (the rest is
+    /// noted at start-up).
     pub(super) fn visible_hostname(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let t = d.arg(0, "host name")?;
-        d.no_more(1)?;
+        if let Some(extra) = d.args.get(1) {
+            self.notes.push((
+                d.location_of(extra),
+                format!(
+                    "visible_hostname takes one word: '{}' is used, the rest ignored (as \
+                     Squid does)",
+                    t.text
+                ),
+            ));
+        }
         self.visible_hostname = Some(t.text.clone());
         Ok(())
     }
@@ -197,6 +208,37 @@ impl Parser {
                 }
             },
         };
+        Ok(())
+    }
+
+    /// `forward_max_tries N` (default 25): how many of the destination's addresses one
+    /// request may try to connect to.
+    pub(super) fn forward_max_tries(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "number of tries")?;
+        d.no_more(1)?;
+        self.forward_max_tries = t
+            .text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| d.error(t, format!("'{}' is not a positive whole number", t.text)))?;
+        Ok(())
+    }
+
+    /// `follow_x_forwarded_for allow|deny [!]acl...`: trusting no one (only `deny` lines, or
+    /// none) is how proxyfleet works, so such lines are read; an `allow` line is refused,
+    /// since ACLs and logs would then have to judge the address the header names.
+    pub(super) fn follow_x_forwarded_for(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let before = self.http_access.len();
+        self.access_rule(d, false)?;
+        let rule = self.http_access.remove(before);
+        if rule.allow {
+            return Err(d.error(
+                &d.args[0],
+                "trusting X-Forwarded-For is not supported: ACLs and logs judge the address \
+                 that connected (or a PROXY header's); only 'deny' lines are accepted",
+            ));
+        }
         Ok(())
     }
 

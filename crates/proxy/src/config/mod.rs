@@ -192,6 +192,54 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
     ),
     ("umask", "log files are created 0640 whatever the umask"),
     ("max_open_disk_fds", "no disk cache"),
+    (
+        "write_timeout",
+        "writes are bounded by read_timeout: one idle bound serves both directions",
+    ),
+    (
+        "sslproxy_cert_error",
+        "no TLS is bumped, so no server certificate is checked by the proxy",
+    ),
+    (
+        "unique_hostname",
+        "no sibling caches share the visible_hostname: loops are found by it",
+    ),
+    (
+        "url_rewrite_children",
+        "only used by url_rewrite_program, which proxyfleet refuses",
+    ),
+    (
+        "url_rewrite_concurrency",
+        "only used by url_rewrite_program, which proxyfleet refuses",
+    ),
+    (
+        "redirect_children",
+        "only used by redirect_program, which proxyfleet refuses",
+    ),
+    (
+        "icap_send_client_ip",
+        "ICAP settings without effect while icap_enable is off",
+    ),
+    (
+        "icap_send_client_username",
+        "ICAP settings without effect while icap_enable is off",
+    ),
+    (
+        "icap_preview_enable",
+        "ICAP settings without effect while icap_enable is off",
+    ),
+    (
+        "icap_preview_size",
+        "ICAP settings without effect while icap_enable is off",
+    ),
+    (
+        "icap_client_username_header",
+        "ICAP settings without effect while icap_enable is off",
+    ),
+    (
+        "icap_client_username_encode",
+        "ICAP settings without effect while icap_enable is off",
+    ),
 ];
 
 /// A configuration problem and where it is.

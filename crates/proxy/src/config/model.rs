@@ -97,6 +97,12 @@ pub struct Config {
     pub http_ports: Vec<HttpPort>,
     pub http_access: Arc<AccessRules>,
     pub proxy_protocol_access: Arc<AccessRules>,
+    /// `miss_access`: every request is a miss here, so it is a second `http_access`
+    /// (403 ERR_FORWARDING_DENIED); no lines: allowed.
+    pub miss_access: Arc<AccessRules>,
+    /// `never_direct`: requests it allows cannot be forwarded (503 ERR_CANNOT_FORWARD), as
+    /// there is no `cache_peer` to forward them to.
+    pub never_direct: Arc<AccessRules>,
     /// `http_reply_access`: with no lines, every reply is allowed (Squid's default).
     pub http_reply_access: Arc<AccessRules>,
     /// `request_header_access`, `request_header_replace`, `request_header_add`.
@@ -154,6 +160,8 @@ pub struct Config {
     /// `client_ip_max_connections N`: open connections per client address at most (the
     /// PROXY header's client where there is one); `None` (Squid's `-1`, the default): no cap.
     pub client_ip_max_connections: Option<usize>,
+    /// `forward_max_tries` (default 25): the most destination addresses one request tries.
+    pub forward_max_tries: usize,
     /// `strip_query_terms` (default on): the access log shows URLs cut after their `?`.
     pub strip_query_terms: bool,
     /// `httpd_suppress_version_string` (default off): error pages, `Server` and `Via` name

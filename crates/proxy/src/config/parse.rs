@@ -135,6 +135,8 @@ pub(super) struct Parser {
     pub http_access: Vec<PendingRule>,
     pub proxy_protocol_access: Vec<PendingRule>,
     pub http_reply_access: Vec<PendingRule>,
+    pub miss_access: Vec<PendingRule>,
+    pub never_direct: Vec<PendingRule>,
     pub request_headers: super::header_lines::PendingHeaders,
     pub reply_headers: super::header_lines::PendingHeaders,
     pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
@@ -164,6 +166,7 @@ pub(super) struct Parser {
     pub guard_deny: Vec<ipnet::IpNet>,
     pub negative_dns_ttl: Duration,
     pub client_ip_max_connections: Option<usize>,
+    pub forward_max_tries: usize,
     pub strip_query_terms: bool,
     pub httpd_suppress_version_string: bool,
     pub client_persistent_connections: bool,
@@ -197,6 +200,8 @@ impl Parser {
             http_access: Vec::new(),
             proxy_protocol_access: Vec::new(),
             http_reply_access: Vec::new(),
+            miss_access: Vec::new(),
+            never_direct: Vec::new(),
             request_headers: Default::default(),
             reply_headers: Default::default(),
             outgoing: Vec::new(),
@@ -224,6 +229,7 @@ impl Parser {
             guard_deny: Vec::new(),
             negative_dns_ttl: Duration::from_secs(60),
             client_ip_max_connections: None,
+            forward_max_tries: 25,
             strip_query_terms: true,
             httpd_suppress_version_string: false,
             client_persistent_connections: true,
@@ -297,7 +303,12 @@ impl Parser {
             "http_port" => self.http_port(d),
             "http_access" => self.access_rule(d, false),
             "proxy_protocol_access" => self.access_rule(d, true),
-            "http_reply_access" => self.reply_access_rule(d),
+            "http_reply_access" | "miss_access" | "never_direct" | "always_direct" => {
+                self.other_access_rule(d)
+            }
+            "prefer_direct" | "nonhierarchical_direct" => self.flag(d),
+            "icap_enable" => self.icap_enable(d),
+            "reply_body_max_size" => self.reply_body_max_size(d),
             "request_header_access" | "reply_header_access" => self.header_access(d),
             "request_header_replace" | "reply_header_replace" => self.header_replace(d),
             "request_header_add" | "reply_header_add" => self.header_add(d),
@@ -328,6 +339,8 @@ impl Parser {
             "dns_nameservers" => self.dns_nameservers(d),
             "max_filedescriptors" => self.max_filedescriptors(d),
             "client_ip_max_connections" => self.client_ip_max_connections(d),
+            "forward_max_tries" => self.forward_max_tries(d),
+            "follow_x_forwarded_for" => self.follow_x_forwarded_for(d),
             "workers" => self.workers(d),
             "destination_guard" => self.destination_guard(d),
             "logfile_error_policy" => self.logfile_error_policy(d),
@@ -468,6 +481,8 @@ impl Parser {
         let request_headers = Arc::new(header_rules(self.request_headers));
         let reply_headers = Arc::new(header_rules(self.reply_headers));
         let http_reply_access = Arc::new(rules(self.http_reply_access));
+        let miss_access = Arc::new(rules(self.miss_access));
+        let never_direct = Arc::new(rules(self.never_direct));
         let http_access = Arc::new(rules(self.http_access));
         let proxy_protocol_access = Arc::new(rules(self.proxy_protocol_access));
         let tcp_outgoing_address = self
@@ -538,6 +553,8 @@ impl Parser {
             http_access,
             proxy_protocol_access,
             http_reply_access,
+            miss_access,
+            never_direct,
             request_headers,
             reply_headers,
             tcp_outgoing_address,
@@ -562,6 +579,7 @@ impl Parser {
             logfile_error_policy: self.logfile_error_policy,
             negative_dns_ttl: self.negative_dns_ttl,
             client_ip_max_connections: self.client_ip_max_connections,
+            forward_max_tries: self.forward_max_tries,
             strip_query_terms: self.strip_query_terms,
             httpd_suppress_version_string: self.httpd_suppress_version_string,
             client_persistent_connections: self.client_persistent_connections,

@@ -16,9 +16,38 @@ impl Parser {
             "client_persistent_connections" => self.client_persistent_connections = value,
             "server_persistent_connections" => self.server_persistent_connections = value,
             "via" => self.via = value,
+            // Choices between parents and going direct: without cache_peer, always direct.
+            "prefer_direct" | "nonhierarchical_direct" => {}
             name => unreachable!("not an on/off directive: {name}"),
         }
         Ok(())
+    }
+
+    /// `icap_enable on|off`: off (Squid's default) is accepted; on is refused, since
+    /// requests the file means to send through an ICAP service (a virus scanner, a filter)
+    /// would pass unscanned.
+    pub(super) fn icap_enable(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        if on_off(d)? {
+            return Err(d.error(
+                &d.args[0],
+                "ICAP is not supported: the services this file adapts requests with would be \
+                 skipped (use icap_enable off to run without them)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `reply_body_max_size none` (Squid's default) is accepted; a limit is refused rather
+    /// than not enforced.
+    pub(super) fn reply_body_max_size(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "size or none")?;
+        if t.text == "none" && d.args.len() == 1 {
+            return Ok(());
+        }
+        Err(d.error(
+            t,
+            "reply size limits are not supported (only 'reply_body_max_size none')",
+        ))
     }
 
     /// `debug_options [rotate=N] SECTION,LEVEL...`: the level of section `ALL` (the last
