@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use bytes::BytesMut;
 use proxyfleet_proxy::config::ForwardedFor;
 use proxyfleet_proxy::http::head::{request_framing, Head, HeadError, MAX_HEADERS};
-use proxyfleet_proxy::http::rewrite::{origin_request, RequestRewrite};
+use proxyfleet_proxy::http::rewrite::{origin_request, Edits, Outgoing, RequestRewrite};
 use proxyfleet_proxy::http::target::Target;
 
 /// The proxy's default `request_header_max_size`.
@@ -107,10 +107,13 @@ pub fn run(data: &[u8]) {
             origin_request(
                 &head,
                 framing,
-                path_and_query,
-                &host_header,
-                client,
+                &Outgoing {
+                    path_and_query: path_and_query,
+                    host_header: &host_header,
+                    client,
+                },
                 &rw,
+                &Edits::default(),
                 &mut out,
             );
             let sent = out.clone();

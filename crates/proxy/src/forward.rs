@@ -14,7 +14,7 @@ use crate::exchange::ReplyRules;
 use crate::exchange::{exchange, Delivered, ExchangeRequest, Failure, Outcome};
 use crate::http::body::write_all;
 use crate::http::head::{closes_after, Framing, Head};
-use crate::http::rewrite::{origin_request, Edits, FieldAction};
+use crate::http::rewrite::{origin_request, Edits, FieldAction, Outgoing};
 use crate::http::target::Target;
 use crate::origin::{connect, PoolKey};
 
@@ -104,9 +104,11 @@ impl ClientConn {
         origin_request(
             &head,
             framing,
-            &info.path,
-            &host_header,
-            self.client,
+            &Outgoing {
+                path_and_query: &info.path,
+                host_header: &host_header,
+                client: self.client,
+            },
             &shared.rewrite,
             &edits,
             &mut request_head,

@@ -336,7 +336,7 @@ impl Field {
             Code::Hierarchy => Some(Cow::Borrowed(e.hierarchy)),
             Code::StatusSent => owned(e.http_status.to_string()),
             Code::BytesSent => owned(e.bytes.to_string()),
-            Code::Method => (!e.method.is_empty()).then(|| Cow::Borrowed(e.method.as_str())),
+            Code::Method => (!e.method.is_empty()).then_some(Cow::Borrowed(e.method.as_str())),
             Code::Url => Some(Cow::Borrowed(e.logged_url(cx.strip_query_terms))),
             Code::Path => e.request.as_ref().map(|r| r.path.as_str().into()),
             Code::Host => e.request.as_ref().map(|r| r.host.as_str().into()),

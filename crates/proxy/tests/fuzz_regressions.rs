@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use proxyfleet_proxy::config::ForwardedFor;
 use proxyfleet_proxy::http::head::{request_framing, Head, MAX_HEADERS};
-use proxyfleet_proxy::http::rewrite::{origin_request, RequestRewrite};
+use proxyfleet_proxy::http::rewrite::{origin_request, Edits, Outgoing, RequestRewrite};
 use proxyfleet_proxy::http::target::Target;
 use proxyfleet_proxy::proxy_protocol;
 
@@ -70,10 +70,13 @@ fn head_regressions() {
         origin_request(
             &head,
             framing,
-            &path_and_query,
-            &host_header,
-            client,
+            &Outgoing {
+                path_and_query: &path_and_query,
+                host_header: &host_header,
+                client,
+            },
             &rw,
+            &Edits::default(),
             &mut out,
         );
         // As an origin with this parser reads it (every field up to MAX_HEADERS).

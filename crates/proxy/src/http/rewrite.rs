@@ -64,10 +64,13 @@ pub enum FieldAction<'a> {
     Replace(&'a str),
 }
 
+/// Decides what happens to a field, by name.
+pub type FieldDecider<'a> = dyn Fn(&[u8]) -> FieldAction<'a> + Sync + 'a;
+
 /// Header rules applied to one message: a decision per field, and fields added at the end.
 #[derive(Default)]
 pub struct Edits<'a> {
-    pub decide: Option<&'a (dyn Fn(&[u8]) -> FieldAction<'a> + Sync)>,
+    pub decide: Option<&'a FieldDecider<'a>>,
     pub add: Vec<(String, String)>,
 }
 
@@ -96,6 +99,14 @@ pub struct RequestRewrite {
     pub forwarded_for: ForwardedFor,
 }
 
+/// Where the request goes and for whom.
+pub struct Outgoing<'a> {
+    pub path_and_query: &'a str,
+    pub host_header: &'a str,
+    /// The client, for `X-Forwarded-For`.
+    pub client: IpAddr,
+}
+
 /// Writes the request head for the origin into `out`; `framing` is the request body's (as
 /// [`super::head::request_framing`] found it).
 ///
@@ -107,9 +118,7 @@ pub struct RequestRewrite {
 pub fn origin_request(
     head: &Head,
     framing: Framing,
-    path_and_query: &str,
-    host_header: &str,
-    client: IpAddr,
+    to: &Outgoing<'_>,
     rw: &RequestRewrite,
     edits: &Edits<'_>,
     out: &mut BytesMut,
@@ -119,11 +128,11 @@ pub fn origin_request(
         &[
             head.method().as_bytes(),
             b" ",
-            path_and_query.as_bytes(),
+            to.path_and_query.as_bytes(),
             b" HTTP/1.1",
         ],
     );
-    put(out, &[b"\r\nHost: ", host_header.as_bytes(), b"\r\n"]);
+    put(out, &[b"\r\nHost: ", to.host_header.as_bytes(), b"\r\n"]);
     let mut xff: Option<Vec<u8>> = None;
     let hop = ConnectionTokens::of(head);
     let http10 = head.minor_version == 0;
@@ -147,7 +156,7 @@ pub fn origin_request(
         }
         edits.put_field(out, name, value);
     }
-    let client_text = client.to_string();
+    let client_text = to.client.to_string();
     let appended: Option<&[u8]> = match rw.forwarded_for {
         ForwardedFor::On => Some(client_text.as_bytes()),
         ForwardedFor::Off => Some(b"unknown"),
@@ -264,9 +273,11 @@ mod tests {
         origin_request(
             &h,
             framing,
-            "/p",
-            "o.test",
-            "127.20.0.5".parse().unwrap(),
+            &Outgoing {
+                path_and_query: "/p",
+                host_header: "o.test",
+                client: "127.20.0.5".parse().unwrap(),
+            },
             &rw,
             &Edits::default(),
             &mut out,
