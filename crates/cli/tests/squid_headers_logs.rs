@@ -141,7 +141,6 @@ fn miss_access_and_never_direct() {
          miss_access deny miss\n\
          miss_access allow all\n\
          never_direct allow nd\n\
-         always_direct allow all\n\
          prefer_direct off\n",
     ));
     let p = proxy.addr();
@@ -161,4 +160,36 @@ fn miss_access_and_never_direct() {
     let log = proxy.access_log(3);
     assert!(log[0].contains(" NONE_NONE/503 "), "{log:#?}");
     assert!(log[1].contains(" TCP_DENIED/403 "), "{log:#?}");
+}
+
+/// `access_log udp://ADDRESS:PORT`: each line one datagram, in the format asked for.
+#[test]
+fn access_log_to_a_udp_log_host() {
+    let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let origin = Origin::start("127.30.0.69");
+    let proxy = start(&base_config(&format!(
+        "http_access allow app\n\
+         access_log udp://{} common\n\
+         access_log ACCESS_LOG squid\n",
+        collector.local_addr().unwrap()
+    )));
+    let url = format!("{}/small", origin.url());
+    assert_eq!(status(&get(proxy.addr(), &url, "")), 200);
+    let mut buf = [0u8; 2048];
+    let n = collector.recv(&mut buf).expect("a datagram");
+    let line = String::from_utf8_lossy(&buf[..n]);
+    assert!(line.starts_with(&format!("{APP} - - [")), "{line}");
+    assert!(
+        line.ends_with(&format!(
+            "] \"GET {url} HTTP/1.1\" 200 {} TCP_MISS:HIER_DIRECT\n",
+            {
+                let file_line = &proxy.access_log(1)[0];
+                file_line.split_whitespace().nth(4).unwrap().to_string()
+            }
+        )),
+        "{line}"
+    );
 }

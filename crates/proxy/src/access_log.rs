@@ -134,6 +134,8 @@ struct Target {
     /// `%sn`: lines written to this log.
     sequence: AtomicU64,
     file: Mutex<LogFile>,
+    /// `udp://`: lines go here as datagrams (and `file` is /dev/null, never written).
+    udp: Option<std::net::UdpSocket>,
 }
 
 /// Every configured access log.
@@ -181,17 +183,27 @@ impl AccessLogger {
     pub fn open(logs: &[AccessLog], policy: LogErrorPolicy) -> Result<AccessLogger, OpenError> {
         let mut targets = Vec::new();
         for log in logs {
-            let file = open_append(&log.path).map_err(|source| OpenError {
-                path: log.path.clone(),
-                location: log.location.to_string(),
-                source,
-            })?;
+            let opened = match log.udp {
+                Some(to) => udp_sender(to).map(|s| (File::open("/dev/null"), Some(s))),
+                None => Ok((open_append(&log.path), None)),
+            };
+            let (file, udp) = match opened {
+                Ok((Ok(file), udp)) => (file, udp),
+                Ok((Err(source), _)) | Err(source) => {
+                    return Err(OpenError {
+                        path: log.path.clone(),
+                        location: log.location.to_string(),
+                        source,
+                    })
+                }
+            };
             targets.push(Target {
                 acls: log.acls.clone(),
                 path: log.path.clone(),
                 format: log.format.clone(),
                 sequence: AtomicU64::new(0),
                 file: Mutex::new(LogFile::new(file)),
+                udp,
             });
         }
         let wants =
@@ -289,7 +301,7 @@ impl AccessLogger {
 
     /// Reopens every log file, so a rotated file is released and a new one started.
     pub fn reopen(&self) {
-        for target in &self.targets {
+        for target in self.targets.iter().filter(|t| t.udp.is_none()) {
             match open_append(&target.path) {
                 Ok(file) => *target.lock() = LogFile::new(file),
                 Err(e) => {
@@ -309,6 +321,17 @@ impl Target {
 
     /// Appends one line; false when it was dropped.
     fn write(&self, line: &[u8]) -> bool {
+        if let Some(udp) = &self.udp {
+            // A datagram is whole or not sent: nothing to undo. A log host that is down
+            // does not make the send fail (there is no answer to wait for).
+            return match udp.send(line) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(to = %self.path.display(), error = %e, "access log datagram not sent");
+                    false
+                }
+            };
+        }
         let mut file = self.lock();
         match file.append(line) {
             Ok(()) => {
@@ -398,6 +421,19 @@ impl LogFile {
         }
         Err(error)
     }
+}
+
+/// A socket that sends to `to` (`udp://`), from an address of its family.
+fn udp_sender(to: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let any: std::net::SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.connect(to)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// A new log is created 0640 whatever the umask: it says who visited what, which is for

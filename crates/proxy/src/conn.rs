@@ -108,6 +108,9 @@ pub struct ClientConn {
     peer: SocketAddr,
     /// The proxy's address this connection reached (`%la`, `myip`, `myport`).
     pub(crate) local: Option<SocketAddr>,
+    /// On an `intercept` port: where the client sent the connection before the firewall
+    /// redirected it.
+    original_dst: Option<SocketAddr>,
     port: Arc<OpenPort>,
     shutdown: watch::Receiver<bool>,
     /// Set when a reload removes this connection's port: it finishes like a stopping proxy's.
@@ -131,6 +134,11 @@ impl ClientConn {
     ) -> ClientConn {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
+        let original_dst = if port.spec.intercept {
+            crate::intercept::original_destination(&stream)
+        } else {
+            None
+        };
         ClientConn {
             shared: current.load_full(),
             current,
@@ -139,6 +147,7 @@ impl ClientConn {
             client: peer_ip(peer),
             peer,
             local,
+            original_dst,
             port_closing: port.closing(),
             port,
             shutdown,
@@ -352,6 +361,10 @@ impl ClientConn {
             return Next::Close;
         }
         match target {
+            Target::Origin { path } if self.port.spec.intercept => {
+                self.intercepted(head, path, method, framing, (start, t0))
+                    .await
+            }
             Target::Origin { path } => self.answer_origin_form(&head, &path, start, t0).await,
             Target::Authority { host, port } => {
                 let info = RequestInfo {
@@ -398,6 +411,55 @@ impl ClientConn {
                 self.forward(head, info, framing, start, t0).await
             }
         }
+    }
+
+    /// An origin-form request on an `intercept` port: it goes to the connection's original
+    /// destination, named by its `Host` for ACLs and the log ([`crate::intercept`]).
+    async fn intercepted(
+        &mut self,
+        head: Head,
+        path: String,
+        method: String,
+        framing: crate::http::head::Framing,
+        (start, t0): (SystemTime, Instant),
+    ) -> Next {
+        let url_of = |host: &str| format!("http://{host}{path}");
+        let Some(dst) = self.original_dst.filter(|d| Some(*d) != self.local) else {
+            // Sent to the port itself, not redirected: there is nowhere to forward it (and
+            // forwarding it to ourselves would loop).
+            tracing::info!(client = %self.client, "request on an intercept port that was not redirected: refused");
+            let url = url_of(
+                &head
+                    .value("host")
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default(),
+            );
+            self.reply_error(SquidError::InvalidUrl, &url, &method, start, t0)
+                .await;
+            return Next::Close;
+        };
+        let host_value = head
+            .value("host")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| crate::intercept::host_of(v).is_some())
+            .unwrap_or_else(|| bracket(&dst.ip().to_string()) + &format!(":{}", dst.port()));
+        let host = crate::intercept::host_of(&host_value)
+            .map(|(name, _)| name)
+            .unwrap_or_default();
+        let info = RequestInfo {
+            url: url_of(&host_value),
+            method,
+            scheme: "http".into(),
+            host,
+            port: dst.port(),
+            path,
+            dst_ips: canonical_addresses(vec![dst.ip()]),
+            head: Some(head.clone()),
+            local: self.local,
+            port_name: self.port.spec.name.clone(),
+            ..Default::default()
+        };
+        self.forward(head, info, framing, start, t0).await
     }
 
     /// `GET /healthz` is the load balancer's HTTP health check; any other origin-form request
@@ -573,10 +635,9 @@ impl ClientConn {
         self.shared.log.log(&info.facts(self.client), entry)
     }
 
-    /// Whether the request may go ahead: `http_access`, then the destination's addresses
-    /// (resolved once: what is judged is what will be dialed) and the destination guard on
-    /// every one of them. A name that does not resolve fails closed. The host is looked up
-    /// only when `http_access` does not deny without it.
+    /// Whether the request may go ahead: `http_access` (the host is looked up only when a
+    /// `dst` ACL is reached; a name that does not resolve fails closed), then `miss_access`.
+    /// Going direct then needs [`Self::direct_destination`].
     pub(crate) async fn admit(&self, info: &mut RequestInfo, head: &Head) -> Admission {
         let rules = &self.shared.config.http_access;
         loop {
@@ -593,25 +654,26 @@ impl ClientConn {
             }
         }
         let config = &self.shared.config;
-        let facts = info.facts(self.client);
-        if !config.miss_access.is_empty() && !config.miss_access.allows(&facts) {
+        if !config.miss_access.is_empty() && !config.miss_access.allows(&info.facts(self.client)) {
             return Admission::Denied(Denial::Miss);
         }
-        // No parents (cache_peer) here: a request that may not go direct cannot go at all.
-        if !config.never_direct.is_empty() && config.never_direct.allows(&facts) {
-            return Admission::Denied(Denial::NeverDirect);
-        }
-        // Allowed without a lookup: the addresses to dial (and to guard) are still needed.
+        Admission::Allowed
+    }
+
+    /// Before going direct: the destination's addresses (resolved once: what is judged is
+    /// what will be dialed), and the destination guard on every one of them. A parent is
+    /// not guarded: it is the configuration's own, and the destination is its to reach.
+    pub(crate) async fn direct_destination(&self, info: &mut RequestInfo) -> Result<(), Admission> {
         if info.dst_ips.is_empty() {
             if let Err(e) = self.resolve_destination(info).await {
-                return Admission::DnsFailed(e);
+                return Err(Admission::DnsFailed(e));
             }
         }
         let guard = &self.shared.config.destination_guard;
         if let Some((ip, why)) = guard.refuses(&info.dst_ips, info.port, &self.shared.own_addrs) {
-            return Admission::Denied(Denial::Guard(ip, why));
+            return Err(Admission::Denied(Denial::Guard(ip, why)));
         }
-        Admission::Allowed
+        Ok(())
     }
 
     /// The destination's addresses as connections reach them. A resolver that answers no
@@ -714,7 +776,7 @@ impl Denial {
 }
 
 /// Resolved addresses as connections reach them, without repeats, in their order.
-fn canonical_addresses(ips: Vec<IpAddr>) -> Vec<IpAddr> {
+pub(crate) fn canonical_addresses(ips: Vec<IpAddr>) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::with_capacity(ips.len());
     for ip in ips.into_iter().map(crate::guard::canonical) {
         if !out.contains(&ip) {

@@ -2,6 +2,7 @@
 //! (pooled or new, from the configured source address), the exchange, the log line.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
@@ -16,7 +17,8 @@ use crate::http::body::write_all;
 use crate::http::head::{closes_after, Framing, Head};
 use crate::http::rewrite::{origin_request, Edits, FieldAction, Outgoing};
 use crate::http::target::Target;
-use crate::origin::{connect, PoolKey};
+use crate::origin::{connect, ConnectError, PoolKey};
+use crate::peers::{CachePeer, Hop, PeerLogin};
 
 /// The source addresses for IPv4 and IPv6 destinations: the first `tcp_outgoing_address`
 /// line of each family whose ACLs match.
@@ -83,29 +85,125 @@ impl ClientConn {
                 return next;
             }
         }
+        let hierarchical =
+            crate::peers::is_hierarchical(&info.method, head.value("authorization").is_some());
+        let route = config.parents.route(&info.facts(self.client), hierarchical);
+        if route.is_empty() {
+            self.log_denial(&info, Denial::NeverDirect);
+            let refusal = (SquidError::CannotForward, "NONE_NONE");
+            self.reply_failure(refusal, !may_keep, None, &info, (start, t0))
+                .await;
+            return next;
+        }
+        // The failure to answer with if no hop can be connected to.
+        let mut failure = (SquidError::CannotForward, None);
+        for hop in &route {
+            let target = match hop {
+                Hop::Direct => {
+                    if let Err(admission) = self.direct_destination(&mut info).await {
+                        let (error, tag) = match admission {
+                            Admission::Denied(denial) => {
+                                self.log_denial(&info, denial);
+                                (denial.error(), denial.tag())
+                            }
+                            Admission::DnsFailed(e) => {
+                                tracing::info!(host = %info.host, error = %e, "DNS failure");
+                                (SquidError::DnsFail, "TCP_MISS")
+                            }
+                            Admission::Allowed | Admission::Challenge => {
+                                (SquidError::AccessDenied, "TCP_DENIED")
+                            }
+                        };
+                        self.reply_failure((error, tag), !may_keep, None, &info, (start, t0))
+                            .await;
+                        return next;
+                    }
+                    HopTarget {
+                        ips: info.tries(config.forward_max_tries).to_vec(),
+                        port: info.port,
+                        connect_timeout: config.connect_timeout,
+                        hierarchy: "HIER_DIRECT",
+                        parent: None,
+                    }
+                }
+                Hop::Parent(peer, code) => match self.shared.resolver.resolve(&peer.host).await {
+                    Ok(ips) if !ips.is_empty() => HopTarget {
+                        ips: crate::conn::canonical_addresses(ips),
+                        port: peer.port,
+                        connect_timeout: peer.connect_timeout.unwrap_or(config.connect_timeout),
+                        hierarchy: code,
+                        parent: Some(peer),
+                    },
+                    other => {
+                        tracing::info!(parent = %peer.name, result = ?other.err(), "cache_peer has no address: skipped");
+                        failure = (SquidError::DnsFail, None);
+                        continue;
+                    }
+                },
+            };
+            match self
+                .forward_to(&head, &info, framing, &target, (start, t0))
+                .await
+            {
+                Attempt::Done(next) => return next,
+                Attempt::ConnectFailed(e) => {
+                    let to = target.parent.map_or("origin", |p| p.name.as_str());
+                    tracing::info!(url = %info.url, to, error = %e.error, "connect failed");
+                    failure = (SquidError::ConnectFail(e.errno), e.last_addr);
+                }
+            }
+        }
+        let (error, server) = failure;
+        self.reply_failure((error, "TCP_MISS"), !may_keep, server, &info, (start, t0))
+            .await;
+        next
+    }
+
+    /// One hop's attempt: the request to an origin (direct) or to a parent, on a pooled
+    /// connection or a new one, and the exchange. A hop that cannot be connected to is the
+    /// caller's to skip; anything after that is answered here.
+    async fn forward_to(
+        &mut self,
+        head: &Head,
+        info: &RequestInfo,
+        framing: Framing,
+        target: &HopTarget<'_>,
+        (start, t0): (SystemTime, Instant),
+    ) -> Attempt {
+        let shared = self.shared.clone();
+        let config = &shared.config;
         let (local_v4, local_v6) =
             outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));
         let local_for = |ip: IpAddr| if ip.is_ipv4() { local_v4 } else { local_v6 };
 
         let mut request_head = BytesMut::with_capacity(head.wire_len() + 256);
         let host_header = Target::host_header(&info.host, info.port, "http");
+        // A parent gets the absolute form, as any proxy does.
+        let request_target = if target.parent.is_some() {
+            &info.url
+        } else {
+            &info.path
+        };
         let facts = info.facts(self.client);
         let header_rules = &config.request_headers;
         let decide = |name: &[u8]| header_rules.action(name, &facts);
-        let edits = if header_rules.is_empty() {
+        let mut edits = if header_rules.is_empty() {
             Edits::default()
         } else {
-            let so_far = self.entry(&info, start, ("TCP_MISS", 0), None);
+            let so_far = self.entry(info, start, ("TCP_MISS", 0), None);
             Edits {
                 decide: Some(&decide),
                 add: header_rules.additions(&facts, &so_far),
             }
         };
+        if let Some(credentials) = target.parent.and_then(|p| parent_credentials(p, head)) {
+            edits.add.push(("Proxy-Authorization".into(), credentials));
+        }
         origin_request(
-            &head,
+            head,
             framing,
             &Outgoing {
-                path_and_query: &info.path,
+                path_and_query: request_target,
                 host_header: &host_header,
                 client: self.client,
             },
@@ -117,7 +215,7 @@ impl ClientConn {
             method: head.method(),
             framing,
             client_keep_alive: head.wants_keep_alive()
-                && !closes_after(&head)
+                && !closes_after(head)
                 && config.client_persistent_connections,
             client_http10: head.minor_version == 0,
             draining: &shared.draining,
@@ -132,9 +230,9 @@ impl ClientConn {
         let mut may_reuse = true;
         loop {
             let pooled = if may_reuse {
-                info.dst_ips.iter().find_map(|&ip| {
+                target.ips.iter().find_map(|&ip| {
                     let key = PoolKey {
-                        origin: SocketAddr::new(ip, info.port),
+                        origin: SocketAddr::new(ip, target.port),
                         local: local_for(ip),
                     };
                     shared.pool.take(&key).map(|s| (s, ip, key))
@@ -145,28 +243,17 @@ impl ClientConn {
             let reused = pooled.is_some();
             let (mut origin, ip, key) = match pooled {
                 Some(p) => p,
-                None => match connect(
-                    info.tries(config.forward_max_tries),
-                    info.port,
-                    local_for,
-                    config.connect_timeout,
-                )
-                .await
+                None => match connect(&target.ips, target.port, local_for, target.connect_timeout)
+                    .await
                 {
                     Ok((stream, ip)) => {
                         let key = PoolKey {
-                            origin: SocketAddr::new(ip, info.port),
+                            origin: SocketAddr::new(ip, target.port),
                             local: local_for(ip),
                         };
                         (stream, ip, key)
                     }
-                    Err(e) => {
-                        tracing::info!(url = %info.url, error = %e.error, "connect to origin failed");
-                        let failure = (SquidError::ConnectFail(e.errno), "TCP_MISS");
-                        self.reply_failure(failure, !may_keep, e.last_addr, &info, (start, t0))
-                            .await;
-                        return next;
-                    }
+                    Err(e) => return Attempt::ConnectFailed(e),
                 },
             };
             if write_all(&mut origin, &request_head, config.read_timeout)
@@ -178,15 +265,17 @@ impl ClientConn {
                     continue;
                 }
                 let failure = (SquidError::ReadError, "TCP_MISS");
-                self.reply_failure(failure, true, Some(ip), &info, (start, t0))
+                self.reply_failure(failure, true, Some(ip), info, (start, t0))
                     .await;
-                return Next::Close;
+                return Attempt::Done(Next::Close);
             }
-            let line = self.entry(&info, start, ("TCP_MISS", 0), Some(ip));
+            let mut line = self.entry(info, start, ("TCP_MISS", 0), Some(ip));
+            line.hierarchy = target.hierarchy;
+            line.server_port = target.port;
             let client = self.client;
             let policy = ReplyPolicy {
                 config,
-                info: &info,
+                info,
                 client,
                 line: &line,
             };
@@ -211,7 +300,7 @@ impl ClientConn {
                 record("TCP_MISS", d)
             })
             .await;
-            return match outcome {
+            return Attempt::Done(match outcome {
                 Outcome::Done(d) => {
                     if d.origin_reusable && config.server_persistent_connections {
                         shared.pool.put(key, origin);
@@ -248,14 +337,14 @@ impl ClientConn {
                 Outcome::NoResponse(Failure::MalformedBody(why)) => {
                     tracing::info!(client = %self.client, url = %info.url, why, "malformed request body");
                     let failure = (SquidError::InvalidReq, "NONE_NONE");
-                    self.reply_failure(failure, true, Some(ip), &info, (start, t0))
+                    self.reply_failure(failure, true, Some(ip), info, (start, t0))
                         .await;
                     Next::Close
                 }
                 Outcome::NoResponse(Failure::ReplyDenied) => {
                     tracing::debug!(client = %self.client, url = %info.url, "reply denied by http_reply_access");
                     let refusal = (SquidError::AccessDenied, "TCP_DENIED_REPLY");
-                    self.reply_failure(refusal, true, Some(ip), &info, (start, t0))
+                    self.reply_failure(refusal, true, Some(ip), info, (start, t0))
                         .await;
                     Next::Close
                 }
@@ -270,11 +359,11 @@ impl ClientConn {
                         _ => SquidError::ReadError,
                     };
                     tracing::info!(url = %info.url, ?failure, "no response from origin");
-                    self.reply_failure((error, "TCP_MISS"), true, Some(ip), &info, (start, t0))
+                    self.reply_failure((error, "TCP_MISS"), true, Some(ip), info, (start, t0))
                         .await;
                     Next::Close
                 }
-            };
+            });
         }
     }
 
@@ -307,6 +396,34 @@ fn via_names(head: &Head, name: &str) -> bool {
             })
         })
     })
+}
+
+/// Where one hop connects.
+pub(crate) struct HopTarget<'a> {
+    pub ips: Vec<IpAddr>,
+    pub port: u16,
+    pub connect_timeout: std::time::Duration,
+    /// `%Sh`: `HIER_DIRECT`, `FIRST_UP_PARENT`, ...
+    pub hierarchy: &'static str,
+    pub parent: Option<&'a Arc<CachePeer>>,
+}
+
+/// How one hop went.
+enum Attempt {
+    /// Answered (or failed after connecting, answered with an error page).
+    Done(Next),
+    /// Not connected to: the next hop may be tried.
+    ConnectFailed(ConnectError),
+}
+
+/// The `Proxy-Authorization` a parent is shown (`login=`).
+pub(crate) fn parent_credentials(peer: &CachePeer, head: &Head) -> Option<String> {
+    match peer.login.as_ref()? {
+        PeerLogin::Basic(value) => Some(value.clone()),
+        PeerLogin::PassThru => head
+            .value("proxy-authorization")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+    }
 }
 
 /// The reply-side rules of one transaction (`http_reply_access`, `reply_header_*`), judged

@@ -5,18 +5,22 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
-use crate::conn::{Admission, ClientConn, Next, RequestInfo};
+use tokio::io::AsyncReadExt;
+
+use crate::conn::{Admission, ClientConn, Denial, Next, RequestInfo};
 use crate::errors::SquidError;
 use crate::forward::outgoing_addresses;
 use crate::http::body::write_all;
+use crate::http::head::Head;
 use crate::origin::connect;
+use crate::peers::{CachePeer, Hop};
 
 const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
 
 impl ClientConn {
     pub(crate) async fn tunnel(
         &mut self,
-        head: &crate::http::head::Head,
+        head: &Head,
         mut info: RequestInfo,
         start: SystemTime,
         t0: Instant,
@@ -48,29 +52,190 @@ impl ClientConn {
         }
         let (v4, v6) = outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));
         let local_for = |ip: IpAddr| if ip.is_ipv4() { v4 } else { v6 };
-        let (mut origin, ip) = match connect(
-            info.tries(config.forward_max_tries),
-            info.port,
-            local_for,
-            config.connect_timeout,
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(url = %info.url, error = %e.error, "CONNECT to origin failed");
-                let entry = self.entry(&info, start, ("NONE_NONE", 503), e.last_addr);
-                self.send_error(SquidError::ConnectFail(e.errno), true, &info, entry, t0)
-                    .await;
+        // CONNECT is never hierarchical: direct unless never_direct says otherwise.
+        let route = config.parents.route(&info.facts(self.client), false);
+        let mut failure = (SquidError::CannotForward, None);
+        if route.is_empty() {
+            self.log_denial(&info, Denial::NeverDirect);
+        }
+        for hop in &route {
+            match hop {
+                Hop::Direct => {
+                    if let Err(admission) = self.direct_destination(&mut info).await {
+                        let (error, tag) = match admission {
+                            Admission::Denied(denial) => {
+                                self.log_denial(&info, denial);
+                                (denial.error(), denial.tag())
+                            }
+                            Admission::DnsFailed(e) => {
+                                tracing::info!(host = %info.host, error = %e, "DNS failure");
+                                (SquidError::DnsFail, "NONE_NONE")
+                            }
+                            Admission::Allowed | Admission::Challenge => {
+                                (SquidError::AccessDenied, "TCP_DENIED")
+                            }
+                        };
+                        let entry = self.entry(&info, start, (tag, error.status()), None);
+                        self.send_error(error, true, &info, entry, t0).await;
+                        return Next::Close;
+                    }
+                    let tries = info.tries(config.forward_max_tries);
+                    match connect(tries, info.port, local_for, config.connect_timeout).await {
+                        Ok((origin, ip)) => {
+                            return self
+                                .relay_tunnel(origin, ip, "HIER_DIRECT", &info, start, t0)
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::info!(url = %info.url, error = %e.error, "CONNECT to origin failed");
+                            failure = (SquidError::ConnectFail(e.errno), e.last_addr);
+                        }
+                    }
+                }
+                Hop::Parent(peer, code) => {
+                    let ips = match self.shared.resolver.resolve(&peer.host).await {
+                        Ok(ips) if !ips.is_empty() => crate::conn::canonical_addresses(ips),
+                        other => {
+                            tracing::info!(parent = %peer.name, result = ?other.err(), "cache_peer has no address: skipped");
+                            failure = (SquidError::DnsFail, None);
+                            continue;
+                        }
+                    };
+                    let timeout = peer.connect_timeout.unwrap_or(config.connect_timeout);
+                    match connect(&ips, peer.port, local_for, timeout).await {
+                        Ok((parent, ip)) => {
+                            return self
+                                .tunnel_through_parent(
+                                    parent,
+                                    ip,
+                                    peer,
+                                    code,
+                                    head,
+                                    &info,
+                                    (start, t0),
+                                )
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::info!(url = %info.url, parent = %peer.name, error = %e.error, "CONNECT to parent failed");
+                            failure = (SquidError::ConnectFail(e.errno), e.last_addr);
+                        }
+                    }
+                }
+            }
+        }
+        let (error, server) = failure;
+        let entry = self.entry(&info, start, ("NONE_NONE", error.status()), server);
+        self.send_error(error, true, &info, entry, t0).await;
+        Next::Close
+    }
+
+    /// Asks a parent for the tunnel (`CONNECT host:port`, with `login=` credentials): a 2xx
+    /// answer becomes the client's `200 Connection established` and the relay; any other is
+    /// passed to the client as the parent sent it, and the connection closed.
+    #[allow(clippy::too_many_arguments)]
+    async fn tunnel_through_parent(
+        &mut self,
+        mut parent: tokio::net::TcpStream,
+        ip: IpAddr,
+        peer: &CachePeer,
+        hierarchy: &'static str,
+        head: &Head,
+        info: &RequestInfo,
+        (start, t0): (SystemTime, Instant),
+    ) -> Next {
+        let config = &self.shared.config;
+        let mut ask = format!("CONNECT {url} HTTP/1.1\r\nHost: {url}\r\n", url = info.url);
+        if let Some(credentials) = crate::forward::parent_credentials(peer, head) {
+            ask.push_str(&format!("Proxy-Authorization: {credentials}\r\n"));
+        }
+        if let Some(via) = &self.shared.rewrite.via {
+            ask.push_str(&format!("Via: {via}\r\n"));
+        }
+        ask.push_str("\r\n");
+        let idle = config.read_timeout;
+        let mut buf = bytes::BytesMut::with_capacity(4096);
+        let answer = async {
+            write_all(&mut parent, ask.as_bytes(), idle).await.ok()?;
+            loop {
+                match Head::parse_response(&mut buf, config.reply_header_max_size) {
+                    Ok(Some(h)) => return Some(h),
+                    Ok(None) => {}
+                    Err(_) => return None,
+                }
+                match tokio::time::timeout(idle, parent.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return None,
+                }
+            }
+        }
+        .await;
+        let Some(answer) = answer else {
+            tracing::info!(url = %info.url, parent = %peer.name, "parent gave no answer to CONNECT");
+            let mut entry = self.entry(info, start, ("NONE_NONE", 502), Some(ip));
+            entry.hierarchy = hierarchy;
+            self.send_error(SquidError::ReadError, true, info, entry, t0)
+                .await;
+            return Next::Close;
+        };
+        if (200..300).contains(&answer.status) {
+            // Bytes the parent sent behind its answer are the origin's, for the client.
+            let early = buf.split().freeze();
+            if !early.is_empty() && write_all(&mut self.stream, &early, idle).await.is_err() {
                 return Next::Close;
             }
-        };
+            return self
+                .relay_tunnel(parent, ip, hierarchy, info, start, t0)
+                .await;
+        }
+        tracing::info!(url = %info.url, parent = %peer.name, status = answer.status, "parent refused the CONNECT");
+        let mut out = bytes::BytesMut::new();
+        crate::http::rewrite::client_response(
+            &answer,
+            self.shared.rewrite.via.as_deref(),
+            false,
+            crate::http::rewrite::ResponseFraming::Close,
+            &crate::http::rewrite::Edits::default(),
+            &mut out,
+        );
+        let mut sent = out.len() as u64;
+        if write_all(&mut self.stream, &out, idle).await.is_ok()
+            && write_all(&mut self.stream, &buf, idle).await.is_ok()
+        {
+            sent += buf.len() as u64;
+            // The rest of the parent's error body, bounded as a whole.
+            let (mut from, mut to) = (parent, &mut self.stream);
+            if let Ok(Ok(n)) = tokio::time::timeout(idle, tokio::io::copy(&mut from, &mut to)).await
+            {
+                sent += n;
+            }
+        }
+        let mut entry = self.entry(info, start, ("TCP_TUNNEL", answer.status), Some(ip));
+        entry.hierarchy = hierarchy;
+        entry.bytes = sent;
+        entry.elapsed = t0.elapsed();
+        self.log_transaction(info, &entry);
+        Next::Close
+    }
+
+    /// The tunnel once its far end is connected: `200 Connection established`, then bytes
+    /// both ways until each side has closed.
+    async fn relay_tunnel(
+        &mut self,
+        mut origin: tokio::net::TcpStream,
+        ip: IpAddr,
+        hierarchy: &'static str,
+        info: &RequestInfo,
+        start: SystemTime,
+        t0: Instant,
+    ) -> Next {
+        let config = &self.shared.config;
         let idle = config.read_timeout;
         if write_all(&mut self.stream, ESTABLISHED, idle)
             .await
             .is_err()
         {
-            self.log_tunnel(&info, start, t0, 0, ip);
+            self.log_tunnel(info, (start, t0), 0, (ip, hierarchy));
             return Next::Close;
         }
         // Bytes the client sent right behind the CONNECT head (an eager TLS ClientHello).
@@ -92,7 +257,7 @@ impl ClientConn {
             }
             sent_to_client += to_client.load(Ordering::Relaxed);
         }
-        self.log_tunnel(&info, start, t0, sent_to_client, ip);
+        self.log_tunnel(info, (start, t0), sent_to_client, (ip, hierarchy));
         Next::Close
     }
 
@@ -101,12 +266,12 @@ impl ClientConn {
     fn log_tunnel(
         &self,
         info: &RequestInfo,
-        start: SystemTime,
-        t0: Instant,
+        (start, t0): (SystemTime, Instant),
         bytes: u64,
-        server: IpAddr,
+        (server, hierarchy): (IpAddr, &'static str),
     ) {
         let mut entry = self.entry(info, start, ("TCP_TUNNEL", 200), Some(server));
+        entry.hierarchy = hierarchy;
         entry.bytes = bytes;
         entry.elapsed = t0.elapsed();
         self.log_transaction(info, &entry);

@@ -185,8 +185,7 @@ impl Parser {
     }
 
     /// `http_reply_access`, `miss_access`, `never_direct`, `always_direct`: `allow|deny
-    /// [!]acl...` lines. `always_direct` is read (its ACLs must exist) and kept nowhere:
-    /// without `cache_peer`, every request goes direct, which is what it asks for.
+    /// [!]acl...` lines.
     pub(super) fn other_access_rule(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let before = self.http_access.len();
         self.access_rule(d, false)?;
@@ -195,7 +194,7 @@ impl Parser {
             "http_reply_access" => self.http_reply_access.push(rule),
             "miss_access" => self.miss_access.push(rule),
             "never_direct" => self.never_direct.push(rule),
-            _ => {}
+            _ => self.always_direct.push(rule),
         }
         Ok(())
     }

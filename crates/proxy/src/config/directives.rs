@@ -20,15 +20,17 @@ impl Parser {
         let addr = listen_addr(&t.text).map_err(|m| d.error(t, m))?;
         let mut require_proxy_header = false;
         let mut name: std::sync::Arc<str> = t.text.as_str().into();
+        let mut intercept = false;
         for option in &d.args[1..] {
             match option.text.as_str() {
                 "require-proxy-header" => require_proxy_header = true,
+                "intercept" | "transparent" => intercept = true,
                 o if o.starts_with("name=") => name = o["name=".len()..].into(),
                 o => {
                     return Err(d.error(
                         option,
                         format!(
-                            "unsupported option '{o}' (supported: require-proxy-header, name=...)"
+                            "unsupported option '{o}' (supported: require-proxy-header, intercept, transparent, name=...)"
                         ),
                     ))
                 }
@@ -38,6 +40,7 @@ impl Parser {
             addr,
             require_proxy_header,
             name,
+            intercept,
             location: d.location(),
         });
         Ok(())
@@ -393,9 +396,9 @@ mod tests {
                 "1:11: http_port: '::1:3128': an IPv6 address needs brackets, as in [::1]:3128",
             ),
             (
-                "http_port 3128 intercept",
-                "1:16: http_port: unsupported option 'intercept' (supported: \
-                 require-proxy-header, name=...)",
+                "http_port 3128 tproxy",
+                "1:16: http_port: unsupported option 'tproxy' (supported: \
+                 require-proxy-header, intercept, transparent, name=...)",
             ),
         ];
         assert_errors(&cases);

@@ -1,5 +1,6 @@
 //! `access_log` lines: where transactions are logged, and which ones.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::lex::Token;
@@ -22,7 +23,7 @@ impl Parser {
             });
             return Ok(());
         }
-        let path = log_path(&t.text).map_err(|m| d.error(t, m))?;
+        let (path, udp) = log_path(&t.text).map_err(|m| d.error(t, m))?;
         let mut format = None;
         let mut rest = &d.args[1..];
         while let Some(next) = rest.first() {
@@ -82,6 +83,7 @@ impl Parser {
         })?;
         self.logs.push(PendingLog::File {
             path,
+            udp,
             format: format.flatten(),
             refs,
             location: d.location(),
@@ -155,14 +157,22 @@ pub(super) fn rest_of_line(tokens: &[Token]) -> String {
     text
 }
 
-/// The file of an `access_log` line, without its logging-module prefix.
-fn log_path(text: &str) -> Result<PathBuf, String> {
+/// The file of an `access_log` line, without its logging-module prefix, or the address of
+/// a `udp://HOST:PORT` one (an address: a name would be looked up at every start).
+fn log_path(text: &str) -> Result<(PathBuf, Option<SocketAddr>), String> {
+    if let Some(address) = text.strip_prefix("udp://") {
+        let address = address.trim_end_matches('/');
+        let udp: SocketAddr = address.parse().map_err(|_| {
+            format!("'{address}' is not an address and port (udp://ADDRESS:PORT, e.g. udp://127.0.0.1:514)")
+        })?;
+        return Ok((PathBuf::from(text), Some(udp)));
+    }
     let path = match text.split_once(':') {
         Some(("stdio" | "daemon", path)) => path,
-        Some((module @ ("syslog" | "tcp" | "udp"), _)) => {
+        Some((module @ ("syslog" | "tcp"), _)) => {
             return Err(format!(
                 "the '{module}' logging module is not supported (use a file path, optionally \
-                 with stdio: or daemon:)"
+                 with stdio: or daemon:, or udp://ADDRESS:PORT)"
             ))
         }
         _ => text,
@@ -170,7 +180,7 @@ fn log_path(text: &str) -> Result<PathBuf, String> {
     if path.is_empty() {
         return Err(format!("'{text}' names no file"));
     }
-    Ok(PathBuf::from(path))
+    Ok((PathBuf::from(path), None))
 }
 
 #[cfg(test)]
@@ -301,7 +311,12 @@ mod tests {
             (
                 "access_log syslog:daemon.info",
                 "1:12: access_log: the 'syslog' logging module is not supported (use a file \
-                 path, optionally with stdio: or daemon:)",
+                 path, optionally with stdio: or daemon:, or udp://ADDRESS:PORT)",
+            ),
+            (
+                "access_log udp://loghost:514",
+                "1:12: access_log: 'loghost:514' is not an address and port \
+                 (udp://ADDRESS:PORT, e.g. udp://127.0.0.1:514)",
             ),
             (
                 "access_log stdio:",

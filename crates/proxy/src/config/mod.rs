@@ -27,6 +27,7 @@ mod lex;
 mod logging;
 pub mod model;
 mod parse;
+mod peer_lines;
 mod read;
 #[cfg(test)]
 mod test_support;

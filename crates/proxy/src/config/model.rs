@@ -35,6 +35,8 @@ pub struct HttpPort {
     pub require_proxy_header: bool,
     /// `name=` (default: the address as written), for `myportname` ACLs.
     pub name: Arc<str>,
+    /// `intercept` (old name `transparent`): connections the firewall redirected here.
+    pub intercept: bool,
     pub location: Location,
 }
 
@@ -56,8 +58,11 @@ pub enum ForwardedFor {
 /// One `access_log` line that logs (lines of `access_log none` produce no entry).
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    /// The file, with any `stdio:` or `daemon:` module prefix removed.
+    /// The file, with any `stdio:` or `daemon:` module prefix removed (for `udp://`, the
+    /// text as written).
     pub path: PathBuf,
+    /// `udp://HOST:PORT`: each line is one datagram to this address instead of a file.
+    pub udp: Option<SocketAddr>,
     /// Only transactions matching all of these are logged (empty = all).
     pub acls: AclList,
     /// `None`: Squid's native `squid` format; otherwise a built-in or `logformat` one.
@@ -100,9 +105,9 @@ pub struct Config {
     /// `miss_access`: every request is a miss here, so it is a second `http_access`
     /// (403 ERR_FORWARDING_DENIED); no lines: allowed.
     pub miss_access: Arc<AccessRules>,
-    /// `never_direct`: requests it allows cannot be forwarded (503 ERR_CANNOT_FORWARD), as
-    /// there is no `cache_peer` to forward them to.
-    pub never_direct: Arc<AccessRules>,
+    /// `cache_peer` parents, `always_direct`, `never_direct`, `prefer_direct`,
+    /// `nonhierarchical_direct`: where each request goes.
+    pub parents: Arc<crate::peers::Parents>,
     /// `http_reply_access`: with no lines, every reply is allowed (Squid's default).
     pub http_reply_access: Arc<AccessRules>,
     /// `request_header_access`, `request_header_replace`, `request_header_add`.

@@ -20,6 +20,7 @@ use crate::access_log::LogErrorPolicy;
 use crate::acl::{AccessRule, AccessRules, Acl, AclBuilder, AclList, AclRef};
 use crate::guard::{self, DestinationGuard};
 use crate::header_rules::{FieldAdd, HeaderRules};
+use crate::peers::{CachePeer, Parents};
 
 /// Squid's limit, which also stops a file that includes itself.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -120,6 +121,7 @@ pub(super) enum PendingLog {
     },
     File {
         path: PathBuf,
+        udp: Option<std::net::SocketAddr>,
         format: Option<crate::log_format::LogFormat>,
         refs: Vec<PendingRef>,
         location: Location,
@@ -137,6 +139,10 @@ pub(super) struct Parser {
     pub http_reply_access: Vec<PendingRule>,
     pub miss_access: Vec<PendingRule>,
     pub never_direct: Vec<PendingRule>,
+    pub always_direct: Vec<PendingRule>,
+    pub prefer_direct: bool,
+    pub nonhierarchical_direct: bool,
+    pub peers: Vec<super::peer_lines::PendingPeer>,
     pub request_headers: super::header_lines::PendingHeaders,
     pub reply_headers: super::header_lines::PendingHeaders,
     pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
@@ -202,6 +208,10 @@ impl Parser {
             http_reply_access: Vec::new(),
             miss_access: Vec::new(),
             never_direct: Vec::new(),
+            always_direct: Vec::new(),
+            prefer_direct: false,
+            nonhierarchical_direct: true,
+            peers: Vec::new(),
             request_headers: Default::default(),
             reply_headers: Default::default(),
             outgoing: Vec::new(),
@@ -308,6 +318,8 @@ impl Parser {
             }
             "prefer_direct" | "nonhierarchical_direct" => self.flag(d),
             "icap_enable" => self.icap_enable(d),
+            "cache_peer" => self.cache_peer(d),
+            "cache_peer_access" => self.cache_peer_access(d),
             "reply_body_max_size" => self.reply_body_max_size(d),
             "request_header_access" | "reply_header_access" => self.header_access(d),
             "request_header_replace" | "reply_header_replace" => self.header_replace(d),
@@ -482,7 +494,31 @@ impl Parser {
         let reply_headers = Arc::new(header_rules(self.reply_headers));
         let http_reply_access = Arc::new(rules(self.http_reply_access));
         let miss_access = Arc::new(rules(self.miss_access));
-        let never_direct = Arc::new(rules(self.never_direct));
+        let peers = self
+            .peers
+            .into_iter()
+            .filter(|p| p.parent)
+            .map(|p| {
+                Arc::new(CachePeer {
+                    host: p.host,
+                    port: p.port,
+                    name: p.name,
+                    login: p.login,
+                    default: p.default,
+                    round_robin: p.round_robin,
+                    connect_timeout: p.connect_timeout,
+                    access: rules(p.access),
+                    location: p.location,
+                })
+            })
+            .collect();
+        let parents = Arc::new(Parents::new(
+            peers,
+            rules(self.always_direct),
+            rules(self.never_direct),
+            self.prefer_direct,
+            self.nonhierarchical_direct,
+        ));
         let http_access = Arc::new(rules(self.http_access));
         let proxy_protocol_access = Arc::new(rules(self.proxy_protocol_access));
         let tcp_outgoing_address = self
@@ -520,6 +556,7 @@ impl Parser {
                 }
                 PendingLog::File {
                     path,
+                    udp,
                     format,
                     refs,
                     location,
@@ -528,6 +565,7 @@ impl Parser {
                     acls.0.extend(not_silenced.iter().cloned());
                     access_logs.push(AccessLog {
                         path,
+                        udp,
                         acls,
                         format,
                         location,
@@ -538,6 +576,7 @@ impl Parser {
         if !self.saw_access_log {
             access_logs.push(AccessLog {
                 path: PathBuf::from(DEFAULT_ACCESS_LOG),
+                udp: None,
                 acls: AclList::default(),
                 format: None,
                 location: Location {
@@ -554,7 +593,7 @@ impl Parser {
             proxy_protocol_access,
             http_reply_access,
             miss_access,
-            never_direct,
+            parents,
             request_headers,
             reply_headers,
             tcp_outgoing_address,

@@ -16,8 +16,8 @@ impl Parser {
             "client_persistent_connections" => self.client_persistent_connections = value,
             "server_persistent_connections" => self.server_persistent_connections = value,
             "via" => self.via = value,
-            // Choices between parents and going direct: without cache_peer, always direct.
-            "prefer_direct" | "nonhierarchical_direct" => {}
+            "prefer_direct" => self.prefer_direct = value,
+            "nonhierarchical_direct" => self.nonhierarchical_direct = value,
             name => unreachable!("not an on/off directive: {name}"),
         }
         Ok(())

@@ -1,0 +1,167 @@
+//! `http_port ... intercept` in network namespaces the test creates: an app namespace whose
+//! route to the service network goes through the proxy's namespace, where an nftables rule
+//! redirects the app's port-80-style traffic to the proxy's intercept port. The client
+//! speaks plain HTTP to the origin's address and never knows a proxy is there; the proxy
+//! finds the original destination (SO_ORIGINAL_DST), forwards there whatever `Host` says,
+//! and logs the request. A request sent to the intercept port directly is refused.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use common::BIN;
+use testkit::client::exchange_raw;
+use testkit::netns::{self, Net};
+use testkit::origin::Origin;
+
+const PROXY: Ipv4Addr = Ipv4Addr::new(198, 18, 40, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 1);
+const ORIGIN: Ipv4Addr = Ipv4Addr::new(198, 18, 30, 10);
+
+fn run(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("ip netns exec");
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn intercepted_connections_reach_their_original_destination() {
+    if let Some(why) = netns::unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: nft (nftables) is not installed");
+        return;
+    }
+    let mut net = Net::new();
+    let app = net.add("app", CLIENT).name;
+    let px = net.add("px", PROXY).name;
+    let svc = net.add("svc", ORIGIN).name;
+    let origin = netns::run_in(&svc, || Origin::start(&ORIGIN.to_string()));
+    let port = origin.addr.port();
+    // The app reaches the service network through the proxy's host, which redirects it.
+    run(
+        &app,
+        &[
+            "ip",
+            "route",
+            "add",
+            "198.18.30.0/24",
+            "via",
+            &PROXY.to_string(),
+        ],
+    );
+    run(&px, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let rules = format!(
+        "table ip intercept {{\n\
+         \tchain prerouting {{\n\
+         \t\ttype nat hook prerouting priority dstnat;\n\
+         \t\tip saddr 198.18.20.0/24 ip daddr {ORIGIN} tcp dport {port} redirect to :3129\n\
+         \t}}\n\
+         }}\n"
+    );
+    let rules_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules_file.path(), rules).unwrap();
+    run(&px, &["nft", "-f", rules_file.path().to_str().unwrap()]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let conf = dir.path().join("squid.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "http_port {PROXY}:3129 intercept\n\
+             http_port {PROXY}:3128\n\
+             visible_hostname intercept.test\n\
+             dns_nameservers 127.0.0.1\n\
+             acl apps src 198.18.20.0/24\n\
+             acl forbidden dstdomain .forbidden.test\n\
+             http_access deny forbidden\n\
+             http_access allow apps\n\
+             http_access deny all\n\
+             access_log {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut proxy = net.spawn("px", BIN, &["proxy", "-f", conf.to_str().unwrap()]);
+    testkit::wait::until("both ports to listen", Duration::from_secs(15), || {
+        assert!(!proxy.has_exited(), "proxy exited: {:?}", proxy.stderr());
+        let serving = proxy
+            .stdout()
+            .iter()
+            .filter(|l| l.starts_with("proxyfleet proxy: serving on"))
+            .count();
+        (serving == 2).then_some(())
+    });
+
+    let to_origin = SocketAddr::from((ORIGIN, port));
+    let get = |host: &str| {
+        netns::run_in(&app, || {
+            exchange_raw(
+                &CLIENT.to_string(),
+                to_origin,
+                format!("GET /headers HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+        })
+    };
+    let reply = get(&format!("{ORIGIN}:{port}"));
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("via: 1.1 intercept.test"),
+        "through the proxy: {reply}"
+    );
+    // A Host naming somewhere else still goes to the original destination.
+    let reply = get("elsewhere.test");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("host: elsewhere.test"), "{reply}");
+    // ACLs see the Host name.
+    let reply = get("www.forbidden.test");
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert_eq!(origin.seen().len(), 2, "the denied request never left");
+
+    // Straight to the intercept port, not redirected: nowhere to forward it.
+    let direct = netns::run_in(&app, || {
+        exchange_raw(
+            &CLIENT.to_string(),
+            SocketAddr::from((PROXY, 3129)),
+            b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    });
+    assert!(direct.starts_with("HTTP/1.1 400"), "{direct}");
+
+    let lines = testkit::wait::until("4 access log lines", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        (lines.len() >= 4).then_some(lines)
+    });
+    assert!(
+        lines[0].contains(&format!("{CLIENT} TCP_MISS/200 ")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[0].contains(&format!(
+            "GET http://{ORIGIN}:{port}/headers - HIER_DIRECT/{ORIGIN}"
+        )),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains("GET http://elsewhere.test/headers - HIER_DIRECT/198.18.30.10"),
+        "{lines:#?}"
+    );
+    assert!(lines[2].contains("TCP_DENIED/403"), "{lines:#?}");
+    assert!(lines[3].contains("NONE_NONE/400"), "{lines:#?}");
+}
