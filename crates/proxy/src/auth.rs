@@ -30,10 +30,11 @@ pub struct BasicScheme {
 pub enum Outcome {
     /// The helper accepted them: the user name (as `%un` logs it).
     User(String),
-    /// No Basic credentials, malformed ones, or the helper said ERR.
-    Rejected,
-    /// The helper could not say (BH, crashed, no answer): refused too.
-    Unavailable(String),
+    /// No Basic credentials, malformed ones, or the helper said ERR: with the user name
+    /// that was tried, which Squid logs as `%un` too.
+    Rejected(Option<String>),
+    /// The helper could not say (BH, crashed, no answer): refused too. Why, and who tried.
+    Unavailable(String, String),
 }
 
 impl BasicScheme {
@@ -57,7 +58,7 @@ impl BasicScheme {
     /// Checks the request's `Proxy-Authorization`.
     pub async fn check(&self, head: &Head) -> Outcome {
         let Some((user, password)) = basic_credentials(head) else {
-            return Outcome::Rejected;
+            return Outcome::Rejected(None);
         };
         let user = if self.config.case_sensitive {
             user
@@ -76,12 +77,13 @@ impl BasicScheme {
                     .insert(key, user.clone(), self.config.credentials_ttl);
                 Outcome::User(user)
             }
-            Verdict::Err => Outcome::Rejected,
+            Verdict::Err => Outcome::Rejected(Some(user)),
             Verdict::Broken => Outcome::Unavailable(
                 answer
                     .get("message")
                     .unwrap_or(answer.rest.as_str())
                     .to_string(),
+                user,
             ),
         }
     }

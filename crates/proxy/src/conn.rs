@@ -40,6 +40,8 @@ pub struct RequestInfo {
     /// `myportname`).
     pub local: Option<SocketAddr>,
     pub port_name: Arc<str>,
+    /// `deny_info` of the ACL whose line denied the request, if any.
+    pub deny_info: Option<Arc<crate::config::DenyInfo>>,
 }
 
 /// The owned form of [`crate::acl::Login`].
@@ -47,7 +49,8 @@ pub struct RequestInfo {
 pub enum LoginState {
     #[default]
     Unchecked,
-    Failed,
+    /// With the user name that was tried, if any (`%un` logs it, as Squid does).
+    Failed(Option<String>),
     User(String),
 }
 
@@ -64,7 +67,7 @@ impl RequestInfo {
             url: &self.url,
             login: match &self.login {
                 LoginState::Unchecked => Login::Unchecked,
-                LoginState::Failed => Login::Failed,
+                LoginState::Failed(_) => Login::Failed,
                 LoginState::User(user) => Login::User(user),
             },
             request: self.head.as_ref(),
@@ -79,10 +82,10 @@ impl RequestInfo {
         &self.dst_ips[..self.dst_ips.len().min(max)]
     }
 
-    /// `%un`: the user name, when the client logged in.
+    /// `%un`: the user name the client logged in as, or tried to (Squid logs both).
     pub fn user(&self) -> Option<&str> {
         match &self.login {
-            LoginState::User(user) => Some(user),
+            LoginState::User(user) | LoginState::Failed(Some(user)) => Some(user),
             _ => None,
         }
     }
@@ -397,17 +400,6 @@ impl ClientConn {
                     port_name: self.port.spec.name.clone(),
                     ..Default::default()
                 };
-                if info.scheme != "http" {
-                    self.reply_error(
-                        SquidError::UnsupportedRequest,
-                        &info.url,
-                        &info.method,
-                        start,
-                        t0,
-                    )
-                    .await;
-                    return Next::Close;
-                }
                 self.forward(head, info, framing, start, t0).await
             }
         }
@@ -549,7 +541,11 @@ impl ClientConn {
         t0: Instant,
     ) -> u64 {
         let config = &self.shared.config;
-        let page = error.response(&crate::errors::Page {
+        let custom = match (&info.deny_info, error) {
+            (Some(custom), SquidError::AccessDenied) => Some(&**custom),
+            _ => None,
+        };
+        let mut page = crate::errors::Page {
             url: &info.url,
             hostname: &config.visible_hostname,
             product: &self.shared.product,
@@ -558,7 +554,42 @@ impl ClientConn {
                 (SquidError::CacheAccessDenied, Some(auth)) => auth.challenge(),
                 _ => "",
             },
-        });
+            custom: None,
+        };
+        let location;
+        match custom {
+            Some(crate::config::DenyInfo::Reset) => {
+                // Nothing is sent: the connection is reset.
+                let _ = socket2::SockRef::from(&self.stream)
+                    .set_linger(Some(std::time::Duration::ZERO));
+                entry.http_status = 0;
+                entry.elapsed = t0.elapsed();
+                self.log_transaction(info, &entry);
+                return 0;
+            }
+            Some(crate::config::DenyInfo::Page { status, name }) => {
+                entry.http_status = *status;
+                page.custom = Some(crate::errors::Custom::Page {
+                    status: *status,
+                    code: name,
+                });
+            }
+            Some(crate::config::DenyInfo::Redirect { status, url }) => {
+                entry.http_status = *status;
+                location = crate::config::DenyInfo::location(url, &info.url, &info.host);
+                page.custom = Some(crate::errors::Custom::Redirect {
+                    status: *status,
+                    location: &location,
+                });
+            }
+            None => {}
+        }
+        let page = error.response(&page);
+        if self.shared.log.wants.reply {
+            // `%<h` of an error page is the page's own head, as in Squid.
+            let mut bytes = BytesMut::from(&page[..]);
+            entry.reply = Head::parse_response(&mut bytes, usize::MAX).ok().flatten();
+        }
         let (most, last) = page.split_at(page.len() - 1);
         let sent = write_all(&mut self.stream, most, config.read_timeout)
             .await
@@ -643,7 +674,10 @@ impl ClientConn {
         loop {
             match rules.check(&info.facts(self.client)) {
                 Check::Allow => break,
-                Check::Deny => return Admission::Denied(Denial::Rules),
+                Check::Deny => {
+                    info.deny_info = self.deny_info_for(rules, info);
+                    return Admission::Denied(Denial::Rules);
+                }
                 Check::Challenge => return Admission::Challenge,
                 Check::NeedsDst => {
                     if let Err(e) = self.resolve_destination(info).await {
@@ -658,6 +692,22 @@ impl ClientConn {
             return Admission::Denied(Denial::Miss);
         }
         Admission::Allowed
+    }
+
+    /// The `deny_info` of the last ACL of the line that denied (Squid's rule); none for the
+    /// implicit answer when no line matched.
+    fn deny_info_for(
+        &self,
+        rules: &crate::acl::AccessRules,
+        info: &RequestInfo,
+    ) -> Option<Arc<crate::config::DenyInfo>> {
+        let table = &self.shared.config.deny_info;
+        if table.is_empty() {
+            return None;
+        }
+        let (_, rule) = rules.decide(&info.facts(self.client));
+        let last = rule?.acls.0.last()?;
+        table.get(&last.acl.name).cloned()
     }
 
     /// Before going direct: the destination's addresses (resolved once: what is judged is
@@ -696,14 +746,14 @@ impl ClientConn {
     /// Checks the request's credentials with `auth_param basic`'s helper.
     async fn log_in(&self, head: &Head) -> LoginState {
         let Some(auth) = &self.shared.auth else {
-            return LoginState::Failed;
+            return LoginState::Failed(None);
         };
         match auth.check(head).await {
             crate::auth::Outcome::User(user) => LoginState::User(user),
-            crate::auth::Outcome::Rejected => LoginState::Failed,
-            crate::auth::Outcome::Unavailable(why) => {
+            crate::auth::Outcome::Rejected(user) => LoginState::Failed(user),
+            crate::auth::Outcome::Unavailable(why, user) => {
                 tracing::error!(client = %self.client, reason = %why, "basic auth helper could not check credentials: refused");
-                LoginState::Failed
+                LoginState::Failed(Some(user))
             }
         }
     }
@@ -766,10 +816,12 @@ impl Denial {
         }
     }
 
-    /// The access log's `%Ss`.
+    /// The access log's `%Ss`, as Squid 5.7 writes it (a `miss_access` denial is logged
+    /// as the miss it is).
     pub(crate) fn tag(self) -> &'static str {
         match self {
             Denial::NeverDirect => "NONE_NONE",
+            Denial::Miss => "TCP_MISS",
             _ => "TCP_DENIED",
         }
     }

@@ -33,7 +33,8 @@ pub enum SquidError {
     LogUnwritable,
     /// `miss_access` denied the request (every request is a cache miss here).
     ForwardingDenied,
-    /// `never_direct` forbids going direct and there is no parent to go through.
+    /// `never_direct` forbids going direct and there is no parent to go through (a CONNECT;
+    /// Squid 5.7 answers other requests `502 ERR_READ_ERROR` then).
     CannotForward,
 }
 
@@ -56,8 +57,9 @@ impl SquidError {
             SquidError::ConnectFail(_)
             | SquidError::DnsFail
             | SquidError::ShuttingDown
-            | SquidError::LogUnwritable
-            | SquidError::CannotForward => 503,
+            | SquidError::LogUnwritable => 503,
+            // What Squid 5.7 answers a CONNECT that may go nowhere (no parent, never_direct).
+            SquidError::CannotForward => 500,
             SquidError::ReadTimeout => 504,
             SquidError::ReadError | SquidError::InvalidResp => 502,
             SquidError::InvalidReq | SquidError::InvalidUrl => 400,
@@ -122,11 +124,27 @@ impl SquidError {
             product,
             close,
             extra_headers,
+            custom,
         } = *page;
+        if let Some(Custom::Redirect { status, location }) = custom {
+            let mut out = BytesMut::with_capacity(256);
+            let _ = write!(
+                (&mut out).writer(),
+                "HTTP/1.1 {status} {reason}\r\nServer: {product}\r\nMime-Version: 1.0\r\nDate: {date}\r\nContent-Type: text/html;charset=utf-8\r\nContent-Length: 0\r\nLocation: {location}\r\nX-Squid-Error: {status} Access Denied\r\nConnection: {conn}\r\n\r\n",
+                reason = reason_phrase(status),
+                date = httpdate::fmt_http_date(SystemTime::now()),
+                location = location.replace(['\r', '\n'], ""),
+                conn = if close { "close" } else { "keep-alive" },
+            );
+            return out;
+        }
+        let (status, code) = match custom {
+            Some(Custom::Page { status, code }) => (status, code),
+            _ => (self.status(), self.code()),
+        };
         let body = format!(
             "<!DOCTYPE html>\n<html><head><title>ERROR: The requested URL could not be retrieved</title></head>\n<body>\n<h1>ERROR</h1>\n<h2>The requested URL could not be retrieved</h2>\n<p>While trying to retrieve the URL: <a href=\"{url}\">{url}</a></p>\n<p><b>{code}</b>: {text}</p>\n<hr>\n<p>Generated {date} by {host} ({product})</p>\n</body></html>\n",
             url = html_escape(url),
-            code = self.code(),
             text = self.explanation(),
             date = httpdate::fmt_http_date(SystemTime::now()),
             host = html_escape(hostname),
@@ -135,11 +153,9 @@ impl SquidError {
         let _ = write!(
             (&mut out).writer(),
             "HTTP/1.1 {status} {reason}\r\nServer: {product}\r\nMime-Version: 1.0\r\nDate: {date}\r\nContent-Type: text/html;charset=utf-8\r\nContent-Length: {len}\r\nX-Squid-Error: {code} {errno}\r\nVary: Accept-Language\r\nContent-Language: en\r\n{extra_headers}Connection: {conn}\r\n\r\n",
-            status = self.status(),
-            reason = reason_phrase(self.status()),
+            reason = reason_phrase(status),
             date = httpdate::fmt_http_date(SystemTime::now()),
             len = body.len(),
-            code = self.code(),
             errno = self.errno(),
             conn = if close { "close" } else { "keep-alive" },
         );
@@ -159,6 +175,17 @@ pub struct Page<'a> {
     pub close: bool,
     /// Whole header lines (each ending in CRLF), e.g. a 407's `Proxy-Authenticate`.
     pub extra_headers: &'a str,
+    /// `deny_info`'s answer instead of the error's own.
+    pub custom: Option<Custom<'a>>,
+}
+
+/// What `deny_info` answers with.
+#[derive(Debug, Clone, Copy)]
+pub enum Custom<'a> {
+    /// The page under this code (`X-Squid-Error`), with this status.
+    Page { status: u16, code: &'a str },
+    /// A redirect (`Location`), as Squid sends it: no body.
+    Redirect { status: u16, location: &'a str },
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -195,6 +222,7 @@ mod tests {
             product: "proxyfleet",
             close: true,
             extra_headers: "X-Extra: 1\r\n",
+            custom: None,
         });
         let text = String::from_utf8(r.to_vec()).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));

@@ -85,12 +85,20 @@ impl ClientConn {
                 return next;
             }
         }
+        // Only now, as Squid judges access first: other schemes (ftp://) are not served.
+        if info.scheme != "http" {
+            let refusal = (SquidError::UnsupportedRequest, "NONE_NONE");
+            self.reply_failure(refusal, true, None, &info, (start, t0))
+                .await;
+            return Next::Close;
+        }
         let hierarchical =
             crate::peers::is_hierarchical(&info.method, head.value("authorization").is_some());
         let route = config.parents.route(&info.facts(self.client), hierarchical);
         if route.is_empty() {
+            // Squid 5.7's answer when never_direct leaves no parent: 502 ERR_READ_ERROR.
             self.log_denial(&info, Denial::NeverDirect);
-            let refusal = (SquidError::CannotForward, "NONE_NONE");
+            let refusal = (SquidError::ReadError, "TCP_MISS");
             self.reply_failure(refusal, !may_keep, None, &info, (start, t0))
                 .await;
             return next;

@@ -126,6 +126,7 @@ impl ClientConn {
         }
         let (error, server) = failure;
         let entry = self.entry(&info, start, ("NONE_NONE", error.status()), server);
+        // (never_direct with no parent: Squid 5.7's 500 ERR_CANNOT_FORWARD.)
         self.send_error(error, true, &info, entry, t0).await;
         Next::Close
     }

@@ -5,6 +5,7 @@
 
 pub mod drills;
 pub mod hosts;
+pub mod squid;
 pub mod tier;
 pub mod up;
 

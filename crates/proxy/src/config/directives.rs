@@ -576,9 +576,9 @@ mod tests {
                 "1:9: workers: '0' is not a number of workers from 1 to 64",
             ),
             (
-                "visible_hostname \"proxy\"",
-                "1:18: visible_hostname: quoted value \"proxy\" (only acl lines take \"/path\" \
-                 value files)",
+                "dns_nameservers \"127.0.0.1\"",
+                "1:17: dns_nameservers: quoted value \"127.0.0.1\" (only acl lines take \
+                 \"/path\" value files)",
             ),
         ];
         assert_errors(&cases);

@@ -20,6 +20,7 @@
 
 mod acl_lines;
 mod auth_lines;
+mod deny_info;
 mod directives;
 mod files;
 mod header_lines;
@@ -36,6 +37,7 @@ mod units;
 
 use std::path::{Path, PathBuf};
 
+pub use deny_info::DenyInfo;
 pub use model::{AccessLog, BasicAuth, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
 pub use read::{
     read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_CONFIG_TOTAL_BYTES,
@@ -241,6 +243,30 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "icap_client_username_encode",
         "ICAP settings without effect while icap_enable is off",
     ),
+];
+
+/// Directives Squid 5.7 calls obsolete: it says "ERROR: Directive '...' is obsolete." and
+/// goes on without them, and so does proxyfleet (a warning at start-up).
+pub const OBSOLETE_DIRECTIVES: &[&str] = &[
+    "header_access",
+    "useragent_log",
+    "referer_log",
+    "referrer_log",
+    "emulate_httpd_log",
+    "log_fqdn",
+    "log_ip_on_direct",
+    "forward_log",
+    "extension_methods",
+    "ignore_expect_100",
+    "dns_testnames",
+    "ftp_list_width",
+    "maximum_single_addr_tries",
+    "httpd_accel_no_pmtu_disc",
+    "dns_v4_fallback",
+    "log_access",
+    "log_icap",
+    "cache_peer_domain",
+    "ie_refresh",
 ];
 
 /// A configuration problem and where it is.

@@ -143,6 +143,7 @@ pub(super) struct Parser {
     pub prefer_direct: bool,
     pub nonhierarchical_direct: bool,
     pub peers: Vec<super::peer_lines::PendingPeer>,
+    pub deny_info: HashMap<String, Arc<super::deny_info::DenyInfo>>,
     pub request_headers: super::header_lines::PendingHeaders,
     pub reply_headers: super::header_lines::PendingHeaders,
     pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
@@ -212,6 +213,7 @@ impl Parser {
             prefer_direct: false,
             nonhierarchical_direct: true,
             peers: Vec::new(),
+            deny_info: HashMap::new(),
             request_headers: Default::default(),
             reply_headers: Default::default(),
             outgoing: Vec::new(),
@@ -286,6 +288,13 @@ impl Parser {
         } else {
             d.name.text.as_str()
         };
+        if super::OBSOLETE_DIRECTIVES.contains(&name) {
+            self.notes.push((
+                d.location(),
+                format!("directive '{name}' is obsolete: ignored, as Squid 5.7 ignores it"),
+            ));
+            return Ok(());
+        }
         if IGNORED_DIRECTIVES.iter().any(|(n, _)| *n == name) {
             self.ignored.push((name.to_owned(), d.location()));
             return Ok(());
@@ -294,7 +303,12 @@ impl Parser {
         // texts that are more than one word (a realm).
         if !matches!(
             name,
-            "acl" | "auth_param" | "logformat" | "request_header_add" | "reply_header_add"
+            "acl"
+                | "auth_param"
+                | "logformat"
+                | "request_header_add"
+                | "reply_header_add"
+                | "visible_hostname"
         ) {
             if let Some(t) = d.args.iter().find(|t| t.quoted) {
                 return Err(d.error(
@@ -319,6 +333,7 @@ impl Parser {
             "prefer_direct" | "nonhierarchical_direct" => self.flag(d),
             "icap_enable" => self.icap_enable(d),
             "cache_peer" => self.cache_peer(d),
+            "deny_info" => self.deny_info(d),
             "cache_peer_access" => self.cache_peer_access(d),
             "reply_body_max_size" => self.reply_body_max_size(d),
             "request_header_access" | "reply_header_access" => self.header_access(d),
@@ -593,6 +608,7 @@ impl Parser {
             proxy_protocol_access,
             http_reply_access,
             miss_access,
+            deny_info: self.deny_info,
             parents,
             request_headers,
             reply_headers,

@@ -133,7 +133,11 @@ impl Parser {
                         format!("'{o}': TLS to a parent is not supported (plain HTTP only)"),
                     ))
                 }
-                o => return Err(d.error(t, format!("unsupported cache_peer option '{o}'"))),
+                // Squid 5.7: "ERROR: Ignoring unknown cache_peer option", and goes on.
+                o => self.notes.push((
+                    d.location_of(t),
+                    format!("unknown cache_peer option '{o}' ignored, as Squid does"),
+                )),
             }
         }
         if self.peers.iter().any(|p| p.name == peer.name) {
@@ -215,7 +219,7 @@ mod tests {
             "acl lan src 10.0.0.0/8\n\
              cache_peer up1.corp parent 8080 0 no-query default login=alice:s3cret name=up1\n\
              cache_peer 10.0.0.2 parent 3128 3130 no-digest weight=2 round-robin connect-timeout=3\n\
-             cache_peer sib.corp sibling 3128 3130 proxy-only\n\
+             cache_peer sib.corp sibling 3128 3130 proxy-only max-conn = 5\n\
              cache_peer_access up1 allow lan\n\
              cache_peer_access up1 deny all\n\
              never_direct allow all\n",
@@ -245,6 +249,10 @@ mod tests {
         );
         assert_eq!(hops(&Request::get("192.0.2.1", "h", 80)), ["10.0.0.2"]);
         assert!(c.notes.iter().any(|(_, n)| n.contains("is a sibling")));
+        assert!(c
+            .notes
+            .iter()
+            .any(|(_, n)| n.contains("option 'max-conn' ignored")));
     }
 
     #[test]
@@ -270,10 +278,6 @@ mod tests {
                 "cache_peer p parent 3128 0 login=PASS",
                 "1:28: cache_peer: login=PASS is not supported (use login=PASSTHRU to pass the \
                  client's Proxy-Authorization on, or login=user:password)",
-            ),
-            (
-                "cache_peer p parent 3128 0 fancy",
-                "1:28: cache_peer: unsupported cache_peer option 'fancy'",
             ),
             (
                 "cache_peer p parent 3128 0\ncache_peer p parent 3129 0",

@@ -1,0 +1,90 @@
+//! A real Squid (Debian's 5.7, which the test command installs) started by a test on a
+//! squid.conf body of the test's choosing, for differential tests: the same body, the same
+//! requests, through Squid and through proxyfleet. Squid runs in the foreground (`-N`) as
+//! the test's child (killed and reaped on drop) with everything in a temporary directory.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use testkit::process::Owned;
+
+pub struct Squid {
+    pub child: Owned,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+/// Why Squid cannot run here, if it cannot.
+pub fn unavailable() -> Option<String> {
+    let ok = std::process::Command::new("squid")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        return Some("squid is not installed (the test command installs it)".into());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("Squid as the tests run it needs root (it drops to the proxy user)".into());
+    }
+    None
+}
+
+impl Squid {
+    /// Starts Squid on `body` (ACLs, rules...; `ACCESS_LOG` replaced by its log's path),
+    /// with its port, pid file, cache log and (unless the body has one) access log added.
+    pub fn start(body: &str) -> Squid {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Squid drops to the `proxy` user: its files must be writable by it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = dir.path().join("access.log");
+        let body = body.replace("ACCESS_LOG", &log.display().to_string());
+        let default_log = if body.contains("access_log") {
+            String::new()
+        } else {
+            format!("access_log stdio:{} squid\n", log.display())
+        };
+        let conf = format!(
+            "http_port 127.0.0.1:{port}\n\
+             pid_filename {dir}/squid.pid\n\
+             cache_log {dir}/cache.log\n\
+             coredump_dir {dir}\n\
+             {default_log}{body}\n",
+            dir = dir.path().display()
+        );
+        let file = dir.path().join("squid.conf");
+        std::fs::write(&file, conf).unwrap();
+        let mut child = Owned::spawn("squid", &["-N", "-f", file.to_str().unwrap()]);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        testkit::wait::until_true("squid to listen", Duration::from_secs(30), || {
+            assert!(
+                !child.has_exited(),
+                "squid exited: {:?} {:?}\n{}",
+                child.stdout(),
+                child.stderr(),
+                std::fs::read_to_string(dir.path().join("cache.log")).unwrap_or_default()
+            );
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        Squid { child, dir, addr }
+    }
+
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.path().join("access.log")
+    }
+}
+
+/// A port nothing listens on now (the kernel's choice, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

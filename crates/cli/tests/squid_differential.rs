@@ -1,0 +1,368 @@
+//! Differential tests against Debian's Squid 5.7: one squid.conf body, the same requests
+//! through a real Squid and through `proxyfleet proxy`, and the same answers expected —
+//! status, `X-Squid-Error`, `Location`, the header fields that reach the origin, the
+//! reply's fields, and the access log line in a `logformat` of the deterministic codes.
+//! Each case says what it covers; a difference fails with both answers side by side.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use common::squid::{self, Squid};
+use common::{start, ProxyUnderTest, APP};
+use testkit::client::exchange_raw;
+use testkit::origin::Origin;
+
+/// What is compared of one answer.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    squid_error: Option<String>,
+    location: Option<String>,
+    /// For `/headers`: the request fields the origin saw (Via without versions).
+    origin_saw: Option<BTreeSet<String>>,
+    /// Reply fields the test asks about.
+    reply_fields: Vec<(String, Option<String>)>,
+}
+
+struct Pair {
+    squid: Squid,
+    ours: ProxyUnderTest,
+}
+
+fn pair(body: &str) -> Option<Pair> {
+    if let Some(why) = squid::unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return None;
+    }
+    // Squid caches in memory by default; proxyfleet never caches.
+    let shared =
+        format!("visible_hostname diff.test\ndns_nameservers 127.0.0.1\ncache deny all\n{body}");
+    let squid = Squid::start(&shared);
+    let ours = start(&format!("http_port 127.0.0.1:0\n{shared}"));
+    Some(Pair { squid, ours })
+}
+
+fn field<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn answer(proxy: SocketAddr, request: &str, reply_fields: &[&str]) -> Answer {
+    let raw = exchange_raw(APP, proxy, request.as_bytes());
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let origin_saw = request.contains("/headers ").then(|| {
+        body.lines()
+            .map(|l| {
+                let lower = l.to_ascii_lowercase();
+                match lower.strip_prefix("via: ") {
+                    // Each proxy names itself with its product: keep only the names.
+                    Some(via) => format!(
+                        "via: {}",
+                        via.split(',')
+                            .map(|e| e.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => lower,
+                }
+            })
+            // Squid asks for fresh content on behalf of its cache (proxyfleet has none), and
+            // spells out HTTP/1.1's default `Connection: keep-alive`.
+            .filter(|l| {
+                !l.starts_with("cache-control: max-age=")
+                    && l != "connection: keep-alive"
+                    && !l.is_empty()
+            })
+            .collect()
+    });
+    Answer {
+        status,
+        squid_error: field(head, "X-Squid-Error")
+            .map(|v| v.split(' ').next().unwrap_or("").to_string()),
+        location: field(head, "Location").map(str::to_string),
+        origin_saw,
+        reply_fields: reply_fields
+            .iter()
+            .map(|n| (n.to_string(), field(head, n).map(str::to_string)))
+            .collect(),
+    }
+}
+
+/// Sends each request to both and compares; returns how many cases were compared.
+fn compare(p: &Pair, cases: &[(&str, String, &[&str])]) -> usize {
+    let mut differences = Vec::new();
+    for (what, request, fields) in cases {
+        let theirs = answer(p.squid.addr, request, fields);
+        let ours = answer(p.ours.addr(), request, fields);
+        if theirs != ours {
+            differences.push(format!(
+                "{what}:\n  squid:      {theirs:?}\n  proxyfleet: {ours:?}"
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} differ:\n{}",
+        differences.len(),
+        cases.len(),
+        differences.join("\n")
+    );
+    cases.len()
+}
+
+fn get(url: &str, fields: &str) -> String {
+    format!("GET {url} HTTP/1.1\r\nHost: x\r\n{fields}Connection: close\r\n\r\n")
+}
+
+/// The access logs of both, in the deterministic format, line by line.
+fn compare_logs(p: &Pair, n: usize) {
+    let read = |path: std::path::PathBuf| {
+        testkit::wait::until(
+            &format!("{n} log lines"),
+            std::time::Duration::from_secs(10),
+            || {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Only the test's clients: not Squid's readiness probe from 127.0.0.1.
+                let lines: Vec<String> = text
+                    .lines()
+                    .filter(|l| l.starts_with(APP))
+                    .map(str::to_string)
+                    .collect();
+                (lines.len() >= n).then_some(lines)
+            },
+        )
+    };
+    let theirs = read(p.squid.access_log_path());
+    let ours = read(p.ours.access_log_path());
+    let differing: Vec<String> = theirs
+        .iter()
+        .zip(&ours)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("  squid:      {a}\n  proxyfleet: {b}"))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "log lines differ:\n{}",
+        differing.join("\n")
+    );
+}
+
+/// The log format both write: no times, sizes or addresses that legitimately differ.
+const DIFF_FORMAT: &str =
+    "logformat diff %>a %rm %ru %>Hs %Ss %un \"%{User-Agent}>h\" \"%{X-Team}>h\"\n\
+                           access_log ACCESS_LOG diff\n";
+
+#[test]
+fn acl_types_rules_and_deny_info_answer_as_squid_does() {
+    let origin = Origin::start("127.30.0.71");
+    let Some(p) = pair(&format!(
+        "acl app src 127.20.0.0/16\n\
+         acl p_block urlpath_regex ^/block\n\
+         acl p_redir urlpath_regex ^/redir\n\
+         acl p_reset urlpath_regex ^/reset\n\
+         acl p_miss urlpath_regex ^/miss\n\
+         acl p_nd urlpath_regex ^/nd\n\
+         acl p_exe url_regex -i \\.exe$\n\
+         acl bots browser -i ^badbot\n\
+         acl red req_header X-Team -i ^red$\n\
+         acl evil referer_regex -i evil\\.test\n\
+         acl puts method PUT\n\
+         acl low_ports port 1-1023\n\
+         acl here localip 127.0.0.1\n\
+         acl p_here urlpath_regex ^/here\n\
+         acl always time SMTWHFA 00:00-23:59\n\
+         acl p_time urlpath_regex ^/time\n\
+         acl ftp proto FTP\n\
+         deny_info ERR_BLOCKED p_block\n\
+         deny_info 302:http://block.test/?u=%s p_redir\n\
+         deny_info TCP_RESET p_reset\n\
+         http_access deny p_block\n\
+         http_access deny p_redir\n\
+         http_access deny p_reset\n\
+         http_access deny p_exe\n\
+         http_access deny bots\n\
+         http_access deny red\n\
+         http_access deny evil\n\
+         http_access deny puts\n\
+         http_access deny low_ports\n\
+         http_access deny p_here here\n\
+         http_access deny p_time always\n\
+         http_access deny ftp\n\
+         http_access allow app\n\
+         http_access deny all\n\
+         miss_access deny p_miss\n\
+         miss_access allow all\n\
+         never_direct allow p_nd\n\
+         never_direct allow CONNECT\n\
+         {DIFF_FORMAT}"
+    )) else {
+        return;
+    };
+    let o = origin.url();
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("allowed", get(&format!("{o}/small"), ""), &[]),
+        ("deny_info page", get(&format!("{o}/block/x"), ""), &[]),
+        ("deny_info redirect", get(&format!("{o}/redir?a=1"), ""), &[]),
+        ("deny_info TCP_RESET", get(&format!("{o}/reset"), ""), &[]),
+        ("url_regex -i", get(&format!("{o}/setup.EXE"), ""), &[]),
+        ("browser", get(&format!("{o}/small"), "User-Agent: BadBot/1.0\r\n"), &[]),
+        ("browser, other agent", get(&format!("{o}/small"), "User-Agent: curl/8\r\n"), &[]),
+        ("req_header", get(&format!("{o}/small"), "X-Team: RED\r\n"), &[]),
+        ("req_header, other value", get(&format!("{o}/small"), "X-Team: blue\r\n"), &[]),
+        ("referer_regex", get(&format!("{o}/small"), "Referer: http://www.evil.test/\r\n"), &[]),
+        ("method", format!("PUT {o}/small HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), &[]),
+        ("port", get("http://127.30.0.71:81/small", ""), &[]),
+        ("localip", get(&format!("{o}/here"), ""), &[]),
+        ("time", get(&format!("{o}/time"), ""), &[]),
+        ("miss_access", get(&format!("{o}/miss"), ""), &[]),
+        ("never_direct without parents", get(&format!("{o}/nd"), ""), &[]),
+        ("ftp, denied", get("ftp://127.30.0.71/file", ""), &[]),
+        (
+            "CONNECT never_direct without parents",
+            "CONNECT 127.30.0.71:443 HTTP/1.1\r\nHost: 127.30.0.71:443\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            &[],
+        ),
+    ];
+    let n = compare(&p, &cases);
+    compare_logs(&p, n);
+}
+
+#[test]
+fn header_rules_reply_rules_and_formats_answer_as_squid_does() {
+    let origin = Origin::start("127.30.0.72");
+    let Some(p) = pair(
+        "acl app src 127.20.0.0/16\n\
+         acl html rep_mime_type -i ^text/html\n\
+         acl teapot http_status 418\n\
+         acl plain rep_header Content-Type ^text/plain\n\
+         http_access allow app\n\
+         http_access deny all\n\
+         http_reply_access deny html\n\
+         http_reply_access allow all\n\
+         request_header_access User-Agent deny all\n\
+         request_header_replace User-Agent Hidden/1.0\n\
+         request_header_access X-Secret deny all\n\
+         request_header_access Referer deny all\n\
+         request_header_access X-Forwarded-For deny all\n\
+         request_header_add X-Added \"yes\" all\n\
+         request_header_add X-Client \"%>a\" app\n\
+         reply_header_add X-Reply-Added \"r\" teapot\n\
+         reply_header_add X-Plain \"p\" plain\n\
+         reply_header_access X-Reply-Added allow all\n\
+         logformat diff %>a %rm %ru %>Hs %Ss %un \"%{User-Agent}>h\" \"%{X-Team}>h\" %<h{Content-Type}\n\
+         access_log ACCESS_LOG diff\n",
+    ) else {
+        return;
+    };
+    let o = origin.url();
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "request fields: denied, replaced, added",
+            get(
+                &format!("{o}/headers"),
+                "User-Agent: curl/8\r\nX-Secret: s\r\nReferer: http://r.test/\r\nX-Team: blue\r\nX-Forwarded-For: 10.1.1.1\r\n",
+            ),
+            &["X-Plain", "X-Reply-Added"],
+        ),
+        ("http_status and reply_header_add", get(&format!("{o}/status/418"), ""), &["X-Reply-Added", "X-Plain"]),
+        ("rep_mime_type in http_reply_access", get(&format!("{o}/page"), ""), &[]),
+        ("query terms in the log", get(&format!("{o}/small?token=secret"), ""), &["X-Plain"]),
+    ];
+    let n = compare(&p, &cases);
+    compare_logs(&p, n);
+}
+
+#[test]
+fn basic_auth_answers_as_squid_does() {
+    const NCSA: &str = "/usr/lib/squid/basic_ncsa_auth";
+    if !std::path::Path::new(NCSA).exists() {
+        eprintln!("SKIPPED: {NCSA} is missing (install squid)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let hash = std::process::Command::new("openssl")
+        .args(["passwd", "-1", "wonderland"])
+        .output()
+        .expect("openssl");
+    let passwd = dir.path().join("passwd");
+    std::fs::write(
+        &passwd,
+        format!("alice:{}", String::from_utf8(hash.stdout).unwrap()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let origin = Origin::start("127.30.0.73");
+    let Some(p) = pair(&format!(
+        "auth_param basic program {NCSA} {}\n\
+         auth_param basic realm Diff Realm\n\
+         acl app src 127.20.0.0/16\n\
+         acl authed proxy_auth REQUIRED\n\
+         acl admins proxy_auth alice\n\
+         acl admin_path urlpath_regex ^/admin\n\
+         http_access deny admin_path !admins\n\
+         http_access allow app authed\n\
+         http_access deny all\n\
+         {DIFF_FORMAT}",
+        passwd.display()
+    )) else {
+        return;
+    };
+    use base64::Engine as _;
+    let basic = |c: &str| {
+        format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(c)
+        )
+    };
+    let o = origin.url();
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "no credentials",
+            get(&format!("{o}/small"), ""),
+            &["Proxy-Authenticate"],
+        ),
+        (
+            "wrong password",
+            get(&format!("{o}/small"), &basic("alice:nope")),
+            &["Proxy-Authenticate"],
+        ),
+        (
+            "unknown user",
+            get(&format!("{o}/small"), &basic("mallory:x")),
+            &[],
+        ),
+        (
+            "right",
+            get(&format!("{o}/small"), &basic("alice:wonderland")),
+            &[],
+        ),
+        (
+            "user names ignore case",
+            get(&format!("{o}/small"), &basic("ALICE:wonderland")),
+            &[],
+        ),
+        (
+            "not malformed",
+            get(&format!("{o}/small"), "Proxy-Authorization: Basic !!!\r\n"),
+            &[],
+        ),
+        (
+            "admin path, alice",
+            get(&format!("{o}/admin"), &basic("alice:wonderland")),
+            &[],
+        ),
+    ];
+    let n = compare(&p, &cases);
+    compare_logs(&p, n);
+}
