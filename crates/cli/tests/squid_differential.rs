@@ -366,3 +366,79 @@ fn basic_auth_answers_as_squid_does() {
     let n = compare(&p, &cases);
     compare_logs(&p, n);
 }
+
+#[test]
+fn url_rewriting_answers_as_squid_does() {
+    let origin = Origin::start("127.30.0.74");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let helper = dir.path().join("rewrite.sh");
+    // Every answer Squid 5.7 reads, chosen by the request's path.
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n\
+             while read -r url rest; do\n\
+             case \"$url\" in\n\
+             */rewrite*) echo \"OK rewrite-url={o}/small?rewritten\" ;;\n\
+             */redirect*) echo \"OK status=302 url=http://moved.test/x\" ;;\n\
+             */err*) echo ERR ;;\n\
+             */bh*) echo \"BH message=broken\" ;;\n\
+             */legacy-url*) echo \"{o}/headers\" ;;\n\
+             */legacy-redir*) echo \"301:http://moved.test/legacy\" ;;\n\
+             *:443) echo \"OK status=302 url=http://no-tunnels.test/\" ;;\n\
+             *) echo \"\" ;;\n\
+             esac\n\
+             done\n",
+            o = origin.url()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let Some(p) = pair(&format!(
+        "url_rewrite_program {}\n\
+         url_rewrite_children 2 startup=1\n\
+         acl app src 127.20.0.0/16\n\
+         acl skip urlpath_regex ^/skip\n\
+         url_rewrite_access deny skip\n\
+         url_rewrite_access allow all\n\
+         http_access allow app\n\
+         http_access deny all\n\
+         {DIFF_FORMAT}",
+        helper.display()
+    )) else {
+        return;
+    };
+    let o = origin.url();
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("rewrite-url", get(&format!("{o}/rewrite"), ""), &[]),
+        ("status=302 url=", get(&format!("{o}/redirect"), ""), &[]),
+        ("ERR: unchanged", get(&format!("{o}/err"), ""), &[]),
+        ("BH: unchanged after retries", get(&format!("{o}/bh"), ""), &[]),
+        ("old-style URL", get(&format!("{o}/legacy-url"), ""), &[]),
+        ("old-style 301:URL", get(&format!("{o}/legacy-redir"), ""), &[]),
+        ("empty answer", get(&format!("{o}/plain"), ""), &[]),
+        ("url_rewrite_access deny", get(&format!("{o}/skip/rewrite"), ""), &[]),
+        (
+            "CONNECT redirected",
+            "CONNECT 127.30.0.74:443 HTTP/1.1\r\nHost: 127.30.0.74:443\r\nConnection: close\r\n\r\n"
+                .to_string(),
+            &[],
+        ),
+    ];
+    let n = compare(&p, &cases);
+    compare_logs(&p, n);
+    // Both agreeing is only worth something if the helper did answer.
+    let rewritten = answer(p.ours.addr(), &get(&format!("{o}/rewrite"), ""), &[]);
+    assert_eq!(rewritten.status, 200, "{rewritten:?}");
+    let moved = answer(p.ours.addr(), &get(&format!("{o}/legacy-redir"), ""), &[]);
+    assert_eq!(
+        (moved.status, moved.location.as_deref()),
+        (301, Some("http://moved.test/legacy"))
+    );
+    assert!(origin.seen().iter().any(|s| s.uri == "/small?rewritten"));
+}

@@ -78,7 +78,7 @@ impl BasicScheme {
                 Outcome::User(user)
             }
             Verdict::Err => Outcome::Rejected(Some(user)),
-            Verdict::Broken => Outcome::Unavailable(
+            Verdict::Broken | Verdict::Legacy => Outcome::Unavailable(
                 answer
                     .get("message")
                     .unwrap_or(answer.rest.as_str())

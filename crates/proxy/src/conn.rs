@@ -610,6 +610,62 @@ impl ClientConn {
         }
     }
 
+    /// Shows the request to `url_rewrite_program` (when configured and
+    /// `url_rewrite_access` allows): a new URL replaces the request's (its destination to be
+    /// looked up again); a redirect is answered here, and `true` returned.
+    pub(crate) async fn rewrite_url(
+        &mut self,
+        info: &mut RequestInfo,
+        (start, t0): (SystemTime, Instant),
+    ) -> bool {
+        let shared = self.shared.clone();
+        let Some(rewriter) = &shared.rewriter else {
+            return false;
+        };
+        if !rewriter.applies(&info.facts(self.client)) {
+            return false;
+        }
+        let so_far = self.entry(info, start, ("TCP_MISS", 0), None);
+        match rewriter.ask(&info.url, &so_far).await {
+            crate::url_rewrite::Rewrite::Unchanged => false,
+            crate::url_rewrite::Rewrite::Url(to) => {
+                match Target::parse(&info.method, &to) {
+                    Ok(Target::Absolute {
+                        scheme,
+                        host,
+                        port,
+                        path_and_query,
+                    }) if info.method != "CONNECT" => {
+                        (info.scheme, info.host, info.port, info.path) =
+                            (scheme, host, port, path_and_query);
+                        info.url = to;
+                        info.dst_ips.clear();
+                    }
+                    Ok(Target::Authority { host, port }) if info.method == "CONNECT" => {
+                        info.url = format!("{}:{port}", bracket(&host));
+                        (info.host, info.port) = (host, port);
+                        info.dst_ips.clear();
+                    }
+                    _ => {
+                        tracing::warn!(url = %info.url, rewritten = %to, "url_rewrite helper answered a URL that is not one for this request: unchanged");
+                    }
+                }
+                false
+            }
+            crate::url_rewrite::Rewrite::Redirect { status, url } => {
+                let reply = crate::errors::redirect(status, &url, &self.shared.product, true, "");
+                let mut entry = self.entry(info, start, ("TCP_REDIRECT", status), None);
+                let sent = write_all(&mut self.stream, &reply, shared.config.read_timeout)
+                    .await
+                    .is_ok();
+                entry.bytes = if sent { reply.len() as u64 } else { 0 };
+                entry.elapsed = t0.elapsed();
+                self.log_transaction(info, &entry);
+                true
+            }
+        }
+    }
+
     /// A log entry for `info`, to be completed with the bytes sent and the time taken.
     pub(crate) fn entry(
         &self,

@@ -127,16 +127,8 @@ impl SquidError {
             custom,
         } = *page;
         if let Some(Custom::Redirect { status, location }) = custom {
-            let mut out = BytesMut::with_capacity(256);
-            let _ = write!(
-                (&mut out).writer(),
-                "HTTP/1.1 {status} {reason}\r\nServer: {product}\r\nMime-Version: 1.0\r\nDate: {date}\r\nContent-Type: text/html;charset=utf-8\r\nContent-Length: 0\r\nLocation: {location}\r\nX-Squid-Error: {status} Access Denied\r\nConnection: {conn}\r\n\r\n",
-                reason = reason_phrase(status),
-                date = httpdate::fmt_http_date(SystemTime::now()),
-                location = location.replace(['\r', '\n'], ""),
-                conn = if close { "close" } else { "keep-alive" },
-            );
-            return out;
+            let denied = format!("X-Squid-Error: {status} Access Denied\r\n");
+            return redirect(status, location, product, close, &denied);
         }
         let (status, code) = match custom {
             Some(Custom::Page { status, code }) => (status, code),
@@ -186,6 +178,20 @@ pub enum Custom<'a> {
     Page { status: u16, code: &'a str },
     /// A redirect (`Location`), as Squid sends it: no body.
     Redirect { status: u16, location: &'a str },
+}
+
+/// A redirect as Squid sends one (no body); `extra` is whole header lines.
+pub fn redirect(status: u16, location: &str, product: &str, close: bool, extra: &str) -> BytesMut {
+    let mut out = BytesMut::with_capacity(256);
+    let _ = write!(
+        (&mut out).writer(),
+        "HTTP/1.1 {status} {reason}\r\nServer: {product}\r\nMime-Version: 1.0\r\nDate: {date}\r\nContent-Type: text/html;charset=utf-8\r\nContent-Length: 0\r\nLocation: {location}\r\n{extra}Connection: {conn}\r\n\r\n",
+        reason = reason_phrase(status),
+        date = httpdate::fmt_http_date(SystemTime::now()),
+        location = location.replace(['\r', '\n'], ""),
+        conn = if close { "close" } else { "keep-alive" },
+    );
+    out
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {

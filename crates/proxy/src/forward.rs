@@ -85,6 +85,9 @@ impl ClientConn {
                 return next;
             }
         }
+        if self.rewrite_url(&mut info, (start, t0)).await {
+            return Next::Close;
+        }
         // Only now, as Squid judges access first: other schemes (ftp://) are not served.
         if info.scheme != "http" {
             let refusal = (SquidError::UnsupportedRequest, "NONE_NONE");

@@ -51,8 +51,11 @@ pub struct HelperSpec {
 pub enum Verdict {
     Ok,
     Err,
-    /// Broken helper, or no answer at all: callers must refuse.
+    /// Broken helper (`BH`), or no answer at all: callers must refuse.
     Broken,
+    /// A first word that is none of these: an old-style answer (a URL rewriter's bare URL,
+    /// or an empty line), kept whole in [`Answer::rest`].
+    Legacy,
 }
 
 /// One answer: its verdict and the `key=value` pairs after it (values percent-decoded
@@ -88,7 +91,14 @@ impl Answer {
         let verdict = match word {
             "OK" => Verdict::Ok,
             "ERR" => Verdict::Err,
-            _ => Verdict::Broken,
+            "BH" => Verdict::Broken,
+            _ => {
+                return Answer {
+                    verdict: Verdict::Legacy,
+                    pairs: Vec::new(),
+                    rest: line.trim().to_string(),
+                }
+            }
         };
         let mut pairs = Vec::new();
         let mut words = Vec::new();
@@ -405,7 +415,11 @@ mod tests {
         assert_eq!(a.rest, "extra");
         assert_eq!(Answer::parse("ERR").verdict, Verdict::Err);
         assert_eq!(Answer::parse("BH message=oops").verdict, Verdict::Broken);
-        assert_eq!(Answer::parse("maybe").verdict, Verdict::Broken);
+        assert_eq!(Answer::parse("maybe").verdict, Verdict::Legacy);
+        assert_eq!(
+            Answer::parse("http://x.test/ 1.2.3.4/- - GET").rest,
+            "http://x.test/ 1.2.3.4/- - GET"
+        );
         let a = Answer::parse("OK rewrite-url=\"http://h/x\"");
         assert_eq!(a.get("rewrite-url"), Some("http://h/x"));
     }

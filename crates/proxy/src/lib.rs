@@ -36,6 +36,7 @@ pub mod proxy_protocol;
 pub mod resolve;
 pub mod server;
 pub mod tunnel;
+pub mod url_rewrite;
 
 pub use config::Config;
 pub use listeners::PortChanges;

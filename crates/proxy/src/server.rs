@@ -36,6 +36,8 @@ pub struct Shared {
     pub resolver: Resolver,
     /// `auth_param basic`, with its helpers running.
     pub auth: Option<Arc<crate::auth::BasicScheme>>,
+    /// `url_rewrite_program`, with its helpers running.
+    pub rewriter: Option<crate::url_rewrite::UrlRewriter>,
     pub pool: Arc<Pool>,
     pub log: AccessLogger,
     pub rewrite: RequestRewrite,
@@ -56,7 +58,7 @@ pub enum StartError {
         location: String,
         source: std::io::Error,
     },
-    #[error("cannot run helper {program} (auth_param basic program at {location}): {source}")]
+    #[error("cannot run helper {program} ({location}): {source}")]
     Helper {
         program: String,
         location: String,
@@ -64,6 +66,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     AccessLog(#[from] crate::access_log::OpenError),
+    /// Squid 5.7 parses such a file too, and then will not run: "No forward-proxy ports
+    /// configured".
+    #[error("no http_port configured: nothing to serve")]
+    NoPorts,
     #[error(transparent)]
     Dns(#[from] crate::resolve::DnsError),
 }
@@ -105,6 +111,9 @@ impl Reloader {
     /// keep theirs): access logs reopened as it names them, the resolver as it sets it up,
     /// ports added and removed. Nothing changes when it cannot all be put in force.
     pub fn reload(&self, config: Config) -> Result<PortChanges, ReloadError> {
+        if config.http_ports.is_empty() {
+            return Err(StartError::NoPorts.into());
+        }
         let wanted = config.http_ports.clone();
         self.listeners.change(&wanted, |own_addrs| {
             let old = self.current.load_full();
@@ -122,6 +131,9 @@ impl Reloader {
 
 impl Proxy {
     pub fn bind(config: Config) -> Result<Proxy, StartError> {
+        if config.http_ports.is_empty() {
+            return Err(StartError::NoPorts);
+        }
         let bound = config
             .http_ports
             .iter()
@@ -226,14 +238,31 @@ impl Shared {
                 if let Err(e) = std::fs::metadata(program) {
                     return Err(StartError::Helper {
                         program: program.clone(),
-                        location: basic
-                            .location
-                            .as_ref()
-                            .map_or_else(String::new, ToString::to_string),
+                        location: format!(
+                            "auth_param basic program at {}",
+                            basic
+                                .location
+                                .as_ref()
+                                .map_or_else(String::new, ToString::to_string)
+                        ),
                         source: e,
                     });
                 }
                 Some(Arc::new(crate::auth::BasicScheme::start(basic.clone())))
+            }
+            None => None,
+        };
+        let rewriter = match &config.url_rewrite {
+            Some(rewrite) => {
+                let program = &rewrite.helper.argv[0];
+                if let Err(e) = std::fs::metadata(program) {
+                    return Err(StartError::Helper {
+                        program: program.clone(),
+                        location: "url_rewrite_program".into(),
+                        source: e,
+                    });
+                }
+                Some(crate::url_rewrite::UrlRewriter::start(rewrite.clone()))
             }
             None => None,
         };
@@ -258,6 +287,7 @@ impl Shared {
             product,
             resolver,
             auth,
+            rewriter,
             pool,
             log,
             rewrite,

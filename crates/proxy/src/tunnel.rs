@@ -50,6 +50,9 @@ impl ClientConn {
                 return Next::Close;
             }
         }
+        if self.rewrite_url(&mut info, (start, t0)).await {
+            return Next::Close;
+        }
         let (v4, v6) = outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));
         let local_for = |ip: IpAddr| if ip.is_ipv4() { v4 } else { v6 };
         // CONNECT is never hierarchical: direct unless never_direct says otherwise.

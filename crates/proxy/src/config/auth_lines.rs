@@ -63,37 +63,7 @@ impl Parser {
                 basic.helper.argv = values.iter().map(|t| t.text.clone()).collect();
                 basic.location = Some(d.location_of(&values[0]));
             }
-            "children" => {
-                let n = d.arg(2, "number of children")?;
-                basic.helper.max_children = match n.text.parse::<usize>() {
-                    Ok(n @ 1..=1000) => n,
-                    _ => return Err(d.error(n, format!("'{}' is not 1 to 1000", n.text))),
-                };
-                for option in &values[1..] {
-                    let (key, value) = option.text.split_once('=').unwrap_or((&option.text, ""));
-                    let number = || {
-                        value
-                            .parse::<usize>()
-                            .map_err(|_| d.error(option, format!("'{value}' is not a number")))
-                    };
-                    match key {
-                        "startup" => basic.helper.startup = number()?,
-                        "concurrency" => basic.helper.concurrency = number()?,
-                        // Spare children and queue tuning: children start on demand here.
-                        "idle"
-                        | "queue-size"
-                        | "on-persistent-overload"
-                        | "reservation-timeout" => {}
-                        _ => {
-                            return Err(d.error(
-                                option,
-                                format!("unknown children option '{}'", option.text),
-                            ))
-                        }
-                    }
-                }
-                basic.helper.startup = basic.helper.startup.min(basic.helper.max_children);
-            }
+            "children" => helper_children(d, values, &mut basic.helper)?,
             "realm" => {
                 if values.is_empty() {
                     return Err(d.missing("realm"));
@@ -134,6 +104,39 @@ impl Parser {
 }
 
 /// `on|off` as the argument at `index`.
+/// `children N [startup=N] [idle=N] [concurrency=N] [queue-size=N] ...` of any helper
+/// (`values` from the N on).
+pub(super) fn helper_children(
+    d: &Directive,
+    values: &[super::lex::Token],
+    spec: &mut crate::helper::HelperSpec,
+) -> Result<(), ConfigError> {
+    let n = values
+        .first()
+        .ok_or_else(|| d.missing("number of children"))?;
+    spec.max_children = match n.text.parse::<usize>() {
+        Ok(n @ 1..=1000) => n,
+        _ => return Err(d.error(n, format!("'{}' is not 1 to 1000", n.text))),
+    };
+    for option in &values[1..] {
+        let (key, value) = option.text.split_once('=').unwrap_or((&option.text, ""));
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| d.error(option, format!("'{value}' is not a number")))
+        };
+        match key {
+            "startup" => spec.startup = number()?,
+            "concurrency" => spec.concurrency = number()?,
+            // Spare children and queue tuning: children start on demand here.
+            "idle" | "queue-size" | "on-persistent-overload" | "reservation-timeout" => {}
+            _ => return Err(d.error(option, format!("unknown children option '{}'", option.text))),
+        }
+    }
+    spec.startup = spec.startup.min(spec.max_children);
+    Ok(())
+}
+
 fn on_off_at(d: &Directive, index: usize) -> Result<bool, ConfigError> {
     let shifted = Directive {
         file: d.file,

@@ -405,10 +405,14 @@ mod tests {
     }
 
     #[test]
-    fn no_http_port_is_an_error() {
-        let e = parse_str("via on\n", Path::new("/etc/test.conf")).unwrap_err();
-        assert_eq!(e.to_string(), "/etc/test.conf: no http_port configured");
-        assert_eq!(e.location().line, 0);
+    fn no_http_port_parses_with_a_note_as_in_squid() {
+        let c = parse_str("via on\n", Path::new("/etc/test.conf")).unwrap();
+        assert!(c.http_ports.is_empty());
+        assert!(
+            c.notes[0].1.contains("no http_port configured"),
+            "{:?}",
+            c.notes
+        );
     }
 
     #[test]

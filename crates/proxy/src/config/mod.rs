@@ -30,6 +30,7 @@ pub mod model;
 mod parse;
 mod peer_lines;
 mod read;
+mod rewrite_lines;
 #[cfg(test)]
 mod test_support;
 mod tuning;
@@ -196,6 +197,11 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
     ("umask", "log files are created 0640 whatever the umask"),
     ("max_open_disk_fds", "no disk cache"),
     (
+        "retry_on_error",
+        "an origin's error answer goes to the client as it is; a request is tried again only \
+         on another address or parent when its connection fails",
+    ),
+    (
         "write_timeout",
         "writes are bounded by read_timeout: one idle bound serves both directions",
     ),
@@ -208,16 +214,8 @@ pub const IGNORED_DIRECTIVES: &[(&str, &str)] = &[
         "no sibling caches share the visible_hostname: loops are found by it",
     ),
     (
-        "url_rewrite_children",
-        "only used by url_rewrite_program, which proxyfleet refuses",
-    ),
-    (
         "url_rewrite_concurrency",
         "only used by url_rewrite_program, which proxyfleet refuses",
-    ),
-    (
-        "redirect_children",
-        "only used by redirect_program, which proxyfleet refuses",
     ),
     (
         "icap_send_client_ip",

@@ -105,6 +105,8 @@ pub struct Config {
     /// `miss_access`: every request is a miss here, so it is a second `http_access`
     /// (403 ERR_FORWARDING_DENIED); no lines: allowed.
     pub miss_access: Arc<AccessRules>,
+    /// `url_rewrite_program` and its companions, when a program is configured.
+    pub url_rewrite: Option<crate::url_rewrite::UrlRewriteConfig>,
     /// `deny_info`, by ACL name: the answer to a request denied by a line ending in it.
     pub deny_info: std::collections::HashMap<String, Arc<super::deny_info::DenyInfo>>,
     /// `cache_peer` parents, `always_direct`, `never_direct`, `prefer_direct`,

@@ -144,6 +144,9 @@ pub(super) struct Parser {
     pub nonhierarchical_direct: bool,
     pub peers: Vec<super::peer_lines::PendingPeer>,
     pub deny_info: HashMap<String, Arc<super::deny_info::DenyInfo>>,
+    pub url_rewrite_helper: crate::helper::HelperSpec,
+    pub url_rewrite_access: Vec<PendingRule>,
+    pub url_rewrite_extras: Option<crate::log_format::LogFormat>,
     pub request_headers: super::header_lines::PendingHeaders,
     pub reply_headers: super::header_lines::PendingHeaders,
     pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
@@ -214,6 +217,9 @@ impl Parser {
             nonhierarchical_direct: true,
             peers: Vec::new(),
             deny_info: HashMap::new(),
+            url_rewrite_helper: super::rewrite_lines::default_helper(),
+            url_rewrite_access: Vec::new(),
+            url_rewrite_extras: None,
             request_headers: Default::default(),
             reply_headers: Default::default(),
             outgoing: Vec::new(),
@@ -309,6 +315,7 @@ impl Parser {
                 | "request_header_add"
                 | "reply_header_add"
                 | "visible_hostname"
+                | "url_rewrite_extras"
         ) {
             if let Some(t) = d.args.iter().find(|t| t.quoted) {
                 return Err(d.error(
@@ -334,6 +341,17 @@ impl Parser {
             "icap_enable" => self.icap_enable(d),
             "cache_peer" => self.cache_peer(d),
             "deny_info" => self.deny_info(d),
+            "url_rewrite_program"
+            | "redirect_program"
+            | "url_rewrite_children"
+            | "redirect_children"
+            | "url_rewrite_access"
+            | "redirect_access"
+            | "url_rewrite_extras"
+            | "url_rewrite_bypass"
+            | "redirector_bypass"
+            | "url_rewrite_host_header"
+            | "redirect_rewrites_host_header" => self.url_rewrite(d),
             "cache_peer_access" => self.cache_peer_access(d),
             "reply_body_max_size" => self.reply_body_max_size(d),
             "request_header_access" | "reply_header_access" => self.header_access(d),
@@ -442,12 +460,18 @@ impl Parser {
     }
 
     /// Builds the ACLs, resolves every reference and applies the remaining defaults.
-    pub fn finish(self) -> Result<Config, ConfigError> {
+    pub fn finish(mut self) -> Result<Config, ConfigError> {
         if self.http_ports.is_empty() {
-            // Squid 5 has no default port either ("No forward-proxy ports configured").
-            return Err(ConfigError::whole_file(
-                &self.root,
-                "no http_port configured",
+            // Squid 5 has no default port either: `squid -k parse` accepts such a file, and
+            // Squid then refuses to run ("No forward-proxy ports configured"). So do `--check`
+            // and the proxy (`StartError::NoPorts`).
+            self.notes.push((
+                Location {
+                    file: self.root.clone(),
+                    line: 0,
+                    column: 0,
+                },
+                "no http_port configured: the proxy will not start (as Squid 5.7 will not)".into(),
             ));
         }
         let destination_guard = Arc::new(self.guard());
@@ -507,6 +531,16 @@ impl Parser {
         };
         let request_headers = Arc::new(header_rules(self.request_headers));
         let reply_headers = Arc::new(header_rules(self.reply_headers));
+        let url_rewrite = (!self.url_rewrite_helper.argv.is_empty()).then(|| {
+            crate::url_rewrite::UrlRewriteConfig {
+                helper: self.url_rewrite_helper,
+                access: rules(self.url_rewrite_access),
+                extras: self.url_rewrite_extras.unwrap_or_else(|| {
+                    crate::log_format::LogFormat::parse(crate::url_rewrite::DEFAULT_EXTRAS)
+                        .expect("the default extras parse")
+                }),
+            }
+        });
         let http_reply_access = Arc::new(rules(self.http_reply_access));
         let miss_access = Arc::new(rules(self.miss_access));
         let peers = self
@@ -609,6 +643,7 @@ impl Parser {
             http_reply_access,
             miss_access,
             deny_info: self.deny_info,
+            url_rewrite,
             parents,
             request_headers,
             reply_headers,
