@@ -77,9 +77,10 @@ impl RequestInfo {
         }
     }
 
-    /// The addresses a connection may be tried to: `forward_max_tries` of them at most.
-    pub fn tries(&self, max: usize) -> &[IpAddr] {
-        &self.dst_ips[..self.dst_ips.len().min(max)]
+    /// The addresses a connection is tried to, in order: `forward_max_tries` of them at
+    /// most, each `1 + connect_retries` times.
+    pub fn tries(&self, max: usize, retries: usize) -> Vec<IpAddr> {
+        with_retries(&self.dst_ips[..self.dst_ips.len().min(max)], retries)
     }
 
     /// `%un`: the user name the client logged in as, or tried to (Squid logs both).
@@ -884,6 +885,13 @@ impl Denial {
 }
 
 /// Resolved addresses as connections reach them, without repeats, in their order.
+/// Each address `1 + retries` times in a row (`connect_retries`).
+pub(crate) fn with_retries(ips: &[IpAddr], retries: usize) -> Vec<IpAddr> {
+    ips.iter()
+        .flat_map(|ip| std::iter::repeat_n(*ip, retries + 1))
+        .collect()
+}
+
 pub(crate) fn canonical_addresses(ips: Vec<IpAddr>) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = Vec::with_capacity(ips.len());
     for ip in ips.into_iter().map(crate::guard::canonical) {

@@ -130,7 +130,7 @@ impl ClientConn {
                         return next;
                     }
                     HopTarget {
-                        ips: info.tries(config.forward_max_tries).to_vec(),
+                        ips: info.tries(config.forward_max_tries, config.connect_retries),
                         port: info.port,
                         connect_timeout: config.connect_timeout,
                         hierarchy: "HIER_DIRECT",
@@ -139,7 +139,10 @@ impl ClientConn {
                 }
                 Hop::Parent(peer, code) => match self.shared.resolver.resolve(&peer.host).await {
                     Ok(ips) if !ips.is_empty() => HopTarget {
-                        ips: crate::conn::canonical_addresses(ips),
+                        ips: crate::conn::with_retries(
+                            &crate::conn::canonical_addresses(ips),
+                            config.connect_retries,
+                        ),
                         port: peer.port,
                         connect_timeout: peer.connect_timeout.unwrap_or(config.connect_timeout),
                         hierarchy: code,

@@ -82,8 +82,8 @@ impl ClientConn {
                         self.send_error(error, true, &info, entry, t0).await;
                         return Next::Close;
                     }
-                    let tries = info.tries(config.forward_max_tries);
-                    match connect(tries, info.port, local_for, config.connect_timeout).await {
+                    let tries = info.tries(config.forward_max_tries, config.connect_retries);
+                    match connect(&tries, info.port, local_for, config.connect_timeout).await {
                         Ok((origin, ip)) => {
                             return self
                                 .relay_tunnel(origin, ip, "HIER_DIRECT", &info, start, t0)
@@ -97,7 +97,10 @@ impl ClientConn {
                 }
                 Hop::Parent(peer, code) => {
                     let ips = match self.shared.resolver.resolve(&peer.host).await {
-                        Ok(ips) if !ips.is_empty() => crate::conn::canonical_addresses(ips),
+                        Ok(ips) if !ips.is_empty() => crate::conn::with_retries(
+                            &crate::conn::canonical_addresses(ips),
+                            config.connect_retries,
+                        ),
                         other => {
                             tracing::info!(parent = %peer.name, result = ?other.err(), "cache_peer has no address: skipped");
                             failure = (SquidError::DnsFail, None);

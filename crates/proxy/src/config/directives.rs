@@ -228,6 +228,40 @@ impl Parser {
         Ok(())
     }
 
+    /// `connect_retries N` (default 0, at most 10 as in Squid): how many more times a
+    /// connection to one address is tried before the next one.
+    pub(super) fn connect_retries(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let t = d.arg(0, "number of retries")?;
+        d.no_more(1)?;
+        self.connect_retries = t
+            .text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= 10)
+            .ok_or_else(|| d.error(t, format!("'{}' is not 0 to 10", t.text)))?;
+        Ok(())
+    }
+
+    /// `on_unsupported_protocol tunnel|respond [!]acl...`: what Squid does with traffic that
+    /// is not HTTP at the start of an intercepted connection. `respond` (an error page, the
+    /// default) is what proxyfleet does; `tunnel` is read, and on a configuration with an
+    /// `intercept` port it is noted that such traffic is answered, not tunnelled.
+    pub(super) fn on_unsupported_protocol(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let action = d.arg(0, "'tunnel' or 'respond'")?;
+        match action.text.as_str() {
+            "tunnel" => self.unsupported_tunnel = Some(d.location_of(action)),
+            "respond" => {}
+            other => {
+                return Err(d.error(
+                    action,
+                    format!("expected 'tunnel' or 'respond', found '{other}'"),
+                ))
+            }
+        }
+        self.acl_refs(d, &d.args[1..])?;
+        Ok(())
+    }
+
     /// `follow_x_forwarded_for allow|deny [!]acl...`: trusting no one (only `deny` lines, or
     /// none) is how proxyfleet works, so such lines are read; an `allow` line is refused,
     /// since ACLs and logs would then have to judge the address the header names.

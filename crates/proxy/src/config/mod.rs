@@ -265,6 +265,35 @@ pub const OBSOLETE_DIRECTIVES: &[&str] = &[
     "log_icap",
     "cache_peer_domain",
     "ie_refresh",
+    "sslproxy_flags",
+    "sslproxy_options",
+    "sslproxy_cipher",
+    "sslproxy_cafile",
+    "sslproxy_capath",
+    "sslproxy_version",
+    "sslproxy_client_certificate",
+    "sslproxy_client_key",
+];
+
+/// Directives Debian's Squid 5.7 (built with GnuTLS, not OpenSSL) does not have: it says
+/// "ERROR: '...' requires --with-openssl" (or `--enable-ssl-crtd`) and goes on without
+/// them, and so does proxyfleet. `ssl_bump` lines are among them: such a Squid bumps
+/// nothing, and neither does proxyfleet.
+pub const OPENSSL_ONLY_DIRECTIVES: &[&str] = &[
+    "ssl_bump",
+    "sslproxy_cert_sign",
+    "sslproxy_cert_adapt",
+    "sslproxy_session_cache_size",
+    "sslproxy_session_ttl",
+    "sslproxy_foreign_intermediate_certs",
+    "sslproxy_cert_sign_hash",
+    "sslcrtd_program",
+    "sslcrtd_children",
+    "sslcrtvalidator_program",
+    "sslcrtvalidator_children",
+    "ssl_unclean_shutdown",
+    "ssl_engine",
+    "sslpassword_program",
 ];
 
 /// A configuration problem and where it is.

@@ -171,6 +171,8 @@ pub struct Config {
     pub client_ip_max_connections: Option<usize>,
     /// `forward_max_tries` (default 25): the most destination addresses one request tries.
     pub forward_max_tries: usize,
+    /// `connect_retries` (default 0): more tries of one address before the next.
+    pub connect_retries: usize,
     /// `strip_query_terms` (default on): the access log shows URLs cut after their `?`.
     pub strip_query_terms: bool,
     /// `httpd_suppress_version_string` (default off): error pages, `Server` and `Via` name

@@ -177,6 +177,9 @@ pub(super) struct Parser {
     pub negative_dns_ttl: Duration,
     pub client_ip_max_connections: Option<usize>,
     pub forward_max_tries: usize,
+    pub connect_retries: usize,
+    /// Where an `on_unsupported_protocol tunnel` line is, if any.
+    pub unsupported_tunnel: Option<Location>,
     pub strip_query_terms: bool,
     pub httpd_suppress_version_string: bool,
     pub client_persistent_connections: bool,
@@ -248,6 +251,8 @@ impl Parser {
             negative_dns_ttl: Duration::from_secs(60),
             client_ip_max_connections: None,
             forward_max_tries: 25,
+            connect_retries: 0,
+            unsupported_tunnel: None,
             strip_query_terms: true,
             httpd_suppress_version_string: false,
             client_persistent_connections: true,
@@ -298,6 +303,16 @@ impl Parser {
             self.notes.push((
                 d.location(),
                 format!("directive '{name}' is obsolete: ignored, as Squid 5.7 ignores it"),
+            ));
+            return Ok(());
+        }
+        if super::OPENSSL_ONLY_DIRECTIVES.contains(&name) {
+            self.notes.push((
+                d.location(),
+                format!(
+                    "'{name}' requires an OpenSSL build of Squid: ignored, as Debian's Squid \
+                     5.7 ignores it (no TLS is bumped)"
+                ),
             ));
             return Ok(());
         }
@@ -385,6 +400,8 @@ impl Parser {
             "max_filedescriptors" => self.max_filedescriptors(d),
             "client_ip_max_connections" => self.client_ip_max_connections(d),
             "forward_max_tries" => self.forward_max_tries(d),
+            "connect_retries" => self.connect_retries(d),
+            "on_unsupported_protocol" => self.on_unsupported_protocol(d),
             "follow_x_forwarded_for" => self.follow_x_forwarded_for(d),
             "workers" => self.workers(d),
             "destination_guard" => self.destination_guard(d),
@@ -473,6 +490,16 @@ impl Parser {
                 },
                 "no http_port configured: the proxy will not start (as Squid 5.7 will not)".into(),
             ));
+        }
+        if let Some(at) = self.unsupported_tunnel.clone() {
+            if self.http_ports.iter().any(|p| p.intercept) {
+                self.notes.push((
+                    at,
+                    "on_unsupported_protocol tunnel: traffic that is not HTTP on an intercept \
+                     port is answered 400, not tunnelled"
+                        .into(),
+                ));
+            }
         }
         let destination_guard = Arc::new(self.guard());
         let mut acls = HashMap::with_capacity(self.acls.len());
@@ -670,6 +697,7 @@ impl Parser {
             negative_dns_ttl: self.negative_dns_ttl,
             client_ip_max_connections: self.client_ip_max_connections,
             forward_max_tries: self.forward_max_tries,
+            connect_retries: self.connect_retries,
             strip_query_terms: self.strip_query_terms,
             httpd_suppress_version_string: self.httpd_suppress_version_string,
             client_persistent_connections: self.client_persistent_connections,
