@@ -59,6 +59,7 @@ fn requests() -> Vec<(Facts<'static>, &'static str)> {
         reply: None,
         local: None,
         port_name: "",
+        external: &[],
     };
     vec![
         (

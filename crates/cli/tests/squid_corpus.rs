@@ -26,6 +26,7 @@ const READ_TODAY: &[&str] = &[
     "020-cloud-gov-space-egress-examples.conf",
     "021-CottonPajamas-aws-custom-startup-scripts.conf",
     "023-cqkxboy168-squid_videocache.conf",
+    "024-cropalato-squid-vault-auth.conf",
     "025-csullivannet-open-proxy.conf",
     "026-duanhongyi-squid.conf",
     "028-fabriziosalmi-secure-proxy-manager.conf",

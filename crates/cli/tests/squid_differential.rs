@@ -302,19 +302,36 @@ fn basic_auth_answers_as_squid_does() {
     )
     .unwrap();
     std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    // An external ACL on the login (an LDAP group check's shape): alice is in, nobody else.
+    let group = dir.path().join("group.sh");
+    std::fs::write(
+        &group,
+        "#!/bin/sh
+while read -r user rest; do
+         if [ \"$user\" = alice ]; then echo OK; else echo ERR; fi
+done
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&group, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let origin = Origin::start("127.30.0.73");
     let Some(p) = pair(&format!(
         "auth_param basic program {NCSA} {}\n\
          auth_param basic realm Diff Realm\n\
+         external_acl_type group ttl=60 %LOGIN {}\n\
          acl app src 127.20.0.0/16\n\
          acl authed proxy_auth REQUIRED\n\
          acl admins proxy_auth alice\n\
+         acl in_group external group staff\n\
          acl admin_path urlpath_regex ^/admin\n\
+         acl group_path urlpath_regex ^/group\n\
          http_access deny admin_path !admins\n\
+         http_access deny group_path !in_group\n\
          http_access allow app authed\n\
          http_access deny all\n\
          {DIFF_FORMAT}",
-        passwd.display()
+        passwd.display(),
+        group.display()
     )) else {
         return;
     };
@@ -441,4 +458,62 @@ fn url_rewriting_answers_as_squid_does() {
         (301, Some("http://moved.test/legacy"))
     );
     assert!(origin.seen().iter().any(|s| s.uri == "/small?rewritten"));
+}
+
+#[test]
+fn external_acls_answer_as_squid_does() {
+    let origin = Origin::start("127.30.0.75");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let helper = dir.path().join("teams.sh");
+    // OK when the X-Team field is one of the ACL's arguments; BH for "broken".
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\n\
+         while read -r src team rest; do\n\
+         case \"$team\" in broken) echo 'BH message=oops'; continue ;; esac\n\
+         case \" $rest \" in *\" $team \"*) echo OK ;; *) echo ERR ;; esac\n\
+         done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let Some(p) = pair(&format!(
+        "external_acl_type teams ttl=60 negative_ttl=0 children-max=2 %SRC %>{{X-Team}} {}\n\
+         acl app src 127.20.0.0/16\n\
+         acl allowed_teams external teams blue green\n\
+         acl p_teams urlpath_regex ^/teams\n\
+         http_access deny p_teams !allowed_teams\n\
+         http_access allow app\n\
+         http_access deny all\n\
+         {DIFF_FORMAT}",
+        helper.display()
+    )) else {
+        return;
+    };
+    let o = origin.url();
+    let team = |t: &str| format!("X-Team: {t}\r\n");
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        ("OK", get(&format!("{o}/teams/a"), &team("blue")), &[]),
+        (
+            "OK, remembered",
+            get(&format!("{o}/teams/b"), &team("blue")),
+            &[],
+        ),
+        ("ERR", get(&format!("{o}/teams/c"), &team("red")), &[]),
+        ("no field: -", get(&format!("{o}/teams/d"), ""), &[]),
+        ("BH", get(&format!("{o}/teams/e"), &team("broken")), &[]),
+        ("not asked", get(&format!("{o}/small"), &team("red")), &[]),
+    ];
+    let n = compare(&p, &cases);
+    compare_logs(&p, n);
+    let blue = answer(
+        p.ours.addr(),
+        &get(&format!("{o}/teams/f"), &team("green")),
+        &[],
+    );
+    assert_eq!(blue.status, 200, "the helper said OK: {blue:?}");
 }

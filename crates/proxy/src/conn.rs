@@ -42,6 +42,8 @@ pub struct RequestInfo {
     pub port_name: Arc<str>,
     /// `deny_info` of the ACL whose line denied the request, if any.
     pub deny_info: Option<Arc<crate::config::DenyInfo>>,
+    /// `external` ACLs' answers, by ACL name, as they are asked.
+    pub external: Vec<(String, bool)>,
 }
 
 /// The owned form of [`crate::acl::Login`].
@@ -73,6 +75,7 @@ impl RequestInfo {
             request: self.head.as_ref(),
             local: self.local,
             port_name: &self.port_name,
+            external: &self.external,
             ..Facts::connection(client)
         }
     }
@@ -729,7 +732,13 @@ impl ClientConn {
     pub(crate) async fn admit(&self, info: &mut RequestInfo, head: &Head) -> Admission {
         let rules = &self.shared.config.http_access;
         loop {
-            match rules.check(&info.facts(self.client)) {
+            let (check, external) = rules.check_external(&info.facts(self.client));
+            if let (Check::NeedsExternal, Some(acl)) = (check, external) {
+                let matched = self.ask_external(acl, info).await;
+                info.external.push((acl.name.clone(), matched));
+                continue;
+            }
+            match check {
                 Check::Allow => break,
                 Check::Deny => {
                     info.deny_info = self.deny_info_for(rules, info);
@@ -742,6 +751,7 @@ impl ClientConn {
                     }
                 }
                 Check::NeedsLogin => info.login = self.log_in(head).await,
+                Check::NeedsExternal => unreachable!("check_external names the ACL to ask"),
             }
         }
         let config = &self.shared.config;
@@ -798,6 +808,29 @@ impl ClientConn {
         }
         info.dst_ips = canonical_addresses(ips);
         Ok(())
+    }
+
+    /// What an `external` ACL's helper answers for this request.
+    async fn ask_external(&self, acl: &crate::acl::Acl, info: &RequestInfo) -> bool {
+        let Some((class, args)) = acl.external_class() else {
+            return false;
+        };
+        let mut entry = self.entry(info, SystemTime::now(), ("NONE_NONE", 0), None);
+        if entry.request.is_none() {
+            // The question's %DST, %PATH and headers come from here.
+            entry.request = Some(Box::new(LoggedRequest {
+                scheme: info.scheme.clone(),
+                host: info.host.clone(),
+                path: info.path.clone(),
+                head: info.head.clone(),
+            }));
+        }
+        let question = crate::external_acl::Question {
+            entry: &entry,
+            acl_name: &acl.name,
+            args,
+        };
+        self.shared.external.matches(class, &question).await
     }
 
     /// Checks the request's credentials with `auth_param basic`'s helper.

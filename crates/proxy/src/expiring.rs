@@ -1,6 +1,7 @@
 //! A small map whose entries expire, bounded so that a client asking for endless new keys
 //! costs bounded memory: when full, expired entries go, then all of them. Used for the
-//! resolver's failed names and the Basic scheme's accepted credentials.
+//! resolver's failed names, the Basic scheme's accepted credentials and external ACLs'
+//! answers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

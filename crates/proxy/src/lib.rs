@@ -22,6 +22,7 @@ pub mod conn;
 pub mod errors;
 pub mod exchange;
 pub mod expiring;
+pub mod external_acl;
 pub mod forward;
 pub mod guard;
 pub mod header_rules;

@@ -38,6 +38,8 @@ pub struct Shared {
     pub auth: Option<Arc<crate::auth::BasicScheme>>,
     /// `url_rewrite_program`, with its helpers running.
     pub rewriter: Option<crate::url_rewrite::UrlRewriter>,
+    /// `external_acl_type` helpers, running.
+    pub external: crate::external_acl::ExternalAcls,
     pub pool: Arc<Pool>,
     pub log: AccessLogger,
     pub rewrite: RequestRewrite,
@@ -266,6 +268,17 @@ impl Shared {
             }
             None => None,
         };
+        for ty in &config.external_acl_types {
+            let program = &ty.helper.argv[0];
+            if let Err(e) = std::fs::metadata(program) {
+                return Err(StartError::Helper {
+                    program: program.clone(),
+                    location: format!("external_acl_type {}", ty.name),
+                    source: e,
+                });
+            }
+        }
+        let external = crate::external_acl::ExternalAcls::start(&config.external_acl_types);
         let via = config
             .via
             .then(|| format!("1.1 {} ({product})", config.visible_hostname));
@@ -288,6 +301,7 @@ impl Shared {
             resolver,
             auth,
             rewriter,
+            external,
             pool,
             log,
             rewrite,

@@ -55,6 +55,8 @@ pub enum AclType {
     Has,
     /// `time [days] [h1:m1-h2:m2]`: the proxy's local time.
     Time,
+    /// `external CLASS [args]`: what an `external_acl_type` helper answers.
+    External,
     /// Only the built-in `manager` ACL has it (Squid 5 defines it with `url_regex`, which
     /// squid.conf files here cannot use).
     Manager,
@@ -87,6 +89,7 @@ impl AclType {
         AclType::LocalIp,
         AclType::Has,
         AclType::Time,
+        AclType::External,
     ];
 
     pub fn from_name(name: &str) -> Option<AclType> {
@@ -119,6 +122,7 @@ impl AclType {
             AclType::LocalIp => "localip",
             AclType::Has => "has",
             AclType::Time => "time",
+            AclType::External => "external",
             AclType::Manager => "url_regex",
             AclType::Protected => "dst",
         }
@@ -193,6 +197,11 @@ enum Values {
         patterns: Vec<String>,
     },
     Times(Vec<super::TimeSpan>),
+    /// `external`: the type (first value), whether it needs a login, the arguments.
+    External {
+        class: Option<(Box<str>, bool)>,
+        args: Vec<String>,
+    },
     Manager,
     Protected,
 }
@@ -217,6 +226,10 @@ impl AclBuilder {
             AclType::HttpStatus | AclType::MyPort => Values::Ports(Vec::new()),
             AclType::MyPortName | AclType::Has => Values::Words(Vec::new()),
             AclType::Time => Values::Times(Vec::new()),
+            AclType::External => Values::External {
+                class: None,
+                args: Vec::new(),
+            },
             AclType::ProxyAuth => Values::Users {
                 required: false,
                 names: Vec::new(),
@@ -235,6 +248,21 @@ impl AclBuilder {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// An `external` ACL's type (its first value), known to the caller, and whether that
+    /// type needs the client's login (`%LOGIN`). False when already set: the values after
+    /// the type are the ACL's arguments.
+    pub fn set_external_class(&mut self, class: &str, needs_login: bool) -> bool {
+        match &mut self.values {
+            Values::External {
+                class: c @ None, ..
+            } => {
+                *c = Some((class.into(), needs_login));
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn ty(&self) -> AclType {
@@ -259,6 +287,13 @@ impl AclBuilder {
                 Ok(())
             }
             Values::Times(spans) => super::time::add(spans, value),
+            Values::External { class, args } => {
+                match class {
+                    None => return Err("external: set the type with set_external_class".into()),
+                    Some(_) => args.push(value.to_string()),
+                }
+                Ok(())
+            }
             Values::Ports(ranges) => {
                 let range = parse_port_range(value)?;
                 if self.ty == AclType::HttpStatus && (range.0 < 100 || range.1 > 999) {
@@ -343,6 +378,16 @@ impl AclBuilder {
                 }
             }
             (_, Values::Times(spans)) => Kind::Time(spans.into()),
+            (_, Values::External { class, args }) => {
+                let (class, needs_login) = class.ok_or_else(|| {
+                    format!("acl '{}': missing external_acl_type name", self.name)
+                })?;
+                Kind::External {
+                    class,
+                    args: args.into(),
+                    needs_login,
+                }
+            }
             (AclType::LocalIp, Values::Ip(set)) => Kind::LocalIp(set),
             (AclType::HttpStatus, Values::Ports(ranges)) => Kind::HttpStatus(ranges.into()),
             (AclType::MyPort, Values::Ports(ranges)) => Kind::MyPort(ranges.into()),
@@ -484,6 +529,7 @@ mod tests {
             reply: None,
             local: None,
             port_name: "",
+            external: &[],
         }
     }
 

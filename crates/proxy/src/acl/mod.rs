@@ -58,6 +58,8 @@ pub struct Facts<'a> {
     pub local: Option<SocketAddr>,
     /// The `http_port`'s `name=` (default: its address as written) for `myportname`.
     pub port_name: &'a str,
+    /// `external` ACLs' answers so far, by ACL name.
+    pub external: &'a [(String, bool)],
 }
 
 /// What is known of the client's identity (`auth_param` and `proxy_auth` ACLs).
@@ -89,6 +91,7 @@ impl Facts<'_> {
             reply: None,
             local: None,
             port_name: "",
+            external: &[],
         }
     }
 }
@@ -130,6 +133,11 @@ enum Kind {
     /// `request`, `response`, `ALE`.
     Has(Box<[Box<str>]>),
     Time(Box<[TimeSpan]>),
+    External {
+        class: Box<str>,
+        args: Box<[String]>,
+        needs_login: bool,
+    },
     Manager,
     /// The built-in `to_protected`: any destination address the guard protects.
     Protected(Arc<DestinationGuard>),
@@ -206,6 +214,12 @@ impl Acl {
                 _ => f.reply.is_some(),
             }),
             Kind::Time(spans) => time::now_within(spans),
+            // Not asked yet (a fast check, or one the slow check has not reached): no match.
+            Kind::External { .. } => f
+                .external
+                .iter()
+                .find(|(name, _)| *name == self.name)
+                .is_some_and(|(_, matched)| *matched),
             // Squid 5: `url_regex -i ^cache_object:// +i ^[^:]+://[^/]+/squid-internal-mgr/`.
             Kind::Manager => {
                 f.scheme == "cache_object" || f.path.starts_with("/squid-internal-mgr/")
@@ -229,8 +243,17 @@ impl Acl {
     pub fn needs_login(&self) -> bool {
         match &self.kind {
             Kind::ProxyAuth { .. } | Kind::ProxyAuthRegex(_) => true,
+            Kind::External { needs_login, .. } => *needs_login,
             Kind::AllOf(list) => list.0.iter().any(|r| r.acl.needs_login()),
             _ => false,
+        }
+    }
+
+    /// An `external` ACL's type and arguments.
+    pub fn external_class(&self) -> Option<(&str, &[String])> {
+        match &self.kind {
+            Kind::External { class, args, .. } => Some((class, args)),
+            _ => None,
         }
     }
 
@@ -256,6 +279,7 @@ impl Acl {
             Kind::LocalIp(_) => AclType::LocalIp.name(),
             Kind::Has(_) => AclType::Has.name(),
             Kind::Time(_) => AclType::Time.name(),
+            Kind::External { .. } => AclType::External.name(),
             Kind::Manager => AclType::Manager.name(),
             Kind::Protected(_) => AclType::Protected.name(),
             Kind::AllOf(_) => "all-of",
@@ -316,6 +340,9 @@ pub enum Check {
     NeedsDst,
     /// Check the client's credentials, then check again.
     NeedsLogin,
+    /// Ask an `external` ACL's helper ([`AccessRules::check_external`] says which), then
+    /// check again.
+    NeedsExternal,
 }
 
 /// One `http_access allow|deny ...` (or `proxy_protocol_access`) line.
@@ -357,36 +384,48 @@ impl AccessRules {
     /// negation; a deny line whose last ACL is a `proxy_auth` one challenges too (Squid's
     /// `http_access deny !authenticated` asks for credentials again).
     pub fn check(&self, f: &Facts) -> Check {
+        self.check_external(f).0
+    }
+
+    /// [`Self::check`], with the `external` ACL to ask when the answer is
+    /// [`Check::NeedsExternal`].
+    pub fn check_external(&self, f: &Facts) -> (Check, Option<&Acl>) {
+        let done = |c| (c, None);
         'rules: for rule in &self.rules {
             for r in &rule.acls.0 {
                 if f.dst_ips.is_empty() && r.acl.needs_dst_ips() {
-                    return Check::NeedsDst;
+                    return done(Check::NeedsDst);
                 }
                 if r.acl.needs_login() {
                     match f.login {
-                        Login::Unchecked => return Check::NeedsLogin,
-                        Login::Failed => return Check::Challenge,
+                        Login::Unchecked => return done(Check::NeedsLogin),
+                        Login::Failed => return done(Check::Challenge),
                         Login::User(_) => {}
                     }
+                }
+                if r.acl.external_class().is_some()
+                    && !f.external.iter().any(|(name, _)| *name == r.acl.name)
+                {
+                    return (Check::NeedsExternal, Some(&r.acl));
                 }
                 if !r.matches(f) {
                     continue 'rules;
                 }
             }
             if rule.allow {
-                return Check::Allow;
+                return done(Check::Allow);
             }
             let last_is_login = rule.acls.0.last().is_some_and(|r| r.acl.needs_login());
-            return if last_is_login {
+            return done(if last_is_login {
                 Check::Challenge
             } else {
                 Check::Deny
-            };
+            });
         }
-        match self.rules.last() {
+        done(match self.rules.last() {
             Some(last) if !last.allow => Check::Allow,
             _ => Check::Deny,
-        }
+        })
     }
 
     /// Whether any rule names a `proxy_auth` ACL.
@@ -460,6 +499,7 @@ mod tests {
             reply: None,
             local: None,
             port_name: "",
+            external: &[],
         }
     }
 
@@ -509,6 +549,7 @@ mod tests {
             reply: None,
             local: None,
             port_name: "",
+            external: &[],
         }
     }
 

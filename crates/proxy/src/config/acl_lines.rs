@@ -122,6 +122,28 @@ impl Parser {
                 _ => icase,
             };
         }
+        if ty == AclType::External {
+            // The type must be defined above; the values after it are the ACL's arguments.
+            let class = values.first().ok_or_else(|| {
+                d.error_plain(
+                    type_tok,
+                    format!("acl '{name}': missing external_acl_type name"),
+                )
+            })?;
+            if let Some(t) = self.external_types.iter().find(|t| t.name == class.text) {
+                if slot.builder.set_external_class(&t.name, t.needs_login) {
+                    values = &values[1..];
+                }
+            } else {
+                return Err(d.error_plain(
+                    class,
+                    format!(
+                        "acl '{name}': no external_acl_type '{}' is defined above",
+                        class.text
+                    ),
+                ));
+            }
+        }
         let mut missing_files = Vec::new();
         for t in values {
             if t.quoted {
@@ -427,14 +449,14 @@ mod tests {
                 "1:6: acl: missing type of acl 'x' (supported: src, dst, dstdomain, \
                  dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
                  proxy_auth_regex, browser, referer_regex, req_header, rep_header, \
-                 rep_mime_type, http_status, myport, myportname, localip, has, time)",
+                 rep_mime_type, http_status, myport, myportname, localip, has, time, external)",
             ),
             (
                 "acl x maxconn 5",
                 "1:7: acl 'x': unknown acl type 'maxconn' (supported: src, dst, dstdomain, \
                  dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
                  proxy_auth_regex, browser, referer_regex, req_header, rep_header, \
-                 rep_mime_type, http_status, myport, myportname, localip, has, time)",
+                 rep_mime_type, http_status, myport, myportname, localip, has, time, external)",
             ),
             (
                 "acl lan src 10.0.0.0/8\nacl  lan dst 10.0.0.1",

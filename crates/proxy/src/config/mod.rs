@@ -22,6 +22,7 @@ mod acl_lines;
 mod auth_lines;
 mod deny_info;
 mod directives;
+mod external_lines;
 mod files;
 mod header_lines;
 mod lex;

@@ -107,6 +107,8 @@ pub struct Config {
     pub miss_access: Arc<AccessRules>,
     /// `url_rewrite_program` and its companions, when a program is configured.
     pub url_rewrite: Option<crate::url_rewrite::UrlRewriteConfig>,
+    /// `external_acl_type` lines.
+    pub external_acl_types: Vec<crate::external_acl::ExternalAclType>,
     /// `deny_info`, by ACL name: the answer to a request denied by a line ending in it.
     pub deny_info: std::collections::HashMap<String, Arc<super::deny_info::DenyInfo>>,
     /// `cache_peer` parents, `always_direct`, `never_direct`, `prefer_direct`,

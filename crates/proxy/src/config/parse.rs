@@ -145,6 +145,7 @@ pub(super) struct Parser {
     pub peers: Vec<super::peer_lines::PendingPeer>,
     pub deny_info: HashMap<String, Arc<super::deny_info::DenyInfo>>,
     pub url_rewrite_helper: crate::helper::HelperSpec,
+    pub external_types: Vec<crate::external_acl::ExternalAclType>,
     pub url_rewrite_access: Vec<PendingRule>,
     pub url_rewrite_extras: Option<crate::log_format::LogFormat>,
     pub request_headers: super::header_lines::PendingHeaders,
@@ -221,6 +222,7 @@ impl Parser {
             peers: Vec::new(),
             deny_info: HashMap::new(),
             url_rewrite_helper: super::rewrite_lines::default_helper(),
+            external_types: Vec::new(),
             url_rewrite_access: Vec::new(),
             url_rewrite_extras: None,
             request_headers: Default::default(),
@@ -356,6 +358,7 @@ impl Parser {
             "icap_enable" => self.icap_enable(d),
             "cache_peer" => self.cache_peer(d),
             "deny_info" => self.deny_info(d),
+            "external_acl_type" => self.external_acl_type(d),
             "url_rewrite_program"
             | "redirect_program"
             | "url_rewrite_children"
@@ -670,6 +673,7 @@ impl Parser {
             http_reply_access,
             miss_access,
             deny_info: self.deny_info,
+            external_acl_types: self.external_types,
             url_rewrite,
             parents,
             request_headers,

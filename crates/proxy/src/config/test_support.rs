@@ -121,6 +121,7 @@ impl Request {
             reply: None,
             local: None,
             port_name: "",
+            external: &[],
         }
     }
 }

@@ -351,6 +351,7 @@ impl Conf<'_> {
                 reply: None,
                 local: None,
                 port_name: "",
+                external: &[],
             })
         };
         let protects_host = guarded || !probe("GET", "http", loopback, 80);
@@ -396,6 +397,7 @@ fn allows_request(access: &AccessRules, client: IpAddr, destination: IpAddr) -> 
         reply: None,
         local: None,
         port_name: "",
+        external: &[],
     })
 }
 
