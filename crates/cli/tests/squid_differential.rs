@@ -127,10 +127,10 @@ fn compare_logs(p: &Pair, n: usize) {
             std::time::Duration::from_secs(10),
             || {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                // Only the test's clients: not Squid's readiness probe from 127.0.0.1.
+                // Not Squid's readiness probe from 127.0.0.1 (the clients are elsewhere).
                 let lines: Vec<String> = text
                     .lines()
-                    .filter(|l| l.starts_with(APP))
+                    .filter(|l| !l.starts_with("127.0.0.1 "))
                     .map(str::to_string)
                     .collect();
                 (lines.len() >= n).then_some(lines)
@@ -516,4 +516,66 @@ fn external_acls_answer_as_squid_does() {
         &[],
     );
     assert_eq!(blue.status, 200, "the helper said OK: {blue:?}");
+}
+
+#[test]
+fn follow_x_forwarded_for_answers_as_squid_does() {
+    let origin = Origin::start("127.30.0.76");
+    let Some(p) = pair(&format!(
+        "acl balancer src {APP}\n\
+         acl inner_hop src 127.20.0.9\n\
+         acl office src 10.1.0.0/16\n\
+         follow_x_forwarded_for allow balancer\n\
+         follow_x_forwarded_for allow inner_hop\n\
+         follow_x_forwarded_for deny all\n\
+         http_access allow office\n\
+         http_access deny all\n\
+         {DIFF_FORMAT}"
+    )) else {
+        return;
+    };
+    let o = origin.url();
+    let xff = |v: &str| format!("X-Forwarded-For: {v}\r\n");
+    let cases: Vec<(&str, String, &[&str])> = vec![
+        (
+            "believed",
+            get(&format!("{o}/headers"), &xff("10.1.2.3")),
+            &[],
+        ),
+        (
+            "no field: the balancer itself",
+            get(&format!("{o}/small"), ""),
+            &[],
+        ),
+        (
+            "two trusted hops",
+            get(&format!("{o}/small"), &xff("10.1.2.3, 127.20.0.9")),
+            &[],
+        ),
+        (
+            "an untrusted hop stops the walk",
+            get(&format!("{o}/small"), &xff("10.1.2.3, 127.20.0.8")),
+            &[],
+        ),
+        (
+            "garbage left of the client",
+            get(&format!("{o}/small"), &xff("nonsense, 10.1.2.4")),
+            &[],
+        ),
+        (
+            "garbage right of it",
+            get(&format!("{o}/small"), &xff("10.1.2.3, nonsense")),
+            &[],
+        ),
+        (
+            "two fields",
+            get(
+                &format!("{o}/small"),
+                "X-Forwarded-For: 10.1.2.5\r\nX-Forwarded-For: 127.20.0.9\r\n",
+            ),
+            &[],
+        ),
+    ];
+    let n = compare(&p, &cases);
+    compare_logs(&p, n);
 }

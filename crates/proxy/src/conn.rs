@@ -44,6 +44,10 @@ pub struct RequestInfo {
     pub deny_info: Option<Arc<crate::config::DenyInfo>>,
     /// `external` ACLs' answers, by ACL name, as they are asked.
     pub external: Vec<(String, bool)>,
+    /// The client `follow_x_forwarded_for` believes, for ACLs
+    /// (`acl_uses_indirect_client`) and the log (`log_uses_indirect_client`).
+    pub acl_client: Option<IpAddr>,
+    pub log_client: Option<IpAddr>,
 }
 
 /// The owned form of [`crate::acl::Login`].
@@ -59,7 +63,7 @@ pub enum LoginState {
 impl RequestInfo {
     pub fn facts(&self, client: IpAddr) -> Facts<'_> {
         Facts {
-            client,
+            client: self.acl_client.unwrap_or(client),
             method: &self.method,
             scheme: &self.scheme,
             host: &self.host,
@@ -384,6 +388,8 @@ impl ClientConn {
                     port_name: self.port.spec.name.clone(),
                     ..Default::default()
                 };
+                let mut info = info;
+                self.believe_forwarded_for(&mut info, &head);
                 self.tunnel(&head, info, start, t0).await
             }
             Target::Absolute {
@@ -404,6 +410,8 @@ impl ClientConn {
                     port_name: self.port.spec.name.clone(),
                     ..Default::default()
                 };
+                let mut info = info;
+                self.believe_forwarded_for(&mut info, &head);
                 self.forward(head, info, framing, start, t0).await
             }
         }
@@ -455,6 +463,8 @@ impl ClientConn {
             port_name: self.port.spec.name.clone(),
             ..Default::default()
         };
+        let mut info = info;
+        self.believe_forwarded_for(&mut info, &head);
         self.forward(head, info, framing, start, t0).await
     }
 
@@ -614,6 +624,42 @@ impl ClientConn {
         }
     }
 
+    /// `follow_x_forwarded_for`: from the connecting client, while the rules believe the
+    /// address at hand, the next one from the right of `X-Forwarded-For` is the client
+    /// (Squid's walk). Sets the request's ACL and log clients when it moved.
+    pub(crate) fn believe_forwarded_for(&self, info: &mut RequestInfo, head: &Head) {
+        let config = &self.shared.config;
+        if config.follow_x_forwarded_for.is_empty() {
+            return;
+        }
+        let mut hops: Vec<IpAddr> = Vec::new();
+        for value in head.values("x-forwarded-for") {
+            for item in String::from_utf8_lossy(value).split(',') {
+                match item.trim().parse::<IpAddr>() {
+                    Ok(ip) => hops.push(crate::proxy_protocol::normalize(ip)),
+                    // An entry that is no address ends the walk there (Squid's too).
+                    Err(_) => hops.clear(),
+                }
+            }
+        }
+        let mut client = self.client;
+        while let Some(&next) = hops.last() {
+            let facts = Facts {
+                client,
+                ..info.facts(client)
+            };
+            if !config.follow_x_forwarded_for.allows(&facts) {
+                break;
+            }
+            client = next;
+            hops.pop();
+        }
+        if client != self.client {
+            info.acl_client = config.acl_uses_indirect_client.then_some(client);
+            info.log_client = config.log_uses_indirect_client.then_some(client);
+        }
+    }
+
     /// Shows the request to `url_rewrite_program` (when configured and
     /// `url_rewrite_access` allows): a new URL replaces the request's (its destination to be
     /// looked up again); a redirect is answered here, and `true` returned.
@@ -682,7 +728,7 @@ impl ClientConn {
         LogEntry {
             start,
             elapsed: std::time::Duration::ZERO,
-            client: self.client,
+            client: info.log_client.unwrap_or(self.client),
             squid_status,
             http_status,
             bytes: 0,

@@ -39,6 +39,8 @@ pub struct ExchangeRequest<'a> {
     pub reply_rules: Option<&'a dyn ReplyRules>,
     /// Keep the reply head in [`Delivered::reply`] (a log format's `%<h`).
     pub keep_reply_head: bool,
+    /// `delay_pools`: the pace the origin's bytes are read at.
+    pub throttle: Option<crate::delay::Limit>,
 }
 
 /// What the configuration says about a reply, once its head is read.
@@ -112,7 +114,8 @@ pub async fn exchange(
     record: Record<'_>,
 ) -> Outcome {
     let (mut cr, mut cw) = client.split();
-    let (mut or, mut ow) = origin.split();
+    let (or, mut ow) = origin.split();
+    let mut or = crate::delay::Throttled::new(or, req.throttle.clone());
     let has_body = req.framing != Framing::Length(0);
     // Set once a final response head starts towards the client: after that an error page
     // can no longer be sent.

@@ -239,6 +239,11 @@ impl ClientConn {
             max_reply_header: config.reply_header_max_size,
             reply_rules: None,
             keep_reply_head: shared.log.wants.reply,
+            throttle: if shared.delay.is_empty() {
+                None
+            } else {
+                shared.delay.limit_for(&info.facts(self.client))
+            },
         };
 
         let mut may_reuse = true;
@@ -298,6 +303,7 @@ impl ClientConn {
                     || !config.http_reply_access.is_empty())
                 .then_some(&policy as _),
                 port_closing: req.port_closing.clone(),
+                throttle: req.throttle.clone(),
                 ..req
             };
             let record = |tag: &'static str, d: &Delivered| {

@@ -19,6 +19,7 @@ pub mod acl;
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod delay;
 pub mod errors;
 pub mod exchange;
 pub mod expiring;

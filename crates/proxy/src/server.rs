@@ -40,6 +40,8 @@ pub struct Shared {
     pub rewriter: Option<crate::url_rewrite::UrlRewriter>,
     /// `external_acl_type` helpers, running.
     pub external: crate::external_acl::ExternalAcls,
+    /// `delay_pools`' buckets (a reload starts them afresh).
+    pub delay: Arc<crate::delay::DelayPools>,
     pub pool: Arc<Pool>,
     pub log: AccessLogger,
     pub rewrite: RequestRewrite,
@@ -279,6 +281,10 @@ impl Shared {
             }
         }
         let external = crate::external_acl::ExternalAcls::start(&config.external_acl_types);
+        let delay = Arc::new(crate::delay::DelayPools::new(
+            config.delay_pools.clone(),
+            config.delay_initial_bucket_level,
+        ));
         let via = config
             .via
             .then(|| format!("1.1 {} ({product})", config.visible_hostname));
@@ -302,6 +308,7 @@ impl Shared {
             auth,
             rewriter,
             external,
+            delay,
             pool,
             log,
             rewrite,

@@ -248,21 +248,35 @@ impl ClientConn {
         // Bytes the client sent right behind the CONNECT head (an eager TLS ClientHello).
         let early = std::mem::take(&mut self.buf);
         let mut sent_to_client = ESTABLISHED.len() as u64;
+        let throttle = if self.shared.delay.is_empty() {
+            None
+        } else {
+            self.shared.delay.limit_for(&info.facts(self.client))
+        };
         if early.is_empty() || write_all(&mut origin, &early, idle).await.is_ok() {
-            // The load balancer's relay: buffered while small, splice(2) for bulk data.
-            let (to_origin, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
-            let relayed = proxyfleet_relay::relay(
-                &self.stream,
-                &origin,
-                idle,
-                (&to_origin, &to_client),
-                &proxyfleet_relay::PipeBudget::unlimited(),
-            )
-            .await;
-            if let Err(e) = relayed {
-                tracing::debug!(client = %self.client, error = %e, "tunnel ended with an error");
+            match throttle {
+                // A delay pool paces the origin's side: a plain copy each way, the origin's
+                // reads throttled (no splice, which would bypass the pacing).
+                Some(limit) => {
+                    sent_to_client += paced_relay(&mut self.stream, &mut origin, limit, idle).await;
+                }
+                None => {
+                    // The load balancer's relay: buffered while small, splice(2) for bulk data.
+                    let (to_origin, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
+                    let relayed = proxyfleet_relay::relay(
+                        &self.stream,
+                        &origin,
+                        idle,
+                        (&to_origin, &to_client),
+                        &proxyfleet_relay::PipeBudget::unlimited(),
+                    )
+                    .await;
+                    if let Err(e) = relayed {
+                        tracing::debug!(client = %self.client, error = %e, "tunnel ended with an error");
+                    }
+                    sent_to_client += to_client.load(Ordering::Relaxed);
+                }
             }
-            sent_to_client += to_client.load(Ordering::Relaxed);
         }
         self.log_tunnel(info, (start, t0), sent_to_client, (ip, hierarchy));
         Next::Close
@@ -283,4 +297,44 @@ impl ClientConn {
         entry.elapsed = t0.elapsed();
         self.log_transaction(info, &entry);
     }
+}
+
+/// Both directions of a tunnel under a delay pool; returns the bytes sent to the client.
+/// Each direction ends at its source's end (half-close passed on) or after `idle` without
+/// a byte.
+async fn paced_relay(
+    client: &mut tokio::net::TcpStream,
+    origin: &mut tokio::net::TcpStream,
+    limit: crate::delay::Limit,
+    idle: std::time::Duration,
+) -> u64 {
+    use tokio::io::AsyncWriteExt;
+    let (mut cr, mut cw) = client.split();
+    let (or, mut ow) = origin.split();
+    let mut or = crate::delay::Throttled::new(or, Some(limit));
+    let up = async {
+        let mut buf = bytes::BytesMut::new();
+        while let Ok(n) = crate::http::body::read_some(&mut cr, &mut buf, idle).await {
+            if n == 0 || write_all(&mut ow, &buf, idle).await.is_err() {
+                break;
+            }
+            buf.clear();
+        }
+        let _ = ow.shutdown().await;
+    };
+    let down = async {
+        let mut sent = 0u64;
+        let mut buf = bytes::BytesMut::new();
+        while let Ok(n) = crate::http::body::read_some(&mut or, &mut buf, idle).await {
+            if n == 0 || write_all(&mut cw, &buf, idle).await.is_err() {
+                break;
+            }
+            sent += n as u64;
+            buf.clear();
+        }
+        let _ = cw.shutdown().await;
+        sent
+    };
+    let ((), sent) = tokio::join!(up, down);
+    sent
 }

@@ -262,20 +262,13 @@ impl Parser {
         Ok(())
     }
 
-    /// `follow_x_forwarded_for allow|deny [!]acl...`: trusting no one (only `deny` lines, or
-    /// none) is how proxyfleet works, so such lines are read; an `allow` line is refused,
-    /// since ACLs and logs would then have to judge the address the header names.
+    /// `follow_x_forwarded_for allow|deny [!]acl...`: whose `X-Forwarded-For` is believed
+    /// ([`crate::conn`]'s indirect client).
     pub(super) fn follow_x_forwarded_for(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let before = self.http_access.len();
         self.access_rule(d, false)?;
         let rule = self.http_access.remove(before);
-        if rule.allow {
-            return Err(d.error(
-                &d.args[0],
-                "trusting X-Forwarded-For is not supported: ACLs and logs judge the address \
-                 that connected (or a PROXY header's); only 'deny' lines are accepted",
-            ));
-        }
+        self.follow_x_forwarded_for.push(rule);
         Ok(())
     }
 

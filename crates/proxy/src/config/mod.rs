@@ -20,6 +20,7 @@
 
 mod acl_lines;
 mod auth_lines;
+mod delay_lines;
 mod deny_info;
 mod directives;
 mod external_lines;

@@ -107,10 +107,20 @@ pub struct Config {
     pub miss_access: Arc<AccessRules>,
     /// `url_rewrite_program` and its companions, when a program is configured.
     pub url_rewrite: Option<crate::url_rewrite::UrlRewriteConfig>,
+    /// `delay_pools` and their lines, in pool order.
+    pub delay_pools: Vec<crate::delay::DelayPoolConfig>,
+    /// `delay_initial_bucket_level` (default 50 percent).
+    pub delay_initial_bucket_level: u8,
     /// `external_acl_type` lines.
     pub external_acl_types: Vec<crate::external_acl::ExternalAclType>,
     /// `deny_info`, by ACL name: the answer to a request denied by a line ending in it.
     pub deny_info: std::collections::HashMap<String, Arc<super::deny_info::DenyInfo>>,
+    /// `follow_x_forwarded_for`: whose `X-Forwarded-For` is believed (no lines: nobody's).
+    pub follow_x_forwarded_for: Arc<AccessRules>,
+    /// `acl_uses_indirect_client` (default on): ACLs judge the believed client.
+    pub acl_uses_indirect_client: bool,
+    /// `log_uses_indirect_client` (default on): `%>a` is the believed client.
+    pub log_uses_indirect_client: bool,
     /// `cache_peer` parents, `always_direct`, `never_direct`, `prefer_direct`,
     /// `nonhierarchical_direct`: where each request goes.
     pub parents: Arc<crate::peers::Parents>,

@@ -138,6 +138,9 @@ pub(super) struct Parser {
     pub proxy_protocol_access: Vec<PendingRule>,
     pub http_reply_access: Vec<PendingRule>,
     pub miss_access: Vec<PendingRule>,
+    pub follow_x_forwarded_for: Vec<PendingRule>,
+    pub acl_uses_indirect_client: bool,
+    pub log_uses_indirect_client: bool,
     pub never_direct: Vec<PendingRule>,
     pub always_direct: Vec<PendingRule>,
     pub prefer_direct: bool,
@@ -146,6 +149,8 @@ pub(super) struct Parser {
     pub deny_info: HashMap<String, Arc<super::deny_info::DenyInfo>>,
     pub url_rewrite_helper: crate::helper::HelperSpec,
     pub external_types: Vec<crate::external_acl::ExternalAclType>,
+    pub delay_pools: Vec<super::delay_lines::PendingPool>,
+    pub delay_initial: u8,
     pub url_rewrite_access: Vec<PendingRule>,
     pub url_rewrite_extras: Option<crate::log_format::LogFormat>,
     pub request_headers: super::header_lines::PendingHeaders,
@@ -215,6 +220,9 @@ impl Parser {
             proxy_protocol_access: Vec::new(),
             http_reply_access: Vec::new(),
             miss_access: Vec::new(),
+            follow_x_forwarded_for: Vec::new(),
+            acl_uses_indirect_client: true,
+            log_uses_indirect_client: true,
             never_direct: Vec::new(),
             always_direct: Vec::new(),
             prefer_direct: false,
@@ -223,6 +231,8 @@ impl Parser {
             deny_info: HashMap::new(),
             url_rewrite_helper: super::rewrite_lines::default_helper(),
             external_types: Vec::new(),
+            delay_pools: Vec::new(),
+            delay_initial: 50,
             url_rewrite_access: Vec::new(),
             url_rewrite_extras: None,
             request_headers: Default::default(),
@@ -354,11 +364,22 @@ impl Parser {
             "http_reply_access" | "miss_access" | "never_direct" | "always_direct" => {
                 self.other_access_rule(d)
             }
-            "prefer_direct" | "nonhierarchical_direct" => self.flag(d),
+            "prefer_direct"
+            | "nonhierarchical_direct"
+            | "acl_uses_indirect_client"
+            | "log_uses_indirect_client"
+            | "delay_pool_uses_indirect_client" => self.flag(d),
             "icap_enable" => self.icap_enable(d),
             "cache_peer" => self.cache_peer(d),
             "deny_info" => self.deny_info(d),
             "external_acl_type" => self.external_acl_type(d),
+            "delay_pools"
+            | "delay_class"
+            | "delay_parameters"
+            | "delay_access"
+            | "delay_initial_bucket_level"
+            | "client_delay_pools"
+            | "client_delay_initial_bucket_level" => self.delay(d),
             "url_rewrite_program"
             | "redirect_program"
             | "url_rewrite_children"
@@ -571,8 +592,26 @@ impl Parser {
                 }),
             }
         });
+        let delay_pools = self
+            .delay_pools
+            .into_iter()
+            .map(|p| {
+                // A pool without delay_class is never used (Squid's class 0).
+                let class = p.class.unwrap_or(1);
+                crate::delay::DelayPoolConfig {
+                    class,
+                    levels: p.levels.unwrap_or_else(|| vec![None; usize::from(class)]),
+                    access: if p.class.is_some() {
+                        rules(p.access)
+                    } else {
+                        AccessRules::default()
+                    },
+                }
+            })
+            .collect();
         let http_reply_access = Arc::new(rules(self.http_reply_access));
         let miss_access = Arc::new(rules(self.miss_access));
+        let follow_x_forwarded_for = Arc::new(rules(self.follow_x_forwarded_for));
         let peers = self
             .peers
             .into_iter()
@@ -672,8 +711,13 @@ impl Parser {
             proxy_protocol_access,
             http_reply_access,
             miss_access,
+            follow_x_forwarded_for,
+            acl_uses_indirect_client: self.acl_uses_indirect_client,
+            log_uses_indirect_client: self.log_uses_indirect_client,
             deny_info: self.deny_info,
             external_acl_types: self.external_types,
+            delay_pools,
+            delay_initial_bucket_level: self.delay_initial,
             url_rewrite,
             parents,
             request_headers,

@@ -18,6 +18,10 @@ impl Parser {
             "via" => self.via = value,
             "prefer_direct" => self.prefer_direct = value,
             "nonhierarchical_direct" => self.nonhierarchical_direct = value,
+            "acl_uses_indirect_client" => self.acl_uses_indirect_client = value,
+            "log_uses_indirect_client" => self.log_uses_indirect_client = value,
+            // There are no delay pools.
+            "delay_pool_uses_indirect_client" => {}
             name => unreachable!("not an on/off directive: {name}"),
         }
         Ok(())

@@ -77,6 +77,16 @@ fn configs(
             .iter()
             .any(|arg| arg == name || arg.contains(&*path.to_string_lossy()));
         match parse_str(text, &path) {
+            // A fragment another file includes (no port of its own): checked through it.
+            Ok(config) if !named && config.http_ports.is_empty() => {}
+            Ok(config) if config.http_ports.is_empty() && runs_proxy(template) => out.error(
+                object,
+                format!(
+                    "launch template {}'s {name} has no http_port: proxyfleet proxy will not \
+                     start",
+                    template.name
+                ),
+            ),
             Ok(config) => {
                 let conf = Conf {
                     name,

@@ -367,11 +367,11 @@ fn a_config_for_squid_itself_may_be_outside_the_subset() {
     assert_eq!(
         findings(&[
             squid,
-            (ACL_APP, "        cache_peer 127.0.0.1 parent 3129 0\n        acl app src 127.20.0.0/16\n")
+            (ACL_APP, "        auth_param ntlm program /usr/bin/ntlm_auth\n        acl app src 127.20.0.0/16\n")
         ]),
         ["warning: groups.proxies: launch template proxy's squid.conf is outside the squid.conf \
-          subset proxyfleet reads, so it was not checked: squid.conf:2:1: unknown directive \
-          'cache_peer': proxyfleet does not support it (see the README's directive table)"]
+          subset proxyfleet reads, so it was not checked: squid.conf:2:12: auth_param: the \
+          'ntlm' scheme is not supported (only basic is): its clients would never authenticate"]
     );
     // What proxyfleet can read is checked all the same; Squid has no destination guard.
     assert_eq!(
