@@ -60,6 +60,8 @@ fn requests() -> Vec<(Facts<'static>, &'static str)> {
         local: None,
         port_name: "",
         external: &[],
+        sni: None,
+        bump_step: 0,
     };
     vec![
         (

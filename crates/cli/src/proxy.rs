@@ -134,12 +134,16 @@ async fn serve(config: Config, file: PathBuf) -> Result<(), Failure> {
             }
         }
     });
+    // Every signal's handler is in place before the proxy says it serves: whoever waits for
+    // that line may signal at once (a SIGHUP before its handler would end the process).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut hup = signal(SignalKind::hangup())?;
     for addr in proxy.local_addrs() {
         // Tests and the group controller wait for this line.
         println!("proxyfleet proxy: serving on {addr}");
     }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let stop = async move {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: graceful stop"); Stop::Graceful }
@@ -148,7 +152,6 @@ async fn serve(config: Config, file: PathBuf) -> Result<(), Failure> {
     };
     // SIGUSR1 reopens the access logs (what `squid -k rotate` does), for logrotate.
     let reloader = proxy.reloader();
-    let mut usr1 = signal(SignalKind::user_defined1())?;
     let rotate = tokio::spawn({
         let reloader = reloader.clone();
         async move {
@@ -160,7 +163,6 @@ async fn serve(config: Config, file: PathBuf) -> Result<(), Failure> {
     });
     // SIGHUP reads the configuration again (what `squid -k reconfigure` does): a good file
     // judges every request from now on, a bad one changes nothing.
-    let mut hup = signal(SignalKind::hangup())?;
     let reload = tokio::spawn(async move {
         while hup.recv().await.is_some() {
             reconfigure(&reloader, &file);

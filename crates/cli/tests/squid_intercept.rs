@@ -62,11 +62,38 @@ fn intercepted_connections_reach_their_original_destination() {
         ],
     );
     run(&px, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // A TLS service on the origin's host: it answers a ClientHello with `server-hello`.
+    let tls_port = netns::run_in(&svc, || {
+        let listener = std::net::TcpListener::bind((ORIGIN, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { break };
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !matches!(
+                        proxyfleet_proxy::sni::peek(&got),
+                        proxyfleet_proxy::sni::Peek::Hello { .. }
+                    ) {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s.write_all(b"server-hello");
+                });
+            }
+        });
+        port
+    });
     let rules = format!(
         "table ip intercept {{\n\
          \tchain prerouting {{\n\
          \t\ttype nat hook prerouting priority dstnat;\n\
          \t\tip saddr 198.18.20.0/24 ip daddr {ORIGIN} tcp dport {port} redirect to :3129\n\
+         \t\tip saddr 198.18.20.0/24 ip daddr {ORIGIN} tcp dport {tls_port} redirect to :3130\n\
          \t}}\n\
          }}\n"
     );
@@ -82,6 +109,12 @@ fn intercepted_connections_reach_their_original_destination() {
         format!(
             "http_port {PROXY}:3129 intercept\n\
              http_port {PROXY}:3128\n\
+             https_port {PROXY}:3130 intercept ssl-bump cert=/etc/squid/unused.pem\n\
+             acl allowed_tls ssl::server_name .allowed.test\n\
+             acl step1 at_step SslBump1\n\
+             ssl_bump peek step1\n\
+             ssl_bump splice allowed_tls\n\
+             ssl_bump terminate all\n\
              visible_hostname intercept.test\n\
              dns_nameservers 127.0.0.1\n\
              acl apps src 198.18.20.0/24\n\
@@ -95,14 +128,14 @@ fn intercepted_connections_reach_their_original_destination() {
     )
     .unwrap();
     let mut proxy = net.spawn("px", BIN, &["proxy", "-f", conf.to_str().unwrap()]);
-    testkit::wait::until("both ports to listen", Duration::from_secs(15), || {
+    testkit::wait::until("the three ports to listen", Duration::from_secs(15), || {
         assert!(!proxy.has_exited(), "proxy exited: {:?}", proxy.stderr());
         let serving = proxy
             .stdout()
             .iter()
             .filter(|l| l.starts_with("proxyfleet proxy: serving on"))
             .count();
-        (serving == 2).then_some(())
+        (serving == 3).then_some(())
     });
 
     let to_origin = SocketAddr::from((ORIGIN, port));
@@ -143,10 +176,24 @@ fn intercepted_connections_reach_their_original_destination() {
     });
     assert!(direct.starts_with("HTTP/1.1 400"), "{direct}");
 
-    let lines = testkit::wait::until("4 access log lines", Duration::from_secs(10), || {
+    // Intercepted TLS: peeked at, spliced to the original destination by its server name.
+    let tls = |sni: &str| {
+        netns::run_in(&app, || {
+            let hello = proxyfleet_proxy::sni::client_hello(Some(sni), 0, 16384);
+            exchange_raw(
+                &CLIENT.to_string(),
+                SocketAddr::from((ORIGIN, tls_port)),
+                &hello,
+            )
+        })
+    };
+    assert_eq!(tls("www.allowed.test"), "server-hello");
+    assert_eq!(tls("www.elsewhere.test"), "", "terminated");
+
+    let lines = testkit::wait::until("6 access log lines", Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        (lines.len() >= 4).then_some(lines)
+        (lines.len() >= 6).then_some(lines)
     });
     assert!(
         lines[0].contains(&format!("{CLIENT} TCP_MISS/200 ")),
@@ -164,4 +211,10 @@ fn intercepted_connections_reach_their_original_destination() {
     );
     assert!(lines[2].contains("TCP_DENIED/403"), "{lines:#?}");
     assert!(lines[3].contains("NONE_NONE/400"), "{lines:#?}");
+    assert!(
+        lines[4].contains("TCP_TUNNEL/200")
+            && lines[4].contains(&format!("CONNECT {ORIGIN}:{tls_port}")),
+        "{lines:#?}"
+    );
+    assert!(lines[5].contains("TCP_DENIED/000"), "{lines:#?}");
 }

@@ -51,6 +51,8 @@ pub struct LogEntry {
     pub request: Option<Box<LoggedRequest>>,
     /// `%<h`: the reply head, when a format uses it.
     pub reply: Option<Head>,
+    /// `%ssl::>sni`: the server name a peeked TLS client asked for.
+    pub sni: Option<String>,
 }
 
 /// The request's parts that `logformat` codes may name.
@@ -473,6 +475,7 @@ mod tests {
             server_port: 0,
             request: None,
             reply: None,
+            sni: None,
         };
         entry.url = "http://h.test/p?token=secret&x=1".into();
         assert_eq!(entry.logged_url(true), "http://h.test/p?");
@@ -501,6 +504,7 @@ mod tests {
             server_port: 8080,
             request: None,
             reply: None,
+            sni: None,
         };
         // The same transaction as Squid 5.7 logged it.
         assert_eq!(
@@ -529,6 +533,7 @@ mod tests {
             server_port: 0,
             request: None,
             reply: None,
+            sni: None,
         };
         assert_eq!(
             entry.format(false),

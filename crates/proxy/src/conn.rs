@@ -48,6 +48,14 @@ pub struct RequestInfo {
     /// (`acl_uses_indirect_client`) and the log (`log_uses_indirect_client`).
     pub acl_client: Option<IpAddr>,
     pub log_client: Option<IpAddr>,
+    /// The server name the TLS client asked for (`ssl_bump peek`).
+    pub sni: Option<String>,
+    /// The `ssl_bump` step being judged (0 outside it).
+    pub bump_step: u8,
+    /// An intercepted TLS connection (`https_port`): no CONNECT to answer.
+    pub intercepted_tls: bool,
+    /// The tunnel's `200 Connection established` has gone out (or none is due).
+    pub answered: bool,
 }
 
 /// The owned form of [`crate::acl::Login`].
@@ -80,6 +88,8 @@ impl RequestInfo {
             local: self.local,
             port_name: &self.port_name,
             external: &self.external,
+            sni: self.sni.as_deref(),
+            bump_step: self.bump_step,
             ..Facts::connection(client)
         }
     }
@@ -214,6 +224,10 @@ impl ClientConn {
             },
             None => None,
         };
+        if self.port.spec.tls {
+            self.intercepted_tls().await;
+            return;
+        }
         let mut first = true;
         loop {
             let Some(head) = self.read_request_head(first).await else {
@@ -240,6 +254,10 @@ impl ClientConn {
                 self.buf = BytesMut::new();
             }
         }
+    }
+
+    pub(crate) fn port_spec(&self) -> &crate::config::HttpPort {
+        &self.port.spec
     }
 
     pub(crate) fn draining(&self) -> bool {
@@ -415,6 +433,38 @@ impl ClientConn {
                 self.forward(head, info, framing, start, t0).await
             }
         }
+    }
+
+    /// A connection on an `https_port ... intercept ssl-bump`: TLS the firewall redirected
+    /// here. It is judged as Squid judges it, as a CONNECT to its original destination
+    /// (`http_access`, then `ssl_bump`'s steps on its ClientHello), and spliced there.
+    async fn intercepted_tls(&mut self) {
+        let start = SystemTime::now();
+        let t0 = Instant::now();
+        let Some(dst) = self.original_dst.filter(|d| Some(*d) != self.local) else {
+            tracing::info!(client = %self.client, "TLS on an intercept port that was not redirected: closed");
+            return;
+        };
+        let authority = format!("{}:{}", bracket(&dst.ip().to_string()), dst.port());
+        let text = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        let mut raw = BytesMut::from(text.as_bytes());
+        let Ok(Some(head)) = Head::parse_request(&mut raw, usize::MAX) else {
+            return;
+        };
+        let info = RequestInfo {
+            url: authority,
+            method: "CONNECT".into(),
+            host: dst.ip().to_string(),
+            port: dst.port(),
+            dst_ips: canonical_addresses(vec![dst.ip()]),
+            head: Some(head.clone()),
+            local: self.local,
+            port_name: self.port.spec.name.clone(),
+            intercepted_tls: true,
+            answered: true,
+            ..Default::default()
+        };
+        let _ = self.tunnel(&head, info, start, t0).await;
     }
 
     /// An origin-form request on an `intercept` port: it goes to the connection's original
@@ -763,6 +813,7 @@ impl ClientConn {
                 })
             }),
             reply: None,
+            sni: info.sni.clone(),
         }
     }
 

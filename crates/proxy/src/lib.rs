@@ -17,6 +17,7 @@
 pub mod access_log;
 pub mod acl;
 pub mod auth;
+pub mod bump;
 pub mod config;
 pub mod conn;
 pub mod delay;
@@ -37,6 +38,7 @@ pub mod peers;
 pub mod proxy_protocol;
 pub mod resolve;
 pub mod server;
+pub mod sni;
 pub mod tunnel;
 pub mod url_rewrite;
 

@@ -83,8 +83,7 @@ enum Code {
     ResponseTime,
     User,
     /// Codes Squid writes as `-` unless a feature proxyfleet does not have is in use:
-    /// ident (`ui`), TLS client certificates (`us`), external ACL users (`ue`), SNI
-    /// seen by SslBump (`ssl::>sni`).
+    /// ident (`ui`), TLS client certificates (`us`), external ACL users (`ue`).
     Absent,
     SquidStatus,
     Hierarchy,
@@ -101,11 +100,12 @@ enum Code {
     ReplyHeader,
     Sequence,
     Percent,
+    Sni,
 }
 
 /// The codes, longest first so that a prefix match finds the longest one (Squid's rule).
 const CODES: &[(&str, Code)] = &[
-    ("ssl::>sni", Code::Absent),
+    ("ssl::>sni", Code::Sni),
     (">Hs", Code::StatusSent),
     (">ru", Code::Url),
     (">rm", Code::Method),
@@ -354,6 +354,7 @@ impl Field {
             Code::ReplyHeader => header_text(e.reply.as_ref()?, self.arg.as_deref()),
             Code::Sequence => owned(cx.sequence.to_string()),
             Code::Percent => Some(Cow::Borrowed("%")),
+            Code::Sni => e.sni.as_deref().map(Cow::Borrowed),
         }
     }
 }
@@ -495,6 +496,7 @@ mod tests {
                 head: Some(head),
             })),
             reply: None,
+            sni: None,
         }
     }
 

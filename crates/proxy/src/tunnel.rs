@@ -53,6 +53,9 @@ impl ClientConn {
         if self.rewrite_url(&mut info, (start, t0)).await {
             return Next::Close;
         }
+        if self.port_bumps() && !self.bump_steps(&mut info, (start, t0)).await {
+            return Next::Close;
+        }
         let (v4, v6) = outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));
         let local_for = |ip: IpAddr| if ip.is_ipv4() { v4 } else { v6 };
         // CONNECT is never hierarchical: direct unless never_direct says otherwise.
@@ -131,10 +134,106 @@ impl ClientConn {
             }
         }
         let (error, server) = failure;
+        if info.answered {
+            // The client was told the tunnel is up (ssl_bump peeked, or intercepted TLS):
+            // there is no page to send, only the connection to close.
+            let mut entry = self.entry(&info, start, ("NONE_NONE", 0), server);
+            entry.elapsed = t0.elapsed();
+            self.log_transaction(&info, &entry);
+            return Next::Close;
+        }
         let entry = self.entry(&info, start, ("NONE_NONE", error.status()), server);
         // (never_direct with no parent: Squid 5.7's 500 ERR_CANNOT_FORWARD.)
         self.send_error(error, true, &info, entry, t0).await;
         Next::Close
+    }
+
+    /// Whether `ssl_bump` rules judge this connection's tunnels.
+    fn port_bumps(&self) -> bool {
+        self.port_spec().ssl_bump && !self.shared.config.ssl_bump.is_empty()
+    }
+
+    /// `ssl_bump`'s steps ([`crate::bump`]): true to splice, false when the tunnel was
+    /// terminated (or the client went away), its line logged.
+    async fn bump_steps(
+        &mut self,
+        info: &mut RequestInfo,
+        (start, t0): (SystemTime, Instant),
+    ) -> bool {
+        use crate::bump::Action;
+        let shared = self.shared.clone();
+        let rules = &shared.config.ssl_bump;
+        let idle = shared.config.read_timeout;
+        info.bump_step = 1;
+        match rules.decide(&info.facts(self.client)) {
+            Action::Splice | Action::Bump => {
+                info.bump_step = 0;
+                return true;
+            }
+            Action::Terminate => return self.terminate(info, "step 1", (start, t0)),
+            Action::Peek | Action::Stare => {}
+        }
+        if !info.answered {
+            if write_all(&mut self.stream, ESTABLISHED, idle)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+            info.answered = true;
+        }
+        let deadline = tokio::time::Instant::now() + idle;
+        let sni = loop {
+            match crate::sni::peek(&self.buf) {
+                crate::sni::Peek::Hello { sni } => break sni,
+                crate::sni::Peek::NotTls(why) => {
+                    tracing::info!(client = %self.client, url = %info.url, why, "ssl_bump peek: not a TLS ClientHello");
+                    return self.terminate(info, "not TLS", (start, t0));
+                }
+                crate::sni::Peek::NeedMore => {}
+            }
+            if self.buf.len() > crate::sni::MAX_HELLO + 64 * 1024 {
+                return self.terminate(info, "ClientHello too large", (start, t0));
+            }
+            self.buf.reserve(16 * 1024);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return self.terminate(info, "no ClientHello", (start, t0)),
+            }
+        };
+        info.sni = sni;
+        info.bump_step = 2;
+        let action = match rules.decide(&info.facts(self.client)) {
+            Action::Peek | Action::Stare => {
+                info.bump_step = 3;
+                rules.decide(&info.facts(self.client))
+            }
+            other => other,
+        };
+        info.bump_step = 0;
+        match action {
+            Action::Terminate => self.terminate(info, "after peeking", (start, t0)),
+            _ => true,
+        }
+    }
+
+    /// `ssl_bump terminate`: the connection closes; its line says `TCP_DENIED`.
+    fn terminate(
+        &self,
+        info: &RequestInfo,
+        when: &'static str,
+        (start, t0): (SystemTime, Instant),
+    ) -> bool {
+        tracing::info!(client = %self.client, url = %info.url, sni = ?info.sni, when, "ssl_bump terminate: tunnel closed");
+        let status = if info.answered && !info.intercepted_tls {
+            200
+        } else {
+            0
+        };
+        let mut entry = self.entry(info, start, ("TCP_DENIED", status), None);
+        entry.elapsed = t0.elapsed();
+        self.log_transaction(info, &entry);
+        false
     }
 
     /// Asks a parent for the tunnel (`CONNECT host:port`, with `login=` credentials): a 2xx
@@ -238,16 +337,21 @@ impl ClientConn {
     ) -> Next {
         let config = &self.shared.config;
         let idle = config.read_timeout;
-        if write_all(&mut self.stream, ESTABLISHED, idle)
-            .await
-            .is_err()
+        if !info.answered
+            && write_all(&mut self.stream, ESTABLISHED, idle)
+                .await
+                .is_err()
         {
             self.log_tunnel(info, (start, t0), 0, (ip, hierarchy));
             return Next::Close;
         }
         // Bytes the client sent right behind the CONNECT head (an eager TLS ClientHello).
         let early = std::mem::take(&mut self.buf);
-        let mut sent_to_client = ESTABLISHED.len() as u64;
+        let mut sent_to_client = if info.answered {
+            0
+        } else {
+            ESTABLISHED.len() as u64
+        };
         let throttle = if self.shared.delay.is_empty() {
             None
         } else {

@@ -35,6 +35,19 @@ impl Squid {
     /// Starts Squid on `body` (ACLs, rules...; `ACCESS_LOG` replaced by its log's path),
     /// with its port, pid file, cache log and (unless the body has one) access log added.
     pub fn start(body: &str) -> Squid {
+        // The port is chosen free and then bound by Squid: another test may take it in
+        // between, so a Squid that could not bind is started again on another.
+        let mut last_failure = String::new();
+        for _ in 0..5 {
+            match Self::try_start(body) {
+                Ok(squid) => return squid,
+                Err(why) => last_failure = why,
+            }
+        }
+        panic!("squid did not start: {last_failure}");
+    }
+
+    fn try_start(body: &str) -> Result<Squid, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         // Squid drops to the `proxy` user: its files must be writable by it.
         std::fs::set_permissions(
@@ -60,19 +73,34 @@ impl Squid {
         );
         let file = dir.path().join("squid.conf");
         std::fs::write(&file, conf).unwrap();
-        let mut child = Owned::spawn("squid", &["-N", "-f", file.to_str().unwrap()]);
+        // A service name of its own (`-n`): Squids running at once would share shared
+        // memory segment names otherwise.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let service = format!(
+            "diff{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut child = Owned::spawn(
+            "squid",
+            &["-N", "-n", &service, "-f", file.to_str().unwrap()],
+        );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        testkit::wait::until_true("squid to listen", Duration::from_secs(30), || {
-            assert!(
-                !child.has_exited(),
-                "squid exited: {:?} {:?}\n{}",
-                child.stdout(),
-                child.stderr(),
-                std::fs::read_to_string(dir.path().join("cache.log")).unwrap_or_default()
-            );
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-        Squid { child, dir, addr }
+        let started =
+            testkit::wait::until("squid to listen or exit", Duration::from_secs(30), || {
+                if child.has_exited() {
+                    return Some(Err(format!(
+                        "squid exited: {:?} {:?}\n{}",
+                        child.stdout(),
+                        child.stderr(),
+                        std::fs::read_to_string(dir.path().join("cache.log")).unwrap_or_default()
+                    )));
+                }
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok()
+                    .then_some(Ok(()))
+            });
+        started.map(|()| Squid { child, dir, addr })
     }
 
     pub fn access_log_path(&self) -> PathBuf {

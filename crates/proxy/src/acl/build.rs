@@ -57,6 +57,12 @@ pub enum AclType {
     Time,
     /// `external CLASS [args]`: what an `external_acl_type` helper answers.
     External,
+    /// `at_step SslBump1|SslBump2|SslBump3`: the `ssl_bump` step.
+    AtStep,
+    /// `ssl::server_name`: the TLS server name (`dstdomain`'s syntax).
+    ServerName,
+    /// `ssl::server_name_regex`.
+    ServerNameRegex,
     /// Only the built-in `manager` ACL has it (Squid 5 defines it with `url_regex`, which
     /// squid.conf files here cannot use).
     Manager,
@@ -90,6 +96,9 @@ impl AclType {
         AclType::Has,
         AclType::Time,
         AclType::External,
+        AclType::AtStep,
+        AclType::ServerName,
+        AclType::ServerNameRegex,
     ];
 
     pub fn from_name(name: &str) -> Option<AclType> {
@@ -123,6 +132,9 @@ impl AclType {
             AclType::Has => "has",
             AclType::Time => "time",
             AclType::External => "external",
+            AclType::AtStep => "at_step",
+            AclType::ServerName => "ssl::server_name",
+            AclType::ServerNameRegex => "ssl::server_name_regex",
             AclType::Manager => "url_regex",
             AclType::Protected => "dst",
         }
@@ -140,6 +152,18 @@ impl AclType {
             | AclType::Browser
             | AclType::RefererRegex
             | AclType::RepMimeType => matches!(opt, "-i" | "+i"),
+            // Where the name comes from (the client's SNI, the server's certificate, their
+            // agreement): here it is always the client's.
+            AclType::ServerName => {
+                matches!(
+                    opt,
+                    "--client-requested" | "--server-provided" | "--consensus"
+                )
+            }
+            AclType::ServerNameRegex => matches!(
+                opt,
+                "-i" | "+i" | "--client-requested" | "--server-provided" | "--consensus"
+            ),
             // Case-insensitive user names.
             AclType::ProxyAuth => opt == "-i",
             AclType::Dst | AclType::DstDomain => opt == "-n",
@@ -160,6 +184,7 @@ impl AclType {
                 | AclType::ReqHeader
                 | AclType::RepHeader
                 | AclType::RepMimeType
+                | AclType::ServerNameRegex
         )
     }
 
@@ -210,14 +235,16 @@ impl AclBuilder {
     pub fn new(name: &str, ty: AclType) -> AclBuilder {
         let values = match ty {
             AclType::Src | AclType::Dst => Values::Ip(IpSet::default()),
-            AclType::DstDomain => Values::Domain(DomainSet::default()),
+            AclType::DstDomain | AclType::ServerName => Values::Domain(DomainSet::default()),
+            AclType::AtStep => Values::Words(Vec::new()),
             AclType::DstDomRegex
             | AclType::UrlRegex
             | AclType::UrlPathRegex
             | AclType::ProxyAuthRegex
             | AclType::Browser
             | AclType::RefererRegex
-            | AclType::RepMimeType => Values::Regex(Vec::new()),
+            | AclType::RepMimeType
+            | AclType::ServerNameRegex => Values::Regex(Vec::new()),
             AclType::ReqHeader | AclType::RepHeader => Values::Field {
                 name: None,
                 patterns: Vec::new(),
@@ -305,6 +332,14 @@ impl AclBuilder {
             Values::Words(words) => {
                 let word = match self.ty {
                     AclType::Proto => proto_value(value)?,
+                    AclType::AtStep => match value {
+                        "SslBump1" | "SslBump2" | "SslBump3" | "GeneratingCONNECT" => value.into(),
+                        _ => {
+                            return Err(format!(
+                                "'{value}' is not an ssl_bump step (SslBump1, SslBump2, SslBump3)"
+                            ))
+                        }
+                    },
                     AclType::Has => match value {
                         "request" | "response" | "ALE" => value.into(),
                         _ => {
@@ -341,7 +376,19 @@ impl AclBuilder {
         let kind = match (self.ty, self.values) {
             (AclType::Src, Values::Ip(set)) => Kind::Src(set),
             (AclType::Dst, Values::Ip(set)) => Kind::Dst(set),
+            (AclType::ServerName, Values::Domain(set)) => Kind::ServerName(set),
             (_, Values::Domain(set)) => Kind::DstDomain(set),
+            (AclType::AtStep, Values::Words(words)) => {
+                Kind::AtStep(words.iter().fold(0, |m, w| {
+                    match &**w {
+                        "SslBump1" => m | 1 << 1,
+                        "SslBump2" => m | 1 << 2,
+                        "SslBump3" => m | 1 << 3,
+                        // Squid's step for a CONNECT it makes itself to a parent: never here.
+                        _ => m,
+                    }
+                }))
+            }
             (ty, Values::Regex(patterns)) => {
                 let set = RegexSet::new(&patterns)
                     .map_err(|e| format!("acl '{}': {}", self.name, regex_reason(&e)))?;
@@ -357,6 +404,7 @@ impl AclBuilder {
                     AclType::Browser => field(false, "user-agent"),
                     AclType::RefererRegex => field(false, "referer"),
                     AclType::RepMimeType => field(true, "content-type"),
+                    AclType::ServerNameRegex => Kind::ServerNameRegex(set),
                     _ => Kind::DstDomRegex(set),
                 }
             }
@@ -530,6 +578,8 @@ mod tests {
             local: None,
             port_name: "",
             external: &[],
+            sni: None,
+            bump_step: 0,
         }
     }
 

@@ -60,6 +60,10 @@ pub struct Facts<'a> {
     pub port_name: &'a str,
     /// `external` ACLs' answers so far, by ACL name.
     pub external: &'a [(String, bool)],
+    /// The server name the TLS client asked for, once peeked at (`ssl::server_name`).
+    pub sni: Option<&'a str>,
+    /// The `ssl_bump` step being judged (1 to 3), 0 outside `ssl_bump` (`at_step`).
+    pub bump_step: u8,
 }
 
 /// What is known of the client's identity (`auth_param` and `proxy_auth` ACLs).
@@ -92,6 +96,8 @@ impl Facts<'_> {
             local: None,
             port_name: "",
             external: &[],
+            sni: None,
+            bump_step: 0,
         }
     }
 }
@@ -133,6 +139,11 @@ enum Kind {
     /// `request`, `response`, `ALE`.
     Has(Box<[Box<str>]>),
     Time(Box<[TimeSpan]>),
+    /// `at_step SslBump1..3`: bit N set for step N.
+    AtStep(u8),
+    /// `ssl::server_name`: the peeked server name, or before it the CONNECT host.
+    ServerName(DomainSet),
+    ServerNameRegex(RegexSet),
     External {
         class: Box<str>,
         args: Box<[String]>,
@@ -214,6 +225,12 @@ impl Acl {
                 _ => f.reply.is_some(),
             }),
             Kind::Time(spans) => time::now_within(spans),
+            Kind::AtStep(steps) => f.bump_step != 0 && steps & (1 << f.bump_step) != 0,
+            Kind::ServerName(set) => set.contains(f.sni.unwrap_or(f.host)),
+            Kind::ServerNameRegex(set) => {
+                let name = f.sni.unwrap_or(f.host);
+                !name.is_empty() && set.is_match(name)
+            }
             // Not asked yet (a fast check, or one the slow check has not reached): no match.
             Kind::External { .. } => f
                 .external
@@ -280,6 +297,9 @@ impl Acl {
             Kind::Has(_) => AclType::Has.name(),
             Kind::Time(_) => AclType::Time.name(),
             Kind::External { .. } => AclType::External.name(),
+            Kind::AtStep(_) => AclType::AtStep.name(),
+            Kind::ServerName(_) => AclType::ServerName.name(),
+            Kind::ServerNameRegex(_) => AclType::ServerNameRegex.name(),
             Kind::Manager => AclType::Manager.name(),
             Kind::Protected(_) => AclType::Protected.name(),
             Kind::AllOf(_) => "all-of",
@@ -500,6 +520,8 @@ mod tests {
             local: None,
             port_name: "",
             external: &[],
+            sni: None,
+            bump_step: 0,
         }
     }
 
@@ -550,6 +572,8 @@ mod tests {
             local: None,
             port_name: "",
             external: &[],
+            sni: None,
+            bump_step: 0,
         }
     }
 

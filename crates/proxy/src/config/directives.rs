@@ -13,36 +13,99 @@ use super::units::{self, UnitError};
 use super::ConfigError;
 use crate::access_log::LogErrorPolicy;
 
+/// Port options for decrypting (certificates, their cache, TLS settings): read, not used.
+const BUMP_ONLY_OPTIONS: &[&str] = &[
+    "cert=",
+    "key=",
+    "tls-cert=",
+    "tls-key=",
+    "cafile=",
+    "tls-cafile=",
+    "capath=",
+    "clientca=",
+    "tls-clientca=",
+    "crlfile=",
+    "dhparams=",
+    "tls-dh=",
+    "options=",
+    "tls-options=",
+    "cipher=",
+    "tls-cipher=",
+    "sslflags=",
+    "sslcontext=",
+    "generate-host-certificates",
+    "dynamic_cert_mem_cache_size=",
+    "tls-min-version=",
+    "version=",
+];
+
 impl Parser {
     /// `http_port [ADDR:]PORT [require-proxy-header] [name=...]`.
+    /// Also `https_port [ADDR:]PORT intercept ssl-bump [cert=...]`: intercepted TLS,
+    /// peeked at and spliced (`ssl_bump`), never decrypted.
     pub(super) fn http_port(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let https = d.name.text == "https_port";
         let t = d.arg(0, "port (expected [ADDR:]PORT)")?;
         let addr = listen_addr(&t.text).map_err(|m| d.error(t, m))?;
         let mut require_proxy_header = false;
         let mut name: std::sync::Arc<str> = t.text.as_str().into();
         let mut intercept = false;
+        let mut ssl_bump = false;
         for option in &d.args[1..] {
             match option.text.as_str() {
                 "require-proxy-header" => require_proxy_header = true,
                 "intercept" | "transparent" => intercept = true,
+                "ssl-bump" => ssl_bump = true,
                 o if o.starts_with("name=") => name = o["name=".len()..].into(),
+                // What bumping (decrypting) would sign with: never used, as nothing is
+                // decrypted.
+                o if BUMP_ONLY_OPTIONS
+                    .iter()
+                    .any(|p| o == *p || o.starts_with(p)) => {}
                 o => {
                     return Err(d.error(
                         option,
                         format!(
-                            "unsupported option '{o}' (supported: require-proxy-header, intercept, transparent, name=...)"
+                            "unsupported option '{o}' (supported: require-proxy-header, \
+                             intercept, transparent, ssl-bump, name=...)"
                         ),
                     ))
                 }
             }
+        }
+        if https && !(intercept && ssl_bump) {
+            return Err(d.error(
+                d.name,
+                "https_port is supported only as 'intercept ssl-bump' (intercepted TLS, peeked \
+                 at and spliced): a port where clients speak TLS to the proxy is not",
+            ));
         }
         self.http_ports.push(HttpPort {
             addr,
             require_proxy_header,
             name,
             intercept,
+            ssl_bump,
+            tls: https,
             location: d.location(),
         });
+        Ok(())
+    }
+
+    /// `ssl_bump ACTION [!]acl...`.
+    pub(super) fn ssl_bump(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        use crate::bump::Action;
+        let t = d.arg(0, "action (peek, stare, splice, terminate)")?;
+        let action = match t.text.as_str() {
+            "peek" => Action::Peek,
+            "stare" => Action::Stare,
+            "splice" | "none" | "deny" => Action::Splice,
+            "terminate" => Action::Terminate,
+            "bump" | "client-first" | "server-first" | "allow" => Action::Bump,
+            other => return Err(d.error(t, format!("'{other}' is not an ssl_bump action"))),
+        };
+        let refs = self.acl_refs(d, &d.args[1..])?;
+        self.ssl_bump.push((action, refs, d.location_of(t)));
         Ok(())
     }
 
@@ -425,7 +488,7 @@ mod tests {
             (
                 "http_port 3128 tproxy",
                 "1:16: http_port: unsupported option 'tproxy' (supported: \
-                 require-proxy-header, intercept, transparent, name=...)",
+                 require-proxy-header, intercept, transparent, ssl-bump, name=...)",
             ),
         ];
         assert_errors(&cases);

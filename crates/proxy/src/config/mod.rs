@@ -279,10 +279,9 @@ pub const OBSOLETE_DIRECTIVES: &[&str] = &[
 
 /// Directives Debian's Squid 5.7 (built with GnuTLS, not OpenSSL) does not have: it says
 /// "ERROR: '...' requires --with-openssl" (or `--enable-ssl-crtd`) and goes on without
-/// them, and so does proxyfleet. `ssl_bump` lines are among them: such a Squid bumps
-/// nothing, and neither does proxyfleet.
+/// them, and so does proxyfleet. (`ssl_bump` is one too there; here it is read, and
+/// without an `ssl-bump` port it has no effect either.)
 pub const OPENSSL_ONLY_DIRECTIVES: &[&str] = &[
-    "ssl_bump",
     "sslproxy_cert_sign",
     "sslproxy_cert_adapt",
     "sslproxy_session_cache_size",

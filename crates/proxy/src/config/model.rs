@@ -37,6 +37,10 @@ pub struct HttpPort {
     pub name: Arc<str>,
     /// `intercept` (old name `transparent`): connections the firewall redirected here.
     pub intercept: bool,
+    /// `ssl-bump`: `ssl_bump` rules apply to its tunnels (peek, splice, terminate).
+    pub ssl_bump: bool,
+    /// An `https_port` (`intercept ssl-bump`): intercepted TLS, no HTTP request.
+    pub tls: bool,
     pub location: Location,
 }
 
@@ -121,6 +125,8 @@ pub struct Config {
     pub acl_uses_indirect_client: bool,
     /// `log_uses_indirect_client` (default on): `%>a` is the believed client.
     pub log_uses_indirect_client: bool,
+    /// `ssl_bump` lines, used on `ssl-bump` ports.
+    pub ssl_bump: crate::bump::SslBump,
     /// `cache_peer` parents, `always_direct`, `never_direct`, `prefer_direct`,
     /// `nonhierarchical_direct`: where each request goes.
     pub parents: Arc<crate::peers::Parents>,

@@ -150,6 +150,7 @@ pub(super) struct Parser {
     pub url_rewrite_helper: crate::helper::HelperSpec,
     pub external_types: Vec<crate::external_acl::ExternalAclType>,
     pub delay_pools: Vec<super::delay_lines::PendingPool>,
+    pub ssl_bump: Vec<(crate::bump::Action, Vec<PendingRef>, Location)>,
     pub delay_initial: u8,
     pub url_rewrite_access: Vec<PendingRule>,
     pub url_rewrite_extras: Option<crate::log_format::LogFormat>,
@@ -232,6 +233,7 @@ impl Parser {
             url_rewrite_helper: super::rewrite_lines::default_helper(),
             external_types: Vec::new(),
             delay_pools: Vec::new(),
+            ssl_bump: Vec::new(),
             delay_initial: 50,
             url_rewrite_access: Vec::new(),
             url_rewrite_extras: None,
@@ -358,7 +360,8 @@ impl Parser {
             "include" => self.include(d, depth),
             "auth_param" => self.auth_param(d),
             "acl" => self.acl(d),
-            "http_port" => self.http_port(d),
+            "http_port" | "https_port" => self.http_port(d),
+            "ssl_bump" => self.ssl_bump(d),
             "http_access" => self.access_rule(d, false),
             "proxy_protocol_access" => self.access_rule(d, true),
             "http_reply_access" | "miss_access" | "never_direct" | "always_direct" => {
@@ -609,6 +612,36 @@ impl Parser {
                 }
             })
             .collect();
+        let bump_ports = self.http_ports.iter().any(|p| p.ssl_bump);
+        if let Some((_, _, at)) = self.ssl_bump.first() {
+            if !bump_ports {
+                self.notes.push((
+                    at.clone(),
+                    "ssl_bump lines have no effect: no http_port or https_port has ssl-bump (as \
+                     in Squid)"
+                        .into(),
+                ));
+            }
+        }
+        if bump_ports {
+            if let Some((_, _, at)) = self
+                .ssl_bump
+                .iter()
+                .find(|(a, _, _)| *a == crate::bump::Action::Bump)
+            {
+                return Err(ConfigError::new(
+                    at.clone(),
+                    "ssl_bump: bump (and client-first, server-first, allow) decrypts TLS, which \
+                     proxyfleet does not do: peek, stare, splice and terminate are supported",
+                ));
+            }
+        }
+        let ssl_bump = crate::bump::SslBump {
+            rules: std::mem::take(&mut self.ssl_bump)
+                .into_iter()
+                .map(|(action, refs, _)| (action, resolve(refs)))
+                .collect(),
+        };
         let http_reply_access = Arc::new(rules(self.http_reply_access));
         let miss_access = Arc::new(rules(self.miss_access));
         let follow_x_forwarded_for = Arc::new(rules(self.follow_x_forwarded_for));
@@ -715,6 +748,7 @@ impl Parser {
             acl_uses_indirect_client: self.acl_uses_indirect_client,
             log_uses_indirect_client: self.log_uses_indirect_client,
             deny_info: self.deny_info,
+            ssl_bump,
             external_acl_types: self.external_types,
             delay_pools,
             delay_initial_bucket_level: self.delay_initial,

@@ -122,6 +122,8 @@ impl Request {
             local: None,
             port_name: "",
             external: &[],
+            sni: None,
+            bump_step: 0,
         }
     }
 }

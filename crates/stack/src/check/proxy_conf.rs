@@ -362,6 +362,8 @@ impl Conf<'_> {
                 local: None,
                 port_name: "",
                 external: &[],
+                sni: None,
+                bump_step: 0,
             })
         };
         let protects_host = guarded || !probe("GET", "http", loopback, 80);
@@ -408,6 +410,8 @@ fn allows_request(access: &AccessRules, client: IpAddr, destination: IpAddr) -> 
         local: None,
         port_name: "",
         external: &[],
+        sni: None,
+        bump_step: 0,
     })
 }
 
