@@ -8,13 +8,17 @@
 //! - [`proxy_header`]: `proxy_protocol::parse`, the buffer-level step of the PROXY header
 //!   reader;
 //! - [`squid_conf`]: squid.conf text, with `include`s confined to a temporary directory;
-//! - [`stack`]: the stack file, and the `check` and `render` of what validates.
+//! - [`stack`]: the stack file, and the `check` and `render` of what validates;
+//! - [`tls_hello`]: `sni::peek`, the ClientHello reader of `ssl_bump peek`;
+//! - [`log_format`]: `logformat` text, and rendering what parses.
 //!
 //! The targets in `fuzz_targets/` are one line each, so the checks do not depend on the
 //! engine.
 
 pub mod chunked;
 pub mod head;
+pub mod log_format;
 pub mod proxy_header;
 pub mod squid_conf;
 pub mod stack;
+pub mod tls_hello;

@@ -194,3 +194,101 @@ fn access_log_to_a_udp_log_host() {
         "{line}"
     );
 }
+
+/// An origin that switches protocols when asked (`Upgrade: websocket`) and then echoes
+/// what it reads; without an `Upgrade` it answers 200 `no upgrade`. Reports the request
+/// heads it saw.
+fn upgrading_origin(ip: &str) -> (std::net::SocketAddr, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let upgrade = head.to_ascii_lowercase().contains("\r\nupgrade: websocket");
+                let _ = tx.send(head);
+                if !upgrade {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nno upgrade");
+                    return;
+                }
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// `http_upgrade_request_protocols`: WebSockets through the proxy to a `ws://`-style URL
+/// when allowed (the 101 passed on, then bytes both ways), `Upgrade` removed otherwise.
+#[test]
+fn websocket_upgrades_when_allowed() {
+    use std::io::{Read, Write};
+    let (origin, heads) = upgrading_origin("127.30.0.80");
+    let proxy = start(&base_config(
+        "acl sockets urlpath_regex ^/socket\n\
+         http_access allow app\n\
+         http_upgrade_request_protocols WebSocket allow sockets\n\
+         http_upgrade_request_protocols OTHER deny all\n",
+    ));
+    let ask = |path: &str, connection: &str| {
+        format!(
+            "GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nUpgrade: websocket, h2c\r\nConnection: {connection}\r\n\r\n"
+        )
+    };
+    let mut s = testkit::client::connect_from(APP, proxy.addr());
+    s.write_all(ask("/socket", "Upgrade").as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("\r\nUpgrade: websocket\r\n"), "{head}");
+    s.write_all(b"ping over the socket").unwrap();
+    let mut echo = [0u8; 20];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping over the socket");
+    drop(s);
+    let seen = heads
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    let lower = seen.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nupgrade: websocket\r\n"),
+        "only the allowed protocol: {seen}"
+    );
+    assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{seen}");
+
+    // Not allowed for this path: the origin sees no Upgrade, and answers the plain request.
+    let reply = exchange_raw(
+        APP,
+        proxy.addr(),
+        ask("/other", "Upgrade, close").as_bytes(),
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("no upgrade"),
+        "{reply}"
+    );
+    let seen = heads
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    assert!(!seen.to_ascii_lowercase().contains("upgrade:"), "{seen}");
+    let log = proxy.access_log(2);
+    assert!(log.iter().any(|l| l.contains("TCP_MISS/101")), "{log:#?}");
+}

@@ -41,6 +41,9 @@ pub struct ExchangeRequest<'a> {
     pub keep_reply_head: bool,
     /// `delay_pools`: the pace the origin's bytes are read at.
     pub throttle: Option<crate::delay::Limit>,
+    /// The request offered the origin an `Upgrade` (`http_upgrade_request_protocols`): a
+    /// `101` answer switches the connection over.
+    pub upgrade: bool,
 }
 
 /// What the configuration says about a reply, once its head is read.
@@ -63,6 +66,10 @@ pub enum Outcome {
     /// Part of a response reached the client, then something failed: the client
     /// connection must be closed.
     Aborted(Delivered),
+    /// The origin switched protocols (`101` to an offered `Upgrade`): nothing was sent to
+    /// the client yet; the head and the bytes that came after it are the caller's to pass
+    /// on before relaying both ways.
+    Upgraded(Head, bytes::Bytes),
 }
 
 /// A response that (at least partly) reached the client.
@@ -212,8 +219,11 @@ where
                 }
                 sent += out.len() as u64;
             }
+            Ok(Some(h)) if h.status == 101 && req.upgrade => {
+                return Outcome::Upgraded(h, obuf.split().freeze());
+            }
             Ok(Some(h)) if h.status == 101 => {
-                // Upgrade was removed from the request, so a 101 is a protocol violation.
+                // No Upgrade was offered, so a 101 is a protocol violation.
                 return Outcome::NoResponse(Failure::InvalidResponse);
             }
             Ok(Some(h)) => break h,

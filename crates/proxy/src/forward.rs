@@ -213,6 +213,11 @@ impl ClientConn {
         if let Some(credentials) = target.parent.and_then(|p| parent_credentials(p, head)) {
             edits.add.push(("Proxy-Authorization".into(), credentials));
         }
+        let upgrades = config.upgrades.allowed(head, &facts);
+        if !upgrades.is_empty() {
+            edits.add.push(("Upgrade".into(), upgrades.join(", ")));
+            edits.add.push(("Connection".into(), "upgrade".into()));
+        }
         origin_request(
             head,
             framing,
@@ -239,6 +244,7 @@ impl ClientConn {
             max_reply_header: config.reply_header_max_size,
             reply_rules: None,
             keep_reply_head: shared.log.wants.reply,
+            upgrade: !upgrades.is_empty(),
             throttle: if shared.delay.is_empty() {
                 None
             } else {
@@ -361,6 +367,11 @@ impl ClientConn {
                         .await;
                     Next::Close
                 }
+                Outcome::Upgraded(reply, rest) => {
+                    self.switch_protocols(origin, (reply, rest), info, &line, t0)
+                        .await;
+                    Next::Close
+                }
                 Outcome::NoResponse(Failure::ReplyDenied) => {
                     tracing::debug!(client = %self.client, url = %info.url, "reply denied by http_reply_access");
                     let refusal = (SquidError::AccessDenied, "TCP_DENIED_REPLY");
@@ -385,6 +396,70 @@ impl ClientConn {
                 }
             });
         }
+    }
+
+    /// The origin's `101`: passed to the client (its `Upgrade` and `Connection` kept), then
+    /// bytes both ways until each side has closed, as a CONNECT tunnel; logged at the end
+    /// with the bytes sent to the client (`TCP_MISS/101`).
+    async fn switch_protocols(
+        &mut self,
+        origin: tokio::net::TcpStream,
+        (reply, rest): (Head, bytes::Bytes),
+        info: &RequestInfo,
+        line: &crate::access_log::LogEntry,
+        t0: Instant,
+    ) {
+        let idle = self.shared.config.read_timeout;
+        let mut out = BytesMut::with_capacity(reply.wire_len() + 64);
+        out.extend_from_slice(b"HTTP/1.1 101 ");
+        out.extend_from_slice(reply.reason());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in reply.fields() {
+            let framing = [
+                b"content-length".as_slice(),
+                b"transfer-encoding",
+                b"keep-alive",
+                b"proxy-connection",
+            ]
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f));
+            if !framing {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if let Some(via) = &self.shared.rewrite.via {
+            out.extend_from_slice(format!("Via: {via}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&rest);
+        let mut sent = out.len() as u64;
+        let mut origin = origin;
+        let early = std::mem::take(&mut self.buf);
+        let ready = write_all(&mut self.stream, &out, idle).await.is_ok()
+            && (early.is_empty() || write_all(&mut origin, &early, idle).await.is_ok());
+        if ready {
+            let (to_origin, to_client) = (
+                std::sync::atomic::AtomicU64::new(0),
+                std::sync::atomic::AtomicU64::new(0),
+            );
+            let _ = proxyfleet_relay::relay(
+                &self.stream,
+                &origin,
+                idle,
+                (&to_origin, &to_client),
+                &proxyfleet_relay::PipeBudget::unlimited(),
+            )
+            .await;
+            sent += to_client.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut entry = line.clone();
+        entry.http_status = 101;
+        entry.bytes = sent;
+        entry.elapsed = t0.elapsed();
+        self.log_transaction(info, &entry);
     }
 
     /// Answers with `error`'s page (closing after it when `close`) and logs it as `tag`, with

@@ -40,6 +40,7 @@ pub mod resolve;
 pub mod server;
 pub mod sni;
 pub mod tunnel;
+pub mod upgrade;
 pub mod url_rewrite;
 
 pub use config::Config;

@@ -13,6 +13,10 @@ use std::time::UNIX_EPOCH;
 
 use crate::access_log::LogEntry;
 
+/// The widest field padding accepted (a typo such as `%00000999999tr` must not make
+/// every log line megabytes long).
+const MAX_WIDTH: usize = 1024;
+
 /// Squid 5.7's built-in formats (`logformat` lines cannot redefine them).
 pub const BUILT_IN: &[(&str, &str)] = &[
     (
@@ -237,7 +241,15 @@ fn parse_field(text: &str) -> Result<(Field, &str), String> {
     }
     let zero_pad = rest.starts_with('0');
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let width = rest[..digits].parse().unwrap_or(0);
+    let width: usize = if digits == 0 {
+        0
+    } else {
+        rest[..digits]
+            .parse()
+            .ok()
+            .filter(|w| *w <= MAX_WIDTH)
+            .ok_or("a field width of more than 1024")?
+    };
     rest = &rest[digits..];
     let mut precision = None;
     if let Some(after) = rest.strip_prefix('.') {

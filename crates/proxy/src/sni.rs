@@ -108,10 +108,11 @@ fn server_name(hello: &[u8]) -> Result<Option<String>, &'static str> {
             if name_type == 0 {
                 let name =
                     std::str::from_utf8(name).map_err(|_| "a server name that is not text")?;
+                let name = name.trim_end_matches('.');
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
                     return Err("a server name that is not a host name");
                 }
-                return Ok(Some(name.trim_end_matches('.').to_ascii_lowercase()));
+                return Ok(Some(name.to_ascii_lowercase()));
             }
         }
         return Ok(None);
@@ -233,5 +234,10 @@ mod tests {
         let n = hello.len();
         hello[n - 1] = b'\0';
         assert!(matches!(peek(&hello), Peek::NotTls(_)));
+        // A name of dots only (found by fuzzing: it read as an empty name).
+        assert!(matches!(
+            peek(&client_hello(Some(".."), 0, 16384)),
+            Peek::NotTls(_)
+        ));
     }
 }

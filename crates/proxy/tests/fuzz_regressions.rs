@@ -113,3 +113,31 @@ fn proxy_header_regressions() {
         }
     }
 }
+
+/// A server name read from a ClientHello is never empty (a name of dots once was).
+#[test]
+fn tls_hello_regressions() {
+    use proxyfleet_proxy::sni::{peek, Peek};
+    for (name, data) in inputs("tls_hello") {
+        if let Peek::Hello { sni: Some(sni) } = peek(&data) {
+            assert!(!sni.is_empty(), "{name}: an empty server name");
+        }
+    }
+}
+
+/// A field width is bounded (an enormous one once took all memory to render).
+#[test]
+fn log_format_regressions() {
+    use proxyfleet_proxy::log_format::LogFormat;
+    for (name, data) in inputs("log_format") {
+        let text = String::from_utf8_lossy(&data);
+        if let Ok(format) = LogFormat::parse(&text) {
+            let shown = format!("{format:?}");
+            assert!(
+                shown.len() < 1 << 20,
+                "{name}: a format of {} bytes",
+                shown.len()
+            );
+        }
+    }
+}

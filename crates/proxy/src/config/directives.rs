@@ -92,6 +92,26 @@ impl Parser {
         Ok(())
     }
 
+    /// `http_upgrade_request_protocols NAME allow|deny [!]acl...` (`OTHER`: the rest).
+    pub(super) fn upgrade_protocols(&mut self, d: &Directive) -> Result<(), ConfigError> {
+        let name = d.arg(0, "protocol name (e.g. WebSocket, or OTHER)")?;
+        let rest = Directive {
+            file: d.file,
+            name: d.name,
+            args: &d.args[1..],
+            end: d.end,
+        };
+        let before = self.http_access.len();
+        self.access_rule(&rest, false)?;
+        let rule = self.http_access.remove(before);
+        let key = name.text.to_ascii_lowercase();
+        match self.upgrades.iter_mut().find(|(n, _)| *n == key) {
+            Some((_, lines)) => lines.push(rule),
+            None => self.upgrades.push((key, vec![rule])),
+        }
+        Ok(())
+    }
+
     /// `ssl_bump ACTION [!]acl...`.
     pub(super) fn ssl_bump(&mut self, d: &Directive) -> Result<(), ConfigError> {
         use crate::bump::Action;

@@ -125,6 +125,8 @@ pub struct Config {
     pub acl_uses_indirect_client: bool,
     /// `log_uses_indirect_client` (default on): `%>a` is the believed client.
     pub log_uses_indirect_client: bool,
+    /// `http_upgrade_request_protocols`.
+    pub upgrades: crate::upgrade::UpgradeRules,
     /// `ssl_bump` lines, used on `ssl-bump` ports.
     pub ssl_bump: crate::bump::SslBump,
     /// `cache_peer` parents, `always_direct`, `never_direct`, `prefer_direct`,

@@ -151,6 +151,7 @@ pub(super) struct Parser {
     pub external_types: Vec<crate::external_acl::ExternalAclType>,
     pub delay_pools: Vec<super::delay_lines::PendingPool>,
     pub ssl_bump: Vec<(crate::bump::Action, Vec<PendingRef>, Location)>,
+    pub upgrades: Vec<(String, Vec<PendingRule>)>,
     pub delay_initial: u8,
     pub url_rewrite_access: Vec<PendingRule>,
     pub url_rewrite_extras: Option<crate::log_format::LogFormat>,
@@ -234,6 +235,7 @@ impl Parser {
             external_types: Vec::new(),
             delay_pools: Vec::new(),
             ssl_bump: Vec::new(),
+            upgrades: Vec::new(),
             delay_initial: 50,
             url_rewrite_access: Vec::new(),
             url_rewrite_extras: None,
@@ -362,6 +364,7 @@ impl Parser {
             "acl" => self.acl(d),
             "http_port" | "https_port" => self.http_port(d),
             "ssl_bump" => self.ssl_bump(d),
+            "http_upgrade_request_protocols" => self.upgrade_protocols(d),
             "http_access" => self.access_rule(d, false),
             "proxy_protocol_access" => self.access_rule(d, true),
             "http_reply_access" | "miss_access" | "never_direct" | "always_direct" => {
@@ -642,6 +645,12 @@ impl Parser {
                 .map(|(action, refs, _)| (action, resolve(refs)))
                 .collect(),
         };
+        let upgrades = crate::upgrade::UpgradeRules {
+            protocols: std::mem::take(&mut self.upgrades)
+                .into_iter()
+                .map(|(name, lines)| (name, rules(lines)))
+                .collect(),
+        };
         let http_reply_access = Arc::new(rules(self.http_reply_access));
         let miss_access = Arc::new(rules(self.miss_access));
         let follow_x_forwarded_for = Arc::new(rules(self.follow_x_forwarded_for));
@@ -749,6 +758,7 @@ impl Parser {
             log_uses_indirect_client: self.log_uses_indirect_client,
             deny_info: self.deny_info,
             ssl_bump,
+            upgrades,
             external_acl_types: self.external_types,
             delay_pools,
             delay_initial_bucket_level: self.delay_initial,
