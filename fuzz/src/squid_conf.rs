@@ -53,15 +53,7 @@ fn requests() -> Vec<(Facts<'static>, &'static str)> {
         port,
         path: "/",
         dst_ips,
-        url: "",
-        login: proxyfleet_proxy::acl::Login::Unchecked,
-        request: None,
-        reply: None,
-        local: None,
-        port_name: "",
-        external: &[],
-        sni: None,
-        bump_step: 0,
+        ..Facts::connection(std::net::Ipv4Addr::UNSPECIFIED.into())
     };
     vec![
         (

@@ -69,7 +69,11 @@ impl BasicScheme {
         if let Some(user) = self.accepted.get(&key) {
             return Outcome::User(user);
         }
-        let line = format!("{} {}", percent_encode(&user), percent_encode(&password));
+        let line = format!(
+            "{} {}",
+            crate::helper::escape_field(&user),
+            crate::helper::escape_field(&password)
+        );
         let answer = self.helpers.ask(line).await;
         match answer.verdict {
             Verdict::Ok => {
@@ -109,20 +113,6 @@ pub fn basic_credentials(head: &Head) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// RFC 1738 escaping as Squid applies it to a Basic helper's fields: everything but
-/// unreserved characters becomes `%XX`, so a space or newline can never split the line.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
@@ -144,7 +134,10 @@ mod tests {
             basic_credentials(&h),
             Some(("alice".into(), "open sesame".into()))
         );
-        assert_eq!(percent_encode("open sesame\n"), "open%20sesame%0A");
+        assert_eq!(
+            crate::helper::escape_field("open sesame\n"),
+            "open%20sesame%0A"
+        );
         assert_eq!(
             basic_credentials(&head("Proxy-Authorization: Digest x\r\n")),
             None

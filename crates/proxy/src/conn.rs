@@ -874,6 +874,27 @@ impl ClientConn {
         table.get(&last.acl.name).cloned()
     }
 
+    /// What a refused [`Self::direct_destination`] answers: the error page and its `%Ss`
+    /// (`dns_tag` for a name that does not resolve), the refusal logged.
+    pub(crate) fn direct_refusal(
+        &self,
+        admission: Admission,
+        info: &RequestInfo,
+        dns_tag: &'static str,
+    ) -> (SquidError, &'static str) {
+        match admission {
+            Admission::Denied(denial) => {
+                self.log_denial(info, denial);
+                (denial.error(), denial.tag())
+            }
+            Admission::DnsFailed(e) => {
+                tracing::info!(host = %info.host, error = %e, "DNS failure");
+                (SquidError::DnsFail, dns_tag)
+            }
+            Admission::Allowed | Admission::Challenge => (SquidError::AccessDenied, "TCP_DENIED"),
+        }
+    }
+
     /// Before going direct: the destination's addresses (resolved once: what is judged is
     /// what will be dialed), and the destination guard on every one of them. A parent is
     /// not guarded: it is the configuration's own, and the destination is its to reach.

@@ -265,18 +265,9 @@ pub fn question_line(ty: &ExternalAclType, q: &Question<'_>) -> String {
     words.join(" ")
 }
 
-/// Squid's `quote=url` (the default): RFC 1738 escaping of what would split or end the
-/// line.
+/// Squid's `quote=url` (the default): RFC 1738 escaping.
 fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_graphic() && !b"%\"'\\#".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::helper::escape_field(value)
 }
 
 #[cfg(test)]

@@ -112,19 +112,7 @@ impl ClientConn {
             let target = match hop {
                 Hop::Direct => {
                     if let Err(admission) = self.direct_destination(&mut info).await {
-                        let (error, tag) = match admission {
-                            Admission::Denied(denial) => {
-                                self.log_denial(&info, denial);
-                                (denial.error(), denial.tag())
-                            }
-                            Admission::DnsFailed(e) => {
-                                tracing::info!(host = %info.host, error = %e, "DNS failure");
-                                (SquidError::DnsFail, "TCP_MISS")
-                            }
-                            Admission::Allowed | Admission::Challenge => {
-                                (SquidError::AccessDenied, "TCP_DENIED")
-                            }
-                        };
+                        let (error, tag) = self.direct_refusal(admission, &info, "TCP_MISS");
                         self.reply_failure((error, tag), !may_keep, None, &info, (start, t0))
                             .await;
                         return next;

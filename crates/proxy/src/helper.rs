@@ -46,6 +46,21 @@ pub struct HelperSpec {
     pub concurrency: usize,
 }
 
+/// RFC 1738 escaping as Squid applies it to helpers' fields (Basic credentials, external
+/// ACL values): everything but unreserved characters becomes `%XX`, so a space or newline
+/// can never split the line.
+pub fn escape_field(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The first word of an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -68,19 +68,7 @@ impl ClientConn {
             match hop {
                 Hop::Direct => {
                     if let Err(admission) = self.direct_destination(&mut info).await {
-                        let (error, tag) = match admission {
-                            Admission::Denied(denial) => {
-                                self.log_denial(&info, denial);
-                                (denial.error(), denial.tag())
-                            }
-                            Admission::DnsFailed(e) => {
-                                tracing::info!(host = %info.host, error = %e, "DNS failure");
-                                (SquidError::DnsFail, "NONE_NONE")
-                            }
-                            Admission::Allowed | Admission::Challenge => {
-                                (SquidError::AccessDenied, "TCP_DENIED")
-                            }
-                        };
+                        let (error, tag) = self.direct_refusal(admission, &info, "NONE_NONE");
                         let entry = self.entry(&info, start, (tag, error.status()), None);
                         self.send_error(error, true, &info, entry, t0).await;
                         return Next::Close;

@@ -571,15 +571,7 @@ mod tests {
             port,
             path: "/",
             dst_ips: &[],
-            url: "",
-            login: crate::acl::Login::Unchecked,
-            request: None,
-            reply: None,
-            local: None,
-            port_name: "",
-            external: &[],
-            sni: None,
-            bump_step: 0,
+            ..Facts::connection(std::net::Ipv4Addr::UNSPECIFIED.into())
         }
     }
 

@@ -513,15 +513,7 @@ mod tests {
             port: 80,
             path: "/",
             dst_ips: &[],
-            url: "",
-            login: Login::Unchecked,
-            request: None,
-            reply: None,
-            local: None,
-            port_name: "",
-            external: &[],
-            sni: None,
-            bump_step: 0,
+            ..Facts::connection(std::net::Ipv4Addr::UNSPECIFIED.into())
         }
     }
 
@@ -565,15 +557,7 @@ mod tests {
             port: 80,
             path: "/",
             dst_ips: &[],
-            url: "",
-            login: Login::Unchecked,
-            request: None,
-            reply: None,
-            local: None,
-            port_name: "",
-            external: &[],
-            sni: None,
-            bump_step: 0,
+            ..Facts::connection(std::net::Ipv4Addr::UNSPECIFIED.into())
         }
     }
 

@@ -173,6 +173,29 @@ impl Parser {
         d: &Directive,
         proxy_protocol: bool,
     ) -> Result<(), ConfigError> {
+        let rule = self.rule_after(d, 0)?;
+        if proxy_protocol {
+            self.proxy_protocol_access.push(rule);
+        } else {
+            self.http_access.push(rule);
+        }
+        Ok(())
+    }
+
+    /// The `allow|deny [!]acl...` rule after the first `skip` arguments of a line (a pool
+    /// number, a peer or header name).
+    pub(super) fn rule_after(
+        &self,
+        d: &Directive,
+        skip: usize,
+    ) -> Result<PendingRule, ConfigError> {
+        let rest = Directive {
+            file: d.file,
+            name: d.name,
+            args: &d.args[skip.min(d.args.len())..],
+            end: d.end,
+        };
+        let d = &rest;
         let action = d.arg(0, "'allow' or 'deny'")?;
         let allow = match action.text.as_str() {
             "allow" => true,
@@ -193,25 +216,17 @@ impl Parser {
             )));
         }
         let refs = self.acl_refs(d, &d.args[1..])?;
-        let rule = PendingRule {
+        Ok(PendingRule {
             allow,
             refs,
             location: d.location(),
-        };
-        if proxy_protocol {
-            self.proxy_protocol_access.push(rule);
-        } else {
-            self.http_access.push(rule);
-        }
-        Ok(())
+        })
     }
 
     /// `http_reply_access`, `miss_access`, `never_direct`, `always_direct`: `allow|deny
     /// [!]acl...` lines.
     pub(super) fn other_access_rule(&mut self, d: &Directive) -> Result<(), ConfigError> {
-        let before = self.http_access.len();
-        self.access_rule(d, false)?;
-        let rule = self.http_access.remove(before);
+        let rule = self.rule_after(d, 0)?;
         match d.name.text.as_str() {
             "http_reply_access" => self.http_reply_access.push(rule),
             "miss_access" => self.miss_access.push(rule),

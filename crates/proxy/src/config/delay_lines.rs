@@ -83,15 +83,7 @@ impl Parser {
             }
             "delay_access" => {
                 let at = self.pool_at(d)?;
-                let rest = Directive {
-                    file: d.file,
-                    name: d.name,
-                    args: &d.args[1..],
-                    end: d.end,
-                };
-                let before = self.http_access.len();
-                self.access_rule(&rest, false)?;
-                let rule = self.http_access.remove(before);
+                let rule = self.rule_after(d, 1)?;
                 self.delay_pools[at].access.push(rule);
             }
             "client_delay_pools" => {

@@ -95,15 +95,7 @@ impl Parser {
     /// `http_upgrade_request_protocols NAME allow|deny [!]acl...` (`OTHER`: the rest).
     pub(super) fn upgrade_protocols(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let name = d.arg(0, "protocol name (e.g. WebSocket, or OTHER)")?;
-        let rest = Directive {
-            file: d.file,
-            name: d.name,
-            args: &d.args[1..],
-            end: d.end,
-        };
-        let before = self.http_access.len();
-        self.access_rule(&rest, false)?;
-        let rule = self.http_access.remove(before);
+        let rule = self.rule_after(d, 1)?;
         let key = name.text.to_ascii_lowercase();
         match self.upgrades.iter_mut().find(|(n, _)| *n == key) {
             Some((_, lines)) => lines.push(rule),
@@ -348,9 +340,7 @@ impl Parser {
     /// `follow_x_forwarded_for allow|deny [!]acl...`: whose `X-Forwarded-For` is believed
     /// ([`crate::conn`]'s indirect client).
     pub(super) fn follow_x_forwarded_for(&mut self, d: &Directive) -> Result<(), ConfigError> {
-        let before = self.http_access.len();
-        self.access_rule(d, false)?;
-        let rule = self.http_access.remove(before);
+        let rule = self.rule_after(d, 0)?;
         self.follow_x_forwarded_for.push(rule);
         Ok(())
     }

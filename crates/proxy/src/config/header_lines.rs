@@ -31,29 +31,7 @@ impl Parser {
     /// `*_header_access NAME allow|deny [!]acl...`.
     pub(super) fn header_access(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let name = d.arg(0, "header name (or All, Other)")?;
-        let action = d.arg(1, "'allow' or 'deny'")?;
-        let allow = match action.text.as_str() {
-            "allow" => true,
-            "deny" => false,
-            other => {
-                return Err(d.error(
-                    action,
-                    format!("expected 'allow' or 'deny', found '{other}'"),
-                ))
-            }
-        };
-        if d.args.len() < 3 {
-            return Err(d.missing(&format!(
-                "acl name after '{}' (use 'all' to match everything)",
-                action.text
-            )));
-        }
-        let refs = self.acl_refs(d, &d.args[2..])?;
-        let rule = PendingRule {
-            allow,
-            refs,
-            location: d.location(),
-        };
+        let rule = self.rule_after(d, 1)?;
         let key = name.text.to_ascii_lowercase();
         self.headers_of(d).access.entry(key).or_default().push(rule);
         Ok(())

@@ -172,16 +172,7 @@ impl Parser {
                 ),
             ));
         };
-        // Reuse the http_access reader on the rest of the line.
-        let rest = Directive {
-            file: d.file,
-            name: d.name,
-            args: &d.args[1..],
-            end: d.end,
-        };
-        let before = self.http_access.len();
-        self.access_rule(&rest, false)?;
-        let rule = self.http_access.remove(before);
+        let rule = self.rule_after(d, 1)?;
         self.peers[at].access.push(rule);
         Ok(())
     }

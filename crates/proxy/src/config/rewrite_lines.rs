@@ -31,9 +31,7 @@ impl Parser {
                 helper_children(d, d.args, &mut self.url_rewrite_helper)?
             }
             "url_rewrite_access" | "redirect_access" => {
-                let before = self.http_access.len();
-                self.access_rule(d, false)?;
-                let rule = self.http_access.remove(before);
+                let rule = self.rule_after(d, 0)?;
                 self.url_rewrite_access.push(rule);
             }
             "url_rewrite_extras" => {

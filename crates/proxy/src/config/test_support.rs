@@ -115,15 +115,7 @@ impl Request {
             port: self.port,
             path: self.path,
             dst_ips: &self.dst_ips,
-            url: "",
-            login: crate::acl::Login::Unchecked,
-            request: None,
-            reply: None,
-            local: None,
-            port_name: "",
-            external: &[],
-            sni: None,
-            bump_step: 0,
+            ..Facts::connection(std::net::Ipv4Addr::UNSPECIFIED.into())
         }
     }
 }

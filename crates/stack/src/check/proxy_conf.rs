@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proxyfleet_lb::spec::HealthCheckProtocol;
-use proxyfleet_proxy::acl::{AccessRules, Facts, Login};
+use proxyfleet_proxy::acl::{AccessRules, Facts};
 use proxyfleet_proxy::config::{parse_str, Config, ConfigError, HttpPort};
 
 use super::{list, plural, representative, unique, Findings, Use, SERVICE};
@@ -355,15 +355,7 @@ impl Conf<'_> {
                 port,
                 path: if method == "CONNECT" { "" } else { "/" },
                 dst_ips: &[ip],
-                url: "",
-                login: Login::Unchecked,
-                request: None,
-                reply: None,
-                local: None,
-                port_name: "",
-                external: &[],
-                sni: None,
-                bump_step: 0,
+                ..Facts::connection(std::net::Ipv4Addr::UNSPECIFIED.into())
             })
         };
         let protects_host = guarded || !probe("GET", "http", loopback, 80);
@@ -403,15 +395,7 @@ fn allows_request(access: &AccessRules, client: IpAddr, destination: IpAddr) -> 
         port: 80,
         path: "/",
         dst_ips: &[destination],
-        url: "",
-        login: Login::Unchecked,
-        request: None,
-        reply: None,
-        local: None,
-        port_name: "",
-        external: &[],
-        sni: None,
-        bump_step: 0,
+        ..Facts::connection(std::net::Ipv4Addr::UNSPECIFIED.into())
     })
 }
 
