@@ -579,3 +579,41 @@ fn follow_x_forwarded_for_answers_as_squid_does() {
     let n = compare(&p, &cases);
     compare_logs(&p, n);
 }
+
+#[test]
+fn maxconn_answers_as_squid_does() {
+    use std::io::Write;
+    let origin = Origin::start("127.30.0.81");
+    let Some(p) = pair(&format!(
+        "acl app src 127.20.0.0/16\n\
+         acl busy maxconn 1\n\
+         http_access deny busy\n\
+         http_access allow app\n\
+         http_access deny all\n\
+         {DIFF_FORMAT}"
+    )) else {
+        return;
+    };
+    let url = format!("{}/small", origin.url());
+    // One connection held open (a keep-alive request answered on it), then a second.
+    let statuses = |proxy: SocketAddr| {
+        let mut held = testkit::client::connect_from(APP, proxy);
+        held.write_all(format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let (first, _) = testkit::client::read_response(&mut held);
+        let second = answer(proxy, &get(&url, ""), &[]);
+        drop(held);
+        (
+            first.split_whitespace().nth(1).unwrap_or("").to_string(),
+            second.status,
+        )
+    };
+    let theirs = statuses(p.squid.addr);
+    let ours = statuses(p.ours.addr());
+    assert_eq!(ours, theirs, "squid: {theirs:?}, proxyfleet: {ours:?}");
+    assert_eq!(
+        ours,
+        ("200".to_string(), 403),
+        "the second connection is over the limit"
+    );
+}

@@ -292,3 +292,38 @@ fn websocket_upgrades_when_allowed() {
     let log = proxy.access_log(2);
     assert!(log.iter().any(|l| l.contains("TCP_MISS/101")), "{log:#?}");
 }
+
+/// `access_log syslog:FACILITY.PRIORITY`: each line one message to the system log's socket
+/// (here one the test binds), as syslog(3) writes them.
+#[test]
+fn access_log_to_syslog() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("log.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let origin = Origin::start("127.30.0.82");
+    let proxy = common::start_with_env(
+        &base_config(
+            "http_access allow app\n\
+             access_log syslog:local5.notice squid\n\
+             access_log ACCESS_LOG squid\n",
+        ),
+        &[("PROXYFLEET_SYSLOG_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let url = format!("{}/small", origin.url());
+    assert_eq!(status(&get(proxy.addr(), &url, "")), 200);
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a syslog message");
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // local5 (21) × 8 + notice (5) = 173.
+    let prefix = format!("<173>squid[{}]: ", proxy.child.pid());
+    assert!(message.starts_with(&prefix), "{message}");
+    let file_line = proxy.access_log(1)[0].clone();
+    assert_eq!(
+        &message[prefix.len()..],
+        file_line,
+        "the same line as the file's"
+    );
+}

@@ -138,6 +138,8 @@ struct Target {
     file: Mutex<LogFile>,
     /// `udp://`: lines go here as datagrams (and `file` is /dev/null, never written).
     udp: Option<std::net::UdpSocket>,
+    /// `syslog:`: lines go to the system log, with this PRI value.
+    syslog: Option<(std::os::unix::net::UnixDatagram, u8)>,
 }
 
 /// Every configured access log.
@@ -185,9 +187,25 @@ impl AccessLogger {
     pub fn open(logs: &[AccessLog], policy: LogErrorPolicy) -> Result<AccessLogger, OpenError> {
         let mut targets = Vec::new();
         for log in logs {
-            let opened = match log.udp {
-                Some(to) => udp_sender(to).map(|s| (File::open("/dev/null"), Some(s))),
-                None => Ok((open_append(&log.path), None)),
+            let syslog = match log.syslog {
+                Some(priority) => Some((syslog_sender(), priority)),
+                None => None,
+            };
+            let syslog = match syslog {
+                Some((Ok(socket), priority)) => Some((socket, priority)),
+                Some((Err(source), _)) => {
+                    return Err(OpenError {
+                        path: log.path.clone(),
+                        location: log.location.to_string(),
+                        source,
+                    })
+                }
+                None => None,
+            };
+            let opened = match (log.udp, &syslog) {
+                (Some(to), _) => udp_sender(to).map(|s| (File::open("/dev/null"), Some(s))),
+                (None, Some(_)) => Ok((File::open("/dev/null"), None)),
+                (None, None) => Ok((open_append(&log.path), None)),
             };
             let (file, udp) = match opened {
                 Ok((Ok(file), udp)) => (file, udp),
@@ -206,6 +224,7 @@ impl AccessLogger {
                 sequence: AtomicU64::new(0),
                 file: Mutex::new(LogFile::new(file)),
                 udp,
+                syslog,
             });
         }
         let wants =
@@ -303,7 +322,11 @@ impl AccessLogger {
 
     /// Reopens every log file, so a rotated file is released and a new one started.
     pub fn reopen(&self) {
-        for target in self.targets.iter().filter(|t| t.udp.is_none()) {
+        for target in self
+            .targets
+            .iter()
+            .filter(|t| t.udp.is_none() && t.syslog.is_none())
+        {
             match open_append(&target.path) {
                 Ok(file) => *target.lock() = LogFile::new(file),
                 Err(e) => {
@@ -323,6 +346,18 @@ impl Target {
 
     /// Appends one line; false when it was dropped.
     fn write(&self, line: &[u8]) -> bool {
+        if let Some((socket, priority)) = &self.syslog {
+            // RFC 3164's shape, as syslog(3) writes it: `<PRI>TAG[PID]: message`.
+            let mut message = format!("<{priority}>squid[{}]: ", std::process::id()).into_bytes();
+            message.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+            return match socket.send(&message) {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "access log line not sent to syslog");
+                    false
+                }
+            };
+        }
         if let Some(udp) = &self.udp {
             // A datagram is whole or not sent: nothing to undo. A log host that is down
             // does not make the send fail (there is no answer to wait for).
@@ -423,6 +458,16 @@ impl LogFile {
         }
         Err(error)
     }
+}
+
+/// The system log's socket (`/dev/log`; `PROXYFLEET_SYSLOG_SOCKET` names another, for
+/// tests).
+fn syslog_sender() -> std::io::Result<std::os::unix::net::UnixDatagram> {
+    let path = std::env::var_os("PROXYFLEET_SYSLOG_SOCKET").unwrap_or_else(|| "/dev/log".into());
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    socket.connect(path)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// A socket that sends to `to` (`udp://`), from an address of its family.

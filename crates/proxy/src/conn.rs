@@ -56,6 +56,8 @@ pub struct RequestInfo {
     pub intercepted_tls: bool,
     /// The tunnel's `200 Connection established` has gone out (or none is due).
     pub answered: bool,
+    /// The client's open connections, this one included (`maxconn`).
+    pub client_connections: usize,
 }
 
 /// The owned form of [`crate::acl::Login`].
@@ -90,6 +92,7 @@ impl RequestInfo {
             external: &self.external,
             sni: self.sni.as_deref(),
             bump_step: self.bump_step,
+            client_connections: self.client_connections,
             ..Facts::connection(client)
         }
     }
@@ -256,6 +259,15 @@ impl ClientConn {
         }
     }
 
+    /// The client's open connections now, this one included (counted when `maxconn` ACLs
+    /// or `client_ip_max_connections` need it; else 0).
+    fn connections_now(&self) -> usize {
+        self.shared
+            .per_client
+            .as_ref()
+            .map_or(0, |limit| limit.open(self.client))
+    }
+
     pub(crate) fn port_spec(&self) -> &crate::config::HttpPort {
         &self.port.spec
     }
@@ -404,6 +416,7 @@ impl ClientConn {
                     head: Some(head.clone()),
                     local: self.local,
                     port_name: self.port.spec.name.clone(),
+                    client_connections: self.connections_now(),
                     ..Default::default()
                 };
                 let mut info = info;
@@ -426,6 +439,7 @@ impl ClientConn {
                     head: Some(head.clone()),
                     local: self.local,
                     port_name: self.port.spec.name.clone(),
+                    client_connections: self.connections_now(),
                     ..Default::default()
                 };
                 let mut info = info;
@@ -460,6 +474,7 @@ impl ClientConn {
             head: Some(head.clone()),
             local: self.local,
             port_name: self.port.spec.name.clone(),
+            client_connections: self.connections_now(),
             intercepted_tls: true,
             answered: true,
             ..Default::default()
@@ -511,6 +526,7 @@ impl ClientConn {
             head: Some(head.clone()),
             local: self.local,
             port_name: self.port.spec.name.clone(),
+            client_connections: self.connections_now(),
             ..Default::default()
         };
         let mut info = info;

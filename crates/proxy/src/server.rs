@@ -293,11 +293,18 @@ impl Shared {
             forwarded_for: config.forwarded_for,
         };
         // The same limit goes on counting the connections already admitted.
+        // `maxconn` ACLs need the count even without a limit.
         let per_client = match carry {
-            Some(c) if c.config.client_ip_max_connections == config.client_ip_max_connections => {
+            Some(c)
+                if c.config.client_ip_max_connections == config.client_ip_max_connections
+                    && c.config.uses_maxconn == config.uses_maxconn =>
+            {
                 c.per_client.clone()
             }
-            _ => config.client_ip_max_connections.map(PerSourceLimit::new),
+            _ => config
+                .client_ip_max_connections
+                .map(PerSourceLimit::new)
+                .or_else(|| config.uses_maxconn.then(|| PerSourceLimit::new(usize::MAX))),
         };
         let pool = carry.map_or_else(Arc::default, |c: &Shared| c.pool.clone());
         pool.set_idle_timeout(config.server_idle_pconn_timeout);

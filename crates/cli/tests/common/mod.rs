@@ -73,6 +73,11 @@ pub fn base_config(extra: &str) -> String {
 
 /// Writes `config` (with `ACCESS_LOG` replaced by the log path) and starts the proxy on it.
 pub fn start(config: &str) -> ProxyUnderTest {
+    start_with_env(config, &[])
+}
+
+/// [`start`], with extra environment variables for the proxy.
+pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> ProxyUnderTest {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("access.log");
     let config = config.replace("ACCESS_LOG", &log.display().to_string());
@@ -83,7 +88,11 @@ pub fn start(config: &str) -> ProxyUnderTest {
     };
     let file = dir.path().join("squid.conf");
     std::fs::write(&file, &config).expect("write config");
-    let mut child = Owned::spawn(BIN, &["proxy", "-f", file.to_str().expect("utf-8 path")]);
+    let mut child = Owned::spawn_with_env(
+        BIN,
+        &["proxy", "-f", file.to_str().expect("utf-8 path")],
+        env,
+    );
     let ports = config
         .lines()
         .filter(|l| l.starts_with("http_port"))

@@ -63,6 +63,8 @@ pub enum AclType {
     ServerName,
     /// `ssl::server_name_regex`.
     ServerNameRegex,
+    /// `maxconn N`: more than N connections open from the client's address.
+    MaxConn,
     /// Only the built-in `manager` ACL has it (Squid 5 defines it with `url_regex`, which
     /// squid.conf files here cannot use).
     Manager,
@@ -99,6 +101,7 @@ impl AclType {
         AclType::AtStep,
         AclType::ServerName,
         AclType::ServerNameRegex,
+        AclType::MaxConn,
     ];
 
     pub fn from_name(name: &str) -> Option<AclType> {
@@ -135,6 +138,7 @@ impl AclType {
             AclType::AtStep => "at_step",
             AclType::ServerName => "ssl::server_name",
             AclType::ServerNameRegex => "ssl::server_name_regex",
+            AclType::MaxConn => "maxconn",
             AclType::Manager => "url_regex",
             AclType::Protected => "dst",
         }
@@ -236,7 +240,7 @@ impl AclBuilder {
         let values = match ty {
             AclType::Src | AclType::Dst => Values::Ip(IpSet::default()),
             AclType::DstDomain | AclType::ServerName => Values::Domain(DomainSet::default()),
-            AclType::AtStep => Values::Words(Vec::new()),
+            AclType::AtStep | AclType::MaxConn => Values::Words(Vec::new()),
             AclType::DstDomRegex
             | AclType::UrlRegex
             | AclType::UrlPathRegex
@@ -332,6 +336,11 @@ impl AclBuilder {
             Values::Words(words) => {
                 let word = match self.ty {
                     AclType::Proto => proto_value(value)?,
+                    AclType::MaxConn => match value.parse::<usize>() {
+                        Ok(_) if words.is_empty() => value.into(),
+                        Ok(_) => return Err("maxconn takes one number".into()),
+                        Err(_) => return Err(format!("'{value}' is not a number of connections")),
+                    },
                     AclType::AtStep => match value {
                         "SslBump1" | "SslBump2" | "SslBump3" | "GeneratingCONNECT" => value.into(),
                         _ => {
@@ -378,6 +387,12 @@ impl AclBuilder {
             (AclType::Dst, Values::Ip(set)) => Kind::Dst(set),
             (AclType::ServerName, Values::Domain(set)) => Kind::ServerName(set),
             (_, Values::Domain(set)) => Kind::DstDomain(set),
+            (AclType::MaxConn, Values::Words(words)) => Kind::MaxConn(
+                words
+                    .first()
+                    .and_then(|w| w.parse().ok())
+                    .ok_or_else(|| format!("acl '{}': maxconn needs a number", self.name))?,
+            ),
             (AclType::AtStep, Values::Words(words)) => {
                 Kind::AtStep(words.iter().fold(0, |m, w| {
                     match &**w {
@@ -589,7 +604,7 @@ mod tests {
             assert_eq!(AclType::from_name(ty.name()), Some(*ty));
         }
         assert_eq!(AclType::from_name("myip"), Some(AclType::LocalIp));
-        assert_eq!(AclType::from_name("maxconn"), None);
+        assert_eq!(AclType::from_name("arp"), None);
         assert_eq!(AclType::from_name("SRC"), None);
     }
 

@@ -64,6 +64,8 @@ pub struct Facts<'a> {
     pub sni: Option<&'a str>,
     /// The `ssl_bump` step being judged (1 to 3), 0 outside `ssl_bump` (`at_step`).
     pub bump_step: u8,
+    /// The client's open connections, this one included (`maxconn`); 0 when unknown.
+    pub client_connections: usize,
 }
 
 /// What is known of the client's identity (`auth_param` and `proxy_auth` ACLs).
@@ -98,6 +100,7 @@ impl Facts<'_> {
             external: &[],
             sni: None,
             bump_step: 0,
+            client_connections: 0,
         }
     }
 }
@@ -141,6 +144,8 @@ enum Kind {
     Time(Box<[TimeSpan]>),
     /// `at_step SslBump1..3`: bit N set for step N.
     AtStep(u8),
+    /// `maxconn N`: the client has more than N connections open.
+    MaxConn(usize),
     /// `ssl::server_name`: the peeked server name, or before it the CONNECT host.
     ServerName(DomainSet),
     ServerNameRegex(RegexSet),
@@ -226,6 +231,7 @@ impl Acl {
             }),
             Kind::Time(spans) => time::now_within(spans),
             Kind::AtStep(steps) => f.bump_step != 0 && steps & (1 << f.bump_step) != 0,
+            Kind::MaxConn(n) => f.client_connections > *n,
             Kind::ServerName(set) => set.contains(f.sni.unwrap_or(f.host)),
             Kind::ServerNameRegex(set) => {
                 let name = f.sni.unwrap_or(f.host);
@@ -298,6 +304,7 @@ impl Acl {
             Kind::Time(_) => AclType::Time.name(),
             Kind::External { .. } => AclType::External.name(),
             Kind::AtStep(_) => AclType::AtStep.name(),
+            Kind::MaxConn(_) => AclType::MaxConn.name(),
             Kind::ServerName(_) => AclType::ServerName.name(),
             Kind::ServerNameRegex(_) => AclType::ServerNameRegex.name(),
             Kind::Manager => AclType::Manager.name(),

@@ -465,15 +465,15 @@ mod tests {
                  dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
                  proxy_auth_regex, browser, referer_regex, req_header, rep_header, \
                  rep_mime_type, http_status, myport, myportname, localip, has, time, external, \
-                 at_step, ssl::server_name, ssl::server_name_regex)",
+                 at_step, ssl::server_name, ssl::server_name_regex, maxconn)",
             ),
             (
-                "acl x maxconn 5",
-                "1:7: acl 'x': unknown acl type 'maxconn' (supported: src, dst, dstdomain, \
+                "acl x arp 00:11:22:33:44:55",
+                "1:7: acl 'x': unknown acl type 'arp' (supported: src, dst, dstdomain, \
                  dstdom_regex, port, method, proto, url_regex, urlpath_regex, proxy_auth, \
                  proxy_auth_regex, browser, referer_regex, req_header, rep_header, \
                  rep_mime_type, http_status, myport, myportname, localip, has, time, external, \
-                 at_step, ssl::server_name, ssl::server_name_regex)",
+                 at_step, ssl::server_name, ssl::server_name_regex, maxconn)",
             ),
             (
                 "acl lan src 10.0.0.0/8\nacl  lan dst 10.0.0.1",

@@ -23,7 +23,7 @@ impl Parser {
             });
             return Ok(());
         }
-        let (path, udp) = log_path(&t.text).map_err(|m| d.error(t, m))?;
+        let (path, udp, syslog) = log_path(&t.text).map_err(|m| d.error(t, m))?;
         let mut format = None;
         let mut rest = &d.args[1..];
         while let Some(next) = rest.first() {
@@ -84,6 +84,7 @@ impl Parser {
         self.logs.push(PendingLog::File {
             path,
             udp,
+            syslog,
             format: format.flatten(),
             refs,
             location: d.location(),
@@ -157,22 +158,29 @@ pub(super) fn rest_of_line(tokens: &[Token]) -> String {
     text
 }
 
-/// The file of an `access_log` line, without its logging-module prefix, or the address of
-/// a `udp://HOST:PORT` one (an address: a name would be looked up at every start).
-fn log_path(text: &str) -> Result<(PathBuf, Option<SocketAddr>), String> {
+/// Where an `access_log` line writes: the file (its logging-module prefix removed), or the
+/// address of a `udp://HOST:PORT` one (an address: a name would be looked up at every
+/// start), or the syslog priority of a `syslog[:FACILITY[.PRIORITY]]` one.
+type LogDestination = (PathBuf, Option<SocketAddr>, Option<u8>);
+
+fn log_path(text: &str) -> Result<LogDestination, String> {
     if let Some(address) = text.strip_prefix("udp://") {
         let address = address.trim_end_matches('/');
         let udp: SocketAddr = address.parse().map_err(|_| {
             format!("'{address}' is not an address and port (udp://ADDRESS:PORT, e.g. udp://127.0.0.1:514)")
         })?;
-        return Ok((PathBuf::from(text), Some(udp)));
+        return Ok((PathBuf::from(text), Some(udp), None));
+    }
+    if text == "syslog" || text.starts_with("syslog:") {
+        let priority = syslog_priority(text.strip_prefix("syslog:").unwrap_or(""))?;
+        return Ok((PathBuf::from(text), None, Some(priority)));
     }
     let path = match text.split_once(':') {
         Some(("stdio" | "daemon", path)) => path,
-        Some((module @ ("syslog" | "tcp"), _)) => {
+        Some((module @ "tcp", _)) => {
             return Err(format!(
                 "the '{module}' logging module is not supported (use a file path, optionally \
-                 with stdio: or daemon:, or udp://ADDRESS:PORT)"
+                 with stdio: or daemon:, udp://ADDRESS:PORT or syslog:FACILITY.PRIORITY)"
             ))
         }
         _ => text,
@@ -180,7 +188,61 @@ fn log_path(text: &str) -> Result<(PathBuf, Option<SocketAddr>), String> {
     if path.is_empty() {
         return Err(format!("'{text}' names no file"));
     }
-    Ok((PathBuf::from(path), None))
+    Ok((PathBuf::from(path), None, None))
+}
+
+/// `FACILITY[.PRIORITY]` as Squid reads it (default `local4.info`, as Squid's): the syslog
+/// PRI value, facility × 8 + severity.
+fn syslog_priority(spec: &str) -> Result<u8, String> {
+    const FACILITIES: &[(&str, u8)] = &[
+        ("kern", 0),
+        ("user", 1),
+        ("mail", 2),
+        ("daemon", 3),
+        ("auth", 4),
+        ("syslog", 5),
+        ("lpr", 6),
+        ("news", 7),
+        ("uucp", 8),
+        ("cron", 9),
+        ("authpriv", 10),
+        ("ftp", 11),
+        ("local0", 16),
+        ("local1", 17),
+        ("local2", 18),
+        ("local3", 19),
+        ("local4", 20),
+        ("local5", 21),
+        ("local6", 22),
+        ("local7", 23),
+    ];
+    const SEVERITIES: &[(&str, u8)] = &[
+        ("emerg", 0),
+        ("alert", 1),
+        ("crit", 2),
+        ("err", 3),
+        ("warning", 4),
+        ("notice", 5),
+        ("info", 6),
+        ("debug", 7),
+    ];
+    let (facility, severity) = spec.split_once('.').unwrap_or((spec, "info"));
+    let facility = if facility.is_empty() {
+        "local4"
+    } else {
+        facility
+    };
+    let find = |table: &[(&str, u8)], name: &str| {
+        table
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.strip_prefix("LOG_").unwrap_or(name)))
+            .map(|(_, v)| *v)
+    };
+    let f = find(FACILITIES, facility)
+        .ok_or_else(|| format!("'{facility}' is not a syslog facility (e.g. local4, daemon)"))?;
+    let s = find(SEVERITIES, severity)
+        .ok_or_else(|| format!("'{severity}' is not a syslog priority (e.g. info, notice)"))?;
+    Ok(f * 8 + s)
 }
 
 #[cfg(test)]
@@ -248,6 +310,16 @@ mod tests {
     }
 
     #[test]
+    fn syslog_priorities() {
+        assert_eq!(super::syslog_priority(""), Ok(20 * 8 + 6));
+        assert_eq!(super::syslog_priority("daemon.notice"), Ok(3 * 8 + 5));
+        assert_eq!(super::syslog_priority("LOG_LOCAL0.LOG_ERR"), Ok(16 * 8 + 3));
+        let c = parse_ok("access_log syslog:local5.info squid\naccess_log syslog\n");
+        assert_eq!(c.access_logs[0].syslog, Some(21 * 8 + 6));
+        assert_eq!(c.access_logs[1].syslog, Some(20 * 8 + 6));
+    }
+
+    #[test]
     fn access_log_none_silences_later_lines() {
         let c = parse_ok(
             "acl lan src 10.0.0.0/8\n\
@@ -309,9 +381,14 @@ mod tests {
                 "1:15: logformat: missing format (e.g. %ts.%03tu %>a %rm %ru)",
             ),
             (
-                "access_log syslog:daemon.info",
-                "1:12: access_log: the 'syslog' logging module is not supported (use a file \
-                 path, optionally with stdio: or daemon:, or udp://ADDRESS:PORT)",
+                "access_log tcp://127.0.0.1:514",
+                "1:12: access_log: the 'tcp' logging module is not supported (use a file \
+                 path, optionally with stdio: or daemon:, udp://ADDRESS:PORT or \
+                 syslog:FACILITY.PRIORITY)",
+            ),
+            (
+                "access_log syslog:nowhere.info",
+                "1:12: access_log: 'nowhere' is not a syslog facility (e.g. local4, daemon)",
             ),
             (
                 "access_log udp://loghost:514",

@@ -67,6 +67,8 @@ pub struct AccessLog {
     pub path: PathBuf,
     /// `udp://HOST:PORT`: each line is one datagram to this address instead of a file.
     pub udp: Option<SocketAddr>,
+    /// `syslog:FACILITY.PRIORITY`: each line goes to the system log with this PRI value.
+    pub syslog: Option<u8>,
     /// Only transactions matching all of these are logged (empty = all).
     pub acls: AclList,
     /// `None`: Squid's native `squid` format; otherwise a built-in or `logformat` one.
@@ -125,6 +127,8 @@ pub struct Config {
     pub acl_uses_indirect_client: bool,
     /// `log_uses_indirect_client` (default on): `%>a` is the believed client.
     pub log_uses_indirect_client: bool,
+    /// Some `maxconn` ACL exists: connections are counted per client.
+    pub uses_maxconn: bool,
     /// `http_upgrade_request_protocols`.
     pub upgrades: crate::upgrade::UpgradeRules,
     /// `ssl_bump` lines, used on `ssl-bump` ports.

@@ -122,6 +122,7 @@ pub(super) enum PendingLog {
     File {
         path: PathBuf,
         udp: Option<std::net::SocketAddr>,
+        syslog: Option<u8>,
         format: Option<crate::log_format::LogFormat>,
         refs: Vec<PendingRef>,
         location: Location,
@@ -531,6 +532,10 @@ impl Parser {
                 ));
             }
         }
+        let uses_maxconn = self
+            .acls
+            .values()
+            .any(|slot| slot.builder.ty() == crate::acl::AclType::MaxConn);
         let destination_guard = Arc::new(self.guard());
         let mut acls = HashMap::with_capacity(self.acls.len());
         for (name, slot) in self.acls {
@@ -717,6 +722,7 @@ impl Parser {
                 PendingLog::File {
                     path,
                     udp,
+                    syslog,
                     format,
                     refs,
                     location,
@@ -726,6 +732,7 @@ impl Parser {
                     access_logs.push(AccessLog {
                         path,
                         udp,
+                        syslog,
                         acls,
                         format,
                         location,
@@ -737,6 +744,7 @@ impl Parser {
             access_logs.push(AccessLog {
                 path: PathBuf::from(DEFAULT_ACCESS_LOG),
                 udp: None,
+                syslog: None,
                 acls: AclList::default(),
                 format: None,
                 location: Location {
@@ -759,6 +767,7 @@ impl Parser {
             deny_info: self.deny_info,
             ssl_bump,
             upgrades,
+            uses_maxconn,
             external_acl_types: self.external_types,
             delay_pools,
             delay_initial_bucket_level: self.delay_initial,
