@@ -187,11 +187,7 @@ impl AccessLogger {
     pub fn open(logs: &[AccessLog], policy: LogErrorPolicy) -> Result<AccessLogger, OpenError> {
         let mut targets = Vec::new();
         for log in logs {
-            let syslog = match log.syslog {
-                Some(priority) => Some((syslog_sender(), priority)),
-                None => None,
-            };
-            let syslog = match syslog {
+            let syslog = match log.syslog.map(|priority| (syslog_sender(), priority)) {
                 Some((Ok(socket), priority)) => Some((socket, priority)),
                 Some((Err(source), _)) => {
                     return Err(OpenError {
