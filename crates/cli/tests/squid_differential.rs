@@ -617,3 +617,82 @@ fn maxconn_answers_as_squid_does() {
         "the second connection is over the limit"
     );
 }
+
+/// curl's status for `url` through `proxy` with `--proxy-digest` and `credentials`
+/// (curl answers the 407's challenge itself), from the app network.
+fn curl_digest(proxy: SocketAddr, url: &str, credentials: Option<&str>) -> String {
+    let mut args = vec![
+        "-s".to_string(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "--max-time".into(),
+        "10".into(),
+        "--interface".into(),
+        APP.into(),
+        "-x".into(),
+        format!("http://{proxy}"),
+    ];
+    if let Some(c) = credentials {
+        args.extend(["--proxy-digest".into(), "-U".into(), c.into()]);
+    }
+    args.push(url.into());
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn digest_auth_answers_as_squid_does() {
+    const DIGEST: &str = "/usr/lib/squid/digest_file_auth";
+    if !std::path::Path::new(DIGEST).exists() {
+        eprintln!("SKIPPED: {DIGEST} is missing (install squid)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let passwd = dir.path().join("digest");
+    std::fs::write(&passwd, "alice:wonderland\n").unwrap();
+    std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let origin = Origin::start("127.30.0.83");
+    let Some(p) = pair(&format!(
+        "auth_param digest program {DIGEST} {}\n\
+         auth_param digest realm Diff Digest\n\
+         acl app src 127.20.0.0/16\n\
+         acl authed proxy_auth REQUIRED\n\
+         http_access allow app authed\n\
+         http_access deny all\n\
+         {DIFF_FORMAT}",
+        passwd.display()
+    )) else {
+        return;
+    };
+    let url = format!("{}/small", origin.url());
+    for (what, credentials) in [
+        ("right", Some("alice:wonderland")),
+        ("wrong password", Some("alice:nope")),
+        ("unknown user", Some("mallory:x")),
+        ("none", None),
+    ] {
+        let theirs = curl_digest(p.squid.addr, &url, credentials);
+        let ours = curl_digest(p.ours.addr(), &url, credentials);
+        assert_eq!(ours, theirs, "{what}: squid {theirs}, proxyfleet {ours}");
+    }
+    assert_eq!(
+        curl_digest(p.ours.addr(), &url, Some("alice:wonderland")),
+        "200"
+    );
+    let challenge = answer(p.ours.addr(), &get(&url, ""), &["Proxy-Authenticate"]);
+    let value = challenge.reply_fields[0].1.clone().unwrap_or_default();
+    assert!(
+        value.starts_with("Digest realm=\"Diff Digest\", nonce=\""),
+        "{value}"
+    );
+}

@@ -25,6 +25,40 @@ pub struct BasicScheme {
     challenge: String,
 }
 
+/// The configured schemes (`auth_param basic` and/or `digest`) with their helpers.
+pub struct Schemes {
+    pub basic: Option<BasicScheme>,
+    pub digest: Option<crate::digest::DigestScheme>,
+}
+
+impl Schemes {
+    /// Checks the credentials by the scheme the client used; one not configured fails.
+    pub async fn check(&self, head: &Head) -> Outcome {
+        let scheme = head
+            .value("proxy-authorization")
+            .and_then(|v| v.split(|b| *b == b' ').next())
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+        match (scheme.as_deref(), &self.basic, &self.digest) {
+            (Some("digest"), _, Some(digest)) => digest.check(head).await,
+            (Some("basic"), Some(basic), _) => basic.check(head).await,
+            _ => Outcome::Rejected(None),
+        }
+    }
+
+    /// A 407's `Proxy-Authenticate` lines: one per scheme, Basic first.
+    pub fn challenges(&self) -> String {
+        let mut lines = self
+            .basic
+            .as_ref()
+            .map(|b| b.challenge().to_string())
+            .unwrap_or_default();
+        if let Some(digest) = &self.digest {
+            lines.push_str(&digest.challenge(false));
+        }
+        lines
+    }
+}
+
 /// What checking one request's credentials found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

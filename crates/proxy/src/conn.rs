@@ -621,6 +621,10 @@ impl ClientConn {
         t0: Instant,
     ) -> u64 {
         let config = &self.shared.config;
+        let challenges = match (error, &self.shared.auth) {
+            (SquidError::CacheAccessDenied, Some(auth)) => auth.challenges(),
+            _ => String::new(),
+        };
         let custom = match (&info.deny_info, error) {
             (Some(custom), SquidError::AccessDenied) => Some(&**custom),
             _ => None,
@@ -630,10 +634,7 @@ impl ClientConn {
             hostname: &config.visible_hostname,
             product: &self.shared.product,
             close,
-            extra_headers: match (error, &self.shared.auth) {
-                (SquidError::CacheAccessDenied, Some(auth)) => auth.challenge(),
-                _ => "",
-            },
+            extra_headers: &challenges,
             custom: None,
         };
         let location;

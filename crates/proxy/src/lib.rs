@@ -21,6 +21,7 @@ pub mod bump;
 pub mod config;
 pub mod conn;
 pub mod delay;
+pub mod digest;
 pub mod errors;
 pub mod exchange;
 pub mod expiring;

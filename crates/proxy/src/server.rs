@@ -35,7 +35,7 @@ pub struct Shared {
     pub product: String,
     pub resolver: Resolver,
     /// `auth_param basic`, with its helpers running.
-    pub auth: Option<Arc<crate::auth::BasicScheme>>,
+    pub auth: Option<Arc<crate::auth::Schemes>>,
     /// `url_rewrite_program`, with its helpers running.
     pub rewriter: Option<crate::url_rewrite::UrlRewriter>,
     /// `external_acl_type` helpers, running.
@@ -236,26 +236,38 @@ impl Shared {
             config.negative_dns_ttl,
         )?;
         let product = config.product();
-        let auth = match &config.basic_auth {
+        let helper_exists = |argv: &[String], location: String| {
+            std::fs::metadata(&argv[0])
+                .map(|_| ())
+                .map_err(|e| StartError::Helper {
+                    program: argv[0].clone(),
+                    location,
+                    source: e,
+                })
+        };
+        let basic = match &config.basic_auth {
             Some(basic) => {
-                let program = &basic.helper.argv[0];
-                if let Err(e) = std::fs::metadata(program) {
-                    return Err(StartError::Helper {
-                        program: program.clone(),
-                        location: format!(
-                            "auth_param basic program at {}",
-                            basic
-                                .location
-                                .as_ref()
-                                .map_or_else(String::new, ToString::to_string)
-                        ),
-                        source: e,
-                    });
-                }
-                Some(Arc::new(crate::auth::BasicScheme::start(basic.clone())))
+                let at = basic
+                    .location
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string);
+                helper_exists(
+                    &basic.helper.argv,
+                    format!("auth_param basic program at {at}"),
+                )?;
+                Some(crate::auth::BasicScheme::start(basic.clone()))
             }
             None => None,
         };
+        let digest = match &config.digest_auth {
+            Some(digest) => {
+                helper_exists(&digest.helper.argv, "auth_param digest program".into())?;
+                Some(crate::digest::DigestScheme::start(digest.clone()))
+            }
+            None => None,
+        };
+        let auth = (basic.is_some() || digest.is_some())
+            .then(|| Arc::new(crate::auth::Schemes { basic, digest }));
         let rewriter = match &config.url_rewrite {
             Some(rewrite) => {
                 let program = &rewrite.helper.argv[0];

@@ -56,7 +56,10 @@ impl Parser {
                     ),
                 )
             })?;
-        if ty.needs_login() && self.basic_auth.helper.argv.is_empty() {
+        if ty.needs_login()
+            && self.basic_auth.helper.argv.is_empty()
+            && self.digest_auth.helper.argv.is_empty()
+        {
             // Squid 5: "Can't use proxy auth because no authentication schemes are fully
             // configured", fatal at this line.
             return Err(d.error_plain(

@@ -218,6 +218,8 @@ pub struct Config {
     pub debug_level: Option<u8>,
     /// `auth_param basic`, when a `program` is configured.
     pub basic_auth: Option<BasicAuth>,
+    /// `auth_param digest`, when a `program` is configured.
+    pub digest_auth: Option<crate::digest::DigestAuth>,
     /// Things start-up should warn about: a line accepted with a meaning the user may not
     /// expect (Squid's own warnings, and where proxyfleet differs).
     pub notes: Vec<(Location, String)>,

@@ -198,6 +198,7 @@ pub(super) struct Parser {
     pub debug_level: Option<u8>,
     /// `auth_param basic`; configured once `argv` is set by a `program` line.
     pub basic_auth: super::model::BasicAuth,
+    pub digest_auth: crate::digest::DigestAuth,
     pub ignored: Vec<(String, Location)>,
     pub notes: Vec<(Location, String)>,
 }
@@ -278,6 +279,7 @@ impl Parser {
             positive_dns_ttl: Duration::from_secs(6 * 60 * 60),
             debug_level: None,
             basic_auth: super::auth_lines::default_basic(),
+            digest_auth: super::auth_lines::default_digest(),
             ignored: Vec::new(),
             notes: Vec::new(),
         }
@@ -807,6 +809,7 @@ impl Parser {
             positive_dns_ttl: self.positive_dns_ttl,
             debug_level: self.debug_level,
             basic_auth: (!self.basic_auth.helper.argv.is_empty()).then_some(self.basic_auth),
+            digest_auth: (!self.digest_auth.helper.argv.is_empty()).then_some(self.digest_auth),
             ignored: self.ignored,
             notes: self.notes,
         })

@@ -371,7 +371,8 @@ fn a_config_for_squid_itself_may_be_outside_the_subset() {
         ]),
         ["warning: groups.proxies: launch template proxy's squid.conf is outside the squid.conf \
           subset proxyfleet reads, so it was not checked: squid.conf:2:12: auth_param: the \
-          'ntlm' scheme is not supported (only basic is): its clients would never authenticate"]
+          'ntlm' scheme is not supported (basic and digest are): its clients would never \
+          authenticate"]
     );
     // What proxyfleet can read is checked all the same; Squid has no destination guard.
     assert_eq!(
