@@ -420,6 +420,15 @@ fn a_stale_leader_writes_nothing() {
     );
     assert_eq!(accepted_after_wake, 1, "elected once (before the stop)");
     assert!(leader(&s).is_some_and(|(h, _)| h != old));
+    // With the woken host back, the group may rebalance its zones (launching in zone a
+    // before it terminates the extra elsewhere): it settles at its size, no address twice.
+    tier.wait("the group settled at 3", Duration::from_secs(20), |s| {
+        let live = live(s);
+        let mut addresses: Vec<String> = live.iter().map(|i| i["address"].to_string()).collect();
+        addresses.sort();
+        addresses.dedup();
+        live.len() == 3 && addresses.len() == 3
+    });
     no_instance_twice(&tier, 3);
 }
 
