@@ -327,3 +327,30 @@ fn access_log_to_syslog() {
         "the same line as the file's"
     );
 }
+
+/// `access_log tcp://ADDR:PORT`: the lines arrive over one connection, in order.
+#[test]
+fn access_log_to_a_tcp_log_receiver() {
+    use std::io::BufRead;
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = Origin::start("127.30.0.84");
+    let proxy = start(&base_config(&format!(
+        "http_access allow app\n\
+         access_log tcp://{} squid\n\
+         access_log ACCESS_LOG squid\n",
+        receiver.local_addr().unwrap()
+    )));
+    let url = format!("{}/small", origin.url());
+    for _ in 0..2 {
+        assert_eq!(status(&get(proxy.addr(), &url, "")), 200);
+    }
+    let (stream, _) = receiver.accept().unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut lines = std::io::BufReader::new(stream).lines();
+    let file = proxy.access_log(2);
+    for expected in &file[..2] {
+        assert_eq!(&lines.next().unwrap().unwrap(), expected);
+    }
+}

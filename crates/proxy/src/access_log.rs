@@ -140,6 +140,8 @@ struct Target {
     udp: Option<std::net::UdpSocket>,
     /// `syslog:`: lines go to the system log, with this PRI value.
     syslog: Option<(std::os::unix::net::UnixDatagram, u8)>,
+    /// `tcp://`: lines go to a thread that keeps the connection ([`tcp_sender`]).
+    tcp: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 }
 
 /// Every configured access log.
@@ -198,10 +200,11 @@ impl AccessLogger {
                 }
                 None => None,
             };
-            let opened = match (log.udp, &syslog) {
-                (Some(to), _) => udp_sender(to).map(|s| (File::open("/dev/null"), Some(s))),
-                (None, Some(_)) => Ok((File::open("/dev/null"), None)),
-                (None, None) => Ok((open_append(&log.path), None)),
+            let tcp = log.tcp.map(tcp_sender);
+            let opened = match (log.udp, &syslog, &tcp) {
+                (Some(to), _, _) => udp_sender(to).map(|s| (File::open("/dev/null"), Some(s))),
+                (None, Some(_), _) | (None, None, Some(_)) => Ok((File::open("/dev/null"), None)),
+                (None, None, None) => Ok((open_append(&log.path), None)),
             };
             let (file, udp) = match opened {
                 Ok((Ok(file), udp)) => (file, udp),
@@ -221,6 +224,7 @@ impl AccessLogger {
                 file: Mutex::new(LogFile::new(file)),
                 udp,
                 syslog,
+                tcp,
             });
         }
         let wants =
@@ -321,7 +325,7 @@ impl AccessLogger {
         for target in self
             .targets
             .iter()
-            .filter(|t| t.udp.is_none() && t.syslog.is_none())
+            .filter(|t| t.udp.is_none() && t.syslog.is_none() && t.tcp.is_none())
         {
             match open_append(&target.path) {
                 Ok(file) => *target.lock() = LogFile::new(file),
@@ -342,6 +346,11 @@ impl Target {
 
     /// Appends one line; false when it was dropped.
     fn write(&self, line: &[u8]) -> bool {
+        if let Some(lines) = &self.tcp {
+            // Queued for the connection's thread; a full queue (the receiver slow or gone
+            // long enough to hold 10,000 lines) drops the line, counted.
+            return lines.try_send(line.to_vec()).is_ok();
+        }
         if let Some((socket, priority)) = &self.syslog {
             // RFC 3164's shape, as syslog(3) writes it: `<PRI>TAG[PID]: message`.
             let mut message = format!("<{priority}>squid[{}]: ", std::process::id()).into_bytes();
@@ -464,6 +473,46 @@ fn syslog_sender() -> std::io::Result<std::os::unix::net::UnixDatagram> {
     socket.connect(path)?;
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// `tcp://`: a thread that holds one connection to `to`, dialled when the first line comes
+/// and again after a failure, and writes the lines it is given in order. A line that
+/// cannot be written on a fresh connection either is dropped (reported at most every
+/// 10 s). The thread ends with the logger (a reload's new one has its own).
+///
+/// Unlike a file's, a line here is queued, not written, by the time the response ends: a
+/// TCP log receiver is the operator's choice of a stream over a record.
+fn tcp_sender(to: std::net::SocketAddr) -> std::sync::mpsc::SyncSender<Vec<u8>> {
+    let (lines, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(10_000);
+    let spawned = std::thread::Builder::new()
+        .name("access-log-tcp".into())
+        .spawn(move || {
+            let mut stream: Option<std::net::TcpStream> = None;
+            let mut last_report: Option<Instant> = None;
+            for line in queue {
+                let mut written = false;
+                for _ in 0..2 {
+                    if stream.is_none() {
+                        stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).ok();
+                    }
+                    if let Some(s) = stream.as_mut() {
+                        if s.write_all(&line).is_ok() {
+                            written = true;
+                            break;
+                        }
+                        stream = None;
+                    }
+                }
+                if !written && last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                    tracing::error!(to = %to, "access log line not sent: the TCP log receiver is not reachable");
+                    last_report = Some(Instant::now());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the tcp:// access log thread: its lines are dropped");
+    }
+    lines
 }
 
 /// A socket that sends to `to` (`udp://`), from an address of its family.

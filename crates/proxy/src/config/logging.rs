@@ -23,7 +23,7 @@ impl Parser {
             });
             return Ok(());
         }
-        let (path, udp, syslog) = log_path(&t.text).map_err(|m| d.error(t, m))?;
+        let (path, udp, syslog, tcp) = log_path(&t.text).map_err(|m| d.error(t, m))?;
         let mut format = None;
         let mut rest = &d.args[1..];
         while let Some(next) = rest.first() {
@@ -85,6 +85,7 @@ impl Parser {
             path,
             udp,
             syslog,
+            tcp,
             format: format.flatten(),
             refs,
             location: d.location(),
@@ -160,35 +161,40 @@ pub(super) fn rest_of_line(tokens: &[Token]) -> String {
 
 /// Where an `access_log` line writes: the file (its logging-module prefix removed), or the
 /// address of a `udp://HOST:PORT` one (an address: a name would be looked up at every
-/// start), or the syslog priority of a `syslog[:FACILITY[.PRIORITY]]` one.
-type LogDestination = (PathBuf, Option<SocketAddr>, Option<u8>);
+/// start), or the syslog priority of a `syslog[:FACILITY[.PRIORITY]]` one, or the address
+/// of a `tcp://HOST:PORT` one.
+type LogDestination = (PathBuf, Option<SocketAddr>, Option<u8>, Option<SocketAddr>);
 
 fn log_path(text: &str) -> Result<LogDestination, String> {
-    if let Some(address) = text.strip_prefix("udp://") {
+    for (module, tcp) in [("udp", false), ("tcp", true)] {
+        let Some(address) = text.strip_prefix(&format!("{module}://")) else {
+            continue;
+        };
         let address = address.trim_end_matches('/');
-        let udp: SocketAddr = address.parse().map_err(|_| {
-            format!("'{address}' is not an address and port (udp://ADDRESS:PORT, e.g. udp://127.0.0.1:514)")
+        let to: SocketAddr = address.parse().map_err(|_| {
+            format!(
+                "'{address}' is not an address and port ({module}://ADDRESS:PORT, e.g. \
+                 {module}://127.0.0.1:514)"
+            )
         })?;
-        return Ok((PathBuf::from(text), Some(udp), None));
+        return Ok(if tcp {
+            (PathBuf::from(text), None, None, Some(to))
+        } else {
+            (PathBuf::from(text), Some(to), None, None)
+        });
     }
     if text == "syslog" || text.starts_with("syslog:") {
         let priority = syslog_priority(text.strip_prefix("syslog:").unwrap_or(""))?;
-        return Ok((PathBuf::from(text), None, Some(priority)));
+        return Ok((PathBuf::from(text), None, Some(priority), None));
     }
     let path = match text.split_once(':') {
         Some(("stdio" | "daemon", path)) => path,
-        Some((module @ "tcp", _)) => {
-            return Err(format!(
-                "the '{module}' logging module is not supported (use a file path, optionally \
-                 with stdio: or daemon:, udp://ADDRESS:PORT or syslog:FACILITY.PRIORITY)"
-            ))
-        }
         _ => text,
     };
     if path.is_empty() {
         return Err(format!("'{text}' names no file"));
     }
-    Ok((PathBuf::from(path), None, None))
+    Ok((PathBuf::from(path), None, None, None))
 }
 
 /// `FACILITY[.PRIORITY]` as Squid reads it (default `local4.info`, as Squid's): the syslog
@@ -381,10 +387,9 @@ mod tests {
                 "1:15: logformat: missing format (e.g. %ts.%03tu %>a %rm %ru)",
             ),
             (
-                "access_log tcp://127.0.0.1:514",
-                "1:12: access_log: the 'tcp' logging module is not supported (use a file \
-                 path, optionally with stdio: or daemon:, udp://ADDRESS:PORT or \
-                 syslog:FACILITY.PRIORITY)",
+                "access_log tcp://loghost:514",
+                "1:12: access_log: 'loghost:514' is not an address and port \
+                 (tcp://ADDRESS:PORT, e.g. tcp://127.0.0.1:514)",
             ),
             (
                 "access_log syslog:nowhere.info",

@@ -69,6 +69,8 @@ pub struct AccessLog {
     pub udp: Option<SocketAddr>,
     /// `syslog:FACILITY.PRIORITY`: each line goes to the system log with this PRI value.
     pub syslog: Option<u8>,
+    /// `tcp://HOST:PORT`: lines go over one TCP connection to this address.
+    pub tcp: Option<SocketAddr>,
     /// Only transactions matching all of these are logged (empty = all).
     pub acls: AclList,
     /// `None`: Squid's native `squid` format; otherwise a built-in or `logformat` one.
