@@ -14,6 +14,18 @@ use common::{start, ProxyUnderTest, APP};
 use testkit::client::exchange_raw;
 use testkit::origin::Origin;
 
+/// A temporary directory Squid (which runs as the `proxy` user) can read: for the password
+/// files and helper scripts both proxies are given.
+fn readable_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    set_mode(dir.path(), 0o755);
+    dir
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
 /// What is compared of one answer.
 #[derive(Debug, PartialEq, Eq)]
 struct Answer {
@@ -285,12 +297,7 @@ fn basic_auth_answers_as_squid_does() {
         eprintln!("SKIPPED: {NCSA} is missing (install squid)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = readable_dir();
     let hash = std::process::Command::new("openssl")
         .args(["passwd", "-1", "wonderland"])
         .output()
@@ -301,7 +308,7 @@ fn basic_auth_answers_as_squid_does() {
         format!("alice:{}", String::from_utf8(hash.stdout).unwrap()),
     )
     .unwrap();
-    std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    set_mode(&passwd, 0o644);
     // An external ACL on the login (an LDAP group check's shape): alice is in, nobody else.
     let group = dir.path().join("group.sh");
     std::fs::write(
@@ -313,7 +320,7 @@ done
 ",
     )
     .unwrap();
-    std::fs::set_permissions(&group, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    set_mode(&group, 0o755);
     let origin = Origin::start("127.30.0.73");
     let Some(p) = pair(&format!(
         "auth_param basic program {NCSA} {}\n\
@@ -387,12 +394,7 @@ done
 #[test]
 fn url_rewriting_answers_as_squid_does() {
     let origin = Origin::start("127.30.0.74");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = readable_dir();
     let helper = dir.path().join("rewrite.sh");
     // Every answer Squid 5.7 reads, chosen by the request's path.
     std::fs::write(
@@ -415,7 +417,7 @@ fn url_rewriting_answers_as_squid_does() {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    set_mode(&helper, 0o755);
     let Some(p) = pair(&format!(
         "url_rewrite_program {}\n\
          url_rewrite_children 2 startup=1\n\
@@ -463,12 +465,7 @@ fn url_rewriting_answers_as_squid_does() {
 #[test]
 fn external_acls_answer_as_squid_does() {
     let origin = Origin::start("127.30.0.75");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = readable_dir();
     let helper = dir.path().join("teams.sh");
     // OK when the X-Team field is one of the ACL's arguments; BH for "broken".
     std::fs::write(
@@ -480,7 +477,7 @@ fn external_acls_answer_as_squid_does() {
          done\n",
     )
     .unwrap();
-    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    set_mode(&helper, 0o755);
     let Some(p) = pair(&format!(
         "external_acl_type teams ttl=60 negative_ttl=0 children-max=2 %SRC %>{{X-Team}} {}\n\
          acl app src 127.20.0.0/16\n\
@@ -652,15 +649,10 @@ fn digest_auth_answers_as_squid_does() {
         eprintln!("SKIPPED: {DIGEST} is missing (install squid)");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = readable_dir();
     let passwd = dir.path().join("digest");
     std::fs::write(&passwd, "alice:wonderland\n").unwrap();
-    std::fs::set_permissions(&passwd, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    set_mode(&passwd, 0o644);
     let origin = Origin::start("127.30.0.83");
     let Some(p) = pair(&format!(
         "auth_param digest program {DIGEST} {}\n\

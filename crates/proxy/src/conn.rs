@@ -259,6 +259,18 @@ impl ClientConn {
         }
     }
 
+    /// What every request's [`RequestInfo`] starts from: its head, and what the connection
+    /// says (the proxy address and port name it reached, the client's open connections).
+    fn request_info(&self, head: &Head) -> RequestInfo {
+        RequestInfo {
+            head: Some(head.clone()),
+            local: self.local,
+            port_name: self.port.spec.name.clone(),
+            client_connections: self.connections_now(),
+            ..Default::default()
+        }
+    }
+
     /// The client's open connections now, this one included (counted when `maxconn` ACLs
     /// or `client_ip_max_connections` need it; else 0).
     fn connections_now(&self) -> usize {
@@ -408,18 +420,13 @@ impl ClientConn {
             }
             Target::Origin { path } => self.answer_origin_form(&head, &path, start, t0).await,
             Target::Authority { host, port } => {
-                let info = RequestInfo {
+                let mut info = RequestInfo {
                     url: format!("{}:{port}", bracket(&host)),
                     method,
                     host,
                     port,
-                    head: Some(head.clone()),
-                    local: self.local,
-                    port_name: self.port.spec.name.clone(),
-                    client_connections: self.connections_now(),
-                    ..Default::default()
+                    ..self.request_info(&head)
                 };
-                let mut info = info;
                 self.believe_forwarded_for(&mut info, &head);
                 self.tunnel(&head, info, start, t0).await
             }
@@ -429,20 +436,15 @@ impl ClientConn {
                 port,
                 path_and_query,
             } => {
-                let info = RequestInfo {
+                let mut info = RequestInfo {
                     url: head.target().to_string(),
                     method,
                     scheme,
                     host,
                     port,
                     path: path_and_query,
-                    head: Some(head.clone()),
-                    local: self.local,
-                    port_name: self.port.spec.name.clone(),
-                    client_connections: self.connections_now(),
-                    ..Default::default()
+                    ..self.request_info(&head)
                 };
-                let mut info = info;
                 self.believe_forwarded_for(&mut info, &head);
                 self.forward(head, info, framing, start, t0).await
             }
@@ -471,13 +473,9 @@ impl ClientConn {
             host: dst.ip().to_string(),
             port: dst.port(),
             dst_ips: canonical_addresses(vec![dst.ip()]),
-            head: Some(head.clone()),
-            local: self.local,
-            port_name: self.port.spec.name.clone(),
-            client_connections: self.connections_now(),
             intercepted_tls: true,
             answered: true,
-            ..Default::default()
+            ..self.request_info(&head)
         };
         let _ = self.tunnel(&head, info, start, t0).await;
     }
@@ -515,7 +513,7 @@ impl ClientConn {
         let host = crate::intercept::host_of(&host_value)
             .map(|(name, _)| name)
             .unwrap_or_default();
-        let info = RequestInfo {
+        let mut info = RequestInfo {
             url: url_of(&host_value),
             method,
             scheme: "http".into(),
@@ -523,13 +521,8 @@ impl ClientConn {
             port: dst.port(),
             path,
             dst_ips: canonical_addresses(vec![dst.ip()]),
-            head: Some(head.clone()),
-            local: self.local,
-            port_name: self.port.spec.name.clone(),
-            client_connections: self.connections_now(),
-            ..Default::default()
+            ..self.request_info(&head)
         };
-        let mut info = info;
         self.believe_forwarded_for(&mut info, &head);
         self.forward(head, info, framing, start, t0).await
     }

@@ -160,7 +160,6 @@ impl Limit {
         };
         let class = config.class;
         let levels = &config.levels;
-        let bucket_for = |rate: Option<Rate>| rate.map(|r| Bucket::new(r, initial));
         if let Some(rate) = levels[0] {
             let agg = b
                 .aggregate
@@ -175,7 +174,7 @@ impl Limit {
                 let net = b
                     .network
                     .entry(self.network)
-                    .or_insert_with(|| bucket_for(Some(rate)).expect("a rate"));
+                    .or_insert_with(|| Bucket::new(rate, initial));
                 visit(net);
             }
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::access_log::LogEntry;
 use crate::expiring::ExpiringMap;
-use crate::helper::{HelperSpec, Helpers, Verdict};
+use crate::helper::{escape_field as encode, HelperSpec, Helpers, Verdict};
 use crate::log_format::{Context, LogFormat};
 
 /// One `external_acl_type` line.
@@ -263,11 +263,6 @@ pub fn question_line(ty: &ExternalAclType, q: &Question<'_>) -> String {
         words.extend(q.args.iter().map(|a| encode(a)));
     }
     words.join(" ")
-}
-
-/// Squid's `quote=url` (the default): RFC 1738 escaping.
-fn encode(value: &str) -> String {
-    crate::helper::escape_field(value)
 }
 
 #[cfg(test)]

@@ -65,17 +65,7 @@ impl Parser {
                 digest.helper.argv = values.iter().map(|t| t.text.clone()).collect();
             }
             "children" => helper_children(d, values, &mut digest.helper)?,
-            "realm" => {
-                if values.is_empty() {
-                    return Err(d.missing("realm"));
-                }
-                let realm: Vec<&str> = values.iter().map(|t| t.text.as_str()).collect();
-                let realm = realm.join(" ");
-                if realm.contains(['"', '\\']) {
-                    return Err(d.error(&values[0], "a realm cannot contain '\"' or '\\'"));
-                }
-                digest.realm = realm;
-            }
+            "realm" => digest.realm = realm(d, values)?,
             "nonce_max_duration" => {
                 let n = d.arg(2, "time (e.g. 30 minutes)")?;
                 let unit = d.args.get(3);
@@ -141,17 +131,7 @@ impl Parser {
                 basic.location = Some(d.location_of(&values[0]));
             }
             "children" => helper_children(d, values, &mut basic.helper)?,
-            "realm" => {
-                if values.is_empty() {
-                    return Err(d.missing("realm"));
-                }
-                let realm: Vec<&str> = values.iter().map(|t| t.text.as_str()).collect();
-                let realm = realm.join(" ");
-                if realm.contains(['"', '\\']) {
-                    return Err(d.error(&values[0], "a realm cannot contain '\"' or '\\'"));
-                }
-                basic.realm = realm;
-            }
+            "realm" => basic.realm = realm(d, values)?,
             "credentialsttl" => {
                 let n = d.arg(2, "time (e.g. 2 hours)")?;
                 let unit = d.args.get(3);
@@ -212,6 +192,20 @@ pub(super) fn helper_children(
     }
     spec.startup = spec.startup.min(spec.max_children);
     Ok(())
+}
+
+/// `realm TEXT...`: several words (or one quoted string), with no `"` or `\` (it goes
+/// into a quoted `Proxy-Authenticate` parameter).
+fn realm(d: &Directive, values: &[super::lex::Token]) -> Result<String, ConfigError> {
+    if values.is_empty() {
+        return Err(d.missing("realm"));
+    }
+    let realm: Vec<&str> = values.iter().map(|t| t.text.as_str()).collect();
+    let realm = realm.join(" ");
+    if realm.contains(['"', '\\']) {
+        return Err(d.error(&values[0], "a realm cannot contain '\"' or '\\'"));
+    }
+    Ok(realm)
 }
 
 fn on_off_at(d: &Directive, index: usize) -> Result<bool, ConfigError> {
