@@ -134,33 +134,26 @@ fn peek_then_splice_by_server_name_or_terminate() {
     );
     assert_eq!(back, b"server-hello");
 
+    // A tunnel's line is written when it has closed both ways, so the lines of tunnels that
+    // overlap come in either order: compared as a set.
     let log = proxy.access_log(6);
     let o = origin.to_string();
-    assert_eq!(
-        log[0],
-        format!("{APP} CONNECT {o} 200 TCP_TUNNEL www.allowed.test"),
-        "{log:#?}"
-    );
-    assert_eq!(
-        log[1],
-        format!("{APP} CONNECT {o} 200 TCP_TUNNEL big.allowed.test"),
-        "{log:#?}"
-    );
-    assert_eq!(
-        log[2],
-        format!("{APP} CONNECT {o} 200 TCP_DENIED www.elsewhere.test"),
-        "{log:#?}"
-    );
-    assert_eq!(
-        log[3],
-        format!("{APP} CONNECT {o} 200 TCP_DENIED -"),
-        "{log:#?}"
-    );
-    assert_eq!(
-        log[4],
-        format!("{APP} CONNECT {o} 200 TCP_DENIED -"),
-        "{log:#?}"
-    );
+    let mut got: Vec<String> = log[..6].to_vec();
+    got.sort();
+    let mut expected: Vec<String> = [
+        "200 TCP_TUNNEL www.allowed.test",
+        "200 TCP_TUNNEL big.allowed.test",
+        "200 TCP_DENIED www.elsewhere.test",
+        "200 TCP_DENIED -",
+        "200 TCP_DENIED -",
+        // The port without ssl-bump: not peeked, so no name.
+        "200 TCP_TUNNEL -",
+    ]
+    .iter()
+    .map(|tail| format!("{APP} CONNECT {o} {tail}"))
+    .collect();
+    expected.sort();
+    assert_eq!(got, expected, "{log:#?}");
 }
 
 #[test]
