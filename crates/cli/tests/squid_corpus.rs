@@ -8,10 +8,12 @@ use std::process::Command;
 
 /// The files that read today: a change that breaks one of them fails here.
 const READ_TODAY: &[&str] = &[
+    "001-128technology-salt-states.conf",
     "002-13pgeiser-docker.conf",
     "003-39ff-docker-squid-mysql.conf",
     "004-4km3-docker-alpine-squid.conf",
     "005-a3linux-homeproxy-docker.conf",
+    "006-aaronsw-tor2web.conf",
     "007-AdamMaltby-squidward.conf",
     "008-AkihiroKida-aws-cloudformation-verify.conf",
     "010-AlekseyMartynov-squid.conf",
@@ -47,6 +49,7 @@ const READ_TODAY: &[&str] = &[
     "043-jimmywanhk-aws-cdk-squid-proxy.conf",
     "044-jlevesy-k3s-offline.conf",
     "045-Jupiter0428-squid-stunnel.conf",
+    "046-kbrwn-rkt-squid.conf",
     "047-kdlan-my-dockerfile.conf",
     "049-konstruktoid-container-squid-build.conf",
     "050-kpcyrd-jenkins-debian.conf",

@@ -137,7 +137,7 @@ fn squid_sends_get_through_the_hierarchy_and_post_direct() {
     );
     assert!(!via_parent(&always), "always_direct: {always}");
     let log = child.access_log(3);
-    assert!(log[0].contains("FIRST_UP_PARENT/127.0.0.1"), "{log:#?}");
+    assert!(log[0].contains("FIRSTUP_PARENT/127.0.0.1"), "{log:#?}");
     assert!(log[1].contains("HIER_DIRECT/127.30.0.66"), "{log:#?}");
 }
 

@@ -404,7 +404,9 @@ impl ClientConn {
                 return Next::Close;
             }
         };
-        let is_proxy_request = !matches!(target, Target::Origin { .. });
+        let is_proxy_request = !matches!(target, Target::Origin { .. })
+            || self.port.spec.accel.is_some()
+            || self.port.spec.intercept;
         if is_proxy_request && self.shared.log.refuses() {
             // Its own line (NONE_NONE/503) is the probe: once it is written, the log works
             // again and the next request is served.
@@ -414,6 +416,22 @@ impl ClientConn {
             return Next::Close;
         }
         match target {
+            Target::Authority { .. } if self.port.spec.accel.is_some() => {
+                // An accelerator takes no tunnels (Squid: NONE_NONE/405).
+                self.reply_error(
+                    SquidError::MethodNotAllowed,
+                    "error:method-not-allowed",
+                    &method,
+                    start,
+                    t0,
+                )
+                .await;
+                Next::Close
+            }
+            Target::Origin { path } if self.port.spec.accel.is_some() => {
+                self.accelerated(head, path, method, framing, (start, t0))
+                    .await
+            }
             Target::Origin { path } if self.port.spec.intercept => {
                 self.intercepted(head, path, method, framing, (start, t0))
                     .await
@@ -521,6 +539,38 @@ impl ClientConn {
             port: dst.port(),
             path,
             dst_ips: canonical_addresses(vec![dst.ip()]),
+            ..self.request_info(&head)
+        };
+        self.believe_forwarded_for(&mut info, &head);
+        self.forward(head, info, framing, start, t0).await
+    }
+
+    /// An origin-form request on an `accel` port: its URL rebuilt from `Host`,
+    /// `defaultsite=` or `vport` ([`crate::accel`]), then forwarded as any request is.
+    async fn accelerated(
+        &mut self,
+        head: Head,
+        path: String,
+        method: String,
+        framing: crate::http::head::Framing,
+        (start, t0): (SystemTime, Instant),
+    ) -> Next {
+        let accel = self.port.spec.accel.as_ref().expect("an accel port");
+        let host_value = head.value("host").map(String::from_utf8_lossy);
+        let Some(site) = crate::accel::site(accel, host_value.as_deref(), self.local) else {
+            // Squid 5.7 logs the path as the URL then.
+            tracing::info!(client = %self.client, "request on an accel port names no site (no Host, no defaultsite=, no vport): refused");
+            self.reply_error(SquidError::InvalidUrl, &path, &method, start, t0)
+                .await;
+            return Next::Close;
+        };
+        let mut info = RequestInfo {
+            url: site.url(&path),
+            method,
+            scheme: "http".into(),
+            host: site.host,
+            port: site.port,
+            path,
             ..self.request_info(&head)
         };
         self.believe_forwarded_for(&mut info, &head);

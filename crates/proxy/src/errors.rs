@@ -27,6 +27,8 @@ pub enum SquidError {
     /// Request head larger than `request_header_max_size`.
     TooBig,
     UnsupportedRequest,
+    /// A CONNECT on an accel port: Squid's ERR_UNSUP_REQ page with 405.
+    MethodNotAllowed,
     ShuttingDown,
     /// The access log cannot be written and `logfile_error_policy refuse` says to serve
     /// nothing unlogged.
@@ -66,6 +68,7 @@ impl SquidError {
             SquidError::ExpectationFailed => 417,
             SquidError::TooBig => 431,
             SquidError::UnsupportedRequest => 501,
+            SquidError::MethodNotAllowed => 405,
         }
     }
 
@@ -81,7 +84,7 @@ impl SquidError {
             SquidError::InvalidUrl => "ERR_INVALID_URL",
             SquidError::InvalidResp => "ERR_INVALID_RESP",
             SquidError::TooBig => "ERR_TOO_BIG",
-            SquidError::UnsupportedRequest => "ERR_UNSUP_REQ",
+            SquidError::UnsupportedRequest | SquidError::MethodNotAllowed => "ERR_UNSUP_REQ",
             SquidError::ShuttingDown => "ERR_SHUTTING_DOWN",
             SquidError::LogUnwritable => "ERR_ACCESS_LOG_UNWRITABLE",
             SquidError::ForwardingDenied => "ERR_FORWARDING_DENIED",
@@ -108,7 +111,7 @@ impl SquidError {
             SquidError::InvalidUrl => "Some aspect of the requested URL is incorrect.",
             SquidError::InvalidResp => "The HTTP response message received from the contacted server could not be understood or was otherwise malformed.",
             SquidError::TooBig => "The request or reply is too large.",
-            SquidError::UnsupportedRequest => "This proxy does not support the request method or URL scheme.",
+            SquidError::UnsupportedRequest | SquidError::MethodNotAllowed => "This proxy does not support the request method or URL scheme.",
             SquidError::ShuttingDown => "This proxy is in the process of shutting down.",
             SquidError::LogUnwritable => "This proxy cannot write its access log, and serves nothing it cannot log.",
             SquidError::ForwardingDenied => "This cache will not forward your request because it is trying to enforce a sibling relationship.",

@@ -97,7 +97,16 @@ impl ClientConn {
         }
         let hierarchical =
             crate::peers::is_hierarchical(&info.method, head.value("authorization").is_some());
-        let route = config.parents.route(&info.facts(self.client), hierarchical);
+        // Squid: a request on an accel port goes only through cache_peers unless the port
+        // says `allow-direct` (or always_direct allows it).
+        let no_direct = self
+            .port_spec()
+            .accel
+            .as_ref()
+            .is_some_and(|a| !a.allow_direct);
+        let route = config
+            .parents
+            .route(&info.facts(self.client), hierarchical, no_direct);
         if route.is_empty() {
             // Squid 5.7's answer when never_direct leaves no parent: 502 ERR_READ_ERROR.
             self.log_denial(&info, Denial::NeverDirect);
@@ -179,9 +188,14 @@ impl ClientConn {
         let local_for = |ip: IpAddr| if ip.is_ipv4() { local_v4 } else { local_v6 };
 
         let mut request_head = BytesMut::with_capacity(head.wire_len() + 256);
-        let host_header = Target::host_header(&info.host, info.port, "http");
-        // A parent gets the absolute form, as any proxy does.
-        let request_target = if target.parent.is_some() {
+        let origin_server = target.parent.filter(|p| p.origin_server);
+        let host_header = match origin_server.and_then(|p| p.forced_domain.as_ref()) {
+            Some(forced) => forced.clone(),
+            None => Target::host_header(&info.host, info.port, "http"),
+        };
+        // A parent proxy gets the absolute form, as any proxy does; an origin server (and
+        // the origin, direct) the origin form.
+        let request_target = if target.parent.is_some() && origin_server.is_none() {
             &info.url
         } else {
             &info.path
@@ -198,8 +212,23 @@ impl ClientConn {
                 add: header_rules.additions(&facts, &so_far),
             }
         };
-        if let Some(credentials) = target.parent.and_then(|p| parent_credentials(p, head)) {
+        if let Some(peer) = origin_server {
+            // Squid: an origin server is shown `login=user:password` as `Authorization`,
+            // unless the client sent its own (passed on, end to end, like any request's).
+            if let (Some(PeerLogin::Basic(value)), None) =
+                (&peer.login, head.value("authorization"))
+            {
+                edits.add.push(("Authorization".into(), value.clone()));
+            }
+        } else if let Some(credentials) = target.parent.and_then(|p| parent_credentials(p, head)) {
             edits.add.push(("Proxy-Authorization".into(), credentials));
+        }
+        if self.port_spec().accel.is_some() {
+            // What Squid tells the servers behind an accelerator (ESI surrogates).
+            edits.add.push((
+                "Surrogate-Capability".into(),
+                format!("{}=\"Surrogate/1.0\"", config.visible_hostname),
+            ));
         }
         let upgrades = config.upgrades.allowed(head, &facts);
         if !upgrades.is_empty() {
@@ -486,7 +515,7 @@ pub(crate) struct HopTarget<'a> {
     pub ips: Vec<IpAddr>,
     pub port: u16,
     pub connect_timeout: std::time::Duration,
-    /// `%Sh`: `HIER_DIRECT`, `FIRST_UP_PARENT`, ...
+    /// `%Sh`: `HIER_DIRECT`, `FIRSTUP_PARENT`, ...
     pub hierarchy: &'static str,
     pub parent: Option<&'a Arc<CachePeer>>,
 }

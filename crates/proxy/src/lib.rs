@@ -14,6 +14,7 @@
 //!   `proxy_auth` ACL asks who the client is;
 //! - every transaction ends as one [`access_log`] line in Squid's native format.
 
+pub mod accel;
 pub mod access_log;
 pub mod acl;
 pub mod auth;

@@ -33,6 +33,11 @@ pub struct CachePeer {
     pub default: bool,
     /// `round-robin` (and the other balancing options): parents with it take turns.
     pub round_robin: bool,
+    /// `originserver`: a web server (a reverse proxy's backend), sent requests in origin
+    /// form (`GET /path`), and `login=` as `Authorization`.
+    pub origin_server: bool,
+    /// `forceddomain=NAME`: the `Host` an origin server is sent.
+    pub forced_domain: Option<String>,
     /// `connect-timeout=` (default `connect_timeout`).
     pub connect_timeout: Option<Duration>,
     /// `cache_peer_access NAME allow|deny ...`; no lines: every request may use it.
@@ -87,12 +92,13 @@ impl Parents {
         }
     }
 
-    /// The hops to try for a request, in order; empty when `never_direct` forbids going
-    /// direct and no parent may take it.
-    pub fn route(&self, f: &Facts, hierarchical: bool) -> Vec<Hop> {
+    /// The hops to try for a request, in order; empty when `never_direct` (or an accel
+    /// port without `allow-direct`: `no_direct`) forbids going direct and no parent may
+    /// take it.
+    pub fn route(&self, f: &Facts, hierarchical: bool, no_direct: bool) -> Vec<Hop> {
         let direct = if !self.always_direct.is_empty() && self.always_direct.allows(f) {
             Some(true)
-        } else if !self.never_direct.is_empty() && self.never_direct.allows(f) {
+        } else if no_direct || (!self.never_direct.is_empty() && self.never_direct.allows(f)) {
             Some(false)
         } else if !hierarchical && self.nonhierarchical_direct {
             Some(true)
@@ -134,7 +140,7 @@ impl Parents {
         let first_up = usable
             .iter()
             .filter(|p| !p.round_robin && !p.default)
-            .map(|p| Hop::Parent(Arc::clone(p), "FIRST_UP_PARENT"));
+            .map(|p| Hop::Parent(Arc::clone(p), "FIRSTUP_PARENT"));
         let defaults = usable
             .iter()
             .filter(|p| p.default)
@@ -162,6 +168,8 @@ mod tests {
             login: None,
             default,
             round_robin,
+            origin_server: false,
+            forced_domain: None,
             connect_timeout: None,
             access: AccessRules::default(),
             location: Location {
@@ -211,15 +219,19 @@ mod tests {
             true,
         );
         assert_eq!(
-            names(&p.route(&f, true)),
+            names(&p.route(&f, true, false)),
             [
-                "a:FIRST_UP_PARENT",
-                "b:FIRST_UP_PARENT",
+                "a:FIRSTUP_PARENT",
+                "b:FIRSTUP_PARENT",
                 "fallback:DEFAULT_PARENT",
                 "DIRECT"
             ]
         );
-        assert_eq!(names(&p.route(&f, false)), ["DIRECT"], "non-hierarchical");
+        assert_eq!(
+            names(&p.route(&f, false, false)),
+            ["DIRECT"],
+            "non-hierarchical"
+        );
         let never = Parents::new(
             peers.clone(),
             AccessRules::default(),
@@ -228,22 +240,49 @@ mod tests {
             true,
         );
         assert_eq!(
-            names(&never.route(&f, false)).len(),
+            names(&never.route(&f, false, false)).len(),
             3,
             "never_direct: parents only"
         );
         let always = Parents::new(peers.clone(), allow_all(), allow_all(), false, true);
-        assert_eq!(names(&always.route(&f, true)), ["DIRECT"]);
+        assert_eq!(names(&always.route(&f, true, false)), ["DIRECT"]);
         let prefer = Parents::new(
-            peers,
+            peers.clone(),
             AccessRules::default(),
             AccessRules::default(),
             true,
             true,
         );
-        assert_eq!(names(&prefer.route(&f, true))[0], "DIRECT");
+        assert_eq!(names(&prefer.route(&f, true, false))[0], "DIRECT");
         let none = Parents::new(Vec::new(), AccessRules::default(), allow_all(), false, true);
-        assert!(none.route(&f, true).is_empty(), "nowhere to go");
+        assert!(none.route(&f, true, false).is_empty(), "nowhere to go");
+        // An accel port without allow-direct: parents only, even for a POST, unless
+        // always_direct says otherwise (Squid checks always_direct first).
+        let open = Parents::new(
+            peers.clone(),
+            AccessRules::default(),
+            AccessRules::default(),
+            false,
+            true,
+        );
+        assert_eq!(
+            names(&open.route(&f, false, true)).len(),
+            3,
+            "accel: parents only"
+        );
+        let none = Parents::new(
+            Vec::new(),
+            AccessRules::default(),
+            AccessRules::default(),
+            false,
+            true,
+        );
+        assert!(none.route(&f, true, true).is_empty(), "accel without peers");
+        assert_eq!(
+            names(&always.route(&f, true, true)),
+            ["DIRECT"],
+            "always_direct wins"
+        );
     }
 
     #[test]
@@ -257,7 +296,7 @@ mod tests {
             true,
         );
         let first: Vec<_> = (0..4)
-            .map(|_| names(&p.route(&f, true))[0].clone())
+            .map(|_| names(&p.route(&f, true, false))[0].clone())
             .collect();
         assert_eq!(
             first,

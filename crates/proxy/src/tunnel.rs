@@ -58,8 +58,10 @@ impl ClientConn {
         }
         let (v4, v6) = outgoing_addresses(&config.tcp_outgoing_address, &info.facts(self.client));
         let local_for = |ip: IpAddr| if ip.is_ipv4() { v4 } else { v6 };
-        // CONNECT is never hierarchical: direct unless never_direct says otherwise.
-        let route = config.parents.route(&info.facts(self.client), false);
+        // CONNECT is never hierarchical: direct unless never_direct says otherwise. Origin
+        // servers (a reverse proxy's backends) do not take tunnels.
+        let mut route = config.parents.route(&info.facts(self.client), false, false);
+        route.retain(|hop| !matches!(hop, Hop::Parent(peer, _) if peer.origin_server));
         let mut failure = (SquidError::CannotForward, None);
         if route.is_empty() {
             self.log_denial(&info, Denial::NeverDirect);

@@ -35,11 +35,16 @@ impl Squid {
     /// Starts Squid on `body` (ACLs, rules...; `ACCESS_LOG` replaced by its log's path),
     /// with its port, pid file, cache log and (unless the body has one) access log added.
     pub fn start(body: &str) -> Squid {
+        Self::start_on(body, "")
+    }
+
+    /// As [`Squid::start`], its `http_port` line with `options` (`accel vhost`, ...).
+    pub fn start_on(body: &str, options: &str) -> Squid {
         // The port is chosen free and then bound by Squid: another test may take it in
         // between, so a Squid that could not bind is started again on another.
         let mut last_failure = String::new();
         for _ in 0..5 {
-            match Self::try_start(body) {
+            match Self::try_start(body, options) {
                 Ok(squid) => return squid,
                 Err(why) => last_failure = why,
             }
@@ -47,7 +52,7 @@ impl Squid {
         panic!("squid did not start: {last_failure}");
     }
 
-    fn try_start(body: &str) -> Result<Squid, String> {
+    fn try_start(body: &str, options: &str) -> Result<Squid, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         // Squid drops to the `proxy` user: its files must be writable by it.
         std::fs::set_permissions(
@@ -64,7 +69,7 @@ impl Squid {
             format!("access_log stdio:{} squid\n", log.display())
         };
         let conf = format!(
-            "http_port 127.0.0.1:{port}\n\
+            "http_port 127.0.0.1:{port} {options}\n\
              pid_filename {dir}/squid.pid\n\
              cache_log {dir}/cache.log\n\
              coredump_dir {dir}\n\

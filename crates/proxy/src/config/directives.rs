@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::lex::Token;
-use super::model::{ForwardedFor, HttpPort};
+use super::model::{Accel, ForwardedFor, HttpPort, Vport};
 use super::parse::{Directive, Parser, DEFAULT_MAX_FILEDESCRIPTORS};
 use super::units::{self, UnitError};
 use super::ConfigError;
@@ -39,6 +39,51 @@ const BUMP_ONLY_OPTIONS: &[&str] = &[
     "version=",
 ];
 
+/// `http_port` options that need `accel` before them.
+const ACCEL_OPTIONS: &[&str] = &[
+    "defaultsite=",
+    "vport",
+    "allow-direct",
+    "protocol=",
+    "ignore-cc",
+    "act-as-origin",
+];
+
+/// One accelerator option (`o` is one of [`ACCEL_OPTIONS`]).
+fn accel_option(accel: &mut Accel, o: &str) -> Result<(), String> {
+    if let Some(site) = o.strip_prefix("defaultsite=") {
+        if crate::intercept::host_of(site).is_none() {
+            return Err(format!(
+                "defaultsite: '{site}' is not a host name or HOST:PORT"
+            ));
+        }
+        accel.default_site = Some(site.to_string());
+    } else if o == "vport" {
+        accel.vport = Some(Vport::Listening);
+    } else if let Some(port) = o.strip_prefix("vport=") {
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("vport: '{port}' is not a port"))?;
+        accel.vport = Some(Vport::Fixed(port));
+    } else if o == "allow-direct" {
+        accel.allow_direct = true;
+    } else if let Some(protocol) = o.strip_prefix("protocol=") {
+        if !matches!(protocol.to_ascii_lowercase().as_str(), "http" | "http/1.1") {
+            return Err(format!(
+                "protocol={protocol}: only http is accelerated here (a port where clients \
+                 speak TLS to the proxy is not supported)"
+            ));
+        }
+    } else if o != "ignore-cc" && o != "act-as-origin" {
+        // ignore-cc and act-as-origin change what a cache does with what it stores: no
+        // cache, no effect. Anything else starting like an option is not one.
+        return Err(format!("unsupported option '{o}'"));
+    }
+    Ok(())
+}
+
 impl Parser {
     /// `http_port [ADDR:]PORT [require-proxy-header] [name=...]`.
     /// Also `https_port [ADDR:]PORT intercept ssl-bump [cert=...]`: intercepted TLS,
@@ -51,12 +96,39 @@ impl Parser {
         let mut name: std::sync::Arc<str> = t.text.as_str().into();
         let mut intercept = false;
         let mut ssl_bump = false;
+        let mut accel: Option<Accel> = None;
         for option in &d.args[1..] {
             match option.text.as_str() {
                 "require-proxy-header" => require_proxy_header = true,
                 "intercept" | "transparent" => intercept = true,
                 "ssl-bump" => ssl_bump = true,
                 o if o.starts_with("name=") => name = o["name=".len()..].into(),
+                "accel" => {
+                    accel.get_or_insert_with(Accel::default);
+                }
+                "vhost" => {
+                    if accel.is_none() {
+                        self.notes.push((
+                            d.location_of(option),
+                            "http_port: vhost implies accel (Squid: 'vhost option is \
+                             deprecated. Use accel mode flag instead')"
+                                .into(),
+                        ));
+                    }
+                    accel.get_or_insert_with(Accel::default);
+                }
+                o if ACCEL_OPTIONS.iter().any(|p| o == *p || o.starts_with(p)) => {
+                    let Some(accel) = accel.as_mut() else {
+                        return Err(d.error(
+                            option,
+                            format!(
+                                "'{o}' is an accelerator option: it needs 'accel' (or 'vhost') \
+                                 before it on the line, as in Squid"
+                            ),
+                        ));
+                    };
+                    accel_option(accel, o).map_err(|m| d.error(option, m))?;
+                }
                 // What bumping (decrypting) would sign with: never used, as nothing is
                 // decrypted.
                 o if BUMP_ONLY_OPTIONS
@@ -67,11 +139,19 @@ impl Parser {
                         option,
                         format!(
                             "unsupported option '{o}' (supported: require-proxy-header, \
-                             intercept, transparent, ssl-bump, name=...)"
+                             intercept, transparent, ssl-bump, accel, vhost, vport, \
+                             defaultsite=, allow-direct, name=...)"
                         ),
                     ))
                 }
             }
+        }
+        if accel.is_some() && (intercept || ssl_bump || https) {
+            return Err(d.error(
+                d.name,
+                "an accel port cannot also be intercept, ssl-bump or https_port (Squid: \
+                 'Intercept mode requires its own interception port')",
+            ));
         }
         if https && !(intercept && ssl_bump) {
             return Err(d.error(
@@ -87,6 +167,7 @@ impl Parser {
             intercept,
             ssl_bump,
             tls: https,
+            accel,
             location: d.location(),
         });
         Ok(())
@@ -498,10 +579,56 @@ mod tests {
             (
                 "http_port 3128 tproxy",
                 "1:16: http_port: unsupported option 'tproxy' (supported: \
-                 require-proxy-header, intercept, transparent, ssl-bump, name=...)",
+                 require-proxy-header, intercept, transparent, ssl-bump, accel, vhost, vport, \
+                 defaultsite=, allow-direct, name=...)",
+            ),
+            (
+                "http_port 3128 defaultsite=a.test accel",
+                "1:16: http_port: 'defaultsite=a.test' is an accelerator option: it needs \
+                 'accel' (or 'vhost') before it on the line, as in Squid",
+            ),
+            (
+                "http_port 3128 accel vport=x",
+                "1:22: http_port: vport: 'x' is not a port",
+            ),
+            (
+                "http_port 3128 accel intercept",
+                "1:1: http_port: an accel port cannot also be intercept, ssl-bump or \
+                 https_port (Squid: 'Intercept mode requires its own interception port')",
+            ),
+            (
+                "http_port 3128 accel protocol=https",
+                "1:22: http_port: protocol=https: only http is accelerated here (a port where \
+                 clients speak TLS to the proxy is not supported)",
             ),
         ];
         assert_errors(&cases);
+    }
+
+    #[test]
+    fn accel_ports_as_squid_reads_them() {
+        let c = parse_ok(
+            "http_port 80 vhost vport=8080\n\
+             http_port 81 accel defaultsite=www.test:8081 allow-direct ignore-cc\n\
+             http_port 82\n",
+        );
+        assert_eq!(
+            c.http_ports[0].accel,
+            Some(Accel {
+                default_site: None,
+                vport: Some(Vport::Fixed(8080)),
+                allow_direct: false
+            })
+        );
+        assert!(
+            c.notes[0].1.contains("vhost implies accel"),
+            "{:?}",
+            c.notes
+        );
+        let second = c.http_ports[1].accel.as_ref().unwrap();
+        assert_eq!(second.default_site.as_deref(), Some("www.test:8081"));
+        assert!(second.allow_direct);
+        assert_eq!(c.http_ports[2].accel, None);
     }
 
     #[test]

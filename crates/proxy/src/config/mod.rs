@@ -41,7 +41,9 @@ mod units;
 use std::path::{Path, PathBuf};
 
 pub use deny_info::DenyInfo;
-pub use model::{AccessLog, BasicAuth, Config, ForwardedFor, HttpPort, Location, OutgoingAddress};
+pub use model::{
+    Accel, AccessLog, BasicAuth, Config, ForwardedFor, HttpPort, Location, OutgoingAddress, Vport,
+};
 pub use read::{
     read_bounded, MAX_CONFIG_FILE_BYTES, MAX_CONFIG_LINE_BYTES, MAX_CONFIG_TOTAL_BYTES,
     MAX_STACK_FILE_BYTES,

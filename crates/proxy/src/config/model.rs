@@ -41,7 +41,28 @@ pub struct HttpPort {
     pub ssl_bump: bool,
     /// An `https_port` (`intercept ssl-bump`): intercepted TLS, no HTTP request.
     pub tls: bool,
+    /// `accel` (also implied by `vhost`): a reverse-proxy port ([`crate::accel`]).
+    pub accel: Option<Accel>,
     pub location: Location,
+}
+
+/// The accelerator options of an `http_port ... accel` line (Squid's semantics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accel {
+    /// `defaultsite=HOST[:PORT]`: the site of a request that has no `Host`.
+    pub default_site: Option<String>,
+    /// `vport` / `vport=N`: the port of the URL, instead of the one `Host` names.
+    pub vport: Option<Vport>,
+    /// `allow-direct`: requests may go to the origin named by the URL; without it they go
+    /// only through `cache_peer`s, as if `never_direct allow all` (unless `always_direct`).
+    pub allow_direct: bool,
+}
+
+/// `vport` (the port the request arrived on) or `vport=N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vport {
+    Listening,
+    Fixed(u16),
 }
 
 /// `forwarded_for on|off|transparent|delete|truncate` (Squid's semantics).

@@ -674,6 +674,8 @@ impl Parser {
                     login: p.login,
                     default: p.default,
                     round_robin: p.round_robin,
+                    origin_server: p.origin_server,
+                    forced_domain: p.forced_domain,
                     connect_timeout: p.connect_timeout,
                     access: rules(p.access),
                     location: p.location,

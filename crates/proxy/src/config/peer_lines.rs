@@ -21,6 +21,8 @@ pub(super) struct PendingPeer {
     pub login: Option<PeerLogin>,
     pub default: bool,
     pub round_robin: bool,
+    pub origin_server: bool,
+    pub forced_domain: Option<String>,
     pub connect_timeout: Option<Duration>,
     pub access: Vec<PendingRule>,
     pub location: Location,
@@ -97,6 +99,8 @@ impl Parser {
             login: None,
             default: false,
             round_robin: false,
+            origin_server: false,
+            forced_domain: None,
             connect_timeout: None,
             access: Vec::new(),
             location: d.location(),
@@ -124,8 +128,15 @@ impl Parser {
                 o if o.starts_with("login=") => {
                     peer.login = Some(login(&o["login=".len()..]).map_err(|m| d.error(t, m))?)
                 }
-                "originserver" => {
-                    return Err(d.error(t, "originserver peers (a reverse proxy) are not supported"))
+                "originserver" => peer.origin_server = true,
+                o if o.starts_with("forceddomain=") => {
+                    let domain = &o["forceddomain=".len()..];
+                    if domain.is_empty() || domain.contains([':', '/', '[', ']', '@']) {
+                        return Err(
+                            d.error(t, format!("forceddomain: '{domain}' is not a host name"))
+                        );
+                    }
+                    peer.forced_domain = Some(domain.to_string());
                 }
                 o if o == "ssl" || o == "tls" || o.starts_with("ssl") || o.starts_with("tls") => {
                     return Err(d.error(
@@ -178,16 +189,18 @@ impl Parser {
     }
 }
 
-/// `login=user:password` or `login=PASSTHRU`. Squid's `PASS` (the client's own Basic
-/// credentials), `NEGOTIATE` and `PROXYPASS` are refused: the parent would see no
+/// `login=user:password`, `login=PASSTHRU` or `login=PASS` (the client's own credentials
+/// passed on: the same as PASSTHRU here, as the `user=`/`password=` an external ACL could
+/// add are not kept). `NEGOTIATE` and `PROXYPASS` are refused: the parent would see no
 /// credentials, or other ones than the file means.
 fn login(value: &str) -> Result<PeerLogin, String> {
     match value {
-        "PASSTHRU" => Ok(PeerLogin::PassThru),
-        "PASS" | "PROXYPASS" => Err(format!(
-            "login={value} is not supported (use login=PASSTHRU to pass the client's \
+        "PASSTHRU" | "PASS" => Ok(PeerLogin::PassThru),
+        "PROXYPASS" => Err(
+            "login=PROXYPASS is not supported (use login=PASSTHRU to pass the client's \
              Proxy-Authorization on, or login=user:password)"
-        )),
+                .into(),
+        ),
         v if v.starts_with("NEGOTIATE") => {
             Err("login=NEGOTIATE (Kerberos to the parent) is not supported".into())
         }
@@ -226,7 +239,7 @@ mod tests {
             Some(std::time::Duration::from_secs(3))
         );
         let hops = |r: &Request| -> Vec<String> {
-            p.route(&r.facts(), true)
+            p.route(&r.facts(), true, false)
                 .iter()
                 .map(|h| match h {
                     Hop::Direct => "DIRECT".into(),
@@ -258,17 +271,17 @@ mod tests {
                 "1:21: cache_peer: 'x' is not a port",
             ),
             (
-                "cache_peer p parent 3128 0 originserver",
-                "1:28: cache_peer: originserver peers (a reverse proxy) are not supported",
+                "cache_peer p parent 3128 0 originserver forceddomain=a:b:c",
+                "1:41: cache_peer: forceddomain: 'a:b:c' is not a host name",
             ),
             (
                 "cache_peer p parent 3128 0 tls",
                 "1:28: cache_peer: 'tls': TLS to a parent is not supported (plain HTTP only)",
             ),
             (
-                "cache_peer p parent 3128 0 login=PASS",
-                "1:28: cache_peer: login=PASS is not supported (use login=PASSTHRU to pass the \
-                 client's Proxy-Authorization on, or login=user:password)",
+                "cache_peer p parent 3128 0 login=PROXYPASS",
+                "1:28: cache_peer: login=PROXYPASS is not supported (use login=PASSTHRU to pass \
+                 the client's Proxy-Authorization on, or login=user:password)",
             ),
             (
                 "cache_peer p parent 3128 0\ncache_peer p parent 3129 0",
