@@ -463,6 +463,46 @@ fn url_rewriting_answers_as_squid_does() {
 }
 
 #[test]
+fn url_rewrite_host_header_off_keeps_the_clients_host_as_squid_does() {
+    let origin = Origin::start("127.30.0.84");
+    let dir = readable_dir();
+    let helper = dir.path().join("rewrite.sh");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nwhile read -r url rest; do echo \"OK rewrite-url={}/small\"; done\n",
+            origin.url()
+        ),
+    )
+    .unwrap();
+    set_mode(&helper, 0o755);
+    let Some(p) = pair(&format!(
+        "url_rewrite_program {}\n\
+         url_rewrite_host_header off\n\
+         acl app src 127.20.0.0/16\n\
+         http_access allow app\n",
+        helper.display()
+    )) else {
+        return;
+    };
+    let request =
+        "GET http://public.test/page HTTP/1.1\r\nHost: public.test\r\nConnection: close\r\n\r\n";
+    for proxy in [p.squid.addr, p.ours.addr()] {
+        let reply = exchange_raw(APP, proxy, request.as_bytes());
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    let hosts: Vec<Option<String>> = origin
+        .seen()
+        .iter()
+        .map(|s| s.header("host").map(String::from))
+        .collect();
+    assert_eq!(
+        hosts,
+        [Some("public.test".into()), Some("public.test".into())]
+    );
+}
+
+#[test]
 fn external_acls_answer_as_squid_does() {
     let origin = Origin::start("127.30.0.75");
     let dir = readable_dir();

@@ -44,6 +44,11 @@ pub struct RequestInfo {
     pub deny_info: Option<Arc<crate::config::DenyInfo>>,
     /// `external` ACLs' answers, by ACL name, as they are asked.
     pub external: Vec<(String, bool)>,
+    /// The last `tag=` an external ACL's helper answered.
+    pub tag: Option<String>,
+    /// `url_rewrite_host_header off`: the `Host` the client sent, kept for the origin
+    /// although the URL was rewritten.
+    pub kept_host: Option<String>,
     /// The client `follow_x_forwarded_for` believes, for ACLs
     /// (`acl_uses_indirect_client`) and the log (`log_uses_indirect_client`).
     pub acl_client: Option<IpAddr>,
@@ -93,6 +98,7 @@ impl RequestInfo {
             sni: self.sni.as_deref(),
             bump_step: self.bump_step,
             client_connections: self.client_connections,
+            tag: self.tag.as_deref(),
             ..Facts::connection(client)
         }
     }
@@ -321,6 +327,11 @@ impl ClientConn {
                     return None;
                 }
                 Err(HeadError::Invalid(why)) => {
+                    if let Some(dst) = self.unsupported_protocol_tunnel().filter(|_| first) {
+                        tracing::info!(client = %self.client, %dst, why, "not HTTP on an intercept port: tunnelled to its original destination (on_unsupported_protocol tunnel)");
+                        self.tunnel_to_original(dst, false).await;
+                        return None;
+                    }
                     tracing::debug!(client = %self.client, why, "invalid request");
                     self.reply_error(
                         SquidError::InvalidReq,
@@ -473,12 +484,33 @@ impl ClientConn {
     /// here. It is judged as Squid judges it, as a CONNECT to its original destination
     /// (`http_access`, then `ssl_bump`'s steps on its ClientHello), and spliced there.
     async fn intercepted_tls(&mut self) {
-        let start = SystemTime::now();
-        let t0 = Instant::now();
         let Some(dst) = self.original_dst.filter(|d| Some(*d) != self.local) else {
             tracing::info!(client = %self.client, "TLS on an intercept port that was not redirected: closed");
             return;
         };
+        self.tunnel_to_original(dst, true).await;
+    }
+
+    /// `on_unsupported_protocol tunnel`: where the first bytes of a redirected connection
+    /// are not HTTP and a line's ACLs match (judged with what is known of a connection:
+    /// the client, the port), the original destination to tunnel them to.
+    fn unsupported_protocol_tunnel(&self) -> Option<SocketAddr> {
+        let rules = &self.shared.config.on_unsupported_protocol;
+        let dst = self.original_dst.filter(|d| Some(*d) != self.local)?;
+        let facts = Facts {
+            local: self.local,
+            port_name: &self.port.spec.name,
+            ..Facts::connection(self.client)
+        };
+        (self.port.spec.intercept && !rules.is_empty() && rules.allows(&facts)).then_some(dst)
+    }
+
+    /// A redirected connection judged as a CONNECT to its original destination, as Squid
+    /// judges it (`http_access`; for TLS then `ssl_bump`'s steps on its ClientHello), and
+    /// tunnelled there with the bytes already read.
+    async fn tunnel_to_original(&mut self, dst: SocketAddr, tls: bool) {
+        let start = SystemTime::now();
+        let t0 = Instant::now();
         let authority = format!("{}:{}", bracket(&dst.ip().to_string()), dst.port());
         let text = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
         let mut raw = BytesMut::from(text.as_bytes());
@@ -491,7 +523,7 @@ impl ClientConn {
             host: dst.ip().to_string(),
             port: dst.port(),
             dst_ips: canonical_addresses(vec![dst.ip()]),
-            intercepted_tls: true,
+            intercepted_tls: tls,
             answered: true,
             ..self.request_info(&head)
         };
@@ -796,6 +828,13 @@ impl ClientConn {
                         port,
                         path_and_query,
                     }) if info.method != "CONNECT" => {
+                        if !rewriter.rewrites_host_header() && info.kept_host.is_none() {
+                            let sent = info.head.as_ref().and_then(|h| h.value("host"));
+                            info.kept_host = Some(match sent {
+                                Some(v) => String::from_utf8_lossy(v).into_owned(),
+                                None => Target::host_header(&info.host, info.port, "http"),
+                            });
+                        }
                         (info.scheme, info.host, info.port, info.path) =
                             (scheme, host, port, path_and_query);
                         info.url = to;
@@ -891,8 +930,12 @@ impl ClientConn {
         loop {
             let (check, external) = rules.check_external(&info.facts(self.client));
             if let (Check::NeedsExternal, Some(acl)) = (check, external) {
-                let matched = self.ask_external(acl, info).await;
+                let (matched, tag) = self.ask_external(acl, info).await;
                 info.external.push((acl.name.clone(), matched));
+                // Squid sets a request's tag once: the first helper's stays.
+                if info.tag.is_none() {
+                    info.tag = tag;
+                }
                 continue;
             }
             match check {
@@ -989,9 +1032,13 @@ impl ClientConn {
     }
 
     /// What an `external` ACL's helper answers for this request.
-    async fn ask_external(&self, acl: &crate::acl::Acl, info: &RequestInfo) -> bool {
+    async fn ask_external(
+        &self,
+        acl: &crate::acl::Acl,
+        info: &RequestInfo,
+    ) -> (bool, Option<String>) {
         let Some((class, args)) = acl.external_class() else {
-            return false;
+            return (false, None);
         };
         let mut entry = self.entry(info, SystemTime::now(), ("NONE_NONE", 0), None);
         if entry.request.is_none() {

@@ -1,12 +1,17 @@
-//! Delay pools (`delay_pools`, `delay_class` 1–3, `delay_parameters`, `delay_access`,
+//! Delay pools (`delay_pools`, `delay_class` 1–5, `delay_parameters`, `delay_access`,
 //! `delay_initial_bucket_level`): bandwidth limits on what origins send to clients, with
 //! Squid's buckets. Each pool has an aggregate bucket; class 2 adds one per host (the last
 //! octet of the client's address, as Squid keys it), class 3 one per network (the third
-//! octet) and one per host (the last two octets). A bucket holds at most `max` bytes and
-//! fills at `restore` bytes a second; `-1/-1` is no limit. A transaction takes bytes from
-//! every bucket of its pool; reading from the origin waits while any is empty.
+//! octet) and one per host (the last two octets), class 4 those of class 3 and one per
+//! authenticated user; class 5 has one bucket per external ACL `tag=` only. A bucket holds
+//! at most `max` bytes and fills at `restore` bytes a second; `-1/-1` is no limit. A
+//! transaction takes bytes from every bucket of its pool; reading from the origin waits
+//! while any is empty.
 //!
-//! The limit sits in the origin side's reader ([`Throttled`]), so bodies and CONNECT tunnels
+//! `client_delay_pools` pace the other way, what clients send (uploads, and the client's
+//! side of tunnels): one bucket per client address in each pool.
+//!
+//! The limit sits in the paced side's reader ([`Throttled`]), so bodies and CONNECT tunnels
 //! are both paced without the copy loops knowing.
 
 use std::collections::HashMap;
@@ -69,6 +74,17 @@ impl Bucket {
 pub struct DelayPools {
     pools: Vec<(DelayPoolConfig, Mutex<PoolBuckets>)>,
     initial: f64,
+    /// `client_delay_pools`: one bucket per client address in each.
+    client: Vec<(ClientPoolConfig, Mutex<HashMap<IpAddr, Bucket>>)>,
+    client_initial: f64,
+}
+
+/// One `client_delay_parameters` pool: what clients send (uploads) is paced.
+#[derive(Debug, Clone)]
+pub struct ClientPoolConfig {
+    pub rate: Rate,
+    /// `client_delay_access`: no lines, no client uses the pool (Squid's default).
+    pub access: AccessRules,
 }
 
 #[derive(Default)]
@@ -76,26 +92,61 @@ struct PoolBuckets {
     aggregate: Option<Bucket>,
     network: HashMap<u8, Bucket>,
     individual: HashMap<u16, Bucket>,
+    /// Class 4: per authenticated user.
+    user: HashMap<String, Bucket>,
+    /// Class 5: per external ACL `tag=` (untagged requests share the empty tag's).
+    tag: HashMap<String, Bucket>,
 }
 
 /// Buckets per level at most (an address space's worth for class 3 hosts); the bound that
-/// keeps a flood of client addresses from growing them without end.
+/// keeps a flood of client addresses (or user names, or tags) from growing them without end.
 const MAX_BUCKETS: usize = 65_536;
 
+/// The bucket of `key` in `map`, made (`initial` full) when new; the map is emptied when it
+/// would pass [`MAX_BUCKETS`] (every key starts afresh, none grows without end).
+fn bucket_in<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Bucket>,
+    key: K,
+    rate: Rate,
+    initial: f64,
+) -> &mut Bucket {
+    if map.len() >= MAX_BUCKETS && !map.contains_key(&key) {
+        map.clear();
+    }
+    map.entry(key).or_insert_with(|| Bucket::new(rate, initial))
+}
+
 impl DelayPools {
-    /// `initial_percent`: `delay_initial_bucket_level` (Squid's default 50).
-    pub fn new(pools: Vec<DelayPoolConfig>, initial_percent: u8) -> DelayPools {
+    /// `initial_percent`: `delay_initial_bucket_level` (Squid's default 50);
+    /// `client_initial_percent`: `client_delay_initial_bucket_level` (also 50).
+    pub fn new(
+        pools: Vec<DelayPoolConfig>,
+        initial_percent: u8,
+        client: Vec<ClientPoolConfig>,
+        client_initial_percent: u8,
+    ) -> DelayPools {
         DelayPools {
             pools: pools
                 .into_iter()
                 .map(|p| (p, Mutex::new(PoolBuckets::default())))
                 .collect(),
             initial: f64::from(initial_percent.min(100)) / 100.0,
+            client: client
+                .into_iter()
+                .map(|p| (p, Mutex::new(HashMap::new())))
+                .collect(),
+            client_initial: f64::from(client_initial_percent.min(100)) / 100.0,
         }
     }
 
+    /// No `delay_pools` (what origins send is not paced).
     pub fn is_empty(&self) -> bool {
         self.pools.is_empty()
+    }
+
+    /// No `client_delay_pools` (what clients send is not paced).
+    pub fn no_client_pools(&self) -> bool {
+        self.client.is_empty()
     }
 
     /// The limit of the first pool whose `delay_access` allows the transaction.
@@ -107,9 +158,32 @@ impl DelayPools {
         let (network, individual) = keys(f.client);
         Some(Limit {
             pools: Arc::clone(self),
-            index,
-            network,
-            individual,
+            which: Which::Pool {
+                index,
+                network,
+                individual,
+                user: match f.login {
+                    crate::acl::Login::User(user) => Some(user.to_string()),
+                    _ => None,
+                },
+                tag: f.tag.unwrap_or_default().to_string(),
+            },
+        })
+    }
+
+    /// The limit on what the client sends: the first client pool whose
+    /// `client_delay_access` allows it, one bucket per client address.
+    pub fn client_limit_for(self: &Arc<Self>, f: &Facts) -> Option<Limit> {
+        let index = self
+            .client
+            .iter()
+            .position(|(p, _)| !p.access.is_empty() && p.access.allows(f))?;
+        Some(Limit {
+            pools: Arc::clone(self),
+            which: Which::Client {
+                index,
+                client: f.client,
+            },
         })
     }
 }
@@ -129,22 +203,96 @@ fn keys(client: IpAddr) -> (u8, [u8; 2]) {
 #[derive(Clone)]
 pub struct Limit {
     pools: Arc<DelayPools>,
-    index: usize,
-    network: u8,
-    individual: [u8; 2],
+    which: Which,
+}
+
+#[derive(Clone)]
+enum Which {
+    Pool {
+        index: usize,
+        network: u8,
+        individual: [u8; 2],
+        user: Option<String>,
+        tag: String,
+    },
+    Client {
+        index: usize,
+        client: IpAddr,
+    },
 }
 
 impl Limit {
+    /// Calls `visit` on every bucket this transaction draws from (made when new).
+    fn each_bucket(&self, visit: &mut dyn FnMut(&mut Bucket)) {
+        let (index, network, individual, user, tag) = match &self.which {
+            Which::Client { index, client } => {
+                let (config, buckets) = &self.pools.client[*index];
+                let mut b = buckets.lock().unwrap_or_else(|p| p.into_inner());
+                visit(bucket_in(
+                    &mut b,
+                    *client,
+                    config.rate,
+                    self.pools.client_initial,
+                ));
+                return;
+            }
+            Which::Pool {
+                index,
+                network,
+                individual,
+                user,
+                tag,
+            } => (*index, *network, *individual, user, tag),
+        };
+        let (config, buckets) = &self.pools.pools[index];
+        let mut b = buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let initial = self.pools.initial;
+        let levels = &config.levels;
+        let class = config.class;
+        if class == 5 {
+            // One level: per tag.
+            if let Some(rate) = levels[0] {
+                visit(bucket_in(&mut b.tag, tag.clone(), rate, initial));
+            }
+            return;
+        }
+        if let Some(rate) = levels[0] {
+            visit(
+                b.aggregate
+                    .get_or_insert_with(|| Bucket::new(rate, initial)),
+            );
+        }
+        if class >= 3 {
+            if let Some(rate) = levels[1] {
+                visit(bucket_in(&mut b.network, network, rate, initial));
+            }
+        }
+        if class >= 2 {
+            let host_level = if class == 2 { levels[1] } else { levels[2] };
+            if let Some(rate) = host_level {
+                let key = if class == 2 {
+                    u16::from(individual[1])
+                } else {
+                    u16::from_be_bytes(individual)
+                };
+                visit(bucket_in(&mut b.individual, key, rate, initial));
+            }
+        }
+        if class == 4 {
+            // Squid: a request with no authenticated user is not limited at this level.
+            if let (Some(rate), Some(user)) = (levels[3], user) {
+                visit(bucket_in(&mut b.user, user.clone(), rate, initial));
+            }
+        }
+    }
+
     /// Bytes that may be read now (all buckets refilled), and if none, how long until a
     /// useful amount may.
     fn available(&self) -> Result<usize, Duration> {
-        let (config, buckets) = &self.pools.pools[self.index];
-        let mut b = buckets.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let initial = self.pools.initial;
         let mut allowed = f64::INFINITY;
         let mut wait = Duration::ZERO;
-        let mut visit = |bucket: &mut Bucket| {
+        self.each_bucket(&mut |bucket| {
             bucket.refill(now);
             allowed = allowed.min(bucket.level.floor());
             if bucket.level < 1.0 {
@@ -157,45 +305,7 @@ impl Limit {
                 };
                 wait = wait.max(Duration::from_secs_f64(secs.max(0.001)));
             }
-        };
-        let class = config.class;
-        let levels = &config.levels;
-        if let Some(rate) = levels[0] {
-            let agg = b
-                .aggregate
-                .get_or_insert_with(|| Bucket::new(rate, initial));
-            visit(agg);
-        }
-        if class == 3 {
-            if let Some(rate) = levels[1] {
-                if b.network.len() >= MAX_BUCKETS {
-                    b.network.clear();
-                }
-                let net = b
-                    .network
-                    .entry(self.network)
-                    .or_insert_with(|| Bucket::new(rate, initial));
-                visit(net);
-            }
-        }
-        if class >= 2 {
-            let rate = *levels.last().expect("a level per class");
-            if let Some(rate) = rate {
-                let key = if class == 3 {
-                    u16::from_be_bytes(self.individual)
-                } else {
-                    u16::from(self.individual[1])
-                };
-                if b.individual.len() >= MAX_BUCKETS {
-                    b.individual.clear();
-                }
-                let host = b
-                    .individual
-                    .entry(key)
-                    .or_insert_with(|| Bucket::new(rate, initial));
-                visit(host);
-            }
-        }
+        });
         if allowed >= 1.0 {
             Ok(if allowed.is_finite() {
                 allowed as usize
@@ -209,25 +319,8 @@ impl Limit {
 
     /// Takes `n` bytes from every bucket.
     fn consume(&self, n: usize) {
-        let (config, buckets) = &self.pools.pools[self.index];
-        let mut b = buckets.lock().unwrap_or_else(|p| p.into_inner());
         let n = n as f64;
-        if let Some(agg) = &mut b.aggregate {
-            agg.level -= n;
-        }
-        if config.class == 3 {
-            if let Some(net) = b.network.get_mut(&self.network) {
-                net.level -= n;
-            }
-        }
-        let key = if config.class == 3 {
-            u16::from_be_bytes(self.individual)
-        } else {
-            u16::from(self.individual[1])
-        };
-        if let Some(host) = b.individual.get_mut(&key) {
-            host.level -= n;
-        }
+        self.each_bucket(&mut |bucket| bucket.level -= n);
     }
 }
 
@@ -305,6 +398,8 @@ mod tests {
                 access: allow_all,
             }],
             50,
+            Vec::new(),
+            50,
         ))
     }
 
@@ -328,6 +423,79 @@ mod tests {
     }
 
     #[test]
+    fn class_4_adds_a_bucket_per_user_and_class_5_one_per_tag() {
+        let rate = Some(Rate {
+            restore: 1000.0,
+            max: 10_000.0,
+        });
+        let p = pools(4, vec![None, None, None, rate]);
+        let user = |ip: &str, name: &'static str| Facts {
+            login: crate::acl::Login::User(name),
+            ..Facts::connection(ip.parse().unwrap())
+        };
+        let alice = p.limit_for(&user("10.0.0.5", "alice")).unwrap();
+        assert_eq!(alice.available(), Ok(5000));
+        alice.consume(5000);
+        // The same user from another host shares the bucket; another user does not.
+        let alice_too = p.limit_for(&user("10.0.9.9", "alice")).unwrap();
+        assert!(alice_too.available().is_err());
+        let bob = p.limit_for(&user("10.0.0.5", "bob")).unwrap();
+        assert_eq!(bob.available(), Ok(5000));
+        // No user: no limit at the user level (Squid), and no other level limits here.
+        let nobody = p
+            .limit_for(&Facts::connection("10.0.0.5".parse().unwrap()))
+            .unwrap();
+        assert_eq!(nobody.available(), Ok(usize::MAX));
+
+        let p = pools(5, vec![rate]);
+        let tagged = |tag: Option<&'static str>| Facts {
+            tag,
+            ..Facts::connection("10.0.0.5".parse().unwrap())
+        };
+        let gold = p.limit_for(&tagged(Some("gold"))).unwrap();
+        gold.consume(5000);
+        assert!(gold.available().is_err());
+        assert_eq!(
+            p.limit_for(&tagged(Some("blue"))).unwrap().available(),
+            Ok(5000)
+        );
+        // Untagged requests share the empty tag's bucket.
+        let untagged = p.limit_for(&tagged(None)).unwrap();
+        untagged.consume(5000);
+        assert!(p.limit_for(&tagged(None)).unwrap().available().is_err());
+    }
+
+    #[test]
+    fn client_pools_give_each_client_address_a_bucket() {
+        let allow_all = pools(1, vec![None]).pools[0].0.access.clone();
+        let p = Arc::new(DelayPools::new(
+            Vec::new(),
+            50,
+            vec![ClientPoolConfig {
+                rate: Rate {
+                    restore: 100.0,
+                    max: 1000.0,
+                },
+                access: allow_all,
+            }],
+            100,
+        ));
+        assert!(p.is_empty() && !p.no_client_pools());
+        let f = |ip: &str| Facts::connection(ip.parse().unwrap());
+        let a = p.client_limit_for(&f("10.0.0.5")).unwrap();
+        assert_eq!(
+            a.available(),
+            Ok(1000),
+            "client_delay_initial_bucket_level 100"
+        );
+        a.consume(1000);
+        assert!(a.available().is_err());
+        // The whole address is the key: the same last octet elsewhere is another client.
+        let other = p.client_limit_for(&f("10.0.1.5")).unwrap();
+        assert_eq!(other.available(), Ok(1000));
+    }
+
+    #[test]
     fn no_access_lines_no_pool() {
         let p = Arc::new(DelayPools::new(
             vec![DelayPoolConfig {
@@ -335,6 +503,8 @@ mod tests {
                 levels: vec![None],
                 access: AccessRules::default(),
             }],
+            50,
+            Vec::new(),
             50,
         ));
         assert!(p

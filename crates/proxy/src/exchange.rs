@@ -41,6 +41,8 @@ pub struct ExchangeRequest<'a> {
     pub keep_reply_head: bool,
     /// `delay_pools`: the pace the origin's bytes are read at.
     pub throttle: Option<crate::delay::Limit>,
+    /// `client_delay_pools`: the request body's reads from the client are paced.
+    pub client_throttle: Option<crate::delay::Limit>,
     /// The request offered the origin an `Upgrade` (`http_upgrade_request_protocols`): a
     /// `101` answer switches the connection over.
     pub upgrade: bool,
@@ -120,9 +122,10 @@ pub async fn exchange(
     req: &ExchangeRequest<'_>,
     record: Record<'_>,
 ) -> Outcome {
-    let (mut cr, mut cw) = client.split();
+    let (cr, mut cw) = client.split();
     let (or, mut ow) = origin.split();
     let mut or = crate::delay::Throttled::new(or, req.throttle.clone());
+    let mut cr = crate::delay::Throttled::new(cr, req.client_throttle.clone());
     let has_body = req.framing != Framing::Length(0);
     // Set once a final response head starts towards the client: after that an error page
     // can no longer be sent.

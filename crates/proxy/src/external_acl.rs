@@ -143,8 +143,11 @@ pub struct Question<'a> {
 
 /// The running helpers of every `external_acl_type`, with their remembered answers.
 pub struct ExternalAcls {
-    types: HashMap<String, (ExternalAclType, Helpers, ExpiringMap<bool>)>,
+    types: HashMap<String, (ExternalAclType, Helpers, ExpiringMap<Remembered>)>,
 }
+
+/// A remembered answer: whether it matched, and its `tag=`.
+type Remembered = (bool, Option<String>);
 
 /// Remembered answers per type at most.
 const MAX_REMEMBERED: usize = 10_000;
@@ -169,28 +172,30 @@ impl ExternalAcls {
         }
     }
 
-    /// Whether the ACL of type `class` matches.
-    pub async fn matches(&self, class: &str, q: &Question<'_>) -> bool {
+    /// Whether the ACL of type `class` matches, and the `tag=` its helper gave, if any
+    /// (Squid: an OK or ERR answer may tag the request).
+    pub async fn matches(&self, class: &str, q: &Question<'_>) -> Remembered {
         let Some((ty, helpers, remembered)) = self.types.get(class) else {
-            return false;
+            return (false, None);
         };
         let line = question_line(ty, q);
-        if let Some(matched) = remembered.get(&line) {
-            return matched;
+        if let Some(known) = remembered.get(&line) {
+            return known;
         }
         let answer = helpers.ask(line.clone()).await;
+        let tag = answer.get("tag").map(String::from);
         match answer.verdict {
             Verdict::Ok => {
-                remembered.insert(line, true, ty.ttl);
-                true
+                remembered.insert(line, (true, tag.clone()), ty.ttl);
+                (true, tag)
             }
             Verdict::Err => {
-                remembered.insert(line, false, ty.negative_ttl);
-                false
+                remembered.insert(line, (false, tag.clone()), ty.negative_ttl);
+                (false, tag)
             }
             Verdict::Broken | Verdict::Legacy => {
                 tracing::error!(acl = q.acl_name, external_acl_type = class, answer = %answer.rest, "external ACL helper could not answer: the ACL does not match");
-                false
+                (false, None)
             }
         }
     }

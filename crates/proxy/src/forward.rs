@@ -191,7 +191,10 @@ impl ClientConn {
         let origin_server = target.parent.filter(|p| p.origin_server);
         let host_header = match origin_server.and_then(|p| p.forced_domain.as_ref()) {
             Some(forced) => forced.clone(),
-            None => Target::host_header(&info.host, info.port, "http"),
+            None => info
+                .kept_host
+                .clone()
+                .unwrap_or_else(|| Target::host_header(&info.host, info.port, "http")),
         };
         // A parent proxy gets the absolute form, as any proxy does; an origin server (and
         // the origin, direct) the origin form.
@@ -231,6 +234,7 @@ impl ClientConn {
             ));
         }
         let upgrades = config.upgrades.allowed(head, &facts);
+        let limits = self.delay_limits(info);
         if !upgrades.is_empty() {
             edits.add.push(("Upgrade".into(), upgrades.join(", ")));
             edits.add.push(("Connection".into(), "upgrade".into()));
@@ -262,11 +266,8 @@ impl ClientConn {
             reply_rules: None,
             keep_reply_head: shared.log.wants.reply,
             upgrade: !upgrades.is_empty(),
-            throttle: if shared.delay.is_empty() {
-                None
-            } else {
-                shared.delay.limit_for(&info.facts(self.client))
-            },
+            throttle: limits.origin.clone(),
+            client_throttle: limits.client.clone(),
         };
 
         let mut may_reuse = true;
@@ -327,6 +328,7 @@ impl ClientConn {
                 .then_some(&policy as _),
                 port_closing: req.port_closing.clone(),
                 throttle: req.throttle.clone(),
+                client_throttle: req.client_throttle.clone(),
                 ..req
             };
             let record = |tag: &'static str, d: &Delivered| {
@@ -458,19 +460,8 @@ impl ClientConn {
         let ready = write_all(&mut self.stream, &out, idle).await.is_ok()
             && (early.is_empty() || write_all(&mut origin, &early, idle).await.is_ok());
         if ready {
-            let (to_origin, to_client) = (
-                std::sync::atomic::AtomicU64::new(0),
-                std::sync::atomic::AtomicU64::new(0),
-            );
-            let _ = proxyfleet_relay::relay(
-                &self.stream,
-                &origin,
-                idle,
-                (&to_origin, &to_client),
-                &proxyfleet_relay::PipeBudget::unlimited(),
-            )
-            .await;
-            sent += to_client.load(std::sync::atomic::Ordering::Relaxed);
+            let limits = self.delay_limits(info);
+            sent += self.relay_both(&mut origin, limits, idle).await;
         }
         let mut entry = line.clone();
         entry.http_status = 101;

@@ -296,6 +296,8 @@ impl Shared {
         let delay = Arc::new(crate::delay::DelayPools::new(
             config.delay_pools.clone(),
             config.delay_initial_bucket_level,
+            config.client_delay_pools.clone(),
+            config.client_delay_initial_bucket_level,
         ));
         let via = config
             .via

@@ -342,38 +342,55 @@ impl ClientConn {
         } else {
             ESTABLISHED.len() as u64
         };
-        let throttle = if self.shared.delay.is_empty() {
-            None
-        } else {
-            self.shared.delay.limit_for(&info.facts(self.client))
-        };
+        let limits = self.delay_limits(info);
         if early.is_empty() || write_all(&mut origin, &early, idle).await.is_ok() {
-            match throttle {
-                // A delay pool paces the origin's side: a plain copy each way, the origin's
-                // reads throttled (no splice, which would bypass the pacing).
-                Some(limit) => {
-                    sent_to_client += paced_relay(&mut self.stream, &mut origin, limit, idle).await;
-                }
-                None => {
-                    // The load balancer's relay: buffered while small, splice(2) for bulk data.
-                    let (to_origin, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
-                    let relayed = proxyfleet_relay::relay(
-                        &self.stream,
-                        &origin,
-                        idle,
-                        (&to_origin, &to_client),
-                        &proxyfleet_relay::PipeBudget::unlimited(),
-                    )
-                    .await;
-                    if let Err(e) = relayed {
-                        tracing::debug!(client = %self.client, error = %e, "tunnel ended with an error");
-                    }
-                    sent_to_client += to_client.load(Ordering::Relaxed);
-                }
-            }
+            sent_to_client += self.relay_both(&mut origin, limits, idle).await;
         }
         self.log_tunnel(info, (start, t0), sent_to_client, (ip, hierarchy));
         Next::Close
+    }
+
+    /// The delay pools' limits on a transaction: what the origin sends (`delay_pools`) and
+    /// what the client sends (`client_delay_pools`).
+    pub(crate) fn delay_limits(&self, info: &RequestInfo) -> DelayLimits {
+        let pools = &self.shared.delay;
+        let facts = info.facts(self.client);
+        DelayLimits {
+            origin: (!pools.is_empty())
+                .then(|| pools.limit_for(&facts))
+                .flatten(),
+            client: (!pools.no_client_pools())
+                .then(|| pools.client_limit_for(&facts))
+                .flatten(),
+        }
+    }
+
+    /// Bytes both ways between the client and `origin` until both sides end; returns the
+    /// bytes sent to the client. Without delay pools it is the load balancer's relay
+    /// (buffered while small, splice(2) for bulk data); with one, a plain copy each way
+    /// whose paced side's reads are throttled (splice would bypass the pacing).
+    pub(crate) async fn relay_both(
+        &mut self,
+        origin: &mut tokio::net::TcpStream,
+        limits: DelayLimits,
+        idle: std::time::Duration,
+    ) -> u64 {
+        if limits.origin.is_some() || limits.client.is_some() {
+            return paced_relay(&mut self.stream, origin, limits, idle).await;
+        }
+        let (to_origin, to_client) = (AtomicU64::new(0), AtomicU64::new(0));
+        let relayed = proxyfleet_relay::relay(
+            &self.stream,
+            origin,
+            idle,
+            (&to_origin, &to_client),
+            &proxyfleet_relay::PipeBudget::unlimited(),
+        )
+        .await;
+        if let Err(e) = relayed {
+            tracing::debug!(client = %self.client, error = %e, "tunnel ended with an error");
+        }
+        to_client.load(Ordering::Relaxed)
     }
 
     /// A tunnel's line, written when both directions have closed: its byte count is known
@@ -393,19 +410,27 @@ impl ClientConn {
     }
 }
 
-/// Both directions of a tunnel under a delay pool; returns the bytes sent to the client.
+/// A transaction's delay-pool limits, each side's reads.
+#[derive(Clone, Default)]
+pub(crate) struct DelayLimits {
+    pub origin: Option<crate::delay::Limit>,
+    pub client: Option<crate::delay::Limit>,
+}
+
+/// Both directions of a tunnel under delay pools; returns the bytes sent to the client.
 /// Each direction ends at its source's end (half-close passed on) or after `idle` without
 /// a byte.
 async fn paced_relay(
     client: &mut tokio::net::TcpStream,
     origin: &mut tokio::net::TcpStream,
-    limit: crate::delay::Limit,
+    limits: DelayLimits,
     idle: std::time::Duration,
 ) -> u64 {
     use tokio::io::AsyncWriteExt;
-    let (mut cr, mut cw) = client.split();
+    let (cr, mut cw) = client.split();
     let (or, mut ow) = origin.split();
-    let mut or = crate::delay::Throttled::new(or, Some(limit));
+    let mut or = crate::delay::Throttled::new(or, limits.origin);
+    let mut cr = crate::delay::Throttled::new(cr, limits.client);
     let up = async {
         let mut buf = bytes::BytesMut::new();
         while let Ok(n) = crate::http::body::read_some(&mut cr, &mut buf, idle).await {

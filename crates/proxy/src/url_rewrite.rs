@@ -32,6 +32,9 @@ pub struct UrlRewriteConfig {
     pub access: AccessRules,
     /// `url_rewrite_extras` (default Squid's).
     pub extras: LogFormat,
+    /// `url_rewrite_host_header` (default on): a rewritten request's `Host` names its new
+    /// URL; off keeps the client's (accelerators whose backends expect the public name).
+    pub rewrite_host_header: bool,
 }
 
 /// Squid 5.7's default `url_rewrite_extras`.
@@ -58,6 +61,11 @@ impl UrlRewriter {
     }
 
     /// Asks the helper about `url` (the request as logged so far in `entry`).
+    /// Whether a rewritten request's `Host` follows its new URL.
+    pub fn rewrites_host_header(&self) -> bool {
+        self.config.rewrite_host_header
+    }
+
     pub async fn ask(&self, url: &str, entry: &LogEntry) -> Rewrite {
         let mut line = String::with_capacity(url.len() + 64);
         line.push_str(url);

@@ -66,6 +66,8 @@ pub struct Facts<'a> {
     pub bump_step: u8,
     /// The client's open connections, this one included (`maxconn`); 0 when unknown.
     pub client_connections: usize,
+    /// The `tag=` an external ACL's helper answered, if any (class 5 delay pools, `%et`).
+    pub tag: Option<&'a str>,
 }
 
 /// What is known of the client's identity (`auth_param` and `proxy_auth` ACLs).
@@ -101,6 +103,7 @@ impl Facts<'_> {
             sni: None,
             bump_step: 0,
             client_connections: 0,
+            tag: None,
         }
     }
 }

@@ -1,10 +1,28 @@
-//! `delay_pools N`, `delay_class POOL 1|2|3`, `delay_parameters POOL RESTORE/MAX...`,
-//! `delay_access POOL allow|deny [!]acl...`, `delay_initial_bucket_level PERCENT`, and
-//! `client_delay_pools 0` (the pacing itself: [`crate::delay`]).
+//! `delay_pools N`, `delay_class POOL 1..5`, `delay_parameters POOL RESTORE/MAX...`,
+//! `delay_access POOL allow|deny [!]acl...`, `delay_initial_bucket_level PERCENT`, and for
+//! uploads `client_delay_pools N`, `client_delay_parameters POOL RESTORE MAX`,
+//! `client_delay_access POOL allow|deny [!]acl...`, `client_delay_initial_bucket_level`
+//! (the pacing itself: [`crate::delay`]).
 
 use super::parse::{Directive, Parser, PendingRule};
 use super::ConfigError;
 use crate::delay::Rate;
+
+/// One client pool as its lines are read.
+#[derive(Default)]
+pub(super) struct PendingClientPool {
+    pub rate: Option<Rate>,
+    pub access: Vec<PendingRule>,
+}
+
+/// The values `delay_parameters` takes per class: aggregate; + individual; + network;
+/// + user (class 4); class 5 has only its tag level.
+fn levels_of(class: u8) -> usize {
+    match class {
+        5 => 1,
+        c => usize::from(c),
+    }
+}
 
 /// One pool as its lines are read.
 #[derive(Default)]
@@ -42,21 +60,13 @@ impl Parser {
                 let at = self.pool_at(d)?;
                 let t = d.arg(1, "class (1, 2 or 3)")?;
                 d.no_more(2)?;
-                let class = match t.text.as_str() {
-                    "1" => 1,
-                    "2" => 2,
-                    "3" => 3,
-                    "4" | "5" => {
-                        return Err(d.error(
-                            t,
-                            format!(
-                                "delay class {} is not supported (classes 1 to 3: aggregate, \
-                                 per network, per host)",
-                                t.text
-                            ),
-                        ))
+                let class = match t.text.parse::<u8>() {
+                    Ok(c @ 1..=5) => c,
+                    _ => {
+                        return Err(
+                            d.error(t, format!("'{}' is not a delay class (1 to 5)", t.text))
+                        )
                     }
-                    other => return Err(d.error(t, format!("'{other}' is not a delay class"))),
                 };
                 self.delay_pools[at].class = Some(class);
             }
@@ -69,9 +79,10 @@ impl Parser {
                     ));
                 };
                 let specs = &d.args[1..];
-                if specs.len() != usize::from(class) {
+                let wanted = levels_of(class);
+                if specs.len() != wanted {
                     return Err(d.missing(&format!(
-                        "{class} RESTORE/MAX value(s) for a class {class} pool (found {})",
+                        "{wanted} RESTORE/MAX value(s) for a class {class} pool (found {})",
                         specs.len()
                     )));
                 }
@@ -88,16 +99,45 @@ impl Parser {
             }
             "client_delay_pools" => {
                 let t = d.arg(0, "number of pools")?;
-                if t.text != "0" {
-                    return Err(d.error(
-                        t,
-                        "client_delay_pools (upload limits) are not supported: only \
-                         delay_pools, which pace what origins send",
-                    ));
-                }
+                d.no_more(1)?;
+                let n: usize = t
+                    .text
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= 256)
+                    .ok_or_else(|| d.error(t, format!("'{}' is not 0 to 256", t.text)))?;
+                self.client_delay_pools
+                    .resize_with(n, PendingClientPool::default);
             }
-            // Only used with client_delay_pools, which must be 0.
-            "client_delay_initial_bucket_level" => {}
+            "client_delay_initial_bucket_level" => {
+                let t = d.arg(0, "percent")?;
+                self.client_delay_initial = t
+                    .text
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| d.error(t, format!("'{}' is not a percentage", t.text)))?;
+            }
+            "client_delay_parameters" => {
+                let at = self.client_pool_at(d)?;
+                let restore = d.arg(1, "speed limit (bytes a second)")?;
+                let max = d.arg(2, "bucket size (bytes)")?;
+                d.no_more(3)?;
+                let bytes = |t: &super::lex::Token| {
+                    t.text
+                        .parse::<u64>()
+                        .map_err(|_| d.error(t, format!("'{}' is not a number of bytes", t.text)))
+                };
+                self.client_delay_pools[at].rate = Some(Rate {
+                    restore: bytes(restore)? as f64,
+                    max: bytes(max)? as f64,
+                });
+            }
+            "client_delay_access" => {
+                let at = self.client_pool_at(d)?;
+                let rule = self.rule_after(d, 1)?;
+                self.client_delay_pools[at].access.push(rule);
+            }
             name => unreachable!("not a delay directive: {name}"),
         }
         Ok(())
@@ -105,22 +145,29 @@ impl Parser {
 
     /// The pool a line names (1-based in squid.conf), which `delay_pools` must cover.
     fn pool_at(&self, d: &Directive) -> Result<usize, ConfigError> {
-        let t = d.arg(0, "pool number")?;
-        let n: usize = t
-            .text
-            .parse()
-            .map_err(|_| d.error(t, format!("'{}' is not a pool number", t.text)))?;
-        if n == 0 || n > self.delay_pools.len() {
-            return Err(d.error(
-                t,
-                format!(
-                    "pool {n} is not one of the {} delay_pools configured above",
-                    self.delay_pools.len()
-                ),
-            ));
-        }
-        Ok(n - 1)
+        numbered_pool(d, self.delay_pools.len(), "delay_pools")
     }
+
+    /// The same for `client_delay_pools`.
+    fn client_pool_at(&self, d: &Directive) -> Result<usize, ConfigError> {
+        numbered_pool(d, self.client_delay_pools.len(), "client_delay_pools")
+    }
+}
+
+/// The 0-based pool a line's first argument names, one of `count` (`what`) pools.
+fn numbered_pool(d: &Directive, count: usize, what: &str) -> Result<usize, ConfigError> {
+    let t = d.arg(0, "pool number")?;
+    let n: usize = t
+        .text
+        .parse()
+        .map_err(|_| d.error(t, format!("'{}' is not a pool number", t.text)))?;
+    if n == 0 || n > count {
+        return Err(d.error(
+            t,
+            format!("pool {n} is not one of the {count} {what} configured above"),
+        ));
+    }
+    Ok(n - 1)
 }
 
 /// `RESTORE/MAX` in bytes (a second / at most); `-1/-1` is no limit.
@@ -163,6 +210,22 @@ mod tests {
         assert_eq!(c.delay_pools[1].levels[0], None);
         assert_eq!(c.delay_pools[1].levels[2].unwrap().restore, 8000.0);
         assert_eq!(c.delay_initial_bucket_level, 100);
+        let c = parse_ok(
+            "delay_pools 2\n\
+             delay_class 1 4\n\
+             delay_parameters 1 -1/-1 -1/-1 -1/-1 1000/2000\n\
+             delay_class 2 5\n\
+             delay_parameters 2 500/500\n\
+             client_delay_pools 1\n\
+             client_delay_parameters 1 1024 2048\n\
+             client_delay_access 1 allow all\n\
+             client_delay_initial_bucket_level 10\n",
+        );
+        assert_eq!(c.delay_pools[0].levels[3].unwrap().max, 2000.0);
+        assert_eq!(c.delay_pools[1].levels.len(), 1);
+        assert_eq!(c.client_delay_pools[0].rate.restore, 1024.0);
+        assert_eq!(c.client_delay_pools[0].access.rules.len(), 1);
+        assert_eq!(c.client_delay_initial_bucket_level, 10);
     }
 
     #[test]
@@ -173,9 +236,13 @@ mod tests {
                 "1:13: delay_class: pool 1 is not one of the 0 delay_pools configured above",
             ),
             (
-                "delay_pools 1\ndelay_class 1 4",
-                "2:15: delay_class: delay class 4 is not supported (classes 1 to 3: aggregate, \
-                 per network, per host)",
+                "delay_pools 1\ndelay_class 1 6",
+                "2:15: delay_class: '6' is not a delay class (1 to 5)",
+            ),
+            (
+                "delay_pools 1\ndelay_class 1 4\ndelay_parameters 1 1/1 1/1 1/1",
+                "3:31: delay_parameters: missing 4 RESTORE/MAX value(s) for a class 4 pool \
+                 (found 3)",
             ),
             (
                 "delay_pools 1\ndelay_class 1 2\ndelay_parameters 1 100/100",
@@ -192,9 +259,13 @@ mod tests {
                 "2:18: delay_parameters: delay_parameters before this pool's delay_class",
             ),
             (
-                "client_delay_pools 1",
-                "1:20: client_delay_pools: client_delay_pools (upload limits) are not \
-                 supported: only delay_pools, which pace what origins send",
+                "client_delay_pools 1\nclient_delay_parameters 2 100 100",
+                "2:25: client_delay_parameters: pool 2 is not one of the 1 client_delay_pools \
+                 configured above",
+            ),
+            (
+                "client_delay_pools 1\nclient_delay_parameters 1 100 lots",
+                "2:31: client_delay_parameters: 'lots' is not a number of bytes",
             ),
         ]);
     }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::lex::Token;
 use super::model::{Accel, ForwardedFor, HttpPort, Vport};
-use super::parse::{Directive, Parser, DEFAULT_MAX_FILEDESCRIPTORS};
+use super::parse::{Directive, Parser, PendingRule, DEFAULT_MAX_FILEDESCRIPTORS};
 use super::units::{self, UnitError};
 use super::ConfigError;
 use crate::access_log::LogErrorPolicy;
@@ -399,22 +399,26 @@ impl Parser {
     }
 
     /// `on_unsupported_protocol tunnel|respond [!]acl...`: what Squid does with traffic that
-    /// is not HTTP at the start of an intercepted connection. `respond` (an error page, the
-    /// default) is what proxyfleet does; `tunnel` is read, and on a configuration with an
-    /// `intercept` port it is noted that such traffic is answered, not tunnelled.
+    /// is not HTTP at the start of an intercepted connection: the first matching line
+    /// decides, `respond` (an error page) when none does.
     pub(super) fn on_unsupported_protocol(&mut self, d: &Directive) -> Result<(), ConfigError> {
         let action = d.arg(0, "'tunnel' or 'respond'")?;
-        match action.text.as_str() {
-            "tunnel" => self.unsupported_tunnel = Some(d.location_of(action)),
-            "respond" => {}
+        let tunnel = match action.text.as_str() {
+            "tunnel" => true,
+            "respond" => false,
             other => {
                 return Err(d.error(
                     action,
                     format!("expected 'tunnel' or 'respond', found '{other}'"),
                 ))
             }
-        }
-        self.acl_refs(d, &d.args[1..])?;
+        };
+        let refs = self.acl_refs(d, &d.args[1..])?;
+        self.unsupported_protocol.push(PendingRule {
+            allow: tunnel,
+            refs,
+            location: d.location(),
+        });
         Ok(())
     }
 
@@ -603,6 +607,22 @@ mod tests {
             ),
         ];
         assert_errors(&cases);
+    }
+
+    #[test]
+    fn on_unsupported_protocol_lines() {
+        let c = parse_ok("acl apps src 10.0.0.0/8\non_unsupported_protocol tunnel apps\non_unsupported_protocol respond all\n");
+        assert_eq!(c.on_unsupported_protocol.rules.len(), 2);
+        assert!(c.on_unsupported_protocol.rules[0].allow);
+        assert!(
+            c.notes
+                .iter()
+                .any(|(_, n)| n.contains("only connections to an http_port ... intercept")),
+            "{:?}",
+            c.notes
+        );
+        let c = parse_ok("http_port 3129 intercept\non_unsupported_protocol tunnel all\n");
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
     }
 
     #[test]

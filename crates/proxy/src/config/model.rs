@@ -140,10 +140,18 @@ pub struct Config {
     pub delay_pools: Vec<crate::delay::DelayPoolConfig>,
     /// `delay_initial_bucket_level` (default 50 percent).
     pub delay_initial_bucket_level: u8,
+    /// `client_delay_pools` with their parameters, in pool order (pools without
+    /// `client_delay_parameters` left out: they limit nothing).
+    pub client_delay_pools: Vec<crate::delay::ClientPoolConfig>,
+    /// `client_delay_initial_bucket_level` (default 50 percent).
+    pub client_delay_initial_bucket_level: u8,
     /// `external_acl_type` lines.
     pub external_acl_types: Vec<crate::external_acl::ExternalAclType>,
     /// `deny_info`, by ACL name: the answer to a request denied by a line ending in it.
     pub deny_info: std::collections::HashMap<String, Arc<super::deny_info::DenyInfo>>,
+    /// `on_unsupported_protocol`: allowing = tunnel the non-HTTP start of a redirected
+    /// connection to its original destination (no lines: respond, with 400).
+    pub on_unsupported_protocol: AccessRules,
     /// `follow_x_forwarded_for`: whose `X-Forwarded-For` is believed (no lines: nobody's).
     pub follow_x_forwarded_for: Arc<AccessRules>,
     /// `acl_uses_indirect_client` (default on): ACLs judge the believed client.

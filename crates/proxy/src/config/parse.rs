@@ -152,11 +152,14 @@ pub(super) struct Parser {
     pub url_rewrite_helper: crate::helper::HelperSpec,
     pub external_types: Vec<crate::external_acl::ExternalAclType>,
     pub delay_pools: Vec<super::delay_lines::PendingPool>,
+    pub client_delay_pools: Vec<super::delay_lines::PendingClientPool>,
+    pub client_delay_initial: u8,
     pub ssl_bump: Vec<(crate::bump::Action, Vec<PendingRef>, Location)>,
     pub upgrades: Vec<(String, Vec<PendingRule>)>,
     pub delay_initial: u8,
     pub url_rewrite_access: Vec<PendingRule>,
     pub url_rewrite_extras: Option<crate::log_format::LogFormat>,
+    pub url_rewrite_host_header: bool,
     pub request_headers: super::header_lines::PendingHeaders,
     pub reply_headers: super::header_lines::PendingHeaders,
     pub outgoing: Vec<(IpAddr, Vec<PendingRef>)>,
@@ -188,8 +191,8 @@ pub(super) struct Parser {
     pub client_ip_max_connections: Option<usize>,
     pub forward_max_tries: usize,
     pub connect_retries: usize,
-    /// Where an `on_unsupported_protocol tunnel` line is, if any.
-    pub unsupported_tunnel: Option<Location>,
+    /// `on_unsupported_protocol` lines (allow = tunnel).
+    pub unsupported_protocol: Vec<PendingRule>,
     pub strip_query_terms: bool,
     pub httpd_suppress_version_string: bool,
     pub client_persistent_connections: bool,
@@ -237,11 +240,14 @@ impl Parser {
             url_rewrite_helper: super::rewrite_lines::default_helper(),
             external_types: Vec::new(),
             delay_pools: Vec::new(),
+            client_delay_pools: Vec::new(),
+            client_delay_initial: 50,
             ssl_bump: Vec::new(),
             upgrades: Vec::new(),
             delay_initial: 50,
             url_rewrite_access: Vec::new(),
             url_rewrite_extras: None,
+            url_rewrite_host_header: true,
             request_headers: Default::default(),
             reply_headers: Default::default(),
             outgoing: Vec::new(),
@@ -271,7 +277,7 @@ impl Parser {
             client_ip_max_connections: None,
             forward_max_tries: 25,
             connect_retries: 0,
-            unsupported_tunnel: None,
+            unsupported_protocol: Vec::new(),
             strip_query_terms: true,
             httpd_suppress_version_string: false,
             client_persistent_connections: true,
@@ -389,6 +395,8 @@ impl Parser {
             | "delay_access"
             | "delay_initial_bucket_level"
             | "client_delay_pools"
+            | "client_delay_parameters"
+            | "client_delay_access"
             | "client_delay_initial_bucket_level" => self.delay(d),
             "url_rewrite_program"
             | "redirect_program"
@@ -525,12 +533,13 @@ impl Parser {
                 "no http_port configured: the proxy will not start (as Squid 5.7 will not)".into(),
             ));
         }
-        if let Some(at) = self.unsupported_tunnel.clone() {
-            if self.http_ports.iter().any(|p| p.intercept) {
+        let tunnels = self.unsupported_protocol.iter().find(|r| r.allow);
+        if let Some(at) = tunnels.map(|r| r.location.clone()) {
+            if !self.http_ports.iter().any(|p| p.intercept && !p.tls) {
                 self.notes.push((
                     at,
-                    "on_unsupported_protocol tunnel: traffic that is not HTTP on an intercept \
-                     port is answered 400, not tunnelled"
+                    "on_unsupported_protocol tunnel: only connections to an http_port ... \
+                     intercept are tunnelled (there is none): other ports answer 400"
                         .into(),
                 ));
             }
@@ -604,8 +613,20 @@ impl Parser {
                     crate::log_format::LogFormat::parse(crate::url_rewrite::DEFAULT_EXTRAS)
                         .expect("the default extras parse")
                 }),
+                rewrite_host_header: self.url_rewrite_host_header,
             }
         });
+        // A client pool without client_delay_parameters is never used.
+        let client_delay_pools = self
+            .client_delay_pools
+            .into_iter()
+            .filter_map(|p| {
+                Some(crate::delay::ClientPoolConfig {
+                    rate: p.rate?,
+                    access: rules(p.access),
+                })
+            })
+            .collect();
         let delay_pools = self
             .delay_pools
             .into_iter()
@@ -614,7 +635,9 @@ impl Parser {
                 let class = p.class.unwrap_or(1);
                 crate::delay::DelayPoolConfig {
                     class,
-                    levels: p.levels.unwrap_or_else(|| vec![None; usize::from(class)]),
+                    levels: p
+                        .levels
+                        .unwrap_or_else(|| vec![None; usize::from(class.min(4))]),
                     access: if p.class.is_some() {
                         rules(p.access)
                     } else {
@@ -662,6 +685,7 @@ impl Parser {
         let http_reply_access = Arc::new(rules(self.http_reply_access));
         let miss_access = Arc::new(rules(self.miss_access));
         let follow_x_forwarded_for = Arc::new(rules(self.follow_x_forwarded_for));
+        let on_unsupported_protocol = rules(self.unsupported_protocol);
         let peers = self
             .peers
             .into_iter()
@@ -770,6 +794,7 @@ impl Parser {
             http_reply_access,
             miss_access,
             follow_x_forwarded_for,
+            on_unsupported_protocol,
             acl_uses_indirect_client: self.acl_uses_indirect_client,
             log_uses_indirect_client: self.log_uses_indirect_client,
             deny_info: self.deny_info,
@@ -779,6 +804,8 @@ impl Parser {
             external_acl_types: self.external_types,
             delay_pools,
             delay_initial_bucket_level: self.delay_initial,
+            client_delay_pools,
+            client_delay_initial_bucket_level: self.client_delay_initial,
             url_rewrite,
             parents,
             request_headers,

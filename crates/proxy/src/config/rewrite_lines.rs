@@ -49,13 +49,7 @@ impl Parser {
                 super::tuning::on_off(d)?;
             }
             "url_rewrite_host_header" | "redirect_rewrites_host_header" => {
-                if !super::tuning::on_off(d)? {
-                    return Err(d.error(
-                        &d.args[0],
-                        "off is not supported: a rewritten request's Host always names its \
-                         new URL's host",
-                    ));
-                }
+                self.url_rewrite_host_header = super::tuning::on_off(d)?;
             }
             name => unreachable!("not a url_rewrite directive: {name}"),
         }
@@ -111,11 +105,6 @@ mod tests {
             (
                 "url_rewrite_children lots",
                 "1:22: url_rewrite_children: 'lots' is not 1 to 1000",
-            ),
-            (
-                "url_rewrite_host_header off",
-                "1:25: url_rewrite_host_header: off is not supported: a rewritten request's \
-                 Host always names its new URL's host",
             ),
         ]);
     }
