@@ -2,8 +2,9 @@
 //!
 //! Top: how many times better proxyfleet is than HAProxy + Squid on each comparable metric
 //! (for "lower is better" metrics the ratio is inverted), with a line at 1× and each goal of
-//! the issue marked. Bottom: each side as a share of the direct (unproxied) figure, grouped by
-//! metric; 1 = as good as no proxy at all.
+//! the issue marked. Bottom: each side (HAProxy + Squid, HAProxy + ATS when measured,
+//! proxyfleet) as a share of the direct (unproxied) figure, grouped by metric; 1 = as good as
+//! no proxy at all.
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
@@ -16,6 +17,7 @@ use crate::results::Side;
 const WIDTH: u32 = 1200;
 const HEIGHT: u32 = 900;
 const HAPROXY_SQUID: RGBColor = RGBColor(127, 127, 127);
+const HAPROXY_ATS: RGBColor = RGBColor(255, 127, 14);
 const PROXYFLEET: RGBColor = RGBColor(31, 119, 180);
 const MET: RGBColor = RGBColor(44, 160, 44);
 const NOT_MET: RGBColor = RGBColor(214, 39, 40);
@@ -183,21 +185,24 @@ fn direct_chart<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let items: Vec<(&Row, Option<f64>, Option<f64>)> = rows
+    let items: Vec<(&Row, [Option<f64>; 3])> = rows
         .iter()
         .map(|r| {
             (
                 r,
-                r.closeness_to_direct(Side::HaproxySquid),
-                r.closeness_to_direct(Side::Proxyfleet),
+                [
+                    r.closeness_to_direct(Side::HaproxySquid),
+                    r.closeness_to_direct(Side::HaproxyAts),
+                    r.closeness_to_direct(Side::Proxyfleet),
+                ],
             )
         })
-        .filter(|(_, h, p)| h.is_some() || p.is_some())
+        .filter(|(_, v)| v.iter().any(Option::is_some))
         .collect();
     let n = items.len().max(1);
     let top = items
         .iter()
-        .flat_map(|(_, h, p)| [h.unwrap_or(0.0), p.unwrap_or(0.0)])
+        .flat_map(|(_, v)| v.map(|x| x.unwrap_or(0.0)))
         .fold(1.0_f64, f64::max)
         * 1.15;
     let mut chart = bar_frame(
@@ -210,9 +215,13 @@ where
     )?;
     let mut bars = Vec::new();
     let mut values = Vec::new();
-    for (i, (_, h, p)) in items.iter().enumerate() {
+    for (i, (_, [h, a, p])) in items.iter().enumerate() {
         let x = i as f64;
-        for (v, dx, color) in [(h, -0.19, HAPROXY_SQUID), (p, 0.19, PROXYFLEET)] {
+        for (v, dx, color) in [
+            (h, -0.26, HAPROXY_SQUID),
+            (a, 0.0, HAPROXY_ATS),
+            (p, 0.26, PROXYFLEET),
+        ] {
             if let Some(v) = v {
                 bars.push((x + dx, *v, color));
                 values.push(Text::new(
@@ -225,13 +234,14 @@ where
     }
     for (color, name) in [
         (HAPROXY_SQUID, "HAProxy + Squid"),
+        (HAPROXY_ATS, "HAProxy + ATS"),
         (PROXYFLEET, "proxyfleet"),
     ] {
         chart
             .draw_series(
                 bars.iter()
                     .filter(|(_, _, c)| *c == color)
-                    .map(|(x, v, c)| Rectangle::new([(x - 0.17, 0.0), (x + 0.17, *v)], c.filled())),
+                    .map(|(x, v, c)| Rectangle::new([(x - 0.12, 0.0), (x + 0.12, *v)], c.filled())),
             )?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
@@ -243,7 +253,7 @@ where
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
-    let labels: Vec<&str> = items.iter().map(|(r, _, _)| r.short).collect();
+    let labels: Vec<&str> = items.iter().map(|(r, _)| r.short).collect();
     category_labels(root, &chart, &labels, 0.0)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The report's rows: one figure per side for each metric (the median over the rounds), the
-//! ratio proxyfleet ÷ HAProxy + Squid, the direct (unproxied) figure, and the goals.
+//! ratios proxyfleet ÷ HAProxy + Squid and proxyfleet ÷ HAProxy + ATS, the direct (unproxied)
+//! figure, and the goals against each peer.
 
 use crate::results::{BulkMode, IdleMode, Results, Side, WrkMode, WrkRun};
 use crate::stats::{median, ratio};
@@ -53,9 +54,13 @@ pub struct Row {
     pub better: Better,
     pub decimals: usize,
     pub haproxy_squid: Cell,
+    /// HAProxy + Apache Traffic Server (missing in runs without that side).
+    pub haproxy_ats: Cell,
     pub proxyfleet: Cell,
     pub direct: Cell,
     pub goal: Option<Goal>,
+    /// The goal against HAProxy + ATS, on [`Row::ratio_ats`].
+    pub goal_ats: Option<Goal>,
     /// The ratio of the two sides means something (not for counts of rare events).
     pub comparable: bool,
 }
@@ -67,6 +72,19 @@ impl Row {
             return None;
         }
         ratio(self.proxyfleet.num(), self.haproxy_squid.num())
+    }
+
+    /// proxyfleet ÷ HAProxy + ATS.
+    pub fn ratio_ats(&self) -> Option<f64> {
+        if !self.comparable {
+            return None;
+        }
+        ratio(self.proxyfleet.num(), self.haproxy_ats.num())
+    }
+
+    /// [`Row::goal_met`] against HAProxy + ATS.
+    pub fn goal_ats_met(&self) -> Option<bool> {
+        goal_met(self.goal_ats?, self.ratio_ats(), &self.proxyfleet)
     }
 
     /// How many times better proxyfleet is (above 1: better, whichever way the metric goes).
@@ -82,6 +100,7 @@ impl Row {
     pub fn of_direct(&self, side: Side) -> Option<f64> {
         let v = match side {
             Side::HaproxySquid => self.haproxy_squid.num(),
+            Side::HaproxyAts => self.haproxy_ats.num(),
             Side::Proxyfleet => self.proxyfleet.num(),
             Side::Direct => return None,
         };
@@ -100,20 +119,17 @@ impl Row {
 
     /// `Some(true)` when the goal is met, `None` without a goal or a figure.
     pub fn goal_met(&self) -> Option<bool> {
-        match self.goal? {
-            Goal::RatioAtLeast(g) => Some(self.ratio()? >= g),
-            Goal::RatioAtMost(g) => Some(self.ratio()? <= g),
-            Goal::Zero => Some(self.proxyfleet.num()? == 0.0),
-        }
+        goal_met(self.goal?, self.ratio(), &self.proxyfleet)
     }
 
     /// The goal in words, as a threshold on the ratio column (or on proxyfleet's figure).
     pub fn goal_text(&self) -> Option<String> {
-        Some(match self.goal? {
-            Goal::RatioAtLeast(g) => format!("ratio ≥ {g}"),
-            Goal::RatioAtMost(g) => format!("ratio ≤ {g}"),
-            Goal::Zero => "proxyfleet: 0".to_string(),
-        })
+        self.goal.map(goal_text)
+    }
+
+    /// [`Row::goal_text`] against HAProxy + ATS.
+    pub fn goal_ats_text(&self) -> Option<String> {
+        self.goal_ats.map(goal_text)
     }
 
     /// The goal as a level of [`Row::advantage`], for the chart.
@@ -129,6 +145,22 @@ impl Row {
             }),
             Goal::Zero => None,
         }
+    }
+}
+
+fn goal_met(goal: Goal, ratio: Option<f64>, proxyfleet: &Cell) -> Option<bool> {
+    match goal {
+        Goal::RatioAtLeast(g) => Some(ratio? >= g),
+        Goal::RatioAtMost(g) => Some(ratio? <= g),
+        Goal::Zero => Some(proxyfleet.num()? == 0.0),
+    }
+}
+
+fn goal_text(goal: Goal) -> String {
+    match goal {
+        Goal::RatioAtLeast(g) => format!("ratio ≥ {g}"),
+        Goal::RatioAtMost(g) => format!("ratio ≤ {g}"),
+        Goal::Zero => "proxyfleet: 0".to_string(),
     }
 }
 
@@ -195,16 +227,18 @@ pub fn rows(r: &Results) -> Vec<Row> {
                    decimals: usize,
                    mode: WrkMode,
                    f: fn(&WrkRun) -> f64,
-                   goal: Option<Goal>| Row {
+                   (goal, goal_ats): (Option<Goal>, Option<Goal>)| Row {
         metric,
         short,
         unit,
         better,
         decimals,
         haproxy_squid: Cell::from(wrk_median(r, Side::HaproxySquid, mode, f)),
+        haproxy_ats: Cell::from(wrk_median(r, Side::HaproxyAts, mode, f)),
         proxyfleet: Cell::from(wrk_median(r, Side::Proxyfleet, mode, f)),
         direct: Cell::from(wrk_median(r, Side::Direct, mode, f)),
         goal,
+        goal_ats,
         comparable: true,
     };
     let mut rows = vec![
@@ -216,7 +250,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
             0,
             WrkMode::Keepalive,
             |w| w.rps,
-            Some(Goal::RatioAtLeast(3.0)),
+            (Some(Goal::RatioAtLeast(3.0)), Some(Goal::RatioAtLeast(1.5))),
         ),
         wrk_row(
             format!("keep-alive p50 latency ({conns} connections)"),
@@ -226,7 +260,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
             2,
             WrkMode::Keepalive,
             |w| w.p50_us / 1000.0,
-            None,
+            (None, None),
         ),
         wrk_row(
             format!("keep-alive p99 latency ({conns} connections)"),
@@ -236,7 +270,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
             2,
             WrkMode::Keepalive,
             |w| w.p99_us / 1000.0,
-            Some(Goal::RatioAtMost(0.5)),
+            (Some(Goal::RatioAtMost(0.5)), Some(Goal::RatioAtMost(0.5))),
         ),
         wrk_row(
             format!("one request per connection: requests/s ({conns} concurrent)"),
@@ -246,7 +280,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
             0,
             WrkMode::Close,
             |w| w.rps,
-            None,
+            (None, None),
         ),
         wrk_row(
             format!("one request per connection: p99 latency ({conns} concurrent)"),
@@ -256,7 +290,7 @@ pub fn rows(r: &Results) -> Vec<Row> {
             2,
             WrkMode::Close,
             |w| w.p99_us / 1000.0,
-            None,
+            (None, None),
         ),
     ];
     let direct_bulk = bulk_median(r, Side::Direct, BulkMode::Http);
@@ -279,9 +313,11 @@ pub fn rows(r: &Results) -> Vec<Row> {
             better: Better::Higher,
             decimals: 0,
             haproxy_squid: Cell::from(bulk_median(r, Side::HaproxySquid, mode)),
+            haproxy_ats: Cell::from(bulk_median(r, Side::HaproxyAts, mode)),
             proxyfleet: Cell::from(bulk_median(r, Side::Proxyfleet, mode)),
             direct: Cell::from(direct_bulk),
             goal: Some(Goal::RatioAtLeast(1.0)),
+            goal_ats: None,
             comparable: true,
         });
     }
@@ -304,9 +340,11 @@ pub fn rows(r: &Results) -> Vec<Row> {
             better: Better::Lower,
             decimals: 2,
             haproxy_squid: Cell::from(idle_median(r, Side::HaproxySquid, mode)),
+            haproxy_ats: Cell::from(idle_median(r, Side::HaproxyAts, mode)),
             proxyfleet: Cell::from(idle_median(r, Side::Proxyfleet, mode)),
             direct: Cell::Missing,
             goal: Some(Goal::RatioAtMost(1.0)),
+            goal_ats: None,
             comparable: true,
         });
     }
@@ -329,9 +367,11 @@ pub fn rows(r: &Results) -> Vec<Row> {
             better: Better::Higher,
             decimals: 0,
             haproxy_squid: Cell::from(wrk_efficiency(r, Side::HaproxySquid, mode)),
+            haproxy_ats: Cell::from(wrk_efficiency(r, Side::HaproxyAts, mode)),
             proxyfleet: Cell::from(wrk_efficiency(r, Side::Proxyfleet, mode)),
             direct: Cell::Missing,
-            goal: None,
+            goal: (mode == WrkMode::Keepalive).then_some(Goal::RatioAtLeast(3.0)),
+            goal_ats: None,
             comparable: true,
         });
     }
@@ -349,8 +389,10 @@ pub fn rows(r: &Results) -> Vec<Row> {
         better: Better::Lower,
         decimals: 0,
         haproxy_squid: failover_sum(r, Side::HaproxySquid, |f| f.client.failed_after_kill),
+        haproxy_ats: failover_sum(r, Side::HaproxyAts, |f| f.client.failed_after_kill),
         proxyfleet: failover_sum(r, Side::Proxyfleet, |f| f.client.failed_after_kill),
         direct: Cell::Missing,
+        goal_ats: None,
         goal: Some(Goal::Zero),
         comparable: false,
     });
@@ -362,8 +404,10 @@ pub fn rows(r: &Results) -> Vec<Row> {
         better: Better::Lower,
         decimals: 0,
         haproxy_squid: failover_sum(r, Side::HaproxySquid, |f| f.client.failed_before_kill),
+        haproxy_ats: failover_sum(r, Side::HaproxyAts, |f| f.client.failed_before_kill),
         proxyfleet: failover_sum(r, Side::Proxyfleet, |f| f.client.failed_before_kill),
         direct: Cell::Missing,
+        goal_ats: None,
         goal: None,
         comparable: false,
     });
@@ -375,8 +419,10 @@ pub fn rows(r: &Results) -> Vec<Row> {
         better: Better::Lower,
         decimals: 0,
         haproxy_squid: failover_sum(r, Side::HaproxySquid, |f| f.client.stalled),
+        haproxy_ats: failover_sum(r, Side::HaproxyAts, |f| f.client.stalled),
         proxyfleet: failover_sum(r, Side::Proxyfleet, |f| f.client.stalled),
         direct: Cell::Missing,
+        goal_ats: None,
         goal: None,
         comparable: false,
     });
@@ -387,15 +433,19 @@ pub fn rows(r: &Results) -> Vec<Row> {
         better: Better::Lower,
         decimals: 2,
         haproxy_squid: Cell::from(failover_median(r, Side::HaproxySquid, |f| f.detect_s)),
+        haproxy_ats: Cell::from(failover_median(r, Side::HaproxyAts, |f| f.detect_s)),
         proxyfleet: Cell::from(failover_median(r, Side::Proxyfleet, |f| f.detect_s)),
         direct: Cell::Missing,
+        goal_ats: None,
         goal: None,
         comparable: false,
     });
-    let no_replacement = if r.failover.iter().any(|f| f.side == Side::HaproxySquid) {
-        Cell::Text("none: the dead Squid stays down".to_string())
-    } else {
-        Cell::Missing
+    let no_replacement = |side: Side, what: &str| {
+        if r.failover.iter().any(|f| f.side == side) {
+            Cell::Text(format!("none: the dead {what} stays down"))
+        } else {
+            Cell::Missing
+        }
     };
     rows.push(Row {
         metric: "failover: time until a replacement proxy serves (kill → healthy in the balancer)"
@@ -404,7 +454,9 @@ pub fn rows(r: &Results) -> Vec<Row> {
         unit: "s",
         better: Better::Lower,
         decimals: 2,
-        haproxy_squid: no_replacement,
+        haproxy_squid: no_replacement(Side::HaproxySquid, "Squid"),
+        haproxy_ats: no_replacement(Side::HaproxyAts, "ATS"),
+        goal_ats: None,
         proxyfleet: Cell::from(failover_median(r, Side::Proxyfleet, |f| {
             f.replacement_serving_s
         })),

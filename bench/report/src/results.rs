@@ -76,6 +76,8 @@ pub enum Side {
     /// Straight at the nginx origin: the ceiling of this machine.
     Direct,
     HaproxySquid,
+    /// HAProxy in front of Apache Traffic Server: the fast peer.
+    HaproxyAts,
     Proxyfleet,
 }
 

@@ -24,6 +24,15 @@ fn medians_ratios_and_goals_from_the_sample() {
     assert_eq!(ka.goal_met(), Some(true));
     assert_eq!(ka.of_direct(crate::results::Side::Proxyfleet), Some(0.6));
 
+    // HAProxy + ATS, the fast peer: 36000 / 24000 = 1.5 (its goal), p99 3 / 4 ms.
+    assert_eq!(ka.haproxy_ats, Cell::Num(24000.0));
+    assert_eq!(ka.ratio_ats(), Some(1.5));
+    assert_eq!(ka.goal_ats_met(), Some(true));
+    assert_eq!(row(&rows, "keep-alive p99").ratio_ats(), Some(0.75));
+    assert_eq!(row(&rows, "keep-alive p99").goal_ats_met(), Some(false));
+    // A side not measured in a mode has no figure there.
+    assert_eq!(row(&rows, "new conn req/s").haproxy_ats, Cell::Missing);
+
     let p99 = row(&rows, "keep-alive p99");
     assert_eq!(p99.ratio(), Some(0.5));
     assert_eq!(p99.advantage(), Some(2.0));
@@ -66,9 +75,11 @@ fn markdown_has_the_table_goals_failover_and_setup() {
     let md = crate::markdown::render(&r, &rows(&r), "results.svg");
     assert!(md.contains("![ratios](results.svg)"));
     assert!(md.contains(
-        "| keep-alive requests/s (50 connections) | req/s | 12000 | 36000 | 3.00 | higher is better: proxyfleet | 60000 | 0.20 | 0.60 |"
+        "| keep-alive requests/s (50 connections) | req/s | 12000 | 24000 | 36000 | 3.00 | 1.50 | higher is better: proxyfleet | 60000 | 0.20 | 0.40 | 0.60 |"
     ));
-    assert!(md.contains("**met** (ratio 3.000; goal: ratio ≥ 3)"));
+    assert!(md.contains("against HAProxy + Squid: **met** (ratio 3.000; goal: ratio ≥ 3)"));
+    assert!(md.contains("against HAProxy + ATS: **met** (ratio 1.500; goal: ratio ≥ 1.5)"));
+    assert!(md.contains("keep-alive p99, worst round against HAProxy + ATS's worst: **not met**"));
     assert!(md.contains("none: the dead Squid stays down"));
     assert!(md.contains("| proxyfleet | 1 | i-4d7cd5172cf9 127.33.1.11 | 20000 | 10 | 0 | – |"));
     assert!(md.contains("| 8 (read 8) | 900.0 | 1800 |"));
