@@ -34,6 +34,22 @@ fn run(ns: &str, args: &[&str]) {
     );
 }
 
+/// A service on the origin's address inside namespace `ns`: each connection handled by
+/// `handle` on a thread of its own; returns its port.
+fn serve_in(ns: &str, handle: fn(&mut std::net::TcpStream)) -> u16 {
+    netns::run_in(ns, || {
+        let listener = std::net::TcpListener::bind((ORIGIN, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { break };
+                std::thread::spawn(move || handle(&mut s));
+            }
+        });
+        port
+    })
+}
+
 #[test]
 fn intercepted_connections_reach_their_original_destination() {
     if let Some(why) = netns::unavailable() {
@@ -64,48 +80,28 @@ fn intercepted_connections_reach_their_original_destination() {
     );
     run(&px, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     // A TLS service on the origin's host: it answers a ClientHello with `server-hello`.
-    let tls_port = netns::run_in(&svc, || {
-        let listener = std::net::TcpListener::bind((ORIGIN, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { break };
-                std::thread::spawn(move || {
-                    use std::io::{Read, Write};
-                    let mut got = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !matches!(
-                        proxyfleet_proxy::sni::peek(&got),
-                        proxyfleet_proxy::sni::Peek::Hello { .. }
-                    ) {
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => got.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let _ = s.write_all(b"server-hello");
-                });
+    let tls_port = serve_in(&svc, |s| {
+        use std::io::{Read, Write};
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !matches!(
+            proxyfleet_proxy::sni::peek(&got),
+            proxyfleet_proxy::sni::Peek::Hello { .. }
+        ) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
             }
-        });
-        port
+        }
+        let _ = s.write_all(b"server-hello");
     });
     // A service that is not HTTP (an SSH-like banner exchange): it echoes what it gets.
-    let echo_port = netns::run_in(&svc, || {
-        let listener = std::net::TcpListener::bind((ORIGIN, 0)).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { break };
-                std::thread::spawn(move || {
-                    use std::io::{Read, Write};
-                    let mut buf = [0u8; 4096];
-                    if let Ok(n) = s.read(&mut buf) {
-                        let _ = s.write_all(&[b"echo:", &buf[..n]].concat());
-                    }
-                });
-            }
-        });
-        port
+    let echo_port = serve_in(&svc, |s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = s.read(&mut buf) {
+            let _ = s.write_all(&[b"echo:", &buf[..n]].concat());
+        }
     });
     let rules = format!(
         "table ip intercept {{\n\

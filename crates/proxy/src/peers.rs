@@ -258,15 +258,8 @@ mod tests {
         assert!(none.route(&f, true, false).is_empty(), "nowhere to go");
         // An accel port without allow-direct: parents only, even for a POST, unless
         // always_direct says otherwise (Squid checks always_direct first).
-        let open = Parents::new(
-            peers.clone(),
-            AccessRules::default(),
-            AccessRules::default(),
-            false,
-            true,
-        );
         assert_eq!(
-            names(&open.route(&f, false, true)).len(),
+            names(&p.route(&f, false, true)).len(),
             3,
             "accel: parents only"
         );

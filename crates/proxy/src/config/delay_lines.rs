@@ -38,23 +38,12 @@ impl Parser {
             "delay_pools" => {
                 let t = d.arg(0, "number of pools")?;
                 d.no_more(1)?;
-                let n: usize = t
-                    .text
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= 256)
-                    .ok_or_else(|| d.error(t, format!("'{}' is not 0 to 256", t.text)))?;
+                let n = pool_count(d, t)?;
                 self.delay_pools.resize_with(n, PendingPool::default);
                 self.delay_pools.truncate(n);
             }
             "delay_initial_bucket_level" => {
-                let t = d.arg(0, "percent")?;
-                self.delay_initial = t
-                    .text
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= 100)
-                    .ok_or_else(|| d.error(t, format!("'{}' is not a percentage", t.text)))?;
+                self.delay_initial = percent(d)?;
             }
             "delay_class" => {
                 let at = self.pool_at(d)?;
@@ -100,23 +89,12 @@ impl Parser {
             "client_delay_pools" => {
                 let t = d.arg(0, "number of pools")?;
                 d.no_more(1)?;
-                let n: usize = t
-                    .text
-                    .parse()
-                    .ok()
-                    .filter(|n| *n <= 256)
-                    .ok_or_else(|| d.error(t, format!("'{}' is not 0 to 256", t.text)))?;
+                let n = pool_count(d, t)?;
                 self.client_delay_pools
                     .resize_with(n, PendingClientPool::default);
             }
             "client_delay_initial_bucket_level" => {
-                let t = d.arg(0, "percent")?;
-                self.client_delay_initial = t
-                    .text
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= 100)
-                    .ok_or_else(|| d.error(t, format!("'{}' is not a percentage", t.text)))?;
+                self.client_delay_initial = percent(d)?;
             }
             "client_delay_parameters" => {
                 let at = self.client_pool_at(d)?;
@@ -152,6 +130,25 @@ impl Parser {
     fn client_pool_at(&self, d: &Directive) -> Result<usize, ConfigError> {
         numbered_pool(d, self.client_delay_pools.len(), "client_delay_pools")
     }
+}
+
+/// `delay_pools N` / `client_delay_pools N`: 0 to 256.
+fn pool_count(d: &Directive, t: &super::lex::Token) -> Result<usize, ConfigError> {
+    t.text
+        .parse()
+        .ok()
+        .filter(|n| *n <= 256)
+        .ok_or_else(|| d.error(t, format!("'{}' is not 0 to 256", t.text)))
+}
+
+/// `*_initial_bucket_level PERCENT`.
+fn percent(d: &Directive) -> Result<u8, ConfigError> {
+    let t = d.arg(0, "percent")?;
+    t.text
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| d.error(t, format!("'{}' is not a percentage", t.text)))
 }
 
 /// The 0-based pool a line's first argument names, one of `count` (`what`) pools.
