@@ -354,6 +354,10 @@ impl ClientConn {
     /// what the client sends (`client_delay_pools`).
     pub(crate) fn delay_limits(&self, info: &RequestInfo) -> DelayLimits {
         let pools = &self.shared.delay;
+        if pools.is_empty() && pools.no_client_pools() {
+            // The common case, on every request: nothing to judge.
+            return DelayLimits::default();
+        }
         let facts = info.facts(self.client);
         DelayLimits {
             origin: (!pools.is_empty())
